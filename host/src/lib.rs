@@ -1,0 +1,17 @@
+//! clusterhost: a node that runs alone and becomes a cluster member when a
+//! cluster-strategy plugin is dropped into its plugins/ directory.
+//!
+//! The binary is a thin layer over this library: [`node::run`] runs a node,
+//! [`manager::PluginManager`] takes plugins in and out of service,
+//! [`manifest::read_manifest`] inspects a plugin without loading it.
+
+pub mod loader;
+pub mod logging;
+pub mod manager;
+pub mod manifest;
+pub mod node;
+pub mod registry;
+pub mod status;
+
+pub use manager::{LoadError, LoadOutcome, ManagerConfig, PluginManager};
+pub use registry::{PluginRecord, PluginState};

@@ -1,0 +1,240 @@
+//! Maps plugin libraries and calls into them, each call contained.
+//!
+//! Libraries are loaded from a private copy with a unique path: glibc caches
+//! `dlopen` by path and inode, and overwriting a mapped `.so` in place
+//! crashes the process, so the files in plugins/ are never mapped.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use abi_stable::library::{lib_header_from_path, LibraryError};
+use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::std_types::{RResult, RStr, RString};
+use clusterhost_plugin_api::abi::{HostServices, HostServicesBox, HostServices_TO, LogLevel, PluginBox, PluginModRef};
+use clusterhost_plugin_api::{PluginError, PluginErrorKind};
+use sha2::{Digest, Sha256};
+
+/// Why a library could not be mapped as a plugin (after its manifest passed).
+#[derive(Debug, thiserror::Error)]
+pub enum AbiError {
+    #[error("plugin {id}: the dynamic loader refused {path}: {detail}")]
+    Open { id: String, path: PathBuf, detail: String },
+    #[error("plugin {id} has no clusterhost root module ({detail}); it was not built with declare_plugin!")]
+    MissingRootModule { id: String, detail: String },
+    #[error("plugin {id} was built against an incompatible plugin API ({detail}); rebuild it against clusterhost-plugin-api {host_api}")]
+    VersionMismatch { id: String, detail: String, host_api: String },
+    #[error("plugin {id}'s root module does not have the layout this host expects; rebuild it against clusterhost-plugin-api {host_api}. Details: {detail}")]
+    LayoutMismatch { id: String, detail: String, host_api: String },
+    #[error("plugin {id}'s root module failed to initialise: {detail}")]
+    RootModuleFailed { id: String, detail: String },
+}
+
+/// Why a call into a running plugin failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("plugin {id} failed in {phase}: {message}")]
+    Failed { id: String, phase: Phase, message: String },
+    #[error("plugin {id} panicked in {phase}: {message}; the panic was contained and the plugin taken out of service")]
+    Panicked { id: String, phase: Phase, message: String },
+    #[error("plugin {id} did not finish {phase} within {budget:?} (cluster.max.execution.seconds); it was taken out of service")]
+    TimedOut { id: String, phase: Phase, budget: Duration },
+}
+
+/// A lifecycle call into a plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Create,
+    Start,
+    Stop,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Phase::Create => "create",
+            Phase::Start => "start",
+            Phase::Stop => "stop",
+        })
+    }
+}
+
+/// A private copy of a published plugin file.
+pub struct PrivateCopy {
+    /// Where the copy is; the only path ever mapped.
+    pub path: PathBuf,
+    /// SHA-256 of the content, hex.
+    pub sha256: String,
+    /// The content, exactly as written to `path`.
+    pub bytes: Vec<u8>,
+}
+
+/// The directory of private library copies; removed when the store drops.
+pub struct PrivateStore {
+    dir: tempfile::TempDir,
+    next: AtomicU64,
+}
+
+impl PrivateStore {
+    /// Creates the store under `parent` (the system temp dir when `None`).
+    pub fn new(parent: Option<&Path>) -> std::io::Result<Self> {
+        let prefix = format!("clusterhost-{}-", std::process::id());
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix);
+        let dir = match parent {
+            Some(parent) => builder.tempdir_in(parent)?,
+            None => builder.tempdir()?,
+        };
+        Ok(PrivateStore { dir, next: AtomicU64::new(1) })
+    }
+
+    /// Copies `source` to a new unique path.
+    pub fn copy_in(&self, source: &Path) -> std::io::Result<PrivateCopy> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let stem = source.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
+        let target = self.dir.path().join(format!("{n:04}-{stem}.so"));
+        let mut input = std::fs::File::open(source)?;
+        let mut bytes = Vec::new();
+        input.read_to_end(&mut bytes)?;
+        let digest = Sha256::digest(&bytes);
+        std::fs::write(&target, &bytes)?;
+        Ok(PrivateCopy { path: target, sha256: hex(&digest), bytes })
+    }
+
+    /// Where the copies live.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Maps the library at `copy` and checks its root module's version and layout.
+///
+/// The library stays mapped for the life of the process (abi_stable never
+/// unloads), even when a check here fails.
+pub fn open(id: &str, copy: &Path) -> Result<PluginModRef, AbiError> {
+    let host_api = clusterhost_plugin_api::API_VERSION.to_string();
+    let header = lib_header_from_path(copy).map_err(|e| match e {
+        LibraryError::GetSymbolError { .. } => AbiError::MissingRootModule { id: id.into(), detail: e.to_string() },
+        other => AbiError::Open { id: id.into(), path: copy.to_owned(), detail: other.to_string() },
+    })?;
+    header.init_root_module::<PluginModRef>().map_err(|e| match e {
+        LibraryError::IncompatibleVersionNumber { .. } | LibraryError::ParseVersionError(_) => {
+            AbiError::VersionMismatch { id: id.into(), detail: e.to_string(), host_api: host_api.clone() }
+        }
+        LibraryError::AbiInstability(_) => AbiError::LayoutMismatch {
+            id: id.into(),
+            detail: first_lines(&e.to_string(), 12),
+            host_api: host_api.clone(),
+        },
+        other => AbiError::RootModuleFailed { id: id.into(), detail: other.to_string() },
+    })
+}
+
+fn first_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().take(n).collect();
+    lines.join(" ")
+}
+
+/// Builds the plugin instance on a thread of its own, so a create that hangs
+/// costs one parked thread, never the node.
+pub async fn create(
+    id: &str,
+    module: PluginModRef,
+    services: HostServicesBox,
+    budget: Duration,
+) -> Result<PluginBox, LifecycleError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let create_fn = module.create();
+    let spawned = std::thread::Builder::new().name(format!("create-{id}")).spawn(move || {
+        let _ = tx.send(create_fn(services));
+    });
+    if let Err(e) = spawned {
+        return Err(LifecycleError::Failed {
+            id: id.into(),
+            phase: Phase::Create,
+            message: format!("could not start a thread for it: {e}"),
+        });
+    }
+    match tokio::time::timeout(budget, rx).await {
+        Ok(Ok(result)) => result_of(id, Phase::Create, result),
+        Ok(Err(_)) => Err(LifecycleError::Failed {
+            id: id.into(),
+            phase: Phase::Create,
+            message: "its create thread ended without an answer".into(),
+        }),
+        Err(_) => Err(LifecycleError::TimedOut { id: id.into(), phase: Phase::Create, budget }),
+    }
+}
+
+/// Calls start or stop within `budget`.
+pub async fn call(id: &str, instance: &PluginBox, phase: Phase, budget: Duration) -> Result<(), LifecycleError> {
+    let future = match phase {
+        Phase::Start => instance.start(),
+        Phase::Stop => instance.stop(),
+        Phase::Create => unreachable!("create goes through loader::create"),
+    };
+    match tokio::time::timeout(budget, future).await {
+        Ok(result) => result_of(id, phase, result),
+        Err(_) => Err(LifecycleError::TimedOut { id: id.into(), phase, budget }),
+    }
+}
+
+fn result_of<T>(id: &str, phase: Phase, result: RResult<T, PluginError>) -> Result<T, LifecycleError> {
+    result.into_result().map_err(|e| match e.kind {
+        PluginErrorKind::Failed => LifecycleError::Failed { id: id.into(), phase, message: e.message.into() },
+        PluginErrorKind::Panicked => LifecycleError::Panicked { id: id.into(), phase, message: e.message.into() },
+    })
+}
+
+/// The host's services for one plugin.
+#[derive(Clone)]
+pub struct HostContext {
+    /// The plugin these services are for.
+    pub plugin_id: String,
+    /// Node home directory.
+    pub home_dir: String,
+    /// `cluster.config.directory`.
+    pub config_dir: String,
+}
+
+impl HostContext {
+    /// Boxes these services for the boundary.
+    pub fn into_services(self) -> HostServicesBox {
+        HostServices_TO::from_ptr(abi_stable::std_types::RArc::new(self), TD_Opaque)
+    }
+}
+
+impl HostServices for HostContext {
+    fn plugin_id(&self) -> RString {
+        self.plugin_id.as_str().into()
+    }
+
+    fn host_version(&self) -> RString {
+        env!("CARGO_PKG_VERSION").into()
+    }
+
+    fn home_dir(&self) -> RString {
+        self.home_dir.as_str().into()
+    }
+
+    fn config_dir(&self) -> RString {
+        self.config_dir.as_str().into()
+    }
+
+    fn log(&self, level: LogLevel, target: RStr<'_>, message: RStr<'_>) {
+        let (plugin, target, message) = (self.plugin_id.as_str(), target.as_str(), message.as_str());
+        // The host's writer is non-blocking, so this never stalls the plugin thread.
+        match level {
+            LogLevel::Error => tracing::error!(target: "plugin", plugin, source = target, "{message}"),
+            LogLevel::Warn => tracing::warn!(target: "plugin", plugin, source = target, "{message}"),
+            LogLevel::Info => tracing::info!(target: "plugin", plugin, source = target, "{message}"),
+            LogLevel::Debug => tracing::debug!(target: "plugin", plugin, source = target, "{message}"),
+            LogLevel::Trace => tracing::trace!(target: "plugin", plugin, source = target, "{message}"),
+        }
+    }
+}

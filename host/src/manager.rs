@@ -1,0 +1,388 @@
+//! The plugin manager: takes a plugin file from discovery to service and
+//! back out, recording every step in the registry.
+//!
+//! One load or unload runs at a time (the `ops` lock), so admission always
+//! sees the plugins that are really active.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clusterhost_plugin_api::abi::{PluginBox, PluginModRef};
+use clusterhost_plugin_api::Manifest;
+use semver::Version;
+
+use crate::loader::{self, AbiError, HostContext, LifecycleError, Phase, PrivateStore};
+use crate::manifest::{self, InspectError};
+use crate::registry::{admit, Admission, AdmissionError, HostVersions, PluginRecord, PluginState, Registry};
+
+/// Why a plugin was not put into service.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Inspect(#[from] InspectError),
+    #[error(
+        "could not make a private copy of {path}: {source}; check free space and permissions of the temp directory"
+    )]
+    Copy { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Admission(#[from] AdmissionError),
+    #[error(transparent)]
+    Abi(#[from] AbiError),
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
+}
+
+impl LoadError {
+    /// The state a plugin refused with this error ends in.
+    pub fn state(&self) -> PluginState {
+        match self {
+            LoadError::Lifecycle(_) => PluginState::Faulted,
+            _ => PluginState::Rejected,
+        }
+    }
+
+    /// Whether the refusal happened before the library was mapped, i.e.
+    /// without running any of the plugin's code.
+    pub fn before_dlopen(&self) -> bool {
+        matches!(self, LoadError::Inspect(_) | LoadError::Copy { .. } | LoadError::Admission(_))
+    }
+}
+
+/// What a successful `load` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadOutcome {
+    /// A new plugin is active.
+    Activated { id: String, version: Version },
+    /// The same id and version was already active; nothing changed.
+    Unchanged { id: String, version: Version },
+    /// The plugin with this id was replaced by the new version.
+    Replaced { id: String, from: Version, to: Version },
+}
+
+/// Settings for the manager.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// Node home (passed to plugins).
+    pub home: PathBuf,
+    /// `cluster.config.directory` (passed to plugins).
+    pub config_dir: PathBuf,
+    /// Longest a create / start / stop call may take (`cluster.max.execution.seconds`).
+    pub lifecycle_budget: Duration,
+    /// Whether an older version may replace an active plugin.
+    pub allow_downgrade: bool,
+    /// Where private library copies go; the system temp dir when `None`.
+    pub private_dir: Option<PathBuf>,
+    /// The versions requirements are checked against.
+    pub versions: HostVersions,
+}
+
+impl ManagerConfig {
+    /// Defaults for a node whose home is `home`.
+    pub fn new(home: impl Into<PathBuf>) -> Self {
+        let home = home.into();
+        ManagerConfig {
+            config_dir: home.join("conf"),
+            home,
+            lifecycle_budget: Duration::from_secs(30),
+            allow_downgrade: false,
+            private_dir: None,
+            versions: HostVersions::current(),
+        }
+    }
+}
+
+/// A plugin in service.
+struct Active {
+    manifest: Manifest,
+    /// The published file this plugin came from (its registry key).
+    file: PathBuf,
+    instance: PluginBox,
+    /// Kept so a failed upgrade can bring the previous version back.
+    module: PluginModRef,
+}
+
+/// Loads, upgrades and stops plugins; cheap to clone.
+#[derive(Clone)]
+pub struct PluginManager {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: ManagerConfig,
+    store: PrivateStore,
+    /// Active plugins in activation order; held across a whole operation.
+    ops: tokio::sync::Mutex<Vec<Active>>,
+    /// Readable at any time, also while an operation runs (a std mutex:
+    /// it is never held across an await).
+    registry: Mutex<Registry>,
+}
+
+impl PluginManager {
+    /// Creates a manager; fails only if the private copy directory cannot be made.
+    pub fn new(config: ManagerConfig) -> std::io::Result<Self> {
+        let store = PrivateStore::new(config.private_dir.as_deref())?;
+        Ok(PluginManager {
+            shared: Arc::new(Shared {
+                config,
+                store,
+                ops: tokio::sync::Mutex::new(Vec::new()),
+                registry: Mutex::new(Registry::default()),
+            }),
+        })
+    }
+
+    /// Every plugin file seen, with state and reason.
+    pub fn records(&self) -> Vec<PluginRecord> {
+        self.registry().records()
+    }
+
+    /// The record for one file.
+    pub fn record(&self, file: &Path) -> Option<PluginRecord> {
+        self.registry().get(file).cloned()
+    }
+
+    /// Ids and versions of the active plugins, in activation order.
+    pub async fn active(&self) -> Vec<(String, Version)> {
+        let active = self.shared.ops.lock().await;
+        active.iter().map(|a| (a.manifest.id.clone(), a.manifest.version.clone())).collect()
+    }
+
+    /// Where private copies are kept.
+    pub fn private_dir(&self) -> &Path {
+        self.shared.store.path()
+    }
+
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        // A panic while holding this lock leaves the map itself consistent
+        // (each update is one insert), so a poisoned lock is still usable.
+        self.shared.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_state(&self, file: &Path, state: PluginState, reason: Option<String>) {
+        let mut registry = self.registry();
+        registry.set(file, state, reason.clone());
+        if let Some(record) = registry.get(file) {
+            let plugin = record.id.as_deref().unwrap_or("?");
+            let version = record.version.as_ref().map(|v| v.to_string()).unwrap_or_default();
+            match (&reason, state) {
+                (Some(reason), PluginState::Rejected | PluginState::Faulted) => {
+                    tracing::warn!(plugin, version, file = %file.display(), %state, "{reason}")
+                }
+                (Some(reason), _) => tracing::info!(plugin, version, file = %file.display(), %state, "{reason}"),
+                (None, _) => tracing::info!(plugin, version, file = %file.display(), %state, "plugin {state}"),
+            }
+        }
+    }
+
+    /// Validates, loads and starts the plugin in `file`.
+    ///
+    /// Every refusal is recorded against `file` (state and reason) and
+    /// logged. Checks that need no plugin code run before the library is
+    /// mapped; see [`LoadError::before_dlopen`].
+    pub async fn load(&self, file: &Path) -> Result<LoadOutcome, LoadError> {
+        let mut active = self.shared.ops.lock().await;
+        let result = self.load_locked(&mut active, file).await;
+        if let Err(error) = &result {
+            self.set_state(file, error.state(), Some(error.to_string()));
+        }
+        result
+    }
+
+    async fn load_locked(&self, active: &mut Vec<Active>, file: &Path) -> Result<LoadOutcome, LoadError> {
+        let config = &self.shared.config;
+        let previous = self.record(file);
+        let mut record = PluginRecord::discovered(file);
+        self.registry().put(record.clone());
+
+        // Everything below until `loader::open` reads bytes only. The copy is
+        // checked, not the published file, so what is checked is what is mapped.
+        if !std::fs::metadata(file).map(|m| m.is_file()).unwrap_or(false) {
+            return Err(InspectError::NotRegularFile { path: file.to_owned() }.into());
+        }
+        let copy =
+            self.shared.store.copy_in(file).map_err(|source| LoadError::Copy { path: file.to_owned(), source })?;
+        record.sha256 = Some(copy.sha256.clone());
+        self.registry().put(record.clone());
+        let manifest = manifest::manifest_from_bytes(file, &copy.bytes)?;
+        let copy = copy.path;
+        record.id = Some(manifest.id.clone());
+        record.version = Some(manifest.version.clone());
+        self.registry().put(record.clone());
+
+        let admission = admit(active.iter().map(|a| &a.manifest), &manifest, &config.versions, config.allow_downgrade)?;
+        if admission == Admission::Unchanged {
+            let _ = std::fs::remove_file(&copy);
+            let current = active.iter().find(|a| a.manifest.id == manifest.id).map(|a| a.file.clone());
+            if current.as_deref() == Some(file) {
+                // The same file republished: keep its record as it was.
+                if let Some(previous) = previous {
+                    self.registry().put(previous);
+                }
+            } else {
+                let from = current.map(|p| p.display().to_string()).unwrap_or_default();
+                self.set_state(
+                    file,
+                    PluginState::Rejected,
+                    Some(format!("{} {} is already active from {from}; nothing to do", manifest.id, manifest.version)),
+                );
+            }
+            return Ok(LoadOutcome::Unchanged { id: manifest.id, version: manifest.version });
+        }
+        self.set_state(file, PluginState::Validated, None);
+
+        let id = manifest.id.clone();
+        let module = loader::open(&id, &copy)?;
+        let instance = loader::create(&id, module, self.services(&id), config.lifecycle_budget).await?;
+        self.set_state(file, PluginState::Loaded, None);
+
+        match admission {
+            Admission::Replace { from } => self.replace(active, file, manifest, instance, module, from).await,
+            _ => {
+                loader::call(&id, &instance, Phase::Start, config.lifecycle_budget).await?;
+                active.push(Active { manifest: manifest.clone(), file: file.to_owned(), instance, module });
+                self.set_state(file, PluginState::Active, None);
+                Ok(LoadOutcome::Activated { id, version: manifest.version })
+            }
+        }
+    }
+
+    /// Swaps the active plugin with `manifest.id` for the new instance: the
+    /// old one stops, the new one starts; if the new one fails to start, the
+    /// old version is started again from its own (still mapped) library.
+    async fn replace(
+        &self,
+        active: &mut Vec<Active>,
+        file: &Path,
+        manifest: Manifest,
+        instance: PluginBox,
+        module: PluginModRef,
+        from: Version,
+    ) -> Result<LoadOutcome, LoadError> {
+        let budget = self.shared.config.lifecycle_budget;
+        let id = manifest.id.clone();
+        let index = active.iter().position(|a| a.manifest.id == id).expect("Replace is only decided for an active id");
+        let old = active.remove(index);
+        self.set_state(&old.file, PluginState::Stopping, None);
+        if let Err(e) = loader::call(&id, &old.instance, Phase::Stop, budget).await {
+            tracing::warn!(plugin = %id, "stopping {id} {from} for the upgrade failed: {e}; going on with the upgrade");
+        }
+        drop(old.instance);
+        match loader::call(&id, &instance, Phase::Start, budget).await {
+            Ok(()) => {
+                let to = manifest.version.clone();
+                if old.file != file {
+                    self.set_state(
+                        &old.file,
+                        PluginState::Retired,
+                        Some(format!("replaced by {id} {to} from {}", file.display())),
+                    );
+                }
+                active.insert(index, Active { manifest, file: file.to_owned(), instance, module });
+                self.set_state(file, PluginState::Active, Some(format!("upgraded from {from}")));
+                Ok(LoadOutcome::Replaced { id, from, to })
+            }
+            Err(start_error) => {
+                drop(instance);
+                let restored = async {
+                    let instance = loader::create(&id, old.module, self.services(&id), budget).await?;
+                    loader::call(&id, &instance, Phase::Start, budget).await?;
+                    Ok::<_, LifecycleError>(instance)
+                }
+                .await;
+                match restored {
+                    Ok(instance) => {
+                        // Record the new file's failure first: when the old and
+                        // new file are the same, the old version's line wins.
+                        self.set_state(file, PluginState::Faulted, Some(start_error.to_string()));
+                        let reason = format!("kept after the upgrade to {} failed: {start_error}", manifest.version);
+                        let mut record = PluginRecord::discovered(&old.file);
+                        record.id = Some(id.clone());
+                        record.version = Some(old.manifest.version.clone());
+                        record.state = PluginState::Active;
+                        record.reason = Some(reason);
+                        if old.file == file {
+                            self.registry().put(record);
+                        } else {
+                            self.set_state(&old.file, PluginState::Active, record.reason);
+                        }
+                        active.insert(index, Active { instance, ..old });
+                    }
+                    Err(e) => {
+                        tracing::error!(plugin = %id, "could not restart {id} {from} after the failed upgrade: {e}");
+                        self.set_state(
+                            &old.file,
+                            PluginState::Faulted,
+                            Some(format!("restart after a failed upgrade failed: {e}")),
+                        );
+                    }
+                }
+                Err(start_error.into())
+            }
+        }
+    }
+
+    fn services(&self, id: &str) -> clusterhost_plugin_api::abi::HostServicesBox {
+        let config = &self.shared.config;
+        HostContext {
+            plugin_id: id.to_string(),
+            home_dir: config.home.display().to_string(),
+            config_dir: config.config_dir.display().to_string(),
+        }
+        .into_services()
+    }
+
+    /// Stops the plugin loaded from `file`; returns false if none is active.
+    pub async fn unload(&self, file: &Path) -> bool {
+        let mut active = self.shared.ops.lock().await;
+        let Some(index) = active.iter().position(|a| a.file == file) else {
+            return false;
+        };
+        let plugin = active.remove(index);
+        self.stop_one(plugin).await;
+        true
+    }
+
+    async fn stop_one(&self, plugin: Active) {
+        let id = plugin.manifest.id.clone();
+        self.set_state(&plugin.file, PluginState::Stopping, None);
+        match loader::call(&id, &plugin.instance, Phase::Stop, self.shared.config.lifecycle_budget).await {
+            Ok(()) => self.set_state(&plugin.file, PluginState::Retired, Some("stopped".into())),
+            Err(e) => self.set_state(&plugin.file, PluginState::Faulted, Some(e.to_string())),
+        }
+    }
+
+    /// Stops every active plugin, the most recently started first.
+    pub async fn stop_all(&self) {
+        let mut active = self.shared.ops.lock().await;
+        while let Some(plugin) = active.pop() {
+            self.stop_one(plugin).await;
+        }
+    }
+
+    /// Loads every `*.so` in `dir` (in name order); returns each file's result.
+    pub async fn load_dir(&self, dir: &Path) -> std::io::Result<Vec<(PathBuf, Result<LoadOutcome, LoadError>)>> {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if is_plugin_file_name(&path) {
+                files.push(path);
+            }
+        }
+        files.sort();
+        let mut results = Vec::new();
+        for file in files {
+            let result = self.load(&file).await;
+            results.push((file, result));
+        }
+        Ok(results)
+    }
+}
+
+/// Whether `path` names a plugin to load: `*.so`, not hidden, not a temporary.
+pub fn is_plugin_file_name(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    !name.starts_with('.') && name.ends_with(".so")
+}

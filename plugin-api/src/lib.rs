@@ -1,0 +1,48 @@
+//! The stable boundary between the clusterhost host and its plugins.
+//!
+//! A plugin crate (a `cdylib`) implements [`Plugin`] and writes ONE
+//! [`declare_plugin!`] declaration. That declaration embeds the plugin's
+//! [`Manifest`] in an ELF section the host reads without running any plugin
+//! code, and exports an `abi_stable` root module the host loads afterwards.
+//!
+//! ```ignore
+//! use clusterhost_plugin_api::{declare_plugin, Host, Plugin, PluginResult};
+//!
+//! struct Hello;
+//! impl Plugin for Hello {}
+//!
+//! fn create(_host: &Host) -> PluginResult<Hello> {
+//!     Ok(Hello)
+//! }
+//!
+//! declare_plugin! {
+//!     id: "hello",
+//!     description: "says hello",
+//!     host_req: "^0.1",
+//!     provides: ["example"],
+//!     conflicts: [],
+//!     wire_protocol: "1.0",
+//!     create: create,
+//! }
+//! ```
+
+pub mod abi;
+mod log;
+pub mod manifest;
+mod plugin;
+
+pub use abi::{PluginError, PluginErrorKind};
+pub use manifest::{Manifest, ManifestError, WireVersion, CLUSTER_STRATEGY};
+pub use plugin::{Host, Plugin, PluginResult};
+
+/// The version of this API crate, which plugins record as their default `api_req`.
+pub const API_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Items the macros expand to; not part of the public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::plugin::create_instance;
+    pub use abi_stable;
+    pub use async_ffi;
+    pub use const_format;
+}

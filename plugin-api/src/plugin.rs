@@ -1,0 +1,203 @@
+//! What a plugin author implements, and the adapter that carries it across
+//! the boundary: panics caught, futures run on the plugin's own runtime.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::std_types::{RErr, ROk, RResult};
+use async_ffi::{FfiFuture, FutureExt};
+
+use crate::abi::{HostServicesBox, PluginBox, PluginError, PluginInstance, PluginInstance_TO};
+
+/// The result type of plugin code; any error type converts into it with `?`.
+pub type PluginResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// A plugin's implementation. Both methods have no-op defaults.
+///
+/// The futures run on a tokio runtime the plugin owns (tokio's statics are
+/// not shared between the host and a library), so plugin code may use
+/// `tokio::spawn`, timers and sockets freely.
+pub trait Plugin: Send + Sync + 'static {
+    /// Starts the plugin's work.
+    fn start(&self) -> impl Future<Output = PluginResult<()>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Stops the plugin's work; the plugin is dropped afterwards.
+    fn stop(&self) -> impl Future<Output = PluginResult<()>> + Send {
+        async { Ok(()) }
+    }
+}
+
+/// The host, as a plugin sees it.
+#[derive(Clone)]
+pub struct Host {
+    services: HostServicesBox,
+}
+
+impl Host {
+    /// This plugin's id, as the host loaded it.
+    pub fn plugin_id(&self) -> String {
+        self.services.plugin_id().into()
+    }
+
+    /// The host's version.
+    pub fn host_version(&self) -> String {
+        self.services.host_version().into()
+    }
+
+    /// The node's home directory.
+    pub fn home_dir(&self) -> String {
+        self.services.home_dir().into()
+    }
+
+    /// Where configuration files live (`cluster.config.directory`).
+    pub fn config_dir(&self) -> String {
+        self.services.config_dir().into()
+    }
+}
+
+/// Carries a [`Plugin`] across the boundary.
+struct Adapter<P> {
+    plugin: Arc<P>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl<P: Plugin> Adapter<P> {
+    fn run<F, Fut>(&self, call: F) -> FfiFuture<RResult<(), PluginError>>
+    where
+        F: FnOnce(Arc<P>) -> Fut + Send + 'static,
+        Fut: Future<Output = PluginResult<()>> + Send + 'static,
+    {
+        let runtime = self.runtime.as_ref().expect("the runtime lives until the adapter is dropped");
+        let plugin = self.plugin.clone();
+        // The plugin's code (even the part that builds the future) runs on
+        // the plugin's runtime, where tokio catches a panic as a JoinError.
+        let handle = runtime.spawn(async move { call(plugin).await });
+        async move {
+            match handle.await {
+                Ok(Ok(())) => ROk(()),
+                Ok(Err(error)) => RErr(PluginError::failed(error.to_string())),
+                Err(join) if join.is_panic() => RErr(PluginError::panicked(panic_message(join.into_panic()))),
+                Err(_) => RErr(PluginError::failed("the plugin's task was cancelled")),
+            }
+        }
+        .into_ffi()
+    }
+}
+
+impl<P: Plugin> PluginInstance for Adapter<P> {
+    fn start(&self) -> FfiFuture<RResult<(), PluginError>> {
+        self.run(|plugin| async move { plugin.start().await })
+    }
+
+    fn stop(&self) -> FfiFuture<RResult<(), PluginError>> {
+        self.run(|plugin| async move { plugin.stop().await })
+    }
+}
+
+impl<P> Drop for Adapter<P> {
+    fn drop(&mut self) {
+        // The host may drop us from any thread, including one of its async
+        // workers; waiting for our workers there could stall it.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+fn panic_message(payload: Box<dyn Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_string()
+    }
+}
+
+/// Builds a plugin instance for the root module's `create`; never unwinds.
+#[doc(hidden)]
+pub fn create_instance<P: Plugin>(
+    services: HostServicesBox,
+    create: fn(&Host) -> PluginResult<P>,
+) -> RResult<PluginBox, PluginError> {
+    let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<PluginBox, PluginError> {
+        crate::log::forward_to_host(&services);
+        let id = services.plugin_id();
+        let host = Host { services };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(format!("plugin-{id}"))
+            .enable_all()
+            .build()
+            .map_err(|e| PluginError::failed(format!("could not start the plugin's runtime: {e}")))?;
+        let plugin = {
+            let _entered = runtime.enter();
+            create(&host).map_err(|e| PluginError::failed(e.to_string()))?
+        };
+        let adapter = Adapter { plugin: Arc::new(plugin), runtime: Some(runtime) };
+        Ok(PluginInstance_TO::from_value(adapter, TD_Opaque))
+    }));
+    match outcome {
+        Ok(Ok(instance)) => ROk(instance),
+        Ok(Err(error)) => RErr(error),
+        Err(payload) => RErr(PluginError::panicked(panic_message(payload))),
+    }
+}
+
+/// Declares a plugin: embeds its manifest and exports its root module.
+///
+/// The plugin crate must be a `cdylib` and depend on `abi_stable` (its
+/// export attribute names `::abi_stable`). `create` is a
+/// `fn(&Host) -> PluginResult<P>` where `P: Plugin`. Fields come in the order
+/// shown; `version` and `api_req` are optional (see `embed_manifest!`).
+#[macro_export]
+macro_rules! declare_plugin {
+    (
+        id: $id:literal,
+        $(version: $version:literal,)?
+        description: $description:literal,
+        host_req: $host_req:literal,
+        $(api_req: $api_req:literal,)?
+        provides: [$($provides:literal),* $(,)?],
+        conflicts: [$($conflicts:literal),* $(,)?],
+        wire_protocol: $wire:literal,
+        create: $create:expr $(,)?
+    ) => {
+        $crate::embed_manifest! {
+            id: $id,
+            $(version: $version,)?
+            description: $description,
+            host_req: $host_req,
+            $(api_req: $api_req,)?
+            provides: [$($provides),*],
+            conflicts: [$($conflicts),*],
+            wire_protocol: $wire,
+        }
+
+        extern "C" fn __clusterhost_manifest() -> $crate::__private::abi_stable::std_types::RStr<'static> {
+            $crate::__private::abi_stable::std_types::RStr::from_str(clusterhost_manifest_text())
+        }
+
+        extern "C" fn __clusterhost_create(
+            host: $crate::abi::HostServicesBox,
+        ) -> $crate::__private::abi_stable::std_types::RResult<$crate::abi::PluginBox, $crate::PluginError> {
+            $crate::__private::create_instance(host, $create)
+        }
+
+        /// The root module the host loads.
+        #[$crate::__private::abi_stable::export_root_module]
+        pub fn clusterhost_root_module() -> $crate::abi::PluginModRef {
+            use $crate::__private::abi_stable::prefix_type::PrefixTypeTrait;
+            $crate::abi::PluginMod {
+                manifest: __clusterhost_manifest,
+                create: __clusterhost_create,
+            }
+            .leak_into_prefix()
+        }
+    };
+}

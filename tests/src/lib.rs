@@ -1,0 +1,195 @@
+//! The test kit: builds the binaries and fixture plugins the tests use,
+//! restamps fixture manifests, and runs real `clusterhost` processes.
+//!
+//! Fixtures are built once per test process by `cargo build` into the same
+//! target directory the tests were built in.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use clusterhost_plugin_api::manifest::MANIFEST_SECTION;
+use clusterhost_plugin_api::Manifest;
+use object::{Object, ObjectSection};
+
+/// The packages the tests load or run.
+const PACKAGES: &[&str] = &[
+    "clusterhost",
+    "clusterhost-plugin-hello",
+    "fixture-plugin",
+    "fixture-bad-layout",
+    "fixture-bad-version",
+    "fixture-no-root-module",
+];
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace").to_owned()
+}
+
+/// The profile directory the running test was built into (e.g. target/debug).
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable has a path");
+    // target/<profile>/deps/<test-binary>
+    exe.parent().and_then(Path::parent).expect("test executables live in target/<profile>/deps").to_owned()
+}
+
+/// Builds every binary and plugin the tests need (once per process) and
+/// returns the directory they are in.
+pub fn artifacts() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let profile_dir = profile_dir();
+        let target_dir = profile_dir.parent().expect("a profile dir is inside the target dir");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut command = Command::new(cargo);
+        command
+            .arg("build")
+            .arg("--quiet")
+            .arg("--manifest-path")
+            .arg(workspace_root().join("Cargo.toml"))
+            .env("CARGO_TARGET_DIR", target_dir);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            command.arg("--release");
+        }
+        for package in PACKAGES {
+            command.arg("-p").arg(package);
+        }
+        let status = command.status().expect("cargo can be run from the tests");
+        assert!(status.success(), "building the test fixtures failed: {status}");
+        profile_dir
+    })
+}
+
+/// A built plugin library, e.g. `plugin("fixture_plugin")`.
+pub fn plugin(lib_name: &str) -> PathBuf {
+    let path = artifacts().join(format!("lib{lib_name}.so"));
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
+}
+
+/// The `clusterhost` binary.
+pub fn clusterhost_bin() -> PathBuf {
+    artifacts().join("clusterhost")
+}
+
+/// Where the manifest section lies in an ELF image: (file offset, size).
+fn manifest_range(data: &[u8]) -> (usize, usize) {
+    let file = object::File::parse(data).expect("the fixture is an ELF file");
+    let section = file.section_by_name(MANIFEST_SECTION).expect("the fixture has a manifest");
+    let (offset, size) = section.file_range().expect("the manifest section has file data");
+    (offset as usize, size as usize)
+}
+
+/// The manifest embedded in `path`.
+pub fn manifest_of(path: &Path) -> Manifest {
+    let data = std::fs::read(path).expect("the plugin file is readable");
+    let (offset, size) = manifest_range(&data);
+    Manifest::parse_bytes(&data[offset..offset + size]).expect("the embedded manifest parses")
+}
+
+/// Writes `raw` as the manifest section of a copy of `src` at `dst`.
+pub fn restamp_raw(src: &Path, dst: &Path, raw: &str) {
+    let mut data = std::fs::read(src).expect("the plugin file is readable");
+    let (offset, size) = manifest_range(&data);
+    assert!(raw.len() <= size, "the new manifest ({} bytes) does not fit the section ({size} bytes)", raw.len());
+    let section = &mut data[offset..offset + size];
+    section.fill(b' ');
+    section[..raw.len()].copy_from_slice(raw.as_bytes());
+    write_file(dst, &data);
+}
+
+/// Copies `src` to `dst` with its manifest changed by `edit`, as a release
+/// tool restamping a build would.
+pub fn restamp(src: &Path, dst: &Path, edit: impl FnOnce(&mut Manifest)) {
+    let mut manifest = manifest_of(src);
+    edit(&mut manifest);
+    restamp_raw(src, dst, &manifest.to_toml());
+}
+
+fn write_file(dst: &Path, data: &[u8]) {
+    if let Some(parent) = dst.parent() {
+        std::fs::create_dir_all(parent).expect("the destination directory can be created");
+    }
+    std::fs::write(dst, data).expect("the destination is writable");
+}
+
+/// Polls `condition` until it holds or `timeout` passes; panics with `what` on timeout.
+pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A `clusterhost run` process; killed when dropped.
+pub struct NodeProcess {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+    /// The node's home.
+    pub home: PathBuf,
+}
+
+impl NodeProcess {
+    /// Starts `clusterhost run --home HOME`, collecting its log lines.
+    pub fn start(home: &Path) -> NodeProcess {
+        let mut child = Command::new(clusterhost_bin())
+            .arg("run")
+            .arg("--home")
+            .arg(home)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("clusterhost starts");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[node] {line}");
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        });
+        NodeProcess { child, log, home: home.to_owned() }
+    }
+
+    /// The log lines so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Waits for a log line containing every one of `parts`; returns it.
+    pub fn wait_for_log(&self, parts: &[&str], timeout: Duration) -> String {
+        let mut found = None;
+        wait_until(&format!("a node log line with {parts:?}"), timeout, || {
+            found = self.log().into_iter().find(|l| parts.iter().all(|p| l.contains(p)));
+            found.is_some()
+        });
+        found.expect("wait_until returned, so a line was found")
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id() as libc::pid_t;
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("the child can be waited for") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the node did not exit within {timeout:?} of SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
