@@ -163,14 +163,17 @@ impl PluginManager {
         let mut registry = self.registry();
         registry.set(file, state, reason.clone());
         if let Some(record) = registry.get(file) {
-            let plugin = record.id.as_deref().unwrap_or("?");
-            let version = record.version.as_ref().map(|v| v.to_string()).unwrap_or_default();
+            let plugin = match &record.id {
+                Some(id) => id.clone(),
+                None => file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            };
+            let label = record.label();
             match (&reason, state) {
                 (Some(reason), PluginState::Rejected | PluginState::Faulted) => {
-                    tracing::warn!(plugin, version, file = %file.display(), %state, "{reason}")
+                    tracing::warn!(plugin, file = %file.display(), %state, "{reason}")
                 }
-                (Some(reason), _) => tracing::info!(plugin, version, file = %file.display(), %state, "{reason}"),
-                (None, _) => tracing::info!(plugin, version, file = %file.display(), %state, "plugin {state}"),
+                (Some(reason), _) => tracing::info!(plugin, file = %file.display(), %state, "{label}: {reason}"),
+                (None, _) => tracing::info!(plugin, file = %file.display(), %state, "{label} {state}"),
             }
         }
     }

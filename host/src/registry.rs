@@ -145,21 +145,32 @@ pub enum Admission {
     Replace { from: Version },
 }
 
-/// Why a plugin was refused on the grounds of its manifest.
+/// Why a plugin was refused on the grounds of its manifest. `plugin` and
+/// the other plugins are named as "id version".
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum AdmissionError {
-    #[error("plugin {id} {version} needs plugin API {required}, but this host provides API {provided}; use a build of the plugin made for API {provided}")]
-    ApiMismatch { id: String, version: Version, required: String, provided: Version },
-    #[error("plugin {id} {version} needs host {required}, but this host is {provided}; use a build of the plugin made for host {provided}, or upgrade the host")]
-    HostMismatch { id: String, version: Version, required: String, provided: Version },
-    #[error("plugin {id} {version} is older than the active {id} {active}; downgrades are refused unless allowed (plugins.allow.downgrade = true)")]
-    Downgrade { id: String, version: Version, active: Version },
-    #[error("plugin {id} {version} rejected: it provides {CLUSTER_STRATEGY}, already provided by {active_id} {active_version}; remove one of them")]
-    StrategyTaken { id: String, version: Version, active_id: String, active_version: Version },
-    #[error("plugin {id} {version} rejected: it declares a conflict with {entry:?}, and {other_id} {other_version} is active; remove one of them")]
-    ConflictDeclared { id: String, version: Version, entry: String, other_id: String, other_version: Version },
-    #[error("plugin {id} {version} rejected: the active plugin {other_id} {other_version} declares a conflict with {entry:?}; remove one of them")]
-    ConflictedBy { id: String, version: Version, entry: String, other_id: String, other_version: Version },
+    #[error("plugin {plugin} needs plugin API {required}, but this host provides API {provided}; use a build of the plugin made for API {provided}")]
+    ApiMismatch { plugin: String, required: String, provided: String },
+    #[error("plugin {plugin} needs host {required}, but this host is {provided}; use a build of the plugin made for host {provided}, or upgrade the host")]
+    HostMismatch { plugin: String, required: String, provided: String },
+    #[error("plugin {plugin} is older than the active {active}; downgrades are refused unless allowed (plugins.allow.downgrade = true)")]
+    Downgrade { plugin: String, active: String },
+    #[error(
+        "plugin {plugin} rejected: it provides {CLUSTER_STRATEGY}, already provided by {active}; remove one of them"
+    )]
+    StrategyTaken { plugin: String, active: String },
+    #[error(
+        "plugin {plugin} rejected: it declares a conflict with {entry:?}, and {other} is active; remove one of them"
+    )]
+    ConflictDeclared { plugin: String, entry: String, other: String },
+    #[error(
+        "plugin {plugin} rejected: the active plugin {other} declares a conflict with {entry:?}; remove one of them"
+    )]
+    ConflictedBy { plugin: String, entry: String, other: String },
+}
+
+fn label(m: &Manifest) -> String {
+    format!("{} {}", m.id, m.version)
 }
 
 /// Decides whether `new` may join the `active` plugins, in the order the
@@ -170,68 +181,39 @@ pub fn admit<'a>(
     versions: &HostVersions,
     allow_downgrade: bool,
 ) -> Result<Admission, AdmissionError> {
+    let plugin = label(new);
     if !new.api_req.matches(&versions.api) {
-        return Err(AdmissionError::ApiMismatch {
-            id: new.id.clone(),
-            version: new.version.clone(),
-            required: new.api_req.to_string(),
-            provided: versions.api.clone(),
-        });
+        let (required, provided) = (new.api_req.to_string(), versions.api.to_string());
+        return Err(AdmissionError::ApiMismatch { plugin, required, provided });
     }
     if !new.host_req.matches(&versions.host) {
-        return Err(AdmissionError::HostMismatch {
-            id: new.id.clone(),
-            version: new.version.clone(),
-            required: new.host_req.to_string(),
-            provided: versions.host.clone(),
-        });
+        let (required, provided) = (new.host_req.to_string(), versions.host.to_string());
+        return Err(AdmissionError::HostMismatch { plugin, required, provided });
     }
     let active: Vec<&Manifest> = active.into_iter().collect();
     let mut admission = Admission::Load;
     if let Some(same) = active.iter().find(|m| m.id == new.id) {
         admission = match new.version.cmp(&same.version) {
             std::cmp::Ordering::Equal => return Ok(Admission::Unchanged),
-            std::cmp::Ordering::Greater => Admission::Replace { from: same.version.clone() },
-            std::cmp::Ordering::Less if allow_downgrade => Admission::Replace { from: same.version.clone() },
-            std::cmp::Ordering::Less => {
-                return Err(AdmissionError::Downgrade {
-                    id: new.id.clone(),
-                    version: new.version.clone(),
-                    active: same.version.clone(),
-                })
+            std::cmp::Ordering::Less if !allow_downgrade => {
+                return Err(AdmissionError::Downgrade { plugin, active: label(same) })
             }
+            _ => Admission::Replace { from: same.version.clone() },
         };
     }
     // The plugin being replaced does not count against its successor.
     let others = active.iter().filter(|m| m.id != new.id);
     if new.is_cluster_strategy() {
         if let Some(strategy) = others.clone().find(|m| m.is_cluster_strategy()) {
-            return Err(AdmissionError::StrategyTaken {
-                id: new.id.clone(),
-                version: new.version.clone(),
-                active_id: strategy.id.clone(),
-                active_version: strategy.version.clone(),
-            });
+            return Err(AdmissionError::StrategyTaken { plugin, active: label(strategy) });
         }
     }
     for other in others {
         if let Some(entry) = new.conflict_with(other) {
-            return Err(AdmissionError::ConflictDeclared {
-                id: new.id.clone(),
-                version: new.version.clone(),
-                entry: entry.to_string(),
-                other_id: other.id.clone(),
-                other_version: other.version.clone(),
-            });
+            return Err(AdmissionError::ConflictDeclared { plugin, entry: entry.to_string(), other: label(other) });
         }
         if let Some(entry) = other.conflict_with(new) {
-            return Err(AdmissionError::ConflictedBy {
-                id: new.id.clone(),
-                version: new.version.clone(),
-                entry: entry.to_string(),
-                other_id: other.id.clone(),
-                other_version: other.version.clone(),
-            });
+            return Err(AdmissionError::ConflictedBy { plugin, entry: entry.to_string(), other: label(other) });
         }
     }
     Ok(admission)

@@ -5,26 +5,8 @@
 //! [`Manifest`] in an ELF section the host reads without running any plugin
 //! code, and exports an `abi_stable` root module the host loads afterwards.
 //!
-//! ```ignore
-//! use clusterhost_plugin_api::{declare_plugin, Host, Plugin, PluginResult};
-//!
-//! struct Hello;
-//! impl Plugin for Hello {}
-//!
-//! fn create(_host: &Host) -> PluginResult<Hello> {
-//!     Ok(Hello)
-//! }
-//!
-//! declare_plugin! {
-//!     id: "hello",
-//!     description: "says hello",
-//!     host_req: "^0.1",
-//!     provides: ["example"],
-//!     conflicts: [],
-//!     wire_protocol: "1.0",
-//!     create: create,
-//! }
-//! ```
+//! The complete example is `plugins/hello/src/lib.rs`, built and loaded by
+//! the test suite; docs/plugin-authoring.md walks through it.
 
 pub mod abi;
 mod log;

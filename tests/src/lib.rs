@@ -14,16 +14,6 @@ use clusterhost_plugin_api::manifest::MANIFEST_SECTION;
 use clusterhost_plugin_api::Manifest;
 use object::{Object, ObjectSection};
 
-/// The packages the tests load or run.
-const PACKAGES: &[&str] = &[
-    "clusterhost",
-    "clusterhost-plugin-hello",
-    "fixture-plugin",
-    "fixture-bad-layout",
-    "fixture-bad-version",
-    "fixture-no-root-module",
-];
-
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace").to_owned()
@@ -54,9 +44,8 @@ pub fn artifacts() -> &'static Path {
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             command.arg("--release");
         }
-        for package in PACKAGES {
-            command.arg("-p").arg(package);
-        }
+        // Every member: new plugins are covered without listing them here.
+        command.arg("--workspace");
         let status = command.status().expect("cargo can be run from the tests");
         assert!(status.success(), "building the test fixtures failed: {status}");
         profile_dir

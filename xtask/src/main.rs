@@ -1,1 +1,98 @@
-fn main() {}
+//! Project tasks, run as `cargo xtask <task>`:
+//!
+//! - `node [ARGS...]`: build the host and the shipped plugins, publish the
+//!   plugins into ./plugins/ (write, then rename), and run a node whose home
+//!   is the repository root, passing ARGS to `clusterhost run`;
+//! - `test`: what CI runs: format check, clippy, the whole test suite, and
+//!   the benchmarks in quick mode.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    match args.next().as_deref() {
+        Some("node") => node(args.collect()),
+        Some("test") => test(),
+        _ => bail!("usage: cargo xtask node [clusterhost run args...] | cargo xtask test"),
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask/ is inside the workspace").to_owned()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("+ cargo {}", args.join(" "));
+    let status = Command::new(cargo).args(args).current_dir(root()).status().context("running cargo")?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// The library names of the plugin crates under plugins/.
+fn shipped_plugins() -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(root().join("plugins"))? {
+        let manifest = entry?.path().join("Cargo.toml");
+        if !manifest.is_file() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&manifest)?;
+        // The `name` line under `[lib]`.
+        let lib = text
+            .split("[lib]")
+            .nth(1)
+            .and_then(|lib| lib.lines().find(|l| l.trim_start().starts_with("name")))
+            .and_then(|l| l.split('"').nth(1))
+            .with_context(|| format!("{} has no [lib] name", manifest.display()))?;
+        names.push(lib.to_string());
+    }
+    names.sort();
+    Ok(names)
+}
+
+fn node(run_args: Vec<String>) -> Result<()> {
+    cargo(&["build", "--workspace"])?;
+    let plugins = root().join("plugins");
+    for name in shipped_plugins()? {
+        let built = target_dir().join("debug").join(format!("lib{name}.so"));
+        // Publish under a temporary name, then rename: a running node never
+        // sees a half-written file.
+        let tmp = plugins.join(format!(".{name}.so.tmp"));
+        std::fs::copy(&built, &tmp).with_context(|| format!("copying {}", built.display()))?;
+        std::fs::rename(&tmp, plugins.join(format!("{name}.so")))?;
+        eprintln!("published plugins/{name}.so");
+    }
+    let bin = target_dir().join("debug").join("clusterhost");
+    let status = Command::new(bin)
+        .arg("run")
+        .arg("--home")
+        .arg(root())
+        .args(run_args)
+        .status()
+        .context("running clusterhost")?;
+    if !status.success() {
+        bail!("clusterhost exited with {status}");
+    }
+    Ok(())
+}
+
+fn test() -> Result<()> {
+    cargo(&["fmt", "--all", "--", "--check"])?;
+    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    cargo(&["test", "--workspace"])?;
+    // Benchmarks in quick mode, so the harness cannot rot; CI checks they
+    // run, not how fast (the figures live in docs/, from full runs).
+    std::env::set_var("BENCH_ITERATIONS", "5");
+    cargo(&["bench", "-p", "clusterhost-tests", "--bench", "plugin_load"])?;
+    Ok(())
+}
