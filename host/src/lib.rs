@@ -10,8 +10,10 @@ pub mod logging;
 pub mod manager;
 pub mod manifest;
 pub mod node;
+pub mod properties;
 pub mod registry;
 pub mod status;
+pub mod watcher;
 
 pub use manager::{LoadError, LoadOutcome, ManagerConfig, PluginManager};
 pub use registry::{PluginRecord, PluginState};

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 /// Why a library could not be mapped as a plugin (after its manifest passed).
 #[derive(Debug, thiserror::Error)]
 pub enum AbiError {
-    #[error("plugin {id}: the dynamic loader refused {path}: {detail}")]
+    #[error("plugin {id}: the dynamic loader refused its private copy {path}: {detail}; if the temp directory is mounted noexec, set TMPDIR to one that is not")]
     Open { id: String, path: PathBuf, detail: String },
     #[error("plugin {id} has no clusterhost root module ({detail}); it was not built with declare_plugin!")]
     MissingRootModule { id: String, detail: String },
@@ -27,14 +27,14 @@ pub enum AbiError {
     VersionMismatch { id: String, detail: String, host_api: String },
     #[error("plugin {id}'s root module does not have the layout this host expects; rebuild it against clusterhost-plugin-api {host_api}. Details: {detail}")]
     LayoutMismatch { id: String, detail: String, host_api: String },
-    #[error("plugin {id}'s root module failed to initialise: {detail}")]
+    #[error("plugin {id}'s root module failed to initialise: {detail}; this is a defect in the plugin: report it to its author")]
     RootModuleFailed { id: String, detail: String },
 }
 
 /// Why a call into a running plugin failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
-    #[error("plugin {id} failed in {phase}: {message}")]
+    #[error("plugin {id} failed in {phase}: {message}; fix the cause and publish the plugin file again")]
     Failed { id: String, phase: Phase, message: String },
     #[error("plugin {id} panicked in {phase}: {message}; the panic was contained and the plugin taken out of service")]
     Panicked { id: String, phase: Phase, message: String },

@@ -22,7 +22,7 @@ pub enum LoadError {
     #[error(transparent)]
     Inspect(#[from] InspectError),
     #[error(
-        "could not make a private copy of {path}: {source}; check free space and permissions of the temp directory"
+        "could not copy {path} to the node's private plugin directory: {source}; check that the file is readable and that the temp directory ($TMPDIR) has space"
     )]
     Copy { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
@@ -110,6 +110,8 @@ pub struct PluginManager {
 
 struct Shared {
     config: ManagerConfig,
+    /// Settings that a properties reload changes: (lifecycle budget, allow downgrade).
+    live: Mutex<(Duration, bool)>,
     store: PrivateStore,
     /// Active plugins in activation order; held across a whole operation.
     ops: tokio::sync::Mutex<Vec<Active>>,
@@ -124,12 +126,26 @@ impl PluginManager {
         let store = PrivateStore::new(config.private_dir.as_deref())?;
         Ok(PluginManager {
             shared: Arc::new(Shared {
+                live: Mutex::new((config.lifecycle_budget, config.allow_downgrade)),
                 config,
                 store,
                 ops: tokio::sync::Mutex::new(Vec::new()),
                 registry: Mutex::new(Registry::default()),
             }),
         })
+    }
+
+    /// Applies reloaded settings; they count from the next lifecycle call.
+    pub fn apply(&self, lifecycle_budget: Duration, allow_downgrade: bool) {
+        *self.shared.live.lock().unwrap_or_else(|p| p.into_inner()) = (lifecycle_budget, allow_downgrade);
+    }
+
+    fn budget(&self) -> Duration {
+        self.shared.live.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+
+    fn allow_downgrade(&self) -> bool {
+        self.shared.live.lock().unwrap_or_else(|p| p.into_inner()).1
     }
 
     /// Every plugin file seen, with state and reason.
@@ -187,7 +203,20 @@ impl PluginManager {
         let mut active = self.shared.ops.lock().await;
         let result = self.load_locked(&mut active, file).await;
         if let Err(error) = &result {
-            self.set_state(file, error.state(), Some(error.to_string()));
+            match active.iter().find(|a| a.file == file) {
+                // The file of a running plugin was replaced by one that was
+                // refused: the running version stays, and its record says why.
+                Some(running) => {
+                    let mut record = PluginRecord::discovered(file);
+                    record.id = Some(running.manifest.id.clone());
+                    record.version = Some(running.manifest.version.clone());
+                    record.state = PluginState::Active;
+                    record.reason = Some(format!("still running; the replacement file was refused: {error}"));
+                    tracing::warn!(plugin = %running.manifest.id, "{}", record.reason.as_deref().unwrap_or_default());
+                    self.registry().put(record);
+                }
+                None => self.set_state(file, error.state(), Some(error.to_string())),
+            }
         }
         result
     }
@@ -207,13 +236,19 @@ impl PluginManager {
             self.shared.store.copy_in(file).map_err(|source| LoadError::Copy { path: file.to_owned(), source })?;
         record.sha256 = Some(copy.sha256.clone());
         self.registry().put(record.clone());
-        let manifest = manifest::manifest_from_bytes(file, &copy.bytes)?;
-        let copy = copy.path;
+        // A copy refused before dlopen was never mapped: remove it.
+        let discard = |error: LoadError| {
+            let _ = std::fs::remove_file(&copy.path);
+            error
+        };
+        let manifest = manifest::manifest_from_bytes(file, &copy.bytes).map_err(|e| discard(e.into()))?;
         record.id = Some(manifest.id.clone());
         record.version = Some(manifest.version.clone());
         self.registry().put(record.clone());
 
-        let admission = admit(active.iter().map(|a| &a.manifest), &manifest, &config.versions, config.allow_downgrade)?;
+        let admission = admit(active.iter().map(|a| &a.manifest), &manifest, &config.versions, self.allow_downgrade())
+            .map_err(|e| discard(e.into()))?;
+        let copy = copy.path;
         if admission == Admission::Unchanged {
             let _ = std::fs::remove_file(&copy);
             let current = active.iter().find(|a| a.manifest.id == manifest.id).map(|a| a.file.clone());
@@ -236,13 +271,13 @@ impl PluginManager {
 
         let id = manifest.id.clone();
         let module = loader::open(&id, &copy)?;
-        let instance = loader::create(&id, module, self.services(&id), config.lifecycle_budget).await?;
+        let instance = loader::create(&id, module, self.services(&id), self.budget()).await?;
         self.set_state(file, PluginState::Loaded, None);
 
         match admission {
             Admission::Replace { from } => self.replace(active, file, manifest, instance, module, from).await,
             _ => {
-                loader::call(&id, &instance, Phase::Start, config.lifecycle_budget).await?;
+                loader::call(&id, &instance, Phase::Start, self.budget()).await?;
                 active.push(Active { manifest: manifest.clone(), file: file.to_owned(), instance, module });
                 self.set_state(file, PluginState::Active, None);
                 Ok(LoadOutcome::Activated { id, version: manifest.version })
@@ -262,7 +297,7 @@ impl PluginManager {
         module: PluginModRef,
         from: Version,
     ) -> Result<LoadOutcome, LoadError> {
-        let budget = self.shared.config.lifecycle_budget;
+        let budget = self.budget();
         let id = manifest.id.clone();
         let index = active.iter().position(|a| a.manifest.id == id).expect("Replace is only decided for an active id");
         let old = active.remove(index);
@@ -335,22 +370,23 @@ impl PluginManager {
         .into_services()
     }
 
-    /// Stops the plugin loaded from `file`; returns false if none is active.
-    pub async fn unload(&self, file: &Path) -> bool {
+    /// Stops the plugin loaded from `file` (`reason` is recorded); returns
+    /// false if none is active.
+    pub async fn unload(&self, file: &Path, reason: &str) -> bool {
         let mut active = self.shared.ops.lock().await;
         let Some(index) = active.iter().position(|a| a.file == file) else {
             return false;
         };
         let plugin = active.remove(index);
-        self.stop_one(plugin).await;
+        self.stop_one(plugin, reason).await;
         true
     }
 
-    async fn stop_one(&self, plugin: Active) {
+    async fn stop_one(&self, plugin: Active, reason: &str) {
         let id = plugin.manifest.id.clone();
         self.set_state(&plugin.file, PluginState::Stopping, None);
-        match loader::call(&id, &plugin.instance, Phase::Stop, self.shared.config.lifecycle_budget).await {
-            Ok(()) => self.set_state(&plugin.file, PluginState::Retired, Some("stopped".into())),
+        match loader::call(&id, &plugin.instance, Phase::Stop, self.budget()).await {
+            Ok(()) => self.set_state(&plugin.file, PluginState::Retired, Some(reason.into())),
             Err(e) => self.set_state(&plugin.file, PluginState::Faulted, Some(e.to_string())),
         }
     }
@@ -359,7 +395,7 @@ impl PluginManager {
     pub async fn stop_all(&self) {
         let mut active = self.shared.ops.lock().await;
         while let Some(plugin) = active.pop() {
-            self.stop_one(plugin).await;
+            self.stop_one(plugin, "stopped with the node").await;
         }
     }
 

@@ -13,7 +13,7 @@ use object::{Object, ObjectKind, ObjectSection};
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
     /// The path is missing, a directory, or otherwise not a regular file.
-    #[error("{path} is not a regular file; a plugin is a single .so file")]
+    #[error("{path} does not exist or is not a regular file; a plugin is a single .so file")]
     NotRegularFile { path: PathBuf },
     /// The file could not be read.
     #[error("could not read {path}: {source}; check that it exists and is readable")]
@@ -31,7 +31,7 @@ pub enum InspectError {
     #[error("{path} has no {MANIFEST_SECTION} section: it was not built with clusterhost_plugin_api::declare_plugin!")]
     NoManifest { path: PathBuf },
     /// The manifest section does not parse.
-    #[error("{path}: {source}; rebuild the plugin with declare_plugin!")]
+    #[error("{path}: {source}; fix the plugin's declare_plugin! values and rebuild it")]
     Malformed { path: PathBuf, source: ManifestError },
 }
 
@@ -68,7 +68,7 @@ pub fn manifest_section<'d>(path: &Path, data: &'d [u8]) -> Result<&'d [u8], Ins
                 let name = section.name().unwrap_or("?");
                 return Err(truncated(format!(
                     "section {name} ends at byte {} but the file has {}",
-                    offset + size,
+                    offset.saturating_add(size),
                     data.len()
                 )));
             }

@@ -2,8 +2,15 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::manager::{ManagerConfig, PluginManager};
+use std::time::{Duration, Instant};
+
+use crate::manager::{is_plugin_file_name, LoadOutcome, ManagerConfig, PluginManager};
+use crate::properties::{properties_file, Properties, PropertiesError};
 use crate::status::{self, NodeStatus};
+use crate::watcher::{Change, Reconciler, Trigger};
+
+/// How long a changed file must stay unchanged before it is acted on.
+const SETTLE: Duration = Duration::from_millis(300);
 
 /// How to run a node.
 #[derive(Debug, Clone)]
@@ -19,6 +26,8 @@ pub enum NodeError {
     Home { home: PathBuf, source: std::io::Error },
     #[error("could not read the plugins directory {dir}: {source}")]
     PluginsDir { dir: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Properties(#[from] PropertiesError),
     #[error("could not install the signal handler: {0}")]
     Signal(std::io::Error),
 }
@@ -34,15 +43,40 @@ pub async fn run(options: NodeOptions) -> Result<(), NodeError> {
         std::path::absolute(&options.home).map_err(|source| NodeError::Home { home: options.home.clone(), source })?;
     let plugins = plugins_dir(&home);
     std::fs::create_dir_all(&plugins).map_err(|source| NodeError::Home { home: home.clone(), source })?;
-    let manager = PluginManager::new(ManagerConfig::new(&home))
-        .map_err(|source| NodeError::Home { home: home.clone(), source })?;
+    let properties_path = properties_file(&home);
+    let (properties, unknown) = Properties::load(&properties_path)?;
+    warn_unknown(&properties_path, &unknown);
+    let mut config = ManagerConfig::new(&home);
+    config.config_dir = properties.config_dir(&home);
+    config.lifecycle_budget = properties.max_execution;
+    config.allow_downgrade = properties.allow_downgrade;
+    let manager = PluginManager::new(config).map_err(|source| NodeError::Home { home: home.clone(), source })?;
+    // Installed before the first plugin runs, so a stop request during the
+    // initial scan still stops what has started.
     let mut terminate =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(NodeError::Signal)?;
+    let mut stop_requested = Box::pin(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received; stopping"),
+        }
+    });
 
     tracing::info!(home = %home.display(), version = env!("CARGO_PKG_VERSION"), "node starting");
-    let results =
-        manager.load_dir(&plugins).await.map_err(|source| NodeError::PluginsDir { dir: plugins.clone(), source })?;
-    let active = results.iter().filter(|(_, r)| r.is_ok()).count();
+    let scan = tokio::select! {
+        scan = manager.load_dir(&plugins) => Some(scan),
+        _ = &mut stop_requested => None,
+    };
+    let Some(scan) = scan else {
+        // Dropping the scan future may leave a plugin half-loaded; what
+        // did start is stopped here.
+        return shut_down(&home, &manager).await;
+    };
+    let results = scan.map_err(|source| NodeError::PluginsDir { dir: plugins.clone(), source })?;
+    let active = results
+        .iter()
+        .filter(|(_, r)| matches!(r, Ok(LoadOutcome::Activated { .. } | LoadOutcome::Replaced { .. })))
+        .count();
     tracing::info!(
         plugins = results.len(),
         active,
@@ -51,15 +85,93 @@ pub async fn run(options: NodeOptions) -> Result<(), NodeError> {
     );
     publish(&home, &manager);
 
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
-        _ = terminate.recv() => tracing::info!("SIGTERM received; stopping"),
+    let mut reconciler = Reconciler::new(&plugins, SETTLE, is_plugin_file_name);
+    for (file, _) in &results {
+        reconciler.mark_acted(file);
     }
+    let plugin_trigger = Trigger::new(&plugins, properties.watch, properties.poll_interval);
+    tracing::info!(
+        dir = %plugins.display(),
+        mode = if plugin_trigger.is_polling() { "poll" } else { "notify" },
+        "watching the plugins directory"
+    );
+    let watch_plugins = watch_plugins(manager.clone(), home.clone(), reconciler, plugin_trigger);
+    let watch_properties = watch_properties(manager.clone(), properties_path, properties);
+
+    tokio::select! {
+        _ = watch_plugins => {}
+        _ = watch_properties => {}
+        _ = stop_requested => {}
+    }
+    shut_down(&home, &manager).await
+}
+
+async fn shut_down(home: &Path, manager: &PluginManager) -> Result<(), NodeError> {
     manager.stop_all().await;
-    publish(&home, &manager);
-    status::remove(&home);
+    publish(home, manager);
+    status::remove(home);
     tracing::info!("node stopped");
     Ok(())
+}
+
+/// Acts on changes in plugins/: load (or hot-upgrade) complete files, stop removed ones.
+async fn watch_plugins(manager: PluginManager, home: PathBuf, mut reconciler: Reconciler, mut trigger: Trigger) {
+    loop {
+        trigger.next(reconciler.has_pending().then_some(SETTLE / 3)).await;
+        let changes = reconciler.scan(Instant::now());
+        for change in &changes {
+            match change {
+                Change::Ready(file) => {
+                    tracing::info!(file = %file.display(), "plugin file added or replaced");
+                    let _ = manager.load(file).await;
+                }
+                Change::Removed(file) => {
+                    tracing::info!(file = %file.display(), "plugin file removed");
+                    manager.unload(file, "its file was removed").await;
+                }
+            }
+        }
+        if !changes.is_empty() {
+            publish(&home, &manager);
+        }
+    }
+}
+
+/// Reloads the properties file when it changes; a bad edit changes nothing.
+async fn watch_properties(manager: PluginManager, file: PathBuf, mut current: Properties) {
+    fn is_properties(path: &Path) -> bool {
+        path.file_name().is_some_and(|n| n == "clusterhost.properties")
+    }
+    let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let _ = std::fs::create_dir_all(&dir);
+    let mut reconciler = Reconciler::new(&dir, Duration::from_millis(100), is_properties);
+    reconciler.mark_acted(&file);
+    let mut trigger = Trigger::new(&dir, current.watch, current.poll_interval);
+    loop {
+        trigger
+            .next(Some(if reconciler.has_pending() { Duration::from_millis(50) } else { Duration::from_secs(1) }))
+            .await;
+        if reconciler.scan(Instant::now()).is_empty() {
+            continue;
+        }
+        match Properties::load(&file) {
+            Ok((properties, unknown)) => {
+                warn_unknown(&file, &unknown);
+                if properties != current {
+                    manager.apply(properties.max_execution, properties.allow_downgrade);
+                    tracing::info!(file = %file.display(), "properties reloaded: {properties:?}");
+                    current = properties;
+                }
+            }
+            Err(e) => tracing::warn!(file = %file.display(), "{e}"),
+        }
+    }
+}
+
+fn warn_unknown(file: &Path, unknown: &[crate::properties::UnknownKey]) {
+    for key in unknown {
+        tracing::warn!("{}:{}: unknown property {:?} ignored; check its spelling", file.display(), key.line, key.key);
+    }
 }
 
 fn publish(home: &Path, manager: &PluginManager) {

@@ -233,6 +233,9 @@ macro_rules! embed_manifest {
             $crate::manifest::assert_plain($id);
             $crate::manifest::assert_plain($description);
             $crate::manifest::assert_plain($host_req);
+            $crate::manifest::assert_plain($wire);
+            $crate::manifest::assert_plain($crate::__or_default!([$($version)?] env!("CARGO_PKG_VERSION")));
+            $($crate::manifest::assert_plain($api_req);)?
             $($crate::manifest::assert_plain($provides);)*
             $($crate::manifest::assert_plain($conflicts);)*
         };

@@ -62,7 +62,8 @@ impl Host {
 
 /// Carries a [`Plugin`] across the boundary.
 struct Adapter<P> {
-    plugin: Arc<P>,
+    /// `None` only while being dropped.
+    plugin: Option<Arc<P>>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -73,7 +74,7 @@ impl<P: Plugin> Adapter<P> {
         Fut: Future<Output = PluginResult<()>> + Send + 'static,
     {
         let runtime = self.runtime.as_ref().expect("the runtime lives until the adapter is dropped");
-        let plugin = self.plugin.clone();
+        let plugin = self.plugin.clone().expect("the plugin lives until the adapter is dropped");
         // The plugin's code (even the part that builds the future) runs on
         // the plugin's runtime, where tokio catches a panic as a JoinError.
         let handle = runtime.spawn(async move { call(plugin).await });
@@ -101,6 +102,10 @@ impl<P: Plugin> PluginInstance for Adapter<P> {
 
 impl<P> Drop for Adapter<P> {
     fn drop(&mut self) {
+        // The plugin's own Drop is plugin code: a panic there must not unwind
+        // into the host (it would abort the process).
+        let plugin = self.plugin.take();
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(plugin)));
         // The host may drop us from any thread, including one of its async
         // workers; waiting for our workers there could stall it.
         if let Some(runtime) = self.runtime.take() {
@@ -139,7 +144,7 @@ pub fn create_instance<P: Plugin>(
             let _entered = runtime.enter();
             create(&host).map_err(|e| PluginError::failed(e.to_string()))?
         };
-        let adapter = Adapter { plugin: Arc::new(plugin), runtime: Some(runtime) };
+        let adapter = Adapter { plugin: Some(Arc::new(plugin)), runtime: Some(runtime) };
         Ok(PluginInstance_TO::from_value(adapter, TD_Opaque))
     }));
     match outcome {

@@ -75,6 +75,14 @@ impl Bench {
         assert_eq!(state, PluginState::Rejected);
         assert_eq!(reason, error.to_string());
         assert!(!self.marker(name).exists(), "the plugin's constructor ran although it was refused: {error}");
+        // The private copy of a refused file was never mapped and is removed.
+        let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let copies: Vec<_> = std::fs::read_dir(self.manager.private_dir())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(&format!("-{stem}.so")))
+            .collect();
+        assert!(copies.is_empty(), "refused copies left behind: {copies:?}");
     }
 }
 
@@ -135,6 +143,21 @@ async fn a_truncated_file_is_refused_and_never_run() {
     assert!(matches!(error, LoadError::Inspect(InspectError::Truncated { .. })), "{error}");
     assert!(error.to_string().contains("copy the complete file again"));
     bench.assert_refused_unrun(&path, "full", &error);
+}
+
+#[tokio::test]
+async fn a_library_for_another_machine_is_refused_and_never_run() {
+    let bench = Bench::new();
+    let path = bench.variant("arm", |_| {});
+    let mut bytes = std::fs::read(&path).unwrap();
+    // e_machine (ELF header offset 18, little-endian): 0x28 is 32-bit ARM.
+    bytes[18] = 0x28;
+    bytes[19] = 0;
+    std::fs::write(&path, bytes).unwrap();
+    let error = bench.load(&path).await.unwrap_err();
+    assert!(matches!(error, LoadError::Inspect(InspectError::WrongKind { .. })), "{error}");
+    assert!(error.to_string().contains("build the plugin for this target"), "{error}");
+    bench.assert_refused_unrun(&path, "arm", &error);
 }
 
 #[tokio::test]
@@ -296,7 +319,7 @@ async fn a_root_module_of_the_wrong_layout_is_refused() {
     let error = bench.load(&plugin("fixture_bad_layout")).await.unwrap_err();
     assert!(matches!(error, LoadError::Abi(AbiError::LayoutMismatch { .. })), "{error}");
     assert!(error.to_string().contains("rebuild it against clusterhost-plugin-api"), "{error}");
-    assert_eq!(bench.state(&plugin("fixture_bad_layout")).0, PluginState::Rejected);
+    assert_eq!(bench.state(&plugin("fixture_bad_layout")), (PluginState::Rejected, error.to_string()));
 }
 
 #[tokio::test]
@@ -305,7 +328,7 @@ async fn a_root_module_of_an_incompatible_version_is_refused() {
     let error = bench.load(&plugin("fixture_bad_version")).await.unwrap_err();
     assert!(matches!(error, LoadError::Abi(AbiError::VersionMismatch { .. })), "{error}");
     assert!(error.to_string().contains("9.0.0"), "{error}");
-    assert_eq!(bench.state(&plugin("fixture_bad_version")).0, PluginState::Rejected);
+    assert_eq!(bench.state(&plugin("fixture_bad_version")), (PluginState::Rejected, error.to_string()));
 }
 
 #[tokio::test]
@@ -314,6 +337,7 @@ async fn a_library_without_a_root_module_is_refused() {
     let error = bench.load(&plugin("fixture_no_root_module")).await.unwrap_err();
     assert!(matches!(error, LoadError::Abi(AbiError::MissingRootModule { .. })), "{error}");
     assert!(error.to_string().contains("not built with declare_plugin!"), "{error}");
+    assert_eq!(bench.state(&plugin("fixture_no_root_module")), (PluginState::Rejected, error.to_string()));
 }
 
 #[tokio::test]
@@ -337,11 +361,13 @@ async fn a_plugin_that_panics_in_create_is_faulted_and_the_node_goes_on() {
 }
 
 #[tokio::test]
-async fn a_plugin_that_panics_or_fails_in_start_is_faulted() {
+async fn a_plugin_that_panics_or_fails_in_create_or_start_is_faulted() {
     let bench = Bench::new();
-    for (name, behavior, expect) in
-        [("p", "panic-in-start", "panicked in start"), ("f", "fail-in-start", "failed in start")]
-    {
+    for (name, behavior, expect) in [
+        ("p", "panic-in-start", "panicked in start"),
+        ("f", "fail-in-start", "failed in start"),
+        ("c", "fail-in-create", "failed in create"),
+    ] {
         let path = bench.variant(name, |m| {
             m.id = format!("fixture-{name}");
             m.metadata.insert("behavior".into(), behavior.into());

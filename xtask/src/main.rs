@@ -73,17 +73,10 @@ fn node(run_args: Vec<String>) -> Result<()> {
         eprintln!("published plugins/{name}.so");
     }
     let bin = target_dir().join("debug").join("clusterhost");
-    let status = Command::new(bin)
-        .arg("run")
-        .arg("--home")
-        .arg(root())
-        .args(run_args)
-        .status()
-        .context("running clusterhost")?;
-    if !status.success() {
-        bail!("clusterhost exited with {status}");
-    }
-    Ok(())
+    // Become the node, so SIGTERM and Ctrl-C reach it directly.
+    use std::os::unix::process::CommandExt;
+    let error = Command::new(&bin).arg("run").arg("--home").arg(root()).args(run_args).exec();
+    Err(error).with_context(|| format!("running {}", bin.display()))
 }
 
 fn test() -> Result<()> {

@@ -1,0 +1,230 @@
+//! `conf/clusterhost.properties`: the host-level settings, in Java
+//! `.properties` syntax (comments, escapes, continuation lines).
+//!
+//! A file is read whole or not at all: an invalid value is reported with
+//! file:line and the caller keeps the previous settings.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use java_properties::{LineContent, PropertiesIter};
+
+/// The properties file's path inside a home.
+pub fn properties_file(home: &Path) -> PathBuf {
+    home.join("conf").join("clusterhost.properties")
+}
+
+/// How the plugins directory is watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchMode {
+    /// inotify through `notify`; falls back to polling if it cannot be set up.
+    Notify,
+    /// Rescan every `plugins.poll.seconds` (network filesystems, exhausted inotify limits).
+    Poll,
+}
+
+/// The host-level settings, with the Openfire plugin's defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Properties {
+    /// `clustering.enabled` (true): start clustering when a strategy is active.
+    pub clustering_enabled: bool,
+    /// `cluster.startup.delay.seconds` (5): wait after the initial plugin scan.
+    pub startup_delay: Duration,
+    /// `cluster.startup.retry.count` (1): further attempts after a failed cluster start.
+    pub startup_retry_count: u32,
+    /// `cluster.startup.retry.seconds` (10): pause between attempts.
+    pub startup_retry_interval: Duration,
+    /// `cluster.max.execution.seconds` (30): budget of a plugin lifecycle call or a synchronous task.
+    pub max_execution: Duration,
+    /// `cluster.config.file` (none: the strategy's own default name).
+    pub config_file: Option<String>,
+    /// `cluster.config.directory` (`conf`, relative to the home).
+    pub config_directory: PathBuf,
+    /// `cluster.metrics.enabled` (false).
+    pub metrics_enabled: bool,
+    /// `plugins.watch` (`notify`).
+    pub watch: WatchMode,
+    /// `plugins.poll.seconds` (2): rescan interval in poll mode.
+    pub poll_interval: Duration,
+    /// `plugins.allow.downgrade` (false): let an older version replace an active plugin.
+    pub allow_downgrade: bool,
+}
+
+impl Default for Properties {
+    fn default() -> Self {
+        Properties {
+            clustering_enabled: true,
+            startup_delay: Duration::from_secs(5),
+            startup_retry_count: 1,
+            startup_retry_interval: Duration::from_secs(10),
+            max_execution: Duration::from_secs(30),
+            config_file: None,
+            config_directory: PathBuf::from("conf"),
+            metrics_enabled: false,
+            watch: WatchMode::Notify,
+            poll_interval: Duration::from_secs(2),
+            allow_downgrade: false,
+        }
+    }
+}
+
+/// Why a properties file was not taken.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PropertiesError {
+    #[error("could not read {file}: {detail}")]
+    Unreadable { file: PathBuf, detail: String },
+    #[error("{file}:{line}: {message}; the previous settings stay in force")]
+    Invalid { file: PathBuf, line: usize, message: String },
+}
+
+/// A key the host does not know: reported, not fatal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownKey {
+    pub line: usize,
+    pub key: String,
+}
+
+impl Properties {
+    /// Reads `file`; a missing file means the defaults.
+    pub fn load(file: &Path) -> Result<(Properties, Vec<UnknownKey>), PropertiesError> {
+        match std::fs::read(file) {
+            Ok(bytes) => Self::parse(file, &bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((Properties::default(), Vec::new())),
+            Err(e) => Err(PropertiesError::Unreadable { file: file.to_owned(), detail: e.to_string() }),
+        }
+    }
+
+    /// Parses properties text; `file` is used in messages only.
+    pub fn parse(file: &Path, bytes: &[u8]) -> Result<(Properties, Vec<UnknownKey>), PropertiesError> {
+        let mut properties = Properties::default();
+        let mut unknown = Vec::new();
+        for line in PropertiesIter::new(bytes) {
+            let line = line.map_err(|e| PropertiesError::Invalid {
+                file: file.to_owned(),
+                line: e.line_number().unwrap_or(0),
+                message: e.to_string(),
+            })?;
+            let number = line.line_number();
+            if let LineContent::KVPair(key, value) = line.consume_content() {
+                let invalid =
+                    |message: String| PropertiesError::Invalid { file: file.to_owned(), line: number, message };
+                if !properties.set(&key, value.trim()).map_err(|m| invalid(format!("{key} = {value:?}: {m}")))? {
+                    unknown.push(UnknownKey { line: number, key });
+                }
+            }
+        }
+        Ok((properties, unknown))
+    }
+
+    /// Sets one key; Ok(false) for an unknown key.
+    fn set(&mut self, key: &str, value: &str) -> Result<bool, String> {
+        match key {
+            "clustering.enabled" => self.clustering_enabled = boolean(value)?,
+            "cluster.startup.delay.seconds" => self.startup_delay = seconds(value, 0.0, 86_400.0)?,
+            "cluster.startup.retry.count" => self.startup_retry_count = count(value, 1000)?,
+            "cluster.startup.retry.seconds" => self.startup_retry_interval = seconds(value, 0.0, 86_400.0)?,
+            "cluster.max.execution.seconds" => self.max_execution = seconds(value, 0.001, 86_400.0)?,
+            "cluster.config.file" => self.config_file = (!value.is_empty()).then(|| value.to_string()),
+            "cluster.config.directory" if value.is_empty() => return Err("expected a directory".into()),
+            "cluster.config.directory" => self.config_directory = PathBuf::from(value),
+            "cluster.metrics.enabled" => self.metrics_enabled = boolean(value)?,
+            "plugins.watch" => {
+                self.watch = match value {
+                    "notify" => WatchMode::Notify,
+                    "poll" => WatchMode::Poll,
+                    _ => return Err("expected notify or poll".into()),
+                }
+            }
+            "plugins.poll.seconds" => self.poll_interval = seconds(value, 0.05, 3600.0)?,
+            "plugins.allow.downgrade" => self.allow_downgrade = boolean(value)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// `cluster.config.directory` resolved against `home`.
+    pub fn config_dir(&self, home: &Path) -> PathBuf {
+        home.join(&self.config_directory)
+    }
+}
+
+fn boolean(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" => Ok(true),
+        "false" | "no" | "off" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
+}
+
+fn seconds(value: &str, min: f64, max: f64) -> Result<Duration, String> {
+    let n: f64 = value.parse().map_err(|_| "expected a number of seconds".to_string())?;
+    if !(min..=max).contains(&n) {
+        return Err(format!("expected seconds between {min} and {max}"));
+    }
+    Ok(Duration::from_secs_f64(n))
+}
+
+fn count(value: &str, max: u32) -> Result<u32, String> {
+    let n: i64 = value.parse().map_err(|_| "expected a whole number".to_string())?;
+    if !(0..=i64::from(max)).contains(&n) {
+        return Err(format!("expected a whole number between 0 and {max}"));
+    }
+    Ok(n as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<(Properties, Vec<UnknownKey>), PropertiesError> {
+        Properties::parse(Path::new("conf/clusterhost.properties"), text.as_bytes())
+    }
+
+    #[test]
+    fn an_empty_file_gives_the_openfire_defaults() {
+        let (p, unknown) = parse("").unwrap();
+        assert_eq!(p, Properties::default());
+        assert_eq!(p.startup_delay, Duration::from_secs(5));
+        assert_eq!(p.startup_retry_count, 1);
+        assert_eq!(p.startup_retry_interval, Duration::from_secs(10));
+        assert_eq!(p.max_execution, Duration::from_secs(30));
+        assert!(unknown.is_empty());
+    }
+
+    #[test]
+    fn java_syntax_comments_separators_escapes_and_continuations() {
+        let text = "# comment\n! also a comment\ncluster.startup.delay.seconds = 2\ncluster.startup.retry.count:3\n\
+                    cluster.config.file gossip\\u002dtest.toml\ncluster.config.directory = /etc/\\\n    clusterhost\n";
+        let (p, _) = parse(text).unwrap();
+        assert_eq!(p.startup_delay, Duration::from_secs(2));
+        assert_eq!(p.startup_retry_count, 3);
+        assert_eq!(p.config_file.as_deref(), Some("gossip-test.toml"));
+        assert_eq!(p.config_directory, PathBuf::from("/etc/clusterhost"));
+    }
+
+    #[test]
+    fn an_invalid_value_is_reported_with_file_and_line() {
+        let err = parse("clustering.enabled = true\n\ncluster.startup.retry.count = -1\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("conf/clusterhost.properties:3: cluster.startup.retry.count"), "{text}");
+        assert!(text.contains("between 0 and 1000") && text.contains("previous settings stay"), "{text}");
+        let err = parse("cluster.max.execution.seconds = soon\n").unwrap_err();
+        assert!(err.to_string().contains(":1: cluster.max.execution.seconds = \"soon\": expected a number"), "{err}");
+        assert!(parse("cluster.max.execution.seconds = 0\n").is_err());
+        assert!(parse("plugins.watch = sometimes\n").is_err());
+    }
+
+    #[test]
+    fn the_shipped_file_lists_exactly_the_defaults() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/clusterhost.properties");
+        let (p, unknown) = Properties::load(&file).unwrap();
+        assert_eq!(p, Properties::default());
+        assert!(unknown.is_empty(), "{unknown:?}");
+    }
+
+    #[test]
+    fn unknown_keys_are_reported_with_their_line() {
+        let (_, unknown) = parse("cluster.startup.delay.seconds=1\ncluster.startup.dealy.seconds=2\n").unwrap();
+        assert_eq!(unknown, vec![UnknownKey { line: 2, key: "cluster.startup.dealy.seconds".into() }]);
+    }
+}
