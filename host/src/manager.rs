@@ -330,19 +330,13 @@ impl PluginManager {
                 .await;
                 match restored {
                     Ok(instance) => {
-                        // Record the new file's failure first: when the old and
-                        // new file are the same, the old version's line wins.
                         self.set_state(file, PluginState::Faulted, Some(start_error.to_string()));
-                        let reason = format!("kept after the upgrade to {} failed: {start_error}", manifest.version);
-                        let mut record = PluginRecord::discovered(&old.file);
-                        record.id = Some(id.clone());
-                        record.version = Some(old.manifest.version.clone());
-                        record.state = PluginState::Active;
-                        record.reason = Some(reason);
-                        if old.file == file {
-                            self.registry().put(record);
-                        } else {
-                            self.set_state(&old.file, PluginState::Active, record.reason);
+                        // When the old and new file are the same, `load` rewrites
+                        // this file's record from the plugin still running.
+                        if old.file != file {
+                            let reason =
+                                format!("kept after the upgrade to {} failed: {start_error}", manifest.version);
+                            self.set_state(&old.file, PluginState::Active, Some(reason));
                         }
                         active.insert(index, Active { instance, ..old });
                     }
