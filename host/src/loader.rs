@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use abi_stable::library::{lib_header_from_path, LibraryError};
 use abi_stable::sabi_trait::TD_Opaque;
-use abi_stable::std_types::{RResult, RStr, RString};
+use abi_stable::std_types::{ROption, RResult, RStr, RString};
 use clusterhost_plugin_api::abi::{HostServices, HostServicesBox, HostServices_TO, LogLevel, PluginBox, PluginModRef};
 use clusterhost_plugin_api::{PluginError, PluginErrorKind};
 use sha2::{Digest, Sha256};
@@ -200,6 +200,8 @@ pub struct HostContext {
     pub home_dir: String,
     /// `cluster.config.directory`.
     pub config_dir: String,
+    /// What `property` answers.
+    pub values: crate::properties::NodeValues,
 }
 
 impl HostContext {
@@ -224,6 +226,10 @@ impl HostServices for HostContext {
 
     fn config_dir(&self) -> RString {
         self.config_dir.as_str().into()
+    }
+
+    fn property(&self, key: RStr<'_>) -> ROption<RString> {
+        self.values.get(key.as_str()).map(RString::from).into()
     }
 
     fn log(&self, level: LogLevel, target: RStr<'_>, message: RStr<'_>) {

@@ -20,6 +20,18 @@ enum Command {
         /// The node's home: holds conf/ and plugins/.
         #[arg(long, default_value = ".", env = "CLUSTERHOST_HOME")]
         home: PathBuf,
+        /// This node's name, its member id (`node.name`; default: the host name).
+        #[arg(long, env = "CLUSTERHOST_NODE_NAME")]
+        node_name: Option<String>,
+        /// Address cluster strategies bind to (`node.bind`; default 127.0.0.1).
+        #[arg(long, env = "CLUSTERHOST_BIND")]
+        bind: Option<String>,
+        /// The strategy's member port (`cluster.port`; default: the strategy's own, e.g. 5701).
+        #[arg(long, env = "CLUSTERHOST_CLUSTER_PORT")]
+        cluster_port: Option<String>,
+        /// The admin API port (`admin.port`; default 9090).
+        #[arg(long, env = "CLUSTERHOST_ADMIN_PORT")]
+        admin_port: Option<String>,
     },
     /// Inspect and list plugins.
     Plugins {
@@ -51,13 +63,22 @@ enum PluginsCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { home } => {
+        Command::Run { home, node_name, bind, cluster_port, admin_port } => {
+            let overrides = [
+                ("node.name", node_name, "--node-name / CLUSTERHOST_NODE_NAME"),
+                ("node.bind", bind, "--bind / CLUSTERHOST_BIND"),
+                ("cluster.port", cluster_port, "--cluster-port / CLUSTERHOST_CLUSTER_PORT"),
+                ("admin.port", admin_port, "--admin-port / CLUSTERHOST_ADMIN_PORT"),
+            ]
+            .into_iter()
+            .filter_map(|(key, value, source)| value.map(|v| (key.to_string(), v, source.to_string())))
+            .collect();
             let _guard = clusterhost::logging::init();
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => return fail(format!("could not start the async runtime: {e}")),
             };
-            let result = runtime.block_on(node::run(node::NodeOptions { home }));
+            let result = runtime.block_on(node::run(node::NodeOptions { home, overrides }));
             // A plugin thread stuck in its code must not keep the process alive.
             runtime.shutdown_timeout(std::time::Duration::from_secs(2));
             match result {

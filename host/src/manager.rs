@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use abi_stable::std_types::ROption;
 use clusterhost_plugin_api::abi::{PluginBox, PluginModRef};
-use clusterhost_plugin_api::Manifest;
+use clusterhost_plugin_api::{Manifest, CLUSTER_STRATEGY};
 use semver::Version;
 
 use crate::loader::{self, AbiError, HostContext, LifecycleError, Phase, PrivateStore};
@@ -75,6 +76,10 @@ pub struct ManagerConfig {
     pub private_dir: Option<PathBuf>,
     /// The versions requirements are checked against.
     pub versions: HostVersions,
+    /// Node values plugins can read (`Host::property`).
+    pub values: crate::properties::NodeValues,
+    /// Where cluster strategies go once their plugin is active.
+    pub cluster: Option<crate::cluster::ClusterManager>,
 }
 
 impl ManagerConfig {
@@ -88,6 +93,8 @@ impl ManagerConfig {
             allow_downgrade: false,
             private_dir: None,
             versions: HostVersions::current(),
+            values: crate::properties::NodeValues::default(),
+            cluster: None,
         }
     }
 }
@@ -278,6 +285,7 @@ impl PluginManager {
             Admission::Replace { from } => self.replace(active, file, manifest, instance, module, from).await,
             _ => {
                 loader::call(&id, &instance, Phase::Start, self.budget()).await?;
+                self.attach_strategy(&manifest, &instance).await?;
                 active.push(Active { manifest: manifest.clone(), file: file.to_owned(), instance, module });
                 self.set_state(file, PluginState::Active, None);
                 Ok(LoadOutcome::Activated { id, version: manifest.version })
@@ -301,12 +309,17 @@ impl PluginManager {
         let id = manifest.id.clone();
         let index = active.iter().position(|a| a.manifest.id == id).expect("Replace is only decided for an active id");
         let old = active.remove(index);
+        self.detach_strategy(&old.manifest).await;
         self.set_state(&old.file, PluginState::Stopping, None);
         if let Err(e) = loader::call(&id, &old.instance, Phase::Stop, budget).await {
             tracing::warn!(plugin = %id, "stopping {id} {from} for the upgrade failed: {e}; going on with the upgrade");
         }
         drop(old.instance);
-        match loader::call(&id, &instance, Phase::Start, budget).await {
+        let started = match loader::call(&id, &instance, Phase::Start, budget).await {
+            Ok(()) => self.attach_strategy(&manifest, &instance).await,
+            Err(e) => Err(e),
+        };
+        match started {
             Ok(()) => {
                 let to = manifest.version.clone();
                 if old.file != file {
@@ -325,6 +338,7 @@ impl PluginManager {
                 let restored = async {
                     let instance = loader::create(&id, old.module, self.services(&id), budget).await?;
                     loader::call(&id, &instance, Phase::Start, budget).await?;
+                    self.attach_strategy(&old.manifest, &instance).await?;
                     Ok::<_, LifecycleError>(instance)
                 }
                 .await;
@@ -360,6 +374,7 @@ impl PluginManager {
             plugin_id: id.to_string(),
             home_dir: config.home.display().to_string(),
             config_dir: config.config_dir.display().to_string(),
+            values: config.values.clone(),
         }
         .into_services()
     }
@@ -376,8 +391,58 @@ impl PluginManager {
         true
     }
 
+    /// Hands a cluster-strategy plugin's strategy to the cluster manager.
+    /// A plugin that declares the capability but cannot produce it fails
+    /// its start (it is stopped and marked Faulted by the caller).
+    async fn attach_strategy(&self, manifest: &Manifest, instance: &PluginBox) -> Result<(), LifecycleError> {
+        let Some(cluster) = &self.shared.config.cluster else { return Ok(()) };
+        if !manifest.provides.iter().any(|p| p == CLUSTER_STRATEGY) {
+            return Ok(());
+        }
+        let id = manifest.id.clone();
+        let failed = |message: String| LifecycleError::Failed { id: id.clone(), phase: Phase::Start, message };
+        let (callbacks, generation) = cluster.callbacks();
+        let outcome = match instance.cluster_strategy(callbacks).into_result() {
+            Ok(ROption::RSome(strategy)) => {
+                cluster.attach(&id, &manifest.version.to_string(), strategy, generation).await;
+                return Ok(());
+            }
+            Ok(ROption::RNone) => failed(format!(
+                "it declares {CLUSTER_STRATEGY} but returned no strategy; implement Plugin::cluster_strategy"
+            )),
+            Err(e) => failed(format!("cluster_strategy: {e}")),
+        };
+        // Started but unusable: stop it before reporting.
+        if let Err(e) = loader::call(&id, instance, Phase::Stop, self.budget()).await {
+            tracing::warn!(plugin = %id, "{e}");
+        }
+        Err(outcome)
+    }
+
+    async fn detach_strategy(&self, manifest: &Manifest) {
+        if let Some(cluster) = &self.shared.config.cluster {
+            if manifest.provides.iter().any(|p| p == CLUSTER_STRATEGY) {
+                cluster.detach(&manifest.id).await;
+            }
+        }
+    }
+
+    /// Takes the active plugin `id` out of service as Faulted (the cluster
+    /// manager reports a strategy that exceeded its budget).
+    pub async fn fault(&self, id: &str, reason: &str) {
+        let mut active = self.shared.ops.lock().await;
+        let Some(index) = active.iter().position(|a| a.manifest.id == id) else { return };
+        let plugin = active.remove(index);
+        self.detach_strategy(&plugin.manifest).await;
+        if let Err(e) = loader::call(id, &plugin.instance, Phase::Stop, self.budget()).await {
+            tracing::warn!(plugin = %id, "{e}");
+        }
+        self.set_state(&plugin.file, PluginState::Faulted, Some(reason.to_string()));
+    }
+
     async fn stop_one(&self, plugin: Active, reason: &str) {
         let id = plugin.manifest.id.clone();
+        self.detach_strategy(&plugin.manifest).await;
         self.set_state(&plugin.file, PluginState::Stopping, None);
         match loader::call(&id, &plugin.instance, Phase::Stop, self.budget()).await {
             Ok(()) => self.set_state(&plugin.file, PluginState::Retired, Some(reason.into())),

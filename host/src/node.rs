@@ -4,8 +4,9 @@ use std::path::{Path, PathBuf};
 
 use std::time::{Duration, Instant};
 
+use crate::cluster::{ClusterConfig, ClusterManager};
 use crate::manager::{is_plugin_file_name, LoadOutcome, ManagerConfig, PluginManager};
-use crate::properties::{properties_file, Properties, PropertiesError};
+use crate::properties::{properties_file, NodeValues, Properties, PropertiesError};
 use crate::status::{self, NodeStatus};
 use crate::watcher::{Change, Reconciler, Trigger};
 
@@ -17,6 +18,16 @@ const SETTLE: Duration = Duration::from_millis(300);
 pub struct NodeOptions {
     /// Holds conf/ and plugins/.
     pub home: PathBuf,
+    /// Node-specific values from CLI flags and the environment, which win
+    /// over clusterhost.properties: (key, value, where it came from).
+    pub overrides: Vec<(String, String, String)>,
+}
+
+impl NodeOptions {
+    /// A node with home `home` and no overrides.
+    pub fn new(home: impl Into<PathBuf>) -> Self {
+        NodeOptions { home: home.into(), overrides: Vec::new() }
+    }
 }
 
 /// Why a node could not run.
@@ -30,6 +41,8 @@ pub enum NodeError {
     Properties(#[from] PropertiesError),
     #[error("could not install the signal handler: {0}")]
     Signal(std::io::Error),
+    #[error("{0}; fix the flag or environment variable")]
+    Override(String),
 }
 
 /// A node's plugins directory.
@@ -46,10 +59,18 @@ pub async fn run(options: NodeOptions) -> Result<(), NodeError> {
     let properties_path = properties_file(&home);
     let (properties, unknown) = Properties::load(&properties_path)?;
     warn_unknown(&properties_path, &unknown);
+    let properties = with_overrides(properties, &options.overrides)?;
+    let values = NodeValues::default();
+    values.update(&properties);
+    let node_name = properties.node_name();
+    let (cluster, mut faults) =
+        ClusterManager::start(&node_name, cluster_config(&properties), properties.clustering_enabled, true);
     let mut config = ManagerConfig::new(&home);
     config.config_dir = properties.config_dir(&home);
     config.lifecycle_budget = properties.max_execution;
     config.allow_downgrade = properties.allow_downgrade;
+    config.values = values.clone();
+    config.cluster = Some(cluster.clone());
     let manager = PluginManager::new(config).map_err(|source| NodeError::Home { home: home.clone(), source })?;
     // Installed before the first plugin runs, so a stop request during the
     // initial scan still stops what has started.
@@ -62,7 +83,7 @@ pub async fn run(options: NodeOptions) -> Result<(), NodeError> {
         }
     });
 
-    tracing::info!(home = %home.display(), version = env!("CARGO_PKG_VERSION"), "node starting");
+    tracing::info!(home = %home.display(), node = %node_name, version = env!("CARGO_PKG_VERSION"), "node starting");
     let scan = tokio::select! {
         scan = manager.load_dir(&plugins) => Some(scan),
         _ = &mut stop_requested => None,
@@ -70,20 +91,17 @@ pub async fn run(options: NodeOptions) -> Result<(), NodeError> {
     let Some(scan) = scan else {
         // Dropping the scan future may leave a plugin half-loaded; what
         // did start is stopped here.
-        return shut_down(&home, &manager).await;
+        return shut_down(&home, &manager, &cluster).await;
     };
     let results = scan.map_err(|source| NodeError::PluginsDir { dir: plugins.clone(), source })?;
     let active = results
         .iter()
         .filter(|(_, r)| matches!(r, Ok(LoadOutcome::Activated { .. } | LoadOutcome::Replaced { .. })))
         .count();
-    tracing::info!(
-        plugins = results.len(),
-        active,
-        refused = results.len() - active,
-        "initial plugin scan done; running standalone"
-    );
-    publish(&home, &manager);
+    tracing::info!(plugins = results.len(), active, refused = results.len() - active, "initial plugin scan done");
+    // Only now may clustering begin its startup delay.
+    cluster.release();
+    publish(&home, &manager, &cluster);
 
     let mut reconciler = Reconciler::new(&plugins, SETTLE, is_plugin_file_name);
     for (file, _) in &results {
@@ -95,27 +113,73 @@ pub async fn run(options: NodeOptions) -> Result<(), NodeError> {
         mode = if plugin_trigger.is_polling() { "poll" } else { "notify" },
         "watching the plugins directory"
     );
-    let watch_plugins = watch_plugins(manager.clone(), home.clone(), reconciler, plugin_trigger);
-    let watch_properties = watch_properties(manager.clone(), properties_path, properties);
+    let watch_plugins = watch_plugins(manager.clone(), cluster.clone(), home.clone(), reconciler, plugin_trigger);
+    let watch_properties = watch_properties(
+        manager.clone(),
+        cluster.clone(),
+        values,
+        properties_path,
+        properties,
+        options.overrides.clone(),
+    );
+    let mut cluster_changes = cluster.subscribe();
+    let report_cluster = async {
+        loop {
+            tokio::select! {
+                changed = cluster_changes.changed() => {
+                    if changed.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                Some(fault) = faults.recv() => manager.fault(&fault.plugin, &fault.reason).await,
+            }
+            publish(&home, &manager, &cluster);
+        }
+    };
 
     tokio::select! {
         _ = watch_plugins => {}
         _ = watch_properties => {}
+        _ = report_cluster => {}
         _ = stop_requested => {}
     }
-    shut_down(&home, &manager).await
+    shut_down(&home, &manager, &cluster).await
 }
 
-async fn shut_down(home: &Path, manager: &PluginManager) -> Result<(), NodeError> {
+fn with_overrides(mut properties: Properties, overrides: &[(String, String, String)]) -> Result<Properties, NodeError> {
+    for (key, value, source) in overrides {
+        properties.set_override(key, value, source).map_err(NodeError::Override)?;
+    }
+    Ok(properties)
+}
+
+fn cluster_config(properties: &Properties) -> ClusterConfig {
+    ClusterConfig {
+        startup_delay: properties.startup_delay,
+        retry_count: properties.startup_retry_count,
+        retry_interval: properties.startup_retry_interval,
+        max_execution: properties.max_execution,
+    }
+}
+
+async fn shut_down(home: &Path, manager: &PluginManager, cluster: &ClusterManager) -> Result<(), NodeError> {
+    // Stopping the strategy plugin leaves the cluster first (caches kept).
     manager.stop_all().await;
-    publish(home, manager);
+    cluster.shutdown().await;
+    publish(home, manager, cluster);
     status::remove(home);
     tracing::info!("node stopped");
     Ok(())
 }
 
 /// Acts on changes in plugins/: load (or hot-upgrade) complete files, stop removed ones.
-async fn watch_plugins(manager: PluginManager, home: PathBuf, mut reconciler: Reconciler, mut trigger: Trigger) {
+async fn watch_plugins(
+    manager: PluginManager,
+    cluster: ClusterManager,
+    home: PathBuf,
+    mut reconciler: Reconciler,
+    mut trigger: Trigger,
+) {
     loop {
         trigger.next(reconciler.has_pending().then_some(SETTLE / 3)).await;
         let changes = reconciler.scan(Instant::now());
@@ -132,13 +196,20 @@ async fn watch_plugins(manager: PluginManager, home: PathBuf, mut reconciler: Re
             }
         }
         if !changes.is_empty() {
-            publish(&home, &manager);
+            publish(&home, &manager, &cluster);
         }
     }
 }
 
 /// Reloads the properties file when it changes; a bad edit changes nothing.
-async fn watch_properties(manager: PluginManager, file: PathBuf, mut current: Properties) {
+async fn watch_properties(
+    manager: PluginManager,
+    cluster: ClusterManager,
+    values: NodeValues,
+    file: PathBuf,
+    mut current: Properties,
+    overrides: Vec<(String, String, String)>,
+) {
     fn is_properties(path: &Path) -> bool {
         path.file_name().is_some_and(|n| n == "clusterhost.properties")
     }
@@ -154,12 +225,22 @@ async fn watch_properties(manager: PluginManager, file: PathBuf, mut current: Pr
         if reconciler.scan(Instant::now()).is_empty() {
             continue;
         }
-        match Properties::load(&file) {
-            Ok((properties, unknown)) => {
-                warn_unknown(&file, &unknown);
+        let loaded = Properties::load(&file).map_err(|e| e.to_string()).and_then(|(properties, unknown)| {
+            warn_unknown(&file, &unknown);
+            with_overrides(properties, &overrides).map_err(|e| e.to_string())
+        });
+        match loaded {
+            Ok(properties) => {
                 if properties != current {
                     manager.apply(properties.max_execution, properties.allow_downgrade);
+                    cluster.apply(cluster_config(&properties));
+                    values.update(&properties);
                     tracing::info!(file = %file.display(), "properties reloaded: {properties:?}");
+                    if properties.clustering_enabled != current.clustering_enabled {
+                        if let Err(e) = cluster.set_enabled(properties.clustering_enabled).await {
+                            tracing::warn!("could not switch clustering as clustering.enabled asks: {e}");
+                        }
+                    }
                     current = properties;
                 }
             }
@@ -174,11 +255,12 @@ fn warn_unknown(file: &Path, unknown: &[crate::properties::UnknownKey]) {
     }
 }
 
-fn publish(home: &Path, manager: &PluginManager) {
+fn publish(home: &Path, manager: &PluginManager, cluster: &ClusterManager) {
     let status = NodeStatus {
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         plugins: manager.records(),
+        cluster: Some(cluster.status()),
     };
     if let Err(e) = status::write(home, &status) {
         tracing::warn!("could not write the node status file {}: {e}", status::status_file(home).display());

@@ -48,6 +48,14 @@ pub struct Properties {
     pub poll_interval: Duration,
     /// `plugins.allow.downgrade` (false): let an older version replace an active plugin.
     pub allow_downgrade: bool,
+    /// `node.name` (the host name): this node's member id; unique in a cluster.
+    pub node_name: Option<String>,
+    /// `node.bind` (127.0.0.1): the address cluster strategies bind to.
+    pub node_bind: Option<String>,
+    /// `cluster.port` (the strategy's default, e.g. 5701): the strategy's member port.
+    pub cluster_port: Option<u16>,
+    /// `admin.port` (9090): the admin API's port.
+    pub admin_port: Option<u16>,
 }
 
 impl Default for Properties {
@@ -64,7 +72,33 @@ impl Default for Properties {
             watch: WatchMode::Notify,
             poll_interval: Duration::from_secs(2),
             allow_downgrade: false,
+            node_name: None,
+            node_bind: None,
+            cluster_port: None,
+            admin_port: None,
         }
+    }
+}
+
+/// The node-specific keys: settable in the file, and overridden by the
+/// `clusterhost run` flags and environment variables of the same meaning.
+pub const NODE_KEYS: [&str; 4] = ["node.name", "node.bind", "cluster.port", "admin.port"];
+
+/// The values plugins read through `Host::property`, kept current on reload.
+#[derive(Debug, Clone, Default)]
+pub struct NodeValues {
+    values: std::sync::Arc<std::sync::RwLock<std::collections::BTreeMap<String, String>>>,
+}
+
+impl NodeValues {
+    /// Replaces the values with those of `properties`.
+    pub fn update(&self, properties: &Properties) {
+        *self.values.write().unwrap_or_else(|p| p.into_inner()) = properties.values();
+    }
+
+    /// One value.
+    pub fn get(&self, key: &str) -> Option<String> {
+        self.values.read().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
     }
 }
 
@@ -137,9 +171,51 @@ impl Properties {
             }
             "plugins.poll.seconds" => self.poll_interval = seconds(value, 0.05, 3600.0)?,
             "plugins.allow.downgrade" => self.allow_downgrade = boolean(value)?,
+            "node.name" => self.node_name = Some(name(value)?),
+            "node.bind" if value.is_empty() => return Err("expected an IP address or host name".into()),
+            "node.bind" => self.node_bind = Some(value.to_string()),
+            "cluster.port" => self.cluster_port = Some(port(value)?),
+            "admin.port" => self.admin_port = Some(port(value)?),
             _ => return Ok(false),
         }
         Ok(true)
+    }
+
+    /// Applies a node-specific value from a CLI flag or the environment;
+    /// `source` names it in the error.
+    pub fn set_override(&mut self, key: &str, value: &str, source: &str) -> Result<(), String> {
+        match self.set(key, value) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!("{source}: unknown key {key}")),
+            Err(e) => Err(format!("{source} = {value:?}: {e}")),
+        }
+    }
+
+    /// This node's name: `node.name`, else the host name, else `node`.
+    pub fn node_name(&self) -> String {
+        self.node_name.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "node".to_string())
+        })
+    }
+
+    /// The values a plugin can read by key (node-specific and cluster keys).
+    pub fn values(&self) -> std::collections::BTreeMap<String, String> {
+        let mut values = std::collections::BTreeMap::new();
+        values.insert("node.name".to_string(), self.node_name());
+        values.insert("node.bind".to_string(), self.node_bind.clone().unwrap_or_else(|| "127.0.0.1".into()));
+        if let Some(port) = self.cluster_port {
+            values.insert("cluster.port".to_string(), port.to_string());
+        }
+        values.insert("admin.port".to_string(), self.admin_port.unwrap_or(9090).to_string());
+        if let Some(file) = &self.config_file {
+            values.insert("cluster.config.file".to_string(), file.clone());
+        }
+        values.insert("cluster.max.execution.seconds".to_string(), self.max_execution.as_secs_f64().to_string());
+        values
     }
 
     /// `cluster.config.directory` resolved against `home`.
@@ -162,6 +238,24 @@ fn seconds(value: &str, min: f64, max: f64) -> Result<Duration, String> {
         return Err(format!("expected seconds between {min} and {max}"));
     }
     Ok(Duration::from_secs_f64(n))
+}
+
+fn name(value: &str) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err("expected 1 to 64 letters, digits, '-', '_' or '.'".into())
+    }
+}
+
+fn port(value: &str) -> Result<u16, String> {
+    match value.parse::<u16>() {
+        Ok(0) | Err(_) => Err("expected a port number from 1 to 65535".into()),
+        Ok(port) => Ok(port),
+    }
 }
 
 fn count(value: &str, max: u32) -> Result<u32, String> {

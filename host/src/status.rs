@@ -17,6 +17,9 @@ pub struct NodeStatus {
     pub version: String,
     /// Every plugin file the node has seen.
     pub plugins: Vec<PluginRecord>,
+    /// The node's clustering.
+    #[serde(default)]
+    pub cluster: Option<crate::cluster::ClusterStatus>,
 }
 
 /// Why a node's status could not be read.

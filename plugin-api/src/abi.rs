@@ -9,9 +9,11 @@
 
 use abi_stable::library::RootModule;
 use abi_stable::sabi_types::VersionStrings;
-use abi_stable::std_types::{RArc, RBox, RResult, RStr, RString};
+use abi_stable::std_types::{RArc, RBox, ROption, RResult, RStr, RString};
 use abi_stable::{declare_root_module_statics, package_version_strings, sabi_trait, StableAbi};
 use async_ffi::FfiFuture;
+
+use crate::cluster::{ClusterCallbacksBox, StrategyBox};
 
 /// The root module every plugin library exports.
 #[repr(C)]
@@ -95,8 +97,13 @@ pub trait PluginInstance: Send + Sync {
     fn start(&self) -> FfiFuture<RResult<(), PluginError>>;
 
     /// Stops the plugin's work; the instance is dropped afterwards.
-    #[sabi(last_prefix_field)]
     fn stop(&self) -> FfiFuture<RResult<(), PluginError>>;
+
+    /// The plugin's cluster strategy, for a plugin that provides
+    /// `cluster-strategy` (asked once, after a successful start); `None`
+    /// for other plugins.
+    #[sabi(last_prefix_field)]
+    fn cluster_strategy(&self, callbacks: ClusterCallbacksBox) -> RResult<ROption<StrategyBox>, PluginError>;
 }
 
 /// The owned form of a plugin instance.
@@ -114,8 +121,11 @@ pub trait HostServices: Send + Sync + Clone {
     /// Where plugin configuration files live (`cluster.config.directory`).
     fn config_dir(&self) -> RString;
     /// Emits a log record into the host's log, tagged with the plugin id.
-    #[sabi(last_prefix_field)]
     fn log(&self, level: LogLevel, target: RStr<'_>, message: RStr<'_>);
+    /// A node property (`node.name`, `node.bind`, `cluster.port`, ...): the
+    /// node's CLI flags and environment first, then clusterhost.properties.
+    #[sabi(last_prefix_field)]
+    fn property(&self, key: RStr<'_>) -> ROption<RString>;
 }
 
 /// The shared form of the host's services.

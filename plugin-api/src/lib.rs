@@ -9,13 +9,18 @@
 //! the test suite; docs/plugin-authoring.md walks through it.
 
 pub mod abi;
+pub mod cluster;
 mod log;
 pub mod manifest;
+#[cfg(feature = "memory")]
+pub mod memory;
 mod plugin;
+mod strategy;
 
 pub use abi::{PluginError, PluginErrorKind};
 pub use manifest::{Manifest, ManifestError, WireVersion, CLUSTER_STRATEGY};
 pub use plugin::{Host, Plugin, PluginResult};
+pub use strategy::{ClusterHost, Strategy};
 
 /// The version of this API crate, which plugins record as their default `api_req`.
 pub const API_VERSION: &str = env!("CARGO_PKG_VERSION");

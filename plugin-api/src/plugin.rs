@@ -7,10 +7,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use abi_stable::sabi_trait::TD_Opaque;
-use abi_stable::std_types::{RErr, ROk, RResult};
+use abi_stable::std_types::{RErr, ROk, ROption, RResult};
 use async_ffi::{FfiFuture, FutureExt};
 
 use crate::abi::{HostServicesBox, PluginBox, PluginError, PluginInstance, PluginInstance_TO};
+use crate::cluster::{ClusterCallbacksBox, StrategyBox};
+use crate::strategy::ClusterHost;
 
 /// The result type of plugin code; any error type converts into it with `?`.
 pub type PluginResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -29,6 +31,13 @@ pub trait Plugin: Send + Sync + 'static {
     /// Stops the plugin's work; the plugin is dropped afterwards.
     fn stop(&self) -> impl Future<Output = PluginResult<()>> + Send {
         async { Ok(()) }
+    }
+
+    /// For a plugin that provides `cluster-strategy`: its strategy, made
+    /// with [`ClusterHost::into_boundary`]. Asked once, after `start`.
+    fn cluster_strategy(&self, cluster: &ClusterHost) -> PluginResult<Option<StrategyBox>> {
+        let _ = cluster;
+        Ok(None)
     }
 }
 
@@ -57,6 +66,16 @@ impl Host {
     /// Where configuration files live (`cluster.config.directory`).
     pub fn config_dir(&self) -> String {
         self.services.config_dir().into()
+    }
+
+    /// A node property (`node.name`, `node.bind`, `cluster.port`, ...).
+    pub fn property(&self, key: &str) -> Option<String> {
+        self.services.property(key.into()).into_option().map(Into::into)
+    }
+
+    /// This node's name (`node.name`), the member id strategies use.
+    pub fn node_name(&self) -> String {
+        self.property("node.name").unwrap_or_else(|| "node".to_string())
     }
 }
 
@@ -91,6 +110,18 @@ impl<P: Plugin> Adapter<P> {
 }
 
 impl<P: Plugin> PluginInstance for Adapter<P> {
+    fn cluster_strategy(&self, callbacks: ClusterCallbacksBox) -> RResult<ROption<StrategyBox>, PluginError> {
+        let runtime = self.runtime.as_ref().expect("the runtime lives until the adapter is dropped");
+        let plugin = self.plugin.as_ref().expect("the plugin lives until the adapter is dropped");
+        let cluster = ClusterHost::new(callbacks, runtime.handle().clone());
+        let _entered = runtime.enter();
+        match catch_unwind(AssertUnwindSafe(|| plugin.cluster_strategy(&cluster))) {
+            Ok(Ok(strategy)) => ROk(strategy.into()),
+            Ok(Err(error)) => RErr(PluginError::failed(error.to_string())),
+            Err(payload) => RErr(PluginError::panicked(panic_message(payload))),
+        }
+    }
+
     fn start(&self) -> FfiFuture<RResult<(), PluginError>> {
         self.run(|plugin| async move { plugin.start().await })
     }
@@ -114,7 +145,7 @@ impl<P> Drop for Adapter<P> {
     }
 }
 
-fn panic_message(payload: Box<dyn Any + Send>) -> String {
+pub(crate) fn panic_message(payload: Box<dyn Any + Send>) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = payload.downcast_ref::<String>() {

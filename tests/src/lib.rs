@@ -4,6 +4,8 @@
 //! Fixtures are built once per test process by `cargo build` into the same
 //! target directory the tests were built in.
 
+pub mod cluster;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,462 @@
+//! An in-memory cluster strategy for tests (feature `memory`): every member
+//! of a [`MemoryFabric`] lives in one process and shares its state. It
+//! implements the whole [`Strategy`] contract with the simplest possible
+//! engine, so host logic can be tested without a network; it is never a
+//! production strategy.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::{ready, Future};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::cluster::*;
+use crate::plugin::PluginResult;
+use crate::strategy::{ClusterHost, Strategy};
+
+type Map = HashMap<Vec<u8>, (Vec<u8>, u64)>;
+
+/// The shared "network" of an in-memory cluster.
+#[derive(Default)]
+pub struct MemoryFabric {
+    state: Mutex<Fabric>,
+    lock_released: tokio::sync::Notify,
+    next_seq: AtomicU64,
+}
+
+#[derive(Default)]
+struct Fabric {
+    /// Connected members (their strategy exists), joined or not.
+    members: BTreeMap<String, Slot>,
+    caches: HashMap<String, Map>,
+    /// lock name -> (owner token, member id)
+    locks: HashMap<String, (String, String)>,
+    settings: BTreeMap<String, String>,
+    senior: Option<String>,
+}
+
+struct Slot {
+    host: ClusterHost,
+    joined: Option<u64>,
+    started_at_ms: u64,
+    version: String,
+}
+
+impl MemoryFabric {
+    /// A new, empty fabric.
+    pub fn new() -> Arc<Self> {
+        Arc::new(MemoryFabric::default())
+    }
+
+    fn state(&self) -> MutexGuard<'_, Fabric> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Simulates `member` dying: it leaves without a goodbye, its locks are
+    /// released, the others see it leave and it sees itself leave.
+    pub fn crash(&self, member: &str) {
+        let mut state = self.state();
+        if let Some(slot) = state.members.get(member) {
+            slot.host.emit(StrategyEvent::Left { member: member.to_string() });
+        }
+        leave(&mut state, member);
+        drop(state);
+        self.lock_released.notify_waiters();
+    }
+}
+
+fn joined_in_order(state: &Fabric) -> Vec<(String, u64)> {
+    let mut joined: Vec<(String, u64)> =
+        state.members.iter().filter_map(|(id, slot)| slot.joined.map(|seq| (id.clone(), seq))).collect();
+    joined.sort_by_key(|(_, seq)| *seq);
+    joined
+}
+
+fn broadcast(state: &Fabric, except: Option<&str>, event: &StrategyEvent) {
+    for (id, slot) in &state.members {
+        if slot.joined.is_some() && Some(id.as_str()) != except {
+            slot.host.emit(event.clone());
+        }
+    }
+}
+
+fn update_senior(state: &mut Fabric) {
+    let senior = joined_in_order(state).first().map(|(id, _)| id.clone());
+    if senior != state.senior {
+        state.senior = senior.clone();
+        if let Some(member) = senior {
+            broadcast(state, None, &StrategyEvent::SeniorChanged { member });
+        }
+    }
+}
+
+fn leave(state: &mut Fabric, member: &str) {
+    let Some(slot) = state.members.get_mut(member) else { return };
+    if slot.joined.take().is_none() {
+        return;
+    }
+    state.locks.retain(|_, (_, holder)| holder != member);
+    broadcast(state, None, &StrategyEvent::Left { member: member.to_string() });
+    update_senior(state);
+}
+
+/// One member's strategy on a [`MemoryFabric`].
+pub struct MemoryStrategy {
+    fabric: Arc<MemoryFabric>,
+    id: String,
+    fail_starts: AtomicU32,
+    hang_in_start: bool,
+    attempts: Arc<AtomicU32>,
+    on_attempt: Option<Box<dyn Fn(u32) + Send + Sync>>,
+}
+
+impl MemoryStrategy {
+    /// Connects member `id` (running strategy `version`) to `fabric`.
+    pub fn new(fabric: Arc<MemoryFabric>, host: ClusterHost, id: &str, version: &str) -> Self {
+        let slot = Slot { host, joined: None, started_at_ms: now_ms(), version: version.to_string() };
+        fabric.state().members.insert(id.to_string(), slot);
+        MemoryStrategy {
+            fabric,
+            id: id.to_string(),
+            fail_starts: AtomicU32::new(0),
+            hang_in_start: false,
+            attempts: Arc::new(AtomicU32::new(0)),
+            on_attempt: None,
+        }
+    }
+
+    /// Calls `f` with the attempt number at each `start_clustering`.
+    pub fn on_start_attempt(mut self, f: impl Fn(u32) + Send + Sync + 'static) -> Self {
+        self.on_attempt = Some(Box::new(f));
+        self
+    }
+
+    /// The first `n` calls to `start_clustering` fail.
+    pub fn fail_first_starts(self, n: u32) -> Self {
+        self.fail_starts.store(n, Ordering::SeqCst);
+        self
+    }
+
+    /// `start_clustering` never completes.
+    pub fn hang_in_start(mut self) -> Self {
+        self.hang_in_start = true;
+        self
+    }
+
+    /// Counts calls to `start_clustering`.
+    pub fn attempts(&self) -> Arc<AtomicU32> {
+        self.attempts.clone()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Fabric) -> T) -> T {
+        f(&mut self.fabric.state())
+    }
+
+    fn cache<T>(&self, cache: &str, f: impl FnOnce(&mut Map) -> T) -> T {
+        self.with(|s| f(s.caches.entry(cache.to_string()).or_default()))
+    }
+
+    fn targets(&self, target: &TaskTarget) -> (Vec<(String, ClusterHost)>, Vec<TaskReply>) {
+        self.with(|s| {
+            let joined = joined_in_order(s);
+            let ids: Vec<String> = match target {
+                TaskTarget::All => joined.iter().map(|(id, _)| id.clone()).collect(),
+                TaskTarget::Others => {
+                    joined.iter().filter(|(id, _)| *id != self.id).map(|(id, _)| id.clone()).collect()
+                }
+                TaskTarget::Member(m) => vec![m.clone()],
+                TaskTarget::Senior => s.senior.iter().cloned().collect(),
+            };
+            let mut found = Vec::new();
+            let mut missing = Vec::new();
+            for id in ids {
+                match s.members.get(&id).filter(|slot| slot.joined.is_some()) {
+                    Some(slot) => found.push((id, slot.host.clone())),
+                    None => missing.push(TaskReply {
+                        outcome: TaskOutcome::Error(format!("member {id} is not in the cluster")),
+                        member: id,
+                    }),
+                }
+            }
+            (found, missing)
+        })
+    }
+}
+
+impl Drop for MemoryStrategy {
+    fn drop(&mut self) {
+        let mut state = self.fabric.state();
+        leave(&mut state, &self.id);
+        state.members.remove(&self.id);
+    }
+}
+
+fn size_of(map: &Map) -> CacheSize {
+    let bytes = map.iter().map(|(k, (v, _))| (k.len() + v.len()) as u64).sum();
+    CacheSize { entries: map.len() as u64, bytes }
+}
+
+impl Strategy for MemoryStrategy {
+    fn start_clustering(&self) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+        let attempt = self.attempts.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(f) = &self.on_attempt {
+            f(attempt);
+        }
+        let fail = self.fail_starts.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+        let hang = self.hang_in_start;
+        let joined = if fail || hang {
+            false
+        } else {
+            self.with(|s| {
+                let seq = self.fabric.next_seq.fetch_add(1, Ordering::SeqCst);
+                if let Some(slot) = s.members.get_mut(&self.id) {
+                    if slot.joined.is_none() {
+                        slot.joined = Some(seq);
+                        slot.started_at_ms = now_ms();
+                        broadcast(s, Some(&self.id), &StrategyEvent::Joined { member: self.id.clone() });
+                        update_senior(s);
+                    }
+                }
+            });
+            true
+        };
+        async move {
+            if hang {
+                std::future::pending::<()>().await;
+            }
+            if fail {
+                return Err(format!("simulated cluster start failure (attempt {attempt})").into());
+            }
+            debug_assert!(joined);
+            Ok(())
+        }
+    }
+
+    fn stop_clustering(&self) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+        self.with(|s| leave(s, &self.id));
+        self.fabric.lock_released.notify_waiters();
+        ready(Ok(()))
+    }
+
+    fn local_member(&self) -> String {
+        self.id.clone()
+    }
+
+    fn members(&self) -> Vec<Member> {
+        self.with(|s| {
+            if s.members.get(&self.id).and_then(|slot| slot.joined).is_none() {
+                return Vec::new();
+            }
+            joined_in_order(s)
+                .into_iter()
+                .map(|(id, _)| {
+                    let slot = &s.members[&id];
+                    Member {
+                        address: format!("memory://{id}"),
+                        started_at_ms: slot.started_at_ms,
+                        plugin_version: slot.version.clone(),
+                        id,
+                    }
+                })
+                .collect()
+        })
+    }
+
+    fn senior_member(&self) -> Option<String> {
+        self.with(|s| s.members.get(&self.id).and_then(|slot| slot.joined).and(s.senior.clone()))
+    }
+
+    fn cache_get(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<Option<Vec<u8>>>> + Send + use<> {
+        ready(Ok(self.cache(cache, |m| m.get(key).map(|(v, _)| v.clone()))))
+    }
+
+    fn cache_put(
+        &self,
+        cache: &str,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    ) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+        self.cache(cache, |m| m.insert(key, (value, now_ms())));
+        ready(Ok(()))
+    }
+
+    fn cache_remove(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
+        ready(Ok(self.cache(cache, |m| m.remove(key).is_some())))
+    }
+
+    fn cache_contains(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
+        ready(Ok(self.cache(cache, |m| m.contains_key(key))))
+    }
+
+    fn cache_size(&self, cache: &str) -> impl Future<Output = PluginResult<u64>> + Send + use<> {
+        ready(Ok(self.cache(cache, |m| m.len() as u64)))
+    }
+
+    fn cache_clear(&self, cache: &str) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+        self.cache(cache, |m| m.clear());
+        ready(Ok(()))
+    }
+
+    fn cache_keys(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Vec<u8>>>> + Send + use<> {
+        ready(Ok(self.cache(cache, |m| m.keys().cloned().collect())))
+    }
+
+    fn cache_get_all(
+        &self,
+        cache: &str,
+        keys: Vec<Vec<u8>>,
+    ) -> impl Future<Output = PluginResult<Vec<Option<Vec<u8>>>>> + Send + use<> {
+        ready(Ok(self.cache(cache, |m| keys.iter().map(|k| m.get(k).map(|(v, _)| v.clone())).collect())))
+    }
+
+    fn cache_put_all(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+        let now = now_ms();
+        self.cache(cache, |m| {
+            for e in entries {
+                m.insert(e.key, (e.value, if e.version == 0 { now } else { e.version }));
+            }
+        });
+        ready(Ok(()))
+    }
+
+    fn cache_merge(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+        // Latest version wins; on a tie the entry already in the cluster stays.
+        self.cache(cache, |m| {
+            for e in entries {
+                let newer = m.get(&e.key).is_none_or(|(_, version)| e.version > *version);
+                if newer {
+                    m.insert(e.key, (e.value, e.version));
+                }
+            }
+        });
+        ready(Ok(()))
+    }
+
+    fn cache_entries(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Entry>>> + Send + use<> {
+        let entries = self.cache(cache, |m| {
+            m.iter().map(|(k, (v, version))| Entry { key: k.clone(), value: v.clone(), version: *version }).collect()
+        });
+        ready(Ok(entries))
+    }
+
+    fn cache_names(&self) -> impl Future<Output = PluginResult<Vec<String>>> + Send + use<> {
+        ready(Ok(self.with(|s| s.caches.keys().cloned().collect())))
+    }
+
+    fn cache_local_size(&self, cache: &str) -> impl Future<Output = PluginResult<CacheSize>> + Send + use<> {
+        ready(Ok(self.cache(cache, |m| size_of(m))))
+    }
+
+    fn lock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+        let (fabric, name, owner, member) = (self.fabric.clone(), name.to_string(), owner.to_string(), self.id.clone());
+        async move {
+            loop {
+                let released = fabric.lock_released.notified();
+                {
+                    let mut state = fabric.state();
+                    match state.locks.get(&name) {
+                        Some((holder, _)) if *holder == owner => return Ok(()),
+                        Some(_) => {}
+                        None => {
+                            state.locks.insert(name.clone(), (owner.clone(), member.clone()));
+                            return Ok(());
+                        }
+                    }
+                }
+                released.await;
+            }
+        }
+    }
+
+    fn try_lock(
+        &self,
+        name: &str,
+        owner: &str,
+        timeout: Duration,
+    ) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
+        let lock = self.lock(name, owner);
+        async move {
+            match tokio::time::timeout(timeout, lock).await {
+                Ok(result) => result.map(|()| true),
+                Err(_) => Ok(false),
+            }
+        }
+    }
+
+    fn unlock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
+        let released = self.with(|s| match s.locks.get(name) {
+            Some((holder, _)) if holder == owner => {
+                s.locks.remove(name);
+                true
+            }
+            _ => false,
+        });
+        if released {
+            self.fabric.lock_released.notify_waiters();
+        }
+        ready(Ok(released))
+    }
+
+    fn send_task(
+        &self,
+        target: TaskTarget,
+        name: &str,
+        payload: Vec<u8>,
+    ) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+        let (targets, _) = self.targets(&target);
+        for (_, host) in targets {
+            tokio::spawn(host.run_task(&self.id, name, payload.clone()));
+        }
+        ready(Ok(()))
+    }
+
+    fn call_task(
+        &self,
+        target: TaskTarget,
+        name: &str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> impl Future<Output = PluginResult<Vec<TaskReply>>> + Send + use<> {
+        let (targets, missing) = self.targets(&target);
+        let calls: Vec<_> = targets
+            .into_iter()
+            .map(|(member, host)| {
+                let run = host.run_task(&self.id, name, payload.clone());
+                (member, tokio::spawn(tokio::time::timeout(timeout, run)))
+            })
+            .collect();
+        async move {
+            let mut replies = Vec::new();
+            for (member, call) in calls {
+                let outcome = match call.await {
+                    Ok(Ok(Ok(value))) => TaskOutcome::Value(value),
+                    Ok(Ok(Err(error))) => TaskOutcome::Error(error),
+                    Ok(Err(_)) => TaskOutcome::TimedOut,
+                    Err(join) => TaskOutcome::Error(format!("the call was lost: {join}")),
+                };
+                replies.push(TaskReply { member, outcome });
+            }
+            replies.extend(missing);
+            Ok(replies)
+        }
+    }
+
+    fn settings(&self) -> Vec<(String, String)> {
+        self.with(|s| s.settings.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+
+    fn put_setting(&self, key: &str, value: &str) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+        self.with(|s| {
+            s.settings.insert(key.to_string(), value.to_string());
+            // Settings reach every connected member, joined or not.
+            for slot in s.members.values() {
+                slot.host.emit(StrategyEvent::SettingChanged { key: key.to_string(), value: value.to_string() });
+            }
+        });
+        ready(Ok(()))
+    }
+
+    fn stats(&self) -> Vec<(String, u64)> {
+        self.with(|s| vec![("members".to_string(), joined_in_order(s).len() as u64)])
+    }
+}

@@ -1,0 +1,356 @@
+//! The cluster-core suite: event order, caches across join and leave,
+//! tasks, locks and the cluster-wide switch, on in-process nodes whose
+//! strategies cross the real plugin boundary.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clusterhost::cluster::{ClusterEvent, ClusterState, Target, TaskFailure};
+use clusterhost_tests::cluster::{quick_config, same_kind, wait_for, TestCluster};
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+fn recorder(log: &Log, tag: &'static str) -> impl Fn(&ClusterEvent) -> Result<(), String> + Send + Sync + 'static {
+    let log = log.clone();
+    move |event| {
+        log.lock().unwrap().push(format!("{tag}: {}", describe(event)));
+        Ok(())
+    }
+}
+
+fn describe(event: &ClusterEvent) -> String {
+    match event {
+        ClusterEvent::JoinedCluster { member, local } => {
+            format!("joined {member}{}", if *local { " (local)" } else { "" })
+        }
+        ClusterEvent::LeftCluster { member, local } => format!("left {member}{}", if *local { " (local)" } else { "" }),
+        ClusterEvent::MarkedSeniorClusterMember { member, local } => {
+            format!("senior {member}{}", if *local { " (local)" } else { "" })
+        }
+        ClusterEvent::SettingChanged { key, .. } => format!("setting {key}"),
+    }
+}
+
+fn lines(log: &Log, tag: &str) -> Vec<String> {
+    let prefix = format!("{tag}: ");
+    log.lock().unwrap().iter().filter_map(|l| l.strip_prefix(&prefix).map(str::to_string)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_cache_factory_first_then_listeners_in_order_failures_isolated() {
+    let mut cluster = TestCluster::standalone(&["a", "b"], quick_config());
+    let a = cluster.node("a").clone();
+    a.caches().cache::<String, String>("sessions").put(&"k".into(), &"standalone".into()).await.unwrap();
+
+    let log: Log = Arc::default();
+    // 1: sees the cache factory's work already done when this node joins.
+    let (seen, caches) = (log.clone(), a.caches().clone());
+    a.add_listener("first", move |event: &ClusterEvent| {
+        if let ClusterEvent::JoinedCluster { local: true, .. } = event {
+            seen.lock().unwrap().push(format!("first: caches clustered = {}", caches.clustered_now()));
+        }
+        seen.lock().unwrap().push(format!("first: {}", describe(event)));
+        Ok(())
+    });
+    // 2 fails, 3 panics: both reported, neither stops 4.
+    a.add_listener("failing", |_: &ClusterEvent| Err("this listener always fails".to_string()));
+    a.add_listener("panicking", |_: &ClusterEvent| -> Result<(), String> { panic!("this listener always panics") });
+    a.add_listener("last", recorder(&log, "last"));
+
+    cluster.attach("a").await;
+    wait_for("a clustered", Duration::from_secs(10), || same_kind(&a.state(), &ClusterState::Clustered)).await;
+    cluster.attach("b").await;
+    let b = cluster.node("b").clone();
+    b.add_listener("b", recorder(&log, "b"));
+    wait_for("b clustered", Duration::from_secs(10), || same_kind(&b.state(), &ClusterState::Clustered)).await;
+    wait_for("a to see b join", Duration::from_secs(10), || lines(&log, "last").contains(&"joined b".to_string()))
+        .await;
+
+    // The senior (a, the oldest) leaves: b is marked senior, exactly once.
+    a.detach("memory").await;
+    wait_for("b to become senior", Duration::from_secs(10), || lines(&log, "b").contains(&"senior b (local)".into()))
+        .await;
+
+    assert_eq!(
+        lines(&log, "first"),
+        vec!["caches clustered = true", "joined a (local)", "senior a (local)", "joined b", "left a (local)"],
+        "the cache factory acts before listeners; events arrive in order"
+    );
+    assert_eq!(lines(&log, "last"), lines(&log, "first")[1..].to_vec(), "the failing listeners did not stop the last");
+    let b_events = lines(&log, "b");
+    assert_eq!(b_events, vec!["joined b (local)", "left a", "senior b (local)"], "{b_events:?}");
+    assert_eq!(b.senior_member(), "b");
+    assert_eq!(b.members().len(), 1);
+    // The entry a wrote standalone went into the cluster and is still there.
+    let sessions = b.caches().cache::<String, String>("sessions");
+    assert_eq!(sessions.get(&"k".into()).await.unwrap().as_deref(), Some("standalone"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_and_leave_lose_no_entry() {
+    let mut cluster = TestCluster::standalone(&["a", "b"], quick_config());
+    let (a, b) = (cluster.node("a").clone(), cluster.node("b").clone());
+    let users_a = a.caches().cache::<u32, String>("users");
+    let users_b = b.caches().cache::<u32, String>("users");
+    for i in 0..100 {
+        users_a.put(&i, &format!("a{i}")).await.unwrap();
+    }
+    for i in 100..150 {
+        users_b.put(&i, &format!("b{i}")).await.unwrap();
+    }
+    // Written on both while standalone; b's write is the later one.
+    users_a.put(&7, &"a-early".into()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    users_b.put(&7, &"b-late".into()).await.unwrap();
+
+    cluster.attach("a").await;
+    cluster.attach("b").await;
+    cluster.wait_all(ClusterState::Clustered).await;
+    assert_eq!(users_a.len().await.unwrap(), 150);
+    for i in 0..150u32 {
+        let expected = match i {
+            7 => "b-late".to_string(),
+            0..100 => format!("a{i}"),
+            _ => format!("b{i}"),
+        };
+        assert_eq!(users_a.get(&i).await.unwrap(), Some(expected.clone()), "a reads key {i}");
+        assert_eq!(users_b.get(&i).await.unwrap(), Some(expected), "b reads key {i}");
+    }
+    let stats = a.caches().stats().await;
+    let users = stats.iter().find(|s| s.name == "users").expect("stats for users");
+    assert!(users.clustered && users.entries == 150 && users.bytes > 0 && users.hits >= 150, "{users:?}");
+
+    // b leaves: it keeps everything it held; a keeps serving the cluster.
+    users_a.put(&500, &"while both in".into()).await.unwrap();
+    b.detach("memory").await;
+    assert!(same_kind(&b.state(), &ClusterState::Standalone { reason: None }));
+    assert_eq!(users_b.len().await.unwrap(), 151, "b kept every entry it held");
+    assert_eq!(users_b.get(&500).await.unwrap().as_deref(), Some("while both in"));
+    users_a.put(&501, &"after b left".into()).await.unwrap();
+    assert_eq!(users_b.get(&501).await.unwrap(), None, "b is standalone now");
+    assert_eq!(users_a.len().await.unwrap(), 152);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_synchronous_task_returns_one_answer_per_member_even_when_one_hangs() {
+    let cluster = TestCluster::clustered(&["a", "b", "c"]).await;
+    for node in &cluster.nodes {
+        let name = node.name.clone();
+        node.cluster.register_task("whoami", move |greeting: String| {
+            let name = name.clone();
+            async move {
+                if name == "c" {
+                    std::future::pending::<()>().await;
+                }
+                if greeting == "fail" {
+                    return Err(format!("{name} refuses"));
+                }
+                Ok(format!("{greeting} from {name}"))
+            }
+        });
+    }
+    let a = cluster.node("a");
+    let started = Instant::now();
+    let mut replies = a.call_task::<String, String>(Target::All, "whoami", &"hi".into()).await.unwrap();
+    let took = started.elapsed();
+    replies.sort_by(|x, y| x.member.cmp(&y.member));
+    let outcomes: Vec<_> = replies.iter().map(|r| (r.member.as_str(), r.outcome.clone())).collect();
+    assert_eq!(
+        outcomes,
+        vec![("a", Ok("hi from a".to_string())), ("b", Ok("hi from b".to_string())), ("c", Err(TaskFailure::TimedOut))]
+    );
+    // Bounded by the 1 s budget (plus the grace); 10 s means it waited for the hung member.
+    assert!(took < Duration::from_secs(10), "the call took {took:?}");
+
+    let replies = a.call_task::<String, String>(Target::Member("b".into()), "whoami", &"fail".into()).await.unwrap();
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].outcome, Err(TaskFailure::Error("b refuses".into())));
+    // Every member agrees on one senior, and the task goes there.
+    let senior = a.senior_member();
+    assert!(cluster.nodes.iter().all(|n| n.cluster.senior_member() == senior));
+    let replies = a.call_task::<String, String>(Target::Senior, "whoami", &"hey".into()).await.unwrap();
+    assert_eq!(replies.iter().map(|r| r.member.as_str()).collect::<Vec<_>>(), vec![senior.as_str()]);
+    let replies = a.call_task::<String, String>(Target::Others, "whoami", &"yo".into()).await.unwrap();
+    let mut members: Vec<_> = replies.iter().map(|r| r.member.as_str()).collect();
+    members.sort();
+    assert_eq!(members, vec!["b", "c"]);
+    let replies = a.call_task::<String, String>(Target::Member("zed".into()), "whoami", &"hi".into()).await.unwrap();
+    assert!(matches!(&replies[0].outcome, Err(TaskFailure::Error(e)) if e.contains("zed is not in the cluster")));
+    let replies = a.call_task::<String, String>(Target::Member("b".into()), "nosuchtask", &"hi".into()).await.unwrap();
+    assert!(matches!(&replies[0].outcome, Err(TaskFailure::Error(e)) if e.contains("no handler for task nosuchtask")));
+
+    // Fire and forget reaches every member.
+    let hits = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    for node in &cluster.nodes {
+        let hits = hits.clone();
+        node.cluster.register_task_raw("count", move |_from, _payload| {
+            let hits = hits.clone();
+            async move {
+                hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok(Vec::new())
+            }
+        });
+    }
+    a.send_task_raw(Target::All, "count", Vec::new()).await.unwrap();
+    wait_for("3 fire-and-forget runs", Duration::from_secs(10), || hits.load(std::sync::atomic::Ordering::SeqCst) == 3)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabling_and_enabling_on_one_node_changes_every_node() {
+    let cluster = TestCluster::clustered(&["a", "b", "c"]).await;
+    let cache = cluster.node("b").caches().cache::<String, u64>("counters");
+    cache.put(&"x".into(), &1).await.unwrap();
+
+    cluster.node("a").set_enabled(false).await.unwrap();
+    cluster.wait_all(ClusterState::Standalone { reason: None }).await;
+    for node in &cluster.nodes {
+        let ClusterState::Standalone { reason: Some(reason) } = node.cluster.state() else {
+            panic!("{} is not standalone with a reason: {:?}", node.name, node.cluster.state())
+        };
+        assert!(reason.contains("disabled cluster-wide by a"), "{reason}");
+        assert!(!node.cluster.enabled());
+        // Each kept the clustered entry as a standalone one.
+        let mine = node.cluster.caches().cache::<String, u64>("counters");
+        assert_eq!(mine.get(&"x".into()).await.unwrap(), Some(1), "{} kept the entry", node.name);
+    }
+    // Standalone writes on two members; both survive the re-join.
+    cluster.node("a").caches().cache::<String, u64>("counters").put(&"from-a".into(), &2).await.unwrap();
+    cluster.node("c").caches().cache::<String, u64>("counters").put(&"from-c".into(), &3).await.unwrap();
+
+    cluster.node("b").set_enabled(true).await.unwrap();
+    cluster.wait_all(ClusterState::Clustered).await;
+    for node in &cluster.nodes {
+        assert!(node.cluster.enabled());
+        assert_eq!(node.cluster.members().len(), 3);
+        let mine = node.cluster.caches().cache::<String, u64>("counters");
+        for (key, value) in [("x", 1), ("from-a", 2), ("from-c", 3)] {
+            assert_eq!(mine.get(&key.to_string()).await.unwrap(), Some(value), "{} reads {key}", node.name);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_exclude_across_members_and_die_with_their_holder() {
+    let cluster = TestCluster::clustered(&["a", "b"]).await;
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    let held = a.lock("orders").await.unwrap();
+    assert!(b.try_lock("orders", Duration::from_millis(100)).await.unwrap().is_none(), "b must not get a's lock");
+    let waiter = {
+        let b = b.clone();
+        tokio::spawn(async move { b.lock("orders").await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiter.is_finished());
+    assert!(held.unlock().await.unwrap());
+    let b_lock = tokio::time::timeout(Duration::from_secs(10), waiter).await.unwrap().unwrap().unwrap();
+
+    // b dies holding the lock: the lock is released for a.
+    cluster.fabric.crash("b");
+    let again = a.try_lock("orders", Duration::from_secs(10)).await.unwrap();
+    assert!(again.is_some(), "the lock of a crashed member is released");
+    drop(b_lock);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_without_a_strategy_serves_caches_tasks_and_locks_locally() {
+    let cluster = TestCluster::standalone(&["solo"], quick_config());
+    let solo = cluster.node("solo");
+    assert_eq!(solo.state(), ClusterState::Standalone { reason: None });
+    assert_eq!(solo.senior_member(), "solo");
+    assert!(solo.is_senior());
+
+    let cache = solo.caches().cache::<String, Vec<u32>>("lists");
+    cache.put_all(&[("a".into(), vec![1]), ("b".into(), vec![2, 3])]).await.unwrap();
+    assert_eq!(cache.get_all(&["a".into(), "zz".into()]).await.unwrap(), vec![Some(vec![1]), None]);
+    assert!(cache.contains(&"b".into()).await.unwrap());
+    let mut keys = cache.keys().await.unwrap();
+    keys.sort();
+    assert_eq!(keys, vec!["a", "b"]);
+    assert!(cache.remove(&"a".into()).await.unwrap());
+    assert_eq!(cache.len().await.unwrap(), 1);
+    let stats = solo.caches().stats().await;
+    assert_eq!((stats[0].hits, stats[0].misses, stats[0].clustered), (1, 1, false));
+    cache.clear().await.unwrap();
+    assert!(cache.is_empty().await.unwrap());
+
+    solo.register_task("double", |n: u32| async move { Ok(n * 2) });
+    let replies = solo.call_task::<u32, u32>(Target::All, "double", &21).await.unwrap();
+    assert_eq!(replies.len(), 1);
+    assert_eq!((replies[0].member.as_str(), replies[0].outcome.clone()), ("solo", Ok(42)));
+    let replies = solo.call_task::<u32, u32>(Target::Others, "double", &1).await.unwrap();
+    assert!(replies.is_empty());
+    let replies = solo.call_task::<u32, u32>(Target::Member("other".into()), "double", &1).await.unwrap();
+    assert!(matches!(&replies[0].outcome, Err(TaskFailure::Error(e)) if e.contains("standalone")));
+
+    let lock = solo.lock("l").await.unwrap();
+    assert!(solo.try_lock("l", Duration::from_millis(50)).await.unwrap().is_none());
+    assert!(lock.unlock().await.unwrap());
+    assert!(solo.try_lock("l", Duration::from_millis(50)).await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_delay_and_retries_then_standalone_with_the_reason() {
+    let mut config = quick_config();
+    config.startup_delay = Duration::from_millis(300);
+    config.retry_count = 2;
+    config.retry_interval = Duration::from_millis(200);
+    let mut cluster = TestCluster::standalone(&["a", "b"], config);
+    let attempts_a = Arc::new(Mutex::new(Vec::new()));
+    let log = attempts_a.clone();
+    let attached_at = Instant::now();
+    // a fails twice, then joins on its third attempt.
+    cluster
+        .attach_with("a", move |s| {
+            s.fail_first_starts(2).on_start_attempt(move |n| log.lock().unwrap().push((n, Instant::now())))
+        })
+        .await;
+    let a = cluster.node("a").clone();
+    assert!(matches!(a.state(), ClusterState::Starting { attempt: 1, attempts: 3, .. }), "{:?}", a.state());
+    wait_for("a clustered", Duration::from_secs(10), || same_kind(&a.state(), &ClusterState::Clustered)).await;
+    let attempts = attempts_a.lock().unwrap().clone();
+    assert_eq!(attempts.iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert!(attempts[0].1 - attached_at >= Duration::from_millis(300), "the first attempt waited for the delay");
+    for pair in attempts.windows(2) {
+        assert!(pair[1].1 - pair[0].1 >= Duration::from_millis(200), "retries are spaced by retry seconds");
+    }
+
+    // b fails every attempt: after 1 + 2 retries it runs standalone, saying why.
+    cluster.attach_with("b", |s| s.fail_first_starts(100)).await;
+    let b = cluster.node("b").clone();
+    wait_for(
+        "b to give up",
+        Duration::from_secs(10),
+        || matches!(b.state(), ClusterState::Standalone { reason: Some(ref r) } if r.contains("after 3 attempt")),
+    )
+    .await;
+    let ClusterState::Standalone { reason: Some(reason) } = b.state() else { unreachable!() };
+    assert!(reason.contains("simulated cluster start failure (attempt 3)"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strategy_that_hangs_in_start_is_faulted_after_the_budget() {
+    let mut cluster = TestCluster::standalone(&["a"], quick_config());
+    cluster.attach_with("a", |s| s.hang_in_start()).await;
+    let a = cluster.node("a").clone();
+    wait_for("a faulted", Duration::from_secs(10), || {
+        same_kind(&a.state(), &ClusterState::Faulted { reason: String::new() })
+    })
+    .await;
+    let ClusterState::Faulted { reason } = a.state() else { unreachable!() };
+    assert!(reason.contains("did not finish start_clustering within 1s"), "{reason}");
+    // The node goes on, standalone.
+    a.caches().cache::<u8, u8>("c").put(&1, &1).await.unwrap();
+    assert_eq!(a.caches().cache::<u8, u8>("c").get(&1).await.unwrap(), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_wide_settings_reach_every_member() {
+    let cluster = TestCluster::clustered(&["a", "b"]).await;
+    let log: Log = Arc::default();
+    cluster.node("b").add_listener("b", recorder(&log, "b"));
+    cluster.node("a").put_setting("motd", "hello").await.unwrap();
+    wait_for("b to see the setting", Duration::from_secs(10), || lines(&log, "b").contains(&"setting motd".into()))
+        .await;
+    assert!(cluster.node("b").settings().contains(&("motd".to_string(), "hello".to_string())));
+}
