@@ -47,7 +47,10 @@ pub fn write(home: &Path, status: &NodeStatus) -> std::io::Result<()> {
     let file = status_file(home);
     let dir = file.parent().expect("the status file has a parent directory");
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".node.json.{}.tmp", std::process::id()));
+    // Unique per write: several tasks of one node may publish at once.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".node.json.{}.{n}.tmp", std::process::id()));
     let json = serde_json::to_vec_pretty(status).map_err(std::io::Error::other)?;
     std::fs::write(&tmp, json)?;
     std::fs::rename(&tmp, &file)

@@ -127,10 +127,17 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Starts `clusterhost run --home HOME`, collecting its log lines.
     pub fn start(home: &Path) -> NodeProcess {
+        Self::start_with(home, &[], &[])
+    }
+
+    /// As [`start`](Self::start), with more `run` arguments and environment variables.
+    pub fn start_with(home: &Path, args: &[&str], envs: &[(&str, &str)]) -> NodeProcess {
         let mut child = Command::new(clusterhost_bin())
             .arg("run")
             .arg("--home")
             .arg(home)
+            .args(args)
+            .envs(envs.iter().copied())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -161,6 +168,21 @@ impl NodeProcess {
             found.is_some()
         });
         found.expect("wait_until returned, so a line was found")
+    }
+
+    /// The node's status file, once it parses and `check` holds on it.
+    pub fn wait_for_status(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut(&clusterhost::status::NodeStatus) -> bool,
+    ) -> clusterhost::status::NodeStatus {
+        let mut found = None;
+        wait_until(what, timeout, || {
+            found = clusterhost::status::read(&self.home).ok().filter(&mut check);
+            found.is_some()
+        });
+        found.expect("wait_until returned, so the status was found")
     }
 
     /// Sends SIGTERM and waits for the exit status.
