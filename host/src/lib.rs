@@ -18,3 +18,8 @@ pub mod watcher;
 
 pub use manager::{LoadError, LoadOutcome, ManagerConfig, PluginManager};
 pub use registry::{PluginRecord, PluginState};
+
+/// docs/embedding.md, compiled and run as a doc test so the guide stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/embedding.md")]
+pub struct EmbeddingGuide;

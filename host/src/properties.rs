@@ -321,4 +321,19 @@ mod tests {
         let (_, unknown) = parse("cluster.startup.delay.seconds=1\ncluster.startup.dealy.seconds=2\n").unwrap();
         assert_eq!(unknown, vec![UnknownKey { line: 2, key: "cluster.startup.dealy.seconds".into() }]);
     }
+
+    #[test]
+    fn node_keys_parse_validate_and_yield_to_overrides() {
+        let (mut p, unknown) =
+            parse("node.name = n-1\nnode.bind = 10.0.0.2\ncluster.port = 5801\nadmin.port = 9191\n").unwrap();
+        assert!(unknown.is_empty());
+        assert_eq!(p.node_name(), "n-1");
+        assert_eq!(p.values().get("cluster.port").map(String::as_str), Some("5801"));
+        p.set_override("node.name", "n-2", "--node-name").unwrap();
+        assert_eq!(p.values().get("node.name").map(String::as_str), Some("n-2"));
+        let err = p.set_override("admin.port", "0", "--admin-port").unwrap_err();
+        assert!(err.contains("--admin-port = \"0\": expected a port number"), "{err}");
+        assert!(p.set_override("node.name", "bad name", "--node-name").is_err());
+        assert!(parse("cluster.port = 99999\n").unwrap_err().to_string().contains(":1: cluster.port"));
+    }
 }

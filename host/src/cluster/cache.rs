@@ -323,10 +323,15 @@ impl RawCache {
 }
 
 /// A typed cache: keys and values are encoded with postcard.
-#[derive(Clone)]
 pub struct Cache<K, V> {
     raw: RawCache,
     _types: PhantomData<fn(K, V) -> V>,
+}
+
+impl<K, V> Clone for Cache<K, V> {
+    fn clone(&self) -> Self {
+        Cache { raw: self.raw.clone(), _types: PhantomData }
+    }
 }
 
 fn encode<T: Serialize>(cache: &str, value: &T) -> Result<Vec<u8>, ClusterError> {
