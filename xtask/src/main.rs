@@ -87,5 +87,6 @@ fn test() -> Result<()> {
     // run, not how fast (the figures live in docs/, from full runs).
     std::env::set_var("BENCH_ITERATIONS", "5");
     cargo(&["bench", "-p", "clusterhost-tests", "--bench", "plugin_load"])?;
+    cargo(&["bench", "-p", "clusterhost-tests", "--bench", "live_plugins"])?;
     Ok(())
 }
