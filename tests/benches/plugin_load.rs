@@ -6,24 +6,10 @@
 //! Set `BENCH_ITERATIONS` to change the number of loads (default 60).
 //! Every load maps a new private copy, as a hot upgrade would.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clusterhost::{ManagerConfig, PluginManager};
-use clusterhost_tests::plugin;
-
-fn summary(name: &str, mut samples: Vec<Duration>) {
-    samples.sort();
-    let pick = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    println!(
-        "{name:<32} n={:<4} median={:>9.3?} p10={:>9.3?} p90={:>9.3?} min={:>9.3?} max={:>9.3?}",
-        samples.len(),
-        pick(0.5),
-        pick(0.1),
-        pick(0.9),
-        samples[0],
-        samples[samples.len() - 1]
-    );
-}
+use clusterhost_tests::{plugin, summary};
 
 fn main() {
     let iterations: usize = std::env::var("BENCH_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(60);

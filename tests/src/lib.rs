@@ -1,5 +1,6 @@
 //! The test kit: builds the binaries and fixture plugins the tests use,
-//! restamps fixture manifests, and runs real `clusterhost` processes.
+//! restamps fixture manifests, runs real `clusterhost` processes, and
+//! prints benchmark summaries.
 //!
 //! Fixtures are built once per test process by `cargo build` into the same
 //! target directory the tests were built in.
@@ -119,7 +120,8 @@ pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
 /// A `clusterhost run` process; killed when dropped.
 pub struct NodeProcess {
     child: Child,
-    log: Arc<Mutex<Vec<String>>>,
+    /// Each log line with when it was read from the node's stderr.
+    log: Arc<Mutex<Vec<(Instant, String)>>>,
     /// The node's home.
     pub home: PathBuf,
 }
@@ -148,8 +150,9 @@ impl NodeProcess {
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let read_at = Instant::now();
                 eprintln!("[node] {line}");
-                sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push((read_at, line));
             }
         });
         NodeProcess { child, log, home: home.to_owned() }
@@ -157,7 +160,20 @@ impl NodeProcess {
 
     /// The log lines so far.
     pub fn log(&self) -> Vec<String> {
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(_, line)| line.clone()).collect()
+    }
+
+    /// How many log lines have been read so far.
+    pub fn log_len(&self) -> usize {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// The log lines from the `from`-th on, each with when it was read from
+    /// the node's stderr (the node's writer does not buffer lines, so this
+    /// is within a fraction of a millisecond of when it was logged).
+    pub fn timed_log_since(&self, from: usize) -> Vec<(Instant, String)> {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.get(from..).unwrap_or_default().to_vec()
     }
 
     /// Waits for a log line containing every one of `parts`; returns it.
@@ -205,4 +221,20 @@ impl Drop for NodeProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Prints one benchmark figure: the median and spread of `samples`.
+pub fn summary(name: &str, mut samples: Vec<Duration>) {
+    assert!(!samples.is_empty(), "no samples for {name}");
+    samples.sort();
+    let pick = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "{name:<32} n={:<4} median={:>9.3?} p10={:>9.3?} p90={:>9.3?} min={:>9.3?} max={:>9.3?}",
+        samples.len(),
+        pick(0.5),
+        pick(0.1),
+        pick(0.9),
+        samples[0],
+        samples[samples.len() - 1]
+    );
 }

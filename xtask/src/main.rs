@@ -88,5 +88,6 @@ fn test() -> Result<()> {
     std::env::set_var("BENCH_ITERATIONS", "5");
     cargo(&["bench", "-p", "clusterhost-tests", "--bench", "plugin_load"])?;
     cargo(&["bench", "-p", "clusterhost-tests", "--bench", "boundary"])?;
+    cargo(&["bench", "-p", "clusterhost-tests", "--bench", "live_plugins"])?;
     Ok(())
 }
