@@ -181,8 +181,8 @@ async fn watch_plugins(
     mut trigger: Trigger,
 ) {
     loop {
-        trigger.next(reconciler.has_pending().then_some(SETTLE / 3)).await;
-        let changes = reconciler.scan(Instant::now());
+        let complete = trigger.next(reconciler.has_pending().then_some(SETTLE / 3)).await;
+        let changes = reconciler.scan_with(Instant::now(), &complete);
         for change in &changes {
             match change {
                 Change::Ready(file) => {

@@ -1,10 +1,11 @@
 //! Watches a directory and reports which files are complete and changed.
 //!
 //! Two triggers feed ONE reconciler: `notify` events (inotify) or a poll
-//! timer, so both modes act identically. A file is acted on only once its
-//! size, mtime and inode have stayed the same for the settle window: a file
-//! still being written is never taken, and `cp` over a file or
-//! write-then-rename both show up as a change.
+//! timer, so both modes act identically. A file is acted on once it is
+//! complete: at once when inotify saw it closed after writing or renamed
+//! into place, otherwise once its size, mtime and inode have stayed the same
+//! for the settle window. A file still being written is never taken, and
+//! `cp` over a file or write-then-rename both show up as a change.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -72,6 +73,12 @@ impl Reconciler {
 
     /// Scans the directory and returns what is ready to act on.
     pub fn scan(&mut self, now: Instant) -> Vec<Change> {
+        self.scan_with(now, &[])
+    }
+
+    /// As [`scan`](Self::scan); `complete` are files known to be complete
+    /// (closed after writing, or renamed into place): they skip the settle window.
+    pub fn scan_with(&mut self, now: Instant, complete: &[PathBuf]) -> Vec<Change> {
         let mut present = Vec::new();
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for entry in entries.flatten() {
@@ -89,7 +96,13 @@ impl Reconciler {
                 self.pending.remove(path);
                 continue;
             }
+            let known_complete = complete.contains(path);
             match self.pending.get(path) {
+                _ if known_complete => {
+                    self.pending.remove(path);
+                    self.acted.insert(path.clone(), stamp);
+                    changes.push(Change::Ready(path.clone()));
+                }
                 Some((seen, since)) if *seen == stamp && now.duration_since(*since) >= self.settle => {
                     self.pending.remove(path);
                     self.acted.insert(path.clone(), stamp);
@@ -113,10 +126,27 @@ impl Reconciler {
 
 /// Wakes the reconciler: on filesystem events, or every poll interval.
 pub struct Trigger {
-    rx: mpsc::UnboundedReceiver<()>,
+    /// Each wake carries the files inotify saw completed.
+    rx: mpsc::UnboundedReceiver<Vec<PathBuf>>,
+    /// Keeps the channel open while polling, so waiting on it waits.
+    _tx: Option<mpsc::UnboundedSender<Vec<PathBuf>>>,
     /// Keeps the inotify watch alive; `None` when polling.
     _debouncer: Option<Box<dyn std::any::Any + Send>>,
     poll: Option<Duration>,
+}
+
+/// The files an inotify event shows complete, or `None` for an event that
+/// changes nothing (our own reads show up as access events).
+fn completed(event: &notify::Event) -> Option<Vec<PathBuf>> {
+    use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
+    match event.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => Some(event.paths.clone()),
+        EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both)) => {
+            Some(event.paths.last().cloned().into_iter().collect())
+        }
+        EventKind::Access(_) => None,
+        _ => Some(Vec::new()),
+    }
 }
 
 impl Trigger {
@@ -125,14 +155,25 @@ impl Trigger {
     pub fn new(dir: &Path, mode: WatchMode, poll_interval: Duration) -> Trigger {
         let (tx, rx) = mpsc::unbounded_channel();
         if mode == WatchMode::Notify {
-            let handler = move |_events: notify_debouncer_full::DebounceEventResult| {
-                let _ = tx.send(());
+            let sender = tx.clone();
+            let handler = move |events: notify_debouncer_full::DebounceEventResult| {
+                let wake = match events {
+                    Ok(events) => {
+                        let relevant: Vec<Vec<PathBuf>> = events.iter().filter_map(|e| completed(e)).collect();
+                        (!relevant.is_empty()).then(|| relevant.into_iter().flatten().collect())
+                    }
+                    // An error (e.g. a queue overflow): scan to be safe.
+                    Err(_) => Some(Vec::new()),
+                };
+                if let Some(complete) = wake {
+                    let _ = sender.send(complete);
+                }
             };
-            let watched = notify_debouncer_full::new_debouncer(Duration::from_millis(50), None, handler)
+            let watched = notify_debouncer_full::new_debouncer(Duration::from_millis(20), None, handler)
                 .and_then(|mut debouncer| debouncer.watch(dir, RecursiveMode::NonRecursive).map(|()| debouncer));
             match watched {
                 Ok(debouncer) => {
-                    return Trigger { rx, _debouncer: Some(Box::new(debouncer)), poll: None };
+                    return Trigger { rx, _tx: None, _debouncer: Some(Box::new(debouncer)), poll: None };
                 }
                 Err(e) => tracing::warn!(
                     dir = %dir.display(),
@@ -141,7 +182,7 @@ impl Trigger {
                 ),
             }
         }
-        Trigger { rx, _debouncer: None, poll: Some(poll_interval) }
+        Trigger { rx, _tx: Some(tx), _debouncer: None, poll: Some(poll_interval) }
     }
 
     /// Whether this trigger polls.
@@ -149,21 +190,63 @@ impl Trigger {
         self.poll.is_some()
     }
 
-    /// Waits for the next reason to scan; `soon` bounds the wait (a file is settling).
-    pub async fn next(&mut self, soon: Option<Duration>) {
+    /// Waits for the next reason to scan; `soon` bounds the wait (a file is
+    /// settling). Returns the files inotify saw completed meanwhile.
+    pub async fn next(&mut self, soon: Option<Duration>) -> Vec<PathBuf> {
         let wait = match (self.poll, soon) {
             (Some(p), Some(s)) => Some(p.min(s)),
             (p, s) => p.or(s),
         };
-        match wait {
-            Some(wait) => {
-                let _ = tokio::time::timeout(wait, self.rx.recv()).await;
-            }
-            None => {
-                if self.rx.recv().await.is_none() {
-                    std::future::pending::<()>().await;
-                }
-            }
+        let mut complete = match wait {
+            Some(wait) => tokio::time::timeout(wait, self.rx.recv()).await.ok().flatten().unwrap_or_default(),
+            None => match self.rx.recv().await {
+                Some(complete) => complete,
+                None => std::future::pending().await,
+            },
+        };
+        // Take whatever else is queued, so one scan handles it all.
+        while let Ok(more) = self.rx.try_recv() {
+            complete.extend(more);
         }
+        complete
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_poll_trigger_waits_its_interval() {
+        // Regression: the poll trigger once returned at once (its channel
+        // was closed), spinning a core.
+        let dir = tempfile::tempdir().unwrap();
+        let mut trigger = Trigger::new(dir.path(), WatchMode::Poll, Duration::from_millis(200));
+        assert!(trigger.is_polling());
+        let started = Instant::now();
+        for _ in 0..3 {
+            trigger.next(None).await;
+        }
+        assert!(started.elapsed() >= Duration::from_millis(550), "3 polls took only {:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn our_own_reads_do_not_wake_a_notify_trigger() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.so"), b"x").unwrap();
+        let mut trigger = Trigger::new(dir.path(), WatchMode::Notify, Duration::from_secs(60));
+        if trigger.is_polling() {
+            eprintln!("skipped: inotify is not available here");
+            return;
+        }
+        // Reading the directory and the file makes access events only.
+        let _ = std::fs::read_dir(dir.path()).unwrap().count();
+        let _ = std::fs::read(dir.path().join("a.so")).unwrap();
+        let woke = tokio::time::timeout(Duration::from_millis(400), trigger.next(None)).await;
+        assert!(woke.is_err(), "a read woke the trigger");
+        // A completed write does, and names the file.
+        std::fs::write(dir.path().join("b.so"), b"y").unwrap();
+        let complete = tokio::time::timeout(Duration::from_secs(10), trigger.next(None)).await.unwrap();
+        assert!(complete.contains(&dir.path().join("b.so")), "{complete:?}");
     }
 }
