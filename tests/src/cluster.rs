@@ -1,22 +1,40 @@
-//! In-process cluster nodes for the cluster-core suite: each node is a
-//! [`ClusterManager`] whose strategy crosses the real plugin boundary
-//! (`ClusterHost::into_boundary`) on its own runtime, as a loaded plugin's
-//! would. The strategy is the in-memory one; the gossip issue adds the
-//! variant that loads the gossip plugin per node.
+//! In-process cluster nodes for the cluster-core suite, one suite for every
+//! strategy:
+//!
+//! - [`Backend::Memory`]: each node's strategy is the in-memory one, made
+//!   with `ClusterHost::into_boundary` on its own runtime, as a loaded
+//!   plugin's would be;
+//! - [`Backend::Gossip`]: each node loads the real gossip plugin (`.so`)
+//!   through its own `PluginManager` (a private copy per node, so each has
+//!   its own chitchat and data plane), on 127.0.0.1 with ports chosen per test.
 
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clusterhost::cluster::{ClusterConfig, ClusterManager, ClusterState};
+use clusterhost::properties::{NodeValues, Properties};
+use clusterhost::{ManagerConfig, PluginManager};
 use clusterhost_plugin_api::memory::{MemoryFabric, MemoryStrategy};
 use clusterhost_plugin_api::ClusterHost;
+
+/// Which strategy the nodes run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    Gossip,
+}
 
 /// One in-process node.
 pub struct TestNode {
     pub name: String,
     pub cluster: ClusterManager,
-    /// The strategy's own runtime, as a plugin would own one.
+    /// Memory: the strategy's own runtime, as a plugin would own one.
     runtime: Option<tokio::runtime::Runtime>,
+    /// Gossip: the node's plugin manager, home and plugin file.
+    plugins: Option<(PluginManager, tempfile::TempDir, PathBuf)>,
+    port: u16,
 }
 
 impl Drop for TestNode {
@@ -27,27 +45,47 @@ impl Drop for TestNode {
     }
 }
 
-/// Nodes on one in-memory fabric.
+/// Nodes of one cluster.
 pub struct TestCluster {
+    pub backend: Backend,
     pub fabric: Arc<MemoryFabric>,
     pub nodes: Vec<TestNode>,
     config: ClusterConfig,
+    /// Gossip: every node's port (the static member list), fixed up front.
+    ports: Vec<u16>,
 }
 
-/// Settings for quick tests: no startup delay, a 1 s budget.
+/// Settings for quick tests: no startup delay, a 2 s budget.
 pub fn quick_config() -> ClusterConfig {
     ClusterConfig {
         startup_delay: Duration::ZERO,
         retry_count: 1,
         retry_interval: Duration::from_millis(100),
-        max_execution: Duration::from_secs(1),
+        max_execution: Duration::from_secs(2),
+    }
+}
+
+/// A port free for both UDP and TCP on 127.0.0.1 (the gossip member port).
+pub fn free_member_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("a UDP port");
+        let port = udp.local_addr().unwrap().port();
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return port;
+        }
     }
 }
 
 impl TestCluster {
-    /// A fabric with standalone nodes named `names` (no strategy yet).
-    pub fn standalone(names: &[&str], config: ClusterConfig) -> TestCluster {
-        let mut cluster = TestCluster { fabric: MemoryFabric::new(), nodes: Vec::new(), config };
+    /// Standalone nodes named `names` (no strategy yet).
+    pub fn standalone(backend: Backend, names: &[&str], config: ClusterConfig) -> TestCluster {
+        // RUST_LOG=info shows the nodes' and plugins' logs in test output.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let ports = names.iter().map(|_| free_member_port()).collect();
+        let mut cluster = TestCluster { backend, fabric: MemoryFabric::new(), nodes: Vec::new(), config, ports };
         for name in names {
             cluster.add_standalone(name);
         }
@@ -57,7 +95,12 @@ impl TestCluster {
     /// Adds a standalone node.
     pub fn add_standalone(&mut self, name: &str) -> &TestNode {
         let (cluster, _faults) = ClusterManager::start(name, self.config.clone(), true, false);
-        self.nodes.push(TestNode { name: name.to_string(), cluster, runtime: None });
+        let index = self.nodes.len();
+        if index >= self.ports.len() {
+            self.ports.push(free_member_port());
+        }
+        let port = self.ports[index];
+        self.nodes.push(TestNode { name: name.to_string(), cluster, runtime: None, plugins: None, port });
         self.nodes.last().expect("just pushed")
     }
 
@@ -66,8 +109,16 @@ impl TestCluster {
         self.attach_with(name, |s| s).await
     }
 
-    /// As [`attach`](Self::attach), with the strategy adjusted by `adjust`.
+    /// As [`attach`](Self::attach); `adjust` changes the memory strategy
+    /// (failure injection; memory backend only).
     pub async fn attach_with(&mut self, name: &str, adjust: impl FnOnce(MemoryStrategy) -> MemoryStrategy) {
+        match self.backend {
+            Backend::Memory => self.attach_memory(name, adjust).await,
+            Backend::Gossip => self.attach_gossip(name).await,
+        }
+    }
+
+    async fn attach_memory(&mut self, name: &str, adjust: impl FnOnce(MemoryStrategy) -> MemoryStrategy) {
         let fabric = self.fabric.clone();
         let node = self.nodes.iter_mut().find(|n| n.name == name).expect("a node with that name");
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -85,13 +136,65 @@ impl TestCluster {
         }
     }
 
-    /// Nodes `names` started and attached; waits until all are clustered.
-    pub async fn clustered(names: &[&str]) -> TestCluster {
-        let mut cluster = TestCluster::standalone(names, quick_config());
+    async fn attach_gossip(&mut self, name: &str) {
+        let members: Vec<String> = self.ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+        let node = self.nodes.iter_mut().find(|n| n.name == name).expect("a node with that name");
+        let home = tempfile::tempdir().expect("a node home");
+        let conf = home.path().join("conf");
+        std::fs::create_dir_all(&conf).unwrap();
+        std::fs::write(
+            conf.join("gossip.toml"),
+            format!(
+                "cluster_name = \"suite\"\n[network]\nport_auto_increment = false\n[discovery]\nmembers = [{}]\n[discovery.multicast]\nenabled = false\n",
+                members.join(", ")
+            ),
+        )
+        .unwrap();
+        std::fs::write(conf.join("cluster.key"), "5a".repeat(32)).unwrap();
+        let values = NodeValues::default();
+        let properties =
+            Properties { node_name: Some(name.to_string()), cluster_port: Some(node.port), ..Properties::default() };
+        values.update(&properties);
+        let mut config = ManagerConfig::new(home.path());
+        config.values = values;
+        config.cluster = Some(node.cluster.clone());
+        config.lifecycle_budget = Duration::from_secs(20);
+        let plugins = PluginManager::new(config).expect("a plugin manager");
+        let file = crate::plugin("gossip");
+        plugins.load(&file).await.expect("the gossip plugin loads");
+        node.plugins = Some((plugins, home, file));
+    }
+
+    /// Takes node `name`'s strategy away: it leaves the cluster, keeping its caches.
+    pub async fn detach(&mut self, name: &str) {
+        let node = self.nodes.iter_mut().find(|n| n.name == name).expect("a node with that name");
+        match self.backend {
+            Backend::Memory => node.cluster.detach("memory").await,
+            Backend::Gossip => {
+                if let Some((plugins, _, file)) = &node.plugins {
+                    plugins.unload(file, "detached by the test").await;
+                }
+            }
+        }
+    }
+
+    /// Node `name` dies without a goodbye (memory), or its strategy stops (gossip).
+    pub async fn crash(&mut self, name: &str) {
+        match self.backend {
+            Backend::Memory => self.fabric.crash(name),
+            Backend::Gossip => self.detach(name).await,
+        }
+    }
+
+    /// Nodes `names` started and attached; waits until all are clustered
+    /// and see each other.
+    pub async fn clustered(backend: Backend, names: &[&str]) -> TestCluster {
+        let mut cluster = TestCluster::standalone(backend, names, quick_config());
         for name in names {
             cluster.attach(name).await;
         }
         cluster.wait_all(ClusterState::Clustered).await;
+        cluster.wait_members(names.len()).await;
         cluster
     }
 
@@ -101,15 +204,31 @@ impl TestCluster {
 
     /// Waits until every node is in `state`.
     pub async fn wait_all(&self, state: ClusterState) {
-        let names: Vec<String> = self.nodes.iter().map(|n| n.name.clone()).collect();
-        for name in names {
-            let node = self.node(&name).clone();
+        for node in &self.nodes {
             let wanted = state.clone();
-            wait_for(&format!("{name} to be {wanted:?}"), Duration::from_secs(10), || {
-                same_kind(&node.state(), &wanted)
+            let cluster = node.cluster.clone();
+            wait_for(&format!("{} to be {wanted:?}", node.name), Duration::from_secs(30), || {
+                same_kind(&cluster.state(), &wanted)
             })
             .await;
         }
+    }
+
+    /// Waits until every node sees `n` members.
+    pub async fn wait_members(&self, n: usize) {
+        for node in &self.nodes {
+            let cluster = node.cluster.clone();
+            wait_for(&format!("{} to see {n} members", node.name), Duration::from_secs(30), || {
+                cluster.members().len() == n
+            })
+            .await;
+        }
+    }
+
+    /// The node's gossip address (gossip backend).
+    pub fn member_addr(&self, name: &str) -> SocketAddr {
+        let node = self.nodes.iter().find(|n| n.name == name).expect("a node with that name");
+        SocketAddr::from((Ipv4Addr::LOCALHOST, node.port))
     }
 }
 

@@ -1,12 +1,14 @@
 //! The cluster-core suite: event order, caches across join and leave,
 //! tasks, locks and the cluster-wide switch, on in-process nodes whose
-//! strategies cross the real plugin boundary.
+//! strategies cross the real plugin boundary. The same tests run against
+//! every strategy (`memory::` and `gossip::` below); the ones about startup
+//! failures use the memory strategy's failure injection.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clusterhost::cluster::{ClusterEvent, ClusterState, Target, TaskFailure};
-use clusterhost_tests::cluster::{quick_config, same_kind, wait_for, TestCluster};
+use clusterhost_tests::cluster::{quick_config, same_kind, wait_for, Backend, TestCluster};
 
 type Log = Arc<Mutex<Vec<String>>>;
 
@@ -36,9 +38,36 @@ fn lines(log: &Log, tag: &str) -> Vec<String> {
     log.lock().unwrap().iter().filter_map(|l| l.strip_prefix(&prefix).map(str::to_string)).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_cache_factory_first_then_listeners_in_order_failures_isolated() {
-    let mut cluster = TestCluster::standalone(&["a", "b"], quick_config());
+macro_rules! every_strategy {
+    ($($test:ident),* $(,)?) => {
+        mod memory {
+            use super::*;
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                super::$test(Backend::Memory).await
+            })*
+        }
+        mod gossip {
+            use super::*;
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                super::$test(Backend::Gossip).await
+            })*
+        }
+    };
+}
+
+every_strategy!(
+    events_cache_factory_first_then_listeners_in_order_failures_isolated,
+    join_and_leave_lose_no_entry,
+    a_synchronous_task_returns_one_answer_per_member_even_when_one_hangs,
+    disabling_and_enabling_on_one_node_changes_every_node,
+    locks_exclude_across_members_and_die_with_their_holder,
+    cluster_wide_settings_reach_every_member,
+);
+
+async fn events_cache_factory_first_then_listeners_in_order_failures_isolated(backend: Backend) {
+    let mut cluster = TestCluster::standalone(backend, &["a", "b"], quick_config());
     let a = cluster.node("a").clone();
     a.caches().cache::<String, String>("sessions").put(&"k".into(), &"standalone".into()).await.unwrap();
 
@@ -67,7 +96,7 @@ async fn events_cache_factory_first_then_listeners_in_order_failures_isolated() 
         .await;
 
     // The senior (a, the oldest) leaves: b is marked senior, exactly once.
-    a.detach("memory").await;
+    cluster.detach("a").await;
     wait_for("b to become senior", Duration::from_secs(10), || lines(&log, "b").contains(&"senior b (local)".into()))
         .await;
 
@@ -86,9 +115,8 @@ async fn events_cache_factory_first_then_listeners_in_order_failures_isolated() 
     assert_eq!(sessions.get(&"k".into()).await.unwrap().as_deref(), Some("standalone"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn join_and_leave_lose_no_entry() {
-    let mut cluster = TestCluster::standalone(&["a", "b"], quick_config());
+async fn join_and_leave_lose_no_entry(backend: Backend) {
+    let mut cluster = TestCluster::standalone(backend, &["a", "b"], quick_config());
     let (a, b) = (cluster.node("a").clone(), cluster.node("b").clone());
     let users_a = a.caches().cache::<u32, String>("users");
     let users_b = b.caches().cache::<u32, String>("users");
@@ -106,6 +134,11 @@ async fn join_and_leave_lose_no_entry() {
     cluster.attach("a").await;
     cluster.attach("b").await;
     cluster.wait_all(ClusterState::Clustered).await;
+    cluster.wait_members(2).await;
+    wait_for("b's entries to reach a", Duration::from_secs(30), || {
+        futures_ready(users_a.len()).is_some_and(|n| n.unwrap_or(0) == 150)
+    })
+    .await;
     assert_eq!(users_a.len().await.unwrap(), 150);
     for i in 0..150u32 {
         let expected = match i {
@@ -122,18 +155,18 @@ async fn join_and_leave_lose_no_entry() {
 
     // b leaves: it keeps everything it held; a keeps serving the cluster.
     users_a.put(&500, &"while both in".into()).await.unwrap();
-    b.detach("memory").await;
+    cluster.detach("b").await;
     assert!(same_kind(&b.state(), &ClusterState::Standalone { reason: None }));
     assert_eq!(users_b.len().await.unwrap(), 151, "b kept every entry it held");
     assert_eq!(users_b.get(&500).await.unwrap().as_deref(), Some("while both in"));
+    wait_for("a to see b gone", Duration::from_secs(30), || a.members().len() == 1).await;
     users_a.put(&501, &"after b left".into()).await.unwrap();
     assert_eq!(users_b.get(&501).await.unwrap(), None, "b is standalone now");
     assert_eq!(users_a.len().await.unwrap(), 152);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_synchronous_task_returns_one_answer_per_member_even_when_one_hangs() {
-    let cluster = TestCluster::clustered(&["a", "b", "c"]).await;
+async fn a_synchronous_task_returns_one_answer_per_member_even_when_one_hangs(backend: Backend) {
+    let cluster = TestCluster::clustered(backend, &["a", "b", "c"]).await;
     for node in &cluster.nodes {
         let name = node.name.clone();
         node.cluster.register_task("whoami", move |greeting: String| {
@@ -196,9 +229,8 @@ async fn a_synchronous_task_returns_one_answer_per_member_even_when_one_hangs() 
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn disabling_and_enabling_on_one_node_changes_every_node() {
-    let cluster = TestCluster::clustered(&["a", "b", "c"]).await;
+async fn disabling_and_enabling_on_one_node_changes_every_node(backend: Backend) {
+    let cluster = TestCluster::clustered(backend, &["a", "b", "c"]).await;
     let cache = cluster.node("b").caches().cache::<String, u64>("counters");
     cache.put(&"x".into(), &1).await.unwrap();
 
@@ -220,6 +252,14 @@ async fn disabling_and_enabling_on_one_node_changes_every_node() {
 
     cluster.node("b").set_enabled(true).await.unwrap();
     cluster.wait_all(ClusterState::Clustered).await;
+    cluster.wait_members(3).await;
+    for node in &cluster.nodes {
+        let mine = node.cluster.caches().cache::<String, u64>("counters");
+        wait_for(&format!("{} to hold the merged entries", node.name), Duration::from_secs(30), || {
+            futures_ready(mine.len()).is_some_and(|n| n.unwrap_or(0) == 3)
+        })
+        .await;
+    }
     for node in &cluster.nodes {
         assert!(node.cluster.enabled());
         assert_eq!(node.cluster.members().len(), 3);
@@ -230,10 +270,9 @@ async fn disabling_and_enabling_on_one_node_changes_every_node() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn locks_exclude_across_members_and_die_with_their_holder() {
-    let cluster = TestCluster::clustered(&["a", "b"]).await;
-    let (a, b) = (cluster.node("a"), cluster.node("b"));
+async fn locks_exclude_across_members_and_die_with_their_holder(backend: Backend) {
+    let mut cluster = TestCluster::clustered(backend, &["a", "b"]).await;
+    let (a, b) = (cluster.node("a").clone(), cluster.node("b").clone());
     let held = a.lock("orders").await.unwrap();
     assert!(b.try_lock("orders", Duration::from_millis(100)).await.unwrap().is_none(), "b must not get a's lock");
     let waiter = {
@@ -246,7 +285,7 @@ async fn locks_exclude_across_members_and_die_with_their_holder() {
     let b_lock = tokio::time::timeout(Duration::from_secs(10), waiter).await.unwrap().unwrap().unwrap();
 
     // b dies holding the lock: the lock is released for a.
-    cluster.fabric.crash("b");
+    cluster.crash("b").await;
     let again = a.try_lock("orders", Duration::from_secs(10)).await.unwrap();
     assert!(again.is_some(), "the lock of a crashed member is released");
     drop(b_lock);
@@ -254,7 +293,7 @@ async fn locks_exclude_across_members_and_die_with_their_holder() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_without_a_strategy_serves_caches_tasks_and_locks_locally() {
-    let cluster = TestCluster::standalone(&["solo"], quick_config());
+    let cluster = TestCluster::standalone(Backend::Memory, &["solo"], quick_config());
     let solo = cluster.node("solo");
     assert_eq!(solo.state(), ClusterState::Standalone { reason: None });
     assert_eq!(solo.senior_member(), "solo");
@@ -295,7 +334,7 @@ async fn startup_delay_and_retries_then_standalone_with_the_reason() {
     config.startup_delay = Duration::from_millis(300);
     config.retry_count = 2;
     config.retry_interval = Duration::from_millis(200);
-    let mut cluster = TestCluster::standalone(&["a", "b"], config);
+    let mut cluster = TestCluster::standalone(Backend::Memory, &["a", "b"], config);
     let attempts_a = Arc::new(Mutex::new(Vec::new()));
     let log = attempts_a.clone();
     let attached_at = Instant::now();
@@ -330,7 +369,7 @@ async fn startup_delay_and_retries_then_standalone_with_the_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_strategy_that_hangs_in_start_is_faulted_after_the_budget() {
-    let mut cluster = TestCluster::standalone(&["a"], quick_config());
+    let mut cluster = TestCluster::standalone(Backend::Memory, &["a"], quick_config());
     cluster.attach_with("a", |s| s.hang_in_start()).await;
     let a = cluster.node("a").clone();
     wait_for("a faulted", Duration::from_secs(10), || {
@@ -338,19 +377,29 @@ async fn a_strategy_that_hangs_in_start_is_faulted_after_the_budget() {
     })
     .await;
     let ClusterState::Faulted { reason } = a.state() else { unreachable!() };
-    assert!(reason.contains("did not finish start_clustering within 1s"), "{reason}");
+    assert!(reason.contains("did not finish start_clustering within 2s"), "{reason}");
     // The node goes on, standalone.
     a.caches().cache::<u8, u8>("c").put(&1, &1).await.unwrap();
     assert_eq!(a.caches().cache::<u8, u8>("c").get(&1).await.unwrap(), Some(1));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_wide_settings_reach_every_member() {
-    let cluster = TestCluster::clustered(&["a", "b"]).await;
+async fn cluster_wide_settings_reach_every_member(backend: Backend) {
+    let cluster = TestCluster::clustered(backend, &["a", "b"]).await;
     let log: Log = Arc::default();
     cluster.node("b").add_listener("b", recorder(&log, "b"));
     cluster.node("a").put_setting("motd", "hello").await.unwrap();
     wait_for("b to see the setting", Duration::from_secs(10), || lines(&log, "b").contains(&"setting motd".into()))
         .await;
     assert!(cluster.node("b").settings().contains(&("motd".to_string(), "hello".to_string())));
+}
+
+/// The value of a future that is ready at once (reads of local state), or None.
+fn futures_ready<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    let mut future = std::pin::pin!(future);
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
 }

@@ -1,0 +1,274 @@
+//! `conf/gossip.toml`: the gossip strategy's settings, with the original
+//! system's network knobs. A bad file is refused with file:line.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The file name when `cluster.config.file` is not set.
+pub const DEFAULT_FILE: &str = "gossip.toml";
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Members of different clusters never join each other.
+    pub cluster_name: String,
+    pub network: Network,
+    pub discovery: Discovery,
+    pub failure_detection: FailureDetection,
+    pub timeouts: Timeouts,
+    pub security: Security,
+    pub merge: Merge,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Network {
+    /// Member port: UDP for gossip and TCP for data share the number.
+    pub port: u16,
+    /// Take the next free port when `port` is in use.
+    pub port_auto_increment: bool,
+    /// How many ports auto-increment tries.
+    pub port_count: u16,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Discovery {
+    /// Static member list, `host:port` entries (this member may be in it).
+    pub members: Vec<String>,
+    pub multicast: Multicast,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Multicast {
+    pub enabled: bool,
+    pub group: IpAddr,
+    pub port: u16,
+    /// How long a starting member listens for others before it joins.
+    pub listen_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailureDetection {
+    pub gossip_interval_ms: u64,
+    /// Phi accrual threshold: lower detects sooner, with more false alarms.
+    pub phi_threshold: f64,
+    /// How long a dead member is remembered before it is forgotten.
+    pub dead_grace_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// Connect, replication acknowledgement, state transfer, lock requests.
+    pub operation_ms: u64,
+    /// How long `start_clustering` waits for the member to be seen by the cluster.
+    pub join_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Security {
+    /// The cluster key: 64 hex digits (32 bytes), relative to the config directory.
+    pub key_file: String,
+    /// Cluster traffic in the clear, unauthenticated. Only for trusted test networks.
+    pub insecure: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MergePolicy {
+    /// The write with the later version (hybrid logical clock, then member id) wins.
+    LatestWins,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Merge {
+    pub policy: MergePolicy,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            cluster_name: "clusterhost".into(),
+            network: Network::default(),
+            discovery: Discovery::default(),
+            failure_detection: FailureDetection::default(),
+            timeouts: Timeouts::default(),
+            security: Security::default(),
+            merge: Merge::default(),
+        }
+    }
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network { port: 5701, port_auto_increment: true, port_count: 100 }
+    }
+}
+
+impl Default for Multicast {
+    fn default() -> Self {
+        Multicast { enabled: true, group: "224.2.2.3".parse().expect("a valid address"), port: 54327, listen_ms: 1500 }
+    }
+}
+
+impl Default for FailureDetection {
+    fn default() -> Self {
+        FailureDetection { gossip_interval_ms: 250, phi_threshold: 20.0, dead_grace_ms: 60_000 }
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { operation_ms: 5_000, join_ms: 10_000 }
+    }
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Security { key_file: "cluster.key".into(), insecure: false }
+    }
+}
+
+impl Default for Merge {
+    fn default() -> Self {
+        Merge { policy: MergePolicy::LatestWins }
+    }
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("could not read {file}: {detail}; create it (conf/gossip.toml in the repository lists every key) or set cluster.config.file")]
+    Unreadable { file: PathBuf, detail: String },
+    #[error("{file}:{line}: {message}; fix the file and publish the gossip plugin again")]
+    Invalid { file: PathBuf, line: usize, message: String },
+}
+
+impl Config {
+    /// Reads `file`; a missing file means the defaults.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        match std::fs::read_to_string(file) {
+            Ok(text) => Config::parse(file, &text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Err(e) => Err(ConfigError::Unreadable { file: file.to_owned(), detail: e.to_string() }),
+        }
+    }
+
+    /// Parses TOML text; `file` names it in errors.
+    pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1)).unwrap_or(1);
+            // The first line of toml's message is the useful part.
+            let message = e.message().lines().next().unwrap_or("invalid TOML").to_string();
+            ConfigError::Invalid { file: file.to_owned(), line, message }
+        })?;
+        config.validate(file, text)?;
+        Ok(config)
+    }
+
+    fn validate(&self, file: &Path, text: &str) -> Result<(), ConfigError> {
+        // The line of a key, for messages about values that parse but are wrong.
+        let line_of =
+            |key: &str| text.lines().position(|l| l.trim_start().starts_with(key)).map(|i| i + 1).unwrap_or(1);
+        let invalid =
+            |key: &str, message: String| ConfigError::Invalid { file: file.to_owned(), line: line_of(key), message };
+        if self.cluster_name.is_empty() || self.cluster_name.len() > 64 {
+            return Err(invalid("cluster_name", "cluster_name must have 1 to 64 characters".into()));
+        }
+        for member in &self.discovery.members {
+            if parse_member(member).is_none() {
+                return Err(invalid(
+                    "members",
+                    format!("member {member:?} is not host:port (e.g. \"10.0.0.5:5701\" or \"node-b:5701\")"),
+                ));
+            }
+        }
+        if !self.discovery.multicast.group.is_multicast() {
+            return Err(invalid("group", format!("{} is not a multicast address", self.discovery.multicast.group)));
+        }
+        if self.network.port == 0 {
+            return Err(invalid("port", "port must be from 1 to 65535".into()));
+        }
+        if self.failure_detection.gossip_interval_ms == 0 || self.timeouts.operation_ms == 0 {
+            return Err(invalid("_ms", "intervals and timeouts must be above 0".into()));
+        }
+        if self.failure_detection.phi_threshold.is_nan() || self.failure_detection.phi_threshold <= 0.0 {
+            return Err(invalid("phi_threshold", "phi_threshold must be above 0".into()));
+        }
+        Ok(())
+    }
+
+    pub fn gossip_interval(&self) -> Duration {
+        Duration::from_millis(self.failure_detection.gossip_interval_ms)
+    }
+
+    pub fn operation_timeout(&self) -> Duration {
+        Duration::from_millis(self.timeouts.operation_ms)
+    }
+
+    /// The static members, resolved.
+    pub fn static_members(&self) -> Vec<SocketAddr> {
+        self.discovery.members.iter().filter_map(|m| parse_member(m)).collect()
+    }
+}
+
+/// `host:port`, resolved to the first address.
+pub fn parse_member(member: &str) -> Option<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let (host, port) = member.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|p| *p > 0)?;
+    (host.trim_matches(['[', ']']), port).to_socket_addrs().ok()?.next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("conf/gossip.toml"), text)
+    }
+
+    #[test]
+    fn empty_means_the_original_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.network.port, 5701);
+        assert!(c.network.port_auto_increment);
+        assert!(c.discovery.multicast.enabled);
+        assert_eq!(c.discovery.multicast.group.to_string(), "224.2.2.3");
+        assert_eq!(c.discovery.multicast.port, 54327);
+    }
+
+    #[test]
+    fn the_shipped_file_parses_to_the_defaults() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../conf/gossip.toml");
+        assert_eq!(Config::load(&file).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let err = parse("cluster_name = \"x\"\n[network]\nport = \"many\"\n").unwrap_err().to_string();
+        assert!(err.starts_with("conf/gossip.toml:3: "), "{err}");
+        let err = parse("[discovery]\nmembers = [\"nohost\"]\n").unwrap_err().to_string();
+        assert!(err.starts_with("conf/gossip.toml:2: member \"nohost\" is not host:port"), "{err}");
+        let err = parse("\n\n[network]\nprot = 1\n").unwrap_err().to_string();
+        assert!(err.starts_with("conf/gossip.toml:4: unknown field `prot`"), "{err}");
+        let err = parse("[discovery.multicast]\ngroup = \"10.0.0.1\"\n").unwrap_err().to_string();
+        assert!(err.contains(":2: 10.0.0.1 is not a multicast address"), "{err}");
+    }
+
+    #[test]
+    fn members_resolve() {
+        let c = parse("[discovery]\nmembers = [\"127.0.0.2:5701\", \"localhost:5702\"]\n").unwrap();
+        let members = c.static_members();
+        assert_eq!(members[0], "127.0.0.2:5701".parse().unwrap());
+        assert_eq!(members[1].port(), 5702);
+    }
+}

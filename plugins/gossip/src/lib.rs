@@ -1,0 +1,92 @@
+//! The gossip cluster strategy: embedded clustering with no external
+//! server. Membership and failure detection by chitchat; a sealed
+//! member-to-member data plane for cache replication, locks and tasks;
+//! discovery by multicast or a static member list. See docs/gossip.md.
+
+pub mod config;
+pub mod core;
+pub mod crypto;
+pub mod discovery;
+pub mod membership;
+pub mod net;
+pub mod store;
+pub mod wire;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use clusterhost_plugin_api::cluster::StrategyBox;
+use clusterhost_plugin_api::{declare_plugin, ClusterHost, Host, Plugin, PluginResult};
+
+use crate::config::Config;
+use crate::core::{Core, Gossip};
+use crate::crypto::Sealer;
+
+struct GossipPlugin {
+    host: Host,
+    config: Config,
+    sealer: Sealer,
+    core: Mutex<Option<Arc<Core>>>,
+}
+
+impl Plugin for GossipPlugin {
+    async fn start(&self) -> PluginResult<()> {
+        let bind: IpAddr = self
+            .host
+            .property("node.bind")
+            .unwrap_or_else(|| "127.0.0.1".into())
+            .parse()
+            .map_err(|e| format!("node.bind is not an IP address: {e}"))?;
+        let port = match self.host.property("cluster.port") {
+            Some(p) => p.parse().map_err(|e| format!("cluster.port {p:?}: {e}"))?,
+            None => self.config.network.port,
+        };
+        let version = clusterhost_plugin_api::Manifest::parse(clusterhost_manifest_text())
+            .map(|m| m.version.to_string())
+            .unwrap_or_default();
+        let core =
+            Core::start(self.host.node_name(), version, self.config.clone(), self.sealer.clone(), bind, port).await?;
+        *self.core.lock().unwrap_or_else(|p| p.into_inner()) = Some(core);
+        Ok(())
+    }
+
+    async fn stop(&self) -> PluginResult<()> {
+        let core = self.core.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(core) = core {
+            core.shutdown().await;
+        }
+        Ok(())
+    }
+
+    fn cluster_strategy(&self, cluster: &ClusterHost) -> PluginResult<Option<StrategyBox>> {
+        let core = self.core.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or("gossip has not started")?;
+        core.set_host(cluster.clone());
+        Ok(Some(cluster.into_boundary(Gossip(core))))
+    }
+}
+
+fn create(host: &Host) -> PluginResult<GossipPlugin> {
+    let dir = PathBuf::from(host.config_dir());
+    let name = host.property("cluster.config.file").unwrap_or_else(|| config::DEFAULT_FILE.to_string());
+    let config = Config::load(&dir.join(name))?;
+    let sealer = if config.security.insecure {
+        tracing::warn!(
+            "security.insecure = true: cluster traffic is NOT encrypted or authenticated; use this only on a trusted test network"
+        );
+        Sealer::insecure(&config.cluster_name)
+    } else {
+        Sealer::from_file(&dir.join(&config.security.key_file), &config.cluster_name)?
+    };
+    Ok(GossipPlugin { host: host.clone(), config, sealer, core: Mutex::new(None) })
+}
+
+declare_plugin! {
+    id: "gossip",
+    description: "Embedded cluster strategy: chitchat membership, encrypted data plane, no external server",
+    host_req: "^0.1",
+    provides: ["cluster-strategy"],
+    conflicts: [],
+    wire_protocol: "1.0",
+    create: create,
+}

@@ -1,0 +1,205 @@
+//! Membership and failure detection with chitchat, over a UDP transport
+//! that seals every datagram with the cluster key. Each member publishes a
+//! few keys: its data-plane address, start time, plugin and wire versions,
+//! whether it is joined, and the cluster-wide settings it set.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chitchat::transport::{Socket, Transport};
+use chitchat::{
+    spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, ChitchatMessage, Deserializable, FailureDetectorConfig,
+    NodeState, Serializable,
+};
+use tokio::sync::watch;
+
+use crate::crypto::Sealer;
+
+pub const KEY_DATA: &str = "data";
+pub const KEY_STARTED: &str = "started";
+pub const KEY_VERSION: &str = "version";
+pub const KEY_WIRE: &str = "wire";
+pub const KEY_JOINED: &str = "joined";
+/// Prefix of cluster-wide settings: `s:<key>` = `<at_ms>|<member>|<value>`.
+pub const SETTING_PREFIX: &str = "s:";
+
+/// A live member as gossip shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub id: String,
+    pub generation: u64,
+    pub gossip_addr: SocketAddr,
+    pub data_addr: Option<SocketAddr>,
+    pub started_at_ms: u64,
+    pub plugin_version: String,
+    pub wire: (u16, u16),
+    pub joined: bool,
+    pub settings: Vec<(String, String)>,
+}
+
+/// The chitchat side of a member.
+pub struct Membership {
+    handle: Option<ChitchatHandle>,
+    watcher: watch::Receiver<BTreeMap<ChitchatId, NodeState>>,
+    pub local: ChitchatId,
+}
+
+pub struct MembershipConfig {
+    pub member: String,
+    pub generation: u64,
+    pub cluster: String,
+    pub listen: SocketAddr,
+    pub seeds: Vec<SocketAddr>,
+    pub gossip_interval: Duration,
+    pub phi_threshold: f64,
+    pub dead_grace: Duration,
+    pub key_values: Vec<(String, String)>,
+}
+
+impl Membership {
+    /// Starts gossiping on `config.listen` (must run inside the plugin's runtime).
+    pub async fn start(config: MembershipConfig, sealer: Sealer) -> anyhow::Result<Membership> {
+        let local = ChitchatId::new(config.member.clone(), config.generation, config.listen);
+        let chitchat_config = ChitchatConfig {
+            chitchat_id: local.clone(),
+            cluster_id: config.cluster,
+            gossip_interval: config.gossip_interval,
+            listen_addr: config.listen,
+            seed_nodes: config.seeds.iter().map(|s| s.to_string()).collect(),
+            failure_detector_config: FailureDetectorConfig {
+                phi_threshold: config.phi_threshold,
+                // A fresh member is judged against a short interval, so a
+                // member that dies soon after joining is still noticed quickly.
+                initial_interval: config.gossip_interval,
+                max_interval: Duration::from_secs(10),
+                dead_node_grace_period: config.dead_grace,
+                ..FailureDetectorConfig::default()
+            },
+            marked_for_deletion_grace_period: Duration::from_secs(3600),
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+        };
+        let transport = SealedUdp { sealer };
+        let handle = spawn_chitchat(chitchat_config, config.key_values, &transport).await?;
+        let watcher = handle.with_chitchat(|c| c.live_nodes_watcher()).await;
+        Ok(Membership { handle: Some(handle), watcher, local })
+    }
+
+    /// Wakes when the live set or a key changes.
+    pub fn watcher(&self) -> watch::Receiver<BTreeMap<ChitchatId, NodeState>> {
+        self.watcher.clone()
+    }
+
+    /// Sets one of this member's keys.
+    pub async fn set(&self, key: &str, value: &str) {
+        if let Some(handle) = &self.handle {
+            handle.with_chitchat(|c| c.self_node_state().set(key, value)).await;
+        }
+    }
+
+    /// Gossips with `addr` now (a member found by multicast).
+    pub fn gossip_with(&self, addr: SocketAddr) {
+        if let Some(handle) = &self.handle {
+            let _ = handle.gossip(addr);
+        }
+    }
+
+    /// The live members, this one included.
+    pub async fn peers(&self) -> Vec<Peer> {
+        let Some(handle) = &self.handle else { return Vec::new() };
+        handle
+            .with_chitchat(|c| {
+                let live: Vec<ChitchatId> = c.live_nodes().cloned().collect();
+                live.iter().filter_map(|id| c.node_state(id).map(|state| peer_of(id, state))).collect::<Vec<_>>()
+            })
+            .await
+    }
+
+    /// Stops gossiping; the others see this member leave.
+    pub async fn shutdown(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.shutdown().await;
+        }
+    }
+}
+
+fn peer_of(id: &ChitchatId, state: &NodeState) -> Peer {
+    let wire = state
+        .get(KEY_WIRE)
+        .and_then(|w| w.split_once('.'))
+        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+        .unwrap_or((0, 0));
+    let settings = state
+        .key_values()
+        .filter_map(|(k, v)| k.strip_prefix(SETTING_PREFIX).map(|k| (k.to_string(), v.to_string())))
+        .collect();
+    Peer {
+        id: id.node_id.to_string(),
+        generation: id.generation_id,
+        gossip_addr: id.gossip_advertise_addr,
+        data_addr: state.get(KEY_DATA).and_then(|a| a.parse().ok()),
+        started_at_ms: state.get(KEY_STARTED).and_then(|s| s.parse().ok()).unwrap_or(id.generation_id),
+        plugin_version: state.get(KEY_VERSION).unwrap_or_default().to_string(),
+        wire,
+        joined: state.get(KEY_JOINED) == Some("1"),
+        settings,
+    }
+}
+
+/// chitchat's UDP transport with every datagram sealed.
+struct SealedUdp {
+    sealer: Sealer,
+}
+
+#[async_trait]
+impl Transport for SealedUdp {
+    async fn open(&self, listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
+        let socket = tokio::net::UdpSocket::bind(listen_addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("could not bind the gossip port {listen_addr}/udp: {e}"))?;
+        Ok(Box::new(SealedSocket { socket, sealer: self.sealer.clone(), buf: vec![0; 65_536] }))
+    }
+}
+
+struct SealedSocket {
+    socket: tokio::net::UdpSocket,
+    sealer: Sealer,
+    buf: Vec<u8>,
+}
+
+#[async_trait]
+impl Socket for SealedSocket {
+    async fn send(&mut self, to: SocketAddr, msg: ChitchatMessage) -> anyhow::Result<()> {
+        let sealed = self.sealer.seal(&msg.serialize_to_vec());
+        // A datagram that cannot go out (peer unreachable) is not fatal for gossip.
+        if let Err(e) = self.socket.send_to(&sealed, to).await {
+            tracing::debug!("gossip datagram to {to} not sent: {e}");
+        }
+        Ok(())
+    }
+
+    async fn recv(&mut self) -> anyhow::Result<(SocketAddr, ChitchatMessage)> {
+        loop {
+            let (len, from) = match self.socket.recv_from(&mut self.buf).await {
+                Ok(received) => received,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(e.into()),
+            };
+            // Wrong key, other cluster, tampered: counted and dropped.
+            let Some(plain) = self.sealer.open(&self.buf[..len]) else { continue };
+            match ChitchatMessage::deserialize(&mut &plain[..]) {
+                Ok(msg) => return Ok((from, msg)),
+                Err(_) => continue,
+            }
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! The data plane: one TCP connection per (client, server) pair of members,
+//! length-delimited frames, each a sealed postcard-encoded [`Msg`]. The
+//! first frame is a `Hello` carrying the cluster name and wire version; a
+//! member with another wire major is refused on both sides with the reason.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+use crate::crypto::Sealer;
+use crate::wire::{Msg, MAX_FRAME, WIRE_MAJOR, WIRE_MINOR};
+
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Answers requests from other members.
+pub trait Handler: Send + Sync + 'static {
+    /// Handles `msg` from member `from`; the reply (if any) goes back on the connection.
+    fn handle(&self, from: String, msg: Msg) -> BoxFuture<Option<Msg>>;
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum NetError {
+    #[error("could not connect to member {member} at {addr}: {detail}")]
+    Connect { member: String, addr: SocketAddr, detail: String },
+    #[error("member {member} refused this member: {reason}")]
+    Refused { member: String, reason: String },
+    #[error("member {member} did not answer within {timeout:?}")]
+    Timeout { member: String, timeout: Duration },
+    #[error("the connection to member {member} closed before it answered")]
+    Closed { member: String },
+}
+
+/// Traffic counters, for `stats`.
+#[derive(Default)]
+pub struct Counters {
+    pub frames_sent: AtomicU64,
+    pub frames_received: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub refused: AtomicU64,
+}
+
+struct Conn {
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    /// Set when the reader sees the connection end.
+    closed: std::sync::atomic::AtomicBool,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Msg>>>,
+}
+
+pub struct Net {
+    local: String,
+    cluster: String,
+    sealer: Sealer,
+    conns: tokio::sync::Mutex<HashMap<String, Arc<Conn>>>,
+    next_req: AtomicU64,
+    pub counters: Arc<Counters>,
+}
+
+trait IntoFrame {
+    fn into_bytes_frame(self) -> bytes::Bytes;
+}
+
+impl IntoFrame for Vec<u8> {
+    fn into_bytes_frame(self) -> bytes::Bytes {
+        bytes::Bytes::from(self)
+    }
+}
+
+fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME).new_codec()
+}
+
+impl Net {
+    pub fn new(local: &str, cluster: &str, sealer: Sealer) -> Arc<Net> {
+        Arc::new(Net {
+            local: local.into(),
+            cluster: cluster.into(),
+            sealer,
+            conns: tokio::sync::Mutex::new(HashMap::new()),
+            next_req: AtomicU64::new(1),
+            counters: Arc::default(),
+        })
+    }
+
+    fn seal(&self, msg: &Msg) -> Vec<u8> {
+        let plain = postcard::to_allocvec(msg).expect("messages always encode");
+        let sealed = self.sealer.seal(&plain);
+        self.counters.frames_sent.fetch_add(1, Ordering::Relaxed);
+        self.counters.bytes_sent.fetch_add(sealed.len() as u64 + 4, Ordering::Relaxed);
+        sealed
+    }
+
+    fn open(&self, frame: &[u8]) -> Option<Msg> {
+        self.counters.frames_received.fetch_add(1, Ordering::Relaxed);
+        self.counters.bytes_received.fetch_add(frame.len() as u64 + 4, Ordering::Relaxed);
+        let plain = self.sealer.open(frame)?;
+        postcard::from_bytes(&plain).ok()
+    }
+
+    /// Accepts connections on `listener` until the task is dropped.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, handler: Arc<dyn Handler>) {
+        loop {
+            let Ok((stream, peer)) = listener.accept().await else { continue };
+            let _ = stream.set_nodelay(true);
+            let net = self.clone();
+            let handler = handler.clone();
+            tokio::spawn(async move { net.serve_one(stream, peer, handler).await });
+        }
+    }
+
+    async fn serve_one(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, handler: Arc<dyn Handler>) {
+        let mut framed = Framed::new(stream, codec());
+        let hello = tokio::time::timeout(Duration::from_secs(10), framed.next()).await;
+        let Ok(Some(Ok(frame))) = hello else { return };
+        let Some(Msg::Hello { cluster, member, wire_major, wire_minor }) = self.open(&frame) else {
+            // Wrong key or not a member: counted in `dropped`, no answer.
+            return;
+        };
+        let refusal = if cluster != self.cluster {
+            Some(format!("member {member} is in cluster {cluster:?}, this member in {:?}", self.cluster))
+        } else if wire_major != WIRE_MAJOR {
+            Some(format!(
+                "member {member} speaks wire protocol {wire_major}.{wire_minor}, member {} speaks {WIRE_MAJOR}.{WIRE_MINOR}; the majors differ, so they cannot form one cluster: upgrade with the split-brain or offline flow, not a rolling one",
+                self.local
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            self.counters.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(%peer, "refused a connection: {reason}");
+            let _ = framed.send(self.seal(&Msg::Refused { reason }).into_bytes_frame()).await;
+            return;
+        }
+        if framed.send(self.seal(&Msg::Welcome { member: self.local.clone() }).into_bytes_frame()).await.is_err() {
+            return;
+        }
+        let (mut sink, mut stream) = framed.split();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let writer = tokio::spawn(async move {
+            while let Some(frame) = rx.recv().await {
+                if sink.send(frame.into_bytes_frame()).await.is_err() {
+                    break;
+                }
+            }
+        });
+        while let Some(Ok(frame)) = stream.next().await {
+            let Some(msg) = self.open(&frame) else { continue };
+            let (net, handler, tx, from) = (self.clone(), handler.clone(), tx.clone(), member.clone());
+            tokio::spawn(async move {
+                if let Some(reply) = handler.handle(from, msg).await {
+                    let _ = tx.send(net.seal(&reply));
+                }
+            });
+        }
+        drop(tx);
+        let _ = writer.await;
+    }
+
+    async fn connect(&self, member: &str, addr: SocketAddr, timeout: Duration) -> Result<Arc<Conn>, NetError> {
+        let mut conns = self.conns.lock().await;
+        if let Some(conn) = conns.get(member) {
+            if !conn.tx.is_closed() && !conn.closed.load(Ordering::SeqCst) {
+                return Ok(conn.clone());
+            }
+        }
+        let connect_error = |detail: String| NetError::Connect { member: member.into(), addr, detail };
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| connect_error(format!("no answer within {timeout:?}")))?
+            .map_err(|e| connect_error(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let mut framed = Framed::new(stream, codec());
+        let hello = Msg::Hello {
+            cluster: self.cluster.clone(),
+            member: self.local.clone(),
+            wire_major: WIRE_MAJOR,
+            wire_minor: WIRE_MINOR,
+        };
+        framed.send(self.seal(&hello).into_bytes_frame()).await.map_err(|e| connect_error(e.to_string()))?;
+        let answer = tokio::time::timeout(timeout, framed.next()).await;
+        match answer {
+            Ok(Some(Ok(frame))) => match self.open(&frame) {
+                Some(Msg::Welcome { .. }) => {}
+                Some(Msg::Refused { reason }) => {
+                    tracing::error!("member {member} refused this member: {reason}");
+                    return Err(NetError::Refused { member: member.into(), reason });
+                }
+                _ => return Err(connect_error("it answered with something other than a welcome".into())),
+            },
+            // No answer usually means the peer could not open our hello: another cluster key.
+            _ => return Err(connect_error("no welcome (does it use the same cluster key?)".into())),
+        }
+        let (mut sink, mut stream) = framed.split();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let conn = Arc::new(Conn { tx, closed: Default::default(), pending: Mutex::new(HashMap::new()) });
+        tokio::spawn(async move {
+            while let Some(frame) = rx.recv().await {
+                if sink.send(frame.into_bytes_frame()).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let reader_conn = conn.clone();
+        let sealer_net = (self.sealer.clone(), self.counters.clone());
+        tokio::spawn(async move {
+            let (sealer, counters) = sealer_net;
+            while let Some(Ok(frame)) = stream.next().await {
+                counters.frames_received.fetch_add(1, Ordering::Relaxed);
+                counters.bytes_received.fetch_add(frame.len() as u64 + 4, Ordering::Relaxed);
+                let Some(plain) = sealer.open(&frame) else { continue };
+                let Ok(msg) = postcard::from_bytes::<Msg>(&plain) else { continue };
+                if let Some(req) = msg.reply_to() {
+                    let waiter = reader_conn.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&req);
+                    if let Some(waiter) = waiter {
+                        let _ = waiter.send(msg);
+                    }
+                }
+            }
+            // Closed: every waiter learns it (its sender drops).
+            reader_conn.closed.store(true, Ordering::SeqCst);
+            reader_conn.pending.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        });
+        conns.insert(member.to_string(), conn.clone());
+        Ok(conn)
+    }
+
+    /// A fresh request id.
+    pub fn next_req(&self) -> u64 {
+        self.next_req.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Sends `msg` (with request id `req`) and waits for its reply.
+    pub async fn request(
+        &self,
+        member: &str,
+        addr: SocketAddr,
+        msg: Msg,
+        req: u64,
+        timeout: Duration,
+    ) -> Result<Msg, NetError> {
+        let work = async {
+            let conn = self.connect(member, addr, timeout).await?;
+            let (tx, rx) = oneshot::channel();
+            conn.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(req, tx);
+            if conn.tx.send(self.seal(&msg)).is_err() {
+                return Err(NetError::Closed { member: member.into() });
+            }
+            rx.await.map_err(|_| NetError::Closed { member: member.into() })
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(NetError::Timeout { member: member.into(), timeout }),
+        }
+    }
+
+    /// Sends `msg` without waiting for an answer.
+    pub async fn send(&self, member: &str, addr: SocketAddr, msg: Msg, timeout: Duration) -> Result<(), NetError> {
+        let conn = self.connect(member, addr, timeout).await?;
+        conn.tx.send(self.seal(&msg)).map_err(|_| NetError::Closed { member: member.into() })
+    }
+
+    /// Drops the connection to a member that left.
+    pub async fn forget(&self, member: &str) {
+        self.conns.lock().await.remove(member);
+    }
+}

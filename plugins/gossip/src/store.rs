@@ -1,0 +1,212 @@
+//! The replicated caches: every member holds every entry, each with a
+//! version (hybrid logical clock, then member) so replicas converge by the
+//! merge policy whatever order writes arrive in. Removes are tombstones.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use clusterhost_plugin_api::cluster::{now_ms, CacheSize, Entry};
+use serde::{Deserialize, Serialize};
+
+/// Orders writes: later `hlc` wins, then the higher member hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Version {
+    pub hlc: u64,
+    pub member: u64,
+}
+
+impl Version {
+    /// The version of a write made at `ms` (ms since the epoch) by `member`.
+    pub fn at_ms(ms: u64, member: u64) -> Version {
+        Version { hlc: ms << 16, member }
+    }
+
+    /// Milliseconds since the epoch of this version's write.
+    pub fn ms(&self) -> u64 {
+        self.hlc >> 16
+    }
+}
+
+/// A hybrid logical clock: physical ms in the high bits, a counter below.
+#[derive(Default)]
+pub struct Hlc {
+    last: Mutex<u64>,
+}
+
+impl Hlc {
+    /// A timestamp later than every one issued or observed.
+    pub fn now(&self) -> u64 {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        *last = (now_ms() << 16).max(*last + 1);
+        *last
+    }
+
+    /// Takes a remote timestamp into account.
+    pub fn observe(&self, remote: u64) {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        *last = (*last).max(remote);
+    }
+}
+
+/// A stable 64-bit id for a member name (FNV-1a).
+pub fn member_hash(member: &str) -> u64 {
+    member.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+/// One write, as replicated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireEntry {
+    pub cache: String,
+    pub key: Vec<u8>,
+    /// `None` is a tombstone.
+    pub value: Option<Vec<u8>>,
+    pub version: Version,
+}
+
+#[derive(Debug, Clone)]
+struct Slot {
+    value: Option<Vec<u8>>,
+    version: Version,
+}
+
+type Map = HashMap<Vec<u8>, Slot>;
+
+/// Every cache this member holds.
+#[derive(Default)]
+pub struct Store {
+    caches: Mutex<HashMap<String, Map>>,
+}
+
+impl Store {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Map>> {
+        self.caches.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn get(&self, cache: &str, key: &[u8]) -> Option<Vec<u8>> {
+        self.lock().get(cache)?.get(key)?.value.clone()
+    }
+
+    pub fn contains(&self, cache: &str, key: &[u8]) -> bool {
+        self.lock().get(cache).and_then(|m| m.get(key)).is_some_and(|s| s.value.is_some())
+    }
+
+    /// Applies a write if it is newer than what is held; true if applied.
+    pub fn apply(&self, entry: WireEntry) -> bool {
+        let mut caches = self.lock();
+        let map = caches.entry(entry.cache).or_default();
+        match map.get(&entry.key) {
+            Some(slot) if slot.version >= entry.version => false,
+            _ => {
+                map.insert(entry.key, Slot { value: entry.value, version: entry.version });
+                true
+            }
+        }
+    }
+
+    /// Applies many writes; returns how many were newer.
+    pub fn apply_all(&self, entries: impl IntoIterator<Item = WireEntry>) -> usize {
+        entries.into_iter().filter(|e| self.apply(e.clone())).count()
+    }
+
+    /// Every slot (tombstones included), for state transfer and anti-entropy.
+    pub fn snapshot(&self) -> Vec<WireEntry> {
+        let caches = self.lock();
+        let mut out = Vec::new();
+        for (cache, map) in caches.iter() {
+            for (key, slot) in map {
+                out.push(WireEntry {
+                    cache: cache.clone(),
+                    key: key.clone(),
+                    value: slot.value.clone(),
+                    version: slot.version,
+                });
+            }
+        }
+        out
+    }
+
+    /// The live entries of `cache`, with their write time for the host.
+    pub fn entries(&self, cache: &str) -> Vec<Entry> {
+        let caches = self.lock();
+        let Some(map) = caches.get(cache) else { return Vec::new() };
+        map.iter()
+            .filter_map(|(k, s)| {
+                s.value.as_ref().map(|v| Entry { key: k.clone(), value: v.clone(), version: s.version.ms() })
+            })
+            .collect()
+    }
+
+    pub fn keys(&self, cache: &str) -> Vec<Vec<u8>> {
+        let caches = self.lock();
+        caches
+            .get(cache)
+            .map(|m| m.iter().filter(|(_, s)| s.value.is_some()).map(|(k, _)| k.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn size(&self, cache: &str) -> CacheSize {
+        let caches = self.lock();
+        let Some(map) = caches.get(cache) else { return CacheSize::default() };
+        let live = map.iter().filter_map(|(k, s)| s.value.as_ref().map(|v| (k.len() + v.len()) as u64));
+        let (entries, bytes) = live.fold((0, 0), |(n, b), size| (n + 1, b + size));
+        CacheSize { entries, bytes }
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.lock().iter().filter(|(n, _)| !n.starts_with("__")).map(|(n, _)| n.clone()).collect()
+    }
+
+    /// Keys of `cache` that hold a value (for clear: each becomes a tombstone).
+    pub fn live_keys(&self, cache: &str) -> Vec<Vec<u8>> {
+        self.keys(cache)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: &str, value: Option<&str>, hlc: u64, member: u64) -> WireEntry {
+        WireEntry {
+            cache: "c".into(),
+            key: key.as_bytes().to_vec(),
+            value: value.map(|v| v.as_bytes().to_vec()),
+            version: Version { hlc, member },
+        }
+    }
+
+    #[test]
+    fn replicas_converge_whatever_the_order() {
+        let writes = [
+            entry("k", Some("a"), 10, 1),
+            entry("k", Some("b"), 12, 2),
+            entry("k", None, 11, 3),
+            entry("j", Some("x"), 5, 1),
+        ];
+        let one = Store::default();
+        let two = Store::default();
+        one.apply_all(writes.iter().cloned());
+        two.apply_all(writes.iter().rev().cloned());
+        assert_eq!(one.get("c", b"k").as_deref(), Some(&b"b"[..]));
+        assert_eq!(two.get("c", b"k").as_deref(), Some(&b"b"[..]));
+        let mut a = one.snapshot();
+        let mut b = two.snapshot();
+        a.sort_by(|x, y| x.key.cmp(&y.key));
+        b.sort_by(|x, y| x.key.cmp(&y.key));
+        assert_eq!(a, b);
+        // A tombstone newer than the value removes it; an older one does not.
+        assert!(one.apply(entry("k", None, 13, 1)));
+        assert!(!one.contains("c", b"k"));
+        assert!(!one.apply(entry("k", Some("old"), 12, 2)));
+        assert_eq!(one.size("c"), CacheSize { entries: 1, bytes: 2 });
+    }
+
+    #[test]
+    fn the_clock_moves_forward_past_what_it_observes() {
+        let clock = Hlc::default();
+        let a = clock.now();
+        assert!(clock.now() > a);
+        clock.observe(a + (1 << 30));
+        assert!(clock.now() > a + (1 << 30));
+    }
+}

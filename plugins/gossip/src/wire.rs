@@ -1,0 +1,96 @@
+//! The data plane's messages (postcard-encoded, then sealed, one per
+//! length-delimited frame) and the wire-protocol version they belong to.
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::WireEntry;
+
+/// What this build speaks; peers talk when the majors match.
+pub const WIRE_MAJOR: u16 = 1;
+pub const WIRE_MINOR: u16 = 0;
+
+/// Largest frame accepted (a full state transfer is one frame).
+pub const MAX_FRAME: usize = 256 * 1024 * 1024;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Msg {
+    /// First frame of a connection.
+    Hello {
+        cluster: String,
+        member: String,
+        wire_major: u16,
+        wire_minor: u16,
+    },
+    Welcome {
+        member: String,
+    },
+    /// The connection is refused; the reason names both sides.
+    Refused {
+        reason: String,
+    },
+    /// Writes to apply; answered by `Ack`.
+    Replicate {
+        req: u64,
+        entries: Vec<WireEntry>,
+    },
+    Ack {
+        req: u64,
+    },
+    /// Asks for every entry held; answered by `State`.
+    StateRequest {
+        req: u64,
+    },
+    State {
+        req: u64,
+        entries: Vec<WireEntry>,
+    },
+    /// To the senior: lock `name` for `owner` (held by `member`); `wait_ms`
+    /// None waits as long as it takes.
+    Lock {
+        req: u64,
+        name: String,
+        owner: String,
+        member: String,
+        wait_ms: Option<u64>,
+    },
+    LockReply {
+        req: u64,
+        granted: bool,
+        error: Option<String>,
+    },
+    Unlock {
+        req: u64,
+        name: String,
+        owner: String,
+    },
+    UnlockReply {
+        req: u64,
+        released: bool,
+    },
+    /// Runs a task; `TaskReply` comes back unless `fire_and_forget`.
+    Task {
+        req: u64,
+        name: String,
+        payload: Vec<u8>,
+        from: String,
+        fire_and_forget: bool,
+    },
+    TaskReply {
+        req: u64,
+        outcome: Result<Vec<u8>, String>,
+    },
+}
+
+impl Msg {
+    /// The request id of a reply.
+    pub fn reply_to(&self) -> Option<u64> {
+        match self {
+            Msg::Ack { req }
+            | Msg::State { req, .. }
+            | Msg::LockReply { req, .. }
+            | Msg::UnlockReply { req, .. }
+            | Msg::TaskReply { req, .. } => Some(*req),
+            _ => None,
+        }
+    }
+}
