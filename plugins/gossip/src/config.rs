@@ -165,7 +165,7 @@ impl Config {
     /// Parses TOML text; `file` names it in errors.
     pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1)).unwrap_or(1);
+            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1).unwrap_or(1);
             // The first line of toml's message is the useful part.
             let message = e.message().lines().next().unwrap_or("invalid TOML").to_string();
             ConfigError::Invalid { file: file.to_owned(), line, message }
