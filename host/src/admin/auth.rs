@@ -124,6 +124,9 @@ pub(super) async fn require_token(State(state): State<AdminState>, request: Requ
             ),
         ),
     };
+    // Read what the client is still sending (an upload), so it gets this
+    // answer instead of a broken pipe.
+    let _ = axum::body::to_bytes(request.into_body(), super::MAX_PLUGIN_BYTES).await;
     if is_page {
         return (refusal.0, Html(super::console::login_page(&refusal.1))).into_response();
     }
