@@ -1,8 +1,6 @@
 //! The admin HTTP API of a real node: every endpoint, its token rules, and
 //! bad input refused with a 4xx and a message while nothing changes.
 
-use std::time::Duration;
-
 use clusterhost_tests::admin::{
     call, call_text, call_with_headers, home_with_strategy, start_clustered, DEADLINE, TOKEN,
 };

@@ -98,11 +98,6 @@ async fn screenshot(client: &Client, name: &str) {
     }
 }
 
-/// The state the node's cluster page shows.
-async fn page_state(client: &Client) -> String {
-    wait_for(client, "#cluster-state").await.attr("data-state").await.unwrap().unwrap_or_default()
-}
-
 async fn open_cluster_page(client: &Client, node: &NodeProcess, expect: &str) {
     client.goto(&format!("{}/", node.admin_url())).await.unwrap();
     wait_for(client, &format!("#cluster-state[data-state='{expect}']")).await;
