@@ -5,6 +5,7 @@
 //! [`manager::PluginManager`] takes plugins in and out of service,
 //! [`manifest::read_manifest`] inspects a plugin without loading it.
 
+pub mod admin;
 pub mod cluster;
 pub mod loader;
 pub mod logging;

@@ -43,6 +43,8 @@ pub enum NodeError {
     Signal(std::io::Error),
     #[error("{0}; fix the flag or environment variable")]
     Override(String),
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
 }
 
 /// A node's plugins directory.
@@ -99,6 +101,18 @@ pub async fn run(options: NodeOptions) -> Result<(), NodeError> {
         .filter(|(_, r)| matches!(r, Ok(LoadOutcome::Activated { .. } | LoadOutcome::Replaced { .. })))
         .count();
     tracing::info!(plugins = results.len(), active, refused = results.len() - active, "initial plugin scan done");
+    // The admin API and console, until this function returns (dropping it stops it).
+    let admin = crate::admin::AdminContext {
+        home: home.clone(),
+        properties_file: properties_path.clone(),
+        cluster: cluster.clone(),
+        plugins: manager.clone(),
+        values: values.clone(),
+    };
+    let _admin = match crate::admin::AdminServer::start(admin, &properties).await {
+        Ok(server) => server,
+        Err(e) => return shut_down(&home, &manager, &cluster).await.and(Err(e.into())),
+    };
     // Only now may clustering begin its startup delay.
     cluster.release();
     publish(&home, &manager, &cluster);

@@ -56,6 +56,11 @@ pub struct Properties {
     pub cluster_port: Option<u16>,
     /// `admin.port` (9090): the admin API's port.
     pub admin_port: Option<u16>,
+    /// `admin.bind` (127.0.0.1): the address the admin API listens on.
+    pub admin_bind: Option<std::net::IpAddr>,
+    /// `admin.token.file` (`conf/admin.token`, relative to the home): the
+    /// token every write (and, off loopback, every request) must carry.
+    pub admin_token_file: PathBuf,
 }
 
 impl Default for Properties {
@@ -76,24 +81,34 @@ impl Default for Properties {
             node_bind: None,
             cluster_port: None,
             admin_port: None,
+            admin_bind: None,
+            admin_token_file: PathBuf::from("conf/admin.token"),
         }
     }
 }
 
 /// The node-specific keys: settable in the file, and overridden by the
 /// `clusterhost run` flags and environment variables of the same meaning.
-pub const NODE_KEYS: [&str; 4] = ["node.name", "node.bind", "cluster.port", "admin.port"];
+pub const NODE_KEYS: [&str; 5] = ["node.name", "node.bind", "cluster.port", "admin.port", "admin.bind"];
 
-/// The values plugins read through `Host::property`, kept current on reload.
+/// The values plugins read through `Host::property`, kept current on reload;
+/// also the node's current settings as a whole, for the admin API.
 #[derive(Debug, Clone, Default)]
 pub struct NodeValues {
     values: std::sync::Arc<std::sync::RwLock<std::collections::BTreeMap<String, String>>>,
+    current: std::sync::Arc<std::sync::RwLock<Properties>>,
 }
 
 impl NodeValues {
     /// Replaces the values with those of `properties`.
     pub fn update(&self, properties: &Properties) {
         *self.values.write().unwrap_or_else(|p| p.into_inner()) = properties.values();
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = properties.clone();
+    }
+
+    /// The settings in force (the last good file, with the overrides applied).
+    pub fn properties(&self) -> Properties {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// One value.
@@ -176,6 +191,11 @@ impl Properties {
             "node.bind" => self.node_bind = Some(value.to_string()),
             "cluster.port" => self.cluster_port = Some(port(value)?),
             "admin.port" => self.admin_port = Some(port(value)?),
+            "admin.bind" => {
+                self.admin_bind = Some(value.parse().map_err(|_| "expected an IP address, e.g. 127.0.0.1 or 0.0.0.0")?)
+            }
+            "admin.token.file" if value.is_empty() => return Err("expected a file path".into()),
+            "admin.token.file" => self.admin_token_file = PathBuf::from(value),
             _ => return Ok(false),
         }
         Ok(true)
@@ -216,6 +236,41 @@ impl Properties {
         }
         values.insert("cluster.max.execution.seconds".to_string(), self.max_execution.as_secs_f64().to_string());
         values
+    }
+
+    /// Every key with the value in force (defaults included), for the admin API.
+    pub fn effective(&self) -> std::collections::BTreeMap<String, String> {
+        let secs = |d: Duration| d.as_secs_f64().to_string();
+        let mut values = self.values();
+        let mut put = |key: &str, value: String| {
+            values.insert(key.to_string(), value);
+        };
+        put("clustering.enabled", self.clustering_enabled.to_string());
+        put("cluster.startup.delay.seconds", secs(self.startup_delay));
+        put("cluster.startup.retry.count", self.startup_retry_count.to_string());
+        put("cluster.startup.retry.seconds", secs(self.startup_retry_interval));
+        put("cluster.config.directory", self.config_directory.display().to_string());
+        put("cluster.metrics.enabled", self.metrics_enabled.to_string());
+        let watch = match self.watch {
+            WatchMode::Notify => "notify",
+            WatchMode::Poll => "poll",
+        };
+        put("plugins.watch", watch.to_string());
+        put("plugins.poll.seconds", secs(self.poll_interval));
+        put("plugins.allow.downgrade", self.allow_downgrade.to_string());
+        put("admin.bind", self.admin_bind().to_string());
+        put("admin.token.file", self.admin_token_file.display().to_string());
+        values
+    }
+
+    /// `admin.bind`, or 127.0.0.1.
+    pub fn admin_bind(&self) -> std::net::IpAddr {
+        self.admin_bind.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+    }
+
+    /// `admin.port`, or 9090.
+    pub fn admin_port(&self) -> u16 {
+        self.admin_port.unwrap_or(9090)
     }
 
     /// `cluster.config.directory` resolved against `home`.
@@ -335,5 +390,10 @@ mod tests {
         assert!(err.contains("--admin-port = \"0\": expected a port number"), "{err}");
         assert!(p.set_override("node.name", "bad name", "--node-name").is_err());
         assert!(parse("cluster.port = 99999\n").unwrap_err().to_string().contains(":1: cluster.port"));
+        let (p, _) = parse("admin.bind = 0.0.0.0\nadmin.token.file = /etc/ch/token\n").unwrap();
+        assert_eq!(p.effective().get("admin.bind").map(String::as_str), Some("0.0.0.0"));
+        assert_eq!(p.effective().get("admin.token.file").map(String::as_str), Some("/etc/ch/token"));
+        let err = parse("admin.bind = localhost\n").unwrap_err().to_string();
+        assert!(err.contains(":1: admin.bind = \"localhost\": expected an IP address"), "{err}");
     }
 }

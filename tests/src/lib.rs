@@ -5,6 +5,7 @@
 //! Fixtures are built once per test process by `cargo build` into the same
 //! target directory the tests were built in.
 
+pub mod admin;
 pub mod cluster;
 
 use std::io::{BufRead, BufReader};
@@ -117,6 +118,12 @@ pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
     }
 }
 
+/// A TCP port on 127.0.0.1 that was free a moment ago (bound, then released).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("an ephemeral port on 127.0.0.1");
+    listener.local_addr().expect("a bound listener has an address").port()
+}
+
 /// A `clusterhost run` process; killed when dropped.
 pub struct NodeProcess {
     child: Child,
@@ -124,6 +131,9 @@ pub struct NodeProcess {
     log: Arc<Mutex<Vec<(Instant, String)>>>,
     /// The node's home.
     pub home: PathBuf,
+    /// The admin API's port: the one passed in, else a free one the kit chose
+    /// (so parallel tests never share the default 9090).
+    pub admin_port: u16,
 }
 
 impl NodeProcess {
@@ -133,12 +143,23 @@ impl NodeProcess {
     }
 
     /// As [`start`](Self::start), with more `run` arguments and environment variables.
+    /// Unless `args` or `envs` set the admin port, a free one is passed.
     pub fn start_with(home: &Path, args: &[&str], envs: &[(&str, &str)]) -> NodeProcess {
+        let given = args.iter().position(|a| *a == "--admin-port").and_then(|i| args.get(i + 1)).copied();
+        let given = given.or_else(|| envs.iter().find(|(k, _)| *k == "CLUSTERHOST_ADMIN_PORT").map(|(_, v)| *v));
+        let (admin_port, extra) = match given.and_then(|p| p.parse().ok()) {
+            Some(port) => (port, Vec::new()),
+            None => {
+                let port = free_port();
+                (port, vec!["--admin-port".to_string(), port.to_string()])
+            }
+        };
         let mut child = Command::new(clusterhost_bin())
             .arg("run")
             .arg("--home")
             .arg(home)
             .args(args)
+            .args(&extra)
             .envs(envs.iter().copied())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -155,7 +176,21 @@ impl NodeProcess {
                 sink.lock().unwrap_or_else(|p| p.into_inner()).push((read_at, line));
             }
         });
-        NodeProcess { child, log, home: home.to_owned() }
+        NodeProcess { child, log, home: home.to_owned(), admin_port }
+    }
+
+    /// The admin API's base URL, e.g. `http://127.0.0.1:41234`.
+    pub fn admin_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin_port)
+    }
+
+    /// Waits until the admin API answers (it starts after the initial plugin scan).
+    pub fn wait_for_admin(&self, timeout: Duration) {
+        let url = format!("{}/api/plugins", self.admin_url());
+        // Any HTTP answer (a 401 off loopback too) means it is serving.
+        wait_until(&format!("the admin API at {url}"), timeout, || {
+            matches!(ureq::get(&url).call(), Ok(_) | Err(ureq::Error::StatusCode(_)))
+        });
     }
 
     /// The log lines so far.

@@ -1,7 +1,6 @@
 //! A real `clusterhost` process: plugins loaded at start, states reported,
 //! plugin logs in the node's log, clean stop on SIGTERM; and the CLI.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -14,8 +13,8 @@ fn clusterhost(args: &[&str]) -> std::process::Output {
     Command::new(clusterhost_bin()).args(args).output().expect("clusterhost runs")
 }
 
-fn plugins_list(home: &Path) -> std::process::Output {
-    clusterhost(&["plugins", "list", "--json", "--home", home.to_str().unwrap()])
+fn plugins_list(node: &NodeProcess) -> std::process::Output {
+    clusterhost(&["plugins", "list", "--json", "--admin", &node.admin_url()])
 }
 
 #[test]
@@ -39,7 +38,8 @@ fn a_node_loads_its_plugins_reports_their_states_and_stops_them_on_sigterm() {
     node.wait_for_log(&["hello from a clusterhost plugin", "plugin=\"hello\""], DEADLINE);
     node.wait_for_log(&["broken.so is not an ELF shared library", "rejected"], DEADLINE);
 
-    let out = plugins_list(home.path());
+    node.wait_for_admin(DEADLINE);
+    let out = plugins_list(&node);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = list.as_array().unwrap();
@@ -51,7 +51,8 @@ fn a_node_loads_its_plugins_reports_their_states_and_stops_them_on_sigterm() {
     assert_eq!(by_file("broken.so")["state"], "rejected");
     assert!(by_file("broken.so")["reason"].as_str().unwrap().contains("not an ELF shared library"));
 
-    let table = clusterhost(&["plugins", "list", "--home", home.path().to_str().unwrap()]);
+    node.wait_for_admin(DEADLINE);
+    let table = clusterhost(&["plugins", "list", "--admin", &node.admin_url()]);
     let table = String::from_utf8(table.stdout).unwrap();
     assert!(table.lines().any(|l| l.starts_with("hello") && l.contains("active")), "{table}");
 
@@ -61,9 +62,9 @@ fn a_node_loads_its_plugins_reports_their_states_and_stops_them_on_sigterm() {
     node.wait_for_log(&["node stopped"], DEADLINE);
     assert_eq!(std::fs::read_to_string(&journal).unwrap(), "fixture start\nfixture stop\n");
 
-    let out = plugins_list(home.path());
+    let out = plugins_list(&node);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no node is running"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("could not reach the admin API"));
 }
 
 #[test]
@@ -77,7 +78,8 @@ fn a_node_keeps_running_when_a_plugin_panics_at_start() {
     let mut node = NodeProcess::start(home.path());
     node.wait_for_log(&["initial plugin scan done", "active=1", "refused=1"], DEADLINE);
     node.wait_for_log(&["panicked in start", "faulted"], DEADLINE);
-    let list: Value = serde_json::from_slice(&plugins_list(home.path()).stdout).unwrap();
+    node.wait_for_admin(DEADLINE);
+    let list: Value = serde_json::from_slice(&plugins_list(&node).stdout).unwrap();
     let states: Vec<&str> = list.as_array().unwrap().iter().map(|r| r["state"].as_str().unwrap()).collect();
     assert_eq!(states, ["active", "faulted"]);
     assert!(node.terminate(DEADLINE).success());

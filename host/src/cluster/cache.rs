@@ -48,7 +48,7 @@ impl CacheCore {
 }
 
 /// One cache's figures on this member.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CacheStats {
     pub name: String,
     pub clustered: bool,

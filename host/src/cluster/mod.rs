@@ -11,6 +11,7 @@
 
 mod cache;
 mod strategy;
+mod task_stats;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -34,6 +35,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub use cache::{Cache, CacheFactory, CacheStats, RawCache};
 pub use clusterhost_plugin_api::cluster::{Member as ClusterMember, TaskOutcome as Outcome, TaskTarget as Target};
 pub use strategy::StrategyRef;
+pub use task_stats::{TaskStats, LATENCY_BUCKETS};
 
 /// The cluster-wide setting that switches clustering on and off.
 pub const CLUSTERING_ENABLED: &str = "clustering.enabled";
@@ -212,6 +214,7 @@ struct Inner {
     next_generation: AtomicU64,
     faults: mpsc::UnboundedSender<FaultReport>,
     runtime: tokio::runtime::Handle,
+    task_counters: task_stats::TaskCounters,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -255,6 +258,7 @@ impl ClusterManager {
             next_generation: AtomicU64::new(1),
             faults,
             runtime: tokio::runtime::Handle::current(),
+            task_counters: Default::default(),
         });
         let actor = Actor {
             inner: inner.clone(),
@@ -349,6 +353,11 @@ impl ClusterManager {
     pub fn cluster_time_ms(&self) -> u64 {
         let clustered = lock(&self.inner.clustered).clone();
         clustered.map(|s| s.cluster_time_ms()).unwrap_or_else(now_ms)
+    }
+
+    /// Counters of the tasks this node sent and called.
+    pub fn task_stats(&self) -> TaskStats {
+        self.inner.task_counters.snapshot()
     }
 
     /// Named counters of the active strategy.
@@ -448,6 +457,7 @@ impl ClusterManager {
 
     /// Sends a task without waiting for it to run.
     pub async fn send_task_raw(&self, target: TaskTarget, name: &str, payload: Vec<u8>) -> Result<(), ClusterError> {
+        self.inner.task_counters.sent();
         let clustered = lock(&self.inner.clustered).clone();
         match clustered {
             Some(s) => s.send_task(target, name, payload).await,
@@ -479,6 +489,24 @@ impl ClusterManager {
     /// `cluster.max.execution.seconds`: one reply per member (value, error
     /// or timed out), never a silently partial answer.
     pub async fn call_task_raw(
+        &self,
+        target: TaskTarget,
+        name: &str,
+        payload: Vec<u8>,
+    ) -> Result<Vec<TaskReply>, ClusterError> {
+        let started = Instant::now();
+        let replies = self.call_task_uncounted(target, name, payload).await?;
+        let count = |f: fn(&TaskOutcome) -> bool| replies.iter().filter(|r| f(&r.outcome)).count() as u64;
+        self.inner.task_counters.called(
+            started.elapsed(),
+            count(|o| matches!(o, TaskOutcome::Value(_))),
+            count(|o| matches!(o, TaskOutcome::Error(_))),
+            count(|o| matches!(o, TaskOutcome::TimedOut)),
+        );
+        Ok(replies)
+    }
+
+    async fn call_task_uncounted(
         &self,
         target: TaskTarget,
         name: &str,

@@ -1,0 +1,138 @@
+//! A small blocking client of the admin API, for the `clusterhost` CLI.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// The admin API's default address.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:9090";
+
+/// Why a call to the admin API failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("could not reach the admin API at {url}: {detail}; is the node running? Pass --admin URL or set CLUSTERHOST_ADMIN")]
+    Unreachable { url: String, detail: String },
+    #[error("{message} (HTTP {status} from {method} {url})")]
+    Api { method: &'static str, url: String, status: u16, message: String, body: Value },
+    #[error("the admin API answered {method} {url} with HTTP {status} and a body that is not JSON: {detail}; is {url} a clusterhost node?")]
+    NotJson { method: &'static str, url: String, status: u16, detail: String },
+    #[error("could not read the admin token file {}: {detail}; pass --token-file with the node's token file (admin.token.file, default conf/admin.token in its home)", file.display())]
+    TokenFile { file: PathBuf, detail: String },
+}
+
+/// A successful answer: the HTTP status (200, or 202 for work still in
+/// progress) and the JSON body.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+}
+
+/// The client: a base URL and, for writes, the token.
+pub struct AdminClient {
+    base: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+/// Reads a token file (its first line, trimmed).
+pub fn read_token_file(file: &Path) -> Result<String, ClientError> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| ClientError::TokenFile { file: file.to_owned(), detail: e.to_string() })?;
+    let token = text.lines().next().unwrap_or_default().trim().to_string();
+    if token.is_empty() {
+        return Err(ClientError::TokenFile { file: file.to_owned(), detail: "it is empty".into() });
+    }
+    Ok(token)
+}
+
+/// Percent-encodes one path segment (a cache name or key).
+pub fn segment(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl AdminClient {
+    /// A client of the node at `base` (e.g. `http://127.0.0.1:9090`).
+    pub fn new(base: &str, token: Option<String>) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            // An upload waits for the node to load the plugin.
+            .timeout_global(Some(Duration::from_secs(180)))
+            .build()
+            .into();
+        AdminClient { base: base.trim_end_matches('/').to_string(), token, agent }
+    }
+
+    pub fn get(&self, path: &str) -> Result<Answer, ClientError> {
+        self.call("GET", path, None)
+    }
+
+    pub fn post(&self, path: &str, body: &[u8]) -> Result<Answer, ClientError> {
+        self.call("POST", path, Some(body))
+    }
+
+    pub fn put(&self, path: &str, body: &[u8]) -> Result<Answer, ClientError> {
+        self.call("PUT", path, Some(body))
+    }
+
+    pub fn delete(&self, path: &str) -> Result<Answer, ClientError> {
+        self.call("DELETE", path, None)
+    }
+
+    fn call(&self, method: &'static str, path: &str, body: Option<&[u8]>) -> Result<Answer, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let unreachable = |e: ureq::Error| ClientError::Unreachable { url: self.base.clone(), detail: e.to_string() };
+        let result = match (method, body) {
+            ("GET", _) => with_auth(self.agent.get(&url), &auth).call(),
+            ("DELETE", _) => with_auth(self.agent.delete(&url), &auth).call(),
+            ("PUT", body) => with_auth(self.agent.put(&url), &auth).send(body.unwrap_or_default()),
+            (_, body) => with_auth(self.agent.post(&url), &auth).send(body.unwrap_or_default()),
+        };
+        let mut response = result.map_err(unreachable)?;
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(64 * 1024 * 1024)
+            .read_to_string()
+            .map_err(|e| ClientError::NotJson { method, url: url.clone(), status, detail: e.to_string() })?;
+        let body: Value = serde_json::from_str(&text).map_err(|e| ClientError::NotJson {
+            method,
+            url: url.clone(),
+            status,
+            detail: format!("{e}: {}", text.chars().take(200).collect::<String>()),
+        })?;
+        if (200..300).contains(&status) {
+            Ok(Answer { status, body })
+        } else {
+            let message = body["error"].as_str().unwrap_or("the node gave no reason").to_string();
+            Err(ClientError::Api { method, url, status, message, body })
+        }
+    }
+}
+
+fn with_auth<B>(request: ureq::RequestBuilder<B>, auth: &Option<String>) -> ureq::RequestBuilder<B> {
+    match auth {
+        Some(value) => request.header("Authorization", value),
+        None => request,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn path_segments_are_percent_encoded() {
+        assert_eq!(super::segment("a b/c?d"), "a%20b%2Fc%3Fd");
+        assert_eq!(super::segment("plain-key_1.x~"), "plain-key_1.x~");
+    }
+}

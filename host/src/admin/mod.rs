@@ -1,0 +1,236 @@
+//! The node's admin surface: an HTTP JSON API, a server-rendered web console
+//! and Prometheus metrics on `admin.bind:admin.port`, served from the node's
+//! runtime; [`client`] is the blocking client the CLI uses. See docs/admin.md.
+
+mod api;
+mod auth;
+pub mod client;
+mod console;
+mod metrics;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::cluster::{CacheStats, ClusterManager, ClusterState, Target};
+use crate::properties::{NodeValues, Properties};
+use crate::registry::PluginRecord;
+use crate::PluginManager;
+
+/// The cluster task every member answers with its [`NodeDetail`] (JSON).
+pub const NODE_DETAIL_TASK: &str = "clusterhost.admin.node-detail";
+
+/// The largest plugin file the API takes.
+const MAX_PLUGIN_BYTES: usize = 512 * 1024 * 1024;
+
+/// What the admin server works on: the node's managers and files.
+#[derive(Clone)]
+pub struct AdminContext {
+    /// The node's home (holds conf/ and plugins/).
+    pub home: PathBuf,
+    /// `conf/clusterhost.properties`.
+    pub properties_file: PathBuf,
+    /// The node's cluster manager.
+    pub cluster: ClusterManager,
+    /// The node's plugin manager.
+    pub plugins: PluginManager,
+    /// The settings in force, kept current by the node's properties watcher.
+    pub values: NodeValues,
+}
+
+/// Why the admin server could not start; the node refuses to start then.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(
+        "the admin API is asked to listen on {bind}, which is not a loopback address, but the admin token file {} does not exist or is empty; write a token into it (e.g. `head -c 32 /dev/urandom | base64 > {}`) or set admin.bind / --admin-bind to 127.0.0.1",
+        file.display(), file.display()
+    )]
+    NoTokenOffLoopback { bind: IpAddr, file: PathBuf },
+    #[error("could not create the admin token file {}: {source}; create it yourself with a secret on one line", file.display())]
+    TokenFile { file: PathBuf, source: std::io::Error },
+    #[error("the admin API could not listen on {addr}: {source}; choose a free port with --admin-port / CLUSTERHOST_ADMIN_PORT (admin.port), or stop what uses it")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// One member's own view of itself, answered by [`NODE_DETAIL_TASK`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeDetail {
+    /// The member id.
+    pub node: String,
+    /// Host version.
+    pub version: String,
+    /// Its clustering state and reason.
+    pub cluster: ClusterState,
+    /// Whether clustering is enabled there.
+    pub enabled: bool,
+    /// `id version` of its strategy plugin.
+    pub strategy: Option<String>,
+    /// Its caches, as held on that member.
+    pub caches: Vec<CacheStats>,
+    /// Its plugin records.
+    pub plugins: Vec<PluginRecord>,
+}
+
+/// Shared by every request; cheap to clone.
+#[derive(Clone)]
+struct AdminState {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    ctx: AdminContext,
+    /// Where the token lives; read on each request that needs it, so a
+    /// rotated token applies without a restart.
+    token_file: PathBuf,
+    /// Reads need no token only on a loopback address.
+    loopback: bool,
+}
+
+impl AdminState {
+    fn ctx(&self) -> &AdminContext {
+        &self.shared.ctx
+    }
+}
+
+/// The running admin server; stops when dropped (the node drops it on shutdown).
+pub struct AdminServer {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl AdminServer {
+    /// Checks the token set-up, binds `admin.bind:admin.port` and serves
+    /// until dropped. Registers [`NODE_DETAIL_TASK`] on the cluster manager.
+    pub async fn start(ctx: AdminContext, properties: &Properties) -> Result<AdminServer, AdminError> {
+        let bind = properties.admin_bind();
+        let token_file = ctx.home.join(&properties.admin_token_file);
+        let loopback = bind.is_loopback();
+        auth::prepare_token(&token_file, bind)?;
+        let addr = SocketAddr::new(bind, properties.admin_port());
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| AdminError::Bind { addr, source })?;
+        let addr = listener.local_addr().map_err(|source| AdminError::Bind { addr, source })?;
+        register_detail_task(&ctx);
+        let state = AdminState { shared: Arc::new(Shared { ctx, token_file: token_file.clone(), loopback }) };
+        let app = router(state);
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(e) = served.await {
+                tracing::error!("the admin API stopped serving: {e}");
+            }
+        });
+        tracing::info!(
+            %addr,
+            token_file = %token_file.display(),
+            "admin API and console on http://{addr}/ (writes{} need the token)",
+            if loopback { "" } else { " and reads" }
+        );
+        Ok(AdminServer { addr, stop: Some(stop) })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for AdminServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn router(state: AdminState) -> Router {
+    let api = Router::new()
+        .route("/api/cluster", get(api::cluster))
+        .route("/api/cluster/enable", post(api::enable))
+        .route("/api/cluster/disable", post(api::disable))
+        .route("/api/node", get(api::node))
+        .route(
+            "/api/plugins",
+            get(api::plugins).post(api::install_plugin).layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES)),
+        )
+        .route("/api/plugins/{name}", axum::routing::delete(api::remove_plugin))
+        .route("/api/properties", get(api::properties).put(api::put_properties))
+        .route("/api/caches/{cache}/{key}", get(api::cache_get).put(api::cache_put).delete(api::cache_remove))
+        .route("/metrics", get(metrics::metrics))
+        .route("/", get(console::cluster_page))
+        .route("/node", get(console::node_page))
+        .route("/plugins", get(console::plugins_page))
+        .route("/properties", get(console::properties_page))
+        .route("/console.js", get(console::script))
+        .fallback(api::not_found);
+    api.layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token)).with_state(state)
+}
+
+/// This node's [`NodeDetail`].
+async fn local_detail(ctx: &AdminContext) -> NodeDetail {
+    let status = ctx.cluster.status();
+    NodeDetail {
+        node: status.node,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        cluster: status.state,
+        enabled: status.enabled,
+        strategy: status.strategy,
+        caches: ctx.cluster.caches().stats().await,
+        plugins: ctx.plugins.records(),
+    }
+}
+
+fn register_detail_task(ctx: &AdminContext) {
+    let ctx = ctx.clone();
+    ctx.cluster.clone().register_task_raw(NODE_DETAIL_TASK, move |_from, _payload| {
+        let ctx = ctx.clone();
+        async move {
+            let detail = local_detail(&ctx).await;
+            serde_json::to_vec(&detail).map_err(|e| format!("could not encode the node detail: {e}"))
+        }
+    });
+}
+
+/// Every member's detail, asked of the members themselves (standalone: this
+/// node). A member that does not answer within `wait` is missing from the map
+/// and reported in the errors.
+async fn member_details(
+    ctx: &AdminContext,
+    target: Target,
+    wait: std::time::Duration,
+) -> Result<(Vec<NodeDetail>, Vec<(String, String)>), String> {
+    let call = ctx.cluster.call_task_raw(target, NODE_DETAIL_TASK, Vec::new());
+    let replies = match tokio::time::timeout(wait, call).await {
+        Ok(Ok(replies)) => replies,
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err(format!("the members did not answer within {} s", wait.as_secs_f64())),
+    };
+    let mut details = Vec::new();
+    let mut errors = Vec::new();
+    for reply in replies {
+        use clusterhost_plugin_api::cluster::TaskOutcome;
+        match reply.outcome {
+            TaskOutcome::Value(bytes) => match serde_json::from_slice::<NodeDetail>(&bytes) {
+                Ok(detail) => details.push(detail),
+                Err(e) => errors.push((reply.member, format!("sent a detail this host cannot read: {e}"))),
+            },
+            TaskOutcome::Error(e) => errors.push((reply.member, e)),
+            TaskOutcome::TimedOut => {
+                errors.push((reply.member, "did not answer within cluster.max.execution.seconds".into()))
+            }
+        }
+    }
+    Ok((details, errors))
+}
+
+/// The file name of `path`, for messages and matching.
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}

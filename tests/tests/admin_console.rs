@@ -1,0 +1,190 @@
+//! The web console in headless Chromium (driven through chromedriver):
+//! two nodes, each a one-member cluster through the fixture's memory
+//! strategy (clustering across processes needs the gossip strategy, not
+//! written yet); on each node's cluster page clustering is switched off and
+//! on again with the switch, and both pages show each member's state.
+//!
+//! With `CLUSTERHOST_SCREENSHOTS=DIR` it saves a screenshot of every page
+//! (docs/screenshots/ holds the committed ones). In CI (CI=true) a missing
+//! browser fails the test; elsewhere the test says why it did not run.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use clusterhost_tests::admin::{call, home_with_strategy, start_clustered, DEADLINE, TOKEN};
+use clusterhost_tests::{free_port, plugin, wait_until, NodeProcess};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// A chromedriver process; killed when dropped.
+struct Driver {
+    child: Child,
+    port: u16,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts chromedriver, or says why the test cannot run (panics in CI).
+fn driver() -> Option<Driver> {
+    let missing: Vec<&str> =
+        [CHROMIUM, CHROMEDRIVER].into_iter().filter(|p| !std::path::Path::new(p).exists()).collect();
+    if !missing.is_empty() {
+        let reason = format!(
+            "{} not installed (Debian packages chromium and chromium-driver; .ci/run installs them)",
+            missing.join(" and ")
+        );
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "the console test must run in CI: {reason}");
+        eprintln!("SKIPPED the console browser test: {reason}");
+        return None;
+    }
+    let port = free_port();
+    let child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let driver = Driver { child, port, _profile: tempfile::tempdir().unwrap() };
+    wait_until("chromedriver to listen", DEADLINE, || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    Some(driver)
+}
+
+async fn browser(driver: &Driver) -> Client {
+    let mut caps = serde_json::Map::new();
+    let profile = driver._profile.path().display().to_string();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", "--window-size=1280,900", format!("--user-data-dir={profile}"),
+            ],
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("a browser session")
+}
+
+/// Waits for an element matching `css`.
+async fn wait_for(client: &Client, css: &str) -> fantoccini::elements::Element {
+    client
+        .wait()
+        .at_most(DEADLINE)
+        .every(Duration::from_millis(100))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no element {css} on the page: {e}"))
+}
+
+async fn screenshot(client: &Client, name: &str) {
+    if let Ok(dir) = std::env::var("CLUSTERHOST_SCREENSHOTS") {
+        let png = client.screenshot().await.expect("a screenshot");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(std::path::Path::new(&dir).join(name), png).unwrap();
+    }
+}
+
+async fn open_cluster_page(client: &Client, node: &NodeProcess, expect: &str) {
+    client.goto(&format!("{}/", node.admin_url())).await.unwrap();
+    wait_for(client, &format!("#cluster-state[data-state='{expect}']")).await;
+}
+
+/// Switches clustering with the page's switch; waits until the page shows `expect`.
+async fn flip_switch(client: &Client, expect: &str) {
+    wait_for(client, "#clustering-switch").await.click().await.unwrap();
+    wait_for(client, &format!("#cluster-state[data-state='{expect}']")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_switches_clustering_off_and_on_and_each_members_page_follows() {
+    let Some(driver) = driver() else { return };
+    let home1 = home_with_strategy("cluster.startup.delay.seconds = 0\ncluster.metrics.enabled = true\n");
+    std::fs::copy(plugin("hello"), home1.path().join("plugins/hello.so")).unwrap();
+    let home2 = home_with_strategy("cluster.startup.delay.seconds = 0\n");
+    let n1 = start_clustered(home1.path(), "n1");
+    let n2 = start_clustered(home2.path(), "n2");
+    for (k, v) in [("s1", "ada"), ("s2", "grace")] {
+        let url = format!("{}/api/caches/sessions/{k}", n1.admin_url());
+        assert_eq!(call("PUT", &url, Some(TOKEN), Some(v.as_bytes())).0, 200);
+    }
+    assert_eq!(call("GET", &format!("{}/api/caches/sessions/s1", n1.admin_url()), None, None).0, 200);
+
+    let client = browser(&driver).await;
+    // The token, entered once in the page, is kept in the browser for writes.
+    client.goto(&format!("{}/", n1.admin_url())).await.unwrap();
+    wait_for(&client, "#token").await.send_keys(TOKEN).await.unwrap();
+    wait_for(&client, "#token-save").await.click().await.unwrap();
+
+    for (node, other) in [(&n1, &n2), (&n2, &n1)] {
+        open_cluster_page(&client, node, "clustered").await;
+        let members = wait_for(&client, "#members-table").await.text().await.unwrap();
+        assert!(members.contains("senior"), "the senior member is marked: {members}");
+        if node.admin_port == n1.admin_port {
+            screenshot(&client, "cluster.png").await;
+        }
+
+        // Each origin keeps its own token: enter it on this node's page too.
+        wait_for(&client, "#token").await.clear().await.unwrap();
+        wait_for(&client, "#token").await.send_keys(TOKEN).await.unwrap();
+        wait_for(&client, "#token-save").await.click().await.unwrap();
+        open_cluster_page(&client, node, "clustered").await;
+
+        flip_switch(&client, "standalone").await;
+        let reason = wait_for(&client, "#cluster-reason").await.text().await.unwrap();
+        assert!(reason.contains("disabled cluster-wide"), "{reason}");
+        assert!(!wait_for(&client, "#clustering-switch").await.is_selected().await.unwrap());
+        let api = call("GET", &format!("{}/api/cluster", node.admin_url()), None, None).1;
+        assert_eq!(api["enabled"], false, "the page's switch went through the API: {api}");
+        if node.admin_port == n1.admin_port {
+            screenshot(&client, "cluster-disabled.png").await;
+        }
+
+        // The other member's page shows its own state: still clustered (its
+        // own one-member cluster; the switch is cluster-wide within a cluster).
+        open_cluster_page(&client, other, "clustered").await;
+        open_cluster_page(&client, node, "standalone").await;
+        flip_switch(&client, "clustered").await;
+        assert!(wait_for(&client, "#clustering-switch").await.is_selected().await.unwrap());
+    }
+
+    // A change made elsewhere shows without a reload: the page polls.
+    open_cluster_page(&client, &n1, "clustered").await;
+    let disable = format!("{}/api/cluster/disable", n1.admin_url());
+    assert_eq!(call("POST", &disable, Some(TOKEN), Some(b"")).0, 200);
+    wait_for(&client, "#cluster-state[data-state='standalone']").await;
+    assert_eq!(call("POST", &format!("{}/api/cluster/enable", n1.admin_url()), Some(TOKEN), Some(b"")).0, 200);
+    wait_for(&client, "#cluster-state[data-state='clustered']").await;
+
+    // The other pages render their tables.
+    client.goto(&format!("{}/node", n1.admin_url())).await.unwrap();
+    let caches = wait_for(&client, "#caches-table tr[data-cache='sessions']").await.text().await.unwrap();
+    assert!(caches.contains("sessions") && caches.contains("clustered"), "{caches}");
+    screenshot(&client, "node.png").await;
+    client.goto(&format!("{}/plugins", n1.admin_url())).await.unwrap();
+    let hello = wait_for(&client, "#plugins-table tr[data-file='hello.so']").await.text().await.unwrap();
+    assert!(hello.contains("active"), "{hello}");
+    wait_for(&client, "#upload").await;
+    screenshot(&client, "plugins.png").await;
+    client.goto(&format!("{}/properties", n1.admin_url())).await.unwrap();
+    let effective =
+        wait_for(&client, "#effective-table tr[data-key='cluster.metrics.enabled']").await.text().await.unwrap();
+    assert!(effective.contains("true"), "{effective}");
+    wait_for(&client, "#properties-text").await;
+    screenshot(&client, "properties.png").await;
+
+    client.close().await.unwrap();
+}
