@@ -17,6 +17,11 @@
 //!    upgrades). `abi_stable` never unloads a library, so this is what each
 //!    retired version keeps.
 //!
+//! 2 and 3 are also measured with the gossip strategy plugin, in a manager
+//! wired to a cluster manager (a one-member cluster): its upgrade leaves the
+//! cluster, stops chitchat and the data plane, starts the new version and
+//! hands its strategy over; the re-join that follows is not counted.
+//!
 //! `cargo bench -p clusterhost-tests --bench live_plugins` (release build).
 //! `BENCH_ITERATIONS=N` (quick mode; CI uses 5) sets the number of drops and
 //! of timed upgrades to N and the memory series to min(50, 2N) upgrades;
@@ -25,6 +30,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use clusterhost::cluster::{ClusterConfig, ClusterManager, ClusterState};
+use clusterhost::properties::{NodeValues, Properties};
 use clusterhost::{LoadOutcome, ManagerConfig, PluginManager, PluginState};
 use clusterhost_tests::{plugin, restamp, summary, wait_until, NodeProcess};
 use semver::Version;
@@ -66,8 +73,41 @@ fn main() {
     drop_to_active(&hello, &work.path().join("node"), drops);
 
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-    hot_upgrade_duration(&runtime, &work.path().join("upgrade"), &builds[..2 + upgrades]);
-    memory_per_upgrade(&runtime, &work.path().join("memory"), &builds[..=RSS_WARM_UP + rss_upgrades]);
+    hot_upgrade_duration(&runtime, &work.path().join("upgrade"), &builds[..2 + upgrades], Kind::Hello);
+    memory_per_upgrade(&runtime, &work.path().join("memory"), &builds[..=RSS_WARM_UP + rss_upgrades], Kind::Hello);
+
+    let gossip = plugin("gossip");
+    println!("plugin: {} ({} KiB)", gossip.display(), std::fs::metadata(&gossip).map(|m| m.len()).unwrap_or(0) / 1024);
+    let gossip_builds: Vec<PathBuf> = (0..versions)
+        .map(|n| {
+            let path = work.path().join("builds").join(format!("gossip-0.1.{n}.so"));
+            restamp(&gossip, &path, |m| m.version = Version::new(0, 1, n as u64));
+            path
+        })
+        .collect();
+    hot_upgrade_duration(&runtime, &work.path().join("gossip-upgrade"), &gossip_builds[..2 + upgrades], Kind::Gossip);
+    memory_per_upgrade(
+        &runtime,
+        &work.path().join("gossip-memory"),
+        &gossip_builds[..=RSS_WARM_UP + rss_upgrades],
+        Kind::Gossip,
+    );
+}
+
+/// Which plugin a series upgrades.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Hello,
+    Gossip,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Hello => "",
+            Kind::Gossip => " (gossip)",
+        }
+    }
 }
 
 /// Figure 1, against a real node process.
@@ -137,59 +177,109 @@ fn status_state(home: &Path, file: &str) -> Option<PluginState> {
     status.plugins.into_iter().find(|r| r.file.file_name().is_some_and(|n| n == file)).map(|r| r.state)
 }
 
-/// A manager over `home` with `first` published as plugins/hello.so and active.
-fn manager_with_hello(runtime: &tokio::runtime::Runtime, home: &Path, first: &Path) -> (PluginManager, PathBuf) {
-    let target = home.join("plugins").join("hello.so");
+/// A manager over `home` with `first` published under plugins/ and active;
+/// for gossip, wired to a cluster manager and configured as a one-member cluster.
+fn manager_with(
+    runtime: &tokio::runtime::Runtime,
+    home: &Path,
+    first: &Path,
+    kind: Kind,
+) -> (PluginManager, PathBuf, Option<ClusterManager>) {
+    let name = if kind == Kind::Gossip { "gossip.so" } else { "hello.so" };
+    let target = home.join("plugins").join(name);
     std::fs::create_dir_all(target.parent().expect("plugins/")).expect("plugins/ can be made");
     let mut config = ManagerConfig::new(home);
     config.private_dir = Some(home.to_owned());
+    if kind == Kind::Gossip {
+        let conf = home.join("conf");
+        std::fs::create_dir_all(&conf).unwrap();
+        std::fs::write(conf.join("cluster.key"), "7e".repeat(32)).unwrap();
+        std::fs::write(conf.join("gossip.toml"), "[discovery.multicast]\nenabled = false\n").unwrap();
+        let values = NodeValues::default();
+        let port = clusterhost_tests::cluster::free_member_port();
+        values.update(&Properties {
+            node_name: Some("bench".into()),
+            cluster_port: Some(port),
+            ..Properties::default()
+        });
+        config.values = values;
+        let cluster = runtime.block_on(async {
+            let quick = ClusterConfig { startup_delay: Duration::ZERO, ..ClusterConfig::default() };
+            ClusterManager::start("bench", quick, true, false).0
+        });
+        config.cluster = Some(cluster);
+    }
+    let cluster = config.cluster.clone();
     let manager = PluginManager::new(config).expect("a manager");
     std::fs::copy(first, &target).expect("the plugin can be published");
-    let outcome = runtime.block_on(manager.load(&target)).expect("hello loads");
+    let outcome = runtime.block_on(manager.load(&target)).expect("the plugin loads");
     assert!(matches!(outcome, LoadOutcome::Activated { .. }), "{outcome:?}");
-    (manager, target)
+    wait_clustered(runtime, cluster.as_ref());
+    (manager, target, cluster)
 }
 
-/// Replaces plugins/hello.so with `build` and loads it; returns how long `load` took.
-fn upgrade(runtime: &tokio::runtime::Runtime, manager: &PluginManager, target: &Path, build: &Path) -> Duration {
+/// For gossip: waits (untimed) until the member has re-joined, so the next
+/// upgrade does not wait for the previous version's join.
+fn wait_clustered(runtime: &tokio::runtime::Runtime, cluster: Option<&ClusterManager>) {
+    if let Some(cluster) = cluster {
+        runtime.block_on(async {
+            let deadline = Instant::now() + DEADLINE;
+            while cluster.state() != ClusterState::Clustered {
+                assert!(Instant::now() < deadline, "no re-join: {:?}", cluster.state());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+    }
+}
+
+/// Replaces the published plugin with `build` and loads it; returns how long `load` took.
+fn upgrade(
+    runtime: &tokio::runtime::Runtime,
+    manager: &PluginManager,
+    target: &Path,
+    build: &Path,
+    cluster: Option<&ClusterManager>,
+) -> Duration {
     std::fs::copy(build, target).expect("the new version can be published");
     let started = Instant::now();
     let outcome = runtime.block_on(manager.load(target)).expect("the upgrade succeeds");
     let took = started.elapsed();
     assert!(matches!(outcome, LoadOutcome::Replaced { .. }), "not a hot upgrade: {outcome:?}");
+    wait_clustered(runtime, cluster);
     took
 }
 
 /// Figure 2: `load` replacing the active version. `builds[0]` is loaded
 /// first, `builds[1]` is a warm-up upgrade, the rest are timed.
-fn hot_upgrade_duration(runtime: &tokio::runtime::Runtime, home: &Path, builds: &[PathBuf]) {
-    let (manager, target) = manager_with_hello(runtime, home, &builds[0]);
-    upgrade(runtime, &manager, &target, &builds[1]);
-    let samples: Vec<Duration> = builds[2..].iter().map(|b| upgrade(runtime, &manager, &target, b)).collect();
+fn hot_upgrade_duration(runtime: &tokio::runtime::Runtime, home: &Path, builds: &[PathBuf], kind: Kind) {
+    let (manager, target, cluster) = manager_with(runtime, home, &builds[0], kind);
+    upgrade(runtime, &manager, &target, &builds[1], cluster.as_ref());
+    let samples: Vec<Duration> =
+        builds[2..].iter().map(|b| upgrade(runtime, &manager, &target, b, cluster.as_ref())).collect();
     runtime.block_on(manager.stop_all());
-    summary("hot upgrade: load(path)", samples);
+    summary(&format!("hot upgrade{}: load(path)", kind.label()), samples);
 }
 
 /// Figure 3: VmRSS growth over a series of hot upgrades in this process.
-fn memory_per_upgrade(runtime: &tokio::runtime::Runtime, home: &Path, builds: &[PathBuf]) {
-    let (manager, target) = manager_with_hello(runtime, home, &builds[0]);
+fn memory_per_upgrade(runtime: &tokio::runtime::Runtime, home: &Path, builds: &[PathBuf], kind: Kind) {
+    let (manager, target, cluster) = manager_with(runtime, home, &builds[0], kind);
     let (warm_up, measured) = builds[1..].split_at(RSS_WARM_UP);
     for build in warm_up {
-        upgrade(runtime, &manager, &target, build);
+        upgrade(runtime, &manager, &target, build, cluster.as_ref());
     }
     let before = memory();
     for build in measured {
-        upgrade(runtime, &manager, &target, build);
+        upgrade(runtime, &manager, &target, build, cluster.as_ref());
     }
     let after = memory();
     let active = runtime.block_on(manager.active());
-    assert_eq!(active.len(), 1, "one hello is active after the upgrades: {active:?}");
+    assert_eq!(active.len(), 1, "one version is active after the upgrades: {active:?}");
     runtime.block_on(manager.stop_all());
     let n = measured.len() as i64;
     let total = after.rss - before.rss;
     println!(
         "{:<32} n={n:<4} total={total} KiB per upgrade={:.0} KiB (anon {:+} KiB, file {:+} KiB, shmem {:+} KiB; VmRSS {} -> {} KiB, threads {} -> {})",
-        "RSS per hot upgrade",
+        format!("RSS per hot upgrade{}", kind.label()),
         total as f64 / n as f64,
         after.anon - before.anon,
         after.file - before.file,

@@ -1,8 +1,8 @@
-//! The web console in headless Chromium (driven through chromedriver):
-//! two nodes, each a one-member cluster through the fixture's memory
-//! strategy (clustering across processes needs the gossip strategy, not
-//! written yet); on each node's cluster page clustering is switched off and
-//! on again with the switch, and both pages show each member's state.
+//! The web console in headless Chromium (driven through chromedriver): a
+//! 2-node cluster (two `clusterhost` processes with the gossip strategy);
+//! clustering is switched off on one member's page and both members' pages
+//! show them standalone, then on again from the other member's page and both
+//! show the 2-member cluster.
 //!
 //! With `CLUSTERHOST_SCREENSHOTS=DIR` it saves a screenshot of every page
 //! (docs/screenshots/ holds the committed ones). In CI (CI=true) a missing
@@ -11,7 +11,8 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use clusterhost_tests::admin::{call, home_with_strategy, start_clustered, DEADLINE, TOKEN};
+use clusterhost_tests::admin::{call, DEADLINE, TOKEN};
+use clusterhost_tests::cluster::free_member_port;
 use clusterhost_tests::{free_port, plugin, wait_until, NodeProcess};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
@@ -109,57 +110,90 @@ async fn flip_switch(client: &Client, expect: &str) {
     wait_for(client, &format!("#cluster-state[data-state='{expect}']")).await;
 }
 
+/// A home for a gossip member: the plugin, a static member list, the shared key.
+fn gossip_home(properties: &str, ports: &[u16]) -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    let conf = home.path().join("conf");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::create_dir_all(home.path().join("plugins")).unwrap();
+    std::fs::write(conf.join("clusterhost.properties"), properties).unwrap();
+    std::fs::write(conf.join("admin.token"), format!("{TOKEN}\n")).unwrap();
+    std::fs::write(conf.join("cluster.key"), "3c".repeat(32)).unwrap();
+    let members: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    let gossip = format!(
+        "cluster_name = \"console\"\n[network]\nport_auto_increment = false\n[discovery]\nmembers = [{}]\n[discovery.multicast]\nenabled = false\n",
+        members.join(", ")
+    );
+    std::fs::write(conf.join("gossip.toml"), gossip).unwrap();
+    std::fs::copy(plugin("gossip"), home.path().join("plugins/gossip.so")).unwrap();
+    home
+}
+
+fn members_seen(node: &NodeProcess) -> usize {
+    let (status, body) = call("GET", &format!("{}/api/cluster", node.admin_url()), None, None);
+    if status == 200 && body["state"]["state"] == "clustered" {
+        body["members"].as_array().map(Vec::len).unwrap_or(0)
+    } else {
+        0
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_console_switches_clustering_off_and_on_and_each_members_page_follows() {
+async fn the_console_switches_clustering_off_and_on_cluster_wide() {
     let Some(driver) = driver() else { return };
-    let home1 = home_with_strategy("cluster.startup.delay.seconds = 0\ncluster.metrics.enabled = true\n");
+    let ports = [free_member_port(), free_member_port()];
+    let home1 = gossip_home("cluster.startup.delay.seconds = 0\ncluster.metrics.enabled = true\n", &ports);
     std::fs::copy(plugin("hello"), home1.path().join("plugins/hello.so")).unwrap();
-    let home2 = home_with_strategy("cluster.startup.delay.seconds = 0\n");
-    let n1 = start_clustered(home1.path(), "n1");
-    let n2 = start_clustered(home2.path(), "n2");
+    let home2 = gossip_home("cluster.startup.delay.seconds = 0\n", &ports);
+    let start = |home: &std::path::Path, name: &str, port: u16| {
+        let node = NodeProcess::start_with(home, &["--node-name", name, "--cluster-port", &port.to_string()], &[]);
+        node.wait_for_admin(DEADLINE);
+        node
+    };
+    let n1 = start(home1.path(), "n1", ports[0]);
+    let n2 = start(home2.path(), "n2", ports[1]);
+    wait_until("both members to see a 2-member cluster", DEADLINE, || members_seen(&n1) == 2 && members_seen(&n2) == 2);
     for (k, v) in [("s1", "ada"), ("s2", "grace")] {
         let url = format!("{}/api/caches/sessions/{k}", n1.admin_url());
         assert_eq!(call("PUT", &url, Some(TOKEN), Some(v.as_bytes())).0, 200);
     }
-    assert_eq!(call("GET", &format!("{}/api/caches/sessions/s1", n1.admin_url()), None, None).0, 200);
+    // Written on n1, read on n2.
+    let (status, body) = call("GET", &format!("{}/api/caches/sessions/s1", n2.admin_url()), None, None);
+    assert_eq!(status, 200, "{body}");
 
     let client = browser(&driver).await;
-    // The token, entered once in the page, is kept in the browser for writes.
-    client.goto(&format!("{}/", n1.admin_url())).await.unwrap();
-    wait_for(&client, "#token").await.send_keys(TOKEN).await.unwrap();
-    wait_for(&client, "#token-save").await.click().await.unwrap();
-
-    for (node, other) in [(&n1, &n2), (&n2, &n1)] {
-        open_cluster_page(&client, node, "clustered").await;
-        let members = wait_for(&client, "#members-table").await.text().await.unwrap();
-        assert!(members.contains("senior"), "the senior member is marked: {members}");
-        if node.admin_port == n1.admin_port {
-            screenshot(&client, "cluster.png").await;
-        }
-
-        // Each origin keeps its own token: enter it on this node's page too.
-        wait_for(&client, "#token").await.clear().await.unwrap();
+    // The token, entered once in a page, is kept in the browser (per origin) for writes.
+    for node in [&n1, &n2] {
+        client.goto(&format!("{}/", node.admin_url())).await.unwrap();
         wait_for(&client, "#token").await.send_keys(TOKEN).await.unwrap();
         wait_for(&client, "#token-save").await.click().await.unwrap();
-        open_cluster_page(&client, node, "clustered").await;
-
-        flip_switch(&client, "standalone").await;
-        let reason = wait_for(&client, "#cluster-reason").await.text().await.unwrap();
-        assert!(reason.contains("disabled cluster-wide"), "{reason}");
-        assert!(!wait_for(&client, "#clustering-switch").await.is_selected().await.unwrap());
-        let api = call("GET", &format!("{}/api/cluster", node.admin_url()), None, None).1;
-        assert_eq!(api["enabled"], false, "the page's switch went through the API: {api}");
-        if node.admin_port == n1.admin_port {
-            screenshot(&client, "cluster-disabled.png").await;
-        }
-
-        // The other member's page shows its own state: still clustered (its
-        // own one-member cluster; the switch is cluster-wide within a cluster).
-        open_cluster_page(&client, other, "clustered").await;
-        open_cluster_page(&client, node, "standalone").await;
-        flip_switch(&client, "clustered").await;
-        assert!(wait_for(&client, "#clustering-switch").await.is_selected().await.unwrap());
     }
+
+    open_cluster_page(&client, &n1, "clustered").await;
+    let members = wait_for(&client, "#members-table").await.text().await.unwrap();
+    assert!(members.contains("n1") && members.contains("n2"), "both members are listed: {members}");
+    assert!(members.contains("senior"), "the senior member is marked: {members}");
+    screenshot(&client, "cluster.png").await;
+
+    // Off on n1's page: n2's page shows it off too (cluster-wide).
+    flip_switch(&client, "standalone").await;
+    let reason = wait_for(&client, "#cluster-reason").await.text().await.unwrap();
+    assert!(reason.contains("disabled cluster-wide by n1"), "{reason}");
+    assert!(!wait_for(&client, "#clustering-switch").await.is_selected().await.unwrap());
+    screenshot(&client, "cluster-disabled.png").await;
+    open_cluster_page(&client, &n2, "standalone").await;
+    let reason = wait_for(&client, "#cluster-reason").await.text().await.unwrap();
+    assert!(reason.contains("disabled cluster-wide by n1"), "n2 follows n1's switch: {reason}");
+
+    // On again from n2's page: both pages show the 2-member cluster.
+    flip_switch(&client, "clustered").await;
+    for node in [&n2, &n1] {
+        open_cluster_page(&client, node, "clustered").await;
+        wait_until("both members listed again", DEADLINE, || members_seen(node) == 2);
+    }
+    client.refresh().await.unwrap();
+    let members = wait_for(&client, "#members-table").await.text().await.unwrap();
+    assert!(members.contains("n1") && members.contains("n2"), "{members}");
 
     // A change made elsewhere shows without a reload: the page polls.
     open_cluster_page(&client, &n1, "clustered").await;

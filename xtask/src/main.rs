@@ -38,6 +38,27 @@ fn cargo(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// The gossip strategy needs a cluster key; a fresh clone has none (it is
+/// a secret, so git-ignored): make one for this machine's node.
+fn ensure_cluster_key() -> Result<()> {
+    let key = root().join("conf").join("cluster.key");
+    if key.exists() {
+        return Ok(());
+    }
+    let mut bytes = [0u8; 32];
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(&key, hex + "\n").with_context(|| format!("writing {}", key.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+    }
+    eprintln!("generated conf/cluster.key (the gossip cluster key): copy the same file to every member of a cluster");
+    Ok(())
+}
+
 /// The library names of the plugin crates under plugins/.
 fn shipped_plugins() -> Result<Vec<String>> {
     let mut names = Vec::new();
@@ -62,6 +83,7 @@ fn shipped_plugins() -> Result<Vec<String>> {
 
 fn node(run_args: Vec<String>) -> Result<()> {
     cargo(&["build", "--workspace"])?;
+    ensure_cluster_key()?;
     let plugins = root().join("plugins");
     for name in shipped_plugins()? {
         let built = target_dir().join("debug").join(format!("lib{name}.so"));
