@@ -33,6 +33,10 @@ struct Fabric {
     locks: HashMap<String, (String, String)>,
     settings: BTreeMap<String, String>,
     senior: Option<String>,
+    /// Events to deliver once the lock is released: delivering one can run
+    /// arbitrary host code (even drop the last host reference, and with it
+    /// a strategy whose Drop takes this lock).
+    outbox: Vec<(ClusterHost, StrategyEvent)>,
 }
 
 struct Slot {
@@ -52,15 +56,29 @@ impl MemoryFabric {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Runs `f` on the state, then delivers the events it queued, unlocked.
+    fn with<T>(&self, f: impl FnOnce(&mut Fabric) -> T) -> T {
+        let (result, outbox) = {
+            let mut state = self.state();
+            let result = f(&mut state);
+            (result, std::mem::take(&mut state.outbox))
+        };
+        for (host, event) in outbox {
+            host.emit(event);
+        }
+        result
+    }
+
     /// Simulates `member` dying: it leaves without a goodbye, its locks are
     /// released, the others see it leave and it sees itself leave.
     pub fn crash(&self, member: &str) {
-        let mut state = self.state();
-        if let Some(slot) = state.members.get(member) {
-            slot.host.emit(StrategyEvent::Left { member: member.to_string() });
-        }
-        leave(&mut state, member);
-        drop(state);
+        self.with(|state| {
+            if let Some(slot) = state.members.get(member) {
+                let event = StrategyEvent::Left { member: member.to_string() };
+                state.outbox.push((slot.host.clone(), event));
+            }
+            leave(state, member);
+        });
         self.lock_released.notify_waiters();
     }
 }
@@ -72,12 +90,14 @@ fn joined_in_order(state: &Fabric) -> Vec<(String, u64)> {
     joined
 }
 
-fn broadcast(state: &Fabric, except: Option<&str>, event: &StrategyEvent) {
-    for (id, slot) in &state.members {
-        if slot.joined.is_some() && Some(id.as_str()) != except {
-            slot.host.emit(event.clone());
-        }
-    }
+fn broadcast(state: &mut Fabric, except: Option<&str>, event: &StrategyEvent) {
+    let targets: Vec<ClusterHost> = state
+        .members
+        .iter()
+        .filter(|(id, slot)| slot.joined.is_some() && Some(id.as_str()) != except)
+        .map(|(_, slot)| slot.host.clone())
+        .collect();
+    state.outbox.extend(targets.into_iter().map(|host| (host, event.clone())));
 }
 
 fn update_senior(state: &mut Fabric) {
@@ -149,7 +169,7 @@ impl MemoryStrategy {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Fabric) -> T) -> T {
-        f(&mut self.fabric.state())
+        self.fabric.with(f)
     }
 
     fn cache<T>(&self, cache: &str, f: impl FnOnce(&mut Map) -> T) -> T {
@@ -185,9 +205,11 @@ impl MemoryStrategy {
 
 impl Drop for MemoryStrategy {
     fn drop(&mut self) {
-        let mut state = self.fabric.state();
-        leave(&mut state, &self.id);
-        state.members.remove(&self.id);
+        // The slot (and its host handle) is dropped after the lock is released.
+        let _slot = self.fabric.with(|state| {
+            leave(state, &self.id);
+            state.members.remove(&self.id)
+        });
     }
 }
 
@@ -449,9 +471,9 @@ impl Strategy for MemoryStrategy {
         self.with(|s| {
             s.settings.insert(key.to_string(), value.to_string());
             // Settings reach every connected member, joined or not.
-            for slot in s.members.values() {
-                slot.host.emit(StrategyEvent::SettingChanged { key: key.to_string(), value: value.to_string() });
-            }
+            let event = StrategyEvent::SettingChanged { key: key.to_string(), value: value.to_string() };
+            let targets: Vec<ClusterHost> = s.members.values().map(|slot| slot.host.clone()).collect();
+            s.outbox.extend(targets.into_iter().map(|host| (host, event.clone())));
         });
         ready(Ok(()))
     }

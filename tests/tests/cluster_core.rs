@@ -368,6 +368,25 @@ async fn startup_delay_and_retries_then_standalone_with_the_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taking_the_strategy_away_cancels_a_cluster_start_in_progress() {
+    let mut config = quick_config();
+    config.max_execution = Duration::from_secs(120);
+    let mut cluster = TestCluster::standalone(Backend::Memory, &["a"], config);
+    cluster.attach_with("a", |s| s.hang_in_start()).await;
+    let a = cluster.node("a").clone();
+    wait_for("the start attempt to begin", Duration::from_secs(10), || {
+        matches!(a.state(), ClusterState::Starting { .. })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A hot upgrade or removal must not wait out the 120 s budget.
+    tokio::time::timeout(Duration::from_secs(30), cluster.detach("a"))
+        .await
+        .expect("detach returned while the start was still hanging");
+    assert!(same_kind(&a.state(), &ClusterState::Standalone { reason: None }), "{:?}", a.state());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_strategy_that_hangs_in_start_is_faulted_after_the_budget() {
     let mut cluster = TestCluster::standalone(Backend::Memory, &["a"], quick_config());
     cluster.attach_with("a", |s| s.hang_in_start()).await;

@@ -775,17 +775,22 @@ struct Actor {
 
 impl Actor {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+        // Commands that arrived while a cluster start was running, in order.
+        let mut pending = std::collections::VecDeque::new();
         loop {
             let deadline = match self.phase {
                 Phase::Waiting { at, .. } => Some(at),
                 _ => None,
             };
-            let command = tokio::select! {
-                command = rx.recv() => command,
-                _ = sleep_until(deadline) => {
-                    self.attempt().await;
-                    continue;
-                }
+            let command = match pending.pop_front() {
+                Some(command) => Some(command),
+                None => tokio::select! {
+                    command = rx.recv() => command,
+                    _ = sleep_until(deadline) => {
+                        self.attempt(&mut rx, &mut pending).await;
+                        continue;
+                    }
+                },
             };
             let Some(command) = command else { return };
             match command {
@@ -927,7 +932,13 @@ impl Actor {
     }
 
     /// One attempt at starting clustering (the Waiting deadline passed).
-    async fn attempt(&mut self) {
+    /// Commands arriving meanwhile wait in `pending`; one that takes the
+    /// strategy away (detach, shutdown) cancels the attempt at once.
+    async fn attempt(
+        &mut self,
+        rx: &mut mpsc::UnboundedReceiver<Command>,
+        pending: &mut std::collections::VecDeque<Command>,
+    ) {
         let Phase::Waiting { attempt, .. } = self.phase else { return };
         let Some(strategy) = self.attached.as_ref().map(|a| a.strategy.clone()) else {
             self.phase = Phase::Idle;
@@ -936,7 +947,29 @@ impl Actor {
         let config = self.config();
         let attempts = config.retry_count + 1;
         tracing::info!(strategy = %strategy.label(), "starting clustering (attempt {attempt} of {attempts})");
-        let error = match tokio::time::timeout(config.max_execution, strategy.start_clustering()).await {
+        let start = tokio::time::timeout(config.max_execution, strategy.start_clustering());
+        tokio::pin!(start);
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut start => break outcome,
+                command = rx.recv() => match command {
+                    Some(command) => {
+                        let cancels = matches!(command, Command::Detach { .. } | Command::Shutdown { .. });
+                        pending.push_back(command);
+                        if cancels {
+                            tracing::info!(strategy = %strategy.label(), "cluster start cancelled: the strategy is being taken away");
+                            self.phase = Phase::Idle;
+                            // The start future is no longer polled; the
+                            // half-started join is undone before the strategy goes.
+                            let _ = tokio::time::timeout(config.max_execution, strategy.stop_clustering()).await;
+                            return;
+                        }
+                    }
+                    None => return,
+                },
+            }
+        };
+        let error = match outcome {
             Ok(Ok(())) => match self.join(&strategy).await {
                 Ok(()) => return,
                 Err(e) => e.to_string(),
