@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use crate::crypto::Sealer;
-use crate::wire::{Msg, MAX_FRAME, WIRE_MAJOR, WIRE_MINOR};
+use crate::wire::{Msg, Wire, MAX_FRAME};
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -59,6 +59,7 @@ struct Conn {
 pub struct Net {
     local: String,
     cluster: String,
+    wire: Wire,
     sealer: Sealer,
     conns: tokio::sync::Mutex<HashMap<String, Arc<Conn>>>,
     next_req: AtomicU64,
@@ -80,10 +81,11 @@ fn codec() -> LengthDelimitedCodec {
 }
 
 impl Net {
-    pub fn new(local: &str, cluster: &str, sealer: Sealer) -> Arc<Net> {
+    pub fn new(local: &str, cluster: &str, wire: Wire, sealer: Sealer) -> Arc<Net> {
         Arc::new(Net {
             local: local.into(),
             cluster: cluster.into(),
+            wire,
             sealer,
             conns: tokio::sync::Mutex::new(HashMap::new()),
             next_req: AtomicU64::new(1),
@@ -127,10 +129,10 @@ impl Net {
         };
         let refusal = if cluster != self.cluster {
             Some(format!("member {member} is in cluster {cluster:?}, this member in {:?}", self.cluster))
-        } else if wire_major != WIRE_MAJOR {
+        } else if wire_major != self.wire.major {
             Some(format!(
-                "member {member} speaks wire protocol {wire_major}.{wire_minor}, member {} speaks {WIRE_MAJOR}.{WIRE_MINOR}; the majors differ, so they cannot form one cluster: upgrade with the split-brain or offline flow, not a rolling one",
-                self.local
+                "member {member} speaks wire protocol {wire_major}.{wire_minor}, member {} speaks {}; the majors differ, so they cannot form one cluster: upgrade with the split-brain or offline flow, not a rolling one",
+                self.local, self.wire
             ))
         } else {
             None
@@ -183,8 +185,8 @@ impl Net {
         let hello = Msg::Hello {
             cluster: self.cluster.clone(),
             member: self.local.clone(),
-            wire_major: WIRE_MAJOR,
-            wire_minor: WIRE_MINOR,
+            wire_major: self.wire.major,
+            wire_minor: self.wire.minor,
         };
         framed.send(self.seal(&hello).into_bytes_frame()).await.map_err(|e| connect_error(e.to_string()))?;
         let answer = tokio::time::timeout(timeout, framed.next()).await;
@@ -272,5 +274,46 @@ impl Net {
     /// Drops the connection to a member that left.
     pub async fn forget(&self, member: &str) {
         self.conns.lock().await.remove(member);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Echo;
+
+    impl Handler for Echo {
+        fn handle(&self, _from: String, msg: Msg) -> BoxFuture<Option<Msg>> {
+            Box::pin(std::future::ready(match msg {
+                Msg::Replicate { req, .. } => Some(Msg::Ack { req }),
+                _ => None,
+            }))
+        }
+    }
+
+    async fn server(wire: Wire) -> (Arc<Net>, SocketAddr) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let net = Net::new("server", "c", wire, Sealer::with_key(&[1; 32], "c"));
+        tokio::spawn(net.clone().serve(listener, Arc::new(Echo)));
+        (net, addr)
+    }
+
+    #[tokio::test]
+    async fn another_wire_major_is_refused_on_both_sides_and_the_same_major_talks() {
+        let (server_net, addr) = server(Wire { major: 1, minor: 0 }).await;
+        let timeout = Duration::from_secs(5);
+
+        let newer = Net::new("newer", "c", Wire { major: 2, minor: 0 }, Sealer::with_key(&[1; 32], "c"));
+        let err = newer.request("server", addr, Msg::Replicate { req: 1, entries: vec![] }, 1, timeout).await;
+        let Err(NetError::Refused { reason, .. }) = err else { panic!("expected a refusal, got {err:?}") };
+        assert!(reason.contains("member newer speaks wire protocol 2.0, member server speaks 1.0"), "{reason}");
+        assert!(reason.contains("majors differ"), "{reason}");
+        assert_eq!(server_net.counters.refused.load(Ordering::Relaxed), 1);
+
+        let minor = Net::new("minor", "c", Wire { major: 1, minor: 7 }, Sealer::with_key(&[1; 32], "c"));
+        let answer = minor.request("server", addr, Msg::Replicate { req: 2, entries: vec![] }, 2, timeout).await;
+        assert!(matches!(answer, Ok(Msg::Ack { req: 2 })), "{answer:?}");
     }
 }
