@@ -207,7 +207,7 @@ impl Node {
                 if ok {
                     let body: Value = serde_json::from_str(&out).expect("the CLI prints JSON");
                     Some(body["value"].as_str().expect("a string value").to_string())
-                } else if err.contains("404") {
+                } else if err.contains("(HTTP 404 ") {
                     None
                 } else {
                     panic!("get {cache}/{key} on {}: {out}{err}", self.name)
