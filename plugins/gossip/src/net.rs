@@ -49,6 +49,9 @@ pub struct Counters {
     pub refused: AtomicU64,
 }
 
+/// A member's connection, once made; locked while it is being made.
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<Conn>>>>;
+
 struct Conn {
     tx: mpsc::UnboundedSender<Vec<u8>>,
     /// Set when the reader sees the connection end.
@@ -61,7 +64,9 @@ pub struct Net {
     cluster: String,
     wire: Wire,
     sealer: Sealer,
-    conns: tokio::sync::Mutex<HashMap<String, Arc<Conn>>>,
+    /// One slot per member, each with its own lock: connecting to a slow
+    /// or hung member holds up only the requests to that member.
+    conns: Mutex<HashMap<String, Slot>>,
     next_req: AtomicU64,
     pub counters: Arc<Counters>,
 }
@@ -87,7 +92,7 @@ impl Net {
             cluster: cluster.into(),
             wire,
             sealer,
-            conns: tokio::sync::Mutex::new(HashMap::new()),
+            conns: Mutex::new(HashMap::new()),
             next_req: AtomicU64::new(1),
             counters: Arc::default(),
         })
@@ -169,8 +174,9 @@ impl Net {
     }
 
     async fn connect(&self, member: &str, addr: SocketAddr, timeout: Duration) -> Result<Arc<Conn>, NetError> {
-        let mut conns = self.conns.lock().await;
-        if let Some(conn) = conns.get(member) {
+        let slot = self.conns.lock().unwrap_or_else(|p| p.into_inner()).entry(member.to_string()).or_default().clone();
+        let mut slot = slot.lock().await;
+        if let Some(conn) = slot.as_ref() {
             if !conn.tx.is_closed() && !conn.closed.load(Ordering::SeqCst) {
                 return Ok(conn.clone());
             }
@@ -232,7 +238,7 @@ impl Net {
             reader_conn.closed.store(true, Ordering::SeqCst);
             reader_conn.pending.lock().unwrap_or_else(|p| p.into_inner()).clear();
         });
-        conns.insert(member.to_string(), conn.clone());
+        *slot = Some(conn.clone());
         Ok(conn)
     }
 
@@ -273,7 +279,7 @@ impl Net {
 
     /// Drops the connection to a member that left.
     pub async fn forget(&self, member: &str) {
-        self.conns.lock().await.remove(member);
+        self.conns.lock().unwrap_or_else(|p| p.into_inner()).remove(member);
     }
 }
 
@@ -298,6 +304,30 @@ mod tests {
         let net = Net::new("server", "c", wire, Sealer::with_key(&[1; 32], "c"));
         tokio::spawn(net.clone().serve(listener, Arc::new(Echo)));
         (net, addr)
+    }
+
+    #[tokio::test]
+    async fn a_member_that_never_answers_does_not_hold_up_requests_to_the_others() {
+        let (_server, addr) = server(Wire::default()).await;
+        // Accepts connections (the kernel does) but never answers a hello: a stopped process.
+        let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mute_addr = mute.local_addr().unwrap();
+        let client = Net::new("client", "c", Wire::default(), Sealer::with_key(&[1; 32], "c"));
+        let stuck = {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let msg = Msg::Replicate { req: 1, entries: vec![] };
+                client.request("mute", mute_addr, msg, 1, Duration::from_secs(30)).await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Connecting to the mute member is in progress; another member still answers.
+        let msg = Msg::Replicate { req: 2, entries: vec![] };
+        let answer = client.request("server", addr, msg, 2, Duration::from_secs(10)).await;
+        assert!(matches!(answer, Ok(Msg::Ack { req: 2 })), "{answer:?}");
+        assert!(!stuck.is_finished(), "the mute member cannot have answered");
+        stuck.abort();
+        drop(mute);
     }
 
     #[tokio::test]
