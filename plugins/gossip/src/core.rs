@@ -312,6 +312,23 @@ impl Core {
         if !joined_self {
             members.clear();
         }
+        // Every member carries the effective settings under its own keys
+        // (with their original time and author), so a setting outlives the
+        // member that made it: otherwise, once that member is gone, an older
+        // value still published by a live member would take over again, and
+        // a member starting later would see only that.
+        let own: BTreeMap<&str, &str> = newest
+            .get(&self.member)
+            .map(|p| p.settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect())
+            .unwrap_or_default();
+        for (key, (at, by, value)) in &settings {
+            let raw = format!("{at}|{by}|{value}");
+            if own.get(key.as_str()) != Some(&raw.as_str()) {
+                if let Some(m) = self.membership.lock().await.as_ref() {
+                    m.set(&format!("{SETTING_PREFIX}{key}"), &raw).await;
+                }
+            }
+        }
         let senior = members.values().min_by_key(|p| (p.started_at_ms, p.id.clone())).map(|p| p.id.clone());
 
         let previous = {
