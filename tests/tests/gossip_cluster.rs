@@ -302,3 +302,48 @@ fn a_member_speaking_another_wire_major_is_refused_with_a_clear_error_on_both_si
         assert_eq!(ids, ["wi-a", "wi-b"], "on {}", node.name);
     }
 }
+
+#[test]
+fn the_cluster_wide_switch_outlives_the_member_that_set_it() {
+    let cluster = unique_cluster("switch");
+    let key = random_key();
+    let ports = ports(3);
+    let members = loopback_members(&ports);
+    let names = ["sw-a", "sw-b", "sw-c"];
+    let mut nodes = start_all(&cluster, &key, &names, &ports, &members);
+    let refs: Vec<&Node> = nodes.iter().collect();
+    wait_for_view(&refs, &names);
+    let switch = |node: &Node, action: &str| {
+        let url = format!("{}/api/cluster/{action}", node.process.admin_url());
+        let (status, body) = clusterhost_tests::admin::call("POST", &url, Some(clusterhost_tests::admin::TOKEN), None);
+        assert_eq!(status, 200, "{action} on {}: {body}", node.name);
+    };
+    let state = |node: &Node| node.status().map(|s| (s["state"]["state"].clone(), s["enabled"].clone()));
+
+    // sw-b switches clustering off cluster-wide, then sw-a on again (later: it wins).
+    switch(&nodes[1], "disable");
+    for node in &nodes {
+        wait_until(&format!("{} to be standalone", node.name), DEADLINE, || {
+            state(node).is_some_and(|(s, e)| s == "standalone" && e == false)
+        });
+    }
+    switch(&nodes[0], "enable");
+    wait_for_view(&refs, &names);
+    drop(refs);
+
+    // sw-a, whose switch is in force, dies: the others keep its (latest) value.
+    let marks: Vec<usize> = nodes.iter().map(|n| n.process.log_len()).collect();
+    nodes[0].process.kill();
+    let survivors: Vec<&Node> = nodes[1..].iter().collect();
+    wait_for_view(&survivors, &["sw-b", "sw-c"]);
+    for (node, mark) in nodes[1..].iter().zip(&marks[1..]) {
+        node.process.wait_for_log(&["member left", "member=sw-a"], DEADLINE);
+        // Once sw-a is gone from their view, nothing switched them off.
+        let disabled = node.process.timed_log_since(*mark).into_iter().find(|(_, l)| l.contains("clustering disabled"));
+        assert!(disabled.is_none(), "{} was switched off when sw-a died: {disabled:?}", node.name);
+        assert_eq!(state(node), Some(("clustered".into(), true.into())), "{}", node.name);
+    }
+    // A member that starts now sees clustering on, and joins.
+    let late = start_local("sw-d", free_member_port(&ports), gossip_home(&HomeSpec::new(&cluster, &key, &members)));
+    wait_for_view(&[&nodes[1], &nodes[2], &late], &["sw-b", "sw-c", "sw-d"]);
+}
