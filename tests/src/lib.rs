@@ -145,6 +145,13 @@ impl NodeProcess {
     /// As [`start`](Self::start), with more `run` arguments and environment variables.
     /// Unless `args` or `envs` set the admin port, a free one is passed.
     pub fn start_with(home: &Path, args: &[&str], envs: &[(&str, &str)]) -> NodeProcess {
+        Self::start_wrapped(&[], home, args, envs)
+    }
+
+    /// As [`start_with`](Self::start_with), run through `wrapper` (e.g.
+    /// `["ip", "netns", "exec", "NS"]`: a wrapper that execs, so the child
+    /// is the node itself and a kill reaches it).
+    pub fn start_wrapped(wrapper: &[&str], home: &Path, args: &[&str], envs: &[(&str, &str)]) -> NodeProcess {
         let given = args.iter().position(|a| *a == "--admin-port").and_then(|i| args.get(i + 1)).copied();
         let given = given.or_else(|| envs.iter().find(|(k, _)| *k == "CLUSTERHOST_ADMIN_PORT").map(|(_, v)| *v));
         let (admin_port, extra) = match given.and_then(|p| p.parse().ok()) {
@@ -154,7 +161,15 @@ impl NodeProcess {
                 (port, vec!["--admin-port".to_string(), port.to_string()])
             }
         };
-        let mut child = Command::new(clusterhost_bin())
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut command = Command::new(program);
+                command.args(rest).arg(clusterhost_bin());
+                command
+            }
+            None => Command::new(clusterhost_bin()),
+        };
+        let mut child = command
             .arg("run")
             .arg("--home")
             .arg(home)
@@ -234,6 +249,17 @@ impl NodeProcess {
             found.is_some()
         });
         found.expect("wait_until returned, so the status was found")
+    }
+
+    /// The node's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGKILL (no goodbye to anyone) and reaps the process.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM and waits for the exit status.

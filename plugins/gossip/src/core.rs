@@ -19,7 +19,7 @@ use crate::crypto::Sealer;
 use crate::membership::{self, Membership, MembershipConfig, Peer, SETTING_PREFIX};
 use crate::net::{BoxFuture, Handler, Net, NetError};
 use crate::store::{member_hash, Hlc, Store, Version, WireEntry};
-use crate::wire::{Msg, WIRE_MAJOR, WIRE_MINOR};
+use crate::wire::{Msg, Wire};
 
 /// The internal cache holding the lock table (replicated like any cache).
 const LOCKS: &str = "__locks";
@@ -36,6 +36,8 @@ struct View {
 
 pub struct Core {
     pub member: String,
+    /// The wire protocol this member speaks (from its manifest).
+    pub wire: Wire,
     config: Config,
     sealer: Sealer,
     net: Arc<Net>,
@@ -91,9 +93,11 @@ pub fn bind_ports(
 
 impl Core {
     /// Starts membership and the data plane; the member is not joined yet.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         member: String,
         version: String,
+        wire: Wire,
         config: Config,
         sealer: Sealer,
         bind: IpAddr,
@@ -107,7 +111,7 @@ impl Core {
         tcp.set_nonblocking(true).map_err(|e| e.to_string())?;
         let listener = tokio::net::TcpListener::from_std(tcp).map_err(|e| e.to_string())?;
         let generation = now_ms();
-        let net = Net::new(&member, &config.cluster_name, sealer.clone());
+        let net = Net::new(&member, &config.cluster_name, wire, sealer.clone());
         let mut seeds: Vec<SocketAddr> = config.static_members().into_iter().filter(|s| *s != gossip_addr).collect();
         seeds.sort();
         seeds.dedup();
@@ -115,7 +119,7 @@ impl Core {
             (membership::KEY_DATA.to_string(), data_addr.to_string()),
             (membership::KEY_STARTED.to_string(), generation.to_string()),
             (membership::KEY_VERSION.to_string(), version.clone()),
-            (membership::KEY_WIRE.to_string(), format!("{WIRE_MAJOR}.{WIRE_MINOR}")),
+            (membership::KEY_WIRE.to_string(), wire.to_string()),
             (membership::KEY_JOINED.to_string(), "0".to_string()),
         ];
         let membership = Membership::start(
@@ -137,6 +141,7 @@ impl Core {
         let watcher = membership.watcher();
         let core = Arc::new(Core {
             member,
+            wire,
             config,
             sealer,
             net: net.clone(),
@@ -165,6 +170,7 @@ impl Core {
             member = %core.member,
             gossip = %gossip_addr,
             data = %data_addr,
+            wire = %core.wire,
             encrypted = core.sealer.is_secure(),
             "gossip started"
         );
@@ -289,11 +295,11 @@ impl Core {
                     }
                 }
             }
-            if peer.id != self.member && peer.wire.0 != WIRE_MAJOR {
+            if peer.id != self.member && peer.wire.0 != self.wire.major {
                 if lock(&self.reported_incompatible).insert(peer.id.clone()) {
                     tracing::error!(
-                        "member {} speaks wire protocol {}.{}, this member {WIRE_MAJOR}.{WIRE_MINOR}: the majors differ, so it is not admitted to this cluster; upgrade with the split-brain or offline flow",
-                        peer.id, peer.wire.0, peer.wire.1
+                        "member {} speaks wire protocol {}.{}, this member ({}) {}: the majors differ, so it is not admitted to this cluster; upgrade with the split-brain or offline flow",
+                        peer.id, peer.wire.0, peer.wire.1, self.member, self.wire
                     );
                 }
                 continue;
@@ -305,6 +311,23 @@ impl Core {
         }
         if !joined_self {
             members.clear();
+        }
+        // Every member carries the effective settings under its own keys
+        // (with their original time and author), so a setting outlives the
+        // member that made it: otherwise, once that member is gone, an older
+        // value still published by a live member would take over again, and
+        // a member starting later would see only that.
+        let own: BTreeMap<&str, &str> = newest
+            .get(&self.member)
+            .map(|p| p.settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect())
+            .unwrap_or_default();
+        for (key, (at, by, value)) in &settings {
+            let raw = format!("{at}|{by}|{value}");
+            if own.get(key.as_str()) != Some(&raw.as_str()) {
+                if let Some(m) = self.membership.lock().await.as_ref() {
+                    m.set(&format!("{SETTING_PREFIX}{key}"), &raw).await;
+                }
+            }
         }
         let senior = members.values().min_by_key(|p| (p.started_at_ms, p.id.clone())).map(|p| p.id.clone());
 
@@ -395,7 +418,7 @@ impl Core {
         let deadline = Instant::now() + window.min(Duration::from_millis(self.config.timeouts.join_ms));
         loop {
             let others =
-                self.peers().await.into_iter().any(|p| p.id != self.member && p.joined && p.wire.0 == WIRE_MAJOR);
+                self.peers().await.into_iter().any(|p| p.id != self.member && p.joined && p.wire.0 == self.wire.major);
             if others || Instant::now() >= deadline {
                 break;
             }

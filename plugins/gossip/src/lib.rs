@@ -22,6 +22,7 @@ use clusterhost_plugin_api::{declare_plugin, ClusterHost, Host, Plugin, PluginRe
 use crate::config::Config;
 use crate::core::{Core, Gossip};
 use crate::crypto::Sealer;
+use crate::wire::Wire;
 
 struct GossipPlugin {
     host: Host,
@@ -42,11 +43,22 @@ impl Plugin for GossipPlugin {
             Some(p) => p.parse().map_err(|e| format!("cluster.port {p:?}: {e}"))?,
             None => self.config.network.port,
         };
-        let version = clusterhost_plugin_api::Manifest::parse(clusterhost_manifest_text())
-            .map(|m| m.version.to_string())
-            .unwrap_or_default();
+        // The manifest as it is in the file (a release tool may restamp it):
+        // its version and wire protocol are what this member announces.
+        let manifest = clusterhost_plugin_api::Manifest::parse(clusterhost_manifest_text()).ok();
+        let version = manifest.as_ref().map(|m| m.version.to_string()).unwrap_or_default();
+        let wire = match &manifest {
+            Some(m) => Wire {
+                major: u16::try_from(m.wire_protocol.major)
+                    .map_err(|_| "the manifest's wire_protocol major is too large")?,
+                minor: u16::try_from(m.wire_protocol.minor)
+                    .map_err(|_| "the manifest's wire_protocol minor is too large")?,
+            },
+            None => Wire::default(),
+        };
         let core =
-            Core::start(self.host.node_name(), version, self.config.clone(), self.sealer.clone(), bind, port).await?;
+            Core::start(self.host.node_name(), version, wire, self.config.clone(), self.sealer.clone(), bind, port)
+                .await?;
         *self.core.lock().unwrap_or_else(|p| p.into_inner()) = Some(core);
         Ok(())
     }

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use crate::crypto::Sealer;
-use crate::wire::{Msg, MAX_FRAME, WIRE_MAJOR, WIRE_MINOR};
+use crate::wire::{Msg, Wire, MAX_FRAME};
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -49,6 +49,9 @@ pub struct Counters {
     pub refused: AtomicU64,
 }
 
+/// A member's connection, once made; locked while it is being made.
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<Conn>>>>;
+
 struct Conn {
     tx: mpsc::UnboundedSender<Vec<u8>>,
     /// Set when the reader sees the connection end.
@@ -59,8 +62,11 @@ struct Conn {
 pub struct Net {
     local: String,
     cluster: String,
+    wire: Wire,
     sealer: Sealer,
-    conns: tokio::sync::Mutex<HashMap<String, Arc<Conn>>>,
+    /// One slot per member, each with its own lock: connecting to a slow
+    /// or hung member holds up only the requests to that member.
+    conns: Mutex<HashMap<String, Slot>>,
     next_req: AtomicU64,
     pub counters: Arc<Counters>,
 }
@@ -80,12 +86,13 @@ fn codec() -> LengthDelimitedCodec {
 }
 
 impl Net {
-    pub fn new(local: &str, cluster: &str, sealer: Sealer) -> Arc<Net> {
+    pub fn new(local: &str, cluster: &str, wire: Wire, sealer: Sealer) -> Arc<Net> {
         Arc::new(Net {
             local: local.into(),
             cluster: cluster.into(),
+            wire,
             sealer,
-            conns: tokio::sync::Mutex::new(HashMap::new()),
+            conns: Mutex::new(HashMap::new()),
             next_req: AtomicU64::new(1),
             counters: Arc::default(),
         })
@@ -127,10 +134,10 @@ impl Net {
         };
         let refusal = if cluster != self.cluster {
             Some(format!("member {member} is in cluster {cluster:?}, this member in {:?}", self.cluster))
-        } else if wire_major != WIRE_MAJOR {
+        } else if wire_major != self.wire.major {
             Some(format!(
-                "member {member} speaks wire protocol {wire_major}.{wire_minor}, member {} speaks {WIRE_MAJOR}.{WIRE_MINOR}; the majors differ, so they cannot form one cluster: upgrade with the split-brain or offline flow, not a rolling one",
-                self.local
+                "member {member} speaks wire protocol {wire_major}.{wire_minor}, member {} speaks {}; the majors differ, so they cannot form one cluster: upgrade with the split-brain or offline flow, not a rolling one",
+                self.local, self.wire
             ))
         } else {
             None
@@ -167,8 +174,9 @@ impl Net {
     }
 
     async fn connect(&self, member: &str, addr: SocketAddr, timeout: Duration) -> Result<Arc<Conn>, NetError> {
-        let mut conns = self.conns.lock().await;
-        if let Some(conn) = conns.get(member) {
+        let slot = self.conns.lock().unwrap_or_else(|p| p.into_inner()).entry(member.to_string()).or_default().clone();
+        let mut slot = slot.lock().await;
+        if let Some(conn) = slot.as_ref() {
             if !conn.tx.is_closed() && !conn.closed.load(Ordering::SeqCst) {
                 return Ok(conn.clone());
             }
@@ -183,8 +191,8 @@ impl Net {
         let hello = Msg::Hello {
             cluster: self.cluster.clone(),
             member: self.local.clone(),
-            wire_major: WIRE_MAJOR,
-            wire_minor: WIRE_MINOR,
+            wire_major: self.wire.major,
+            wire_minor: self.wire.minor,
         };
         framed.send(self.seal(&hello).into_bytes_frame()).await.map_err(|e| connect_error(e.to_string()))?;
         let answer = tokio::time::timeout(timeout, framed.next()).await;
@@ -230,7 +238,7 @@ impl Net {
             reader_conn.closed.store(true, Ordering::SeqCst);
             reader_conn.pending.lock().unwrap_or_else(|p| p.into_inner()).clear();
         });
-        conns.insert(member.to_string(), conn.clone());
+        *slot = Some(conn.clone());
         Ok(conn)
     }
 
@@ -271,6 +279,71 @@ impl Net {
 
     /// Drops the connection to a member that left.
     pub async fn forget(&self, member: &str) {
-        self.conns.lock().await.remove(member);
+        self.conns.lock().unwrap_or_else(|p| p.into_inner()).remove(member);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Echo;
+
+    impl Handler for Echo {
+        fn handle(&self, _from: String, msg: Msg) -> BoxFuture<Option<Msg>> {
+            Box::pin(std::future::ready(match msg {
+                Msg::Replicate { req, .. } => Some(Msg::Ack { req }),
+                _ => None,
+            }))
+        }
+    }
+
+    async fn server(wire: Wire) -> (Arc<Net>, SocketAddr) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let net = Net::new("server", "c", wire, Sealer::with_key(&[1; 32], "c"));
+        tokio::spawn(net.clone().serve(listener, Arc::new(Echo)));
+        (net, addr)
+    }
+
+    #[tokio::test]
+    async fn a_member_that_never_answers_does_not_hold_up_requests_to_the_others() {
+        let (_server, addr) = server(Wire::default()).await;
+        // Accepts connections (the kernel does) but never answers a hello: a stopped process.
+        let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mute_addr = mute.local_addr().unwrap();
+        let client = Net::new("client", "c", Wire::default(), Sealer::with_key(&[1; 32], "c"));
+        let stuck = {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let msg = Msg::Replicate { req: 1, entries: vec![] };
+                client.request("mute", mute_addr, msg, 1, Duration::from_secs(30)).await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Connecting to the mute member is in progress; another member still answers.
+        let msg = Msg::Replicate { req: 2, entries: vec![] };
+        let answer = client.request("server", addr, msg, 2, Duration::from_secs(10)).await;
+        assert!(matches!(answer, Ok(Msg::Ack { req: 2 })), "{answer:?}");
+        assert!(!stuck.is_finished(), "the mute member cannot have answered");
+        stuck.abort();
+        drop(mute);
+    }
+
+    #[tokio::test]
+    async fn another_wire_major_is_refused_on_both_sides_and_the_same_major_talks() {
+        let (server_net, addr) = server(Wire { major: 1, minor: 0 }).await;
+        let timeout = Duration::from_secs(5);
+
+        let newer = Net::new("newer", "c", Wire { major: 2, minor: 0 }, Sealer::with_key(&[1; 32], "c"));
+        let err = newer.request("server", addr, Msg::Replicate { req: 1, entries: vec![] }, 1, timeout).await;
+        let Err(NetError::Refused { reason, .. }) = err else { panic!("expected a refusal, got {err:?}") };
+        assert!(reason.contains("member newer speaks wire protocol 2.0, member server speaks 1.0"), "{reason}");
+        assert!(reason.contains("majors differ"), "{reason}");
+        assert_eq!(server_net.counters.refused.load(Ordering::Relaxed), 1);
+
+        let minor = Net::new("minor", "c", Wire { major: 1, minor: 7 }, Sealer::with_key(&[1; 32], "c"));
+        let answer = minor.request("server", addr, Msg::Replicate { req: 2, entries: vec![] }, 2, timeout).await;
+        assert!(matches!(answer, Ok(Msg::Ack { req: 2 })), "{answer:?}");
     }
 }

@@ -5,9 +5,29 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::WireEntry;
 
-/// What this build speaks; peers talk when the majors match.
+/// What this build speaks when its manifest does not say (the manifest's
+/// `wire_protocol` is what a member announces; a release tool may restamp it).
 pub const WIRE_MAJOR: u16 = 1;
 pub const WIRE_MINOR: u16 = 0;
+
+/// A wire-protocol version; peers talk when the majors match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wire {
+    pub major: u16,
+    pub minor: u16,
+}
+
+impl Default for Wire {
+    fn default() -> Self {
+        Wire { major: WIRE_MAJOR, minor: WIRE_MINOR }
+    }
+}
+
+impl std::fmt::Display for Wire {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
 
 /// Largest frame accepted (a full state transfer is one frame).
 pub const MAX_FRAME: usize = 256 * 1024 * 1024;
