@@ -15,7 +15,9 @@ use semver::Version;
 
 use crate::loader::{self, AbiError, HostContext, LifecycleError, Phase, PrivateStore};
 use crate::manifest::{self, InspectError};
-use crate::registry::{admit, Admission, AdmissionError, HostVersions, PluginRecord, PluginState, Registry};
+use crate::registry::{
+    admit, check_rolling_wire, Admission, AdmissionError, HostVersions, PluginRecord, PluginState, Registry,
+};
 
 /// Why a plugin was not put into service.
 #[derive(Debug, thiserror::Error)]
@@ -255,6 +257,12 @@ impl PluginManager {
 
         let admission = admit(active.iter().map(|a| &a.manifest), &manifest, &config.versions, self.allow_downgrade())
             .map_err(|e| discard(e.into()))?;
+        if let Admission::Replace { .. } = admission {
+            if let Some(running) = active.iter().find(|a| a.manifest.id == manifest.id) {
+                check_rolling_wire(&running.manifest, &manifest, &self.clustered_with())
+                    .map_err(|e| discard(e.into()))?;
+            }
+        }
         let copy = copy.path;
         if admission == Admission::Unchanged {
             let _ = std::fs::remove_file(&copy);
@@ -366,6 +374,16 @@ impl PluginManager {
                 Err(start_error.into())
             }
         }
+    }
+
+    /// The other members this node is clustered with right now (empty
+    /// while standalone or alone in its cluster).
+    fn clustered_with(&self) -> Vec<String> {
+        let Some(cluster) = &self.shared.config.cluster else { return Vec::new() };
+        if cluster.state() != crate::cluster::ClusterState::Clustered {
+            return Vec::new();
+        }
+        cluster.members().into_iter().map(|m| m.id).filter(|id| id != cluster.node()).collect()
     }
 
     fn services(&self, id: &str) -> clusterhost_plugin_api::abi::HostServicesBox {
