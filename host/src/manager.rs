@@ -210,15 +210,18 @@ impl PluginManager {
     /// mapped; see [`LoadError::before_dlopen`].
     pub async fn load(&self, file: &Path) -> Result<LoadOutcome, LoadError> {
         let mut active = self.shared.ops.lock().await;
+        let before = self.record(file);
         let result = self.load_locked(&mut active, file).await;
         if let Err(error) = &result {
             match active.iter().find(|a| a.file == file) {
                 // The file of a running plugin was replaced by one that was
-                // refused: the running version stays, and its record says why.
+                // refused: the running version stays, and its record says why
+                // (with the hash of what runs, not of the refused file).
                 Some(running) => {
                     let mut record = PluginRecord::discovered(file);
                     record.id = Some(running.manifest.id.clone());
                     record.version = Some(running.manifest.version.clone());
+                    record.sha256 = before.and_then(|b| b.sha256);
                     record.state = PluginState::Active;
                     record.reason = Some(format!("still running; the replacement file was refused: {error}"));
                     tracing::warn!(plugin = %running.manifest.id, "{}", record.reason.as_deref().unwrap_or_default());
