@@ -365,7 +365,23 @@ fn api_error(e: ClientError) -> String {
 }
 
 /// Uploads `file` to `member` as its strategy file; Ok once the node reports it active.
-fn upload(member: &Member, file: &PluginFile) -> Result<String, String> {
+///
+/// A replacement whose start failed leaves the member on its running
+/// version (the host restarts it); that upload is retried once after a
+/// second, since the usual cause is a resource the stopped version had not
+/// released yet (e.g. its member port). Admission refusals are not retried.
+fn upload(member: &Member, file: &PluginFile, out: &mut dyn FnMut(&str)) -> Result<String, String> {
+    match upload_once(member, file) {
+        Err(why) if why.contains("the replacement file was refused") && why.contains(" failed in start") => {
+            out(&format!("[retry] {}: the new version failed to start and the running one was kept ({why}); uploading again in 1 s", member.label()));
+            std::thread::sleep(Duration::from_secs(1));
+            upload_once(member, file)
+        }
+        other => other,
+    }
+}
+
+fn upload_once(member: &Member, file: &PluginFile) -> Result<String, String> {
     let path = format!("/api/plugins?name={}", segment(&member.file));
     let answer = member.client.post(&path, &file.bytes).map_err(api_error)?;
     match answer.body["outcome"].as_str() {
@@ -456,7 +472,7 @@ fn rolling(
         let step = format!("[rolling] {}/{total} {}", i + 1, m.label());
         let t = Instant::now();
         out(&format!("{step}: upload {} as plugins/{} ...", new.label(), m.file));
-        if let Err(why) = upload(m, new) {
+        if let Err(why) = upload(m, new, out) {
             out(&format!("{step}: refused: {why}"));
             // A refused replacement leaves the member on its running version.
             return Err(rollback(
@@ -540,7 +556,7 @@ fn split_brain(
         let step = format!("[split-brain] {}/{total} {}", i + 1, m.label());
         let t = Instant::now();
         out(&format!("{step}: upload {} as plugins/{} ...", new.label(), m.file));
-        let result = upload(m, new).and_then(|_| {
+        let result = upload(m, new, out).and_then(|_| {
             changed.push(m);
             let version = new.manifest.version.to_string();
             gate(
@@ -661,9 +677,9 @@ fn wait_property(member: &Member, value: &str) -> Result<(), String> {
 }
 
 /// Uploads the previous file back on `member` (downgrades allowed for it).
-fn restore(member: &Member, previous: &PluginFile) -> Result<(), String> {
+fn restore(member: &Member, previous: &PluginFile, out: &mut dyn FnMut(&str)) -> Result<(), String> {
     let original = allow_downgrade(member)?;
-    let uploaded = upload(member, previous);
+    let uploaded = upload(member, previous, out);
     if let Some(text) = original {
         let restored = member.client.put("/api/properties", text.as_bytes()).map_err(api_error);
         restored.and_then(|_| wait_property(member, "false"))?;
@@ -691,7 +707,7 @@ fn rollback(
     let mut failed = Vec::new();
     for m in changed.iter().rev() {
         out(&format!("[rollback] {}: upload {} back ...", m.label(), previous.label()));
-        let result = restore(m, previous).and_then(|_| {
+        let result = restore(m, previous, out).and_then(|_| {
             gate(
                 rollback_timeout(options),
                 &[m],
@@ -722,7 +738,7 @@ fn split_brain_rollback(
     let mut failed = Vec::new();
     for m in changed.iter().rev() {
         out(&format!("[rollback] {}: upload {} back (standalone) ...", m.label(), previous.label()));
-        match restore(m, previous) {
+        match restore(m, previous, out) {
             Ok(()) => out(&format!("[rollback] {}: back on {}", m.label(), previous.label())),
             Err(why) => {
                 out(&format!("[rollback] {}: {why}", m.label()));
