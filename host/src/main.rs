@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use clusterhost::admin::client::{self, AdminClient, Answer, ClientError};
-use clusterhost::{manifest, node, PluginRecord};
+use clusterhost::{manifest, node, upgrade, PluginRecord};
 use serde_json::Value;
 
 #[derive(Parser)]
@@ -96,6 +96,37 @@ enum ClusterCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Upgrade the cluster-strategy plugin on every member (docs/upgrade.md).
+    Upgrade {
+        /// The new plugin file.
+        #[arg(long, value_name = "FILE")]
+        plugin: PathBuf,
+        /// How: rolling (one member at a time, hot replace), split-brain
+        /// (disable, replace everywhere, enable), offline (prints the runbook).
+        #[arg(long, value_enum)]
+        mode: UpgradeMode,
+        /// Every member's admin API URL (default: --admin alone).
+        #[arg(long, value_name = "URL,URL,...", value_delimiter = ',')]
+        nodes: Vec<String>,
+        /// The plugin file the members run now, uploaded back if a member fails its gate.
+        #[arg(long, value_name = "FILE")]
+        previous: Option<PathBuf>,
+        /// Print the plan; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The longest a member may take to pass a health gate, in seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+        gate_timeout: u64,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum UpgradeMode {
+    Rolling,
+    SplitBrain,
+    Offline,
 }
 
 #[derive(Subcommand)]
@@ -251,6 +282,40 @@ fn main() -> ExitCode {
         }
         Command::Cluster { command: ClusterCommand::Disable { admin } } => {
             api(&admin, |c| c.post("/api/cluster/disable", b""), |_| println!("clustering disabled cluster-wide"))
+        }
+        Command::Cluster {
+            command: ClusterCommand::Upgrade { plugin, mode, nodes, previous, dry_run, gate_timeout, admin },
+        } => {
+            let token = match &admin.token_file {
+                Some(file) => match client::read_token_file(file) {
+                    Ok(token) => Some(token),
+                    Err(e) => return fail(e.to_string()),
+                },
+                None => client::read_token_file(std::path::Path::new("conf/admin.token")).ok(),
+            };
+            let options = upgrade::UpgradeOptions {
+                plugin,
+                previous,
+                mode: match mode {
+                    UpgradeMode::Rolling => upgrade::Mode::Rolling,
+                    UpgradeMode::SplitBrain => upgrade::Mode::SplitBrain,
+                    UpgradeMode::Offline => upgrade::Mode::Offline,
+                },
+                nodes: if nodes.is_empty() { vec![admin.admin.clone()] } else { nodes },
+                token,
+                dry_run,
+                gate_timeout: std::time::Duration::from_secs(gate_timeout),
+            };
+            let mut out = |line: &str| {
+                use std::io::Write;
+                let mut stdout = std::io::stdout().lock();
+                let _ = writeln!(stdout, "{line}");
+                let _ = stdout.flush();
+            };
+            match upgrade::run(&options, &mut out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e.to_string()),
+            }
         }
         Command::Cache { command: CacheCommand::Get { cache, key, admin } } => {
             let path = cache_path(&cache, &key);

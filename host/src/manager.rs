@@ -15,7 +15,9 @@ use semver::Version;
 
 use crate::loader::{self, AbiError, HostContext, LifecycleError, Phase, PrivateStore};
 use crate::manifest::{self, InspectError};
-use crate::registry::{admit, Admission, AdmissionError, HostVersions, PluginRecord, PluginState, Registry};
+use crate::registry::{
+    admit, check_rolling_wire, Admission, AdmissionError, HostVersions, PluginRecord, PluginState, Registry,
+};
 
 /// Why a plugin was not put into service.
 #[derive(Debug, thiserror::Error)]
@@ -208,15 +210,18 @@ impl PluginManager {
     /// mapped; see [`LoadError::before_dlopen`].
     pub async fn load(&self, file: &Path) -> Result<LoadOutcome, LoadError> {
         let mut active = self.shared.ops.lock().await;
+        let before = self.record(file);
         let result = self.load_locked(&mut active, file).await;
         if let Err(error) = &result {
             match active.iter().find(|a| a.file == file) {
                 // The file of a running plugin was replaced by one that was
-                // refused: the running version stays, and its record says why.
+                // refused: the running version stays, and its record says why
+                // (with the hash of what runs, not of the refused file).
                 Some(running) => {
                     let mut record = PluginRecord::discovered(file);
                     record.id = Some(running.manifest.id.clone());
                     record.version = Some(running.manifest.version.clone());
+                    record.sha256 = before.and_then(|b| b.sha256);
                     record.state = PluginState::Active;
                     record.reason = Some(format!("still running; the replacement file was refused: {error}"));
                     tracing::warn!(plugin = %running.manifest.id, "{}", record.reason.as_deref().unwrap_or_default());
@@ -255,6 +260,12 @@ impl PluginManager {
 
         let admission = admit(active.iter().map(|a| &a.manifest), &manifest, &config.versions, self.allow_downgrade())
             .map_err(|e| discard(e.into()))?;
+        if let Admission::Replace { .. } = admission {
+            if let Some(running) = active.iter().find(|a| a.manifest.id == manifest.id) {
+                check_rolling_wire(&running.manifest, &manifest, &self.clustered_with())
+                    .map_err(|e| discard(e.into()))?;
+            }
+        }
         let copy = copy.path;
         if admission == Admission::Unchanged {
             let _ = std::fs::remove_file(&copy);
@@ -366,6 +377,16 @@ impl PluginManager {
                 Err(start_error.into())
             }
         }
+    }
+
+    /// The other members this node is clustered with right now (empty
+    /// while standalone or alone in its cluster).
+    fn clustered_with(&self) -> Vec<String> {
+        let Some(cluster) = &self.shared.config.cluster else { return Vec::new() };
+        if cluster.state() != crate::cluster::ClusterState::Clustered {
+            return Vec::new();
+        }
+        cluster.members().into_iter().map(|m| m.id).filter(|id| id != cluster.node()).collect()
     }
 
     fn services(&self, id: &str) -> clusterhost_plugin_api::abi::HostServicesBox {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use clusterhost_plugin_api::{Manifest, CLUSTER_STRATEGY};
+use clusterhost_plugin_api::{Manifest, WireVersion, CLUSTER_STRATEGY};
 use semver::Version;
 use serde::{Deserialize, Serialize};
 
@@ -167,6 +167,10 @@ pub enum AdmissionError {
         "plugin {plugin} rejected: the active plugin {other} declares a conflict with {entry:?}; remove one of them"
     )]
     ConflictedBy { plugin: String, entry: String, other: String },
+    #[error(
+        "plugin {plugin} speaks wire protocol {new_wire}, the running cluster {running_major}.x ({running} on this node, clustered with {members}): a rolling upgrade cannot mix them; use the split-brain flow (clusterhost cluster disable, replace the plugin on every member, clusterhost cluster enable) or the offline flow (stop every member, replace the plugin, start them); see docs/upgrade.md"
+    )]
+    WireIncompatible { plugin: String, new_wire: WireVersion, running: String, running_major: u32, members: String },
 }
 
 fn label(m: &Manifest) -> String {
@@ -219,10 +223,32 @@ pub fn admit<'a>(
     Ok(admission)
 }
 
+/// The rolling-upgrade gate: a new version of the cluster strategy that
+/// replaces `running` while this node is clustered with `members` (other
+/// members, by id) must speak the same wire-protocol major, since the
+/// upgraded member has to talk to the members not yet upgraded. Standalone
+/// (`members` empty: clustering disabled, the split-brain flow, or a cluster
+/// of one) any wire version is allowed.
+pub fn check_rolling_wire(running: &Manifest, new: &Manifest, members: &[String]) -> Result<(), AdmissionError> {
+    if members.is_empty()
+        || running.id != new.id
+        || !new.is_cluster_strategy()
+        || new.wire_protocol.is_compatible_with(&running.wire_protocol)
+    {
+        return Ok(());
+    }
+    Err(AdmissionError::WireIncompatible {
+        plugin: label(new),
+        new_wire: new.wire_protocol,
+        running: format!("{} with wire protocol {}", label(running), running.wire_protocol),
+        running_major: running.wire_protocol.major,
+        members: members.join(", "),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clusterhost_plugin_api::WireVersion;
 
     fn manifest(id: &str, version: &str, provides: &[&str], conflicts: &[&str]) -> Manifest {
         Manifest {
@@ -291,5 +317,29 @@ mod tests {
         m.host_req = ">=2".parse().unwrap();
         let err = admit([], &m, &versions(), false).unwrap_err();
         assert!(err.to_string().contains("needs host >=2, but this host is 0.1.0"), "{err}");
+    }
+
+    #[test]
+    fn a_strategy_of_another_wire_major_is_refused_only_while_clustered_with_others() {
+        let running = manifest("gossip", "0.1.0", &[CLUSTER_STRATEGY], &[]);
+        let mut v2 = manifest("gossip", "0.2.0", &[CLUSTER_STRATEGY], &[]);
+        v2.wire_protocol = WireVersion { major: 2, minor: 0 };
+        let others = vec!["n2".to_string(), "n3".to_string()];
+        let err = check_rolling_wire(&running, &v2, &others).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "plugin gossip 0.2.0 speaks wire protocol 2.0, the running cluster 1.x (gossip 0.1.0 with wire protocol 1.0 on this node, clustered with n2, n3): a rolling upgrade cannot mix them; use the split-brain flow (clusterhost cluster disable, replace the plugin on every member, clusterhost cluster enable) or the offline flow (stop every member, replace the plugin, start them); see docs/upgrade.md"
+        );
+        // Standalone (the split-brain flow): allowed.
+        assert_eq!(check_rolling_wire(&running, &v2, &[]), Ok(()));
+        // A compatible minor: allowed while clustered.
+        let mut v1_1 = manifest("gossip", "0.2.0", &[CLUSTER_STRATEGY], &[]);
+        v1_1.wire_protocol = WireVersion { major: 1, minor: 1 };
+        assert_eq!(check_rolling_wire(&running, &v1_1, &others), Ok(()));
+        // Not a strategy: the wire version means nothing to the cluster.
+        let hello = manifest("hello", "0.1.0", &[], &[]);
+        let mut hello2 = manifest("hello", "0.2.0", &[], &[]);
+        hello2.wire_protocol = WireVersion { major: 2, minor: 0 };
+        assert_eq!(check_rolling_wire(&hello, &hello2, &others), Ok(()));
     }
 }

@@ -225,6 +225,13 @@ impl TestCluster {
         }
     }
 
+    /// Node `name`'s plugin manager and its home (gossip backend).
+    pub fn plugin_manager(&self, name: &str) -> (&PluginManager, &std::path::Path) {
+        let node = self.nodes.iter().find(|n| n.name == name).expect("a node with that name");
+        let (plugins, home, _) = node.plugins.as_ref().expect("a gossip node has a plugin manager");
+        (plugins, home.path())
+    }
+
     /// The node's gossip address (gossip backend).
     pub fn member_addr(&self, name: &str) -> SocketAddr {
         let node = self.nodes.iter().find(|n| n.name == name).expect("a node with that name");
