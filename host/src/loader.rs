@@ -79,6 +79,8 @@ pub struct PrivateStore {
 impl PrivateStore {
     /// Creates the store under `parent` (the system temp dir when `None`).
     pub fn new(parent: Option<&Path>) -> std::io::Result<Self> {
+        let base = parent.map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir);
+        sweep_stale(&base);
         let prefix = format!("clusterhost-{}-", std::process::id());
         let mut builder = tempfile::Builder::new();
         builder.prefix(&prefix);
@@ -105,6 +107,37 @@ impl PrivateStore {
     /// Where the copies live.
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Deletes every copy (the node is stopping; mapped libraries stay
+    /// usable: unlinking a mapped file does not unmap it).
+    pub fn discard(&self) {
+        let _ = std::fs::remove_dir_all(self.dir.path());
+    }
+}
+
+/// Removes the private directories of node processes that no longer run
+/// (a node killed with SIGKILL cannot clean up after itself).
+fn sweep_stale(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("clusterhost-")) else { continue };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else { continue };
+        if pid <= 0 || pid as u32 == std::process::id() {
+            continue;
+        }
+        // ESRCH: no such process. EPERM means it runs (as another user): keep.
+        let gone =
+            unsafe { libc::kill(pid, 0) } != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone && entry.path().is_dir() {
+            match std::fs::remove_dir_all(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(dir = %entry.path().display(), "removed the private plugin copies of a node that no longer runs")
+                }
+                Err(e) => tracing::debug!(dir = %entry.path().display(), "could not remove stale private copies: {e}"),
+            }
+        }
     }
 }
 
@@ -242,5 +275,31 @@ impl HostServices for HostContext {
             LogLevel::Debug => tracing::debug!(target: "plugin", plugin, source = target, "{message}"),
             LogLevel::Trace => tracing::trace!(target: "plugin", plugin, source = target, "{message}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod store_tests {
+    use super::*;
+
+    #[test]
+    fn a_new_store_sweeps_the_copies_of_dead_nodes_and_discard_removes_its_own() {
+        let parent = tempfile::tempdir().unwrap();
+        // pid_max on Linux is at most 2^22: this pid cannot be running.
+        let stale = parent.path().join("clusterhost-2147483000-abc");
+        std::fs::create_dir_all(&stale).unwrap();
+        std::fs::write(stale.join("0001-x.so"), b"x").unwrap();
+        let unrelated = parent.path().join("other-dir");
+        std::fs::create_dir_all(&unrelated).unwrap();
+        let store = PrivateStore::new(Some(parent.path())).unwrap();
+        assert!(!stale.exists(), "the dead node's copies were removed");
+        assert!(unrelated.exists(), "other directories are left alone");
+        let mine = store.path().to_owned();
+        std::fs::write(mine.join("0001-y.so"), b"y").unwrap();
+        // Another store of this same process does not sweep the live one.
+        let _second = PrivateStore::new(Some(parent.path())).unwrap();
+        assert!(mine.exists());
+        store.discard();
+        assert!(!mine.exists());
     }
 }

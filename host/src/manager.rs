@@ -178,6 +178,11 @@ impl PluginManager {
         self.shared.store.path()
     }
 
+    /// Deletes the private copies (the node is stopping).
+    pub fn discard_private_copies(&self) {
+        self.shared.store.discard();
+    }
+
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         // A panic while holding this lock leaves the map itself consistent
         // (each update is one insert), so a poisoned lock is still usable.

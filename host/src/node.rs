@@ -180,6 +180,7 @@ async fn shut_down(home: &Path, manager: &PluginManager, cluster: &ClusterManage
     // Stopping the strategy plugin leaves the cluster first (caches kept).
     manager.stop_all().await;
     cluster.shutdown().await;
+    manager.discard_private_copies();
     publish(home, manager, cluster);
     status::remove(home);
     tracing::info!("node stopped");

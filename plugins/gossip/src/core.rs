@@ -216,7 +216,8 @@ impl Core {
     }
 
     fn emit(&self, event: StrategyEvent) {
-        if let Some(host) = lock(&self.host).as_ref() {
+        // Not under the lock: delivering runs host code.
+        if let Some(host) = self.host() {
             host.emit(event);
         }
     }
@@ -231,8 +232,14 @@ impl Core {
         if let Some(mut m) = self.membership.lock().await.take() {
             m.shutdown().await;
         }
-        for task in lock(&self.tasks).drain(..) {
+        let tasks: Vec<_> = lock(&self.tasks).drain(..).collect();
+        for task in &tasks {
             task.abort();
+        }
+        // Wait until they are gone, so their sockets (the member port) are
+        // closed before a new version binds the same port.
+        for task in tasks {
+            let _ = task.await;
         }
     }
 
