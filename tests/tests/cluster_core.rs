@@ -88,9 +88,10 @@ async fn events_cache_factory_first_then_listeners_in_order_failures_isolated(ba
 
     cluster.attach("a").await;
     wait_for("a clustered", Duration::from_secs(10), || same_kind(&a.state(), &ClusterState::Clustered)).await;
-    cluster.attach("b").await;
+    // Registered before b gets its strategy, so it sees b's own join.
     let b = cluster.node("b").clone();
     b.add_listener("b", recorder(&log, "b"));
+    cluster.attach("b").await;
     wait_for("b clustered", Duration::from_secs(10), || same_kind(&b.state(), &ClusterState::Clustered)).await;
     wait_for("a to see b join", Duration::from_secs(10), || lines(&log, "last").contains(&"joined b".to_string()))
         .await;

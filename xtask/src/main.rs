@@ -111,5 +111,6 @@ fn test() -> Result<()> {
     cargo(&["bench", "-p", "clusterhost-tests", "--bench", "plugin_load"])?;
     cargo(&["bench", "-p", "clusterhost-tests", "--bench", "boundary"])?;
     cargo(&["bench", "-p", "clusterhost-tests", "--bench", "live_plugins"])?;
+    cargo(&["bench", "-p", "clusterhost-tests", "--bench", "gossip"])?;
     Ok(())
 }
