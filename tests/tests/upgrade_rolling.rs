@@ -143,6 +143,12 @@ fn rolling_upgrade_of_three_members_under_client_load() {
         "ROLLING FAILURES: {in_window} of {} failed requests fell on the member being upgraded, during its upload and gate",
         report.failed
     );
+    assert_eq!(
+        report.failed - in_window as u64,
+        0,
+        "members not being upgraded must fail no request: {:?}",
+        report.failures
+    );
     println!(
         "ROLLING FIGURES: flow {:.1} s for 3 members; requests served {}, failed {} (by member n1/n2/n3: {:?}); longest stall {:.0} ms; acknowledged writes {} all readable on every member",
         flow_time.as_secs_f64(),

@@ -55,6 +55,10 @@ pub struct Core {
     lock_gate: tokio::sync::Mutex<()>,
     /// Members with an incompatible wire version already reported.
     reported_incompatible: Mutex<BTreeSet<String>>,
+    /// Members (id, generation) that said they are leaving; out of the view
+    /// until gossip shows them not joined (then they may join again).
+    departed: Mutex<BTreeSet<(String, u64)>>,
+    generation: u64,
     pub gossip_addr: SocketAddr,
     pub data_addr: SocketAddr,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -155,6 +159,8 @@ impl Core {
             lock_released: Notify::new(),
             lock_gate: tokio::sync::Mutex::new(()),
             reported_incompatible: Mutex::new(BTreeSet::new()),
+            departed: Mutex::new(BTreeSet::new()),
+            generation,
             gossip_addr,
             data_addr,
             tasks: Mutex::new(Vec::new()),
@@ -312,7 +318,12 @@ impl Core {
                 continue;
             }
             let is_self = peer.id == self.member;
-            if (is_self && joined_self) || (!is_self && peer.joined && peer.data_addr.is_some()) {
+            let key = (peer.id.clone(), peer.generation);
+            if !peer.joined {
+                lock(&self.departed).remove(&key);
+            }
+            let departed = lock(&self.departed).contains(&key);
+            if (is_self && joined_self) || (!is_self && peer.joined && !departed && peer.data_addr.is_some()) {
                 members.insert(peer.id.clone(), peer.clone());
             }
         }
@@ -394,6 +405,16 @@ impl Core {
         lock(&self.view).clone()
     }
 
+    /// The other members in the view, with their data-plane addresses.
+    fn others(&self) -> Vec<(String, SocketAddr)> {
+        let view = lock(&self.view);
+        view.members
+            .values()
+            .filter(|p| p.id != self.member)
+            .filter_map(|p| p.data_addr.map(|a| (p.id.clone(), a)))
+            .collect()
+    }
+
     fn addr_of(&self, member: &str) -> Option<SocketAddr> {
         lock(&self.view).members.get(member).and_then(|p| p.data_addr)
     }
@@ -434,13 +455,7 @@ impl Core {
         self.joined.store(true, Ordering::SeqCst);
         self.update_view().await;
         // Full state transfer from every member before reporting joined.
-        let members: Vec<(String, SocketAddr)> = self
-            .view()
-            .members
-            .values()
-            .filter(|p| p.id != self.member)
-            .filter_map(|p| p.data_addr.map(|a| (p.id.clone(), a)))
-            .collect();
+        let members = self.others();
         let mut received = 0;
         for (id, addr) in &members {
             let req = self.net.next_req();
@@ -464,7 +479,17 @@ impl Core {
         Ok(())
     }
 
-    pub async fn leave(&self) {
+    pub async fn leave(self: &Arc<Self>) {
+        // Tell the others first, so none of them sends this member a write
+        // it can no longer acknowledge (gossip alone takes a round or two).
+        let others = self.others();
+        let mut notices = tokio::task::JoinSet::new();
+        for (id, addr) in others {
+            let (net, timeout) = (self.net.clone(), Duration::from_millis(500).min(self.config.operation_timeout()));
+            let msg = Msg::Leaving { member: self.member.clone(), generation: self.generation };
+            notices.spawn(async move { net.send(&id, addr, msg, timeout).await });
+        }
+        while notices.join_next().await.is_some() {}
         self.joined.store(false, Ordering::SeqCst);
         self.set_key(membership::KEY_JOINED, "0").await;
         {
@@ -484,13 +509,7 @@ impl Core {
     /// Applies `entries` here and waits until every other live member has them.
     async fn replicate(&self, entries: Vec<WireEntry>) -> PluginResult<()> {
         self.store.apply_all(entries.iter().cloned());
-        let targets: Vec<(String, SocketAddr)> = self
-            .view()
-            .members
-            .values()
-            .filter(|p| p.id != self.member)
-            .filter_map(|p| p.data_addr.map(|a| (p.id.clone(), a)))
-            .collect();
+        let targets = self.others();
         let mut calls = tokio::task::JoinSet::new();
         for (id, addr) in targets {
             let net = self.net.clone();
@@ -723,6 +742,11 @@ impl Handler for Requests {
                     Some(Msg::Ack { req })
                 }
                 Msg::StateRequest { req } => Some(Msg::State { req, entries: core.store.snapshot() }),
+                Msg::Leaving { member, generation } => {
+                    lock(&core.departed).insert((member, generation));
+                    core.recompute.notify_one();
+                    None
+                }
                 Msg::Lock { req, name, owner, member, wait_ms } => {
                     let wait = Duration::from_millis(wait_ms.unwrap_or(2_000));
                     match core.grant(&name, &owner, &member, wait).await {

@@ -34,6 +34,12 @@ pub const MAX_FRAME: usize = 256 * 1024 * 1024;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Msg {
+    /// A member leaves the cluster (sent just before it stops serving);
+    /// the receiver drops it from its view at once, before gossip tells.
+    Leaving {
+        member: String,
+        generation: u64,
+    },
     /// First frame of a connection.
     Hello {
         cluster: String,
