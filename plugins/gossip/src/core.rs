@@ -55,9 +55,11 @@ pub struct Core {
     lock_gate: tokio::sync::Mutex<()>,
     /// Members with an incompatible wire version already reported.
     reported_incompatible: Mutex<BTreeSet<String>>,
-    /// Members (id, generation) that said they are leaving; out of the view
-    /// until gossip shows them not joined (then they may join again).
-    departed: Mutex<BTreeSet<(String, u64)>>,
+    /// Joins (member, generation, epoch) that ended with a `Leaving`
+    /// notice: out of the view even while gossip still shows them joined.
+    departed: Mutex<BTreeSet<(String, u64, u64)>>,
+    /// This member's joins, counted (the `joined` key: 0 = not joined).
+    epoch: std::sync::atomic::AtomicU64,
     generation: u64,
     pub gossip_addr: SocketAddr,
     pub data_addr: SocketAddr,
@@ -160,6 +162,7 @@ impl Core {
             lock_gate: tokio::sync::Mutex::new(()),
             reported_incompatible: Mutex::new(BTreeSet::new()),
             departed: Mutex::new(BTreeSet::new()),
+            epoch: std::sync::atomic::AtomicU64::new(0),
             generation,
             gossip_addr,
             data_addr,
@@ -318,11 +321,14 @@ impl Core {
                 continue;
             }
             let is_self = peer.id == self.member;
-            let key = (peer.id.clone(), peer.generation);
-            if !peer.joined {
-                lock(&self.departed).remove(&key);
-            }
-            let departed = lock(&self.departed).contains(&key);
+            let departed = {
+                let mut departed = lock(&self.departed);
+                // Notices about earlier joins of this member are done with.
+                departed.retain(|(id, generation, epoch)| {
+                    !(*id == peer.id && (*generation != peer.generation || *epoch < peer.epoch))
+                });
+                departed.contains(&(peer.id.clone(), peer.generation, peer.epoch))
+            };
             if (is_self && joined_self) || (!is_self && peer.joined && !departed && peer.data_addr.is_some()) {
                 members.insert(peer.id.clone(), peer.clone());
             }
@@ -435,7 +441,8 @@ impl Core {
     // ---- joining and leaving ----
 
     pub async fn join(self: &Arc<Self>) -> PluginResult<()> {
-        self.set_key(membership::KEY_JOINED, "1").await;
+        let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        self.set_key(membership::KEY_JOINED, &epoch.to_string()).await;
         // Wait for the others: until a joined peer shows up, or the
         // discovery window passes (the first member of a cluster waits it out).
         let interval = self.config.gossip_interval();
@@ -486,7 +493,8 @@ impl Core {
         let mut notices = tokio::task::JoinSet::new();
         for (id, addr) in others {
             let (net, timeout) = (self.net.clone(), Duration::from_millis(500).min(self.config.operation_timeout()));
-            let msg = Msg::Leaving { member: self.member.clone(), generation: self.generation };
+            let epoch = self.epoch.load(Ordering::SeqCst);
+            let msg = Msg::Leaving { member: self.member.clone(), generation: self.generation, epoch };
             notices.spawn(async move { net.send(&id, addr, msg, timeout).await });
         }
         while notices.join_next().await.is_some() {}
@@ -742,8 +750,8 @@ impl Handler for Requests {
                     Some(Msg::Ack { req })
                 }
                 Msg::StateRequest { req } => Some(Msg::State { req, entries: core.store.snapshot() }),
-                Msg::Leaving { member, generation } => {
-                    lock(&core.departed).insert((member, generation));
+                Msg::Leaving { member, generation, epoch } => {
+                    lock(&core.departed).insert((member, generation, epoch));
                     core.recompute.notify_one();
                     None
                 }

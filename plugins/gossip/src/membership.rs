@@ -36,6 +36,8 @@ pub struct Peer {
     pub plugin_version: String,
     pub wire: (u16, u16),
     pub joined: bool,
+    /// Which join of this member (its `joined` key counts them; 0 = not joined).
+    pub epoch: u64,
     pub settings: Vec<(String, String)>,
 }
 
@@ -143,7 +145,8 @@ fn peer_of(id: &ChitchatId, state: &NodeState) -> Peer {
         started_at_ms: state.get(KEY_STARTED).and_then(|s| s.parse().ok()).unwrap_or(id.generation_id),
         plugin_version: state.get(KEY_VERSION).unwrap_or_default().to_string(),
         wire,
-        joined: state.get(KEY_JOINED) == Some("1"),
+        joined: state.get(KEY_JOINED).is_some_and(|v| v != "0"),
+        epoch: state.get(KEY_JOINED).and_then(|v| v.parse().ok()).unwrap_or(0),
         settings,
     }
 }

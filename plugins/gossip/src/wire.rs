@@ -39,6 +39,8 @@ pub enum Msg {
     Leaving {
         member: String,
         generation: u64,
+        /// The join it ends (a later join is not affected).
+        epoch: u64,
     },
     /// First frame of a connection.
     Hello {
