@@ -109,7 +109,7 @@ pub async fn run(options: NodeOptions) -> Result<(), NodeError> {
         plugins: manager.clone(),
         values: values.clone(),
     };
-    let _admin = match crate::admin::AdminServer::start(admin, &properties).await {
+    let admin_server = match crate::admin::AdminServer::start(admin, &properties).await {
         Ok(server) => server,
         Err(e) => return shut_down(&home, &manager, &cluster).await.and(Err(e.into())),
     };
@@ -157,6 +157,9 @@ pub async fn run(options: NodeOptions) -> Result<(), NodeError> {
         _ = report_cluster => {}
         _ = stop_requested => {}
     }
+    // No more requests: a write acknowledged after the strategy left would
+    // exist only here, and be lost with the process.
+    admin_server.stop().await;
     shut_down(&home, &manager, &cluster).await
 }
 

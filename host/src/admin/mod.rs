@@ -102,6 +102,7 @@ impl AdminState {
 pub struct AdminServer {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl AdminServer {
@@ -119,7 +120,7 @@ impl AdminServer {
         let state = AdminState { shared: Arc::new(Shared { ctx, token_file: token_file.clone(), loopback }) };
         let app = router(state);
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
+        let served = tokio::spawn(async move {
             let served = axum::serve(listener, app).with_graceful_shutdown(async {
                 let _ = stopped.await;
             });
@@ -133,7 +134,20 @@ impl AdminServer {
             "admin API and console on http://{addr}/ (writes{} need the token)",
             if loopback { "" } else { " and reads" }
         );
-        Ok(AdminServer { addr, stop: Some(stop) })
+        Ok(AdminServer { addr, stop: Some(stop), served: Some(served) })
+    }
+
+    /// Stops accepting requests and waits (at most 5 s) for those in flight,
+    /// so no write is acknowledged once the node starts leaving.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(served) = self.served.take() {
+            if tokio::time::timeout(std::time::Duration::from_secs(5), served).await.is_err() {
+                tracing::warn!("the admin API did not finish its requests within 5 s of the stop");
+            }
+        }
     }
 
     /// The address it listens on.
