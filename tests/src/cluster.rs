@@ -65,6 +65,26 @@ pub fn quick_config() -> ClusterConfig {
     }
 }
 
+/// Writes a gossip member's configuration into `conf`: conf/gossip.toml
+/// with the static member list `members` ("host:port"), auto-increment off
+/// (a member is where the list says) and multicast as given, plus the
+/// cluster key (64 hex digits).
+pub fn write_gossip_conf(conf: &std::path::Path, cluster: &str, key: &str, members: &[String], multicast: bool) {
+    std::fs::create_dir_all(conf).expect("conf/ can be made");
+    let members: Vec<String> = members.iter().map(|m| format!("{m:?}")).collect();
+    let gossip = format!(
+        "cluster_name = {cluster:?}\n\n[network]\nport_auto_increment = false\n\n[discovery]\nmembers = [{}]\n\n[discovery.multicast]\nenabled = {multicast}\n",
+        members.join(", ")
+    );
+    std::fs::write(conf.join("gossip.toml"), gossip).expect("gossip.toml can be written");
+    std::fs::write(conf.join("cluster.key"), format!("{key}\n")).expect("the key can be written");
+}
+
+/// Members `127.0.0.1:port` for `ports`.
+pub fn loopback_members(ports: &[u16]) -> Vec<String> {
+    ports.iter().map(|p| format!("127.0.0.1:{p}")).collect()
+}
+
 /// A port free for both UDP and TCP on 127.0.0.1 (the gossip member port).
 pub fn free_member_port() -> u16 {
     loop {
@@ -137,20 +157,10 @@ impl TestCluster {
     }
 
     async fn attach_gossip(&mut self, name: &str) {
-        let members: Vec<String> = self.ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+        let members = loopback_members(&self.ports);
         let node = self.nodes.iter_mut().find(|n| n.name == name).expect("a node with that name");
         let home = tempfile::tempdir().expect("a node home");
-        let conf = home.path().join("conf");
-        std::fs::create_dir_all(&conf).unwrap();
-        std::fs::write(
-            conf.join("gossip.toml"),
-            format!(
-                "cluster_name = \"suite\"\n[network]\nport_auto_increment = false\n[discovery]\nmembers = [{}]\n[discovery.multicast]\nenabled = false\n",
-                members.join(", ")
-            ),
-        )
-        .unwrap();
-        std::fs::write(conf.join("cluster.key"), "5a".repeat(32)).unwrap();
+        write_gossip_conf(&home.path().join("conf"), "suite", &"5a".repeat(32), &members, false);
         let values = NodeValues::default();
         let properties =
             Properties { node_name: Some(name.to_string()), cluster_port: Some(node.port), ..Properties::default() };

@@ -13,7 +13,7 @@ use clusterhost_plugin_api::WireVersion;
 use serde_json::Value;
 
 use crate::admin::{call, DEADLINE, TOKEN};
-use crate::cluster::free_member_port;
+use crate::cluster::{free_member_port, loopback_members, write_gossip_conf};
 use crate::{clusterhost_bin, plugin, restamp, wait_until, NodeProcess};
 
 /// A gossip build restamped to `version` (and `wire`, e.g. "2.0") at `dst`.
@@ -38,7 +38,7 @@ impl GossipCluster {
     /// waits until every member sees all of them.
     pub fn start(n: usize, plugin_file: &Path, dir: tempfile::TempDir) -> GossipCluster {
         let ports: Vec<u16> = (0..n).map(|_| free_member_port()).collect();
-        let members: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+        let members = loopback_members(&ports);
         let mut nodes = Vec::new();
         let mut names = Vec::new();
         for (i, port) in ports.iter().enumerate() {
@@ -49,15 +49,7 @@ impl GossipCluster {
             std::fs::create_dir_all(home.join("plugins")).unwrap();
             std::fs::write(conf.join("clusterhost.properties"), "cluster.startup.delay.seconds = 0\n").unwrap();
             std::fs::write(conf.join("admin.token"), format!("{TOKEN}\n")).unwrap();
-            std::fs::write(conf.join("cluster.key"), "7e".repeat(32)).unwrap();
-            std::fs::write(
-                conf.join("gossip.toml"),
-                format!(
-                    "cluster_name = \"upgrade\"\n[network]\nport_auto_increment = false\n[discovery]\nmembers = [{}]\n[discovery.multicast]\nenabled = false\n",
-                    members.join(", ")
-                ),
-            )
-            .unwrap();
+            write_gossip_conf(&conf, "upgrade", &"7e".repeat(32), &members, false);
             std::fs::copy(plugin_file, home.join("plugins/gossip.so")).unwrap();
             let node =
                 NodeProcess::start_with(&home, &["--node-name", &name, "--cluster-port", &port.to_string()], &[]);

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use clusterhost_tests::admin::{call, DEADLINE, TOKEN};
-use clusterhost_tests::cluster::free_member_port;
+use clusterhost_tests::cluster::{free_member_port, loopback_members, write_gossip_conf};
 use clusterhost_tests::{free_port, plugin, wait_until, NodeProcess};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
@@ -118,13 +118,7 @@ fn gossip_home(properties: &str, ports: &[u16]) -> tempfile::TempDir {
     std::fs::create_dir_all(home.path().join("plugins")).unwrap();
     std::fs::write(conf.join("clusterhost.properties"), properties).unwrap();
     std::fs::write(conf.join("admin.token"), format!("{TOKEN}\n")).unwrap();
-    std::fs::write(conf.join("cluster.key"), "3c".repeat(32)).unwrap();
-    let members: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
-    let gossip = format!(
-        "cluster_name = \"console\"\n[network]\nport_auto_increment = false\n[discovery]\nmembers = [{}]\n[discovery.multicast]\nenabled = false\n",
-        members.join(", ")
-    );
-    std::fs::write(conf.join("gossip.toml"), gossip).unwrap();
+    write_gossip_conf(&conf, "console", &"3c".repeat(32), &loopback_members(ports), false);
     std::fs::copy(plugin("gossip"), home.path().join("plugins/gossip.so")).unwrap();
     home
 }

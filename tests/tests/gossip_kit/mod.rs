@@ -53,15 +53,7 @@ pub fn gossip_home(spec: &HomeSpec) -> tempfile::TempDir {
     let conf = home.path().join("conf");
     std::fs::create_dir_all(&conf).expect("conf/ can be made");
     std::fs::create_dir_all(home.path().join("plugins")).expect("plugins/ can be made");
-    let members: Vec<String> = spec.members.iter().map(|m| format!("{m:?}")).collect();
-    let gossip = format!(
-        "cluster_name = {:?}\n\n[network]\nport_auto_increment = false\n\n[discovery]\nmembers = [{}]\n\n[discovery.multicast]\nenabled = {}\n",
-        spec.cluster,
-        members.join(", "),
-        spec.multicast
-    );
-    std::fs::write(conf.join("gossip.toml"), gossip).expect("gossip.toml can be written");
-    std::fs::write(conf.join("cluster.key"), format!("{}\n", spec.key)).expect("the key can be written");
+    write_gossip_conf(&conf, spec.cluster, spec.key, spec.members, spec.multicast);
     std::fs::write(
         conf.join("clusterhost.properties"),
         "cluster.startup.delay.seconds = 0\ncluster.metrics.enabled = true\n",
@@ -289,10 +281,9 @@ pub fn free_member_port(taken: &[u16]) -> u16 {
     }
 }
 
-/// Members `127.0.0.1:port` for `ports`.
-pub fn loopback_members(ports: &[u16]) -> Vec<String> {
-    ports.iter().map(|p| format!("127.0.0.1:{p}")).collect()
-}
+#[allow(unused_imports)]
+pub use clusterhost_tests::cluster::loopback_members;
+use clusterhost_tests::cluster::write_gossip_conf;
 
 /// When a log line containing every one of `parts` was read, from line `from` on.
 pub fn log_time(node: &NodeProcess, from: usize, parts: &[&str]) -> Option<Instant> {
