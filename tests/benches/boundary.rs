@@ -23,17 +23,23 @@ use clusterhost_tests::{plugin, restamp};
 
 const OPS: u32 = 100_000;
 
-fn sample<F: Future<Output = ()>>(
+/// `samples` timings (ns per get) of OPS calls of `get`, which must find
+/// the entry, after one warm-up round.
+fn sample<F: Future<Output = bool>>(
     runtime: &tokio::runtime::Runtime,
     samples: usize,
-    mut run: impl FnMut() -> F,
+    get: impl Fn() -> F,
 ) -> Vec<f64> {
-    // One warm-up sample.
-    runtime.block_on(run());
+    let round = || async {
+        for _ in 0..OPS {
+            assert!(get().await, "the entry is there");
+        }
+    };
+    runtime.block_on(round());
     (0..samples)
         .map(|_| {
             let started = Instant::now();
-            runtime.block_on(run());
+            runtime.block_on(round());
             started.elapsed().as_nanos() as f64 / OPS as f64
         })
         .collect()
@@ -71,41 +77,20 @@ fn main() {
     let boundary = std::sync::Arc::new(StrategyRef::new("memory".into(), "1.0.0".into(), boxed));
 
     let d = {
-        let (direct, key) = (direct.clone(), key.clone());
-        sample(&runtime, samples, move || {
-            let (direct, key) = (direct.clone(), key.clone());
-            async move {
-                for _ in 0..OPS {
-                    assert!(direct.cache_get("c", &key).await.unwrap().is_some());
-                }
-            }
-        })
+        let (direct, key) = (&direct, &key);
+        sample(&runtime, samples, move || async move { direct.cache_get("c", key).await.unwrap().is_some() })
     };
     let b = {
-        let (boundary, key) = (boundary.clone(), key.clone());
-        sample(&runtime, samples, move || {
-            let (boundary, key) = (boundary.clone(), key.clone());
-            async move {
-                for _ in 0..OPS {
-                    assert!(boundary.get("c", &key).await.unwrap().is_some());
-                }
-            }
-        })
+        let (boundary, key) = (&boundary, &key);
+        sample(&runtime, samples, move || async move { boundary.get("c", key).await.unwrap().is_some() })
     };
 
     // The host's cache API, standalone and over a loaded .so.
     let standalone = manager.caches().raw("c");
     runtime.block_on(standalone.put(key.clone(), vec![7; 64])).unwrap();
     let s = {
-        let (cache, key) = (standalone.clone(), key.clone());
-        sample(&runtime, samples, move || {
-            let (cache, key) = (cache.clone(), key.clone());
-            async move {
-                for _ in 0..OPS {
-                    assert!(cache.get(&key).await.unwrap().is_some());
-                }
-            }
-        })
+        let (cache, key) = (&standalone, &key);
+        sample(&runtime, samples, move || async move { cache.get(key).await.unwrap().is_some() })
     };
 
     let home = tempfile::tempdir().unwrap();
@@ -131,15 +116,8 @@ fn main() {
         (plugins, cluster, cache)
     });
     let l = {
-        let (cache, key) = (loaded.2.clone(), key.clone());
-        sample(&runtime, samples, move || {
-            let (cache, key) = (cache.clone(), key.clone());
-            async move {
-                for _ in 0..OPS {
-                    assert!(cache.get(&key).await.unwrap().is_some());
-                }
-            }
-        })
+        let (cache, key) = (&loaded.2, &key);
+        sample(&runtime, samples, move || async move { cache.get(key).await.unwrap().is_some() })
     };
 
     println!("cache get of a 64-byte value, {OPS} gets per sample, {samples} samples");
