@@ -8,7 +8,7 @@
 //!   through its own `PluginManager` (a private copy per node, so each has
 //!   its own chitchat and data plane), on 127.0.0.1 with ports chosen per test.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -240,12 +240,6 @@ impl TestCluster {
         let node = self.nodes.iter().find(|n| n.name == name).expect("a node with that name");
         let (plugins, home, _) = node.plugins.as_ref().expect("a gossip node has a plugin manager");
         (plugins, home.path())
-    }
-
-    /// The node's gossip address (gossip backend).
-    pub fn member_addr(&self, name: &str) -> SocketAddr {
-        let node = self.nodes.iter().find(|n| n.name == name).expect("a node with that name");
-        SocketAddr::from((Ipv4Addr::LOCALHOST, node.port))
     }
 }
 

@@ -861,7 +861,7 @@ impl Strategy for Gossip {
 
     fn cache_clear(&self, cache: &str) -> impl Future<Output = PluginResult<()>> + Send + use<> {
         let entries: Vec<WireEntry> =
-            self.0.store.live_keys(cache).into_iter().map(|k| self.0.entry(cache, k, None)).collect();
+            self.0.store.keys(cache).into_iter().map(|k| self.0.entry(cache, k, None)).collect();
         let core = self.0.clone();
         async move { core.replicate(entries).await }
     }

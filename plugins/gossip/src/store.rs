@@ -155,11 +155,6 @@ impl Store {
     pub fn names(&self) -> Vec<String> {
         self.lock().iter().filter(|(n, _)| !n.starts_with("__")).map(|(n, _)| n.clone()).collect()
     }
-
-    /// Keys of `cache` that hold a value (for clear: each becomes a tombstone).
-    pub fn live_keys(&self, cache: &str) -> Vec<Vec<u8>> {
-        self.keys(cache)
-    }
 }
 
 #[cfg(test)]
