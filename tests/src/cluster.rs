@@ -6,7 +6,10 @@
 //!   plugin's would be;
 //! - [`Backend::Gossip`]: each node loads the real gossip plugin (`.so`)
 //!   through its own `PluginManager` (a private copy per node, so each has
-//!   its own chitchat and data plane), on 127.0.0.1 with ports chosen per test.
+//!   its own chitchat and data plane), on 127.0.0.1 with ports chosen per test;
+//! - [`Backend::Redis`] / [`Backend::RedisCluster`]: each node loads the
+//!   real redis plugin, against a `redis-server` (or a 3-master Redis
+//!   Cluster) the cluster starts for itself and stops when dropped.
 
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::path::PathBuf;
@@ -24,6 +27,40 @@ use clusterhost_plugin_api::ClusterHost;
 pub enum Backend {
     Memory,
     Gossip,
+    Redis,
+    RedisCluster,
+}
+
+/// The Redis a redis-backed test cluster runs against.
+pub enum RedisBackend {
+    Single(crate::redis::RedisServer),
+    Cluster(crate::redis::RedisCluster),
+}
+
+impl RedisBackend {
+    pub fn start(backend: Backend) -> Option<RedisBackend> {
+        match backend {
+            Backend::Redis => Some(RedisBackend::Single(crate::redis::RedisServer::start())),
+            Backend::RedisCluster => Some(RedisBackend::Cluster(crate::redis::RedisCluster::start())),
+            Backend::Memory | Backend::Gossip => None,
+        }
+    }
+
+    /// (mode, urls) for conf/redis.toml.
+    pub fn target(&self) -> (&'static str, Vec<String>) {
+        match self {
+            RedisBackend::Single(server) => ("single", vec![server.url()]),
+            RedisBackend::Cluster(cluster) => ("cluster", cluster.urls()),
+        }
+    }
+}
+
+/// Writes a redis member's conf/redis.toml: `mode`, `urls`, `prefix`.
+pub fn write_redis_conf(conf: &std::path::Path, mode: &str, urls: &[String], prefix: &str) {
+    std::fs::create_dir_all(conf).expect("conf/ can be made");
+    let urls: Vec<String> = urls.iter().map(|u| format!("{u:?}")).collect();
+    let text = format!("mode = {mode:?}\nurls = [{}]\nkey_prefix = {prefix:?}\n", urls.join(", "));
+    std::fs::write(conf.join("redis.toml"), text).expect("redis.toml can be written");
 }
 
 /// One in-process node.
@@ -53,6 +90,8 @@ pub struct TestCluster {
     config: ClusterConfig,
     /// Gossip: every node's port (the static member list), fixed up front.
     ports: Vec<u16>,
+    /// Redis backends: the server(s), stopped when the cluster is dropped.
+    pub redis: Option<RedisBackend>,
 }
 
 /// Settings for quick tests: no startup delay, a 2 s budget.
@@ -105,7 +144,8 @@ impl TestCluster {
             .with_test_writer()
             .try_init();
         let ports = names.iter().map(|_| free_member_port()).collect();
-        let mut cluster = TestCluster { backend, fabric: MemoryFabric::new(), nodes: Vec::new(), config, ports };
+        let redis = RedisBackend::start(backend);
+        let mut cluster = TestCluster { backend, fabric: MemoryFabric::new(), nodes: Vec::new(), config, ports, redis };
         for name in names {
             cluster.add_standalone(name);
         }
@@ -134,7 +174,7 @@ impl TestCluster {
     pub async fn attach_with(&mut self, name: &str, adjust: impl FnOnce(MemoryStrategy) -> MemoryStrategy) {
         match self.backend {
             Backend::Memory => self.attach_memory(name, adjust).await,
-            Backend::Gossip => self.attach_gossip(name).await,
+            Backend::Gossip | Backend::Redis | Backend::RedisCluster => self.attach_plugin(name).await,
         }
     }
 
@@ -156,11 +196,23 @@ impl TestCluster {
         }
     }
 
-    async fn attach_gossip(&mut self, name: &str) {
+    /// Loads the backend's real plugin (a private copy) on node `name`.
+    async fn attach_plugin(&mut self, name: &str) {
         let members = loopback_members(&self.ports);
-        let node = self.nodes.iter_mut().find(|n| n.name == name).expect("a node with that name");
         let home = tempfile::tempdir().expect("a node home");
-        write_gossip_conf(&home.path().join("conf"), "suite", &"5a".repeat(32), &members, false);
+        let conf = home.path().join("conf");
+        let lib = match &self.redis {
+            Some(redis) => {
+                let (mode, urls) = redis.target();
+                write_redis_conf(&conf, mode, &urls, "suite");
+                "redis_strategy"
+            }
+            None => {
+                write_gossip_conf(&conf, "suite", &"5a".repeat(32), &members, false);
+                "gossip"
+            }
+        };
+        let node = self.nodes.iter_mut().find(|n| n.name == name).expect("a node with that name");
         let values = NodeValues::default();
         let properties =
             Properties { node_name: Some(name.to_string()), cluster_port: Some(node.port), ..Properties::default() };
@@ -170,8 +222,8 @@ impl TestCluster {
         config.cluster = Some(node.cluster.clone());
         config.lifecycle_budget = Duration::from_secs(20);
         let plugins = PluginManager::new(config).expect("a plugin manager");
-        let file = crate::plugin("gossip");
-        plugins.load(&file).await.expect("the gossip plugin loads");
+        let file = crate::plugin(lib);
+        plugins.load(&file).await.unwrap_or_else(|e| panic!("the {lib} plugin loads: {e}"));
         node.plugins = Some((plugins, home, file));
     }
 
@@ -180,7 +232,7 @@ impl TestCluster {
         let node = self.nodes.iter_mut().find(|n| n.name == name).expect("a node with that name");
         match self.backend {
             Backend::Memory => node.cluster.detach("memory").await,
-            Backend::Gossip => {
+            Backend::Gossip | Backend::Redis | Backend::RedisCluster => {
                 if let Some((plugins, _, file)) = &node.plugins {
                     plugins.unload(file, "detached by the test").await;
                 }
@@ -188,11 +240,12 @@ impl TestCluster {
         }
     }
 
-    /// Node `name` dies without a goodbye (memory), or its strategy stops (gossip).
+    /// Node `name` dies without a goodbye (memory), or its strategy stops
+    /// (the plugin backends; real crashes are covered with processes).
     pub async fn crash(&mut self, name: &str) {
         match self.backend {
             Backend::Memory => self.fabric.crash(name),
-            Backend::Gossip => self.detach(name).await,
+            Backend::Gossip | Backend::Redis | Backend::RedisCluster => self.detach(name).await,
         }
     }
 
@@ -235,10 +288,10 @@ impl TestCluster {
         }
     }
 
-    /// Node `name`'s plugin manager and its home (gossip backend).
+    /// Node `name`'s plugin manager and its home (plugin backends).
     pub fn plugin_manager(&self, name: &str) -> (&PluginManager, &std::path::Path) {
         let node = self.nodes.iter().find(|n| n.name == name).expect("a node with that name");
-        let (plugins, home, _) = node.plugins.as_ref().expect("a gossip node has a plugin manager");
+        let (plugins, home, _) = node.plugins.as_ref().expect("a plugin-backed node has a plugin manager");
         (plugins, home.path())
     }
 }
@@ -252,6 +305,20 @@ pub fn same_kind(a: &ClusterState, b: &ClusterState) -> bool {
 pub async fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !condition() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Awaits `condition` every 10 ms until it holds; panics after `timeout`
+/// (for conditions that need I/O, such as a clustered cache's size).
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !condition().await {
         assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

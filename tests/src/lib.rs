@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod cluster;
+pub mod redis;
 pub mod upgrade;
 
 use std::io::{BufRead, BufReader};

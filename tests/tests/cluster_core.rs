@@ -1,14 +1,15 @@
 //! The cluster-core suite: event order, caches across join and leave,
 //! tasks, locks and the cluster-wide switch, on in-process nodes whose
 //! strategies cross the real plugin boundary. The same tests run against
-//! every strategy (`memory::` and `gossip::` below); the ones about startup
+//! every strategy (`memory::`, `gossip::`, `redis::` and `redis_cluster::`
+//! below); the ones about startup
 //! failures use the memory strategy's failure injection.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clusterhost::cluster::{ClusterEvent, ClusterState, Target, TaskFailure};
-use clusterhost_tests::cluster::{quick_config, same_kind, wait_for, Backend, TestCluster};
+use clusterhost_tests::cluster::{quick_config, same_kind, wait_for, wait_until, Backend, TestCluster};
 
 type Log = Arc<Mutex<Vec<String>>>;
 
@@ -52,6 +53,22 @@ macro_rules! every_strategy {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $test() {
                 super::$test(Backend::Gossip).await
+            })*
+        }
+        /// Against one `redis-server`.
+        mod redis {
+            use super::*;
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                super::$test(Backend::Redis).await
+            })*
+        }
+        /// Against a 3-master Redis Cluster.
+        mod redis_cluster {
+            use super::*;
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                super::$test(Backend::RedisCluster).await
             })*
         }
     };
@@ -136,8 +153,8 @@ async fn join_and_leave_lose_no_entry(backend: Backend) {
     cluster.attach("b").await;
     cluster.wait_all(ClusterState::Clustered).await;
     cluster.wait_members(2).await;
-    wait_for("b's entries to reach a", Duration::from_secs(30), || {
-        futures_ready(users_a.len()).is_some_and(|n| n.unwrap_or(0) == 150)
+    wait_until("b's entries to reach a", Duration::from_secs(30), || async {
+        users_a.len().await.is_ok_and(|n| n == 150)
     })
     .await;
     assert_eq!(users_a.len().await.unwrap(), 150);
@@ -256,8 +273,8 @@ async fn disabling_and_enabling_on_one_node_changes_every_node(backend: Backend)
     cluster.wait_members(3).await;
     for node in &cluster.nodes {
         let mine = node.cluster.caches().cache::<String, u64>("counters");
-        wait_for(&format!("{} to hold the merged entries", node.name), Duration::from_secs(30), || {
-            futures_ready(mine.len()).is_some_and(|n| n.unwrap_or(0) == 3)
+        wait_until(&format!("{} to hold the merged entries", node.name), Duration::from_secs(30), || async {
+            mine.len().await.is_ok_and(|n| n == 3)
         })
         .await;
     }
@@ -411,15 +428,4 @@ async fn cluster_wide_settings_reach_every_member(backend: Backend) {
     wait_for("b to see the setting", Duration::from_secs(10), || lines(&log, "b").contains(&"setting motd".into()))
         .await;
     assert!(cluster.node("b").settings().contains(&("motd".to_string(), "hello".to_string())));
-}
-
-/// The value of a future that is ready at once (reads of local state), or None.
-fn futures_ready<F: std::future::Future>(future: F) -> Option<F::Output> {
-    let waker = std::task::Waker::noop();
-    let mut cx = std::task::Context::from_waker(waker);
-    let mut future = std::pin::pin!(future);
-    match future.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(v) => Some(v),
-        std::task::Poll::Pending => None,
-    }
 }

@@ -1,0 +1,221 @@
+//! `conf/redis.toml`: where the shared Redis (or Valkey) is and how this
+//! member uses it. A bad file is refused with file:line.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The file name when `cluster.config.file` is not set.
+pub const DEFAULT_FILE: &str = "redis.toml";
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub mode: Mode,
+    /// `redis://host:port[/db]` or `rediss://` (TLS; `rediss://host:port/#insecure`
+    /// accepts any certificate, for tests) URLs: the server
+    /// (single), the sentinels (sentinel) or some cluster nodes (cluster).
+    pub urls: Vec<String>,
+    /// Sentinel mode: the monitored master's name.
+    pub sentinel_master: String,
+    /// Every key and channel starts with this: members with the same
+    /// prefix on the same Redis form one cluster.
+    pub key_prefix: String,
+    /// ACL user and password (also accepted inside the URLs).
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub membership: Membership,
+    pub timeouts: Timeouts,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Single,
+    Sentinel,
+    Cluster,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Membership {
+    /// How often a member refreshes its key and re-reads the view.
+    pub heartbeat_ms: u64,
+    /// A member whose key was not refreshed for this long is gone; a
+    /// member that could not reach Redis for this long leaves on its own.
+    pub member_ttl_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    pub connect_ms: u64,
+    /// Per command.
+    pub response_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            mode: Mode::Single,
+            urls: vec!["redis://127.0.0.1:6379".into()],
+            sentinel_master: "mymaster".into(),
+            key_prefix: "clusterhost".into(),
+            username: None,
+            password: None,
+            membership: Membership::default(),
+            timeouts: Timeouts::default(),
+        }
+    }
+}
+
+impl Default for Membership {
+    fn default() -> Self {
+        Membership { heartbeat_ms: 500, member_ttl_ms: 3_000 }
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { connect_ms: 2_000, response_ms: 2_000 }
+    }
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("could not read {file}: {detail}; create it (conf/redis.toml in the repository lists every key) or set cluster.config.file")]
+    Unreadable { file: PathBuf, detail: String },
+    #[error("{file}:{line}: {message}; fix the file and publish the redis plugin again")]
+    Invalid { file: PathBuf, line: usize, message: String },
+}
+
+impl Config {
+    /// Reads `file`; a missing file means the defaults.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        match std::fs::read_to_string(file) {
+            Ok(text) => Config::parse(file, &text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Err(e) => Err(ConfigError::Unreadable { file: file.to_owned(), detail: e.to_string() }),
+        }
+    }
+
+    /// Parses TOML text; `file` names it in errors.
+    pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1).unwrap_or(1);
+            let message = e.message().lines().next().unwrap_or("invalid TOML").to_string();
+            ConfigError::Invalid { file: file.to_owned(), line, message }
+        })?;
+        config.validate(file, text)?;
+        Ok(config)
+    }
+
+    fn validate(&self, file: &Path, text: &str) -> Result<(), ConfigError> {
+        let line_of =
+            |key: &str| text.lines().position(|l| l.trim_start().starts_with(key)).map(|i| i + 1).unwrap_or(1);
+        let invalid =
+            |key: &str, message: String| ConfigError::Invalid { file: file.to_owned(), line: line_of(key), message };
+        if self.urls.is_empty() {
+            return Err(invalid("urls", "urls must list at least one redis:// or rediss:// URL".into()));
+        }
+        for url in &self.urls {
+            let scheme_ok = url.starts_with("redis://") || url.starts_with("rediss://");
+            if !scheme_ok || redis::parse_redis_url(url).is_none() {
+                return Err(invalid(
+                    "urls",
+                    format!("{url:?} is not a Redis URL (expected redis://host:port or rediss://host:port for TLS)"),
+                ));
+            }
+        }
+        if self.mode == Mode::Single && self.urls.len() > 1 {
+            return Err(invalid(
+                "urls",
+                format!(
+                    "mode = \"single\" takes one URL, {} given; use mode = \"sentinel\" or \"cluster\" for several",
+                    self.urls.len()
+                ),
+            ));
+        }
+        if self.mode == Mode::Sentinel && self.sentinel_master.is_empty() {
+            return Err(invalid("sentinel_master", "sentinel mode needs sentinel_master (the master's name)".into()));
+        }
+        if self.key_prefix.is_empty() || self.key_prefix.len() > 64 || self.key_prefix.contains(['{', '}', ' ', '\n']) {
+            return Err(invalid(
+                "key_prefix",
+                "key_prefix must have 1 to 64 characters, without braces or spaces".into(),
+            ));
+        }
+        let m = &self.membership;
+        if m.heartbeat_ms == 0 || self.timeouts.connect_ms == 0 || self.timeouts.response_ms == 0 {
+            return Err(invalid("_ms", "intervals and timeouts must be above 0".into()));
+        }
+        if m.member_ttl_ms < 2 * m.heartbeat_ms {
+            return Err(invalid(
+                "member_ttl_ms",
+                format!(
+                    "member_ttl_ms ({}) must be at least twice heartbeat_ms ({}), or members flap",
+                    m.member_ttl_ms, m.heartbeat_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.membership.heartbeat_ms)
+    }
+
+    pub fn member_ttl(&self) -> Duration {
+        Duration::from_millis(self.membership.member_ttl_ms)
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.timeouts.connect_ms)
+    }
+
+    pub fn response_timeout(&self) -> Duration {
+        Duration::from_millis(self.timeouts.response_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("conf/redis.toml"), text)
+    }
+
+    #[test]
+    fn empty_means_the_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.mode, Mode::Single);
+        assert_eq!(c.urls, vec!["redis://127.0.0.1:6379".to_string()]);
+        assert_eq!(c.key_prefix, "clusterhost");
+        assert_eq!(c.membership.member_ttl_ms, 3_000);
+    }
+
+    #[test]
+    fn the_shipped_file_parses_to_the_defaults() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../conf/redis.toml");
+        assert_eq!(Config::load(&file).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let err = parse("mode = \"single\"\nurls = [\"http://x\"]\n").unwrap_err().to_string();
+        assert!(err.starts_with("conf/redis.toml:2: \"http://x\" is not a Redis URL"), "{err}");
+        let err = parse("mode = \"ring\"\n").unwrap_err().to_string();
+        assert!(err.starts_with("conf/redis.toml:1: unknown variant `ring`"), "{err}");
+        let err = parse("\n[membership]\nheartbeat_ms = 1000\nmember_ttl_ms = 1500\n").unwrap_err().to_string();
+        assert!(err.starts_with("conf/redis.toml:4: member_ttl_ms (1500) must be at least twice"), "{err}");
+        let err = parse("urls = [\"redis://a:1\", \"redis://b:2\"]\n").unwrap_err().to_string();
+        assert!(err.contains(":1: mode = \"single\" takes one URL, 2 given"), "{err}");
+        let err = parse("key_prefix = \"a{b}\"\n").unwrap_err().to_string();
+        assert!(err.contains(":1: key_prefix must have"), "{err}");
+        let err = parse("[timeouts]\nrespons_ms = 1\n").unwrap_err().to_string();
+        assert!(err.starts_with("conf/redis.toml:2: unknown field `respons_ms`"), "{err}");
+    }
+}

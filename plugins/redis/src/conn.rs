@@ -1,0 +1,173 @@
+//! Connections to the shared Redis: one multiplexed, self-reconnecting
+//! command connection (a `ConnectionManager` for a single server or a
+//! Sentinel-resolved master, a cluster connection for Redis Cluster) and a
+//! pub/sub connection.
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use redis::{Client, Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
+
+use crate::config::{Config, Mode};
+
+/// The command connection; cheap to clone (clones share the socket).
+#[derive(Clone)]
+pub enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// A client for `url` with the configured credentials.
+fn client(config: &Config, url: &str) -> redis::RedisResult<Client> {
+    let mut info = url.into_connection_info()?;
+    let mut settings = info.redis_settings().clone();
+    if let Some(user) = &config.username {
+        settings = settings.set_username(user);
+    }
+    if let Some(password) = &config.password {
+        settings = settings.set_password(password);
+    }
+    info = info.set_redis_settings(settings);
+    Client::open(info)
+}
+
+/// The server that takes commands and pub/sub (single and sentinel modes),
+/// or the node pub/sub uses (cluster mode: a publish reaches every node).
+async fn server_client(config: &Config) -> Result<Client, String> {
+    match config.mode {
+        Mode::Single | Mode::Cluster => {
+            let mut last = String::new();
+            for url in &config.urls {
+                match client(config, url) {
+                    Ok(c) => {
+                        // In cluster mode, prefer a node that answers.
+                        if config.mode == Mode::Single || ping(&c, config).await.is_ok() {
+                            return Ok(c);
+                        }
+                        last = format!("{url} does not answer");
+                    }
+                    Err(e) => last = format!("{url}: {e}"),
+                }
+            }
+            Err(last)
+        }
+        Mode::Sentinel => {
+            let mut node = SentinelNodeConnectionInfo::default();
+            let mut settings = redis::RedisConnectionInfo::default();
+            if let Some(user) = &config.username {
+                settings = settings.set_username(user);
+            }
+            if let Some(password) = &config.password {
+                settings = settings.set_password(password);
+            }
+            node = node.set_redis_connection_info(settings);
+            let mut sentinel = SentinelClient::build(
+                config.urls.clone(),
+                config.sentinel_master.clone(),
+                Some(node),
+                SentinelServerType::Master,
+            )
+            .map_err(|e| format!("the sentinels {:?}: {e}", config.urls))?;
+            sentinel.async_get_client().await.map_err(|e| {
+                format!("no sentinel of {:?} named a master {:?}: {e}", config.urls, config.sentinel_master)
+            })
+        }
+    }
+}
+
+async fn ping(client: &Client, config: &Config) -> redis::RedisResult<()> {
+    let mut conn = tokio::time::timeout(config.connect_timeout(), client.get_multiplexed_async_connection())
+        .await
+        .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
+    redis::cmd("PING").query_async::<()>(&mut conn).await
+}
+
+/// Connects the command connection. The error says where and what to check.
+pub async fn connect(config: &Config) -> Result<Conn, String> {
+    let fail = |detail: String| {
+        format!(
+            "could not reach Redis ({} mode, {}): {detail}; check that the server runs and the urls in conf/redis.toml",
+            mode_name(config.mode),
+            config.urls.join(", ")
+        )
+    };
+    let connected = async {
+        match config.mode {
+            Mode::Single | Mode::Sentinel => {
+                let client = server_client(config).await?;
+                let settings = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(config.connect_timeout()))
+                    .set_response_timeout(Some(config.response_timeout()))
+                    .set_number_of_retries(1);
+                let manager = ConnectionManager::new_with_config(client, settings).await.map_err(|e| e.to_string())?;
+                Ok(Conn::Single(manager))
+            }
+            Mode::Cluster => {
+                let mut builder = ClusterClientBuilder::new(config.urls.clone())
+                    .connection_timeout(config.connect_timeout())
+                    .response_timeout(config.response_timeout())
+                    .retries(2);
+                if let Some(user) = &config.username {
+                    builder = builder.username(user);
+                }
+                if let Some(password) = &config.password {
+                    builder = builder.password(password);
+                }
+                let client = builder.build().map_err(|e| e.to_string())?;
+                client.get_async_connection().await.map(Conn::Cluster).map_err(|e| e.to_string())
+            }
+        }
+    };
+    // Bounded as a whole: a cluster connect tries every node.
+    match tokio::time::timeout(config.connect_timeout() * 2, connected).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(detail)) => Err(fail(detail)),
+        Err(_) => Err(fail(format!("no answer within {:?}", config.connect_timeout() * 2))),
+    }
+}
+
+/// A pub/sub connection.
+pub async fn pubsub(config: &Config) -> Result<redis::aio::PubSub, String> {
+    let client = server_client(config).await?;
+    tokio::time::timeout(config.connect_timeout(), client.get_async_pubsub())
+        .await
+        .map_err(|_| format!("the pub/sub connection did not open within {:?}", config.connect_timeout()))?
+        .map_err(|e| e.to_string())
+}
+
+pub fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Single => "single",
+        Mode::Sentinel => "sentinel",
+        Mode::Cluster => "cluster",
+    }
+}

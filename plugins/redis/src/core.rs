@@ -1,0 +1,1187 @@
+//! The redis strategy: membership by expiring keys and a join order,
+//! caches as Redis hashes, locks with owner tokens and fencing numbers,
+//! tasks and change notices over pub/sub, settings in a shared hash.
+//!
+//! Keys (P = `key_prefix`; `{P}` is a hash tag, so the membership keys
+//! share one Redis Cluster slot and can be read together):
+//! - `{P}:member:<id>`: the member's record, expiring after `member_ttl_ms`
+//!   unless refreshed; `{P}:joins`: sorted set of ids by join number
+//!   (`{P}:seq`); the senior is the live member with the lowest number;
+//! - `{P}:settings`: hash of cluster-wide settings;
+//!   `{P}:caches`: set of cache names;
+//! - `P:cache:<name>`: one hash per cache (a cache lives on one slot),
+//!   each value prefixed by its version (16 hex digits, ms);
+//! - `P:lock:{<name>}` and `P:fence:{<name>}`: a lock and its fencing counter;
+//! - channels `P:events`, `P:task:<id>`, `P:reply:<id>`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use clusterhost_plugin_api::cluster::{
+    now_ms, CacheSize, Entry, Member, StrategyEvent, TaskOutcome, TaskReply, TaskTarget,
+};
+use clusterhost_plugin_api::{ClusterHost, PluginResult, Strategy};
+use futures_util::StreamExt;
+use redis::Script;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, Notify};
+
+use crate::config::Config;
+use crate::conn::{self, Conn};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Key and channel names.
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn member(&self, id: &str) -> String {
+        format!("{{{}}}:member:{id}", self.prefix)
+    }
+    fn joins(&self) -> String {
+        format!("{{{}}}:joins", self.prefix)
+    }
+    fn seq(&self) -> String {
+        format!("{{{}}}:seq", self.prefix)
+    }
+    fn settings(&self) -> String {
+        format!("{{{}}}:settings", self.prefix)
+    }
+    fn caches(&self) -> String {
+        format!("{{{}}}:caches", self.prefix)
+    }
+    fn cache(&self, name: &str) -> String {
+        format!("{}:cache:{name}", self.prefix)
+    }
+    fn lock(&self, name: &str) -> String {
+        format!("{}:lock:{{{name}}}", self.prefix)
+    }
+    fn fence(&self, name: &str) -> String {
+        format!("{}:fence:{{{name}}}", self.prefix)
+    }
+    fn events(&self) -> String {
+        format!("{}:events", self.prefix)
+    }
+    fn tasks(&self, id: &str) -> String {
+        format!("{}:task:{id}", self.prefix)
+    }
+    fn replies(&self, id: &str) -> String {
+        format!("{}:reply:{id}", self.prefix)
+    }
+}
+
+/// What a member's key holds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Record {
+    /// Tells this plugin instance's own key from a namesake's.
+    instance: u64,
+    started_at_ms: u64,
+    version: String,
+    address: String,
+}
+
+/// Messages on the task and reply channels.
+#[derive(Debug, Serialize, Deserialize)]
+enum Wire {
+    Task { id: u64, from: String, name: String, payload: Vec<u8>, reply: bool },
+    Reply { id: u64, member: String, ok: bool, body: Vec<u8> },
+}
+
+#[derive(Default, Clone)]
+struct View {
+    /// Live members by join number (this one included while joined).
+    members: BTreeMap<u64, (String, Record)>,
+    senior: Option<String>,
+    settings: BTreeMap<String, String>,
+}
+
+impl View {
+    fn ids(&self) -> impl Iterator<Item = &String> {
+        self.members.values().map(|(id, _)| id)
+    }
+    fn get(&self, id: &str) -> Option<&Record> {
+        self.members.values().find(|(m, _)| m == id).map(|(_, r)| r)
+    }
+}
+
+/// Membership state of this member.
+#[derive(Default)]
+struct Joined {
+    /// The host wants this member in the cluster (start .. stop).
+    wanted: bool,
+    /// Registered now (its key is live, as far as it knows).
+    in_cluster: bool,
+    /// The strategy left on its own (Redis lost): the next join is a rejoin.
+    lost: bool,
+    /// Last successful refresh of the member key.
+    last_ok: Option<Instant>,
+}
+
+pub struct Core {
+    pub member: String,
+    config: Config,
+    keys: Keys,
+    record: Record,
+    conn: Mutex<Option<Conn>>,
+    host: Mutex<Option<ClusterHost>>,
+    joined: tokio::sync::Mutex<Joined>,
+    /// Readable without waiting (for fail-fast checks and stats).
+    in_cluster: AtomicBool,
+    view: Mutex<View>,
+    /// Cluster time offset from Redis's clock (ms, signed).
+    clock_offset: std::sync::atomic::AtomicI64,
+    /// Wakes the heartbeat loop (a join, leave or setting elsewhere).
+    wake: Notify,
+    /// Woken when a lock is released somewhere.
+    lock_released: Notify,
+    /// Locks this member holds: lock key -> stored value.
+    held: Mutex<HashMap<String, String>>,
+    pending: Mutex<HashMap<u64, mpsc::UnboundedSender<(String, TaskOutcome)>>>,
+    next_task: AtomicU64,
+    registered_caches: Mutex<HashSet<String>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    stats: Stats,
+}
+
+#[derive(Default)]
+struct Stats {
+    commands: AtomicU64,
+    errors: AtomicU64,
+    redis_lost: AtomicU64,
+    rejoins: AtomicU64,
+    tasks_sent: AtomicU64,
+    tasks_received: AtomicU64,
+}
+
+/// Latest version wins: sets each field whose stored version is older.
+const MERGE: &str = r#"
+local n = 0
+for i = 1, #ARGV, 2 do
+  local cur = redis.call('HGET', KEYS[1], ARGV[i])
+  if (not cur) or tonumber(string.sub(cur, 1, 16), 16) < tonumber(string.sub(ARGV[i + 1], 1, 16), 16) then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+    n = n + 1
+  end
+end
+return n
+"#;
+
+/// Takes a free lock: KEYS lock, fence; ARGV holder ("member\nowner"), lease ms.
+const ACQUIRE: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local fence = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1] .. '\n' .. fence, 'PX', ARGV[2])
+return fence
+"#;
+
+/// Deletes the lock only if `ARGV[1]` ("member\nowner\n") holds it.
+const RELEASE: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, #ARGV[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"#;
+
+/// Extends the lease only if the stored value is still ours.
+const EXTEND: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"#;
+
+fn encode(version: u64, value: &[u8]) -> Vec<u8> {
+    let mut out = format!("{version:016x}").into_bytes();
+    out.extend_from_slice(value);
+    out
+}
+
+fn decode(stored: Vec<u8>) -> Result<(u64, Vec<u8>), String> {
+    let version = stored
+        .get(..16)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| u64::from_str_radix(v, 16).ok())
+        .ok_or("a cache value in Redis has no version prefix: it was not written by this strategy")?;
+    Ok((version, stored[16..].to_vec()))
+}
+
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.finish()
+}
+
+impl Core {
+    pub fn new(member: String, version: String, address: String, config: Config) -> Arc<Core> {
+        let record = Record { instance: random_u64(), started_at_ms: now_ms(), version, address };
+        Arc::new(Core {
+            member,
+            keys: Keys { prefix: config.key_prefix.clone() },
+            config,
+            record,
+            conn: Mutex::new(None),
+            host: Mutex::new(None),
+            joined: tokio::sync::Mutex::new(Joined::default()),
+            in_cluster: AtomicBool::new(false),
+            view: Mutex::new(View::default()),
+            clock_offset: Default::default(),
+            wake: Notify::new(),
+            lock_released: Notify::new(),
+            held: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            next_task: AtomicU64::new(1),
+            registered_caches: Mutex::new(HashSet::new()),
+            tasks: Mutex::new(Vec::new()),
+            stats: Stats::default(),
+        })
+    }
+
+    /// Starts the background work: connecting, heartbeats, pub/sub.
+    pub fn run(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let heartbeat = tokio::spawn(Core::heartbeat_loop(weak.clone()));
+        let pubsub = tokio::spawn(Core::pubsub_loop(weak));
+        lock(&self.tasks).extend([heartbeat, pubsub]);
+    }
+
+    pub fn set_host(&self, host: ClusterHost) {
+        *lock(&self.host) = Some(host);
+        // Settings already known are news to a new host.
+        for (key, value) in self.view().settings {
+            self.emit(StrategyEvent::SettingChanged { key, value });
+        }
+    }
+
+    fn host(&self) -> Option<ClusterHost> {
+        lock(&self.host).clone()
+    }
+
+    fn emit(&self, event: StrategyEvent) {
+        if let Some(host) = self.host() {
+            host.emit(event);
+        }
+    }
+
+    fn view(&self) -> View {
+        lock(&self.view).clone()
+    }
+
+    /// The command connection, or why there is none.
+    fn conn(&self) -> Result<Conn, String> {
+        lock(&self.conn).clone().ok_or_else(|| {
+            format!(
+                "not connected to Redis ({}); check that the server runs and the urls in conf/redis.toml",
+                self.config.urls.join(", ")
+            )
+        })
+    }
+
+    /// Runs a command, counting it and naming Redis in the error.
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, String> {
+        let mut conn = self.conn()?;
+        self.stats.commands.fetch_add(1, Ordering::Relaxed);
+        cmd.query_async(&mut conn).await.map_err(|e| self.failed(e))
+    }
+
+    async fn pipe<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, String> {
+        let mut conn = self.conn()?;
+        self.stats.commands.fetch_add(1, Ordering::Relaxed);
+        pipe.query_async(&mut conn).await.map_err(|e| self.failed(e))
+    }
+
+    async fn script<T: redis::FromRedisValue>(&self, script: &str, keys: &[&str], args: &[&[u8]]) -> Result<T, String> {
+        let mut conn = self.conn()?;
+        self.stats.commands.fetch_add(1, Ordering::Relaxed);
+        let script = Script::new(script);
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(*key);
+        }
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        invocation.invoke_async(&mut conn).await.map_err(|e| self.failed(e))
+    }
+
+    fn failed(&self, e: redis::RedisError) -> String {
+        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        format!("Redis ({}) failed: {e}", self.config.urls.join(", "))
+    }
+
+    pub fn cluster_time_ms(&self) -> u64 {
+        now_ms().saturating_add_signed(self.clock_offset.load(Ordering::Relaxed))
+    }
+
+    // ---- connecting and membership ----
+
+    async fn ensure_connected(&self) -> Result<(), String> {
+        if lock(&self.conn).is_some() {
+            return Ok(());
+        }
+        let conn = conn::connect(&self.config).await?;
+        let before = now_ms();
+        let mut probe = conn.clone();
+        if let Ok((secs, micros)) = redis::cmd("TIME").query_async::<(u64, u64)>(&mut probe).await {
+            let after = now_ms();
+            let server = secs * 1000 + micros / 1000;
+            let offset = server as i64 - ((before + after) / 2) as i64;
+            self.clock_offset.store(offset, Ordering::Relaxed);
+        }
+        *lock(&self.conn) = Some(conn);
+        tracing::info!(
+            "connected to Redis ({} mode, {}), key prefix {:?}",
+            conn::mode_name(self.config.mode),
+            self.config.urls.join(", "),
+            self.config.key_prefix
+        );
+        Ok(())
+    }
+
+    /// Registers this member: a join number, its key, a notice.
+    /// `Ok(false)`: a live namesake holds the key.
+    async fn register(&self) -> Result<bool, String> {
+        let record = serde_json::to_string(&self.record).map_err(|e| e.to_string())?;
+        let key = self.keys.member(&self.member);
+        let ttl = self.config.membership.member_ttl_ms;
+        let set: Option<String> =
+            self.query(redis::cmd("SET").arg(&key).arg(&record).arg("NX").arg("PX").arg(ttl)).await?;
+        if set.is_none() {
+            let existing: Option<String> = self.query(redis::cmd("GET").arg(&key)).await?;
+            let ours = existing
+                .and_then(|e| serde_json::from_str::<Record>(&e).ok())
+                .is_some_and(|r| r.instance == self.record.instance);
+            if !ours {
+                return Ok(false);
+            }
+            let _: () = self.query(redis::cmd("SET").arg(&key).arg(&record).arg("PX").arg(ttl)).await?;
+        }
+        let seq: u64 = self.query(redis::cmd("INCR").arg(self.keys.seq())).await?;
+        let _: () = self.query(redis::cmd("ZADD").arg(self.keys.joins()).arg(seq).arg(&self.member)).await?;
+        self.publish_event(&format!("joined\n{}", self.member)).await;
+        Ok(true)
+    }
+
+    async fn publish_event(&self, event: &str) {
+        if let Err(e) = self.query::<i64>(redis::cmd("PUBLISH").arg(self.keys.events()).arg(event)).await {
+            tracing::debug!("could not publish {event:?}: {e}");
+        }
+    }
+
+    /// `start_clustering`: connect, register (waiting out a crashed
+    /// namesake's key), read the view.
+    pub async fn join(self: &Arc<Self>) -> PluginResult<()> {
+        self.ensure_connected().await?;
+        let deadline = Instant::now() + self.config.member_ttl() + self.config.heartbeat();
+        let mut joined = self.joined.lock().await;
+        loop {
+            if self.register().await? {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "a member named {} is already in the cluster (Redis key {} is live); give each node its own node.name",
+                    self.member,
+                    self.keys.member(&self.member)
+                )
+                .into());
+            }
+            tokio::time::sleep(self.config.heartbeat()).await;
+        }
+        *joined = Joined { wanted: true, in_cluster: true, lost: false, last_ok: Some(Instant::now()) };
+        self.in_cluster.store(true, Ordering::SeqCst);
+        drop(joined);
+        self.registered_caches_reset();
+        self.refresh_view().await?;
+        tracing::info!(member = %self.member, "joined the cluster");
+        Ok(())
+    }
+
+    /// `stop_clustering`: release locks, delete the key, tell the others.
+    pub async fn leave(&self) {
+        let mut joined = self.joined.lock().await;
+        let was_in = joined.in_cluster;
+        *joined = Joined::default();
+        self.in_cluster.store(false, Ordering::SeqCst);
+        drop(joined);
+        self.release_all_locks().await;
+        if was_in {
+            let mut pipe = redis::pipe();
+            pipe.cmd("DEL").arg(self.keys.member(&self.member)).ignore();
+            pipe.cmd("ZREM").arg(self.keys.joins()).arg(&self.member).ignore();
+            if let Err(e) = self.pipe::<()>(&pipe).await {
+                tracing::warn!("could not remove this member's keys (they expire on their own): {e}");
+            }
+            self.publish_event(&format!("left\n{}", self.member)).await;
+        }
+        let mut view = lock(&self.view);
+        view.members.clear();
+        view.senior = None;
+    }
+
+    /// Stops everything (the plugin stops).
+    pub async fn shutdown(&self) {
+        self.leave().await;
+        let tasks: Vec<_> = lock(&self.tasks).drain(..).collect();
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+
+    fn registered_caches_reset(&self) {
+        lock(&self.registered_caches).clear();
+    }
+
+    async fn heartbeat_loop(weak: Weak<Core>) {
+        let mut reported = String::new();
+        loop {
+            let Some(core) = weak.upgrade() else { return };
+            let interval = core.config.heartbeat();
+            if let Err(e) = core.ensure_connected().await {
+                if e != reported {
+                    tracing::warn!("{e}; retrying every {interval:?}");
+                    reported = e;
+                }
+            } else {
+                reported.clear();
+                core.beat().await;
+            }
+            // Holds the core while waiting; `shutdown` aborts this task.
+            let woken = core.wake.notified();
+            tokio::select! {
+                _ = woken => {}
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+
+    /// One heartbeat: refresh or re-register the key, extend held locks,
+    /// re-read the view.
+    async fn beat(self: &Arc<Self>) {
+        let mut joined = self.joined.lock().await;
+        if joined.wanted && joined.in_cluster {
+            let key = self.keys.member(&self.member);
+            let ttl = self.config.membership.member_ttl_ms;
+            let record = serde_json::to_string(&self.record).unwrap_or_default();
+            match self
+                .query::<Option<String>>(redis::cmd("SET").arg(&key).arg(record).arg("XX").arg("PX").arg(ttl))
+                .await
+            {
+                Ok(Some(_)) => joined.last_ok = Some(Instant::now()),
+                Ok(None) => {
+                    tracing::warn!("this member's key expired in Redis (it was unreachable or too slow for member_ttl_ms); leaving and rejoining");
+                    self.lost(&mut joined);
+                }
+                Err(e) => {
+                    let silent = joined.last_ok.map(|t| t.elapsed()).unwrap_or_default();
+                    if silent >= self.config.member_ttl() {
+                        tracing::warn!("lost Redis for {silent:?} (member_ttl_ms): leaving the cluster until it is back; last error: {e}");
+                        self.lost(&mut joined);
+                    }
+                }
+            }
+        } else if joined.wanted && joined.lost {
+            match self.register().await {
+                Ok(true) => {
+                    joined.in_cluster = true;
+                    joined.lost = false;
+                    joined.last_ok = Some(Instant::now());
+                    self.in_cluster.store(true, Ordering::SeqCst);
+                    self.registered_caches_reset();
+                    self.stats.rejoins.fetch_add(1, Ordering::Relaxed);
+                    drop(joined);
+                    tracing::info!("Redis is back: rejoining the cluster");
+                    let _ = self.refresh_view().await;
+                    self.emit(StrategyEvent::Joined { member: self.member.clone() });
+                    return;
+                }
+                Ok(false) => tracing::warn!("cannot rejoin yet: another live member is named {}", self.member),
+                Err(e) => tracing::debug!("cannot rejoin yet: {e}"),
+            }
+        }
+        drop(joined);
+        self.extend_locks().await;
+        if let Err(e) = self.refresh_view().await {
+            tracing::debug!("could not read the member list: {e}");
+        }
+    }
+
+    /// This member is out: the host copies what it can and goes standalone.
+    fn lost(&self, joined: &mut Joined) {
+        joined.in_cluster = false;
+        joined.lost = true;
+        self.in_cluster.store(false, Ordering::SeqCst);
+        self.stats.redis_lost.fetch_add(1, Ordering::Relaxed);
+        lock(&self.held).clear();
+        {
+            let mut view = lock(&self.view);
+            view.members.clear();
+            view.senior = None;
+        }
+        self.emit(StrategyEvent::Left { member: self.member.clone() });
+    }
+
+    /// Reads members and settings; emits what changed.
+    async fn refresh_view(self: &Arc<Self>) -> Result<(), String> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZRANGE").arg(self.keys.joins()).arg(0).arg(-1).arg("WITHSCORES");
+        pipe.cmd("HGETALL").arg(self.keys.settings());
+        let (joins, settings): (Vec<(String, u64)>, BTreeMap<String, String>) = self.pipe(&pipe).await?;
+        let records: Vec<Option<String>> = if joins.is_empty() {
+            Vec::new()
+        } else {
+            let mut mget = redis::cmd("MGET");
+            for (id, _) in &joins {
+                mget.arg(self.keys.member(id));
+            }
+            self.query(&mget).await?
+        };
+        let in_cluster = self.in_cluster.load(Ordering::SeqCst);
+        let mut members = BTreeMap::new();
+        let mut gone = Vec::new();
+        // The newest join number of each id (a rejoin adds a new one).
+        let mut newest: HashMap<&str, u64> = HashMap::new();
+        for (id, seq) in &joins {
+            let e = newest.entry(id.as_str()).or_insert(*seq);
+            *e = (*e).max(*seq);
+        }
+        for ((id, seq), record) in joins.iter().zip(records) {
+            match record.and_then(|r| serde_json::from_str::<Record>(&r).ok()) {
+                Some(record) if newest.get(id.as_str()) == Some(seq) => {
+                    members.insert(*seq, (id.clone(), record));
+                }
+                _ => gone.push(id.clone()),
+            }
+        }
+        if !gone.is_empty() {
+            // Expired members; anyone may tidy the join order (idempotent).
+            // A live member's entry is kept: ZREM takes the id, so only ids
+            // with no live key are removed.
+            let live: HashSet<&String> = members.values().map(|(id, _)| id).collect();
+            let stale: Vec<&String> = gone.iter().filter(|id| !live.contains(id)).collect();
+            if !stale.is_empty() {
+                let mut zrem = redis::cmd("ZREM");
+                zrem.arg(self.keys.joins());
+                for id in &stale {
+                    zrem.arg(id.as_str());
+                }
+                let _ = self.query::<i64>(&zrem).await;
+            }
+        }
+        if !in_cluster {
+            members.clear();
+        }
+        let senior = members.values().next().map(|(id, _)| id.clone());
+        let previous = std::mem::replace(
+            &mut *lock(&self.view),
+            View { members: members.clone(), senior: senior.clone(), settings: settings.clone() },
+        );
+        for (key, value) in &settings {
+            if previous.settings.get(key) != Some(value) {
+                self.emit(StrategyEvent::SettingChanged { key: key.clone(), value: value.clone() });
+            }
+        }
+        if !in_cluster {
+            return Ok(());
+        }
+        let before: HashSet<&String> = previous.ids().collect();
+        let now: HashSet<&String> = members.values().map(|(id, _)| id).collect();
+        if !before.contains(&self.member) {
+            // The first view after joining: the members there are not news.
+            if senior.as_deref() == Some(self.member.as_str()) {
+                self.emit(StrategyEvent::SeniorChanged { member: self.member.clone() });
+            }
+            return Ok(());
+        }
+        for id in now.iter().filter(|id| !before.contains(*id) && ***id != self.member) {
+            tracing::info!(member = %id, "member joined");
+            self.emit(StrategyEvent::Joined { member: (*id).clone() });
+        }
+        let mut left = false;
+        for id in before.iter().filter(|id| !now.contains(*id) && ***id != self.member) {
+            tracing::info!(member = %id, "member left");
+            self.emit(StrategyEvent::Left { member: (*id).clone() });
+            left = true;
+        }
+        if senior != previous.senior {
+            if let Some(senior) = &senior {
+                tracing::info!(member = %senior, "senior member");
+                self.emit(StrategyEvent::SeniorChanged { member: senior.clone() });
+            }
+        }
+        if left {
+            self.lock_released.notify_waiters();
+        }
+        Ok(())
+    }
+
+    // ---- pub/sub: notices, tasks, replies ----
+
+    async fn pubsub_loop(weak: Weak<Core>) {
+        let mut reported = String::new();
+        loop {
+            let Some(core) = weak.upgrade() else { return };
+            let config = core.config.clone();
+            let channels = [core.keys.events(), core.keys.tasks(&core.member), core.keys.replies(&core.member)];
+            drop(core);
+            match conn::pubsub(&config).await {
+                Ok(mut pubsub) => {
+                    let subscribed = async {
+                        for channel in &channels {
+                            pubsub.subscribe(channel).await?;
+                        }
+                        Ok::<(), redis::RedisError>(())
+                    };
+                    if let Err(e) = subscribed.await {
+                        tracing::warn!("could not subscribe to the cluster channels: {e}");
+                    } else {
+                        reported.clear();
+                        if let Some(core) = weak.upgrade() {
+                            // Notices may have been missed: re-read now.
+                            core.wake.notify_one();
+                        }
+                        let mut messages = pubsub.on_message();
+                        while let Some(message) = messages.next().await {
+                            let Some(core) = weak.upgrade() else { return };
+                            core.on_message(message.get_channel_name(), message.get_payload_bytes());
+                        }
+                        tracing::warn!("the pub/sub connection to Redis closed; reconnecting");
+                    }
+                }
+                Err(e) => {
+                    if e != reported {
+                        tracing::warn!("pub/sub: {e}; retrying");
+                        reported = e;
+                    }
+                }
+            }
+            tokio::time::sleep(config.heartbeat()).await;
+        }
+    }
+
+    fn on_message(self: &Arc<Self>, channel: &str, payload: &[u8]) {
+        if channel == self.keys.events() {
+            let text = String::from_utf8_lossy(payload);
+            if text.starts_with("unlocked\n") {
+                self.lock_released.notify_waiters();
+            } else {
+                self.wake.notify_one();
+            }
+            return;
+        }
+        match postcard::from_bytes::<Wire>(payload) {
+            Ok(Wire::Task { id, from, name, payload, reply }) => {
+                self.stats.tasks_received.fetch_add(1, Ordering::Relaxed);
+                let Some(host) = self.host() else { return };
+                let core = self.clone();
+                tokio::spawn(async move {
+                    let outcome = host.run_task(&from, &name, payload).await;
+                    if reply {
+                        let (ok, body) = match outcome {
+                            Ok(value) => (true, value),
+                            Err(e) => (false, e.into_bytes()),
+                        };
+                        let msg = Wire::Reply { id, member: core.member.clone(), ok, body };
+                        if let Ok(bytes) = postcard::to_allocvec(&msg) {
+                            let publish = redis::cmd("PUBLISH").arg(core.keys.replies(&from)).arg(bytes).clone();
+                            if let Err(e) = core.query::<i64>(&publish).await {
+                                tracing::warn!("could not answer task {name} from {from}: {e}");
+                            }
+                        }
+                    }
+                });
+            }
+            Ok(Wire::Reply { id, member, ok, body }) => {
+                let outcome = if ok {
+                    TaskOutcome::Value(body)
+                } else {
+                    TaskOutcome::Error(String::from_utf8_lossy(&body).into())
+                };
+                if let Some(tx) = lock(&self.pending).get(&id) {
+                    let _ = tx.send((member, outcome));
+                }
+            }
+            Err(e) => tracing::warn!("ignored a message on {channel} this version cannot read: {e}"),
+        }
+    }
+
+    fn targets(&self, target: &TaskTarget) -> (Vec<String>, Vec<TaskReply>) {
+        let view = self.view();
+        let ids: Vec<String> = match target {
+            TaskTarget::All => view.ids().cloned().collect(),
+            TaskTarget::Others => view.ids().filter(|id| **id != self.member).cloned().collect(),
+            TaskTarget::Member(m) => vec![m.clone()],
+            TaskTarget::Senior => view.senior.iter().cloned().collect(),
+        };
+        let (found, missing): (Vec<String>, Vec<String>) = ids.into_iter().partition(|id| view.get(id).is_some());
+        let missing = missing
+            .into_iter()
+            .map(|id| TaskReply {
+                outcome: TaskOutcome::Error(format!("member {id} is not in the cluster")),
+                member: id,
+            })
+            .collect();
+        (found, missing)
+    }
+
+    async fn publish_task(&self, to: &str, msg: &Wire) -> Result<(), String> {
+        let bytes = postcard::to_allocvec(msg).map_err(|e| e.to_string())?;
+        self.stats.tasks_sent.fetch_add(1, Ordering::Relaxed);
+        self.query::<i64>(redis::cmd("PUBLISH").arg(self.keys.tasks(to)).arg(bytes)).await.map(|_| ())
+    }
+
+    // ---- locks ----
+
+    async fn try_acquire(&self, name: &str, owner: &str) -> Result<bool, String> {
+        let (key, fence) = (self.keys.lock(name), self.keys.fence(name));
+        let holder = format!("{}\n{owner}", self.member);
+        let lease = self.config.membership.member_ttl_ms.to_string();
+        let got: u64 = self.script(ACQUIRE, &[&key, &fence], &[holder.as_bytes(), lease.as_bytes()]).await?;
+        if got == 0 {
+            return Ok(false);
+        }
+        lock(&self.held).insert(key, format!("{holder}\n{got}"));
+        Ok(true)
+    }
+
+    async fn acquire(&self, name: &str, owner: &str, deadline: Option<Instant>) -> Result<bool, String> {
+        loop {
+            let released = self.lock_released.notified();
+            if self.try_acquire(name, owner).await? {
+                return Ok(true);
+            }
+            // Woken by a release notice; polled too (a holder that died
+            // lets its lease expire without a notice).
+            let mut wait = Duration::from_millis(100);
+            if let Some(deadline) = deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(false);
+                }
+                wait = wait.min(left);
+            }
+            let _ = tokio::time::timeout(wait, released).await;
+        }
+    }
+
+    async fn release(&self, name: &str, owner: &str) -> Result<bool, String> {
+        let key = self.keys.lock(name);
+        let prefix = format!("{}\n{owner}\n", self.member);
+        let released: i64 = self.script(RELEASE, &[&key], &[prefix.as_bytes()]).await?;
+        lock(&self.held).remove(&key);
+        if released == 1 {
+            self.publish_event(&format!("unlocked\n{name}")).await;
+        }
+        Ok(released == 1)
+    }
+
+    async fn release_all_locks(&self) {
+        let held: Vec<(String, String)> = lock(&self.held).drain().collect();
+        for (key, value) in held {
+            let prefix = value.rsplit_once('\n').map(|(p, _)| format!("{p}\n")).unwrap_or_default();
+            match self.script::<i64>(RELEASE, &[&key], &[prefix.as_bytes()]).await {
+                Ok(_) => self.publish_event("unlocked\n").await,
+                Err(e) => tracing::warn!("could not release lock {key} (its lease expires on its own): {e}"),
+            }
+        }
+    }
+
+    async fn extend_locks(&self) {
+        let held: Vec<(String, String)> = lock(&self.held).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let lease = self.config.membership.member_ttl_ms.to_string();
+        for (key, value) in held {
+            match self.script::<i64>(EXTEND, &[&key], &[value.as_bytes(), lease.as_bytes()]).await {
+                Ok(1) => {}
+                Ok(_) => {
+                    tracing::warn!("lock {key} was lost (its lease expired while Redis was unreachable)");
+                    lock(&self.held).remove(&key);
+                }
+                Err(e) => tracing::debug!("could not extend lock {key}: {e}"),
+            }
+        }
+    }
+
+    // ---- caches ----
+
+    /// Names a cache in `{P}:caches` the first time this member writes it
+    /// (a command of its own: in Redis Cluster the set lives on another slot).
+    async fn register_cache(&self, cache: &str) -> Result<(), String> {
+        if !lock(&self.registered_caches).insert(cache.to_string()) {
+            return Ok(());
+        }
+        let added = self.query::<i64>(redis::cmd("SADD").arg(self.keys.caches()).arg(cache)).await;
+        if added.is_err() {
+            lock(&self.registered_caches).remove(cache);
+        }
+        added.map(|_| ())
+    }
+
+    fn fail_fast(&self) -> Result<(), String> {
+        if self.in_cluster.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(format!(
+                "this member is not in the cluster (Redis at {} is unreachable or clustering stopped)",
+                self.config.urls.join(", ")
+            ))
+        }
+    }
+
+    pub fn stats(&self) -> Vec<(String, u64)> {
+        let s = &self.stats;
+        vec![
+            ("redis_commands".into(), s.commands.load(Ordering::Relaxed)),
+            ("redis_errors".into(), s.errors.load(Ordering::Relaxed)),
+            ("redis_lost".into(), s.redis_lost.load(Ordering::Relaxed)),
+            ("rejoins".into(), s.rejoins.load(Ordering::Relaxed)),
+            ("tasks_sent".into(), s.tasks_sent.load(Ordering::Relaxed)),
+            ("tasks_received".into(), s.tasks_received.load(Ordering::Relaxed)),
+            ("locks_held".into(), lock(&self.held).len() as u64),
+        ]
+    }
+}
+
+/// The strategy handed to the host.
+pub struct RedisStrategy(pub Arc<Core>);
+
+impl Strategy for RedisStrategy {
+    fn start_clustering(&self) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+        let core = self.0.clone();
+        async move { core.join().await }
+    }
+
+    fn stop_clustering(&self) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+        let core = self.0.clone();
+        async move {
+            core.leave().await;
+            Ok(())
+        }
+    }
+
+    fn local_member(&self) -> String {
+        self.0.member.clone()
+    }
+
+    fn members(&self) -> Vec<Member> {
+        self.0
+            .view()
+            .members
+            .into_values()
+            .map(|(id, r)| Member { id, address: r.address, started_at_ms: r.started_at_ms, plugin_version: r.version })
+            .collect()
+    }
+
+    fn senior_member(&self) -> Option<String> {
+        self.0.view().senior
+    }
+
+    fn cluster_time_ms(&self) -> u64 {
+        self.0.cluster_time_ms()
+    }
+
+    fn cache_get(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<Option<Vec<u8>>>> + Send + use<> {
+        let (core, hash, key) = (self.0.clone(), self.0.keys.cache(cache), key.to_vec());
+        async move {
+            core.fail_fast()?;
+            let stored: Option<Vec<u8>> = core.query(redis::cmd("HGET").arg(hash).arg(key)).await?;
+            Ok(match stored {
+                Some(s) => Some(decode(s)?.1),
+                None => None,
+            })
+        }
+    }
+
+    fn cache_put(
+        &self,
+        cache: &str,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    ) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+        let (core, cache) = (self.0.clone(), cache.to_string());
+        let mut hset = redis::cmd("HSET");
+        hset.arg(core.keys.cache(&cache)).arg(key).arg(encode(core.cluster_time_ms(), &value));
+        async move {
+            core.fail_fast()?;
+            core.register_cache(&cache).await?;
+            core.query::<i64>(&hset).await?;
+            Ok(())
+        }
+    }
+
+    fn cache_remove(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
+        let (core, hash, key) = (self.0.clone(), self.0.keys.cache(cache), key.to_vec());
+        async move {
+            core.fail_fast()?;
+            let n: i64 = core.query(redis::cmd("HDEL").arg(hash).arg(key)).await?;
+            Ok(n > 0)
+        }
+    }
+
+    fn cache_contains(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
+        let (core, hash, key) = (self.0.clone(), self.0.keys.cache(cache), key.to_vec());
+        async move {
+            core.fail_fast()?;
+            Ok(core.query(redis::cmd("HEXISTS").arg(hash).arg(key)).await?)
+        }
+    }
+
+    fn cache_size(&self, cache: &str) -> impl Future<Output = PluginResult<u64>> + Send + use<> {
+        let (core, hash) = (self.0.clone(), self.0.keys.cache(cache));
+        async move {
+            core.fail_fast()?;
+            Ok(core.query(redis::cmd("HLEN").arg(hash)).await?)
+        }
+    }
+
+    fn cache_clear(&self, cache: &str) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+        let (core, hash) = (self.0.clone(), self.0.keys.cache(cache));
+        async move {
+            core.fail_fast()?;
+            let _: i64 = core.query(redis::cmd("DEL").arg(hash)).await?;
+            Ok(())
+        }
+    }
+
+    fn cache_keys(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Vec<u8>>>> + Send + use<> {
+        let (core, hash) = (self.0.clone(), self.0.keys.cache(cache));
+        async move {
+            core.fail_fast()?;
+            Ok(core.query(redis::cmd("HKEYS").arg(hash)).await?)
+        }
+    }
+
+    fn cache_get_all(
+        &self,
+        cache: &str,
+        keys: Vec<Vec<u8>>,
+    ) -> impl Future<Output = PluginResult<Vec<Option<Vec<u8>>>>> + Send + use<> {
+        let (core, hash) = (self.0.clone(), self.0.keys.cache(cache));
+        async move {
+            core.fail_fast()?;
+            if keys.is_empty() {
+                return Ok(Vec::new());
+            }
+            let stored: Vec<Option<Vec<u8>>> = core.query(redis::cmd("HMGET").arg(hash).arg(keys)).await?;
+            let mut values = Vec::with_capacity(stored.len());
+            for s in stored {
+                values.push(match s {
+                    Some(s) => Some(decode(s)?.1),
+                    None => None,
+                });
+            }
+            Ok(values)
+        }
+    }
+
+    fn cache_put_all(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+        let (core, cache) = (self.0.clone(), cache.to_string());
+        let version = core.cluster_time_ms();
+        let mut hset = redis::cmd("HSET");
+        hset.arg(core.keys.cache(&cache));
+        for e in &entries {
+            hset.arg(&e.key).arg(encode(version, &e.value));
+        }
+        async move {
+            core.fail_fast()?;
+            if !entries.is_empty() {
+                core.register_cache(&cache).await?;
+                core.query::<i64>(&hset).await?;
+            }
+            Ok(())
+        }
+    }
+
+    fn cache_merge(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+        let (core, hash, cache) = (self.0.clone(), self.0.keys.cache(cache), cache.to_string());
+        async move {
+            core.fail_fast()?;
+            // In batches, so one script never blocks Redis for long.
+            for chunk in entries.chunks(500) {
+                let args: Vec<Vec<u8>> =
+                    chunk.iter().flat_map(|e| [e.key.clone(), encode(e.version, &e.value)]).collect();
+                let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+                let _: i64 = core.script(MERGE, &[&hash], &refs).await?;
+            }
+            core.register_cache(&cache).await?;
+            Ok(())
+        }
+    }
+
+    fn cache_entries(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Entry>>> + Send + use<> {
+        let (core, hash) = (self.0.clone(), self.0.keys.cache(cache));
+        async move {
+            let stored: Vec<(Vec<u8>, Vec<u8>)> = core.query(redis::cmd("HGETALL").arg(hash)).await?;
+            let mut entries = Vec::with_capacity(stored.len());
+            for (key, s) in stored {
+                let (version, value) = decode(s)?;
+                entries.push(Entry { key, value, version });
+            }
+            Ok(entries)
+        }
+    }
+
+    fn cache_names(&self) -> impl Future<Output = PluginResult<Vec<String>>> + Send + use<> {
+        let core = self.0.clone();
+        async move { Ok(core.query(redis::cmd("SMEMBERS").arg(core.keys.caches())).await?) }
+    }
+
+    fn cache_local_size(&self, cache: &str) -> impl Future<Output = PluginResult<CacheSize>> + Send + use<> {
+        let (core, hash) = (self.0.clone(), self.0.keys.cache(cache));
+        async move {
+            let entries: u64 = core.query(redis::cmd("HLEN").arg(&hash)).await?;
+            // What the shared server spends on the cache (every member sees the same).
+            let bytes: Option<u64> = core.query(redis::cmd("MEMORY").arg("USAGE").arg(&hash)).await?;
+            Ok(CacheSize { entries, bytes: bytes.unwrap_or(0) })
+        }
+    }
+
+    fn lock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+        let (core, name, owner) = (self.0.clone(), name.to_string(), owner.to_string());
+        async move {
+            core.acquire(&name, &owner, None).await?;
+            Ok(())
+        }
+    }
+
+    fn try_lock(
+        &self,
+        name: &str,
+        owner: &str,
+        timeout: Duration,
+    ) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
+        let (core, name, owner) = (self.0.clone(), name.to_string(), owner.to_string());
+        async move { Ok(core.acquire(&name, &owner, Some(Instant::now() + timeout)).await?) }
+    }
+
+    fn unlock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
+        let (core, name, owner) = (self.0.clone(), name.to_string(), owner.to_string());
+        async move { Ok(core.release(&name, &owner).await?) }
+    }
+
+    fn send_task(
+        &self,
+        target: TaskTarget,
+        name: &str,
+        payload: Vec<u8>,
+    ) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+        let (targets, _) = self.0.targets(&target);
+        let (core, name) = (self.0.clone(), name.to_string());
+        async move {
+            for id in targets {
+                let msg = Wire::Task {
+                    id: 0,
+                    from: core.member.clone(),
+                    name: name.clone(),
+                    payload: payload.clone(),
+                    reply: false,
+                };
+                if let Err(e) = core.publish_task(&id, &msg).await {
+                    tracing::warn!("task {name} not delivered to {id}: {e}");
+                }
+            }
+            Ok(())
+        }
+    }
+
+    fn call_task(
+        &self,
+        target: TaskTarget,
+        name: &str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> impl Future<Output = PluginResult<Vec<TaskReply>>> + Send + use<> {
+        let (targets, missing) = self.0.targets(&target);
+        let (core, name) = (self.0.clone(), name.to_string());
+        async move {
+            let id = core.next_task.fetch_add(1, Ordering::Relaxed);
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            lock(&core.pending).insert(id, tx);
+            let mut outcomes: BTreeMap<String, TaskOutcome> = BTreeMap::new();
+            for to in &targets {
+                let msg = Wire::Task {
+                    id,
+                    from: core.member.clone(),
+                    name: name.clone(),
+                    payload: payload.clone(),
+                    reply: true,
+                };
+                if let Err(e) = core.publish_task(to, &msg).await {
+                    outcomes.insert(to.clone(), TaskOutcome::Error(e));
+                }
+            }
+            let deadline = tokio::time::Instant::now() + timeout;
+            while outcomes.len() < targets.len() {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some((member, outcome))) if targets.contains(&member) => {
+                        outcomes.entry(member).or_insert(outcome);
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            lock(&core.pending).remove(&id);
+            let mut replies: Vec<TaskReply> = targets
+                .into_iter()
+                .map(|member| {
+                    let outcome = outcomes.remove(&member).unwrap_or(TaskOutcome::TimedOut);
+                    TaskReply { member, outcome }
+                })
+                .collect();
+            replies.extend(missing);
+            Ok(replies)
+        }
+    }
+
+    fn settings(&self) -> Vec<(String, String)> {
+        self.0.view().settings.into_iter().collect()
+    }
+
+    fn put_setting(&self, key: &str, value: &str) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+        let (core, key, value) = (self.0.clone(), key.to_string(), value.to_string());
+        async move {
+            core.ensure_connected().await?;
+            let _: i64 = core.query(redis::cmd("HSET").arg(core.keys.settings()).arg(&key).arg(&value)).await?;
+            core.publish_event(&format!("setting\n{key}")).await;
+            core.refresh_view().await?;
+            Ok(())
+        }
+    }
+
+    fn stats(&self) -> Vec<(String, u64)> {
+        self.0.stats()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_carry_their_version() {
+        let stored = encode(0x1234, b"hello");
+        assert_eq!(&stored[..16], b"0000000000001234");
+        assert_eq!(decode(stored).unwrap(), (0x1234, b"hello".to_vec()));
+        assert!(decode(b"short".to_vec()).unwrap_err().contains("no version prefix"));
+    }
+
+    #[test]
+    fn membership_keys_share_a_slot_and_locks_pair_with_their_fence() {
+        let k = Keys { prefix: "p".into() };
+        assert_eq!(k.member("a"), "{p}:member:a");
+        assert_eq!(k.joins(), "{p}:joins");
+        assert_eq!(k.lock("orders"), "p:lock:{orders}");
+        assert_eq!(k.fence("orders"), "p:fence:{orders}");
+    }
+}

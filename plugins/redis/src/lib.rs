@@ -1,0 +1,72 @@
+//! The redis cluster strategy: every member talks to one shared Redis or
+//! Valkey (a single server, a Sentinel-watched master, or a Redis Cluster).
+//! Membership by expiring keys plus a join order, caches as Redis hashes,
+//! locks with owner tokens and fencing numbers, tasks and change notices
+//! over pub/sub. See docs/redis.md.
+
+pub mod config;
+pub mod conn;
+pub mod core;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use clusterhost_plugin_api::cluster::StrategyBox;
+use clusterhost_plugin_api::{declare_plugin, ClusterHost, Host, Plugin, PluginResult};
+
+use crate::config::Config;
+use crate::core::{Core, RedisStrategy};
+
+struct RedisPlugin {
+    host: Host,
+    config: Config,
+    core: Mutex<Option<Arc<Core>>>,
+}
+
+impl Plugin for RedisPlugin {
+    async fn start(&self) -> PluginResult<()> {
+        let manifest = clusterhost_plugin_api::Manifest::parse(clusterhost_manifest_text()).ok();
+        let version = manifest.map(|m| m.version.to_string()).unwrap_or_default();
+        let address = self.host.property("node.bind").unwrap_or_default();
+        let core = Core::new(self.host.node_name(), version, address, self.config.clone());
+        // Connecting happens in the background: a node starts even while
+        // Redis is down, and joins once it is reachable.
+        core.run();
+        *self.core.lock().unwrap_or_else(|p| p.into_inner()) = Some(core);
+        Ok(())
+    }
+
+    async fn stop(&self) -> PluginResult<()> {
+        let core = self.core.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(core) = core {
+            core.shutdown().await;
+        }
+        Ok(())
+    }
+
+    fn cluster_strategy(&self, cluster: &ClusterHost) -> PluginResult<Option<StrategyBox>> {
+        let core = self.core.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or("redis has not started")?;
+        core.set_host(cluster.clone());
+        Ok(Some(cluster.into_boundary(RedisStrategy(core))))
+    }
+}
+
+fn create(host: &Host) -> PluginResult<RedisPlugin> {
+    // rustls (rediss:// URLs) needs a process-wide crypto provider; this
+    // plugin's copy of rustls gets its own.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = PathBuf::from(host.config_dir());
+    let name = host.property("cluster.config.file").unwrap_or_else(|| config::DEFAULT_FILE.to_string());
+    let config = Config::load(&dir.join(name))?;
+    Ok(RedisPlugin { host: host.clone(), config, core: Mutex::new(None) })
+}
+
+declare_plugin! {
+    id: "redis",
+    description: "Cluster strategy on a shared Redis or Valkey (single server, Sentinel or Redis Cluster)",
+    host_req: "^0.1",
+    provides: ["cluster-strategy"],
+    conflicts: [],
+    wire_protocol: "1.0",
+    create: create,
+}
