@@ -44,9 +44,13 @@ impl RedisServer {
 
     /// A server with extra `redis-server` arguments (e.g. `--appendonly yes`).
     pub fn start_with(extra: &[&str]) -> RedisServer {
+        RedisServer::start_on(free_redis_port(), extra)
+    }
+
+    /// A server on `port` (free, chosen by the test).
+    pub fn start_on(port: u16, extra: &[&str]) -> RedisServer {
         require("redis-server");
         let dir = tempfile::tempdir().expect("a server directory");
-        let port = free_redis_port();
         let mut args: Vec<String> =
             ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no"]
                 .iter()

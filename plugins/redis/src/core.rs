@@ -214,6 +214,11 @@ fn decode(stored: Vec<u8>) -> Result<(u64, Vec<u8>), String> {
     Ok((version, stored[16..].to_vec()))
 }
 
+/// The connection broke under the command (it reconnects by itself).
+fn dropped(e: &redis::RedisError) -> bool {
+    e.is_connection_dropped() || e.is_io_error()
+}
+
 fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -286,20 +291,40 @@ impl Core {
         })
     }
 
-    /// Runs a command, counting it and naming Redis in the error.
+    /// Runs a command, counting it and naming Redis in the error. A
+    /// command that met a dropped connection is sent once more (the
+    /// connection reconnects): only idempotent commands go through here.
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, String> {
-        let mut conn = self.conn()?;
+        match self.query_once(cmd).await {
+            Err(e) if dropped(&e) => self.query_once(cmd).await.map_err(|e| self.failed(e)),
+            other => other.map_err(|e| self.failed(e)),
+        }
+    }
+
+    async fn query_once<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        let mut conn = self.conn().map_err(|e| redis::RedisError::from((redis::ErrorKind::Io, "not connected", e)))?;
         self.stats.commands.fetch_add(1, Ordering::Relaxed);
-        cmd.query_async(&mut conn).await.map_err(|e| self.failed(e))
+        cmd.query_async(&mut conn).await
     }
 
     async fn pipe<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, String> {
         let mut conn = self.conn()?;
         self.stats.commands.fetch_add(1, Ordering::Relaxed);
-        pipe.query_async(&mut conn).await.map_err(|e| self.failed(e))
+        match pipe.query_async(&mut conn).await {
+            Err(e) if dropped(&e) => pipe.query_async(&mut conn).await.map_err(|e| self.failed(e)),
+            other => other.map_err(|e| self.failed(e)),
+        }
     }
 
-    async fn script<T: redis::FromRedisValue>(&self, script: &str, keys: &[&str], args: &[&[u8]]) -> Result<T, String> {
+    /// Runs a Lua script; `retry`: it is idempotent, so a dropped
+    /// connection sends it once more.
+    async fn script<T: redis::FromRedisValue>(
+        &self,
+        script: &str,
+        keys: &[&str],
+        args: &[&[u8]],
+        retry: bool,
+    ) -> Result<T, String> {
         let mut conn = self.conn()?;
         self.stats.commands.fetch_add(1, Ordering::Relaxed);
         let script = Script::new(script);
@@ -310,7 +335,10 @@ impl Core {
         for arg in args {
             invocation.arg(*arg);
         }
-        invocation.invoke_async(&mut conn).await.map_err(|e| self.failed(e))
+        match invocation.invoke_async(&mut conn).await {
+            Err(e) if retry && dropped(&e) => invocation.invoke_async(&mut conn).await.map_err(|e| self.failed(e)),
+            other => other.map_err(|e| self.failed(e)),
+        }
     }
 
     fn failed(&self, e: redis::RedisError) -> String {
@@ -380,9 +408,16 @@ impl Core {
     /// `start_clustering`: connect, register (waiting out a crashed
     /// namesake's key), read the view.
     pub async fn join(self: &Arc<Self>) -> PluginResult<()> {
-        self.ensure_connected().await?;
-        let deadline = Instant::now() + self.config.member_ttl() + self.config.heartbeat();
         let mut joined = self.joined.lock().await;
+        if joined.in_cluster {
+            return Ok(());
+        }
+        if let Err(e) = self.ensure_connected().await {
+            // Joins by itself once Redis answers (the heartbeat's rejoin).
+            *joined = Joined { wanted: true, in_cluster: false, lost: true, last_ok: None };
+            return Err(e.into());
+        }
+        let deadline = Instant::now() + self.config.member_ttl() + self.config.heartbeat();
         loop {
             if self.register().await? {
                 break;
@@ -739,7 +774,9 @@ impl Core {
     async fn publish_task(&self, to: &str, msg: &Wire) -> Result<(), String> {
         let bytes = postcard::to_allocvec(msg).map_err(|e| e.to_string())?;
         self.stats.tasks_sent.fetch_add(1, Ordering::Relaxed);
-        self.query::<i64>(redis::cmd("PUBLISH").arg(self.keys.tasks(to)).arg(bytes)).await.map(|_| ())
+        // Sent once: a task is not idempotent.
+        let publish = redis::cmd("PUBLISH").arg(self.keys.tasks(to)).arg(bytes).clone();
+        self.query_once::<i64>(&publish).await.map(|_| ()).map_err(|e| self.failed(e))
     }
 
     // ---- locks ----
@@ -748,7 +785,7 @@ impl Core {
         let (key, fence) = (self.keys.lock(name), self.keys.fence(name));
         let holder = format!("{}\n{owner}", self.member);
         let lease = self.config.membership.member_ttl_ms.to_string();
-        let got: u64 = self.script(ACQUIRE, &[&key, &fence], &[holder.as_bytes(), lease.as_bytes()]).await?;
+        let got: u64 = self.script(ACQUIRE, &[&key, &fence], &[holder.as_bytes(), lease.as_bytes()], false).await?;
         if got == 0 {
             return Ok(false);
         }
@@ -779,7 +816,7 @@ impl Core {
     async fn release(&self, name: &str, owner: &str) -> Result<bool, String> {
         let key = self.keys.lock(name);
         let prefix = format!("{}\n{owner}\n", self.member);
-        let released: i64 = self.script(RELEASE, &[&key], &[prefix.as_bytes()]).await?;
+        let released: i64 = self.script(RELEASE, &[&key], &[prefix.as_bytes()], true).await?;
         lock(&self.held).remove(&key);
         if released == 1 {
             self.publish_event(&format!("unlocked\n{name}")).await;
@@ -791,7 +828,7 @@ impl Core {
         let held: Vec<(String, String)> = lock(&self.held).drain().collect();
         for (key, value) in held {
             let prefix = value.rsplit_once('\n').map(|(p, _)| format!("{p}\n")).unwrap_or_default();
-            match self.script::<i64>(RELEASE, &[&key], &[prefix.as_bytes()]).await {
+            match self.script::<i64>(RELEASE, &[&key], &[prefix.as_bytes()], true).await {
                 Ok(_) => self.publish_event("unlocked\n").await,
                 Err(e) => tracing::warn!("could not release lock {key} (its lease expires on its own): {e}"),
             }
@@ -802,7 +839,7 @@ impl Core {
         let held: Vec<(String, String)> = lock(&self.held).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let lease = self.config.membership.member_ttl_ms.to_string();
         for (key, value) in held {
-            match self.script::<i64>(EXTEND, &[&key], &[value.as_bytes(), lease.as_bytes()]).await {
+            match self.script::<i64>(EXTEND, &[&key], &[value.as_bytes(), lease.as_bytes()], true).await {
                 Ok(1) => {}
                 Ok(_) => {
                     tracing::warn!("lock {key} was lost (its lease expired while Redis was unreachable)");
@@ -1012,7 +1049,7 @@ impl Strategy for RedisStrategy {
                 let args: Vec<Vec<u8>> =
                     chunk.iter().flat_map(|e| [e.key.clone(), encode(e.version, &e.value)]).collect();
                 let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-                let _: i64 = core.script(MERGE, &[&hash], &refs).await?;
+                let _: i64 = core.script(MERGE, &[&hash], &refs, true).await?;
             }
             core.register_cache(&cache).await?;
             Ok(())
