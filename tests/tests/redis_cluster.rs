@@ -11,7 +11,7 @@
 mod gossip_kit;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clusterhost_tests::admin::{call, TOKEN};
 use clusterhost_tests::cluster::{loopback_members, write_gossip_conf, write_redis_conf};

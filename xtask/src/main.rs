@@ -1,8 +1,10 @@
 //! Project tasks, run as `cargo xtask <task>`:
 //!
-//! - `node [ARGS...]`: build the host and the shipped plugins, publish the
-//!   plugins into ./plugins/ (write, then rename), and run a node whose home
-//!   is the repository root, passing ARGS to `clusterhost run`;
+//! - `node [--strategy gossip|redis] [ARGS...]`: build the host and the
+//!   shipped plugins, publish the plugins into ./plugins/ (write, then
+//!   rename) with one cluster strategy (gossip by default: no external
+//!   server), and run a node whose home is the repository root, passing
+//!   ARGS to `clusterhost run`;
 //! - `test`: what CI runs: format check, clippy, the whole test suite, and
 //!   the benchmarks in quick mode.
 
@@ -16,7 +18,7 @@ fn main() -> Result<()> {
     match args.next().as_deref() {
         Some("node") => node(args.collect()),
         Some("test") => test(),
-        _ => bail!("usage: cargo xtask node [clusterhost run args...] | cargo xtask test"),
+        _ => bail!("usage: cargo xtask node [--strategy gossip|redis] [clusterhost run args...] | cargo xtask test"),
     }
 }
 
@@ -81,11 +83,32 @@ fn shipped_plugins() -> Result<Vec<String>> {
     Ok(names)
 }
 
-fn node(run_args: Vec<String>) -> Result<()> {
+/// The shipped cluster strategies: (name for --strategy, library name).
+/// Only one may be in plugins/ at a time (both provide cluster-strategy).
+const STRATEGIES: [(&str, &str); 2] = [("gossip", "gossip"), ("redis", "redis_strategy")];
+
+fn node(mut run_args: Vec<String>) -> Result<()> {
+    let mut strategy = "gossip".to_string();
+    if run_args.first().map(String::as_str) == Some("--strategy") {
+        strategy = run_args.get(1).cloned().context("--strategy needs a value: gossip or redis")?;
+        run_args.drain(..2);
+    }
+    let Some(&(_, chosen)) = STRATEGIES.iter().find(|(name, _)| *name == strategy) else {
+        bail!("unknown strategy {strategy:?}: use --strategy gossip (embedded) or --strategy redis (conf/redis.toml)");
+    };
     cargo(&["build", "--workspace"])?;
     ensure_cluster_key()?;
     let plugins = root().join("plugins");
     for name in shipped_plugins()? {
+        let is_strategy = STRATEGIES.iter().any(|(_, lib)| *lib == name);
+        if is_strategy && name != chosen {
+            let published = plugins.join(format!("{name}.so"));
+            if published.exists() {
+                std::fs::remove_file(&published)?;
+                eprintln!("removed plugins/{name}.so: the node runs the {strategy} strategy");
+            }
+            continue;
+        }
         let built = target_dir().join("debug").join(format!("lib{name}.so"));
         // Publish under a temporary name, then rename: a running node never
         // sees a half-written file.

@@ -147,6 +147,8 @@ pub struct Core {
     next_task: AtomicU64,
     registered_caches: Mutex<HashSet<String>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Handlers of incoming tasks, aborted when the plugin stops.
+    incoming: Mutex<tokio::task::JoinSet<()>>,
     stats: Stats,
 }
 
@@ -173,10 +175,18 @@ end
 return n
 "#;
 
-/// Takes a free lock: KEYS lock, fence; ARGV holder ("member\nowner"), lease ms.
+/// Takes a free lock: KEYS lock, fence; ARGV holder ("member\nowner"),
+/// lease ms, cluster time ms. The fencing number never goes below the
+/// cluster time, so it keeps growing across a Redis restart that lost the
+/// counter.
 const ACQUIRE: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local fence = redis.call('INCR', KEYS[2])
+local floor = tonumber(ARGV[3])
+if fence < floor then
+  fence = floor
+  redis.call('SET', KEYS[2], fence)
+end
 redis.call('SET', KEYS[1], ARGV[1] .. '\n' .. fence, 'PX', ARGV[2])
 return fence
 "#;
@@ -247,6 +257,7 @@ impl Core {
             next_task: AtomicU64::new(1),
             registered_caches: Mutex::new(HashSet::new()),
             tasks: Mutex::new(Vec::new()),
+            incoming: Mutex::new(tokio::task::JoinSet::new()),
             stats: Stats::default(),
         })
     }
@@ -466,6 +477,7 @@ impl Core {
     /// Stops everything (the plugin stops).
     pub async fn shutdown(&self) {
         self.leave().await;
+        lock(&self.incoming).abort_all();
         let tasks: Vec<_> = lock(&self.tasks).drain(..).collect();
         for task in &tasks {
             task.abort();
@@ -721,7 +733,9 @@ impl Core {
                 self.stats.tasks_received.fetch_add(1, Ordering::Relaxed);
                 let Some(host) = self.host() else { return };
                 let core = self.clone();
-                tokio::spawn(async move {
+                let mut incoming = lock(&self.incoming);
+                while incoming.try_join_next().is_some() {}
+                incoming.spawn(async move {
                     let outcome = host.run_task(&from, &name, payload).await;
                     if reply {
                         let (ok, body) = match outcome {
@@ -785,7 +799,10 @@ impl Core {
         let (key, fence) = (self.keys.lock(name), self.keys.fence(name));
         let holder = format!("{}\n{owner}", self.member);
         let lease = self.config.membership.member_ttl_ms.to_string();
-        let got: u64 = self.script(ACQUIRE, &[&key, &fence], &[holder.as_bytes(), lease.as_bytes()], false).await?;
+        let floor = self.cluster_time_ms().to_string();
+        let got: u64 = self
+            .script(ACQUIRE, &[&key, &fence], &[holder.as_bytes(), lease.as_bytes(), floor.as_bytes()], false)
+            .await?;
         if got == 0 {
             return Ok(false);
         }
