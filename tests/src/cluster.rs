@@ -7,9 +7,11 @@
 //! - [`Backend::Gossip`]: each node loads the real gossip plugin (`.so`)
 //!   through its own `PluginManager` (a private copy per node, so each has
 //!   its own chitchat and data plane), on 127.0.0.1 with ports chosen per test;
-//! - [`Backend::Redis`] / [`Backend::RedisCluster`]: each node loads the
-//!   real redis plugin, against a `redis-server` (or a 3-master Redis
-//!   Cluster) the cluster starts for itself and stops when dropped.
+//! - [`Backend::Redis`] / [`Backend::RedisSentinel`] /
+//!   [`Backend::RedisCluster`]: each node loads the real redis plugin,
+//!   against a `redis-server` (a master with a replica and a Sentinel, or a
+//!   3-master Redis Cluster) the cluster starts for itself and stops when
+//!   dropped.
 
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::path::PathBuf;
@@ -28,12 +30,14 @@ pub enum Backend {
     Memory,
     Gossip,
     Redis,
+    RedisSentinel,
     RedisCluster,
 }
 
 /// The Redis a redis-backed test cluster runs against.
 pub enum RedisBackend {
     Single(crate::redis::RedisServer),
+    Sentinel(crate::redis::RedisSentinel),
     Cluster(crate::redis::RedisCluster),
 }
 
@@ -41,6 +45,7 @@ impl RedisBackend {
     pub fn start(backend: Backend) -> Option<RedisBackend> {
         match backend {
             Backend::Redis => Some(RedisBackend::Single(crate::redis::RedisServer::start())),
+            Backend::RedisSentinel => Some(RedisBackend::Sentinel(crate::redis::RedisSentinel::start())),
             Backend::RedisCluster => Some(RedisBackend::Cluster(crate::redis::RedisCluster::start())),
             Backend::Memory | Backend::Gossip => None,
         }
@@ -50,6 +55,7 @@ impl RedisBackend {
     pub fn target(&self) -> (&'static str, Vec<String>) {
         match self {
             RedisBackend::Single(server) => ("single", vec![server.url()]),
+            RedisBackend::Sentinel(s) => ("sentinel", vec![s.sentinel.url()]),
             RedisBackend::Cluster(cluster) => ("cluster", cluster.urls()),
         }
     }
@@ -174,7 +180,9 @@ impl TestCluster {
     pub async fn attach_with(&mut self, name: &str, adjust: impl FnOnce(MemoryStrategy) -> MemoryStrategy) {
         match self.backend {
             Backend::Memory => self.attach_memory(name, adjust).await,
-            Backend::Gossip | Backend::Redis | Backend::RedisCluster => self.attach_plugin(name).await,
+            Backend::Gossip | Backend::Redis | Backend::RedisSentinel | Backend::RedisCluster => {
+                self.attach_plugin(name).await
+            }
         }
     }
 
@@ -232,7 +240,7 @@ impl TestCluster {
         let node = self.nodes.iter_mut().find(|n| n.name == name).expect("a node with that name");
         match self.backend {
             Backend::Memory => node.cluster.detach("memory").await,
-            Backend::Gossip | Backend::Redis | Backend::RedisCluster => {
+            Backend::Gossip | Backend::Redis | Backend::RedisSentinel | Backend::RedisCluster => {
                 if let Some((plugins, _, file)) = &node.plugins {
                     plugins.unload(file, "detached by the test").await;
                 }
@@ -245,7 +253,9 @@ impl TestCluster {
     pub async fn crash(&mut self, name: &str) {
         match self.backend {
             Backend::Memory => self.fabric.crash(name),
-            Backend::Gossip | Backend::Redis | Backend::RedisCluster => self.detach(name).await,
+            Backend::Gossip | Backend::Redis | Backend::RedisSentinel | Backend::RedisCluster => {
+                self.detach(name).await
+            }
         }
     }
 

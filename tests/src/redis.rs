@@ -1,6 +1,7 @@
 //! Redis servers the tests start for themselves: one `redis-server` on a
-//! free loopback port, or a 3-master Redis Cluster made with
-//! `redis-cli --cluster create`. Dropping one stops its processes.
+//! free loopback port, a master with a replica watched by a Sentinel, or a
+//! 3-master Redis Cluster made with `redis-cli --cluster create`. Dropping
+//! one stops its processes.
 //! `.ci/run` installs `redis-server` and `redis-tools` when missing.
 
 use std::io::{Read, Write};
@@ -34,6 +35,8 @@ pub struct RedisServer {
     child: Option<Child>,
     dir: tempfile::TempDir,
     args: Vec<String>,
+    /// A Sentinel: `args` are lines of its configuration file.
+    sentinel: bool,
 }
 
 impl RedisServer {
@@ -57,23 +60,25 @@ impl RedisServer {
                 .map(|s| s.to_string())
                 .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut server = RedisServer { port, child: None, dir, args };
+        let mut server = RedisServer { port, child: None, dir, args, sentinel: false };
         server.spawn();
         server
     }
 
     fn spawn(&mut self) {
         let log = std::fs::File::create(self.dir.path().join(format!("redis-{}.log", self.port))).expect("a log file");
-        let child = Command::new("redis-server")
-            .arg("--port")
-            .arg(self.port.to_string())
-            .arg("--dir")
-            .arg(self.dir.path())
-            .args(&self.args)
-            .stdout(log.try_clone().expect("the log file"))
-            .stderr(log)
-            .spawn()
-            .expect("redis-server starts");
+        let mut command = Command::new("redis-server");
+        if self.sentinel {
+            // A sentinel rewrites its configuration file: it gets its own.
+            let conf = self.dir.path().join("sentinel.conf");
+            let text = format!("port {}\nbind 127.0.0.1\n{}\n", self.port, self.args.join("\n"));
+            std::fs::write(&conf, text).expect("the sentinel's configuration");
+            command.arg(&conf).arg("--sentinel");
+        } else {
+            command.arg("--port").arg(self.port.to_string()).arg("--dir").arg(self.dir.path()).args(&self.args);
+        }
+        let child =
+            command.stdout(log.try_clone().expect("the log file")).stderr(log).spawn().expect("redis-server starts");
         self.child = Some(child);
         wait_ping(self.port, &self.log_path());
     }
@@ -143,6 +148,45 @@ fn wait_ping(port: u16, log: &Path) {
             panic!("redis-server on port {port} did not answer PING within 10 s; its log:\n{log}");
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A master, its replica, and one Sentinel watching them as `mymaster`
+/// (quorum 1, down after 1 s).
+pub struct RedisSentinel {
+    pub master: RedisServer,
+    pub replica: RedisServer,
+    pub sentinel: RedisServer,
+}
+
+impl RedisSentinel {
+    pub fn start() -> RedisSentinel {
+        let master = RedisServer::start();
+        let master_port = master.port.to_string();
+        let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master_port]);
+        let config = [
+            format!("sentinel monitor mymaster 127.0.0.1 {master_port} 1"),
+            "sentinel down-after-milliseconds mymaster 1000".to_string(),
+            "sentinel failover-timeout mymaster 5000".to_string(),
+        ];
+        let dir = tempfile::tempdir().expect("a sentinel directory");
+        let mut sentinel =
+            RedisServer { port: free_redis_port(), child: None, dir, args: config.to_vec(), sentinel: true };
+        sentinel.spawn();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !sentinel.cli(&["SENTINEL", "get-master-addr-by-name", "mymaster"]).contains(&master_port)
+            || !replica.cli(&["INFO", "replication"]).contains("master_link_status:up")
+        {
+            assert!(Instant::now() < deadline, "the Sentinel or the replica did not come up in 20 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        RedisSentinel { master, replica, sentinel }
+    }
+
+    /// The port Sentinel names as master now.
+    pub fn master_port(&self) -> Option<u16> {
+        let out = self.sentinel.cli(&["SENTINEL", "get-master-addr-by-name", "mymaster"]);
+        out.lines().nth(1).and_then(|p| p.trim().parse().ok())
     }
 }
 

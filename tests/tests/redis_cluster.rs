@@ -264,3 +264,73 @@ fn a_node_started_before_redis_joins_once_redis_is_up() {
     let status = wait_for_state(&process, "clustered");
     assert_eq!(status["members"].as_array().map(Vec::len), Some(1), "{status}");
 }
+
+/// A test CA (ca.pem) and a server certificate for 127.0.0.1 it signed
+/// (cert.pem, key.pem), in `dir`.
+fn test_certificates(dir: &Path) {
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").expect("ext.cnf");
+    let steps: [&[&str]; 3] = [
+        &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=clusterhost test CA"],
+        &["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "key.pem", "-out", "srv.csr"],
+        &["x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2"],
+    ];
+    let tails: [&[&str]; 3] =
+        [&["-keyout", "ca.key", "-out", "ca.pem"], &[], &["-extfile", "ext.cnf", "-out", "cert.pem"]];
+    for (step, tail) in steps.iter().zip(tails) {
+        let out = std::process::Command::new("openssl")
+            .args(*step)
+            .args(tail)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs (.ci/run installs it)");
+        assert!(out.status.success(), "openssl {step:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[test]
+fn tls_with_the_servers_ca_clusters_and_an_unknown_ca_is_refused_with_the_reason() {
+    let certs = tempfile::tempdir().expect("a certificate folder");
+    test_certificates(certs.path());
+    let (ca, cert, key) = (certs.path().join("ca.pem"), certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    let tls_port = clusterhost_tests::redis::free_redis_port().to_string();
+    let server = RedisServer::start_with(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        cert.to_str().expect("a UTF-8 path"),
+        "--tls-key-file",
+        key.to_str().expect("a UTF-8 path"),
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let url = format!("rediss://127.0.0.1:{tls_port}");
+    let prefix = unique_cluster("tls");
+
+    // Trusting the server's CA (tls_ca_file): clustered, over TLS.
+    let home = redis_home(std::slice::from_ref(&url), &prefix);
+    std::fs::copy(&ca, home.path().join("conf/ca.pem")).expect("the CA copies");
+    let conf = home.path().join("conf/redis.toml");
+    let text = std::fs::read_to_string(&conf).expect("redis.toml");
+    std::fs::write(&conf, format!("tls_ca_file = \"ca.pem\"\n{text}")).expect("redis.toml");
+    let node = start_local("tls-a", free_member_port(&[]), home);
+    wait_for_view(&[&node], &["tls-a"]);
+    node.put("sessions", "over-tls", "yes");
+    assert_eq!(node.get("sessions", "over-tls").as_deref(), Some("yes"));
+    // The entry is in the server (read over the plain port).
+    let stored = server.cli(&["HLEN", &format!("{prefix}:cache:sessions")]);
+    assert_eq!(stored.trim(), "1", "{stored}");
+    let clients = server.cli(&["CLIENT", "LIST"]);
+    assert!(clients.lines().any(|l| l.contains(&format!("laddr=127.0.0.1:{tls_port}"))), "{clients}");
+
+    // Without it, the test CA is not trusted: standalone, saying why.
+    let home = redis_home(&[url], &unique_cluster("tls-untrusted"));
+    std::fs::write(
+        home.path().join("conf/clusterhost.properties"),
+        "cluster.startup.delay.seconds = 0\ncluster.startup.retry.count = 0\n",
+    )
+    .expect("properties");
+    let untrusted = NodeProcess::start_with(home.path(), &["--node-name", "tls-b", "--bind", "127.0.0.1"], &[]);
+    let status = wait_for_state(&untrusted, "standalone");
+    let reason = status["state"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("could not reach Redis") && reason.to_lowercase().contains("certificate"), "{status}");
+}

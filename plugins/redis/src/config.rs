@@ -25,6 +25,12 @@ pub struct Config {
     /// ACL user and password (also accepted inside the URLs).
     pub username: Option<String>,
     pub password: Option<String>,
+    /// PEM file of the CA that signed the servers' certificates, for
+    /// `rediss://` URLs (relative to the config folder); none: the webpki roots.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Its contents, read at load.
+    #[serde(skip)]
+    pub tls_ca_pem: Option<Vec<u8>>,
     pub membership: Membership,
     pub timeouts: Timeouts,
 }
@@ -64,6 +70,8 @@ impl Default for Config {
             key_prefix: "clusterhost".into(),
             username: None,
             password: None,
+            tls_ca_file: None,
+            tls_ca_pem: None,
             membership: Membership::default(),
             timeouts: Timeouts::default(),
         }
@@ -95,7 +103,19 @@ impl Config {
     /// Reads `file`; a missing file means the defaults.
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
         match std::fs::read_to_string(file) {
-            Ok(text) => Config::parse(file, &text),
+            Ok(text) => {
+                let mut config = Config::parse(file, &text)?;
+                if let Some(ca) = &config.tls_ca_file {
+                    let path = file.parent().unwrap_or(Path::new(".")).join(ca);
+                    let pem = std::fs::read(&path).map_err(|e| ConfigError::Invalid {
+                        file: file.to_owned(),
+                        line: text.lines().position(|l| l.trim_start().starts_with("tls_ca_file")).map_or(1, |i| i + 1),
+                        message: format!("tls_ca_file {}: {e}", path.display()),
+                    })?;
+                    config.tls_ca_pem = Some(pem);
+                }
+                Ok(config)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
             Err(e) => Err(ConfigError::Unreadable { file: file.to_owned(), detail: e.to_string() }),
         }
@@ -136,6 +156,13 @@ impl Config {
                     "mode = \"single\" takes one URL, {} given; use mode = \"sentinel\" or \"cluster\" for several",
                     self.urls.len()
                 ),
+            ));
+        }
+        if self.mode == Mode::Sentinel && self.tls_ca_file.is_some() {
+            return Err(invalid(
+                "tls_ca_file",
+                "tls_ca_file is not supported in sentinel mode yet; use CA-signed certificates the webpki roots trust"
+                    .into(),
             ));
         }
         if self.mode == Mode::Sentinel && self.sentinel_master.is_empty() {

@@ -57,7 +57,14 @@ fn client(config: &Config, url: &str) -> redis::RedisResult<Client> {
         settings = settings.set_password(password);
     }
     info = info.set_redis_settings(settings);
-    Client::open(info)
+    match &config.tls_ca_pem {
+        Some(pem) => Client::build_with_tls(info, certificates(pem)),
+        None => Client::open(info),
+    }
+}
+
+fn certificates(pem: &[u8]) -> redis::TlsCertificates {
+    redis::TlsCertificates { client_tls: None, root_cert: Some(pem.to_vec()) }
 }
 
 /// The server that takes commands and pub/sub (single and sentinel modes),
@@ -141,6 +148,9 @@ pub async fn connect(config: &Config) -> Result<Conn, String> {
                 }
                 if let Some(password) = &config.password {
                     builder = builder.password(password);
+                }
+                if let Some(pem) = &config.tls_ca_pem {
+                    builder = builder.certs(certificates(pem));
                 }
                 let client = builder.build().map_err(|e| e.to_string())?;
                 client.get_async_connection().await.map(Conn::Cluster).map_err(|e| e.to_string())

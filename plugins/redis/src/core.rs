@@ -139,6 +139,8 @@ pub struct Core {
     clock_offset: std::sync::atomic::AtomicI64,
     /// Wakes the heartbeat loop (a join, leave or setting elsewhere).
     wake: Notify,
+    /// Counts command-connection resets; pub/sub reconnects when it moves.
+    connection_epoch: AtomicU64,
     /// Woken when a lock is released somewhere.
     lock_released: Notify,
     /// Locks this member holds: lock key -> stored value.
@@ -251,6 +253,7 @@ impl Core {
             view: Mutex::new(View::default()),
             clock_offset: Default::default(),
             wake: Notify::new(),
+            connection_epoch: AtomicU64::new(0),
             lock_released: Notify::new(),
             held: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
@@ -354,6 +357,11 @@ impl Core {
 
     fn failed(&self, e: redis::RedisError) -> String {
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        if e.code() == Some("READONLY") {
+            // Talking to a replica: after a Sentinel failover the old master
+            // is one. Connect again (Sentinel names the new master).
+            self.reset_connection("the server became a read-only replica (a failover?)");
+        }
         format!("Redis ({}) failed: {e}", self.config.urls.join(", "))
     }
 
@@ -384,6 +392,17 @@ impl Core {
             self.config.key_prefix
         );
         Ok(())
+    }
+
+    /// Drops the command connection; the heartbeat connects again at once
+    /// (in sentinel mode, to whichever server Sentinel names master now),
+    /// and pub/sub follows.
+    fn reset_connection(&self, why: &str) {
+        if lock(&self.conn).take().is_some() {
+            tracing::warn!("reconnecting to Redis: {why}");
+            self.connection_epoch.fetch_add(1, Ordering::SeqCst);
+            self.wake.notify_one();
+        }
     }
 
     /// Registers this member: a join number, its key, a notice.
@@ -478,6 +497,9 @@ impl Core {
     pub async fn shutdown(&self) {
         self.leave().await;
         lock(&self.incoming).abort_all();
+        // The connection's own background tasks end with it, before the
+        // plugin's runtime goes.
+        lock(&self.conn).take();
         let tasks: Vec<_> = lock(&self.tasks).drain(..).collect();
         for task in &tasks {
             task.abort();
@@ -567,6 +589,8 @@ impl Core {
 
     /// This member is out: the host copies what it can and goes standalone.
     fn lost(&self, joined: &mut Joined) {
+        // A fresh connection for the rejoin (in sentinel mode: to the master now).
+        self.reset_connection("this member lost the cluster");
         joined.in_cluster = false;
         joined.lost = true;
         self.in_cluster.store(false, Ordering::SeqCst);
@@ -682,6 +706,7 @@ impl Core {
             let Some(core) = weak.upgrade() else { return };
             let config = core.config.clone();
             let channels = [core.keys.events(), core.keys.tasks(&core.member), core.keys.replies(&core.member)];
+            let epoch = core.connection_epoch.load(Ordering::SeqCst);
             drop(core);
             match conn::pubsub(&config).await {
                 Ok(mut pubsub) => {
@@ -700,11 +725,26 @@ impl Core {
                             core.wake.notify_one();
                         }
                         let mut messages = pubsub.on_message();
-                        while let Some(message) = messages.next().await {
-                            let Some(core) = weak.upgrade() else { return };
-                            core.on_message(message.get_channel_name(), message.get_payload_bytes());
+                        let mut check = tokio::time::interval(config.heartbeat());
+                        loop {
+                            tokio::select! {
+                                message = messages.next() => {
+                                    let Some(message) = message else {
+                                        tracing::warn!("the pub/sub connection to Redis closed; reconnecting");
+                                        break;
+                                    };
+                                    let Some(core) = weak.upgrade() else { return };
+                                    core.on_message(message.get_channel_name(), message.get_payload_bytes());
+                                }
+                                _ = check.tick() => {
+                                    let Some(core) = weak.upgrade() else { return };
+                                    if core.connection_epoch.load(Ordering::SeqCst) != epoch {
+                                        // The command connection moved (failover): follow it.
+                                        break;
+                                    }
+                                }
+                            }
                         }
-                        tracing::warn!("the pub/sub connection to Redis closed; reconnecting");
                     }
                 }
                 Err(e) => {
