@@ -488,3 +488,55 @@ async fn redis_sentinel_failover_moves_every_member_to_the_new_master() {
     assert_eq!(users_a.get(&100).await.unwrap().as_deref(), Some("after"));
     assert_eq!(redis.replica.cli(&["HLEN", "suite:cache:users"]).trim(), "22", "the writes are on the new master");
 }
+
+fn single(cluster: &TestCluster) -> &clusterhost_tests::redis::RedisServer {
+    match &cluster.redis {
+        Some(clusterhost_tests::cluster::RedisBackend::Single(server)) => server,
+        _ => panic!("a single-server backend"),
+    }
+}
+
+/// The lock's value in Redis: "member\nowner\nfence".
+fn redis_lock(server: &clusterhost_tests::redis::RedisServer, name: &str) -> Option<(String, u64)> {
+    let raw = server.cli(&["GET", &format!("suite:lock:{{{name}}}")]);
+    let lines: Vec<&str> = raw.trim_end().lines().collect();
+    match lines.as_slice() {
+        [member, _owner, fence] => Some((member.to_string(), fence.parse().ok()?)),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_locks_carry_growing_fencing_numbers_and_release_only_their_own() {
+    let mut cluster = TestCluster::clustered(Backend::Redis, &["a", "b"]).await;
+    let (a, b) = (cluster.node("a").clone(), cluster.node("b").clone());
+    let held = a.lock("orders").await.unwrap();
+    let (holder, first) = redis_lock(single(&cluster), "orders").expect("the lock is in Redis");
+    assert_eq!(holder, "a");
+    assert!(held.unlock().await.unwrap());
+    assert_eq!(redis_lock(single(&cluster), "orders"), None, "released");
+    let held = b.lock("orders").await.unwrap();
+    let (holder, second) = redis_lock(single(&cluster), "orders").expect("the lock is in Redis");
+    assert_eq!(holder, "b");
+    assert!(second > first, "fencing numbers grow: {first} then {second}");
+
+    // Safe release: once the lock is someone else's (here: written over, as
+    // after an expired lease), the old owner's release leaves it alone.
+    single(&cluster).cli(&["SET", "suite:lock:{orders}", "intruder\nx\n1"]);
+    assert!(!held.unlock().await.unwrap(), "b no longer holds it");
+    assert_eq!(redis_lock(single(&cluster), "orders").map(|l| l.0).as_deref(), Some("intruder"));
+    single(&cluster).cli(&["DEL", "suite:lock:{orders}"]);
+
+    // A restart without persistence loses the counter, not the order.
+    match &mut cluster.redis {
+        Some(clusterhost_tests::cluster::RedisBackend::Single(server)) => server.restart(),
+        _ => unreachable!(),
+    }
+    wait_until("a write after the restart", Duration::from_secs(30), || async {
+        a.caches().cache::<u8, u8>("c").put(&1, &1).await.is_ok()
+    })
+    .await;
+    let _again = a.lock("orders").await.unwrap();
+    let (_, third) = redis_lock(single(&cluster), "orders").expect("the lock is in Redis");
+    assert!(third > second, "fencing numbers still grow after a restart that lost the counter: {second} then {third}");
+}
