@@ -113,6 +113,10 @@ pub async fn run(options: NodeOptions) -> Result<(), NodeError> {
         Ok(server) => server,
         Err(e) => return shut_down(&home, &manager, &cluster).await.and(Err(e.into())),
     };
+    // Subscribed before clustering may start: a state reached between the
+    // first publish and a later subscription would never reach the status
+    // file (a watch receiver starts with the current value as seen).
+    let mut cluster_changes = cluster.subscribe();
     // Only now may clustering begin its startup delay.
     cluster.release();
     publish(&home, &manager, &cluster);
@@ -136,7 +140,6 @@ pub async fn run(options: NodeOptions) -> Result<(), NodeError> {
         properties,
         options.overrides.clone(),
     );
-    let mut cluster_changes = cluster.subscribe();
     let report_cluster = async {
         loop {
             tokio::select! {

@@ -334,3 +334,44 @@ fn tls_with_the_servers_ca_clusters_and_an_unknown_ca_is_refused_with_the_reason
     let reason = status["state"]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("could not reach Redis") && reason.to_lowercase().contains("certificate"), "{status}");
 }
+
+#[test]
+fn a_hot_upgrade_of_one_member_rejoins_it_on_the_new_version_and_loses_nothing() {
+    let server = RedisServer::start();
+    let nodes = start_all(&server, &unique_cluster("hot"), &["ua", "ub", "uc"]);
+    let refs: Vec<&Node> = nodes.iter().collect();
+    wait_for_view(&refs, &["ua", "ub", "uc"]);
+    for i in 0..20 {
+        nodes[i % 3].put("sessions", &format!("k{i}"), &format!("v{i}"));
+    }
+    // A 0.2.0 build replaces ub's plugin file (write, then rename).
+    let builds = tempfile::tempdir().expect("a build folder");
+    let newer = builds.path().join("redis-0.2.0.so");
+    clusterhost_tests::restamp(&plugin("redis_strategy"), &newer, |m| {
+        m.version = "0.2.0".parse().expect("a version");
+    });
+    let plugins = nodes[1].home.path().join("plugins");
+    std::fs::copy(&newer, plugins.join(".redis_strategy.so.tmp")).expect("copy");
+    std::fs::rename(plugins.join(".redis_strategy.so.tmp"), plugins.join("redis_strategy.so")).expect("rename");
+    let replaced = Instant::now();
+    wait_until("ub back in the cluster on 0.2.0, seen by every member", DEADLINE, || {
+        nodes.iter().all(|n| {
+            n.status().is_some_and(|s| {
+                s["members"].as_array().is_some_and(|m| {
+                    m.len() == 3 && m.iter().any(|m| m["id"] == "ub" && m["plugin_version"] == "0.2.0")
+                })
+            })
+        })
+    });
+    println!("figure: redis plugin replaced on one member -> every member lists it on 0.2.0: {:?}", replaced.elapsed());
+    let status = nodes[0].status().expect("a status");
+    assert!(status["warn"].as_str().is_some_and(|w| w.contains("different versions")), "{status}");
+    // Nothing was lost: the data lives in Redis, not in the replaced plugin.
+    for node in &nodes {
+        for i in 0..20 {
+            assert_eq!(node.get("sessions", &format!("k{i}")), Some(format!("v{i}")), "k{i} on {}", node.name);
+        }
+    }
+    nodes[1].put("sessions", "from-new", "0.2.0");
+    assert_eq!(nodes[2].get("sessions", "from-new").as_deref(), Some("0.2.0"));
+}
