@@ -10,6 +10,7 @@
 
 pub mod abi;
 pub mod cluster;
+pub mod config_file;
 mod log;
 pub mod manifest;
 #[cfg(feature = "memory")]

@@ -2,7 +2,7 @@
 //! system's network knobs. A bad file is refused with file:line.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -143,65 +143,51 @@ impl Default for Merge {
     }
 }
 
-/// Why the configuration was refused.
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum ConfigError {
-    #[error("could not read {file}: {detail}; create it (conf/gossip.toml in the repository lists every key) or set cluster.config.file")]
-    Unreadable { file: PathBuf, detail: String },
-    #[error("{file}:{line}: {message}; fix the file and publish the gossip plugin again")]
-    Invalid { file: PathBuf, line: usize, message: String },
-}
+pub use clusterhost_plugin_api::config_file::ConfigError;
+use clusterhost_plugin_api::config_file::ConfigFile;
 
 impl Config {
     /// Reads `file`; a missing file means the defaults.
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
-        match std::fs::read_to_string(file) {
-            Ok(text) => Config::parse(file, &text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
-            Err(e) => Err(ConfigError::Unreadable { file: file.to_owned(), detail: e.to_string() }),
+        match ConfigFile::read(file)? {
+            Some(text) => Config::parse(file, &text),
+            None => Ok(Config::default()),
         }
     }
 
     /// Parses TOML text; `file` names it in errors.
     pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1).unwrap_or(1);
-            // The first line of toml's message is the useful part.
-            let message = e.message().lines().next().unwrap_or("invalid TOML").to_string();
-            ConfigError::Invalid { file: file.to_owned(), line, message }
-        })?;
-        config.validate(file, text)?;
+        let source = ConfigFile { plugin: "gossip", file, text };
+        let config: Config = source.parse()?;
+        config.validate(&source)?;
         Ok(config)
     }
 
-    fn validate(&self, file: &Path, text: &str) -> Result<(), ConfigError> {
-        // The line of a key, for messages about values that parse but are wrong.
-        let line_of =
-            |key: &str| text.lines().position(|l| l.trim_start().starts_with(key)).map(|i| i + 1).unwrap_or(1);
-        let invalid =
-            |key: &str, message: String| ConfigError::Invalid { file: file.to_owned(), line: line_of(key), message };
+    fn validate(&self, source: &ConfigFile) -> Result<(), ConfigError> {
         if self.cluster_name.is_empty() || self.cluster_name.len() > 64 {
-            return Err(invalid("cluster_name", "cluster_name must have 1 to 64 characters".into()));
+            return Err(source.invalid("cluster_name", "cluster_name must have 1 to 64 characters"));
         }
         for member in &self.discovery.members {
             if parse_member(member).is_none() {
-                return Err(invalid(
+                return Err(source.invalid(
                     "members",
                     format!("member {member:?} is not host:port (e.g. \"10.0.0.5:5701\" or \"node-b:5701\")"),
                 ));
             }
         }
         if !self.discovery.multicast.group.is_multicast() {
-            return Err(invalid("group", format!("{} is not a multicast address", self.discovery.multicast.group)));
+            return Err(
+                source.invalid("group", format!("{} is not a multicast address", self.discovery.multicast.group))
+            );
         }
         if self.network.port == 0 {
-            return Err(invalid("port", "port must be from 1 to 65535".into()));
+            return Err(source.invalid("port", "port must be from 1 to 65535"));
         }
         if self.failure_detection.gossip_interval_ms == 0 || self.timeouts.operation_ms == 0 {
-            return Err(invalid("_ms", "intervals and timeouts must be above 0".into()));
+            return Err(source.invalid("_ms", "intervals and timeouts must be above 0"));
         }
         if self.failure_detection.phi_threshold.is_nan() || self.failure_detection.phi_threshold <= 0.0 {
-            return Err(invalid("phi_threshold", "phi_threshold must be above 0".into()));
+            return Err(source.invalid("phi_threshold", "phi_threshold must be above 0"));
         }
         Ok(())
     }

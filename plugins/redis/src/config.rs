@@ -90,53 +90,37 @@ impl Default for Timeouts {
     }
 }
 
-/// Why the configuration was refused.
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum ConfigError {
-    #[error("could not read {file}: {detail}; create it (conf/redis.toml in the repository lists every key) or set cluster.config.file")]
-    Unreadable { file: PathBuf, detail: String },
-    #[error("{file}:{line}: {message}; fix the file and publish the redis plugin again")]
-    Invalid { file: PathBuf, line: usize, message: String },
-}
+pub use clusterhost_plugin_api::config_file::ConfigError;
+use clusterhost_plugin_api::config_file::ConfigFile;
 
 impl Config {
-    /// Reads `file`; a missing file means the defaults.
+    /// Reads `file` (and the CA file it names); a missing file means the defaults.
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
-        match std::fs::read_to_string(file) {
-            Ok(text) => {
-                let mut config = Config::parse(file, &text)?;
-                if let Some(ca) = &config.tls_ca_file {
-                    let path = file.parent().unwrap_or(Path::new(".")).join(ca);
-                    let pem = std::fs::read(&path).map_err(|e| ConfigError::Invalid {
-                        file: file.to_owned(),
-                        line: text.lines().position(|l| l.trim_start().starts_with("tls_ca_file")).map_or(1, |i| i + 1),
-                        message: format!("tls_ca_file {}: {e}", path.display()),
-                    })?;
-                    config.tls_ca_pem = Some(pem);
-                }
-                Ok(config)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
-            Err(e) => Err(ConfigError::Unreadable { file: file.to_owned(), detail: e.to_string() }),
+        let Some(text) = ConfigFile::read(file)? else {
+            return Ok(Config::default());
+        };
+        let mut config = Config::parse(file, &text)?;
+        if let Some(ca) = &config.tls_ca_file {
+            let path = file.parent().unwrap_or(Path::new(".")).join(ca);
+            let pem = std::fs::read(&path).map_err(|e| {
+                ConfigFile { plugin: "redis", file, text: &text }
+                    .invalid("tls_ca_file", format!("tls_ca_file {}: {e}", path.display()))
+            })?;
+            config.tls_ca_pem = Some(pem);
         }
+        Ok(config)
     }
 
     /// Parses TOML text; `file` names it in errors.
     pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1).unwrap_or(1);
-            let message = e.message().lines().next().unwrap_or("invalid TOML").to_string();
-            ConfigError::Invalid { file: file.to_owned(), line, message }
-        })?;
-        config.validate(file, text)?;
+        let source = ConfigFile { plugin: "redis", file, text };
+        let config: Config = source.parse()?;
+        config.validate(&source)?;
         Ok(config)
     }
 
-    fn validate(&self, file: &Path, text: &str) -> Result<(), ConfigError> {
-        let line_of =
-            |key: &str| text.lines().position(|l| l.trim_start().starts_with(key)).map(|i| i + 1).unwrap_or(1);
-        let invalid =
-            |key: &str, message: String| ConfigError::Invalid { file: file.to_owned(), line: line_of(key), message };
+    fn validate(&self, source: &ConfigFile) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| source.invalid(key, message);
         if self.urls.is_empty() {
             return Err(invalid("urls", "urls must list at least one redis:// or rediss:// URL".into()));
         }
