@@ -88,7 +88,12 @@ fn main() -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     std::fs::write(&out, report.markdown(&run)).with_context(|| format!("writing {}", out.display()))?;
-    println!("report written to {} ({} figures, {:.0} s)", out.display(), report.figures.len(), run.elapsed.as_secs_f64());
+    println!(
+        "report written to {} ({} figures, {:.0} s)",
+        out.display(),
+        report.figures.len(),
+        run.elapsed.as_secs_f64()
+    );
     if !report.failures.is_empty() {
         let names: Vec<&str> = report.failures.iter().map(|(s, _)| s.as_str()).collect();
         bail!("scenarios failed: {}", names.join(", "));

@@ -88,12 +88,25 @@ impl Report {
         let _ = writeln!(md, "## The run\n");
         let _ = writeln!(md, "| | |\n|---|---|");
         let _ = writeln!(md, "| date (UTC) | {} |", run.date);
-        let _ = writeln!(md, "| commit | `{}`{} |", run.commit, if run.dirty { " (tree dirty: uncommitted changes)" } else { " (tree clean)" });
+        let _ = writeln!(
+            md,
+            "| commit | `{}`{} |",
+            run.commit,
+            if run.dirty { " (tree dirty: uncommitted changes)" } else { " (tree clean)" }
+        );
         let _ = writeln!(md, "| machine | {} |", run.machine);
         let _ = writeln!(md, "| kernel | {} |", run.kernel);
         let _ = writeln!(md, "| toolchain | {} |", run.rustc);
         let _ = writeln!(md, "| build | {} |", run.profile);
-        let _ = writeln!(md, "| run as | {} |", if run.root { "root (network-namespace scenarios ran)" } else { "not root (network-namespace scenarios not run)" });
+        let _ = writeln!(
+            md,
+            "| run as | {} |",
+            if run.root {
+                "root (network-namespace scenarios ran)"
+            } else {
+                "not root (network-namespace scenarios not run)"
+            }
+        );
         let _ = writeln!(md, "| whole run | {:.0} s |", run.elapsed.as_secs_f64());
         let _ = writeln!(md);
 
@@ -118,7 +131,10 @@ impl Report {
             let about = crate::scenarios::about(scenario).unwrap_or_default();
             let _ = writeln!(md, "### `{scenario}`{}\n", took.map(|t| format!(" ({t:.0} s)")).unwrap_or_default());
             let _ = writeln!(md, "{about}\n");
-            let _ = writeln!(md, "| figure | median | p10 / p90 | min / max | p99 | n | how |\n|---|---|---|---|---|---|---|");
+            let _ = writeln!(
+                md,
+                "| figure | median | p10 / p90 | min / max | p99 | n | how |\n|---|---|---|---|---|---|---|"
+            );
             for f in self.figures.iter().filter(|f| f.scenario == scenario) {
                 let u = f.unit;
                 match &f.spread {
@@ -192,7 +208,8 @@ impl RunInfo {
     /// Reads the facts of this machine and checkout (`elapsed` is set by the caller).
     pub fn gather() -> RunInfo {
         let output = |program: &str, args: &[&str]| -> Option<String> {
-            let out = Command::new(program).args(args).current_dir(clusterhost_tests::workspace_root()).output().ok()?;
+            let out =
+                Command::new(program).args(args).current_dir(clusterhost_tests::workspace_root()).output().ok()?;
             out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
         };
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();

@@ -1,6 +1,5 @@
 //! The test kit: builds the binaries and fixture plugins the tests use,
-//! restamps fixture manifests, runs real `clusterhost` processes, and
-//! prints benchmark summaries.
+//! restamps fixture manifests, and runs real `clusterhost` processes.
 //!
 //! Fixtures are built once per test process by `cargo build` into the same
 //! target directory the tests were built in.
@@ -309,20 +308,4 @@ impl Drop for NodeProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Prints one benchmark figure: the median and spread of `samples`.
-pub fn summary(name: &str, mut samples: Vec<Duration>) {
-    assert!(!samples.is_empty(), "no samples for {name}");
-    samples.sort();
-    let pick = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    println!(
-        "{name:<32} n={:<4} median={:>9.3?} p10={:>9.3?} p90={:>9.3?} min={:>9.3?} max={:>9.3?}",
-        samples.len(),
-        pick(0.5),
-        pick(0.1),
-        pick(0.9),
-        samples[0],
-        samples[samples.len() - 1]
-    );
 }

@@ -55,12 +55,24 @@ impl Scenario for Boundary {
         report.add("boundary.direct", "get, direct Rust trait", Unit::Nanos, &d, &note);
         report.add("boundary.abi", "get, through the ABI boundary", Unit::Nanos, &b, &note);
         let added: Vec<f64> = b.iter().zip(&d).map(|(b, d)| b - d).collect();
-        report.add("boundary.added", "added by the boundary (ABI − direct, per round)", Unit::Nanos, &added, "paired rounds");
+        report.add(
+            "boundary.added",
+            "added by the boundary (ABI − direct, per round)",
+            Unit::Nanos,
+            &added,
+            "paired rounds",
+        );
         let ratio: Vec<f64> = b.iter().zip(&d).map(|(b, d)| b / d).collect();
         report.add("boundary.ratio", "ratio ABI / direct", Unit::Ratio, &ratio, "paired rounds");
         report.add("boundary.standalone", "get, host cache standalone", Unit::Nanos, &s, &note);
         report.add("boundary.clustered", "get, host cache clustered through the loaded .so", Unit::Nanos, &c, &note);
         let over: Vec<f64> = c.iter().zip(&s).map(|(c, s)| c - s).collect();
-        report.add("boundary.host_added", "clustered .so − standalone (per round)", Unit::Nanos, &over, "paired rounds");
+        report.add(
+            "boundary.host_added",
+            "clustered .so − standalone (per round)",
+            Unit::Nanos,
+            &over,
+            "paired rounds",
+        );
     }
 }

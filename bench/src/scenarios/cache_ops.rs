@@ -50,8 +50,20 @@ pub async fn measure(report: &mut Report, tag: &str, what: &str, cache: &BenchCa
         }
         rates.push(plan.gets_per_round as f64 / round.elapsed().as_secs_f64());
     }
-    report.add_latency(&format!("ops.get.{tag}"), &format!("get latency, {what}"), Unit::Micros, &latencies, "one client");
-    report.add(&format!("ops.get_rate.{tag}"), &format!("gets/s, {what}"), Unit::OpsPerSec, &rates, "one client, per round");
+    report.add_latency(
+        &format!("ops.get.{tag}"),
+        &format!("get latency, {what}"),
+        Unit::Micros,
+        &latencies,
+        "one client",
+    );
+    report.add(
+        &format!("ops.get_rate.{tag}"),
+        &format!("gets/s, {what}"),
+        Unit::OpsPerSec,
+        &rates,
+        "one client, per round",
+    );
 
     let (mut latencies, mut rates) = (Vec::new(), Vec::new());
     for _ in 0..plan.put_rounds {
@@ -63,12 +75,30 @@ pub async fn measure(report: &mut Report, tag: &str, what: &str, cache: &BenchCa
         }
         rates.push(plan.puts_per_round as f64 / round.elapsed().as_secs_f64());
     }
-    report.add_latency(&format!("ops.put.{tag}"), &format!("put latency, {what}"), Unit::Micros, &latencies, "one client; acknowledged by every member");
-    report.add(&format!("ops.put_rate.{tag}"), &format!("puts/s, {what}"), Unit::OpsPerSec, &rates, "one client, per round");
+    report.add_latency(
+        &format!("ops.put.{tag}"),
+        &format!("put latency, {what}"),
+        Unit::Micros,
+        &latencies,
+        "one client; acknowledged by every member",
+    );
+    report.add(
+        &format!("ops.put_rate.{tag}"),
+        &format!("puts/s, {what}"),
+        Unit::OpsPerSec,
+        &rates,
+        "one client, per round",
+    );
 
     let rates = concurrent_puts(cache, plan.writers, plan.concurrent_rounds, plan.concurrent_round).await;
     let w = plan.writers;
-    report.add(&format!("ops.put{w}_rate.{tag}"), &format!("puts/s, {w} concurrent writers, {what}"), Unit::OpsPerSec, &rates, "per round");
+    report.add(
+        &format!("ops.put{w}_rate.{tag}"),
+        &format!("puts/s, {w} concurrent writers, {what}"),
+        Unit::OpsPerSec,
+        &rates,
+        "per round",
+    );
 }
 
 /// Puts from `writers` concurrent tasks for `rounds` rounds of `round`; ops/s per round.

@@ -51,8 +51,20 @@ impl Scenario for Failure {
                 assert_ne!(new, senior, "the killed senior is still named senior");
             }
         }
-        report.add_durations("failure.detect", "failure detection (SIGKILL → `member left` on a survivor)", Unit::Seconds, &detections, "5 members, per survivor");
-        report.add_durations("failure.failover", "senior failover (SIGKILL of the senior → new senior on all)", Unit::Seconds, &failovers, "5 then 4 members, per kill");
+        report.add_durations(
+            "failure.detect",
+            "failure detection (SIGKILL → `member left` on a survivor)",
+            Unit::Seconds,
+            &detections,
+            "5 members, per survivor",
+        );
+        report.add_durations(
+            "failure.failover",
+            "senior failover (SIGKILL of the senior → new senior on all)",
+            Unit::Seconds,
+            &failovers,
+            "5 then 4 members, per kill",
+        );
     }
 }
 

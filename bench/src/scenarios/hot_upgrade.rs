@@ -16,9 +16,6 @@ use crate::figure::Unit;
 use crate::report::Report;
 
 const DEADLINE: Duration = Duration::from_secs(30);
-/// Upgrades made before the memory series, so growth that happens once
-/// (allocator arenas, runtime) is not counted.
-const RSS_WARM_UP: usize = 5;
 
 pub struct HotUpgrade;
 
@@ -43,8 +40,11 @@ impl Scenario for HotUpgrade {
     }
 
     fn run(&self, ctx: &Ctx, report: &mut Report) {
-        let (upgrades, rss_upgrades) = ctx.pick((30, 30), (3, 4));
-        let versions = (2 + upgrades).max(1 + RSS_WARM_UP + rss_upgrades);
+        let (upgrades, rss_upgrades) = ctx.pick((30, 30), (2, 2));
+        // Upgrades made before the memory series, so growth that happens
+        // once (allocator arenas, runtime) is not counted.
+        let warm_up = ctx.pick(5, 1);
+        let versions = (2 + upgrades).max(1 + warm_up + rss_upgrades);
         let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
         for kind in [Kind::Hello, Kind::Gossip] {
             let (name, id) = match kind {
@@ -73,13 +73,13 @@ impl Scenario for HotUpgrade {
 
             let home = ctx.work.join(format!("{name}-memory"));
             let (manager, target, cluster) = manager_with(&runtime, &home, &builds[0], kind);
-            for build in &builds[1..=RSS_WARM_UP] {
+            for build in &builds[1..=warm_up] {
                 upgrade(&runtime, &manager, &target, build, cluster.as_ref());
             }
             let mut added = Vec::new();
             let first = rss_kib();
             let mut before = first;
-            for build in &builds[1 + RSS_WARM_UP..=RSS_WARM_UP + rss_upgrades] {
+            for build in &builds[1 + warm_up..=warm_up + rss_upgrades] {
                 upgrade(&runtime, &manager, &target, build, cluster.as_ref());
                 let after = rss_kib();
                 added.push(after - before);
@@ -120,7 +120,11 @@ fn manager_with(
         std::fs::write(conf.join("gossip.toml"), "[discovery.multicast]\nenabled = false\n").expect("gossip.toml");
         let values = NodeValues::default();
         let port = clusterhost_tests::cluster::free_member_port();
-        values.update(&Properties { node_name: Some("bench".into()), cluster_port: Some(port), ..Properties::default() });
+        values.update(&Properties {
+            node_name: Some("bench".into()),
+            cluster_port: Some(port),
+            ..Properties::default()
+        });
         config.values = values;
         let cluster = runtime.block_on(async {
             let quick = ClusterConfig { startup_delay: Duration::ZERO, ..ClusterConfig::default() };

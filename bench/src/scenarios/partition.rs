@@ -59,7 +59,16 @@ impl Scenario for Partition {
                 NodeProcess::start_wrapped(
                     &["ip", "netns", "exec", &lab.members[i]],
                     &home,
-                    &["--node-name", names[i], "--cluster-port", &port, "--bind", &lab.address(i), "--admin-port", "9090"],
+                    &[
+                        "--node-name",
+                        names[i],
+                        "--cluster-port",
+                        &port,
+                        "--bind",
+                        &lab.address(i),
+                        "--admin-port",
+                        "9090",
+                    ],
                     &[],
                 )
             })
@@ -101,8 +110,20 @@ impl Scenario for Partition {
         }
         drop(nodes);
         drop(lab);
-        report.add_durations("partition.view", "partition heal → one view on all", Unit::Seconds, &views, "3 members, per heal");
-        report.add_durations("partition.merged", "partition heal → caches merged on all", Unit::Seconds, &merged, "3 members, per heal");
+        report.add_durations(
+            "partition.view",
+            "partition heal → one view on all",
+            Unit::Seconds,
+            &views,
+            "3 members, per heal",
+        );
+        report.add_durations(
+            "partition.merged",
+            "partition heal → caches merged on all",
+            Unit::Seconds,
+            &merged,
+            "3 members, per heal",
+        );
     }
 }
 

@@ -102,7 +102,12 @@ impl Scenario for Scaling {
                         &format!("namespace loopback tx; idle {idle:.0} B/s subtracted"),
                     );
                 }
-                Some(why) => report.not_measured(&format!("scaling.wire.{n}"), &label, Unit::Bytes, &format!("not measured: {why}")),
+                Some(why) => report.not_measured(
+                    &format!("scaling.wire.{n}"),
+                    &label,
+                    Unit::Bytes,
+                    &format!("not measured: {why}"),
+                ),
             }
         }
     }

@@ -70,16 +70,53 @@ impl Scenario for UpgradeUnderLoad {
             rejoined.push(joined - renamed);
             stalls.push(seen.longest_stall);
             served.push(seen.served as f64);
-            let others: u64 = seen.failed_by_member.iter().enumerate().filter(|(m, _)| *m != member).map(|(_, n)| n).sum();
+            let others: u64 =
+                seen.failed_by_member.iter().enumerate().filter(|(m, _)| *m != member).map(|(_, n)| n).sum();
             failed_others.push(others as f64);
             failed_upgraded.push(seen.failed_by_member[member] as f64);
         }
         drop(cluster);
-        report.add_durations("upgrade_load.active", "drop of a newer build → new version active", Unit::Millis, &active, "per upgrade");
-        report.add_durations("upgrade_load.rejoined", "drop of a newer build → member re-joined", Unit::Millis, &rejoined, "per upgrade");
-        report.add_durations("upgrade_load.stall", "longest request stall during the upgrade", Unit::Millis, &stalls, "per upgrade, any client");
-        report.add("upgrade_load.served", "requests served in the window", Unit::Count, &served, "per upgrade, 3 clients");
-        report.add("upgrade_load.failed_others", "failed requests on members not being upgraded", Unit::Count, &failed_others, "per upgrade");
-        report.add("upgrade_load.failed_upgraded", "failed requests on the member being upgraded", Unit::Count, &failed_upgraded, "per upgrade");
+        report.add_durations(
+            "upgrade_load.active",
+            "drop of a newer build → new version active",
+            Unit::Millis,
+            &active,
+            "per upgrade",
+        );
+        report.add_durations(
+            "upgrade_load.rejoined",
+            "drop of a newer build → member re-joined",
+            Unit::Millis,
+            &rejoined,
+            "per upgrade",
+        );
+        report.add_durations(
+            "upgrade_load.stall",
+            "longest request stall during the upgrade",
+            Unit::Millis,
+            &stalls,
+            "per upgrade, any client",
+        );
+        report.add(
+            "upgrade_load.served",
+            "requests served in the window",
+            Unit::Count,
+            &served,
+            "per upgrade, 3 clients",
+        );
+        report.add(
+            "upgrade_load.failed_others",
+            "failed requests on members not being upgraded",
+            Unit::Count,
+            &failed_others,
+            "per upgrade",
+        );
+        report.add(
+            "upgrade_load.failed_upgraded",
+            "failed requests on the member being upgraded",
+            Unit::Count,
+            &failed_upgraded,
+            "per upgrade",
+        );
     }
 }
