@@ -82,7 +82,13 @@ fn main() -> Result<()> {
             }
         }
     }
-    let mut run = RunInfo::gather();
+    let command = match (names.first().map(String::as_str), mode) {
+        (Some("all"), _) => "`all`: every scenario, full size".to_string(),
+        (Some("quick"), _) => "`quick`: every scenario, few samples (checks the harness; not a report)".to_string(),
+        (_, Mode::Quick) => format!("`{} --quick`: few samples (checks the harness; not a report)", names.join(" ")),
+        (_, Mode::Full) => format!("`{}`: these scenarios only", names.join(" ")),
+    };
+    let mut run = RunInfo::gather(&command);
     run.elapsed = started.elapsed();
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -87,6 +87,7 @@ impl Report {
         );
         let _ = writeln!(md, "## The run\n");
         let _ = writeln!(md, "| | |\n|---|---|");
+        let _ = writeln!(md, "| mode | {} |", run.mode);
         let _ = writeln!(md, "| date (UTC) | {} |", run.date);
         let _ = writeln!(
             md,
@@ -177,6 +178,7 @@ impl Report {
         match self.figure(goal.figure) {
             None => ("—".into(), "not measured: its scenario did not run".into()),
             Some(f) => match &f.spread {
+                None if f.note.starts_with("not ") => ("—".into(), f.note.clone()),
                 None => ("—".into(), format!("not measured: {}", f.note)),
                 Some(s) => {
                     let value = goal.stat.pick(s);
@@ -193,6 +195,8 @@ impl Report {
 
 /// When, where and from what the run was made.
 pub struct RunInfo {
+    /// Which command made it (`all`, `quick`, or the scenarios named).
+    pub mode: String,
     pub date: String,
     pub commit: String,
     pub dirty: bool,
@@ -205,8 +209,9 @@ pub struct RunInfo {
 }
 
 impl RunInfo {
-    /// Reads the facts of this machine and checkout (`elapsed` is set by the caller).
-    pub fn gather() -> RunInfo {
+    /// Reads the facts of this machine and checkout for a run made by `mode`
+    /// (`elapsed` is set by the caller).
+    pub fn gather(mode: &str) -> RunInfo {
         let output = |program: &str, args: &[&str]| -> Option<String> {
             let out =
                 Command::new(program).args(args).current_dir(clusterhost_tests::workspace_root()).output().ok()?;
@@ -226,6 +231,7 @@ impl RunInfo {
             .unwrap_or(0.0);
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
         RunInfo {
+            mode: mode.to_string(),
             date: output("date", &["-u", "+%Y-%m-%d %H:%M"]).unwrap_or_else(|| "unknown".into()),
             commit: output("git", &["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into()),
             dirty: output("git", &["status", "--porcelain"]).is_none_or(|s| !s.is_empty()),

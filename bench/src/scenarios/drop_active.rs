@@ -28,7 +28,7 @@ impl Scenario for DropToActive {
     }
 
     fn run(&self, ctx: &Ctx, report: &mut Report) {
-        let drops = ctx.pick(15, 3);
+        let drops = ctx.pick(30, 3);
         let hello = plugin("hello");
         let home = ctx.work.join("node");
         let plugins = home.join("plugins");

@@ -30,7 +30,7 @@ impl Scenario for Failure {
     }
 
     fn run(&self, ctx: &Ctx, report: &mut Report) {
-        let runs = ctx.pick(4, 1);
+        let runs = ctx.pick(6, 1);
         let gossip = plugin("gossip");
         let (mut detections, mut failovers) = (Vec::new(), Vec::new());
         for _ in 0..runs {

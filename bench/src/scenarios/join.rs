@@ -27,7 +27,7 @@ impl Scenario for Join {
 
     fn run(&self, ctx: &Ctx, report: &mut Report) {
         let gossip = plugin("gossip");
-        let process_sizes: &[(usize, usize)] = ctx.pick(&[(3, 3), (10, 2)], &[(3, 1)]);
+        let process_sizes: &[(usize, usize)] = ctx.pick(&[(3, 5), (10, 3)], &[(3, 1)]);
         for &(n, runs) in process_sizes {
             let samples: Vec<Duration> = (0..runs)
                 .map(|_| {

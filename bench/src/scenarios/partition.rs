@@ -46,7 +46,7 @@ impl Scenario for Partition {
             report.not_measured("partition.merged", "partition heal → caches merged on all", Unit::Seconds, &why);
             return;
         }
-        let cycles = ctx.pick(3, 1);
+        let cycles = ctx.pick(5, 1);
         let lab = Lab::new(PREFIX, SUBNET, "part", 3);
         let names = ["pa", "pb", "pc"];
         let members: Vec<String> = (0..3).map(|i| format!("{}:{PORT}", lab.address(i))).collect();

@@ -33,7 +33,7 @@ impl Scenario for UpgradeUnderLoad {
     }
 
     fn run(&self, ctx: &Ctx, report: &mut Report) {
-        let upgrades = ctx.pick(6, 1);
+        let upgrades = ctx.pick(9, 1);
         let built = plugin("gossip");
         let builds: Vec<PathBuf> = (0..=upgrades)
             .map(|n| {
