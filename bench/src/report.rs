@@ -120,6 +120,7 @@ impl Report {
         }
         let _ = writeln!(md);
 
+        self.growth(&mut md);
         let _ = writeln!(md, "## Figures\n");
         let mut scenarios: Vec<&str> = Vec::new();
         for f in &self.figures {
@@ -171,6 +172,40 @@ impl Report {
         }
         md.push_str(HOW_TO_READ);
         md
+    }
+
+    /// The `scaling` figures side by side, one row per cluster size (medians).
+    fn growth(&self, md: &mut String) {
+        let mut sizes: Vec<u32> =
+            self.figures.iter().filter_map(|f| f.id.strip_prefix("scaling.rate.")?.parse().ok()).collect();
+        if sizes.is_empty() {
+            return;
+        }
+        sizes.sort();
+        let median = |id: String| {
+            self.figure(&id)
+                .and_then(|f| f.spread.map(|s| f.unit.format(s.median)))
+                .unwrap_or_else(|| "not measured".into())
+        };
+        let _ = writeln!(md, "## How cost grows\n");
+        let _ = writeln!(
+            md,
+            "Medians from the `scaling` scenario (16 writers on one member, every put acknowledged by all).\n"
+        );
+        let _ = writeln!(
+            md,
+            "| members | puts/s | data-plane bytes per put | bytes on the wire per put |\n|---|---|---|---|"
+        );
+        for n in sizes {
+            let _ = writeln!(
+                md,
+                "| {n} | {} | {} | {} |",
+                median(format!("scaling.rate.{n}")),
+                median(format!("scaling.data_plane.{n}")),
+                median(format!("scaling.wire.{n}"))
+            );
+        }
+        let _ = writeln!(md);
     }
 
     /// (measured value, verdict) of one goal.

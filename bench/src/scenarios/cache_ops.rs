@@ -17,6 +17,8 @@ pub struct CacheOps;
 /// How much one configuration is measured.
 #[derive(Clone, Copy)]
 pub struct Plan {
+    /// Distinct keys, written once before the gets.
+    pub keys: u64,
     pub get_rounds: usize,
     pub gets_per_round: u64,
     pub put_rounds: usize,
@@ -29,14 +31,12 @@ pub struct Plan {
 /// The cache every configuration uses: u64 keys, 64-byte values.
 pub type BenchCache = Cache<u64, Vec<u8>>;
 
-const KEYS: u64 = 10_000;
-
 /// Sequential gets then puts on `cache`, then puts from `plan.writers`
 /// concurrent tasks; figures `ops.{get,put}.{tag}` (latency, µs),
 /// `ops.{get,put}_rate.{tag}` and `ops.put{writers}_rate.{tag}` (ops/s per round).
 pub async fn measure(report: &mut Report, tag: &str, what: &str, cache: &BenchCache, plan: Plan) {
     let value = vec![7u8; 64];
-    for key in 0..KEYS {
+    for key in 0..plan.keys {
         cache.put(&key, &value).await.expect("a put");
     }
     let (mut latencies, mut rates) = (Vec::new(), Vec::new());
@@ -44,7 +44,7 @@ pub async fn measure(report: &mut Report, tag: &str, what: &str, cache: &BenchCa
         let round = Instant::now();
         for i in 0..plan.gets_per_round {
             let started = Instant::now();
-            let found = cache.get(&(i % KEYS)).await.expect("a get");
+            let found = cache.get(&(i % plan.keys)).await.expect("a get");
             latencies.push(started.elapsed().as_nanos() as f64 / 1e3);
             assert!(found.is_some(), "the entry is there");
         }
@@ -70,7 +70,7 @@ pub async fn measure(report: &mut Report, tag: &str, what: &str, cache: &BenchCa
         let round = Instant::now();
         for i in 0..plan.puts_per_round {
             let started = Instant::now();
-            cache.put(&(i % KEYS), &value).await.expect("a put");
+            cache.put(&(i % plan.keys), &value).await.expect("a put");
             latencies.push(started.elapsed().as_nanos() as f64 / 1e3);
         }
         rates.push(plan.puts_per_round as f64 / round.elapsed().as_secs_f64());
@@ -152,6 +152,7 @@ impl Scenario for CacheOps {
     fn run(&self, ctx: &Ctx, report: &mut Report) {
         let plan = ctx.pick(
             Plan {
+                keys: 10_000,
                 get_rounds: 10,
                 gets_per_round: 20_000,
                 put_rounds: 10,
@@ -161,6 +162,7 @@ impl Scenario for CacheOps {
                 writers: 16,
             },
             Plan {
+                keys: 500,
                 get_rounds: 3,
                 gets_per_round: 1000,
                 put_rounds: 3,
@@ -190,8 +192,8 @@ impl Scenario for CacheOps {
             let mut latencies = Vec::with_capacity(write_reads);
             for i in 0..write_reads as u64 {
                 let started = Instant::now();
-                a.put(&(KEYS + i), &value).await.expect("the write is acknowledged");
-                let seen = b.get(&(KEYS + i)).await.expect("b reads");
+                a.put(&(plan.keys + i), &value).await.expect("the write is acknowledged");
+                let seen = b.get(&(plan.keys + i)).await.expect("b reads");
                 latencies.push(started.elapsed().as_nanos() as f64 / 1e3);
                 assert!(seen.is_some(), "an acknowledged write was not visible on b");
             }

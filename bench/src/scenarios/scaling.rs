@@ -53,11 +53,10 @@ impl Scenario for Scaling {
                 }
                 None => Command::new(&exe),
             };
-            let output = command
+            command
                 .args(["__scaling-worker", &n.to_string(), mode, if lab.is_some() { "lo" } else { "none" }])
-                .env(clusterhost_tests::ARTIFACTS_ENV, clusterhost_tests::artifacts())
-                .output()
-                .expect("the scaling helper starts");
+                .env(clusterhost_tests::ARTIFACTS_ENV, clusterhost_tests::artifacts());
+            let output = run_bounded(command, HELPER_DEADLINE);
             drop(lab);
             let stdout = String::from_utf8_lossy(&output.stdout);
             assert!(
@@ -110,6 +109,45 @@ impl Scenario for Scaling {
                 ),
             }
         }
+    }
+}
+
+/// How long one helper may take before it is killed (a full one takes about 10 s).
+const HELPER_DEADLINE: Duration = Duration::from_secs(180);
+
+/// Runs `command` to completion, capturing its output; kills it after `deadline`.
+fn run_bounded(mut command: Command, deadline: Duration) -> std::process::Output {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("the scaling helper starts");
+    // Drain both pipes on threads, so a chatty helper never blocks on a full pipe.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("the helper can be waited for") {
+            break status;
+        }
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the scaling helper did not finish within {deadline:?}; killed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::process::Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
     }
 }
 
