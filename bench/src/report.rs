@@ -81,8 +81,8 @@ impl Report {
         let _ = writeln!(md, "# Performance\n");
         let _ = writeln!(
             md,
-            "Written by `cargo run -p bench --release -- all` (the `bench/` crate); do not edit by hand. \
-             Every figure is a median with its spread (p10 / p90, min / max) and n, the number of samples; \
+            "Written by the benchmark runner (`bench/`): `cargo run -p bench --release -- all` rewrites \
+             docs/performance.md; do not edit it by hand. Every figure is a median with its spread (p10 / p90, min / max) and n, the number of samples; \
              comparisons were measured side by side in this one run. See \"How to read\" at the end.\n"
         );
         let _ = writeln!(md, "## The run\n");
