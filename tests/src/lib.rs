@@ -1,12 +1,12 @@
 //! The test kit: builds the binaries and fixture plugins the tests use,
-//! restamps fixture manifests, runs real `clusterhost` processes, and
-//! prints benchmark summaries.
+//! restamps fixture manifests, and runs real `clusterhost` processes.
 //!
 //! Fixtures are built once per test process by `cargo build` into the same
 //! target directory the tests were built in.
 
 pub mod admin;
 pub mod cluster;
+pub mod netns;
 pub mod redis;
 pub mod upgrade;
 
@@ -25,18 +25,32 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace").to_owned()
 }
 
-/// The profile directory the running test was built into (e.g. target/debug).
+/// The profile directory the running executable was built into (e.g.
+/// target/debug): tests and benches live in target/<profile>/deps/, binaries
+/// (the `bench` runner) in target/<profile>/.
 pub fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable has a path");
-    // target/<profile>/deps/<test-binary>
-    exe.parent().and_then(Path::parent).expect("test executables live in target/<profile>/deps").to_owned()
+    let exe = std::env::current_exe().expect("the running executable has a path");
+    let dir = exe.parent().expect("an executable lives in a directory");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("target/<profile>/deps has a parent").to_owned()
+    } else {
+        dir.to_owned()
+    }
 }
+
+/// Set to a directory of already built artifacts (a profile directory) to
+/// skip the build in [`artifacts`]: for helper processes a benchmark starts,
+/// which would otherwise each run `cargo build` again.
+pub const ARTIFACTS_ENV: &str = "CLUSTERHOST_TEST_ARTIFACTS";
 
 /// Builds every binary and plugin the tests need (once per process) and
 /// returns the directory they are in.
 pub fn artifacts() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
+        if let Some(dir) = std::env::var_os(ARTIFACTS_ENV) {
+            return PathBuf::from(dir);
+        }
         let profile_dir = profile_dir();
         let target_dir = profile_dir.parent().expect("a profile dir is inside the target dir");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -50,8 +64,10 @@ pub fn artifacts() -> &'static Path {
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             command.arg("--release");
         }
-        // Every member: new plugins are covered without listing them here.
-        command.arg("--workspace");
+        // Every member (new plugins are covered without listing them here)
+        // but the bench runner, which calls this while it runs: relinking it
+        // would replace the running executable, which it starts again as a helper.
+        command.args(["--workspace", "--exclude", "bench"]);
         let status = command.status().expect("cargo can be run from the tests");
         assert!(status.success(), "building the test fixtures failed: {status}");
         profile_dir
@@ -293,20 +309,4 @@ impl Drop for NodeProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Prints one benchmark figure: the median and spread of `samples`.
-pub fn summary(name: &str, mut samples: Vec<Duration>) {
-    assert!(!samples.is_empty(), "no samples for {name}");
-    samples.sort();
-    let pick = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    println!(
-        "{name:<32} n={:<4} median={:>9.3?} p10={:>9.3?} p90={:>9.3?} min={:>9.3?} max={:>9.3?}",
-        samples.len(),
-        pick(0.5),
-        pick(0.1),
-        pick(0.9),
-        samples[0],
-        samples[samples.len() - 1]
-    );
 }

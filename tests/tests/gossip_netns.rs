@@ -16,106 +16,27 @@
 
 mod gossip_kit;
 
-use std::process::Command;
 use std::time::Duration;
 
+use clusterhost_tests::netns::{self, Lab};
 use clusterhost_tests::wait_until;
 use gossip_kit::{
     gossip_home, in_ci, random_key, start_in_netns, unique_cluster, view_of, wait_for_view, HomeSpec, Node, DEADLINE,
 };
 
 const PREFIX: &str = "chg";
+const SUBNET: &str = "10.213.0";
 const PORT: u16 = 5701;
-
-/// Runs `ip ARGS`; panics with its stderr when it fails.
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("ip can be run");
-    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-}
 
 /// Whether namespaces can be made here; outside CI, says why not and returns false.
 fn namespaces_available(test: &str) -> bool {
-    let why = if unsafe { libc::geteuid() } != 0 {
-        Some("it needs root (network namespaces and veth links)".to_string())
-    } else {
-        match Command::new("ip").args(["netns", "list"]).output() {
-            Ok(out) if out.status.success() => None,
-            Ok(out) => Some(format!("`ip netns list` failed: {}", String::from_utf8_lossy(&out.stderr).trim())),
-            Err(e) => Some(format!("the `ip` command (iproute2) cannot be run: {e}")),
-        }
-    };
-    match why {
+    match netns::unavailable() {
         None => true,
         Some(why) if in_ci() => panic!("{test} must run in CI, but {why}"),
         Some(why) => {
             println!("SKIPPED (not run, not passed) {test}: {why}");
             eprintln!("SKIPPED (not run, not passed) {test}: {why}");
             false
-        }
-    }
-}
-
-/// Namespaces this test made; deleted on drop (their links go with them).
-struct Lab {
-    switch: String,
-    members: Vec<String>,
-}
-
-impl Lab {
-    /// A switch namespace with a bridge and `n` member namespaces linked to
-    /// it; member i has 10.213.0.(11+i)/24 on its `eth0`, and multicast routed there.
-    fn new(tag: &str, n: usize) -> Lab {
-        remove_stale_namespaces();
-        let base = format!("{PREFIX}-{}-{tag}", std::process::id());
-        let mut lab = Lab { switch: format!("{base}-sw"), members: Vec::new() };
-        ip(&["netns", "add", &lab.switch]);
-        let sw = lab.switch.clone();
-        ip(&["-n", &sw, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0"]);
-        ip(&["-n", &sw, "link", "set", "br0", "up"]);
-        for i in 0..n {
-            let ns = format!("{base}-{i}");
-            ip(&["netns", "add", &ns]);
-            lab.members.push(ns.clone());
-            let port = format!("p{i}");
-            ip(&["-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
-            ip(&["-n", &sw, "link", "set", &port, "master", "br0"]);
-            ip(&["-n", &sw, "link", "set", &port, "up"]);
-            ip(&["-n", &ns, "addr", "add", &format!("{}/24", Lab::address(i)), "dev", "eth0"]);
-            ip(&["-n", &ns, "link", "set", "lo", "up"]);
-            ip(&["-n", &ns, "link", "set", "eth0", "up"]);
-            ip(&["-n", &ns, "route", "add", "224.0.0.0/4", "dev", "eth0"]);
-        }
-        lab
-    }
-
-    fn address(i: usize) -> String {
-        format!("10.213.0.{}", 11 + i)
-    }
-
-    /// Member i's link to the switch, down (cut off) or up.
-    fn link(&self, i: usize, up: bool) {
-        ip(&["-n", &self.members[i], "link", "set", "eth0", if up { "up" } else { "down" }]);
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for ns in self.members.iter().chain([&self.switch]) {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-/// Deletes namespaces left by test processes that no longer run (killed
-/// before their guard could clean up). Only names this file makes.
-fn remove_stale_namespaces() {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else { return };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let name = line.split_whitespace().next().unwrap_or_default();
-        let Some(rest) = name.strip_prefix(&format!("{PREFIX}-")) else { continue };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
-        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
         }
     }
 }
@@ -135,7 +56,7 @@ fn start_members(
         .map(|(i, name)| {
             let mut spec = HomeSpec::new(cluster, key, members);
             spec.multicast = multicast;
-            start_in_netns(&lab.members[i], name, &Lab::address(i), PORT, gossip_home(&spec))
+            start_in_netns(&lab.members[i], name, &lab.address(i), PORT, gossip_home(&spec))
         })
         .collect()
 }
@@ -145,10 +66,10 @@ fn a_healed_partition_leaves_one_cluster_one_senior_and_caches_merged_latest_win
     if !namespaces_available("a_healed_partition_leaves_one_cluster_one_senior_and_caches_merged_latest_wins") {
         return;
     }
-    let lab = Lab::new("part", 3);
+    let lab = Lab::new(PREFIX, SUBNET, "part", 3);
     let cluster = unique_cluster("partition");
     let key = random_key();
-    let members: Vec<String> = (0..3).map(|i| format!("{}:{PORT}", Lab::address(i))).collect();
+    let members: Vec<String> = (0..3).map(|i| format!("{}:{PORT}", lab.address(i))).collect();
     let names = ["pa-a", "pa-b", "pa-c"];
     let nodes = start_members(&lab, &cluster, &key, &names, &members, false);
     let all: Vec<&Node> = nodes.iter().collect();
@@ -210,7 +131,7 @@ fn three_members_with_no_static_list_find_each_other_by_multicast() {
     if !namespaces_available("three_members_with_no_static_list_find_each_other_by_multicast") {
         return;
     }
-    let lab = Lab::new("mcast", 3);
+    let lab = Lab::new(PREFIX, SUBNET, "mcast", 3);
     let cluster = unique_cluster("multicast");
     let key = random_key();
     let names = ["mc-a", "mc-b", "mc-c"];

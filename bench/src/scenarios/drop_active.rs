@@ -1,0 +1,92 @@
+//! Plugin file drop → Active on a real `clusterhost run` node watching its
+//! plugins/ directory with inotify.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use clusterhost::PluginState;
+use clusterhost_tests::{plugin, wait_until, NodeProcess};
+
+use super::{Ctx, Scenario};
+use crate::figure::Unit;
+use crate::report::Report;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+pub struct DropToActive;
+
+impl Scenario for DropToActive {
+    fn name(&self) -> &'static str {
+        "drop"
+    }
+
+    fn about(&self) -> &'static str {
+        "A real node (`plugins.watch = notify`); `hello` is published into plugins/ by writing `.hello.so.tmp` and \
+         renaming it to `hello.so`; timed from the rename to the node logging it active (the configured startup \
+         delay does not apply to plugins). Split into rename → the node acts on the file, and acting → Active. \
+         Each drop is followed by removing the file; the first drop is a warm-up."
+    }
+
+    fn run(&self, ctx: &Ctx, report: &mut Report) {
+        let drops = ctx.pick(30, 3);
+        let hello = plugin("hello");
+        let home = ctx.work.join("node");
+        let plugins = home.join("plugins");
+        std::fs::create_dir_all(&plugins).expect("plugins/ can be made");
+        std::fs::create_dir_all(home.join("conf")).expect("conf/ can be made");
+        std::fs::write(home.join("conf/clusterhost.properties"), "plugins.watch = notify\n")
+            .expect("the properties file can be written");
+        let mut node = NodeProcess::start(&home);
+        let watching = node.wait_for_log(&["watching the plugins directory"], DEADLINE);
+        assert!(watching.contains("mode=\"notify\""), "the node fell back to polling: {watching}");
+
+        let target = plugins.join("hello.so");
+        let tmp = plugins.join(".hello.so.tmp");
+        let (mut to_active, mut to_acting, mut acting_to_active) = (Vec::new(), Vec::new(), Vec::new());
+        for drop in 0..=drops {
+            std::fs::copy(&hello, &tmp).expect("the temporary file can be written");
+            // Let the watcher see and ignore the temporary file first, so the
+            // rename is the only change the timing covers.
+            std::thread::sleep(Duration::from_millis(150));
+            let mark = node.log_len();
+            let renamed = Instant::now();
+            std::fs::rename(&tmp, &target).expect("the rename succeeds");
+            let acting = wait_for_line(&node, mark, &["plugin file added or replaced", "hello.so"]);
+            let active = wait_for_line(&node, mark, &["state=active", "hello.so"]);
+            wait_until("the status file shows hello.so active", DEADLINE, || {
+                status_state(&home, "hello.so") == Some(PluginState::Active)
+            });
+            if drop > 0 {
+                to_active.push(active - renamed);
+                to_acting.push(acting - renamed);
+                acting_to_active.push(active - acting);
+            }
+            let mark = node.log_len();
+            std::fs::remove_file(&target).expect("the plugin file can be removed");
+            wait_for_line(&node, mark, &["state=retired", "hello.so"]);
+        }
+        node.terminate(DEADLINE);
+        report.add_durations("drop.active", "file drop → Active (notify)", Unit::Millis, &to_active, "real node");
+        report.add_durations("drop.acting", "  of which rename → node acts", Unit::Millis, &to_acting, "");
+        report.add_durations("drop.loading", "  of which node acts → Active", Unit::Millis, &acting_to_active, "");
+    }
+}
+
+/// When the node logged the first line, from the `from`-th on, with every one of `parts`.
+pub fn wait_for_line(node: &NodeProcess, from: usize, parts: &[&str]) -> Instant {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let lines = node.timed_log_since(from);
+        if let Some((at, _)) = lines.iter().find(|(_, line)| parts.iter().all(|p| line.contains(p))) {
+            return *at;
+        }
+        assert!(Instant::now() < deadline, "timed out after {DEADLINE:?} waiting for a node log line with {parts:?}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The state of `file` in the node's status file.
+fn status_state(home: &Path, file: &str) -> Option<PluginState> {
+    let status = clusterhost::status::read(home).ok()?;
+    status.plugins.into_iter().find(|r| r.file.file_name().is_some_and(|n| n == file)).map(|r| r.state)
+}

@@ -1,0 +1,107 @@
+//! Failure detection and senior failover across real processes: members
+//! are killed with SIGKILL (no goodbye) and the survivors' logs tell when
+//! each noticed.
+
+use std::time::{Duration, Instant};
+
+use clusterhost_tests::admin::call;
+use clusterhost_tests::plugin;
+use clusterhost_tests::upgrade::GossipCluster;
+use clusterhost_tests::wait_until;
+
+use super::drop_active::wait_for_line;
+use super::{Ctx, Scenario};
+use crate::figure::Unit;
+use crate::report::Report;
+
+pub struct Failure;
+
+impl Scenario for Failure {
+    fn name(&self) -> &'static str {
+        "failure"
+    }
+
+    fn about(&self) -> &'static str {
+        "5 `clusterhost run` processes on gossip. A member that is not the senior is killed (SIGKILL): failure \
+         detection is the time from the kill to each survivor logging `member left` for it (one sample per \
+         survivor). Then the senior is killed, twice in a row: failover is the time from the kill to the last \
+         survivor logging `member left` for it; the gossip strategy names the next senior in that same view \
+         change, and every survivor's admin API is then checked (untimed) to name one and the same new senior."
+    }
+
+    fn run(&self, ctx: &Ctx, report: &mut Report) {
+        let runs = ctx.pick(6, 1);
+        let gossip = plugin("gossip");
+        let (mut detections, mut failovers) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            let dir = tempfile::tempdir_in(ctx.work).expect("a scratch directory");
+            let mut cluster = GossipCluster::start(5, &gossip, dir);
+            let mut alive: Vec<usize> = (0..cluster.nodes.len()).collect();
+
+            let senior = senior_of(&cluster, &alive);
+            let victim = *alive.iter().find(|i| cluster.names[**i] != senior).expect("a member that is not the senior");
+            detections.extend(kill(&mut cluster, &mut alive, victim));
+
+            for _ in 0..2 {
+                let senior = senior_of(&cluster, &alive);
+                let index = cluster.names.iter().position(|n| *n == senior).expect("the senior is a member");
+                let times = kill(&mut cluster, &mut alive, index);
+                failovers.push(times.into_iter().max().expect("the senior had survivors"));
+                let new = senior_of(&cluster, &alive);
+                assert_ne!(new, senior, "the killed senior is still named senior");
+            }
+        }
+        report.add_durations(
+            "failure.detect",
+            "failure detection (SIGKILL → `member left` on a survivor)",
+            Unit::Seconds,
+            &detections,
+            "5 members, per survivor",
+        );
+        report.add_durations(
+            "failure.failover",
+            "senior failover (SIGKILL of the senior → new senior on all)",
+            Unit::Seconds,
+            &failovers,
+            "5 then 4 members, per kill",
+        );
+    }
+}
+
+/// Kills member `index`; returns how long after the kill each survivor logged it left.
+fn kill(cluster: &mut GossipCluster, alive: &mut Vec<usize>, index: usize) -> Vec<Duration> {
+    let name = cluster.names[index].clone();
+    alive.retain(|i| *i != index);
+    let marks: Vec<usize> = alive.iter().map(|i| cluster.nodes[*i].log_len()).collect();
+    let killed = Instant::now();
+    cluster.nodes[index].kill();
+    let member = format!("member={name}");
+    alive
+        .iter()
+        .zip(&marks)
+        .map(|(i, mark)| wait_for_line(&cluster.nodes[*i], *mark, &["member left", &member]) - killed)
+        .collect()
+}
+
+/// The senior every member in `alive` names (waits until they agree).
+fn senior_of(cluster: &GossipCluster, alive: &[usize]) -> String {
+    let mut senior = String::new();
+    wait_until("the living members to agree on one senior", Duration::from_secs(30), || {
+        let views: Vec<serde_json::Value> = alive
+            .iter()
+            .map(|i| call("GET", &format!("{}/api/cluster", cluster.nodes[*i].admin_url()), None, None).1)
+            .collect();
+        let first = views[0]["senior"].as_str().unwrap_or_default().to_string();
+        let agreed = !first.is_empty()
+            && views.iter().all(|v| {
+                v["state"]["state"] == "clustered"
+                    && v["members"].as_array().map(Vec::len) == Some(alive.len())
+                    && v["senior"].as_str() == Some(first.as_str())
+            });
+        if agreed {
+            senior = first;
+        }
+        agreed
+    });
+    senior
+}
