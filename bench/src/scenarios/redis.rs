@@ -34,7 +34,12 @@ fn redis_benchmark(port: u16, requests: u64) -> Vec<(String, f64, f64, f64)> {
         .skip(1)
         .filter_map(|line| {
             let cols: Vec<&str> = line.split(',').map(|c| c.trim_matches('"')).collect();
-            Some((cols.first()?.to_string(), cols.get(1)?.parse().ok()?, cols.get(4)?.parse().ok()?, cols.get(6)?.parse().ok()?))
+            Some((
+                cols.first()?.to_string(),
+                cols.get(1)?.parse().ok()?,
+                cols.get(4)?.parse().ok()?,
+                cols.get(6)?.parse().ok()?,
+            ))
         })
         .collect()
 }
@@ -115,7 +120,8 @@ impl Scenario for Redis {
                 writers: 16,
             },
         );
-        let (rounds, round, requests) = ctx.pick((7, Duration::from_secs(1), 200_000), (1, Duration::from_millis(200), 5_000));
+        let (rounds, round, requests) =
+            ctx.pick((7, Duration::from_secs(1), 200_000), (1, Duration::from_millis(200), 5_000));
         let changes = ctx.pick(7, 1);
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime");
