@@ -45,7 +45,7 @@ fn redis_benchmark(port: u16, requests: u64) -> Vec<(String, f64, f64, f64)> {
 }
 
 /// `CLIENTS` tasks doing gets (or puts) for `round`: (ops/s, latencies in µs).
-async fn concurrent(cache: &BenchCache, puts: bool, round: Duration) -> (f64, Vec<f64>) {
+async fn concurrent(cache: &BenchCache, puts: bool, round: Duration, keys: u64) -> (f64, Vec<f64>) {
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for client in 0..CLIENTS {
@@ -55,7 +55,7 @@ async fn concurrent(cache: &BenchCache, puts: bool, round: Duration) -> (f64, Ve
             let mut latencies = Vec::new();
             let mut n = 0u64;
             while started.elapsed() < round {
-                let key = (client * 1000 + n) % 10_000;
+                let key = (client * 1000 + n) % keys;
                 let op = Instant::now();
                 if puts {
                     cache.put(&key, &value).await.expect("a put");
@@ -102,6 +102,7 @@ impl Scenario for Redis {
     fn run(&self, ctx: &Ctx, report: &mut Report) {
         let plan = ctx.pick(
             Plan {
+                keys: 10_000,
                 get_rounds: 10,
                 gets_per_round: 5_000,
                 put_rounds: 10,
@@ -111,6 +112,7 @@ impl Scenario for Redis {
                 writers: 16,
             },
             Plan {
+                keys: 500,
                 get_rounds: 2,
                 gets_per_round: 200,
                 put_rounds: 2,
@@ -136,9 +138,9 @@ impl Scenario for Redis {
             let (mut get_ratio, mut put_ratio) = (vec![], vec![]);
             let (mut get_lat, mut put_lat, mut bench_p50, mut bench_p99) = (vec![], vec![], vec![], vec![]);
             for _ in 0..rounds {
-                let (get_rate, lat) = concurrent(&cache, false, round).await;
+                let (get_rate, lat) = concurrent(&cache, false, round, plan.keys).await;
                 get_lat.extend(lat);
-                let (put_rate, lat) = concurrent(&cache, true, round).await;
+                let (put_rate, lat) = concurrent(&cache, true, round, plan.keys).await;
                 put_lat.extend(lat);
                 // redis-benchmark on the same server, right after (blocking: it is a process).
                 let figures = tokio::task::spawn_blocking(move || redis_benchmark(port, requests)).await.expect("a run");
