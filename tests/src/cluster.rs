@@ -132,13 +132,9 @@ pub fn loopback_members(ports: &[u16]) -> Vec<String> {
 
 /// A port free for both UDP and TCP on 127.0.0.1 (the gossip member port).
 pub fn free_member_port() -> u16 {
-    loop {
-        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("a UDP port");
-        let port = udp.local_addr().unwrap().port();
-        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
-            return port;
-        }
-    }
+    crate::free_port_in(20_000..32_768, |port| {
+        UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok() && TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+    })
 }
 
 impl TestCluster {

@@ -138,8 +138,25 @@ pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (bound, then released).
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("an ephemeral port on 127.0.0.1");
-    listener.local_addr().expect("a bound listener has an address").port()
+    free_port_in(20_000..32_768, |port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+}
+
+/// A random port from `range` for which `free` holds (it binds what it
+/// needs, then releases it). Test ports come from below the kernel's
+/// ephemeral range (32768 and up): a port taken with `bind(0)` could be
+/// handed out again as the local port of some outgoing connection before
+/// the node under test binds it.
+pub fn free_port_in(range: std::ops::Range<u16>, free: impl Fn(u16) -> bool) -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    for attempt in 0u32..10_000 {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(attempt);
+        let port = range.start + (hasher.finish() % u64::from(range.end - range.start)) as u16;
+        if free(port) {
+            return port;
+        }
+    }
+    panic!("no free port in {range:?} on 127.0.0.1")
 }
 
 /// A `clusterhost run` process; killed when dropped.

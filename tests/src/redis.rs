@@ -10,15 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A port free on 127.0.0.1 whose cluster-bus port (+10000) is free too.
+/// A port free on 127.0.0.1 whose cluster-bus port (+10000) is free too,
+/// both below the ephemeral range (see [`crate::free_port_in`]).
 pub fn free_redis_port() -> u16 {
-    loop {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("a TCP port");
-        let port = listener.local_addr().expect("a local address").port();
-        if port <= 55_000 && TcpListener::bind((Ipv4Addr::LOCALHOST, port + 10_000)).is_ok() {
-            return port;
-        }
-    }
+    let free = |port: u16| TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok();
+    crate::free_port_in(10_000..22_768, |port| free(port) && free(port + 10_000))
 }
 
 fn require(tool: &str) {
