@@ -132,7 +132,7 @@ pub fn loopback_members(ports: &[u16]) -> Vec<String> {
 
 /// A port free for both UDP and TCP on 127.0.0.1 (the gossip member port).
 pub fn free_member_port() -> u16 {
-    crate::free_port_in(20_000..32_768, |port| {
+    crate::free_port_in(crate::PORTS, |port| {
         UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok() && TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
     })
 }

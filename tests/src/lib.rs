@@ -138,21 +138,29 @@ pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (bound, then released).
 pub fn free_port() -> u16 {
-    free_port_in(20_000..32_768, |port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+    free_port_in(PORTS, |port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
 }
+
+/// Where node, member and admin ports come from (Redis servers use
+/// 10000..16000, and their cluster-bus ports 20000..26000).
+pub const PORTS: std::ops::Range<u16> = 26_000..32_768;
 
 /// A random port from `range` for which `free` holds (it binds what it
 /// needs, then releases it). Test ports come from below the kernel's
 /// ephemeral range (32768 and up): a port taken with `bind(0)` could be
 /// handed out again as the local port of some outgoing connection before
-/// the node under test binds it.
+/// the node under test binds it. A port is handed out once per process,
+/// so tests running in parallel never get the same one.
 pub fn free_port_in(range: std::ops::Range<u16>, free: impl Fn(u16) -> bool) -> u16 {
     use std::hash::{BuildHasher, Hasher};
+    static HANDED_OUT: Mutex<std::collections::BTreeSet<u16>> = Mutex::new(std::collections::BTreeSet::new());
     for attempt in 0u32..10_000 {
         let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
         hasher.write_u32(attempt);
         let port = range.start + (hasher.finish() % u64::from(range.end - range.start)) as u16;
-        if free(port) {
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+        if !handed_out.contains(&port) && free(port) {
+            handed_out.insert(port);
             return port;
         }
     }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 /// both below the ephemeral range (see [`crate::free_port_in`]).
 pub fn free_redis_port() -> u16 {
     let free = |port: u16| TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok();
-    crate::free_port_in(10_000..22_768, |port| free(port) && free(port + 10_000))
+    crate::free_port_in(10_000..16_000, |port| free(port) && free(port + 10_000))
 }
 
 fn require(tool: &str) {
