@@ -110,7 +110,15 @@ fn dry_run_wire_refusal_offline_runbook_mixed_versions_and_rollback() {
     let rolled = cluster.active_gossip();
     assert!(rolled.iter().all(|(v, _)| v == "0.2.0"), "{rolled:?}");
     assert_eq!(rolled, after, "the same files as before the failed upgrade");
-    for (state, seen, strategy, _) in cluster.views() {
-        assert!(state == "clustered" && seen == 3 && strategy == "gossip 0.2.0");
-    }
+    // The rolled-back member re-joins (a hot replace): wait for it.
+    clusterhost_tests::wait_until(
+        "every member clustered, 3 seen, on 0.2.0",
+        clusterhost_tests::admin::DEADLINE,
+        || {
+            cluster
+                .views()
+                .iter()
+                .all(|(state, seen, strategy, _)| state == "clustered" && *seen == 3 && strategy == "gossip 0.2.0")
+        },
+    );
 }
