@@ -465,7 +465,7 @@ impl Core {
         *joined = Joined { wanted: true, in_cluster: true, lost: false, last_ok: Some(Instant::now()) };
         self.in_cluster.store(true, Ordering::SeqCst);
         drop(joined);
-        self.registered_caches_reset();
+        lock(&self.registered_caches).clear();
         self.refresh_view().await?;
         tracing::info!(member = %self.member, "joined the cluster");
         Ok(())
@@ -507,10 +507,6 @@ impl Core {
         for task in tasks {
             let _ = task.await;
         }
-    }
-
-    fn registered_caches_reset(&self) {
-        lock(&self.registered_caches).clear();
     }
 
     async fn heartbeat_loop(weak: Weak<Core>) {
@@ -568,7 +564,7 @@ impl Core {
                     joined.lost = false;
                     joined.last_ok = Some(Instant::now());
                     self.in_cluster.store(true, Ordering::SeqCst);
-                    self.registered_caches_reset();
+                    lock(&self.registered_caches).clear();
                     self.stats.rejoins.fetch_add(1, Ordering::Relaxed);
                     drop(joined);
                     tracing::info!("Redis is back: rejoining the cluster");
@@ -620,36 +616,22 @@ impl Core {
             self.query(&mget).await?
         };
         let in_cluster = self.in_cluster.load(Ordering::SeqCst);
+        // A sorted set holds each id once: a rejoin moved it to its new number.
         let mut members = BTreeMap::new();
         let mut gone = Vec::new();
-        // The newest join number of each id (a rejoin adds a new one).
-        let mut newest: HashMap<&str, u64> = HashMap::new();
-        for (id, seq) in &joins {
-            let e = newest.entry(id.as_str()).or_insert(*seq);
-            *e = (*e).max(*seq);
-        }
-        for ((id, seq), record) in joins.iter().zip(records) {
+        for ((id, seq), record) in joins.into_iter().zip(records) {
             match record.and_then(|r| serde_json::from_str::<Record>(&r).ok()) {
-                Some(record) if newest.get(id.as_str()) == Some(seq) => {
-                    members.insert(*seq, (id.clone(), record));
+                Some(record) => {
+                    members.insert(seq, (id, record));
                 }
-                _ => gone.push(id.clone()),
+                None => gone.push(id),
             }
         }
         if !gone.is_empty() {
             // Expired members; anyone may tidy the join order (idempotent).
-            // A live member's entry is kept: ZREM takes the id, so only ids
-            // with no live key are removed.
-            let live: HashSet<&String> = members.values().map(|(id, _)| id).collect();
-            let stale: Vec<&String> = gone.iter().filter(|id| !live.contains(id)).collect();
-            if !stale.is_empty() {
-                let mut zrem = redis::cmd("ZREM");
-                zrem.arg(self.keys.joins());
-                for id in &stale {
-                    zrem.arg(id.as_str());
-                }
-                let _ = self.query::<i64>(&zrem).await;
-            }
+            let mut zrem = redis::cmd("ZREM");
+            zrem.arg(self.keys.joins()).arg(&gone);
+            let _ = self.query::<i64>(&zrem).await;
         }
         if !in_cluster {
             members.clear();
