@@ -17,23 +17,12 @@ use clusterhost_tests::admin::{call, TOKEN};
 use clusterhost_tests::cluster::{loopback_members, write_gossip_conf, write_redis_conf};
 use clusterhost_tests::redis::RedisServer;
 use clusterhost_tests::{plugin, wait_until, NodeProcess};
-use gossip_kit::{free_member_port, start_local, unique_cluster, wait_for_view, Node, DEADLINE};
+use gossip_kit::{free_member_port, member_home, start_local, unique_cluster, wait_for_view, Node, DEADLINE};
 
 /// A home with conf/redis.toml (`urls`, key prefix `prefix`), a quick
 /// start, metrics on, the admin token, and plugins/redis_strategy.so.
 fn redis_home(urls: &[String], prefix: &str) -> tempfile::TempDir {
-    let home = tempfile::tempdir().expect("a temporary home");
-    let conf = home.path().join("conf");
-    write_redis_conf(&conf, "single", urls, prefix);
-    std::fs::create_dir_all(home.path().join("plugins")).expect("plugins/ can be made");
-    std::fs::write(
-        conf.join("clusterhost.properties"),
-        "cluster.startup.delay.seconds = 0\ncluster.metrics.enabled = true\n",
-    )
-    .expect("the properties can be written");
-    std::fs::write(conf.join("admin.token"), format!("{TOKEN}\n")).expect("the token can be written");
-    std::fs::copy(plugin("redis_strategy"), home.path().join("plugins/redis_strategy.so")).expect("the plugin copies");
-    home
+    member_home(&plugin("redis_strategy"), "redis_strategy.so", |conf| write_redis_conf(conf, "single", urls, prefix))
 }
 
 fn start_all(server: &RedisServer, prefix: &str, names: &[&str]) -> Vec<Node> {

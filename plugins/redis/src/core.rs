@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use clusterhost_plugin_api::cluster::{
@@ -143,8 +143,8 @@ pub struct Core {
     connection_epoch: AtomicU64,
     /// Woken when a lock is released somewhere.
     lock_released: Notify,
-    /// Locks this member holds: lock key -> stored value.
-    held: Mutex<HashMap<String, String>>,
+    /// Locks this member holds: name -> (owner token, stored value).
+    held: Mutex<HashMap<String, (String, String)>>,
     pending: Mutex<HashMap<u64, mpsc::UnboundedSender<(String, TaskOutcome)>>>,
     next_task: AtomicU64,
     registered_caches: Mutex<HashSet<String>>,
@@ -165,7 +165,9 @@ struct Stats {
 }
 
 /// Latest version wins: sets each field whose stored version is older.
-const MERGE: &str = r#"
+static MERGE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
 local n = 0
 for i = 1, #ARGV, 2 do
   local cur = redis.call('HGET', KEYS[1], ARGV[i])
@@ -175,13 +177,17 @@ for i = 1, #ARGV, 2 do
   end
 end
 return n
-"#;
+"#,
+    )
+});
 
 /// Takes a free lock: KEYS lock, fence; ARGV holder ("member\nowner"),
 /// lease ms, cluster time ms. The fencing number never goes below the
 /// cluster time, so it keeps growing across a Redis restart that lost the
 /// counter.
-const ACQUIRE: &str = r#"
+static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local fence = redis.call('INCR', KEYS[2])
 local floor = tonumber(ARGV[3])
@@ -191,25 +197,35 @@ if fence < floor then
 end
 redis.call('SET', KEYS[1], ARGV[1] .. '\n' .. fence, 'PX', ARGV[2])
 return fence
-"#;
+"#,
+    )
+});
 
 /// Deletes the lock only if `ARGV[1]` ("member\nowner\n") holds it.
-const RELEASE: &str = r#"
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
 local v = redis.call('GET', KEYS[1])
 if v and string.sub(v, 1, #ARGV[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
   return 1
 end
 return 0
-"#;
+"#,
+    )
+});
 
 /// Extends the lease only if the stored value is still ours.
-const EXTEND: &str = r#"
+static EXTEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
-"#;
+"#,
+    )
+});
 
 fn encode(version: u64, value: &[u8]) -> Vec<u8> {
     let mut out = format!("{version:016x}").into_bytes();
@@ -305,43 +321,39 @@ impl Core {
         })
     }
 
-    /// Runs a command, counting it and naming Redis in the error. A
-    /// command that met a dropped connection is sent once more (the
-    /// connection reconnects): only idempotent commands go through here.
+    /// Sends one request (`send` gets the connection), counting it and
+    /// naming Redis in the error. With `retry` (idempotent requests only),
+    /// a request that met a dropped connection is sent once more: the
+    /// connection reconnects by itself.
+    async fn send<T, F>(&self, retry: bool, send: impl Fn(Conn) -> F) -> Result<T, String>
+    where
+        F: Future<Output = redis::RedisResult<T>>,
+    {
+        self.stats.commands.fetch_add(1, Ordering::Relaxed);
+        match send(self.conn()?).await {
+            Err(e) if retry && dropped(&e) => send(self.conn()?).await.map_err(|e| self.failed(e)),
+            other => other.map_err(|e| self.failed(e)),
+        }
+    }
+
+    /// An idempotent command.
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, String> {
-        match self.query_once(cmd).await {
-            Err(e) if dropped(&e) => self.query_once(cmd).await.map_err(|e| self.failed(e)),
-            other => other.map_err(|e| self.failed(e)),
-        }
+        self.send(true, |mut conn| async move { cmd.query_async(&mut conn).await }).await
     }
 
-    async fn query_once<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
-        let mut conn = self.conn().map_err(|e| redis::RedisError::from((redis::ErrorKind::Io, "not connected", e)))?;
-        self.stats.commands.fetch_add(1, Ordering::Relaxed);
-        cmd.query_async(&mut conn).await
-    }
-
+    /// An idempotent pipeline.
     async fn pipe<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, String> {
-        let mut conn = self.conn()?;
-        self.stats.commands.fetch_add(1, Ordering::Relaxed);
-        match pipe.query_async(&mut conn).await {
-            Err(e) if dropped(&e) => pipe.query_async(&mut conn).await.map_err(|e| self.failed(e)),
-            other => other.map_err(|e| self.failed(e)),
-        }
+        self.send(true, |mut conn| async move { pipe.query_async(&mut conn).await }).await
     }
 
-    /// Runs a Lua script; `retry`: it is idempotent, so a dropped
-    /// connection sends it once more.
+    /// A Lua script; `retry` when it is idempotent.
     async fn script<T: redis::FromRedisValue>(
         &self,
-        script: &str,
+        script: &Script,
         keys: &[&str],
         args: &[&[u8]],
         retry: bool,
     ) -> Result<T, String> {
-        let mut conn = self.conn()?;
-        self.stats.commands.fetch_add(1, Ordering::Relaxed);
-        let script = Script::new(script);
         let mut invocation = script.prepare_invoke();
         for key in keys {
             invocation.key(*key);
@@ -349,10 +361,8 @@ impl Core {
         for arg in args {
             invocation.arg(*arg);
         }
-        match invocation.invoke_async(&mut conn).await {
-            Err(e) if retry && dropped(&e) => invocation.invoke_async(&mut conn).await.map_err(|e| self.failed(e)),
-            other => other.map_err(|e| self.failed(e)),
-        }
+        let invocation = &invocation;
+        self.send(retry, |mut conn| async move { invocation.invoke_async(&mut conn).await }).await
     }
 
     fn failed(&self, e: redis::RedisError) -> String {
@@ -812,7 +822,8 @@ impl Core {
         self.stats.tasks_sent.fetch_add(1, Ordering::Relaxed);
         // Sent once: a task is not idempotent.
         let publish = redis::cmd("PUBLISH").arg(self.keys.tasks(to)).arg(bytes).clone();
-        self.query_once::<i64>(&publish).await.map(|_| ()).map_err(|e| self.failed(e))
+        let publish = &publish;
+        self.send(false, |mut conn| async move { publish.query_async::<i64>(&mut conn).await }).await.map(|_| ())
     }
 
     // ---- locks ----
@@ -823,12 +834,12 @@ impl Core {
         let lease = self.config.membership.member_ttl_ms.to_string();
         let floor = self.cluster_time_ms().to_string();
         let got: u64 = self
-            .script(ACQUIRE, &[&key, &fence], &[holder.as_bytes(), lease.as_bytes(), floor.as_bytes()], false)
+            .script(&ACQUIRE, &[&key, &fence], &[holder.as_bytes(), lease.as_bytes(), floor.as_bytes()], false)
             .await?;
         if got == 0 {
             return Ok(false);
         }
-        lock(&self.held).insert(key, format!("{holder}\n{got}"));
+        lock(&self.held).insert(name.to_string(), (owner.to_string(), format!("{holder}\n{got}")));
         Ok(true)
     }
 
@@ -855,8 +866,8 @@ impl Core {
     async fn release(&self, name: &str, owner: &str) -> Result<bool, String> {
         let key = self.keys.lock(name);
         let prefix = format!("{}\n{owner}\n", self.member);
-        let released: i64 = self.script(RELEASE, &[&key], &[prefix.as_bytes()], true).await?;
-        lock(&self.held).remove(&key);
+        let released: i64 = self.script(&RELEASE, &[&key], &[prefix.as_bytes()], true).await?;
+        lock(&self.held).remove(name);
         if released == 1 {
             self.publish_event(&format!("unlocked\n{name}")).await;
         }
@@ -864,27 +875,27 @@ impl Core {
     }
 
     async fn release_all_locks(&self) {
-        let held: Vec<(String, String)> = lock(&self.held).drain().collect();
-        for (key, value) in held {
-            let prefix = value.rsplit_once('\n').map(|(p, _)| format!("{p}\n")).unwrap_or_default();
-            match self.script::<i64>(RELEASE, &[&key], &[prefix.as_bytes()], true).await {
-                Ok(_) => self.publish_event("unlocked\n").await,
-                Err(e) => tracing::warn!("could not release lock {key} (its lease expires on its own): {e}"),
+        let held: Vec<(String, String)> = lock(&self.held).iter().map(|(n, (o, _))| (n.clone(), o.clone())).collect();
+        for (name, owner) in held {
+            if let Err(e) = self.release(&name, &owner).await {
+                lock(&self.held).remove(&name);
+                tracing::warn!("could not release lock {name} (its lease expires on its own): {e}");
             }
         }
     }
 
     async fn extend_locks(&self) {
-        let held: Vec<(String, String)> = lock(&self.held).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let held: Vec<(String, String)> = lock(&self.held).iter().map(|(n, (_, v))| (n.clone(), v.clone())).collect();
         let lease = self.config.membership.member_ttl_ms.to_string();
-        for (key, value) in held {
-            match self.script::<i64>(EXTEND, &[&key], &[value.as_bytes(), lease.as_bytes()], true).await {
+        for (name, value) in held {
+            let key = self.keys.lock(&name);
+            match self.script::<i64>(&EXTEND, &[&key], &[value.as_bytes(), lease.as_bytes()], true).await {
                 Ok(1) => {}
                 Ok(_) => {
-                    tracing::warn!("lock {key} was lost (its lease expired while Redis was unreachable)");
-                    lock(&self.held).remove(&key);
+                    tracing::warn!("lock {name} was lost (its lease expired while Redis was unreachable)");
+                    lock(&self.held).remove(&name);
                 }
-                Err(e) => tracing::debug!("could not extend lock {key}: {e}"),
+                Err(e) => tracing::debug!("could not extend lock {name}: {e}"),
             }
         }
     }
@@ -1088,7 +1099,7 @@ impl Strategy for RedisStrategy {
                 let args: Vec<Vec<u8>> =
                     chunk.iter().flat_map(|e| [e.key.clone(), encode(e.version, &e.value)]).collect();
                 let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-                let _: i64 = core.script(MERGE, &[&hash], &refs, true).await?;
+                let _: i64 = core.script(&MERGE, &[&hash], &refs, true).await?;
             }
             core.register_cache(&cache).await?;
             Ok(())

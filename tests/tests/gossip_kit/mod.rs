@@ -46,24 +46,31 @@ impl<'a> HomeSpec<'a> {
     }
 }
 
-/// A home with conf/gossip.toml, conf/cluster.key, a quick start, metrics
-/// on, the admin token, and the gossip plugin as plugins/gossip.so.
-pub fn gossip_home(spec: &HomeSpec) -> tempfile::TempDir {
+/// A member's home: conf/ as `write_conf` makes it, plus a quick start,
+/// metrics on and the admin token; `plugin` published as plugins/`file_name`.
+pub fn member_home(plugin: &Path, file_name: &str, write_conf: impl FnOnce(&Path)) -> tempfile::TempDir {
     let home = tempfile::tempdir().expect("a temporary home");
     let conf = home.path().join("conf");
     std::fs::create_dir_all(&conf).expect("conf/ can be made");
     std::fs::create_dir_all(home.path().join("plugins")).expect("plugins/ can be made");
-    write_gossip_conf(&conf, spec.cluster, spec.key, spec.members, spec.multicast);
+    write_conf(&conf);
     std::fs::write(
         conf.join("clusterhost.properties"),
         "cluster.startup.delay.seconds = 0\ncluster.metrics.enabled = true\n",
     )
     .expect("the properties can be written");
     std::fs::write(conf.join("admin.token"), format!("{TOKEN}\n")).expect("the token can be written");
-    let built = plugin("gossip");
-    let source = spec.plugin.unwrap_or(&built);
-    std::fs::copy(source, home.path().join("plugins/gossip.so")).expect("the plugin can be copied");
+    std::fs::copy(plugin, home.path().join("plugins").join(file_name)).expect("the plugin can be copied");
     home
+}
+
+/// A home with conf/gossip.toml, conf/cluster.key, a quick start, metrics
+/// on, the admin token, and the gossip plugin as plugins/gossip.so.
+pub fn gossip_home(spec: &HomeSpec) -> tempfile::TempDir {
+    let built = plugin("gossip");
+    member_home(spec.plugin.unwrap_or(&built), "gossip.so", |conf| {
+        write_gossip_conf(conf, spec.cluster, spec.key, spec.members, spec.multicast)
+    })
 }
 
 /// The gossip plugin restamped to speak wire protocol `major.minor`, in `dir`.
