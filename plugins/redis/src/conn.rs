@@ -48,19 +48,24 @@ impl ConnectionLike for Conn {
 
 /// A client for `url` with the configured credentials.
 fn client(config: &Config, url: &str) -> redis::RedisResult<Client> {
-    let mut info = url.into_connection_info()?;
-    let mut settings = info.redis_settings().clone();
+    let info = url.into_connection_info()?;
+    let settings = with_credentials(config, info.redis_settings().clone());
+    let info = info.set_redis_settings(settings);
+    match &config.tls_ca_pem {
+        Some(pem) => Client::build_with_tls(info, certificates(pem)),
+        None => Client::open(info),
+    }
+}
+
+/// `settings` with the configured ACL user and password (when set).
+fn with_credentials(config: &Config, mut settings: redis::RedisConnectionInfo) -> redis::RedisConnectionInfo {
     if let Some(user) = &config.username {
         settings = settings.set_username(user);
     }
     if let Some(password) = &config.password {
         settings = settings.set_password(password);
     }
-    info = info.set_redis_settings(settings);
-    match &config.tls_ca_pem {
-        Some(pem) => Client::build_with_tls(info, certificates(pem)),
-        None => Client::open(info),
-    }
+    settings
 }
 
 fn certificates(pem: &[u8]) -> redis::TlsCertificates {
@@ -88,15 +93,8 @@ async fn server_client(config: &Config) -> Result<Client, String> {
             Err(last)
         }
         Mode::Sentinel => {
-            let mut node = SentinelNodeConnectionInfo::default();
-            let mut settings = redis::RedisConnectionInfo::default();
-            if let Some(user) = &config.username {
-                settings = settings.set_username(user);
-            }
-            if let Some(password) = &config.password {
-                settings = settings.set_password(password);
-            }
-            node = node.set_redis_connection_info(settings);
+            let node = SentinelNodeConnectionInfo::default()
+                .set_redis_connection_info(with_credentials(config, redis::RedisConnectionInfo::default()));
             let mut sentinel = SentinelClient::build(
                 config.urls.clone(),
                 config.sentinel_master.clone(),
