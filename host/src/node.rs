@@ -52,6 +52,39 @@ pub fn plugins_dir(home: &Path) -> PathBuf {
     home.join("plugins")
 }
 
+/// Resolves at the first SIGINT (Ctrl-C) or SIGTERM.
+///
+/// A thread waits on signal-hook rather than tokio's signal driver: tokio's
+/// `signal` feature would be compiled into every plugin too (features are
+/// unified across the workspace), and each copy of tokio keeps a socket pair
+/// in its statics; a plugin library is never unloaded, so each hot upgrade
+/// would leak two file descriptors.
+fn stop_signal() -> Result<impl std::future::Future<Output = ()>, NodeError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(NodeError::Signal)?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut tx = Some(tx);
+            // Later signals are absorbed: the node is already stopping.
+            for signal in signals.forever() {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(signal);
+                }
+            }
+        })
+        .map_err(NodeError::Signal)?;
+    Ok(async move {
+        match rx.await {
+            Ok(SIGTERM) => tracing::info!("SIGTERM received; stopping"),
+            Ok(_) => tracing::info!("interrupted; stopping"),
+            // The thread cannot end while the process runs; never stop on a lost sender.
+            Err(_) => std::future::pending().await,
+        }
+    })
+}
+
 /// Runs a node until SIGTERM or Ctrl-C, then stops its plugins in reverse order.
 pub async fn run(options: NodeOptions) -> Result<(), NodeError> {
     let home =
@@ -76,14 +109,7 @@ pub async fn run(options: NodeOptions) -> Result<(), NodeError> {
     let manager = PluginManager::new(config).map_err(|source| NodeError::Home { home: home.clone(), source })?;
     // Installed before the first plugin runs, so a stop request during the
     // initial scan still stops what has started.
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(NodeError::Signal)?;
-    let mut stop_requested = Box::pin(async move {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
-            _ = terminate.recv() => tracing::info!("SIGTERM received; stopping"),
-        }
-    });
+    let mut stop_requested = Box::pin(stop_signal()?);
 
     tracing::info!(home = %home.display(), node = %node_name, version = env!("CARGO_PKG_VERSION"), "node starting");
     let scan = tokio::select! {

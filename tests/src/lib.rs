@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod cluster;
 pub mod netns;
+pub mod procfs;
 pub mod redis;
 pub mod upgrade;
 

@@ -241,6 +241,7 @@ impl Core {
         if let Some(mut m) = self.membership.lock().await.take() {
             m.shutdown().await;
         }
+        self.net.forget_all().await;
         let tasks: Vec<_> = lock(&self.tasks).drain(..).collect();
         for task in &tasks {
             task.abort();
@@ -499,6 +500,9 @@ impl Core {
         }
         while notices.join_next().await.is_some() {}
         self.joined.store(false, Ordering::SeqCst);
+        // The connections of this join end with it (a re-join makes new
+        // ones); the notices queued above are flushed first.
+        self.net.forget_all().await;
         self.set_key(membership::KEY_JOINED, "0").await;
         {
             let mut view = lock(&self.view);
@@ -721,6 +725,7 @@ impl Core {
     pub fn stats(&self) -> Vec<(String, u64)> {
         let c = &self.net.counters;
         let view = self.view();
+        let (outgoing, incoming) = self.net.connection_counts();
         vec![
             ("members".into(), view.members.len() as u64),
             ("frames_sent".into(), c.frames_sent.load(Ordering::Relaxed)),
@@ -728,6 +733,8 @@ impl Core {
             ("bytes_sent".into(), c.bytes_sent.load(Ordering::Relaxed)),
             ("bytes_received".into(), c.bytes_received.load(Ordering::Relaxed)),
             ("connections_refused".into(), c.refused.load(Ordering::Relaxed)),
+            ("connections_out".into(), outgoing as u64),
+            ("connections_in".into(), incoming as u64),
             ("packets_dropped".into(), self.sealer.dropped.load(Ordering::Relaxed)),
         ]
     }

@@ -52,11 +52,65 @@ pub struct Counters {
 /// A member's connection, once made; locked while it is being made.
 type Slot = Arc<tokio::sync::Mutex<Option<Arc<Conn>>>>;
 
+/// An outgoing connection to one member. Dropping the last handle closes
+/// the socket: the reader is aborted, and the writer ends once it has sent
+/// what was already queued (a `Leaving` notice, say), so a connection never
+/// outlives the slot that held it.
 struct Conn {
     tx: mpsc::UnboundedSender<Vec<u8>>,
+    /// What the reader shares with the requests.
+    shared: Arc<ConnShared>,
+    reader: tokio::task::AbortHandle,
+}
+
+/// The reader's half of an outgoing connection.
+#[derive(Default)]
+struct ConnShared {
     /// Set when the reader sees the connection end.
     closed: std::sync::atomic::AtomicBool,
+    /// Requests waiting for their reply, by request id.
     pending: Mutex<HashMap<u64, oneshot::Sender<Msg>>>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// An accepted connection from a member, registered once its `Hello` was
+/// accepted: a member that connects again replaces its older connection.
+struct Inbound {
+    /// Tells the older connection apart from its replacement.
+    id: u64,
+    /// Ends the connection's read loop (and so the connection).
+    close: tokio_util::sync::CancellationToken,
+}
+
+/// How long the writer of a connection may take to hand one frame to the
+/// kernel before the connection is given up (a peer that stopped reading).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends every frame `rx` yields on `sink` until `rx` closes, the peer
+/// stops taking frames, or `stop` fires; then the sink is dropped.
+async fn write_frames<S>(
+    mut sink: S,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    stop: tokio_util::sync::CancellationToken,
+) where
+    S: futures_util::Sink<bytes::Bytes> + Unpin,
+{
+    loop {
+        let frame = tokio::select! {
+            frame = rx.recv() => frame,
+            _ = stop.cancelled() => None,
+        };
+        let Some(frame) = frame else { break };
+        match tokio::time::timeout(WRITE_TIMEOUT, sink.send(frame.into_bytes_frame())).await {
+            Ok(Ok(())) => {}
+            _ => break,
+        }
+    }
 }
 
 pub struct Net {
@@ -67,6 +121,9 @@ pub struct Net {
     /// One slot per member, each with its own lock: connecting to a slow
     /// or hung member holds up only the requests to that member.
     conns: Mutex<HashMap<String, Slot>>,
+    /// Accepted connections by the member that made them: one each.
+    inbound: Mutex<HashMap<String, Inbound>>,
+    next_inbound: AtomicU64,
     next_req: AtomicU64,
     pub counters: Arc<Counters>,
 }
@@ -93,6 +150,8 @@ impl Net {
             wire,
             sealer,
             conns: Mutex::new(HashMap::new()),
+            inbound: Mutex::new(HashMap::new()),
+            next_inbound: AtomicU64::new(1),
             next_req: AtomicU64::new(1),
             counters: Arc::default(),
         })
@@ -151,16 +210,24 @@ impl Net {
         if framed.send(self.seal(&Msg::Welcome { member: self.local.clone() }).into_bytes_frame()).await.is_err() {
             return;
         }
-        let (mut sink, mut stream) = framed.split();
-        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
-        let writer = tokio::spawn(async move {
-            while let Some(frame) = rx.recv().await {
-                if sink.send(frame.into_bytes_frame()).await.is_err() {
-                    break;
-                }
-            }
-        });
-        while let Some(Ok(frame)) = stream.next().await {
+        let (sink, mut stream) = framed.split();
+        let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let close = tokio_util::sync::CancellationToken::new();
+        let id = self.next_inbound.fetch_add(1, Ordering::Relaxed);
+        let older = lock(&self.inbound).insert(member.clone(), Inbound { id, close: close.clone() });
+        if let Some(older) = older {
+            // The member reconnected (it re-joined, or its old connection
+            // broke on its side): one connection per member is enough.
+            tracing::debug!(%peer, %member, "member connected again; its older connection is closed");
+            older.close.cancel();
+        }
+        let writer = tokio::spawn(write_frames(sink, rx, close.clone()));
+        loop {
+            let frame = tokio::select! {
+                frame = stream.next() => frame,
+                _ = close.cancelled() => None,
+            };
+            let Some(Ok(frame)) = frame else { break };
             let Some(msg) = self.open(&frame) else { continue };
             let (net, handler, tx, from) = (self.clone(), handler.clone(), tx.clone(), member.clone());
             tokio::spawn(async move {
@@ -168,6 +235,12 @@ impl Net {
                     let _ = tx.send(net.seal(&reply));
                 }
             });
+        }
+        {
+            let mut inbound = lock(&self.inbound);
+            if inbound.get(&member).is_some_and(|i| i.id == id) {
+                inbound.remove(&member);
+            }
         }
         drop(tx);
         let _ = writer.await;
@@ -177,10 +250,12 @@ impl Net {
         let slot = self.conns.lock().unwrap_or_else(|p| p.into_inner()).entry(member.to_string()).or_default().clone();
         let mut slot = slot.lock().await;
         if let Some(conn) = slot.as_ref() {
-            if !conn.tx.is_closed() && !conn.closed.load(Ordering::SeqCst) {
+            if !conn.tx.is_closed() && !conn.shared.closed.load(Ordering::SeqCst) {
                 return Ok(conn.clone());
             }
         }
+        // A broken connection is closed before its replacement is made.
+        *slot = None;
         let connect_error = |detail: String| NetError::Connect { member: member.into(), addr, detail };
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
@@ -208,19 +283,15 @@ impl Net {
             // No answer usually means the peer could not open our hello: another cluster key.
             _ => return Err(connect_error("no welcome (does it use the same cluster key?)".into())),
         }
-        let (mut sink, mut stream) = framed.split();
-        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
-        let conn = Arc::new(Conn { tx, closed: Default::default(), pending: Mutex::new(HashMap::new()) });
-        tokio::spawn(async move {
-            while let Some(frame) = rx.recv().await {
-                if sink.send(frame.into_bytes_frame()).await.is_err() {
-                    break;
-                }
-            }
-        });
-        let reader_conn = conn.clone();
+        let (sink, mut stream) = framed.split();
+        let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        // Fired when the peer closes: nothing more can be sent to it.
+        let peer_gone = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(write_frames(sink, rx, peer_gone.clone()));
+        let shared = Arc::new(ConnShared::default());
+        let reader_shared = shared.clone();
         let sealer_net = (self.sealer.clone(), self.counters.clone());
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             let (sealer, counters) = sealer_net;
             while let Some(Ok(frame)) = stream.next().await {
                 counters.frames_received.fetch_add(1, Ordering::Relaxed);
@@ -228,16 +299,18 @@ impl Net {
                 let Some(plain) = sealer.open(&frame) else { continue };
                 let Ok(msg) = postcard::from_bytes::<Msg>(&plain) else { continue };
                 if let Some(req) = msg.reply_to() {
-                    let waiter = reader_conn.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&req);
+                    let waiter = lock(&reader_shared.pending).remove(&req);
                     if let Some(waiter) = waiter {
                         let _ = waiter.send(msg);
                     }
                 }
             }
             // Closed: every waiter learns it (its sender drops).
-            reader_conn.closed.store(true, Ordering::SeqCst);
-            reader_conn.pending.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            reader_shared.closed.store(true, Ordering::SeqCst);
+            lock(&reader_shared.pending).clear();
+            peer_gone.cancel();
         });
+        let conn = Arc::new(Conn { tx, shared, reader: reader.abort_handle() });
         *slot = Some(conn.clone());
         Ok(conn)
     }
@@ -259,7 +332,7 @@ impl Net {
         let work = async {
             let conn = self.connect(member, addr, timeout).await?;
             let (tx, rx) = oneshot::channel();
-            conn.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(req, tx);
+            lock(&conn.shared.pending).insert(req, tx);
             if conn.tx.send(self.seal(&msg)).is_err() {
                 return Err(NetError::Closed { member: member.into() });
             }
@@ -277,10 +350,46 @@ impl Net {
         conn.tx.send(self.seal(&msg)).map_err(|_| NetError::Closed { member: member.into() })
     }
 
-    /// Drops the connection to a member that left.
+    /// Closes the connections to and from a member that left (requests in
+    /// flight on them end with [`NetError::Closed`]).
     pub async fn forget(&self, member: &str) {
-        self.conns.lock().unwrap_or_else(|p| p.into_inner()).remove(member);
+        let slot = lock(&self.conns).remove(member);
+        if let Some(slot) = slot {
+            slot.lock().await.take();
+        }
+        if let Some(inbound) = lock(&self.inbound).remove(member) {
+            inbound.close.cancel();
+        }
     }
+
+    /// Closes every connection, both ways (this member left the cluster).
+    /// Frames already queued, such as `Leaving` notices, are still sent.
+    pub async fn forget_all(&self) {
+        let slots: Vec<Slot> = lock(&self.conns).drain().map(|(_, slot)| slot).collect();
+        for slot in slots {
+            slot.lock().await.take();
+        }
+        for (_, inbound) in lock(&self.inbound).drain() {
+            inbound.close.cancel();
+        }
+    }
+
+    /// Open connections: (outgoing, accepted), for tests and stats.
+    pub fn connection_counts(&self) -> (usize, usize) {
+        let outgoing = lock(&self.conns)
+            .values()
+            .filter(|slot| {
+                slot.try_lock()
+                    .map(|s| s.as_ref().is_some_and(|c| !c.shared.closed.load(Ordering::SeqCst)))
+                    .unwrap_or(true)
+            })
+            .count();
+        (outgoing, lock(&self.inbound).len())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -1,0 +1,289 @@
+//! Resources that must not grow with hot upgrades and re-joins (issue 24):
+//! a node's open file descriptors and threads come back to their count
+//! after the first load however many times a plugin is replaced, and a
+//! gossip member holds one data-plane connection each way with each other
+//! member however often it, or the other member, leaves and re-joins.
+//!
+//! Real `clusterhost run` processes on 127.0.0.1, counted through /proc.
+//! Figures printed (not asserted): resident memory added per upgrade.
+
+mod gossip_kit;
+
+use std::path::Path;
+use std::time::Duration;
+
+use clusterhost_tests::admin::{call, TOKEN};
+use clusterhost_tests::procfs::{member_links, usage, Usage};
+use clusterhost_tests::{plugin, restamp, wait_until, NodeProcess};
+use gossip_kit::{
+    free_member_port, gossip_home, loopback_members, random_key, start_local, unique_cluster, wait_for_view, HomeSpec,
+    Node, DEADLINE,
+};
+use semver::Version;
+
+/// What the counts may exceed their baseline by once things settle: the
+/// host's blocking-pool threads come and go (they idle out after 10 s), and
+/// a status request from the test may hold a socket for a moment.
+const FD_SLACK: usize = 4;
+const THREAD_SLACK: usize = 4;
+
+/// How long a count may take to settle back (retired runtimes' threads
+/// exit in the background; idle blocking threads after 10 s).
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// Publishes `src` as `plugins/NAME` the way an operator's tool does: write
+/// a temporary name, then rename into place.
+fn publish(home: &Path, src: &Path, name: &str) {
+    let tmp = home.join("plugins").join(format!(".{name}.tmp"));
+    std::fs::copy(src, &tmp).expect("the build can be copied into plugins/");
+    std::fs::rename(&tmp, home.join("plugins").join(name)).expect("the build can be renamed into place");
+}
+
+/// The version of the active plugin `id` as the node's admin API lists it.
+fn active_version(url: &str, id: &str) -> Option<String> {
+    let (status, body) = call("GET", &format!("{url}/api/plugins"), None, None);
+    if status != 200 {
+        return None;
+    }
+    body.as_array()?
+        .iter()
+        .find(|r| r["id"] == id && r["state"] == "active")
+        .and_then(|r| r["version"].as_str().map(str::to_string))
+}
+
+/// Waits until `pid`'s descriptors and threads are within the slack of `base`.
+fn wait_back_to(what: &str, pid: u32, base: Usage) -> Usage {
+    let mut last = usage(pid);
+    let deadline = std::time::Instant::now() + SETTLE;
+    while last.fds > base.fds + FD_SLACK || last.threads > base.threads + THREAD_SLACK {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: after {SETTLE:?} the node still holds {last}, against {base} after the first load \
+             (allowed: +{FD_SLACK} fds, +{THREAD_SLACK} threads)"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        last = usage(pid);
+    }
+    last
+}
+
+/// Restamped builds of `lib` as versions 1.N.0 for N in 1..=n (above any
+/// shipped version), in `dir`.
+fn builds(dir: &Path, lib: &str, n: usize) -> Vec<(std::path::PathBuf, String)> {
+    (1..=n)
+        .map(|i| {
+            let version = format!("1.{i}.0");
+            let path = dir.join(format!("{lib}-{version}.so"));
+            restamp(&plugin(lib), &path, |m| m.version = version.parse::<Version>().expect("a version"));
+            (path, version)
+        })
+        .collect()
+}
+
+#[test]
+fn fifty_hot_upgrades_of_a_plugin_leave_no_descriptors_or_threads_behind() {
+    const UPGRADES: usize = 50;
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join("plugins")).unwrap();
+    let builds = builds(&home.path().join("builds"), "hello", UPGRADES + 1);
+    publish(home.path(), &builds[0].0, "hello.so");
+    let node = NodeProcess::start(home.path());
+    node.wait_for_admin(DEADLINE);
+    let url = node.admin_url();
+    let first = builds[0].1.clone();
+    wait_until("the first hello to be active", DEADLINE, || active_version(&url, "hello") == Some(first.clone()));
+    // Let the start-up's own threads (blocking pool) idle out of the count.
+    std::thread::sleep(Duration::from_secs(1));
+    let base = usage(node.pid());
+    println!("after the first load: {base}");
+    for (path, version) in &builds[1..] {
+        publish(home.path(), path, "hello.so");
+        wait_until(&format!("hello {version} to be active"), DEADLINE, || {
+            active_version(&url, "hello").as_deref() == Some(version.as_str())
+        });
+    }
+    let after = wait_back_to(&format!("{UPGRADES} hot upgrades of hello"), node.pid(), base);
+    println!(
+        "figure: after {UPGRADES} hot upgrades of hello: {after} ({:+} fds, {:+} threads, {:.1} KiB resident per upgrade)",
+        after.fds as i64 - base.fds as i64,
+        after.threads as i64 - base.threads as i64,
+        (after.rss_kib as f64 - base.rss_kib as f64) / UPGRADES as f64
+    );
+}
+
+/// Two gossip members on 127.0.0.1: (nodes, their member ports).
+fn two_members(test: &str) -> (Vec<Node>, Vec<u16>) {
+    let cluster = unique_cluster(test);
+    let key = random_key();
+    let first = free_member_port(&[]);
+    let ports = vec![first, free_member_port(&[first])];
+    let members = loopback_members(&ports);
+    let names = [format!("{test}-a"), format!("{test}-b")];
+    let nodes: Vec<Node> = names
+        .iter()
+        .zip(&ports)
+        .map(|(name, port)| start_local(name, *port, gossip_home(&HomeSpec::new(&cluster, &key, &members))))
+        .collect();
+    let refs: Vec<&Node> = nodes.iter().collect();
+    wait_for_view(&refs, &[&names[0], &names[1]]);
+    (nodes, ports)
+}
+
+/// Member `i`'s data-plane connections with the other member.
+fn links_of(nodes: &[Node], ports: &[u16], i: usize) -> usize {
+    member_links(nodes[i].process.pid(), ports[i], ports[1 - i]).len()
+}
+
+/// Waits until each member holds exactly `want` connections with the other
+/// (one it made, one it accepted) and its descriptors are within the slack
+/// of `base`.
+fn wait_settled(what: &str, nodes: &[Node], ports: &[u16], base: &[Usage], want: usize) {
+    for i in 0..2 {
+        let mut last = (links_of(nodes, ports, i), usage(nodes[i].process.pid()));
+        let deadline = std::time::Instant::now() + SETTLE;
+        while last.0 != want || last.1.fds > base[i].fds + FD_SLACK {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: member {} holds {} connections with the other member (want {want}) and {}, \
+                 against {} after the first join (allowed: +{FD_SLACK} fds)",
+                nodes[i].name,
+                last.0,
+                last.1,
+                base[i]
+            );
+            std::thread::sleep(Duration::from_millis(200));
+            last = (links_of(nodes, ports, i), usage(nodes[i].process.pid()));
+        }
+    }
+}
+
+/// Both members' usage once the first join's connections exist: a write
+/// replicates, so each has made its connection to the other.
+fn baseline(nodes: &[Node], ports: &[u16]) -> Vec<Usage> {
+    nodes[0].put("c", "k0", "v");
+    nodes[1].put("c", "k1", "v");
+    for i in 0..2 {
+        wait_until(&format!("{} to hold its two data-plane connections", nodes[i].name), DEADLINE, || {
+            links_of(nodes, ports, i) == 2
+        });
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    nodes.iter().map(|n| usage(n.process.pid())).collect()
+}
+
+fn names(nodes: &[Node]) -> Vec<&str> {
+    nodes.iter().map(|n| n.name.as_str()).collect()
+}
+
+fn switch(node: &Node, on: bool) {
+    let url = match &node.access {
+        gossip_kit::Access::Http(url) => url.clone(),
+        gossip_kit::Access::Netns { .. } => unreachable!("these members run on 127.0.0.1"),
+    };
+    let path = if on { "enable" } else { "disable" };
+    let (status, body) = call("POST", &format!("{url}/api/cluster/{path}"), Some(TOKEN), Some(b""));
+    assert_eq!(status, 200, "{path} on {}: {body}", node.name);
+}
+
+fn wait_standalone(nodes: &[Node]) {
+    for node in nodes {
+        wait_until(&format!("{} to leave the cluster", node.name), DEADLINE, || {
+            node.status().is_some_and(|s| s["state"]["state"] != "clustered")
+        });
+    }
+}
+
+#[test]
+fn twenty_cluster_wide_disable_enable_cycles_keep_one_connection_each_way() {
+    const CYCLES: usize = 20;
+    let (nodes, ports) = two_members("cycles");
+    let base = baseline(&nodes, &ports);
+    println!("after the first join: {} / {}", base[0], base[1]);
+    let refs: Vec<&Node> = nodes.iter().collect();
+    for cycle in 0..CYCLES {
+        switch(&nodes[cycle % 2], false);
+        wait_standalone(&nodes);
+        switch(&nodes[cycle % 2], true);
+        wait_for_view(&refs, &names(&nodes));
+        // A write after each re-join makes the connections a join needs.
+        nodes[0].put("c", &format!("a{cycle}"), "v");
+        nodes[1].put("c", &format!("b{cycle}"), "v");
+        wait_settled(&format!("cycle {}", cycle + 1), &nodes, &ports, &base, 2);
+    }
+    for (node, base) in nodes.iter().zip(&base) {
+        let now = usage(node.process.pid());
+        println!("figure: {} after {CYCLES} disable/enable cycles: {now} (first join: {base})", node.name);
+    }
+    assert_eq!(nodes[1].get("c", &format!("a{}", CYCLES - 1)).as_deref(), Some("v"));
+}
+
+/// Sets `clustering.enabled` in a member's own properties file (a local
+/// leave or re-join, not a cluster-wide switch).
+fn set_clustering(node: &Node, on: bool) {
+    let file = node.home.path().join("conf/clusterhost.properties");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut kept: String =
+        text.lines().filter(|l| !l.trim_start().starts_with("clustering.enabled")).map(|l| format!("{l}\n")).collect();
+    kept.push_str(&format!("clustering.enabled = {on}\n"));
+    let tmp = file.with_extension("edit");
+    std::fs::write(&tmp, kept).unwrap();
+    std::fs::rename(tmp, file).unwrap();
+}
+
+#[test]
+fn twenty_leaves_and_rejoins_of_a_peer_keep_one_connection_each_way() {
+    const CYCLES: usize = 20;
+    let (nodes, ports) = two_members("peer");
+    let base = baseline(&nodes, &ports);
+    let refs: Vec<&Node> = nodes.iter().collect();
+    for cycle in 0..CYCLES {
+        set_clustering(&nodes[1], false);
+        wait_until(&format!("{} to see {} leave", nodes[0].name, nodes[1].name), DEADLINE, || {
+            nodes[0].status().and_then(|s| s["members"].as_array().map(|m| m.len())) == Some(1)
+        });
+        // Member a holds no connection with a member that left.
+        wait_settled(&format!("leave {}", cycle + 1), &nodes, &ports, &base, 0);
+        set_clustering(&nodes[1], true);
+        wait_for_view(&refs, &names(&nodes));
+        nodes[0].put("c", &format!("a{cycle}"), "v");
+        nodes[1].put("c", &format!("b{cycle}"), "v");
+        wait_settled(&format!("re-join {}", cycle + 1), &nodes, &ports, &base, 2);
+    }
+    let now = usage(nodes[0].process.pid());
+    println!(
+        "figure: {} after {CYCLES} leaves and re-joins of its peer: {now} (first join: {})",
+        nodes[0].name, base[0]
+    );
+}
+
+#[test]
+fn hot_upgrades_of_gossip_with_rejoins_leave_no_descriptors_threads_or_connections_behind() {
+    // Each upgrade leaves and re-joins the cluster (about a second each);
+    // the bench's soak runs 200.
+    const UPGRADES: usize = 10;
+    let (nodes, ports) = two_members("gup");
+    let base = baseline(&nodes, &ports);
+    let builds = builds(&nodes[0].home.path().join("builds"), "gossip", UPGRADES);
+    let refs: Vec<&Node> = nodes.iter().collect();
+    let url = match &nodes[0].access {
+        gossip_kit::Access::Http(url) => url.clone(),
+        gossip_kit::Access::Netns { .. } => unreachable!("these members run on 127.0.0.1"),
+    };
+    for (path, version) in &builds {
+        publish(nodes[0].home.path(), path, "gossip.so");
+        wait_until(&format!("gossip {version} to be active"), DEADLINE, || {
+            active_version(&url, "gossip").as_deref() == Some(version.as_str())
+        });
+        wait_for_view(&refs, &names(&nodes));
+        nodes[0].put("c", &format!("a{version}"), "v");
+        nodes[1].put("c", &format!("b{version}"), "v");
+        wait_settled(&format!("upgrade to {version}"), &nodes, &ports, &base, 2);
+    }
+    let after = wait_back_to(&format!("{UPGRADES} hot upgrades of gossip"), nodes[0].process.pid(), base[0]);
+    println!(
+        "figure: after {UPGRADES} hot upgrades of gossip with re-joins: {after} ({:+} fds, {:+} threads, {:.1} KiB resident per upgrade)",
+        after.fds as i64 - base[0].fds as i64,
+        after.threads as i64 - base[0].threads as i64,
+        (after.rss_kib as f64 - base[0].rss_kib as f64) / UPGRADES as f64
+    );
+}
