@@ -293,7 +293,13 @@ impl PluginManager {
         self.set_state(file, PluginState::Validated, None);
 
         let id = manifest.id.clone();
-        let module = loader::open(&id, &copy)?;
+        let module = loader::open(&id, &copy);
+        // Mapped now (or refused): the mapping keeps the pages it needs, and
+        // the path is never opened again (each load makes a new one), so the
+        // copy goes at once; otherwise every hot upgrade would keep one more
+        // library on disk until the node stops.
+        let _ = std::fs::remove_file(&copy);
+        let module = module?;
         let instance = loader::create(&id, module, self.services(&id), self.budget()).await?;
         self.set_state(file, PluginState::Loaded, None);
 

@@ -54,6 +54,44 @@ pub fn start_clustered(home: &Path, name: &str) -> NodeProcess {
     node
 }
 
+/// A member's home: conf/ as `write_conf` makes it, plus a quick start,
+/// metrics on and the admin token; `plugin` published as plugins/`file_name`.
+pub fn member_home(plugin: &Path, file_name: &str, write_conf: impl FnOnce(&Path)) -> tempfile::TempDir {
+    let home = tempfile::tempdir().expect("a temporary home");
+    let conf = home.path().join("conf");
+    std::fs::create_dir_all(&conf).expect("conf/ can be made");
+    std::fs::create_dir_all(home.path().join("plugins")).expect("plugins/ can be made");
+    write_conf(&conf);
+    std::fs::write(
+        conf.join("clusterhost.properties"),
+        "cluster.startup.delay.seconds = 0\ncluster.metrics.enabled = true\n",
+    )
+    .expect("the properties can be written");
+    std::fs::write(conf.join("admin.token"), format!("{TOKEN}\n")).expect("the token can be written");
+    std::fs::copy(plugin, home.path().join("plugins").join(file_name)).expect("the plugin can be copied");
+    home
+}
+
+/// Publishes `src` as `plugins/NAME` of `home` the way an operator's tool
+/// does: a temporary name, then a rename into place.
+pub fn publish_file(home: &Path, src: &Path, name: &str) {
+    let tmp = home.join("plugins").join(format!(".{name}.tmp"));
+    std::fs::copy(src, &tmp).expect("the build can be copied into plugins/");
+    std::fs::rename(&tmp, home.join("plugins").join(name)).expect("the build can be renamed into place");
+}
+
+/// The version of active plugin `id` as the admin API at `url` lists it.
+pub fn active_version(url: &str, id: &str) -> Option<String> {
+    let (status, body) = call("GET", &format!("{url}/api/plugins"), None, None);
+    if status != 200 {
+        return None;
+    }
+    body.as_array()?
+        .iter()
+        .find(|r| r["id"] == id && r["state"] == "active")
+        .and_then(|r| r["version"].as_str().map(str::to_string))
+}
+
 /// One HTTP call: (status, JSON body, or `{"text": body}` when it is not JSON).
 pub fn call(method: &str, url: &str, token: Option<&str>, body: Option<&[u8]>) -> (u16, Value) {
     let (status, text) = call_text(method, url, token, body);

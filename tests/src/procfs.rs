@@ -15,11 +15,18 @@ pub struct Usage {
     pub threads: usize,
     /// Resident memory, KiB (VmRSS).
     pub rss_kib: u64,
+    /// Of which anonymous (RssAnon: heap, stacks), KiB; the rest is mostly
+    /// file-backed pages of mapped libraries.
+    pub anon_kib: u64,
 }
 
 impl std::fmt::Display for Usage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} fds, {} threads, {} KiB resident", self.fds, self.threads, self.rss_kib)
+        write!(
+            f,
+            "{} fds, {} threads, {} KiB resident ({} KiB anonymous)",
+            self.fds, self.threads, self.rss_kib, self.anon_kib
+        )
     }
 }
 
@@ -30,17 +37,23 @@ pub fn usage(pid: u32) -> Usage {
             .unwrap_or_else(|e| panic!("/proc/{pid}/{dir} is readable (is the process running?): {e}"))
             .count()
     };
-    Usage { fds: count("fd"), threads: count("task"), rss_kib: rss_kib(pid) }
+    Usage {
+        fds: count("fd"),
+        threads: count("task"),
+        rss_kib: status_kib(pid, "VmRSS"),
+        anon_kib: status_kib(pid, "RssAnon"),
+    }
 }
 
-/// Resident memory of `pid`, KiB.
-pub fn rss_kib(pid: u32) -> u64 {
+/// Line `field` of /proc/PID/status, in KiB (e.g. `VmRSS`).
+pub fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status is readable");
+    let prefix = format!("{field}:");
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(&prefix))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("/proc/PID/status has a VmRSS line")
+        .unwrap_or_else(|| panic!("/proc/{pid}/status has a {field} line"))
 }
 
 /// One established TCP connection of a process, IPv4.

@@ -12,7 +12,7 @@ mod gossip_kit;
 use std::path::Path;
 use std::time::Duration;
 
-use clusterhost_tests::admin::{call, TOKEN};
+use clusterhost_tests::admin::{active_version, call, publish_file, TOKEN};
 use clusterhost_tests::procfs::{member_links, usage, Usage};
 use clusterhost_tests::{plugin, restamp, wait_until, NodeProcess};
 use gossip_kit::{
@@ -31,26 +31,6 @@ const THREAD_SLACK: usize = 4;
 /// exit in the background; idle blocking threads after 10 s).
 const SETTLE: Duration = Duration::from_secs(30);
 
-/// Publishes `src` as `plugins/NAME` the way an operator's tool does: write
-/// a temporary name, then rename into place.
-fn publish(home: &Path, src: &Path, name: &str) {
-    let tmp = home.join("plugins").join(format!(".{name}.tmp"));
-    std::fs::copy(src, &tmp).expect("the build can be copied into plugins/");
-    std::fs::rename(&tmp, home.join("plugins").join(name)).expect("the build can be renamed into place");
-}
-
-/// The version of the active plugin `id` as the node's admin API lists it.
-fn active_version(url: &str, id: &str) -> Option<String> {
-    let (status, body) = call("GET", &format!("{url}/api/plugins"), None, None);
-    if status != 200 {
-        return None;
-    }
-    body.as_array()?
-        .iter()
-        .find(|r| r["id"] == id && r["state"] == "active")
-        .and_then(|r| r["version"].as_str().map(str::to_string))
-}
-
 /// Waits until `pid`'s descriptors and threads are within the slack of `base`.
 fn wait_back_to(what: &str, pid: u32, base: Usage) -> Usage {
     let mut last = usage(pid);
@@ -65,6 +45,19 @@ fn wait_back_to(what: &str, pid: u32, base: Usage) -> Usage {
         last = usage(pid);
     }
     last
+}
+
+/// The files in the private copy directory of node `pid` (in the system
+/// temp dir: `clusterhost-PID-*`).
+fn private_copies(pid: u32) -> Vec<std::path::PathBuf> {
+    let prefix = format!("clusterhost-{pid}-");
+    let dirs: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .expect("the temp dir is readable")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .collect();
+    assert_eq!(dirs.len(), 1, "node {pid} has one private copy directory");
+    std::fs::read_dir(dirs[0].path()).expect("the private directory is readable").flatten().map(|e| e.path()).collect()
 }
 
 /// Restamped builds of `lib` as versions 1.N.0 for N in 1..=n (above any
@@ -86,7 +79,7 @@ fn fifty_hot_upgrades_of_a_plugin_leave_no_descriptors_or_threads_behind() {
     let home = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(home.path().join("plugins")).unwrap();
     let builds = builds(&home.path().join("builds"), "hello", UPGRADES + 1);
-    publish(home.path(), &builds[0].0, "hello.so");
+    publish_file(home.path(), &builds[0].0, "hello.so");
     let node = NodeProcess::start(home.path());
     node.wait_for_admin(DEADLINE);
     let url = node.admin_url();
@@ -97,12 +90,15 @@ fn fifty_hot_upgrades_of_a_plugin_leave_no_descriptors_or_threads_behind() {
     let base = usage(node.pid());
     println!("after the first load: {base}");
     for (path, version) in &builds[1..] {
-        publish(home.path(), path, "hello.so");
+        publish_file(home.path(), path, "hello.so");
         wait_until(&format!("hello {version} to be active"), DEADLINE, || {
             active_version(&url, "hello").as_deref() == Some(version.as_str())
         });
     }
     let after = wait_back_to(&format!("{UPGRADES} hot upgrades of hello"), node.pid(), base);
+    // No private copy is kept on disk once it is mapped.
+    let copies = private_copies(node.pid());
+    assert!(copies.is_empty(), "private copies left on disk after {UPGRADES} upgrades: {copies:?}");
     println!(
         "figure: after {UPGRADES} hot upgrades of hello: {after} ({:+} fds, {:+} threads, {:.1} KiB resident per upgrade)",
         after.fds as i64 - base.fds as i64,
@@ -270,7 +266,7 @@ fn hot_upgrades_of_gossip_with_rejoins_leave_no_descriptors_threads_or_connectio
         gossip_kit::Access::Netns { .. } => unreachable!("these members run on 127.0.0.1"),
     };
     for (path, version) in &builds {
-        publish(nodes[0].home.path(), path, "gossip.so");
+        publish_file(nodes[0].home.path(), path, "gossip.so");
         wait_until(&format!("gossip {version} to be active"), DEADLINE, || {
             active_version(&url, "gossip").as_deref() == Some(version.as_str())
         });

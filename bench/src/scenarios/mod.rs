@@ -13,6 +13,7 @@ mod plugin_load;
 mod redis;
 mod scaling;
 mod upgrade_load;
+mod upgrade_soak;
 
 use std::path::Path;
 
@@ -64,6 +65,7 @@ pub fn registry() -> Vec<Box<dyn Scenario>> {
         Box::new(drop_active::DropToActive),
         Box::new(hot_upgrade::HotUpgrade),
         Box::new(upgrade_load::UpgradeUnderLoad),
+        Box::new(upgrade_soak::UpgradeSoak),
         Box::new(cache_ops::CacheOps),
         Box::new(join::Join),
         Box::new(failure::Failure),

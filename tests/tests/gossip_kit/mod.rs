@@ -46,23 +46,7 @@ impl<'a> HomeSpec<'a> {
     }
 }
 
-/// A member's home: conf/ as `write_conf` makes it, plus a quick start,
-/// metrics on and the admin token; `plugin` published as plugins/`file_name`.
-pub fn member_home(plugin: &Path, file_name: &str, write_conf: impl FnOnce(&Path)) -> tempfile::TempDir {
-    let home = tempfile::tempdir().expect("a temporary home");
-    let conf = home.path().join("conf");
-    std::fs::create_dir_all(&conf).expect("conf/ can be made");
-    std::fs::create_dir_all(home.path().join("plugins")).expect("plugins/ can be made");
-    write_conf(&conf);
-    std::fs::write(
-        conf.join("clusterhost.properties"),
-        "cluster.startup.delay.seconds = 0\ncluster.metrics.enabled = true\n",
-    )
-    .expect("the properties can be written");
-    std::fs::write(conf.join("admin.token"), format!("{TOKEN}\n")).expect("the token can be written");
-    std::fs::copy(plugin, home.path().join("plugins").join(file_name)).expect("the plugin can be copied");
-    home
-}
+pub use clusterhost_tests::admin::member_home;
 
 /// A home with conf/gossip.toml, conf/cluster.key, a quick start, metrics
 /// on, the admin token, and the gossip plugin as plugins/gossip.so.
