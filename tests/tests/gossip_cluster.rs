@@ -77,6 +77,50 @@ fn three_nodes_form_one_cluster_from_a_static_list() {
     }
 }
 
+/// Appends `[limits] state_page_bytes = BYTES` to a member's gossip.toml.
+fn small_pages(home: &tempfile::TempDir, bytes: usize) {
+    let file = home.path().join("conf/gossip.toml");
+    let mut text = std::fs::read_to_string(&file).expect("gossip.toml");
+    text.push_str(&format!("\n[limits]\nstate_page_bytes = {bytes}\n"));
+    std::fs::write(file, text).expect("gossip.toml can be written");
+}
+
+#[test]
+fn a_late_joiner_gets_a_state_of_many_pages_from_a_wire_1_1_member_and_a_whole_one_from_a_1_0_member() {
+    let cluster = unique_cluster("pages");
+    let key = random_key();
+    let ports = ports(3);
+    let members = loopback_members(&ports);
+    let builds = tempfile::tempdir().expect("a scratch directory");
+    // pg-a: this build (wire 1.1), pages of 4 KiB; pg-b: restamped to wire 1.0 (one frame).
+    let home_a = gossip_home(&HomeSpec::new(&cluster, &key, &members));
+    small_pages(&home_a, 4096);
+    let old = gossip_with_wire(builds.path(), 1, 0);
+    let mut spec = HomeSpec::new(&cluster, &key, &members);
+    spec.plugin = Some(&old);
+    let home_b = gossip_home(&spec);
+    let nodes = [start_local("pg-a", ports[0], home_a), start_local("pg-b", ports[1], home_b)];
+    let refs: Vec<&Node> = nodes.iter().collect();
+    wait_for_view(&refs, &["pg-a", "pg-b"]);
+    // About 40 KiB of state: ten pages or more.
+    let value = "v".repeat(200);
+    for i in 0..200 {
+        nodes[i % 2].put("big", &format!("k{i:03}"), &value);
+    }
+    let home_c = gossip_home(&HomeSpec::new(&cluster, &key, &members));
+    small_pages(&home_c, 4096);
+    let late = start_local("pg-c", ports[2], home_c);
+    let all: Vec<&Node> = nodes.iter().chain([&late]).collect();
+    wait_for_view(&all, &["pg-a", "pg-b", "pg-c"]);
+    // Clustered means the state transfer is done: every entry is there.
+    for i in 0..200 {
+        assert_eq!(late.get("big", &format!("k{i:03}")).as_deref(), Some(value.as_str()), "k{i:03} on pg-c");
+    }
+    // The 1.1 member answered in pages (many frames), the 1.0 one in one.
+    let frames_a = nodes[0].strategy_counter("frames_sent").expect("counters");
+    assert!(frames_a > 10, "pg-a sent {frames_a} frames");
+}
+
 #[test]
 fn a_write_on_one_member_is_read_on_the_others_and_a_late_joiner_gets_every_entry() {
     let cluster = unique_cluster("writes");
@@ -281,17 +325,24 @@ fn a_member_speaking_another_wire_major_is_refused_with_a_clear_error_on_both_si
     wait_until("wi-two to be clustered on its own", DEADLINE, || {
         newer.status().as_ref().and_then(view_of).is_some_and(|(ids, _)| ids == ["wi-two"])
     });
-    // Both sides say why, naming both versions.
+    // Both sides say why, naming both versions (the build's own, 1.x).
+    let shipped = clusterhost_tests::manifest_of(&clusterhost_tests::plugin("gossip")).wire_protocol;
+    assert_eq!(shipped.major, 1);
+    let shipped = format!("{}.{}", shipped.major, shipped.minor);
     for node in &nodes {
         let line = node.process.wait_for_log(
-            &["member wi-two speaks wire protocol 2.0", &format!("this member ({}) 1.0", node.name), "majors differ"],
+            &[
+                "member wi-two speaks wire protocol 2.0",
+                &format!("this member ({}) {shipped}", node.name),
+                "majors differ",
+            ],
             DEADLINE,
         );
         assert!(line.contains("ERROR"), "{line}");
     }
     for other in ["wi-a", "wi-b"] {
         let line = newer.process.wait_for_log(
-            &[&format!("member {other} speaks wire protocol 1.0"), "this member (wi-two) 2.0", "majors differ"],
+            &[&format!("member {other} speaks wire protocol {shipped}"), "this member (wi-two) 2.0", "majors differ"],
             DEADLINE,
         );
         assert!(line.contains("ERROR"), "{line}");

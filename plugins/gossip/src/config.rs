@@ -21,6 +21,27 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub security: Security,
     pub merge: Merge,
+    pub limits: Limits,
+}
+
+/// Bounds on what the data plane accepts from the network, so a stranger
+/// without the cluster key costs a member almost nothing.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest frame accepted from a member once its `Hello` was opened
+    /// with the cluster key (before that, [`crate::net::HELLO_MAX_FRAME`]).
+    /// A write larger than this is refused; state transfers go in pages
+    /// of at most `state_page_bytes`.
+    pub max_frame_bytes: usize,
+    /// How much of the state one page of a state transfer carries.
+    pub state_page_bytes: usize,
+    /// Connections accepted on the member port at once, members and strangers.
+    pub max_connections: usize,
+    /// Of which from one IP address.
+    pub max_connections_per_address: usize,
+    /// How long an accepted connection has to send its `Hello`.
+    pub hello_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -103,6 +124,7 @@ impl Default for Config {
             timeouts: Timeouts::default(),
             security: Security::default(),
             merge: Merge::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -134,6 +156,18 @@ impl Default for Timeouts {
 impl Default for Security {
     fn default() -> Self {
         Security { key_file: "cluster.key".into(), insecure: false }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: 64 << 20,
+            state_page_bytes: 1 << 20,
+            max_connections: 512,
+            max_connections_per_address: 64,
+            hello_timeout_ms: 2_000,
+        }
     }
 }
 
@@ -185,6 +219,24 @@ impl Config {
         }
         if self.failure_detection.gossip_interval_ms == 0 || self.timeouts.operation_ms == 0 {
             return Err(source.invalid("_ms", "intervals and timeouts must be above 0"));
+        }
+        let limits = &self.limits;
+        if limits.max_frame_bytes < 64 << 10 || limits.max_frame_bytes > 1 << 30 {
+            return Err(
+                source.invalid("max_frame_bytes", "max_frame_bytes must be from 65536 (64 KiB) to 1073741824 (1 GiB)")
+            );
+        }
+        if limits.state_page_bytes < 4 << 10 || limits.state_page_bytes > limits.max_frame_bytes / 2 {
+            return Err(source.invalid(
+                "state_page_bytes",
+                "state_page_bytes must be from 4096 to half of max_frame_bytes (a page and its framing fit in one frame)",
+            ));
+        }
+        if limits.max_connections == 0 || limits.max_connections_per_address == 0 || limits.hello_timeout_ms == 0 {
+            return Err(source.invalid(
+                "max_connections",
+                "max_connections, max_connections_per_address and hello_timeout_ms must be above 0",
+            ));
         }
         if self.failure_detection.phi_threshold.is_nan() || self.failure_detection.phi_threshold <= 0.0 {
             return Err(source.invalid("phi_threshold", "phi_threshold must be above 0"));

@@ -66,6 +66,10 @@ pub struct Core {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
+/// What sealing and framing add to a message's entries (nonce, tag,
+/// postcard's enum and length prefixes, the length prefix of the frame).
+const FRAME_OVERHEAD: usize = 256;
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -117,7 +121,7 @@ impl Core {
         tcp.set_nonblocking(true).map_err(|e| e.to_string())?;
         let listener = tokio::net::TcpListener::from_std(tcp).map_err(|e| e.to_string())?;
         let generation = now_ms();
-        let net = Net::new(&member, &config.cluster_name, wire, sealer.clone());
+        let net = Net::new(&member, &config.cluster_name, wire, sealer.clone(), config.limits.clone());
         let mut seeds: Vec<SocketAddr> = config.static_members().into_iter().filter(|s| *s != gossip_addr).collect();
         seeds.sort();
         seeds.dedup();
@@ -428,14 +432,14 @@ impl Core {
 
     async fn push_state(&self, member: &str) {
         let Some(addr) = self.addr_of(member) else { return };
-        let entries = self.store.snapshot();
-        if entries.is_empty() {
-            return;
-        }
-        let req = self.net.next_req();
-        let msg = Msg::Replicate { req, entries };
-        if let Err(e) = self.net.request(member, addr, msg, req, self.config.operation_timeout()).await {
-            tracing::warn!("could not send this member's entries to {member}: {e}");
+        // In frames of at most a page each, one after the other.
+        for entries in crate::store::chunks(self.store.snapshot(), self.config.limits.state_page_bytes) {
+            let req = self.net.next_req();
+            let msg = Msg::Replicate { req, entries };
+            if let Err(e) = self.net.request(member, addr, msg, req, self.config.operation_timeout()).await {
+                tracing::warn!("could not send this member's entries to {member}: {e}");
+                return;
+            }
         }
     }
 
@@ -466,16 +470,8 @@ impl Core {
         let members = self.others();
         let mut received = 0;
         for (id, addr) in &members {
-            let req = self.net.next_req();
-            match self.net.request(id, *addr, Msg::StateRequest { req }, req, self.config.operation_timeout()).await {
-                Ok(Msg::State { entries, .. }) => {
-                    if let Some(max) = entries.iter().map(|e| e.version.hlc).max() {
-                        self.hlc.observe(max);
-                    }
-                    received += entries.len();
-                    self.store.apply_all(entries);
-                }
-                Ok(_) => {}
+            match self.pull_state(id, *addr).await {
+                Ok(n) => received += n,
                 Err(NetError::Refused { member, reason }) => {
                     self.leave().await;
                     return Err(format!("member {member} refused this member: {reason}").into());
@@ -485,6 +481,42 @@ impl Core {
         }
         tracing::info!(members = members.len() + 1, entries = received, "joined the cluster");
         Ok(())
+    }
+
+    /// Fetches every entry member `id` holds; returns how many came. A
+    /// peer of wire 1.1 or later sends pages of at most `state_page_bytes`;
+    /// a 1.0 peer sends its whole state in one frame.
+    async fn pull_state(&self, id: &str, addr: SocketAddr) -> Result<usize, NetError> {
+        let paged = lock(&self.view).members.get(id).is_some_and(|p| p.wire >= (1, 1));
+        let timeout = self.config.operation_timeout();
+        let mut received = 0;
+        let mut after = None;
+        loop {
+            let req = self.net.next_req();
+            let msg = if paged {
+                Msg::StatePageRequest {
+                    req,
+                    after: after.take(),
+                    max_bytes: self.config.limits.state_page_bytes as u64,
+                }
+            } else {
+                Msg::StateRequest { req }
+            };
+            let (entries, more) = match self.net.request(id, addr, msg, req, timeout).await? {
+                Msg::State { entries, .. } => (entries, false),
+                Msg::StatePage { entries, more, .. } => (entries, more),
+                _ => return Ok(received),
+            };
+            if let Some(max) = entries.iter().map(|e| e.version.hlc).max() {
+                self.hlc.observe(max);
+            }
+            after = entries.last().map(|e| (e.cache.clone(), e.key.clone()));
+            received += entries.len();
+            self.store.apply_all(entries);
+            if !more || after.is_none() {
+                return Ok(received);
+            }
+        }
     }
 
     pub async fn leave(self: &Arc<Self>) {
@@ -520,6 +552,14 @@ impl Core {
 
     /// Applies `entries` here and waits until every other live member has them.
     async fn replicate(&self, entries: Vec<WireEntry>) -> PluginResult<()> {
+        let size: usize = entries.iter().map(|e| crate::store::entry_size(&e.cache, &e.key, e.value.as_deref())).sum();
+        let max = self.config.limits.max_frame_bytes;
+        if size + FRAME_OVERHEAD > max {
+            return Err(format!(
+                "the write ({size} bytes) is larger than a member accepts in one frame ([limits] max_frame_bytes = {max} in gossip.toml): nothing was written; raise the limit on every member or write less at once"
+            )
+            .into());
+        }
         self.store.apply_all(entries.iter().cloned());
         let targets = self.others();
         let mut calls = tokio::task::JoinSet::new();
@@ -733,6 +773,7 @@ impl Core {
             ("bytes_sent".into(), c.bytes_sent.load(Ordering::Relaxed)),
             ("bytes_received".into(), c.bytes_received.load(Ordering::Relaxed)),
             ("connections_refused".into(), c.refused.load(Ordering::Relaxed)),
+            ("accept_errors".into(), c.accept_errors.load(Ordering::Relaxed)),
             ("connections_out".into(), outgoing as u64),
             ("connections_in".into(), incoming as u64),
             ("packets_dropped".into(), self.sealer.dropped.load(Ordering::Relaxed)),
@@ -757,6 +798,11 @@ impl Handler for Requests {
                     Some(Msg::Ack { req })
                 }
                 Msg::StateRequest { req } => Some(Msg::State { req, entries: core.store.snapshot() }),
+                Msg::StatePageRequest { req, after, max_bytes } => {
+                    let max = (max_bytes as usize).min(core.config.limits.state_page_bytes);
+                    let (entries, more) = core.store.page(after.as_ref(), max);
+                    Some(Msg::StatePage { req, entries, more })
+                }
                 Msg::Leaving { member, generation, epoch } => {
                     lock(&core.departed).insert((member, generation, epoch));
                     core.recompute.notify_one();

@@ -99,6 +99,6 @@ declare_plugin! {
     host_req: "^0.1",
     provides: ["cluster-strategy"],
     conflicts: [],
-    wire_protocol: "1.0",
+    wire_protocol: "1.1",
     create: create,
 }

@@ -2,22 +2,37 @@
 //! length-delimited frames, each a sealed postcard-encoded [`Msg`]. The
 //! first frame is a `Hello` carrying the cluster name and wire version; a
 //! member with another wire major is refused on both sides with the reason.
+//!
+//! Before its `Hello` opens with the cluster key a connection is a
+//! stranger's, and costs little: its first frame may be at most
+//! [`HELLO_MAX_FRAME`], it has `hello_timeout_ms` to send it, and it counts
+//! against `max_connections` (and `max_connections_per_address`). Every
+//! refusal is counted (`connections_refused`) and logged with the peer's
+//! address, at most one line per [`LOG_EVERY`] with a count of the rest.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
+use crate::config::Limits;
 use crate::crypto::Sealer;
-use crate::wire::{Msg, Wire, MAX_FRAME};
+use crate::wire::{Msg, Wire};
+
+/// Largest first frame (the `Hello`, or its answer): a few hundred bytes
+/// in practice, so a stranger cannot make a member allocate more.
+pub const HELLO_MAX_FRAME: usize = 4 << 10;
+
+/// At most one log line per this long for each kind of refusal.
+pub const LOG_EVERY: Duration = Duration::from_secs(10);
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -46,7 +61,64 @@ pub struct Counters {
     pub frames_received: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub bytes_received: AtomicU64,
+    /// Connections closed before or at their `Hello` (a stranger, another
+    /// cluster or wire major, over a limit) or for a frame over the limit.
     pub refused: AtomicU64,
+    /// Failed `accept` calls (out of file descriptors, say).
+    pub accept_errors: AtomicU64,
+}
+
+/// A warning that may come often (every connection a stranger makes):
+/// logged at most once per [`LOG_EVERY`], with how many were held back.
+#[derive(Default)]
+struct Throttled {
+    /// When the last line was logged, and how many were held back since.
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl Throttled {
+    fn warn(&self, message: std::fmt::Arguments<'_>) {
+        let mut state = lock(&self.state);
+        let now = Instant::now();
+        if state.0.is_some_and(|last| now.duration_since(last) < LOG_EVERY) {
+            state.1 += 1;
+            return;
+        }
+        let held_back = std::mem::take(&mut state.1);
+        state.0 = Some(now);
+        drop(state);
+        if held_back > 0 {
+            tracing::warn!("{message} (and {held_back} more like it in the last {LOG_EVERY:?})");
+        } else {
+            tracing::warn!("{message}");
+        }
+    }
+}
+
+/// Accepted connections, in all and by address.
+#[derive(Default)]
+struct Accepted {
+    total: usize,
+    by_address: HashMap<IpAddr, usize>,
+}
+
+/// One accepted connection's place in [`Accepted`]; given back on drop.
+struct Admitted {
+    net: Arc<Net>,
+    address: IpAddr,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut accepted = lock(&self.net.accepted);
+        accepted.total -= 1;
+        if let Some(n) = accepted.by_address.get_mut(&self.address) {
+            *n -= 1;
+            if *n == 0 {
+                accepted.by_address.remove(&self.address);
+            }
+        }
+    }
 }
 
 /// A member's connection, once made; locked while it is being made.
@@ -125,6 +197,12 @@ pub struct Net {
     inbound: Mutex<HashMap<String, Inbound>>,
     next_inbound: AtomicU64,
     next_req: AtomicU64,
+    limits: Limits,
+    accepted: Mutex<Accepted>,
+    /// One throttle per kind of warning: strangers, limits, accept errors.
+    refusals: Throttled,
+    over_limit: Throttled,
+    accept_failures: Throttled,
     pub counters: Arc<Counters>,
 }
 
@@ -138,12 +216,14 @@ impl IntoFrame for Vec<u8> {
     }
 }
 
+/// The codec of a new connection: frames up to [`HELLO_MAX_FRAME`] until
+/// the handshake is done (then [`Limits::max_frame_bytes`]).
 fn codec() -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME).new_codec()
+    LengthDelimitedCodec::builder().max_frame_length(HELLO_MAX_FRAME).new_codec()
 }
 
 impl Net {
-    pub fn new(local: &str, cluster: &str, wire: Wire, sealer: Sealer) -> Arc<Net> {
+    pub fn new(local: &str, cluster: &str, wire: Wire, sealer: Sealer, limits: Limits) -> Arc<Net> {
         Arc::new(Net {
             local: local.into(),
             cluster: cluster.into(),
@@ -153,6 +233,11 @@ impl Net {
             inbound: Mutex::new(HashMap::new()),
             next_inbound: AtomicU64::new(1),
             next_req: AtomicU64::new(1),
+            limits,
+            accepted: Mutex::default(),
+            refusals: Throttled::default(),
+            over_limit: Throttled::default(),
+            accept_failures: Throttled::default(),
             counters: Arc::default(),
         })
     }
@@ -174,22 +259,87 @@ impl Net {
 
     /// Accepts connections on `listener` until the task is dropped.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, handler: Arc<dyn Handler>) {
+        const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+        let mut backoff = FIRST_BACKOFF;
         loop {
-            let Ok((stream, peer)) = listener.accept().await else { continue };
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => {
+                    backoff = FIRST_BACKOFF;
+                    accepted
+                }
+                Err(e) => {
+                    // Out of file descriptors or memory: the connection stays
+                    // queued, so accepting again at once would spin a core.
+                    self.counters.accept_errors.fetch_add(1, Ordering::Relaxed);
+                    self.accept_failures.warn(format_args!(
+                        "could not accept a connection on the member port: {e}; trying again in {backoff:?} (raise the open files limit if this is EMFILE)"
+                    ));
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            let Some(admitted) = self.admit(peer.ip()) else {
+                self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                let accepted = lock(&self.accepted);
+                let (total, here) = (accepted.total, accepted.by_address.get(&peer.ip()).copied().unwrap_or(0));
+                drop(accepted);
+                self.over_limit.warn(format_args!(
+                    "refused a connection from {peer}: {total} connections are open ({here} from its address); the limits are [limits] max_connections = {} and max_connections_per_address = {} in gossip.toml",
+                    self.limits.max_connections, self.limits.max_connections_per_address
+                ));
+                drop(stream);
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let net = self.clone();
             let handler = handler.clone();
-            tokio::spawn(async move { net.serve_one(stream, peer, handler).await });
+            tokio::spawn(async move { net.serve_one(stream, peer, handler, admitted).await });
         }
     }
 
-    async fn serve_one(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, handler: Arc<dyn Handler>) {
+    /// Counts a new connection from `address` in, unless a limit is reached.
+    fn admit(self: &Arc<Self>, address: IpAddr) -> Option<Admitted> {
+        let mut accepted = lock(&self.accepted);
+        let here = accepted.by_address.get(&address).copied().unwrap_or(0);
+        if accepted.total >= self.limits.max_connections || here >= self.limits.max_connections_per_address {
+            return None;
+        }
+        accepted.total += 1;
+        *accepted.by_address.entry(address).or_default() += 1;
+        Some(Admitted { net: self.clone(), address })
+    }
+
+    /// Counts and logs (throttled) a connection closed before it became a member's.
+    fn refuse(&self, peer: SocketAddr, why: &str) {
+        self.counters.refused.fetch_add(1, Ordering::Relaxed);
+        self.refusals.warn(format_args!("closed a connection from {peer} on the member port: {why}"));
+    }
+
+    async fn serve_one(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        handler: Arc<dyn Handler>,
+        _admitted: Admitted,
+    ) {
         let mut framed = Framed::new(stream, codec());
-        let hello = tokio::time::timeout(Duration::from_secs(10), framed.next()).await;
-        let Ok(Some(Ok(frame))) = hello else { return };
+        let timeout = Duration::from_millis(self.limits.hello_timeout_ms);
+        let frame = match tokio::time::timeout(timeout, framed.next()).await {
+            Ok(Some(Ok(frame))) => frame,
+            Ok(Some(Err(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return self.refuse(peer, &format!("its first frame is over {HELLO_MAX_FRAME} bytes (not a Hello)"));
+            }
+            Ok(Some(Err(e))) => return self.refuse(peer, &format!("it failed before its Hello: {e}")),
+            Ok(None) => return self.refuse(peer, "it closed before sending a Hello"),
+            Err(_) => return self.refuse(peer, &format!("no Hello within {timeout:?}")),
+        };
         let Some(Msg::Hello { cluster, member, wire_major, wire_minor }) = self.open(&frame) else {
-            // Wrong key or not a member: counted in `dropped`, no answer.
-            return;
+            // Not answered: a stranger learns nothing.
+            return self.refuse(
+                peer,
+                "its first frame is not a Hello sealed with this cluster's key (another cluster key, or not a member)",
+            );
         };
         let refusal = if cluster != self.cluster {
             Some(format!("member {member} is in cluster {cluster:?}, this member in {:?}", self.cluster))
@@ -210,6 +360,8 @@ impl Net {
         if framed.send(self.seal(&Msg::Welcome { member: self.local.clone() }).into_bytes_frame()).await.is_err() {
             return;
         }
+        // A member now: its frames may be as large as the limit allows.
+        framed.codec_mut().set_max_frame_length(self.limits.max_frame_bytes);
         let (sink, mut stream) = framed.split();
         let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
         let close = tokio_util::sync::CancellationToken::new();
@@ -227,8 +379,24 @@ impl Net {
                 frame = stream.next() => frame,
                 _ = close.cancelled() => None,
             };
-            let Some(Ok(frame)) = frame else { break };
-            let Some(msg) = self.open(&frame) else { continue };
+            let frame = match frame {
+                Some(Ok(frame)) => frame,
+                Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                    self.refusals.warn(format_args!(
+                        "closed the connection from member {member} at {peer}: a frame over [limits] max_frame_bytes = {} (raise it on every member if such writes are meant)",
+                        self.limits.max_frame_bytes
+                    ));
+                    break;
+                }
+                _ => break,
+            };
+            let Some(msg) = self.open(&frame) else {
+                self.refusals.warn(format_args!(
+                    "dropped a frame from member {member} at {peer} that does not open with the cluster key (counted in packets_dropped)"
+                ));
+                continue;
+            };
             let (net, handler, tx, from) = (self.clone(), handler.clone(), tx.clone(), member.clone());
             tokio::spawn(async move {
                 if let Some(reply) = handler.handle(from, msg).await {
@@ -278,11 +446,28 @@ impl Net {
                     tracing::error!("member {member} refused this member: {reason}");
                     return Err(NetError::Refused { member: member.into(), reason });
                 }
-                _ => return Err(connect_error("it answered with something other than a welcome".into())),
+                Some(_) => return Err(connect_error("it answered the Hello with something other than a Welcome".into())),
+                None => {
+                    return Err(connect_error(
+                        "its answer to the Hello does not open with this cluster's key (another cluster key?)".into(),
+                    ))
+                }
             },
-            // No answer usually means the peer could not open our hello: another cluster key.
-            _ => return Err(connect_error("no welcome (does it use the same cluster key?)".into())),
+            Ok(Some(Err(e))) => return Err(connect_error(format!("the connection failed during the Hello: {e}"))),
+            // A member closes without answering when it is stopping, or
+            // when it could not open the Hello (another cluster key).
+            Ok(None) => {
+                return Err(connect_error(
+                    "it closed the connection without answering the Hello: it is stopping or restarting, or it uses another cluster key".into(),
+                ))
+            }
+            Err(_) => {
+                return Err(connect_error(format!(
+                    "no answer to the Hello within {timeout:?}: it is overloaded or stopped, or it uses another cluster key"
+                )))
+            }
         }
+        framed.codec_mut().set_max_frame_length(self.limits.max_frame_bytes);
         let (sink, mut stream) = framed.split();
         let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
         // Fired when the peer closes: nothing more can be sent to it.
@@ -408,11 +593,137 @@ mod tests {
     }
 
     async fn server(wire: Wire) -> (Arc<Net>, SocketAddr) {
+        server_with(wire, Limits::default()).await
+    }
+
+    async fn server_with(wire: Wire, limits: Limits) -> (Arc<Net>, SocketAddr) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let net = Net::new("server", "c", wire, Sealer::with_key(&[1; 32], "c"));
+        let net = Net::new("server", "c", wire, Sealer::with_key(&[1; 32], "c"), limits);
         tokio::spawn(net.clone().serve(listener, Arc::new(Echo)));
         (net, addr)
+    }
+
+    fn refused(net: &Net) -> u64 {
+        net.counters.refused.load(Ordering::Relaxed)
+    }
+
+    /// Reads until the server closes the connection (or 5 s pass): true if it closed.
+    async fn closed_by_server(stream: &mut TcpStream) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 1024];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !condition() {
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stranger_announcing_a_huge_first_frame_is_cut_off_at_the_hello_cap() {
+        use tokio::io::AsyncWriteExt;
+        let (net, addr) = server(Wire::default()).await;
+        let mut stranger = TcpStream::connect(addr).await.unwrap();
+        stranger.write_all(&(250u32 << 20).to_be_bytes()).await.unwrap();
+        // Whatever follows is never buffered: the length alone is refused.
+        let _ = stranger.write_all(&vec![0u8; 64 << 10]).await;
+        assert!(closed_by_server(&mut stranger).await, "the server kept the connection open");
+        wait_for("the refusal to be counted", || refused(&net) == 1).await;
+    }
+
+    #[tokio::test]
+    async fn garbage_and_silence_are_refused_and_counted() {
+        use tokio::io::AsyncWriteExt;
+        let limits = Limits { hello_timeout_ms: 300, ..Limits::default() };
+        let (net, addr) = server_with(Wire::default(), limits).await;
+        // A small frame that is not a sealed Hello.
+        let mut garbage = TcpStream::connect(addr).await.unwrap();
+        garbage.write_all(&10u32.to_be_bytes()).await.unwrap();
+        garbage.write_all(b"0123456789").await.unwrap();
+        assert!(closed_by_server(&mut garbage).await);
+        // Half a frame, then nothing: closed at the Hello deadline.
+        let mut slow = TcpStream::connect(addr).await.unwrap();
+        slow.write_all(&100u32.to_be_bytes()).await.unwrap();
+        assert!(closed_by_server(&mut slow).await);
+        // Nothing at all.
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        assert!(closed_by_server(&mut silent).await);
+        // Connected and gone at once.
+        drop(TcpStream::connect(addr).await.unwrap());
+        wait_for("four refusals", || refused(&net) == 4).await;
+        // A member still gets in.
+        let client = Net::new("client", "c", Wire::default(), Sealer::with_key(&[1; 32], "c"), Limits::default());
+        let answer =
+            client.request("server", addr, Msg::Replicate { req: 1, entries: vec![] }, 1, Duration::from_secs(5)).await;
+        assert!(matches!(answer, Ok(Msg::Ack { req: 1 })), "{answer:?}");
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_limit_are_closed_at_once_and_the_count_comes_back() {
+        let limits = Limits { max_connections_per_address: 3, hello_timeout_ms: 60_000, ..Limits::default() };
+        let (net, addr) = server_with(Wire::default(), limits).await;
+        let mut idle = Vec::new();
+        for _ in 0..3 {
+            idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        wait_for("three accepted", || lock(&net.accepted).total == 3).await;
+        let mut over = TcpStream::connect(addr).await.unwrap();
+        assert!(closed_by_server(&mut over).await, "a fourth connection from the address was kept");
+        assert_eq!(refused(&net), 1);
+        // The idle ones were not closed meanwhile (their Hello deadline is a minute).
+        assert_eq!(lock(&net.accepted).total, 3);
+        drop(idle);
+        wait_for("the closed connections to be given back", || lock(&net.accepted).total == 0).await;
+        let client = Net::new("client", "c", Wire::default(), Sealer::with_key(&[1; 32], "c"), Limits::default());
+        let answer =
+            client.request("server", addr, Msg::Replicate { req: 1, entries: vec![] }, 1, Duration::from_secs(5)).await;
+        assert!(matches!(answer, Ok(Msg::Ack { req: 1 })), "{answer:?}");
+    }
+
+    #[tokio::test]
+    async fn a_members_frame_over_the_limit_closes_its_connection() {
+        let limits = Limits { max_frame_bytes: 64 << 10, ..Limits::default() };
+        let (net, addr) = server_with(Wire::default(), limits.clone()).await;
+        let client = Net::new("client", "c", Wire::default(), Sealer::with_key(&[1; 32], "c"), Limits::default());
+        let small = Msg::Replicate { req: 1, entries: vec![] };
+        assert!(client.request("server", addr, small, 1, Duration::from_secs(5)).await.is_ok());
+        let entry = crate::store::WireEntry {
+            cache: "c".into(),
+            key: b"k".to_vec(),
+            value: Some(vec![7; 100 << 10]),
+            version: crate::store::Version { hlc: 1, member: 1 },
+        };
+        let big = Msg::Replicate { req: 2, entries: vec![entry] };
+        let answer = client.request("server", addr, big, 2, Duration::from_secs(5)).await;
+        assert!(matches!(answer, Err(NetError::Closed { .. })), "{answer:?}");
+        assert_eq!(refused(&net), 1);
+    }
+
+    #[tokio::test]
+    async fn a_member_that_connects_again_replaces_its_older_connection() {
+        let (net, addr) = server(Wire::default()).await;
+        let timeout = Duration::from_secs(5);
+        for round in 1..=3u64 {
+            // A new Net each round: a member restarted or re-joined, its old socket not closed.
+            let client = Net::new("client", "c", Wire::default(), Sealer::with_key(&[1; 32], "c"), Limits::default());
+            let answer =
+                client.request("server", addr, Msg::Replicate { req: round, entries: vec![] }, round, timeout).await;
+            assert!(answer.is_ok(), "{answer:?}");
+            std::mem::forget(client);
+            wait_for("one accepted connection", || lock(&net.accepted).total == 1 && net.connection_counts().1 == 1)
+                .await;
+        }
     }
 
     #[tokio::test]
@@ -421,7 +732,7 @@ mod tests {
         // Accepts connections (the kernel does) but never answers a hello: a stopped process.
         let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let mute_addr = mute.local_addr().unwrap();
-        let client = Net::new("client", "c", Wire::default(), Sealer::with_key(&[1; 32], "c"));
+        let client = Net::new("client", "c", Wire::default(), Sealer::with_key(&[1; 32], "c"), Limits::default());
         let stuck = {
             let client = client.clone();
             tokio::spawn(async move {
@@ -444,14 +755,16 @@ mod tests {
         let (server_net, addr) = server(Wire { major: 1, minor: 0 }).await;
         let timeout = Duration::from_secs(5);
 
-        let newer = Net::new("newer", "c", Wire { major: 2, minor: 0 }, Sealer::with_key(&[1; 32], "c"));
+        let newer =
+            Net::new("newer", "c", Wire { major: 2, minor: 0 }, Sealer::with_key(&[1; 32], "c"), Limits::default());
         let err = newer.request("server", addr, Msg::Replicate { req: 1, entries: vec![] }, 1, timeout).await;
         let Err(NetError::Refused { reason, .. }) = err else { panic!("expected a refusal, got {err:?}") };
         assert!(reason.contains("member newer speaks wire protocol 2.0, member server speaks 1.0"), "{reason}");
         assert!(reason.contains("majors differ"), "{reason}");
         assert_eq!(server_net.counters.refused.load(Ordering::Relaxed), 1);
 
-        let minor = Net::new("minor", "c", Wire { major: 1, minor: 7 }, Sealer::with_key(&[1; 32], "c"));
+        let minor =
+            Net::new("minor", "c", Wire { major: 1, minor: 7 }, Sealer::with_key(&[1; 32], "c"), Limits::default());
         let answer = minor.request("server", addr, Msg::Replicate { req: 2, entries: vec![] }, 2, timeout).await;
         assert!(matches!(answer, Ok(Msg::Ack { req: 2 })), "{answer:?}");
     }

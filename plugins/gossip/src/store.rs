@@ -71,6 +71,32 @@ struct Slot {
 
 type Map = HashMap<Vec<u8>, Slot>;
 
+/// About how many bytes an entry takes in a frame (its strings and bytes
+/// plus the version and postcard's length prefixes).
+pub fn entry_size(cache: &str, key: &[u8], value: Option<&[u8]>) -> usize {
+    cache.len() + key.len() + value.map_or(0, <[u8]>::len) + 32
+}
+
+/// Splits `entries` into runs of about `max_bytes` each (at least one entry each).
+pub fn chunks(entries: Vec<WireEntry>, max_bytes: usize) -> Vec<Vec<WireEntry>> {
+    let mut out = Vec::new();
+    let mut current = Vec::new();
+    let mut bytes = 0;
+    for entry in entries {
+        let size = entry_size(&entry.cache, &entry.key, entry.value.as_deref());
+        if !current.is_empty() && bytes + size > max_bytes {
+            out.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += size;
+        current.push(entry);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
 /// Every cache this member holds.
 #[derive(Default)]
 pub struct Store {
@@ -125,6 +151,45 @@ impl Store {
         out
     }
 
+    /// One page of [`snapshot`](Self::snapshot) in (cache, key) order: the
+    /// slots after `after`, until about `max_bytes` of them (at least one);
+    /// and whether slots after the page remain.
+    ///
+    /// Each page sorts what is left after the cursor, so a transfer of n
+    /// entries in p pages costs O(p · n log n); fine for the replicated
+    /// caches gossip is for (every member holds everything anyway).
+    pub fn page(&self, after: Option<&(String, Vec<u8>)>, max_bytes: usize) -> (Vec<WireEntry>, bool) {
+        let caches = self.lock();
+        let mut names: Vec<&String> = caches.keys().collect();
+        names.sort();
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for name in names {
+            if after.is_some_and(|(cache, _)| name < cache) {
+                continue;
+            }
+            let map = &caches[name];
+            let mut keys: Vec<&Vec<u8>> =
+                map.keys().filter(|k| after.is_none_or(|(cache, key)| name > cache || *k > key)).collect();
+            keys.sort();
+            for key in keys {
+                let slot = &map[key];
+                let size = entry_size(name, key, slot.value.as_deref());
+                if !out.is_empty() && bytes + size > max_bytes {
+                    return (out, true);
+                }
+                bytes += size;
+                out.push(WireEntry {
+                    cache: name.clone(),
+                    key: key.clone(),
+                    value: slot.value.clone(),
+                    version: slot.version,
+                });
+            }
+        }
+        (out, false)
+    }
+
     /// The live entries of `cache`, with their write time for the host.
     pub fn entries(&self, cache: &str) -> Vec<Entry> {
         let caches = self.lock();
@@ -168,6 +233,47 @@ mod tests {
             value: value.map(|v| v.as_bytes().to_vec()),
             version: Version { hlc, member },
         }
+    }
+
+    #[test]
+    fn pages_cover_the_snapshot_once_in_order_and_chunks_keep_every_entry() {
+        let store = Store::default();
+        for cache in ["b", "a"] {
+            for i in 0..50 {
+                let mut e = entry(&format!("k{i:02}"), Some(&"v".repeat(100)), i, 1);
+                e.cache = cache.into();
+                store.apply(e);
+            }
+        }
+        let mut seen = Vec::new();
+        let mut after = None;
+        let mut pages = 0;
+        loop {
+            let (page, more) = store.page(after.as_ref(), 1000);
+            assert!(!page.is_empty());
+            let bytes: usize = page.iter().map(|e| entry_size(&e.cache, &e.key, e.value.as_deref())).sum();
+            assert!(bytes <= 1000, "{bytes}");
+            pages += 1;
+            let last = page.last().unwrap();
+            after = Some((last.cache.clone(), last.key.clone()));
+            seen.extend(page.into_iter().map(|e| (e.cache, e.key)));
+            if !more {
+                break;
+            }
+        }
+        assert!(pages > 10, "{pages}");
+        let mut sorted = seen.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(seen, sorted, "pages come in order, each entry once");
+        assert_eq!(seen.len(), 100);
+        // An entry larger than a page still travels, alone.
+        let (page, _) = store.page(None, 10);
+        assert_eq!(page.len(), 1);
+
+        let chunks = chunks(store.snapshot(), 1000);
+        assert_eq!(chunks.iter().map(Vec::len).sum::<usize>(), 100);
+        assert!(chunks.len() > 10);
     }
 
     #[test]

@@ -8,7 +8,9 @@ use crate::store::WireEntry;
 /// What this build speaks when its manifest does not say (the manifest's
 /// `wire_protocol` is what a member announces; a release tool may restamp it).
 pub const WIRE_MAJOR: u16 = 1;
-pub const WIRE_MINOR: u16 = 0;
+/// Minor 1 added paged state transfer (`StatePageRequest` / `StatePage`);
+/// a member asks a peer of minor 0 with the one-frame `StateRequest`.
+pub const WIRE_MINOR: u16 = 1;
 
 /// A wire-protocol version; peers talk when the majors match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,9 +30,6 @@ impl std::fmt::Display for Wire {
         write!(f, "{}.{}", self.major, self.minor)
     }
 }
-
-/// Largest frame accepted (a full state transfer is one frame).
-pub const MAX_FRAME: usize = 256 * 1024 * 1024;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Msg {
@@ -107,6 +106,21 @@ pub enum Msg {
         req: u64,
         outcome: Result<Vec<u8>, String>,
     },
+    // Wire 1.1 (appended: postcard numbers variants in order, so the ones
+    // above keep their encoding and a 1.0 member still reads them).
+    /// Asks for one page of the entries held: those after `after` (cache,
+    /// key) in order, up to about `max_bytes`; answered by `StatePage`.
+    StatePageRequest {
+        req: u64,
+        after: Option<(String, Vec<u8>)>,
+        max_bytes: u64,
+    },
+    /// One page; `more` when entries after its last one remain.
+    StatePage {
+        req: u64,
+        entries: Vec<WireEntry>,
+        more: bool,
+    },
 }
 
 impl Msg {
@@ -115,6 +129,7 @@ impl Msg {
         match self {
             Msg::Ack { req }
             | Msg::State { req, .. }
+            | Msg::StatePage { req, .. }
             | Msg::LockReply { req, .. }
             | Msg::UnlockReply { req, .. }
             | Msg::TaskReply { req, .. } => Some(*req),
