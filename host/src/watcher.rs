@@ -22,14 +22,21 @@ pub struct Stamp {
     len: u64,
     modified: Option<SystemTime>,
     inode: u64,
+    /// A regular file (through a symlink or not). Anything else (a
+    /// directory, a dangling symlink, a FIFO) is reported at once, so the
+    /// manager refuses it with its reason instead of it being ignored.
+    regular: bool,
 }
 
 impl Stamp {
-    /// The stamp of `path` now, if it is a regular file.
+    /// The stamp of `path` now: the file it names, else the entry itself.
     pub fn of(path: &Path) -> Option<Stamp> {
         use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::metadata(path).ok()?;
-        meta.is_file().then(|| Stamp { len: meta.len(), modified: meta.modified().ok(), inode: meta.ino() })
+        let (meta, regular) = match std::fs::metadata(path) {
+            Ok(meta) if meta.is_file() => (meta, true),
+            _ => (std::fs::symlink_metadata(path).ok()?, false),
+        };
+        Some(Stamp { len: meta.len(), modified: meta.modified().ok(), inode: meta.ino(), regular })
     }
 }
 
@@ -96,7 +103,8 @@ impl Reconciler {
                 self.pending.remove(path);
                 continue;
             }
-            let known_complete = complete.contains(path);
+            // Not a file that could still be being written: nothing to settle.
+            let known_complete = complete.contains(path) || !stamp.regular;
             match self.pending.get(path) {
                 _ if known_complete => {
                     self.pending.remove(path);

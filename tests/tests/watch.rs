@@ -120,6 +120,29 @@ fn drop_replace_remove(mode: &str) {
     assert!(journal.ends_with("fixture stop\n"), "{journal}");
 }
 
+/// Issue 14, finding 13: a directory or a dangling symlink dropped into a
+/// running node is listed as rejected with its reason, as at start.
+fn a_directory_or_dangling_symlink_dropped_live_is_rejected_with_a_reason(mode: &str) {
+    let home = Home::new(mode, "");
+    let node = NodeProcess::start(home.path());
+    node.wait_for_log(&["watching the plugins directory", &format!("mode=\"{mode}\"")], DEADLINE);
+    std::fs::create_dir(home.plugins().join("y5.so")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent", home.plugins().join("y6.so")).unwrap();
+    for file in ["y5.so", "y6.so"] {
+        let mut last = None;
+        wait_until(&format!("{file} to be listed as rejected"), DEADLINE, || {
+            last = home.record(file);
+            last.as_ref().is_some_and(|r| r.state == PluginState::Rejected)
+        });
+        let reason = last.and_then(|r| r.reason).unwrap_or_default();
+        assert!(reason.contains("is not a regular file"), "{file}: {reason}");
+    }
+    // Made a real plugin afterwards, it loads.
+    std::fs::remove_file(home.plugins().join("y6.so")).unwrap();
+    publish_by_rename(&home.build("v1.so", "1.0.0", ""), &home.plugins().join("y6.so"));
+    home.wait_for("y6.so", PluginState::Active, "1.0.0");
+}
+
 fn slow_write_is_not_loaded_before_complete(mode: &str) {
     let home = Home::new(mode, "");
     let node = NodeProcess::start(home.path());
@@ -223,4 +246,14 @@ fn notify_properties_edits_apply_live_and_bad_edits_change_nothing() {
 #[test]
 fn poll_properties_edits_apply_live_and_bad_edits_change_nothing() {
     properties_edits_apply_live_and_bad_edits_change_nothing("poll");
+}
+
+#[test]
+fn notify_a_directory_or_dangling_symlink_dropped_live_is_rejected_with_a_reason() {
+    a_directory_or_dangling_symlink_dropped_live_is_rejected_with_a_reason("notify");
+}
+
+#[test]
+fn poll_a_directory_or_dangling_symlink_dropped_live_is_rejected_with_a_reason() {
+    a_directory_or_dangling_symlink_dropped_live_is_rejected_with_a_reason("poll");
 }
