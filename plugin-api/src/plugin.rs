@@ -84,6 +84,9 @@ struct Adapter<P> {
     /// `None` only while being dropped.
     plugin: Option<Arc<P>>,
     runtime: Option<tokio::runtime::Runtime>,
+    /// Set just before the runtime shuts down; the strategy's adapter
+    /// checks it so no call is polled on a runtime that is going away.
+    stopped: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl<P: Plugin> Adapter<P> {
@@ -113,7 +116,7 @@ impl<P: Plugin> PluginInstance for Adapter<P> {
     fn cluster_strategy(&self, callbacks: ClusterCallbacksBox) -> RResult<ROption<StrategyBox>, PluginError> {
         let runtime = self.runtime.as_ref().expect("the runtime lives until the adapter is dropped");
         let plugin = self.plugin.as_ref().expect("the plugin lives until the adapter is dropped");
-        let cluster = ClusterHost::new(callbacks, runtime.handle().clone());
+        let cluster = ClusterHost::with_stop_flag(callbacks, runtime.handle().clone(), self.stopped.clone());
         let _entered = runtime.enter();
         match catch_unwind(AssertUnwindSafe(|| plugin.cluster_strategy(&cluster))) {
             Ok(Ok(strategy)) => ROk(strategy.into()),
@@ -135,6 +138,7 @@ impl<P> Drop for Adapter<P> {
     fn drop(&mut self) {
         // The plugin's own Drop is plugin code: a panic there must not unwind
         // into the host (it would abort the process).
+        self.stopped.store(true, std::sync::atomic::Ordering::Release);
         let plugin = self.plugin.take();
         let _ = catch_unwind(AssertUnwindSafe(move || drop(plugin)));
         // The host may drop us from any thread, including one of its async
@@ -175,7 +179,7 @@ pub fn create_instance<P: Plugin>(
             let _entered = runtime.enter();
             create(&host).map_err(|e| PluginError::failed(e.to_string()))?
         };
-        let adapter = Adapter { plugin: Some(Arc::new(plugin)), runtime: Some(runtime) };
+        let adapter = Adapter { plugin: Some(Arc::new(plugin)), runtime: Some(runtime), stopped: Arc::default() };
         Ok(PluginInstance_TO::from_value(adapter, TD_Opaque))
     }));
     match outcome {

@@ -11,6 +11,7 @@
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -106,12 +107,24 @@ pub trait Strategy: Send + Sync + 'static {
 pub struct ClusterHost {
     callbacks: ClusterCallbacksBox,
     runtime: tokio::runtime::Handle,
+    /// Set once the runtime is shutting down (the plugin was dropped).
+    stopped: Arc<AtomicBool>,
 }
 
 impl ClusterHost {
     /// Wraps the host's callbacks; `runtime` is the strategy's own runtime.
     pub fn new(callbacks: ClusterCallbacksBox, runtime: tokio::runtime::Handle) -> Self {
-        ClusterHost { callbacks, runtime }
+        ClusterHost { callbacks, runtime, stopped: Arc::default() }
+    }
+
+    /// As [`new`](Self::new), with the flag the plugin sets before it shuts
+    /// its runtime down.
+    pub(crate) fn with_stop_flag(
+        callbacks: ClusterCallbacksBox,
+        runtime: tokio::runtime::Handle,
+        stopped: Arc<AtomicBool>,
+    ) -> Self {
+        ClusterHost { callbacks, runtime, stopped }
     }
 
     /// Queues an event for the host (never blocks).
@@ -138,7 +151,11 @@ impl ClusterHost {
     /// Carries `strategy` across the boundary.
     pub fn into_boundary<S: Strategy>(&self, strategy: S) -> StrategyBox {
         ClusterStrategy_TO::from_value(
-            StrategyAdapter { inner: std::mem::ManuallyDrop::new(Arc::new(strategy)), runtime: self.runtime.clone() },
+            StrategyAdapter {
+                inner: std::mem::ManuallyDrop::new(Arc::new(strategy)),
+                runtime: self.runtime.clone(),
+                stopped: self.stopped.clone(),
+            },
             TD_Opaque,
         )
     }
@@ -148,11 +165,21 @@ struct StrategyAdapter<S> {
     /// Dropped by hand, inside `catch_unwind`.
     inner: std::mem::ManuallyDrop<Arc<S>>,
     runtime: tokio::runtime::Handle,
+    /// The plugin's stop flag (see `ClusterHost`): a call after the plugin stopped (a
+    /// lock guard dropped late, say) is answered at once, never polled on
+    /// a runtime that is shutting down (where a timer panics).
+    stopped: Arc<AtomicBool>,
+}
+
+/// What a call answers once the plugin has stopped.
+fn stopped_error() -> PluginError {
+    PluginError::failed("the strategy's plugin has stopped (it was removed or replaced); nothing was done")
 }
 
 /// Polls a plugin future inside the plugin's runtime context, catching panics.
 struct Guarded<F, M> {
     runtime: tokio::runtime::Handle,
+    stopped: Arc<AtomicBool>,
     future: Option<F>,
     map: Option<M>,
 }
@@ -169,6 +196,12 @@ where
         let Some(future) = this.future.as_mut() else {
             return Poll::Ready(RErr(PluginError::failed("polled after completion")));
         };
+        if this.stopped.load(Ordering::Acquire) {
+            // Dropping it is plugin code too; the runtime is going away.
+            let future = this.future.take();
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(future)));
+            return Poll::Ready(RErr(stopped_error()));
+        }
         let _entered = this.runtime.enter();
         let outcome = catch_unwind(AssertUnwindSafe(|| Pin::new(future).poll(cx)));
         let result = match outcome {
@@ -199,14 +232,22 @@ impl<S: Strategy> StrategyAdapter<S> {
         T: 'static,
         U: 'static,
     {
+        if self.stopped.load(Ordering::Acquire) {
+            let error = stopped_error();
+            return async move { RErr(error) }.into_ffi();
+        }
         let made = {
             let _entered = self.runtime.enter();
             catch_unwind(AssertUnwindSafe(|| make(&self.inner)))
         };
         match made {
-            Ok(future) => {
-                Guarded { runtime: self.runtime.clone(), future: Some(Box::pin(future)), map: Some(map) }.into_ffi()
+            Ok(future) => Guarded {
+                runtime: self.runtime.clone(),
+                stopped: self.stopped.clone(),
+                future: Some(Box::pin(future)),
+                map: Some(map),
             }
+            .into_ffi(),
             Err(payload) => {
                 let error = PluginError::panicked(panic_message(payload));
                 async move { RErr(error) }.into_ffi()

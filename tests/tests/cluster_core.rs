@@ -540,3 +540,27 @@ async fn redis_locks_carry_growing_fencing_numbers_and_release_only_their_own() 
     let (_, third) = redis_lock(single(&cluster), "orders").expect("the lock is in Redis");
     assert!(third > second, "fencing numbers still grow after a restart that lost the counter: {second} then {third}");
 }
+
+/// Issue 14, finding 14: a lock held while its strategy plugin stops (the
+/// plugin is removed) is released afterwards without a panic in the
+/// plugin: the stopped plugin's runtime is never polled, the release
+/// answers that the strategy has stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_released_after_its_strategy_plugin_stopped_answers_without_a_panic() {
+    for backend in [Backend::Redis, Backend::Gossip] {
+        let mut cluster = TestCluster::clustered(backend, &["a"]).await;
+        let a = cluster.node("a").clone();
+        let held = a.lock("orders").await.unwrap();
+        cluster.detach("a").await;
+        let answer = held.unlock().await;
+        let message = match &answer {
+            Ok(released) => format!("Ok({released})"),
+            Err(e) => e.to_string(),
+        };
+        assert!(!message.contains("panic"), "{message}");
+        assert!(
+            matches!(answer, Ok(false)) || message.contains("has stopped"),
+            "the release says the strategy stopped (or that the lock was already released): {message}"
+        );
+    }
+}
