@@ -18,6 +18,7 @@ pub mod status;
 pub mod upgrade;
 pub mod watcher;
 
+pub use logging::human_time;
 pub use manager::{LoadError, LoadOutcome, ManagerConfig, PluginManager};
 pub use registry::{PluginRecord, PluginState};
 

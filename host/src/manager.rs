@@ -332,7 +332,19 @@ impl PluginManager {
         let index = active.iter().position(|a| a.manifest.id == id).expect("Replace is only decided for an active id");
         let old = active.remove(index);
         self.detach_strategy(&old.manifest).await;
-        self.set_state(&old.file, PluginState::Stopping, None);
+        if old.file == file {
+            // The file's record already names the new version; the one
+            // stopping is the old, so say that rather than the record's label.
+            let to = &manifest.version;
+            self.registry().set(
+                file,
+                PluginState::Stopping,
+                Some(format!("{id} {from} stops for the upgrade to {to}")),
+            );
+            tracing::info!(plugin = %id, file = %file.display(), state = %PluginState::Stopping, "{id} {from} stopping (replaced by {to})");
+        } else {
+            self.set_state(&old.file, PluginState::Stopping, None);
+        }
         if let Err(e) = loader::call(&id, &old.instance, Phase::Stop, budget).await {
             tracing::warn!(plugin = %id, "stopping {id} {from} for the upgrade failed: {e}; going on with the upgrade");
         }

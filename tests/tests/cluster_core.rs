@@ -268,6 +268,9 @@ async fn disabling_and_enabling_on_one_node_changes_every_node(backend: Backend)
             panic!("{} is not standalone with a reason: {:?}", node.name, node.cluster.state())
         };
         assert!(reason.contains("disabled cluster-wide by a"), "{reason}");
+        // When, as a person reads it (issue 14, finding 15): a UTC date, not epoch milliseconds.
+        let when = reason.rsplit(" at ").next().unwrap_or_default();
+        assert!(when.len() == 20 && when.ends_with('Z') && when.as_bytes()[10] == b'T', "{reason}");
         assert!(!node.cluster.enabled());
         // Each kept the clustered entry as a standalone one.
         let mine = node.cluster.caches().cache::<String, u64>("counters");

@@ -95,6 +95,8 @@ fn fifty_hot_upgrades_of_a_plugin_leave_no_descriptors_or_threads_behind() {
             active_version(&url, "hello").as_deref() == Some(version.as_str())
         });
     }
+    // The log names the version that stops, not the one replacing it (issue 14, finding 15).
+    node.wait_for_log(&["hello 1.2.0 stopping (replaced by 1.3.0)"], DEADLINE);
     let after = wait_back_to(&format!("{UPGRADES} hot upgrades of hello"), node.pid(), base);
     // No private copy is kept on disk once it is mapped.
     let copies = private_copies(node.pid());

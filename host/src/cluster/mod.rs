@@ -868,7 +868,11 @@ impl Actor {
         if self.enabled.at_ms == 0 {
             "clustering.enabled is false in clusterhost.properties".to_string()
         } else {
-            format!("clustering was disabled cluster-wide by {} at {} ms", self.enabled.by, self.enabled.at_ms)
+            format!(
+                "clustering was disabled cluster-wide by {} at {}",
+                self.enabled.by,
+                crate::logging::human_time(self.enabled.at_ms)
+            )
         }
     }
 
@@ -1012,7 +1016,9 @@ impl Actor {
     /// This node is in the cluster: caches first, then listeners.
     async fn join(&mut self, strategy: &Arc<StrategyRef>) -> Result<(), ClusterError> {
         match self.inner.caches.join(strategy.clone()).await {
-            Ok(moved) => tracing::info!("joined the cluster; {moved} standalone cache entries merged into it"),
+            Ok(moved) => tracing::info!(
+                "joined the cluster; {moved} cache entries held on this node (written while it was alone, or kept from its last join) merged into it"
+            ),
             Err(e) => {
                 tracing::error!(
                     "joined, but the standalone caches could not be merged: {e}; leaving again so nothing is lost"
