@@ -100,7 +100,9 @@ impl PrivateStore {
         let mut bytes = Vec::new();
         input.read_to_end(&mut bytes)?;
         let digest = Sha256::digest(&bytes);
-        std::fs::write(&target, &bytes)?;
+        let mut out = std::fs::File::create(&target)?;
+        std::io::Write::write_all(&mut out, &bytes)?;
+        start_writeback(&out);
         Ok(PrivateCopy { path: target, sha256: hex(&digest), bytes })
     }
 
@@ -114,6 +116,17 @@ impl PrivateStore {
     pub fn discard(&self) {
         let _ = std::fs::remove_dir_all(self.dir.path());
     }
+}
+
+/// Starts writing `file` back to disk, without waiting. The copy is
+/// unlinked once mapped, and the dirty page-cache pages of an unlinked file
+/// are never written back, so they could never be reclaimed (see
+/// [`page_out`]); clean ones can, once the version is retired.
+fn start_writeback(file: &std::fs::File) {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: `file` is an open descriptor for the duration of the call;
+    // sync_file_range only queues writeback of its pages (0, 0: all of it).
+    let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
 }
 
 /// Removes the private directories of node processes that no longer run
@@ -143,6 +156,47 @@ fn sweep_stale(base: &Path) {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Asks the kernel to reclaim the resident pages of the library mapped
+/// from `copy` (a retired plugin's private copy): `abi_stable` never
+/// unmaps a library, but its pages need not stay in memory. Returns how
+/// many bytes of mappings were advised.
+///
+/// `MADV_PAGEOUT` only reclaims: a clean file-backed page is dropped and
+/// read again from the (unlinked, still open) file if it is ever touched;
+/// a dirty private page goes to swap, or stays where there is none. The
+/// contents a mapping shows never change, so whatever of the retired
+/// library is still reachable (statics, vtables) stays valid.
+pub fn page_out(copy: &Path) -> usize {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else { return 0 };
+    let wanted = copy.to_string_lossy();
+    let mut advised = 0;
+    for line in maps.lines() {
+        // start-end perms offset dev inode   path
+        let mut fields = line.split_whitespace();
+        let Some(range) = fields.next() else { continue };
+        let path = line.splitn(6, char::is_whitespace).nth(5).map(str::trim_start).unwrap_or_default();
+        let path = path.strip_suffix(" (deleted)").unwrap_or(path);
+        if path != wanted {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-') else { continue };
+        let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16)) else { continue };
+        if end <= start {
+            continue;
+        }
+        // SAFETY: the range is a whole mapping of this process, read from
+        // /proc/self/maps; MADV_PAGEOUT does not change what it maps or
+        // what reading it returns (see above), so no reference into it is
+        // invalidated. A range unmapped meanwhile makes madvise fail with
+        // ENOMEM, which is ignored.
+        let rc = unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_PAGEOUT) };
+        if rc == 0 {
+            advised += end - start;
+        }
+    }
+    advised
 }
 
 /// Maps the library at `copy` and checks its root module's version and layout.
@@ -281,6 +335,54 @@ impl HostServices for HostContext {
 #[cfg(test)]
 mod store_tests {
     use super::*;
+
+    /// Resident KiB of the mappings of `path` in this process (smaps).
+    fn resident_kib(path: &Path) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let wanted = path.to_string_lossy().into_owned();
+        let mut inside = false;
+        let mut total = 0;
+        for line in smaps.lines() {
+            if line.contains('-') && line.split_whitespace().count() >= 5 && !line.ends_with("kB") {
+                let name = line.splitn(6, char::is_whitespace).nth(5).map(str::trim_start).unwrap_or_default();
+                inside = name.strip_suffix(" (deleted)").unwrap_or(name) == wanted;
+            } else if inside {
+                if let Some(kib) = line.strip_prefix("Rss:") {
+                    total += kib.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap();
+                }
+            }
+        }
+        total
+    }
+
+    #[test]
+    fn page_out_gives_back_the_resident_pages_of_a_mapped_file() {
+        use std::os::unix::io::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0001-lib.so");
+        let len = 8 << 20;
+        std::fs::write(&path, vec![7u8; len]).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        // SAFETY: a fresh private read-only mapping of a file this test owns,
+        // unmapped below before the file is dropped.
+        let map =
+            unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE, file.as_raw_fd(), 0) };
+        assert_ne!(map, libc::MAP_FAILED);
+        // SAFETY: `map` is `len` readable bytes, mapped above.
+        let bytes = unsafe { std::slice::from_raw_parts(map as *const u8, len) };
+        let sum: u64 = bytes.iter().step_by(4096).map(|&b| u64::from(b)).sum();
+        assert_eq!(sum, 7 * (len as u64 / 4096));
+        std::fs::remove_file(&path).unwrap();
+        let before = resident_kib(&path);
+        assert!(before >= 4 << 10, "the touched mapping is resident: {before} KiB");
+        assert_eq!(page_out(&path), len);
+        let after = resident_kib(&path);
+        assert!(after < before / 4, "resident {before} KiB before, {after} KiB after");
+        // Still readable, same contents.
+        assert_eq!(bytes[len - 1], 7);
+        // SAFETY: unmapping what was mapped above; `bytes` is not used after.
+        unsafe { libc::munmap(map, len) };
+    }
 
     #[test]
     fn a_new_store_sweeps_the_copies_of_dead_nodes_and_discard_removes_its_own() {

@@ -109,7 +109,14 @@ struct Active {
     instance: PluginBox,
     /// Kept so a failed upgrade can bring the previous version back.
     module: PluginModRef,
+    /// The private copy it was mapped from (deleted once mapped; its
+    /// mappings keep the name), so its pages can be given back once retired.
+    copy: PathBuf,
 }
+
+/// How long after a plugin is retired its library's pages are given back:
+/// its runtime's threads exit in the background meanwhile.
+const PAGE_OUT_DELAY: Duration = Duration::from_secs(1);
 
 /// Loads, upgrades and stops plugins; cheap to clone.
 #[derive(Clone)]
@@ -304,11 +311,11 @@ impl PluginManager {
         self.set_state(file, PluginState::Loaded, None);
 
         match admission {
-            Admission::Replace { from } => self.replace(active, file, manifest, instance, module, from).await,
+            Admission::Replace { from } => self.replace(active, file, manifest, instance, module, copy, from).await,
             _ => {
                 loader::call(&id, &instance, Phase::Start, self.budget()).await?;
                 self.attach_strategy(&manifest, &instance).await?;
-                active.push(Active { manifest: manifest.clone(), file: file.to_owned(), instance, module });
+                active.push(Active { manifest: manifest.clone(), file: file.to_owned(), instance, module, copy });
                 self.set_state(file, PluginState::Active, None);
                 Ok(LoadOutcome::Activated { id, version: manifest.version })
             }
@@ -325,6 +332,7 @@ impl PluginManager {
         manifest: Manifest,
         instance: PluginBox,
         module: PluginModRef,
+        copy: PathBuf,
         from: Version,
     ) -> Result<LoadOutcome, LoadError> {
         let budget = self.budget();
@@ -363,7 +371,8 @@ impl PluginManager {
                         Some(format!("replaced by {id} {to} from {}", file.display())),
                     );
                 }
-                active.insert(index, Active { manifest, file: file.to_owned(), instance, module });
+                active.insert(index, Active { manifest, file: file.to_owned(), instance, module, copy });
+                page_out_later(&id, old.copy);
                 self.set_state(file, PluginState::Active, Some(format!("upgraded from {from}")));
                 Ok(LoadOutcome::Replaced { id, from, to })
             }
@@ -492,6 +501,8 @@ impl PluginManager {
             Ok(()) => self.set_state(&plugin.file, PluginState::Retired, Some(reason.into())),
             Err(e) => self.set_state(&plugin.file, PluginState::Faulted, Some(e.to_string())),
         }
+        drop(plugin.instance);
+        page_out_later(&id, plugin.copy);
     }
 
     /// Stops every active plugin, the most recently started first.
@@ -519,6 +530,17 @@ impl PluginManager {
         }
         Ok(results)
     }
+}
+
+/// Gives a retired library's resident pages back to the kernel, a moment
+/// after its instance was dropped (see [`loader::page_out`]).
+fn page_out_later(id: &str, copy: PathBuf) {
+    let id = id.to_string();
+    tokio::spawn(async move {
+        tokio::time::sleep(PAGE_OUT_DELAY).await;
+        let paged = tokio::task::spawn_blocking(move || loader::page_out(&copy)).await.unwrap_or(0);
+        tracing::debug!(plugin = %id, "gave back the pages of a retired version's library ({} KiB mapped)", paged / 1024);
+    });
 }
 
 /// Whether `path` names a plugin to load: `*.so`, not hidden, not a temporary.
