@@ -24,8 +24,12 @@ use sha2::{Digest, Sha256};
 use super::api::ApiError;
 use super::{AdminError, AdminState};
 
-/// The console's session cookie.
-pub(super) const COOKIE: &str = "clusterhost_session";
+/// The console's session cookie: `clusterhost_session_PORT`. Cookies are
+/// shared by every port of a host, so each node's has its own name (two
+/// nodes on one machine keep their sessions apart).
+pub(super) fn cookie_name(port: u16) -> String {
+    format!("clusterhost_session_{port}")
+}
 
 /// How long a console session lasts.
 pub(super) const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
@@ -128,11 +132,11 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
     value.strip_prefix("Bearer ").map(|t| t.trim().to_string())
 }
 
-/// The session id in the request's cookie, if any.
-pub(super) fn cookie(headers: &HeaderMap) -> Option<String> {
+/// The value of cookie `name` in the request, if any.
+pub(super) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| {
-        let (name, value) = c.trim().split_once('=')?;
-        (name == COOKIE).then(|| value.trim().to_string())
+        let (key, value) = c.trim().split_once('=')?;
+        (key == name).then(|| value.trim().to_string())
     })
 }
 
@@ -163,7 +167,7 @@ pub(super) async fn require_token(State(state): State<AdminState>, mut request: 
     // A session counts for a write only from the console's own page (the
     // Origin check in guard.rs has refused every other origin by now).
     let session_counts = !write || headers.contains_key(header::ORIGIN);
-    let session = cookie(headers).filter(|_| session_counts);
+    let session = cookie(headers, &state.shared.cookie).filter(|_| session_counts);
     let by_token = matches!((&presented, &expected), (Some(t), Some(e)) if same(t, e));
     let by_session = matches!((&session, &expected), (Some(id), Some(e)) if state.shared.sessions.valid(id, e));
     request.extensions_mut().insert(Viewer { signed_in: by_token || by_session });
@@ -252,7 +256,8 @@ mod tests {
     #[test]
     fn the_cookie_is_found_among_others() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::COOKIE, "a=1; clusterhost_session=s3cret ; b=2".parse().unwrap());
-        assert_eq!(cookie(&headers).as_deref(), Some("s3cret"));
+        headers.insert(header::COOKIE, "a=1; clusterhost_session_9090=s3cret ; b=2".parse().unwrap());
+        assert_eq!(cookie(&headers, &cookie_name(9090)).as_deref(), Some("s3cret"));
+        assert_eq!(cookie(&headers, &cookie_name(9091)), None);
     }
 }

@@ -381,10 +381,10 @@ fn form_fields(body: &[u8]) -> HashMap<String, String> {
         .collect()
 }
 
-fn session_cookie(value: &str, max_age: Option<u64>) -> HeaderValue {
+fn session_cookie(name: &str, value: &str, max_age: Option<u64>) -> HeaderValue {
     let age = max_age.map(|s| format!("; Max-Age={s}")).unwrap_or_default();
-    HeaderValue::from_str(&format!("{}={value}; Path=/; HttpOnly; SameSite=Strict{age}", super::auth::COOKIE))
-        .expect("a session id is hex, a valid header value")
+    HeaderValue::from_str(&format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict{age}"))
+        .expect("a cookie name with a port and a hex session id make a valid header value")
 }
 
 /// `POST /login`, form `token=…&next=…`: a right token opens a session (an
@@ -413,7 +413,7 @@ pub(super) async fn login(State(state): State<AdminState>, request: Request) -> 
         Ok(id) => {
             tracing::info!("console login: a session was opened");
             let mut response = Redirect::to(&next).into_response();
-            response.headers_mut().insert(header::SET_COOKIE, session_cookie(&id, None));
+            response.headers_mut().insert(header::SET_COOKIE, session_cookie(&state.shared.cookie, &id, None));
             response
         }
         Err(e) => ApiError::new(
@@ -426,11 +426,11 @@ pub(super) async fn login(State(state): State<AdminState>, request: Request) -> 
 
 /// `POST /logout`: ends the session and clears its cookie.
 pub(super) async fn logout(State(state): State<AdminState>, headers: axum::http::HeaderMap) -> Response {
-    if let Some(id) = super::auth::cookie(&headers) {
+    if let Some(id) = super::auth::cookie(&headers, &state.shared.cookie) {
         state.shared.sessions.close(&id);
     }
     let mut response = Redirect::to("/").into_response();
-    response.headers_mut().insert(header::SET_COOKIE, session_cookie("", Some(0)));
+    response.headers_mut().insert(header::SET_COOKIE, session_cookie(&state.shared.cookie, "", Some(0)));
     response
 }
 

@@ -94,6 +94,8 @@ struct Shared {
     allowed_hosts: guard::AllowedHosts,
     /// The console's login sessions.
     sessions: auth::Sessions,
+    /// The name of this node's session cookie (it holds the port).
+    cookie: String,
     /// One writer at a time per file (a plugin file, the properties file):
     /// a write, its rename and the answer about it happen under the
     /// target's lock, so parallel writers never interleave and each answer
@@ -146,6 +148,7 @@ impl AdminServer {
                 limits: limits::Limits::new(properties),
                 allowed_hosts: guard::AllowedHosts::new(bind, &properties.admin_allowed_hosts),
                 sessions: auth::Sessions::default(),
+                cookie: auth::cookie_name(addr.port()),
                 writers: Default::default(),
             }),
         };
