@@ -15,6 +15,7 @@ pub mod node;
 pub mod properties;
 pub mod registry;
 pub mod status;
+pub mod text;
 pub mod upgrade;
 pub mod watcher;
 

@@ -248,7 +248,7 @@ fn main() -> ExitCode {
             let path = format!("/api/plugins?name={}", client::segment(&name));
             api(
                 &admin,
-                |c| c.post(&path, &bytes),
+                |c| c.upload(&path, &bytes),
                 |body| {
                     let outcome = body["outcome"].as_str().unwrap_or("written");
                     println!("{name}: {outcome}");

@@ -311,7 +311,10 @@ impl PluginManager {
         self.set_state(file, PluginState::Loaded, None);
 
         match admission {
-            Admission::Replace { from } => self.replace(active, file, manifest, instance, module, copy, from).await,
+            Admission::Replace { from } => {
+                let new = Active { manifest, file: file.to_owned(), instance, module, copy };
+                self.replace(active, new, from).await
+            }
             _ => {
                 loader::call(&id, &instance, Phase::Start, self.budget()).await?;
                 self.attach_strategy(&manifest, &instance).await?;
@@ -325,16 +328,9 @@ impl PluginManager {
     /// Swaps the active plugin with `manifest.id` for the new instance: the
     /// old one stops, the new one starts; if the new one fails to start, the
     /// old version is started again from its own (still mapped) library.
-    async fn replace(
-        &self,
-        active: &mut Vec<Active>,
-        file: &Path,
-        manifest: Manifest,
-        instance: PluginBox,
-        module: PluginModRef,
-        copy: PathBuf,
-        from: Version,
-    ) -> Result<LoadOutcome, LoadError> {
+    async fn replace(&self, active: &mut Vec<Active>, new: Active, from: Version) -> Result<LoadOutcome, LoadError> {
+        let Active { manifest, file, instance, module, copy } = new;
+        let file = file.as_path();
         let budget = self.budget();
         let id = manifest.id.clone();
         let index = active.iter().position(|a| a.manifest.id == id).expect("Replace is only decided for an active id");

@@ -61,6 +61,16 @@ pub struct Properties {
     /// `admin.token.file` (`conf/admin.token`, relative to the home): the
     /// token every write (and, off loopback, every request) must carry.
     pub admin_token_file: PathBuf,
+    /// `admin.max.upload.bytes` (512 MiB): the largest plugin file
+    /// `POST /api/plugins` takes.
+    pub admin_max_upload_bytes: u64,
+    /// `admin.max.body.bytes` (1 MiB): the largest body of every other admin
+    /// request (properties, cache values, the console's login form).
+    pub admin_max_body_bytes: u64,
+    /// `admin.allowed.hosts` (none): more names the admin API answers to in
+    /// the `Host` header, beside its bind address (and, on loopback,
+    /// `localhost`, 127.0.0.1 and `[::1]`); comma-separated.
+    pub admin_allowed_hosts: Vec<String>,
 }
 
 impl Default for Properties {
@@ -83,37 +93,101 @@ impl Default for Properties {
             admin_port: None,
             admin_bind: None,
             admin_token_file: PathBuf::from("conf/admin.token"),
+            admin_max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            admin_max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            admin_allowed_hosts: Vec::new(),
         }
     }
 }
+
+/// `admin.max.upload.bytes`' default: 512 MiB.
+pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 512 * 1024 * 1024;
+
+/// `admin.max.body.bytes`' default: 1 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 
 /// The node-specific keys: settable in the file, and overridden by the
 /// `clusterhost run` flags and environment variables of the same meaning.
 pub const NODE_KEYS: [&str; 5] = ["node.name", "node.bind", "cluster.port", "admin.port", "admin.bind"];
 
+/// The keys read once at start: a reload stores them, shows them as
+/// pending, and the node uses them from its next start. The node-specific
+/// keys and every `admin.*` key.
+pub const RESTART_KEYS: [&str; 9] = [
+    "node.name",
+    "node.bind",
+    "cluster.port",
+    "admin.port",
+    "admin.bind",
+    "admin.token.file",
+    "admin.max.upload.bytes",
+    "admin.max.body.bytes",
+    "admin.allowed.hosts",
+];
+
+/// Whether `key` applies only from the node's next start.
+pub fn is_restart_key(key: &str) -> bool {
+    RESTART_KEYS.contains(&key)
+}
+
 /// The values plugins read through `Host::property`, kept current on reload;
 /// also the node's current settings as a whole, for the admin API.
+///
+/// The first [`update`](Self::update) (at start) fixes the
+/// [`RESTART_KEYS`]: later updates keep their start values in force and
+/// record the file's differing values as pending until the next start.
 #[derive(Debug, Clone, Default)]
 pub struct NodeValues {
-    values: std::sync::Arc<std::sync::RwLock<std::collections::BTreeMap<String, String>>>,
-    current: std::sync::Arc<std::sync::RwLock<Properties>>,
+    inner: std::sync::Arc<std::sync::RwLock<ValuesState>>,
+}
+
+#[derive(Debug, Default)]
+struct ValuesState {
+    /// What plugins read by key.
+    values: std::collections::BTreeMap<String, String>,
+    /// The settings in force.
+    current: Properties,
+    /// The settings the node started with; `None` before the first update.
+    started: Option<Properties>,
+    /// Restart keys whose value in the last file differs from the one in force.
+    pending: std::collections::BTreeMap<String, String>,
 }
 
 impl NodeValues {
-    /// Replaces the values with those of `properties`.
+    /// Takes `properties` as the settings in force, but for the restart
+    /// keys after the first call: those keep their start values, and the
+    /// differing new ones are [`pending`](Self::pending).
     pub fn update(&self, properties: &Properties) {
-        *self.values.write().unwrap_or_else(|p| p.into_inner()) = properties.values();
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = properties.clone();
+        let mut state = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let started = state.started.get_or_insert_with(|| properties.clone()).clone();
+        let mut current = properties.clone();
+        current.keep_restart_keys(&started);
+        let (wanted, in_force) = (properties.effective(), current.effective());
+        state.pending = RESTART_KEYS
+            .iter()
+            .filter_map(|key| {
+                let value = wanted.get(*key)?;
+                (in_force.get(*key) != Some(value)).then(|| (key.to_string(), value.clone()))
+            })
+            .collect();
+        state.values = current.values();
+        state.current = current;
     }
 
-    /// The settings in force (the last good file, with the overrides applied).
+    /// The settings in force (the last good file, with the overrides
+    /// applied, and the restart keys as the node started with them).
     pub fn properties(&self) -> Properties {
-        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.inner.read().unwrap_or_else(|p| p.into_inner()).current.clone()
+    }
+
+    /// The restart keys whose stored value waits for the next start: key → stored value.
+    pub fn pending(&self) -> std::collections::BTreeMap<String, String> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner()).pending.clone()
     }
 
     /// One value.
     pub fn get(&self, key: &str) -> Option<String> {
-        self.values.read().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
+        self.inner.read().unwrap_or_else(|p| p.into_inner()).values.get(key).cloned()
     }
 }
 
@@ -151,14 +225,16 @@ impl Properties {
             let line = line.map_err(|e| PropertiesError::Invalid {
                 file: file.to_owned(),
                 line: e.line_number().unwrap_or(0),
-                message: e.to_string(),
+                message: crate::text::clip(&e.to_string()),
             })?;
             let number = line.line_number();
             if let LineContent::KVPair(key, value) = line.consume_content() {
                 let invalid =
                     |message: String| PropertiesError::Invalid { file: file.to_owned(), line: number, message };
-                if !properties.set(&key, value.trim()).map_err(|m| invalid(format!("{key} = {value:?}: {m}")))? {
-                    unknown.push(UnknownKey { line: number, key });
+                if !properties.set(&key, value.trim()).map_err(|m| {
+                    invalid(format!("{} = {}: {m}", crate::text::clip(&key), crate::text::clip_debug(&value)))
+                })? {
+                    unknown.push(UnknownKey { line: number, key: crate::text::clip(&key) });
                 }
             }
         }
@@ -167,6 +243,9 @@ impl Properties {
 
     /// Sets one key; Ok(false) for an unknown key.
     fn set(&mut self, key: &str, value: &str) -> Result<bool, String> {
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(format!("a value is at most {MAX_VALUE_BYTES} bytes, this one has {}", value.len()));
+        }
         match key {
             "clustering.enabled" => self.clustering_enabled = boolean(value)?,
             "cluster.startup.delay.seconds" => self.startup_delay = seconds(value, 0.0, 86_400.0)?,
@@ -196,9 +275,36 @@ impl Properties {
             }
             "admin.token.file" if value.is_empty() => return Err("expected a file path".into()),
             "admin.token.file" => self.admin_token_file = PathBuf::from(value),
+            "admin.max.upload.bytes" => self.admin_max_upload_bytes = bytes(value, 1024, 1 << 40)?,
+            "admin.max.body.bytes" => self.admin_max_body_bytes = bytes(value, 1024, 1 << 30)?,
+            "admin.allowed.hosts" => self.admin_allowed_hosts = host_names(value)?,
             _ => return Ok(false),
         }
         Ok(true)
+    }
+
+    /// Whether `key` is one this host knows.
+    pub fn is_known_key(key: &str) -> bool {
+        // Only an unknown key is Ok(false); a known one is set or refused.
+        !matches!(Properties::default().set(key, ""), Ok(false))
+    }
+
+    /// Checks one key's value as the parser would: Ok(false) for an unknown key.
+    pub fn check(key: &str, value: &str) -> Result<bool, String> {
+        Properties::default().set(key, value)
+    }
+
+    /// Sets the [`RESTART_KEYS`] to their values in `started`.
+    fn keep_restart_keys(&mut self, started: &Properties) {
+        self.node_name.clone_from(&started.node_name);
+        self.node_bind.clone_from(&started.node_bind);
+        self.cluster_port = started.cluster_port;
+        self.admin_port = started.admin_port;
+        self.admin_bind = started.admin_bind;
+        self.admin_token_file.clone_from(&started.admin_token_file);
+        self.admin_max_upload_bytes = started.admin_max_upload_bytes;
+        self.admin_max_body_bytes = started.admin_max_body_bytes;
+        self.admin_allowed_hosts.clone_from(&started.admin_allowed_hosts);
     }
 
     /// Applies a node-specific value from a CLI flag or the environment;
@@ -260,6 +366,9 @@ impl Properties {
         put("plugins.allow.downgrade", self.allow_downgrade.to_string());
         put("admin.bind", self.admin_bind().to_string());
         put("admin.token.file", self.admin_token_file.display().to_string());
+        put("admin.max.upload.bytes", self.admin_max_upload_bytes.to_string());
+        put("admin.max.body.bytes", self.admin_max_body_bytes.to_string());
+        put("admin.allowed.hosts", self.admin_allowed_hosts.join(","));
         values
     }
 
@@ -277,6 +386,139 @@ impl Properties {
     pub fn config_dir(&self, home: &Path) -> PathBuf {
         home.join(&self.config_directory)
     }
+}
+
+/// The keys `bytes` (properties text) sets, known or not; none if it does not parse.
+pub fn file_keys(bytes: &[u8]) -> std::collections::BTreeSet<String> {
+    PropertiesIter::new(bytes)
+        .filter_map(Result::ok)
+        .filter_map(|line| match line.consume_content() {
+            LineContent::KVPair(key, _) => Some(key),
+            LineContent::Comment(_) => None,
+        })
+        .collect()
+}
+
+/// `text` with `edits` applied, every other line kept: a key set to
+/// `Some(value)` replaces its first line (or is appended), `None` (and
+/// any further line of an edited key) is dropped.
+pub fn patch_text(text: &str, edits: &[(String, Option<String>)]) -> String {
+    let mut out = String::new();
+    let mut done = std::collections::BTreeSet::new();
+    for entry in logical_lines(text) {
+        let key = file_keys(entry.as_bytes()).into_iter().next();
+        match key.and_then(|k| edits.iter().find(|(e, _)| *e == k)) {
+            None => out.push_str(entry),
+            Some((key, value)) => {
+                if let (Some(value), true) = (value, done.insert(key.clone())) {
+                    out.push_str(&format_line(key, value));
+                }
+            }
+        }
+    }
+    for (key, value) in edits {
+        if let (Some(value), false) = (value, done.contains(key)) {
+            if !out.is_empty() && !out.ends_with('\n') {
+                out.push('\n');
+            }
+            out.push_str(&format_line(key, value));
+        }
+    }
+    out
+}
+
+/// `text` cut into logical lines, each with its line ends: a line whose
+/// last backslash is not escaped continues on the next one, except in a
+/// comment.
+fn logical_lines(text: &str) -> Vec<&str> {
+    let mut lines = Vec::new();
+    let (mut start, mut continued) = (0, false);
+    for physical in text.split_inclusive('\n') {
+        let end = start_of(text, physical) + physical.len();
+        let content = physical.trim_end_matches(['\n', '\r']);
+        let comment = !continued && content.trim_start().starts_with(['#', '!']);
+        let backslashes = content.len() - content.trim_end_matches('\\').len();
+        continued = !comment && backslashes % 2 == 1;
+        if !continued {
+            lines.push(&text[start..end]);
+            start = end;
+        }
+    }
+    if start < text.len() {
+        lines.push(&text[start..]);
+    }
+    lines
+}
+
+/// Where `part` (a slice of `text`) starts in `text`.
+fn start_of(text: &str, part: &str) -> usize {
+    part.as_ptr() as usize - text.as_ptr() as usize
+}
+
+/// `key = value`, escaped as the format needs, with a line end.
+fn format_line(key: &str, value: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in key.chars().enumerate() {
+        escape_char(&mut out, c, true, i == 0);
+    }
+    out.push_str(" = ");
+    for (i, c) in value.chars().enumerate() {
+        escape_char(&mut out, c, false, i == 0);
+    }
+    out.push('\n');
+    out
+}
+
+fn escape_char(out: &mut String, c: char, in_key: bool, first: bool) {
+    match c {
+        '\\' => out.push_str("\\\\"),
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        ' ' if in_key || first => out.push_str("\\ "),
+        '=' | ':' if in_key => {
+            out.push('\\');
+            out.push(c);
+        }
+        '#' | '!' if first && in_key => {
+            out.push('\\');
+            out.push(c);
+        }
+        c if c.is_control() || !c.is_ascii() => {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+        c => out.push(c),
+    }
+}
+
+/// The longest value the file may hold for any key (a path is at most 4096 bytes).
+const MAX_VALUE_BYTES: usize = 4096;
+
+fn bytes(value: &str, min: u64, max: u64) -> Result<u64, String> {
+    let n: u64 = value.parse().map_err(|_| "expected a number of bytes".to_string())?;
+    if !(min..=max).contains(&n) {
+        return Err(format!("expected a number of bytes between {min} and {max}"));
+    }
+    Ok(n)
+}
+
+/// A comma-separated list of host names (lower-cased), e.g. `admin.example, ch-1.lan`.
+fn host_names(value: &str) -> Result<Vec<String>, String> {
+    let names: Vec<String> =
+        value.split(',').map(|n| n.trim().to_ascii_lowercase()).filter(|n| !n.is_empty()).collect();
+    for name in &names {
+        let ok = name.len() <= 253 && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'));
+        if !ok {
+            return Err(format!(
+                "{} is not a host name (letters, digits, '-' and '.'; list several with commas; IP addresses are not needed here)",
+                crate::text::clip_debug(name)
+            ));
+        }
+    }
+    Ok(names)
 }
 
 fn boolean(value: &str) -> Result<bool, String> {
@@ -375,6 +617,52 @@ mod tests {
     fn unknown_keys_are_reported_with_their_line() {
         let (_, unknown) = parse("cluster.startup.delay.seconds=1\ncluster.startup.dealy.seconds=2\n").unwrap();
         assert_eq!(unknown, vec![UnknownKey { line: 2, key: "cluster.startup.dealy.seconds".into() }]);
+    }
+
+    #[test]
+    fn a_patch_keeps_every_other_line_and_escapes_values() {
+        let text = "# head\ncluster.startup.retry.count = 7\ncluster.config.directory = /etc/\\\n    clusterhost\n! bang \\\nplugins.poll.seconds = 3\ncluster.startup.retry.count = 8\n";
+        let edits = vec![
+            ("cluster.startup.retry.count".to_string(), Some("9".to_string())),
+            ("cluster.config.directory".to_string(), None),
+            ("cluster.config.file".to_string(), Some(" gossip é\\x.toml".to_string())),
+        ];
+        let patched = patch_text(text, &edits);
+        assert_eq!(
+            patched,
+            "# head\ncluster.startup.retry.count = 9\n! bang \\\nplugins.poll.seconds = 3\ncluster.config.file = \\ gossip \\u00e9\\\\x.toml\n"
+        );
+        let (p, _) = parse(&patched).unwrap();
+        assert_eq!(p.startup_retry_count, 9);
+        assert_eq!(p.poll_interval, Duration::from_secs(3));
+        assert_eq!(p.config_file.as_deref(), Some("gossip é\\x.toml"), "values are trimmed by the parser");
+        assert_eq!(
+            patch_text("a.b = 1", &[("clustering.enabled".into(), Some("false".into()))]),
+            "a.b = 1\nclustering.enabled = false\n"
+        );
+    }
+
+    #[test]
+    fn restart_keys_keep_their_start_values_and_show_as_pending() {
+        let values = NodeValues::default();
+        let (first, _) = parse("node.name = first\ncluster.startup.retry.count = 2\n").unwrap();
+        values.update(&first);
+        assert!(values.pending().is_empty());
+        let (second, _) = parse("node.name = second\ncluster.port = 22032\ncluster.startup.retry.count = 3\n").unwrap();
+        values.update(&second);
+        assert_eq!(values.get("node.name").as_deref(), Some("first"));
+        assert_eq!(values.get("cluster.port"), None);
+        assert_eq!(values.properties().startup_retry_count, 3, "other keys apply at once");
+        let pending: Vec<(String, String)> = values.pending().into_iter().collect();
+        assert_eq!(pending, vec![("cluster.port".into(), "22032".into()), ("node.name".into(), "second".into())]);
+        values.update(&first);
+        assert!(values.pending().is_empty(), "back to the start values: nothing pending");
+    }
+
+    #[test]
+    fn a_huge_value_is_refused_with_a_cut_message() {
+        let err = parse(&format!("cluster.port = {}\n", "9".repeat(1 << 20))).unwrap_err().to_string();
+        assert!(err.len() < 600 && err.contains("(1048576 bytes)"), "{err}");
     }
 
     #[test]

@@ -121,6 +121,7 @@ pub fn call_with_headers(method: &str, url: &str, headers: &[(&str, String)], bo
         "DELETE" => headers.iter().fold(agent.delete(url), |r, (k, v)| r.header(*k, v)).call(),
         "PUT" => headers.iter().fold(agent.put(url), |r, (k, v)| r.header(*k, v)).send(body.unwrap_or_default()),
         "POST" => headers.iter().fold(agent.post(url), |r, (k, v)| r.header(*k, v)).send(body.unwrap_or_default()),
+        "PATCH" => headers.iter().fold(agent.patch(url), |r, (k, v)| r.header(*k, v)).send(body.unwrap_or_default()),
         other => panic!("the kit does not send {other} requests"),
     };
     let mut response = result.unwrap_or_else(|e| panic!("{method} {url} could not be sent: {e}"));

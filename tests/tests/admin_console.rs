@@ -156,11 +156,16 @@ async fn the_console_switches_clustering_off_and_on_cluster_wide() {
     assert_eq!(status, 200, "{body}");
 
     let client = browser(&driver).await;
-    // The token, entered once in a page, is kept in the browser (per origin) for writes.
+    // Writes need a login on each node: the form exchanges the token for a
+    // session cookie (HttpOnly, one per node); no page keeps the token.
     for node in [&n1, &n2] {
         client.goto(&format!("{}/", node.admin_url())).await.unwrap();
+        wait_for(&client, "#login-link").await.click().await.unwrap();
         wait_for(&client, "#token").await.send_keys(TOKEN).await.unwrap();
-        wait_for(&client, "#token-save").await.click().await.unwrap();
+        wait_for(&client, "#login").await.click().await.unwrap();
+        wait_for(&client, "#signed-in").await;
+        let stored = client.execute("return document.cookie + JSON.stringify(localStorage)", vec![]).await.unwrap();
+        assert!(!stored.to_string().contains(TOKEN), "the token is kept nowhere a script reads: {stored}");
     }
 
     open_cluster_page(&client, &n1, "clustered").await;
@@ -207,6 +212,20 @@ async fn the_console_switches_clustering_off_and_on_cluster_wide() {
     assert!(hello.contains("active"), "{hello}");
     wait_for(&client, "#upload").await;
     screenshot(&client, "plugins.png").await;
+
+    // A file whose name holds %2F (allowed: it stays inside plugins/) is
+    // removed from the console: the script encodes each URL part.
+    let odd = "x..%2F..%2Fevil.so";
+    let url = format!("{}/api/plugins?name={}", n1.admin_url(), odd.replace('%', "%25"));
+    let (status, body) = call("POST", &url, Some(TOKEN), Some(&std::fs::read(plugin("hello")).unwrap()));
+    assert!([200, 422].contains(&status), "{body}");
+    let odd_file = home1.path().join("plugins").join(odd);
+    assert!(odd_file.exists(), "the upload is in plugins/ under its own name");
+    client.refresh().await.unwrap();
+    wait_for(&client, &format!("button[data-remove='{odd}']")).await.click().await.unwrap();
+    let message = wait_for(&client, "#message.ok").await.text().await.unwrap();
+    assert!(message.contains("removed"), "{message}");
+    wait_until("the odd file to be removed", DEADLINE, || !odd_file.exists());
     client.goto(&format!("{}/properties", n1.admin_url())).await.unwrap();
     let effective =
         wait_for(&client, "#effective-table tr[data-key='cluster.metrics.enabled']").await.text().await.unwrap();

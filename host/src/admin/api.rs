@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -15,6 +14,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use super::limits::CappedBody;
 use super::{file_name, local_detail, member_details, AdminState, NodeDetail};
 use crate::cluster::{ClusterState, ClusterStatus, MemberStatus, Target};
 use crate::properties::Properties;
@@ -79,7 +79,7 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
 pub(super) async fn not_found(uri: Uri) -> ApiError {
     ApiError::not_found(format!(
         "nothing is served at {}; the API is under /api/ (see docs/admin.md), the console at /",
-        uri.path()
+        crate::text::clip(uri.path())
     ))
 }
 
@@ -206,7 +206,8 @@ pub(super) async fn node_detail(state: &AdminState, member: Option<&str>) -> Res
     };
     if !ctx.cluster.members().iter().any(|m| m.id == member) {
         return Err(ApiError::not_found(format!(
-            "no member {member:?} in this node's cluster; GET /api/cluster lists the members"
+            "no member {} in this node's cluster; GET /api/cluster lists the members",
+            crate::text::clip_debug(member)
         )));
     }
     let (mut details, errors) = member_details(ctx, Target::Member(member.to_string()), DETAIL_WAIT)
@@ -252,14 +253,11 @@ fn plugin_name(name: &str) -> Result<&str, ApiError> {
     };
     match problem {
         Some(problem) => Err(ApiError::bad_request(format!(
-            "plugin file name {name:?} refused: {problem}; use a plain file name like hello.so"
+            "plugin file name {} refused: {problem}; use a plain file name like hello.so",
+            crate::text::clip_debug(name)
         ))),
         None => Ok(name),
     }
-}
-
-fn hex_sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn record_for(state: &AdminState, name: &str) -> Option<PluginRecord> {
@@ -287,58 +285,158 @@ async fn wait_for_record(
     }
 }
 
-/// `POST /api/plugins?name=X.so`, body = the file: written as
-/// `plugins/.X.so.tmp`, renamed into place; the node's watcher loads it
-/// (a replace is a hot upgrade). Answers once the node reports the outcome.
+/// A file mapped read-only, unmapped when dropped.
+struct Mapped {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Mapped {
+    /// Maps the first `len` bytes of `file` (`len` > 0).
+    fn new(file: &std::fs::File, len: usize) -> std::io::Result<Mapped> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a fresh read-only private mapping of an open file; the
+        // pointer is only read through `bytes` while `self` lives.
+        let ptr =
+            unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE, file.as_raw_fd(), 0) };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Mapped { ptr, len })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `ptr` maps `len` readable bytes until `drop`; the file is
+        // the upload's own temporary (a unique hidden name this request
+        // created and finished writing), which nothing else writes while
+        // it is mapped.
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `new` made.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}
+
+/// Reads the manifest of the uploaded temporary file without reading the
+/// file into memory (only the pages the ELF reader touches are loaded).
+fn manifest_of_upload(
+    name: &str,
+    tmp: &std::path::Path,
+    len: u64,
+) -> Result<clusterhost_plugin_api::Manifest, ApiError> {
+    let failed = |e: std::io::Error| {
+        ApiError::internal(format!("could not read back the upload of {name} from {}: {e}", tmp.display()))
+    };
+    let file = std::fs::File::open(tmp).map_err(failed)?;
+    let len = usize::try_from(len).map_err(|_| ApiError::bad_request(format!("plugin {name} refused: too large")))?;
+    let mapped = Mapped::new(&file, len).map_err(failed)?;
+    crate::manifest::manifest_from_bytes(std::path::Path::new(name), mapped.bytes())
+        .map_err(|e| ApiError::bad_request(format!("plugin {name} refused before it was written: {e}")))
+}
+
+/// The upload of `name`, streamed into a new hidden temporary file in
+/// `dir` (`.NAME.XXXXXX.tmp`, removed when dropped unless renamed), hashed
+/// as it streams; refused at the first bytes if it is not ELF.
+async fn receive_upload(
+    name: &str,
+    dir: &std::path::Path,
+    mut body: CappedBody,
+) -> Result<(tempfile::TempPath, u64, String), ApiError> {
+    let write_error = |e: std::io::Error| {
+        ApiError::internal(format!(
+            "could not write plugin {name} into {}: {e}; check the disk space and permissions of the node's plugins directory; plugins/{name} was not changed",
+            dir.display()
+        ))
+    };
+    tokio::fs::create_dir_all(dir).await.map_err(write_error)?;
+    let tmp =
+        tempfile::Builder::new().prefix(&format!(".{name}.")).suffix(".tmp").tempfile_in(dir).map_err(write_error)?;
+    let (file, tmp) = tmp.into_parts();
+    let mut file = tokio::fs::File::from_std(file);
+    let mut hasher = Sha256::new();
+    let mut len = 0u64;
+    let mut head: Vec<u8> = Vec::with_capacity(4);
+    while let Some(data) = body.next().await? {
+        if head.len() < 4 {
+            head.extend(data.iter().take(4 - head.len()));
+            if head.len() == 4 && head.as_slice() != b"\x7fELF" {
+                return Err(not_elf(name));
+            }
+        }
+        hasher.update(&data);
+        len += data.len() as u64;
+        tokio::io::AsyncWriteExt::write_all(&mut file, &data).await.map_err(write_error)?;
+    }
+    if len == 0 {
+        return Err(ApiError::bad_request(format!(
+            "plugin {name} refused: the request body is empty; send the .so file as the body"
+        )));
+    }
+    if head.len() < 4 {
+        return Err(not_elf(name));
+    }
+    file.sync_all().await.map_err(write_error)?;
+    let sha256 = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok((tmp, len, sha256))
+}
+
+fn not_elf(name: &str) -> ApiError {
+    ApiError::bad_request(format!(
+        "plugin {name} refused: the body is not an ELF shared library; send the built .so file itself"
+    ))
+}
+
+/// `POST /api/plugins?name=X.so`, body = the file: streamed (within
+/// `admin.max.upload.bytes`) into a unique hidden temporary file in
+/// plugins/, checked, then renamed into place under the name's write lock;
+/// the node's watcher loads it (a replace is a hot upgrade). Answers once
+/// the node reports on this very file.
 pub(super) async fn install_plugin(
     State(state): State<AdminState>,
     Query(query): Query<HashMap<String, String>>,
-    body: Bytes,
+    request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     let name = query.get("name").map(String::as_str).ok_or_else(|| {
         ApiError::bad_request("POST /api/plugins needs ?name=FILE.so, the name to publish the plugin under")
     })?;
     let name = plugin_name(name)?;
-    if body.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "plugin {name} refused: the request body is empty; send the .so file as the body"
-        )));
-    }
-    if !body.starts_with(b"\x7fELF") {
-        return Err(ApiError::bad_request(format!(
-            "plugin {name} refused: the body is not an ELF shared library; send the built .so file itself"
-        )));
-    }
+    let cap = state.shared.limits.upload_cap();
+    let body = CappedBody::new(request.into_body(), cap, axum::http::Method::POST, "/api/plugins");
+    let dir = crate::node::plugins_dir(&state.ctx().home);
+    let (tmp, len, sha256) = receive_upload(name, &dir, body).await?;
     // Checks that read bytes only (complete ELF file, manifest), before
-    // anything touches plugins/.
-    let manifest = crate::manifest::manifest_from_bytes(std::path::Path::new(name), &body)
-        .map_err(|e| ApiError::bad_request(format!("plugin {name} refused before it was written: {e}")))?;
-    let sha256 = hex_sha256(&body);
+    // anything touches the plugin's name.
+    let manifest = manifest_of_upload(name, &tmp, len)?;
+    let target = dir.join(name);
+    let _writing = state.lock_target(&target).await;
     if let Some(record) = record_for(&state, name) {
         if record.state == PluginState::Active && record.sha256.as_deref() == Some(sha256.as_str()) {
             return Ok(Json(json!({ "outcome": "unchanged", "plugin": record })).into_response());
         }
     }
-    let dir = crate::node::plugins_dir(&state.ctx().home);
-    let target = dir.join(name);
-    let tmp = dir.join(format!(".{name}.tmp"));
     let replacing = target.exists();
     let since_ms = crate::registry::now_ms();
-    let write = async {
-        tokio::fs::create_dir_all(&dir).await?;
-        tokio::fs::write(&tmp, &body).await?;
-        tokio::fs::rename(&tmp, &target).await
-    };
-    if let Err(e) = write.await {
-        let _ = tokio::fs::remove_file(&tmp).await;
+    if let Err(e) = tmp.persist(&target) {
         return Err(ApiError::internal(format!(
-            "could not write plugin {name} into {}: {e}; check the disk space and permissions of the node's plugins directory",
-            dir.display()
+            "could not rename the upload of {name} into {}: {}; plugins/{name} was not changed",
+            dir.display(),
+            e.error
         )));
     }
     tracing::info!(file = %target.display(), plugin = %manifest.id, version = %manifest.version, replacing, "plugin uploaded through the admin API");
-    let settled =
-        |r: &PluginRecord| matches!(r.state, PluginState::Active | PluginState::Rejected | PluginState::Faulted);
+    // This file's outcome: it is loaded (its own digest), or it is refused.
+    let settled = |r: &PluginRecord| match r.state {
+        PluginState::Active => {
+            r.sha256.as_deref() == Some(sha256.as_str())
+                || r.reason.as_deref().is_some_and(|r| r.contains("the replacement file was refused"))
+        }
+        PluginState::Rejected | PluginState::Faulted => true,
+        _ => false,
+    };
     let Some(record) = wait_for_record(&state, name, since_ms, settled).await else {
         let record = record_for(&state, name);
         return Ok((
@@ -347,8 +445,7 @@ pub(super) async fn install_plugin(
         )
             .into_response());
     };
-    let refused_replacement = record.reason.as_deref().is_some_and(|r| r.contains("the replacement file was refused"));
-    if record.state == PluginState::Active && !refused_replacement {
+    if record.state == PluginState::Active && record.sha256.as_deref() == Some(sha256.as_str()) {
         let outcome = if replacing { "replaced" } else { "installed" };
         return Ok(Json(json!({ "outcome": outcome, "plugin": record })).into_response());
     }
@@ -366,6 +463,7 @@ pub(super) async fn install_plugin(
 pub(super) async fn remove_plugin(State(state): State<AdminState>, Path(name): Path<String>) -> ApiResult<Value> {
     let name = plugin_name(&name)?;
     let target = crate::node::plugins_dir(&state.ctx().home).join(name);
+    let _writing = state.lock_target(&target).await;
     let before = record_for(&state, name);
     let since_ms = crate::registry::now_ms();
     match tokio::fs::remove_file(&target).await {
@@ -397,58 +495,189 @@ pub(super) struct PropertiesView {
     pub file: PathBuf,
     /// Every key with the value in force (file, flags and environment, defaults).
     pub effective: BTreeMap<String, String>,
+    /// Keys read only at start whose stored value differs from the one in
+    /// force: key → the stored value, used from the next start.
+    pub pending_restart: BTreeMap<String, String>,
     /// The file's text (empty if it does not exist).
     pub text: String,
 }
 
+async fn read_properties_text(file: &std::path::Path) -> Result<String, ApiError> {
+    match tokio::fs::read(file).await {
+        Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(ApiError::internal(format!("could not read {}: {e}", file.display()))),
+    }
+}
+
 pub(super) async fn properties_view(state: &AdminState) -> Result<PropertiesView, ApiError> {
     let ctx = state.ctx();
-    let text = match tokio::fs::read(&ctx.properties_file).await {
-        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => {
-            return Err(ApiError::internal(format!("could not read {}: {e}", ctx.properties_file.display())));
-        }
-    };
-    Ok(PropertiesView { file: ctx.properties_file.clone(), effective: ctx.values.properties().effective(), text })
+    let text = read_properties_text(&ctx.properties_file).await?;
+    Ok(PropertiesView {
+        file: ctx.properties_file.clone(),
+        effective: ctx.values.properties().effective(),
+        pending_restart: ctx.values.pending(),
+        text,
+    })
 }
 
 pub(super) async fn properties(State(state): State<AdminState>) -> ApiResult<PropertiesView> {
     properties_view(&state).await.map(Json)
 }
 
-/// `PUT /api/properties`, body = the new file text: validated first, then
-/// written atomically; the node's watcher applies it.
-pub(super) async fn put_properties(State(state): State<AdminState>, body: Bytes) -> ApiResult<Value> {
-    let file = &state.ctx().properties_file;
-    let text = std::str::from_utf8(&body).map_err(|e| {
-        ApiError::bad_request(format!("the new properties text is not UTF-8 ({e}); {} was not changed", file.display()))
-    })?;
-    let (_, unknown) = Properties::parse(file, text.as_bytes())
-        .map_err(|e| ApiError::bad_request(format!("{e}; {} was not changed", file.display())))?;
-    let warnings: Vec<String> = unknown
+/// Writes `text` as the properties file: a unique temporary file in the
+/// same directory, renamed over it. The caller holds the file's write lock.
+async fn write_properties(file: &std::path::Path, text: &str) -> Result<(), ApiError> {
+    let dir = file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+    let failed = |e: std::io::Error| {
+        ApiError::internal(format!(
+            "could not write {}: {e}; check the permissions and free space of its directory; the file was not changed",
+            file.display()
+        ))
+    };
+    tokio::fs::create_dir_all(&dir).await.map_err(failed)?;
+    let tmp =
+        tempfile::Builder::new().prefix(".clusterhost.properties.").suffix(".tmp").tempfile_in(&dir).map_err(failed)?;
+    let (handle, tmp) = tmp.into_parts();
+    let mut handle = tokio::fs::File::from_std(handle);
+    tokio::io::AsyncWriteExt::write_all(&mut handle, text.as_bytes()).await.map_err(failed)?;
+    handle.sync_all().await.map_err(failed)?;
+    drop(handle);
+    tmp.persist(file).map_err(|e| failed(e.error))?;
+    Ok(())
+}
+
+fn unknown_warnings(file: &std::path::Path, unknown: &[crate::properties::UnknownKey]) -> Vec<String> {
+    unknown
         .iter()
         .map(|u| format!("{}:{}: unknown property {:?} ignored; check its spelling", file.display(), u.line, u.key))
-        .collect();
-    let dir = file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
-    let tmp = dir.join(".clusterhost.properties.tmp");
-    let write = async {
-        tokio::fs::create_dir_all(&dir).await?;
-        tokio::fs::write(&tmp, text).await?;
-        tokio::fs::rename(&tmp, file).await
-    };
-    if let Err(e) = write.await {
-        let _ = tokio::fs::remove_file(&tmp).await;
-        return Err(ApiError::internal(format!(
-            "could not write {}: {e}; check the permissions of its directory; the file was not changed",
-            file.display()
-        )));
+        .collect()
+}
+
+/// The restart keys among `keys`, for the answer.
+fn restart_keys<'k>(keys: impl IntoIterator<Item = &'k String>) -> Vec<&'k String> {
+    keys.into_iter().filter(|k| crate::properties::is_restart_key(k)).collect()
+}
+
+const APPLY_NOTE: &str =
+    "the node applies the file within about a second; admin.*, node.* and cluster.port apply from the next start";
+
+/// `PUT /api/properties`, body = the whole new file text (properties
+/// syntax): it replaces the file. Refused (nothing changes) when it is not
+/// UTF-8, does not parse, or is JSON (that is what PATCH takes). The answer
+/// lists the keys the old file set and the new one does not (`reset`: back
+/// to their defaults), so a replace never resets a setting silently.
+pub(super) async fn put_properties(
+    State(state): State<AdminState>,
+    headers: axum::http::HeaderMap,
+    request: axum::extract::Request,
+) -> ApiResult<Value> {
+    let file = state.ctx().properties_file.clone();
+    let cap = state.shared.limits.body_cap();
+    let body = CappedBody::new(request.into_body(), cap, axum::http::Method::PUT, "/api/properties").read_all().await?;
+    let not_changed = |problem: String| ApiError::bad_request(format!("{problem}; {} was not changed", file.display()));
+    let text =
+        std::str::from_utf8(&body).map_err(|e| not_changed(format!("the new properties text is not UTF-8 ({e})")))?;
+    let json_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.trim_start().starts_with("application/json"));
+    if json_type || text.trim_start().starts_with(['{', '[']) {
+        return Err(not_changed(
+            "PUT /api/properties takes the whole file as properties text (`key = value` lines), and this body is JSON; \
+             to change some keys, send them as a JSON object with PATCH /api/properties"
+                .into(),
+        ));
     }
-    tracing::info!(file = %file.display(), "properties written through the admin API");
+    let (_, unknown) = Properties::parse(&file, text.as_bytes()).map_err(|e| not_changed(e.to_string()))?;
+    let _writing = state.lock_target(&file).await;
+    let old = read_properties_text(&file).await?;
+    let old_keys = crate::properties::file_keys(old.as_bytes());
+    let new_keys = crate::properties::file_keys(text.as_bytes());
+    let reset: Vec<&String> = old_keys.difference(&new_keys).collect();
+    write_properties(&file, text).await?;
+    tracing::info!(file = %file.display(), ?reset, "properties written through the admin API");
     Ok(Json(json!({
         "written": file,
-        "warnings": warnings,
-        "note": "the node applies the file within about a second; admin.*, node.* and cluster.port apply from the next start",
+        "warnings": unknown_warnings(&file, &unknown),
+        "reset": reset,
+        "restart_keys": restart_keys(&new_keys),
+        "note": APPLY_NOTE,
+    })))
+}
+
+/// One PATCH value as the file's text: `None` removes the key.
+fn patch_value(key: &str, value: &Value) -> Result<Option<String>, String> {
+    match value {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s.clone())),
+        Value::Bool(b) => Ok(Some(b.to_string())),
+        Value::Number(n) => Ok(Some(n.to_string())),
+        other => Err(format!(
+            "the value of {} is a JSON {}; give a string, number or boolean, or null to remove the key",
+            crate::text::clip_debug(key),
+            if other.is_array() { "array" } else { "object" }
+        )),
+    }
+}
+
+/// `PATCH /api/properties`, body = a JSON object of keys to change: a
+/// string, number or boolean sets the key, `null` removes it from the file
+/// (back to its default). Every other line of the file stays as it is.
+/// Refused (nothing changes) for malformed JSON, an unknown key or an
+/// invalid value.
+pub(super) async fn patch_properties(
+    State(state): State<AdminState>,
+    request: axum::extract::Request,
+) -> ApiResult<Value> {
+    let file = state.ctx().properties_file.clone();
+    let cap = state.shared.limits.body_cap();
+    let body =
+        CappedBody::new(request.into_body(), cap, axum::http::Method::PATCH, "/api/properties").read_all().await?;
+    let not_changed = |problem: String| ApiError::bad_request(format!("{problem}; {} was not changed", file.display()));
+    let changes: serde_json::Map<String, Value> = serde_json::from_slice(&body).map_err(|e| {
+        not_changed(format!(
+            "PATCH /api/properties takes a JSON object of keys to change, like {{\"cluster.metrics.enabled\": true}}, and this body is not one ({e})"
+        ))
+    })?;
+    let mut edits = Vec::new();
+    for (key, value) in &changes {
+        let value = patch_value(key, value).map_err(not_changed)?;
+        match Properties::check(key, value.as_deref().unwrap_or_default()) {
+            Ok(false) => {
+                return Err(not_changed(format!(
+                    "unknown property {}; check its spelling (docs/admin.md and the shipped conf/clusterhost.properties list them)",
+                    crate::text::clip_debug(key)
+                )))
+            }
+            Err(e) if value.is_some() => {
+                return Err(not_changed(format!(
+                    "{} = {}: {e}",
+                    crate::text::clip(key),
+                    crate::text::clip_debug(value.as_deref().unwrap_or_default())
+                )))
+            }
+            _ => {}
+        }
+        edits.push((key.clone(), value));
+    }
+    let _writing = state.lock_target(&file).await;
+    let old = read_properties_text(&file).await?;
+    let text = crate::properties::patch_text(&old, &edits);
+    // The file as a whole must still parse (a hand edit since the node
+    // read it may have broken it): refused then, with the parser's reason.
+    let (_, unknown) = Properties::parse(&file, text.as_bytes()).map_err(|e| not_changed(e.to_string()))?;
+    write_properties(&file, &text).await?;
+    let set: Vec<&String> = edits.iter().filter(|(_, v)| v.is_some()).map(|(k, _)| k).collect();
+    let removed: Vec<&String> = edits.iter().filter(|(_, v)| v.is_none()).map(|(k, _)| k).collect();
+    tracing::info!(file = %file.display(), ?set, ?removed, "properties patched through the admin API");
+    Ok(Json(json!({
+        "written": file,
+        "set": set,
+        "removed": removed,
+        "warnings": unknown_warnings(&file, &unknown),
+        "restart_keys": restart_keys(edits.iter().map(|(k, _)| k)),
+        "note": APPLY_NOTE,
     })))
 }
 
@@ -459,7 +688,20 @@ fn cache_error(action: &str, cache: &str, key: &str, e: crate::cluster::ClusterE
         crate::cluster::ClusterError::Codec { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::BAD_GATEWAY,
     };
-    ApiError::new(status, format!("could not {action} key {key:?} of cache {cache:?}: {e}"))
+    ApiError::new(
+        status,
+        format!(
+            "could not {action} key {} of cache {}: {}",
+            crate::text::clip_debug(key),
+            crate::text::clip_debug(cache),
+            crate::text::clip(&e.to_string())
+        ),
+    )
+}
+
+/// "cache C has no key K", both cut to a readable length.
+fn no_key(cache: &str, key: &str) -> String {
+    format!("cache {} has no key {}", crate::text::clip_debug(cache), crate::text::clip_debug(key))
 }
 
 pub(super) async fn cache_get(
@@ -469,18 +711,23 @@ pub(super) async fn cache_get(
     let caches = state.ctx().cluster.caches().cache::<String, String>(&cache);
     match caches.get(&key).await.map_err(|e| cache_error("read", &cache, &key, e))? {
         Some(value) => Ok(Json(json!({ "cache": cache, "key": key, "value": value }))),
-        None => Err(ApiError::not_found(format!("cache {cache:?} has no key {key:?}"))),
+        None => Err(ApiError::not_found(no_key(&cache, &key))),
     }
 }
 
 pub(super) async fn cache_put(
     State(state): State<AdminState>,
     Path((cache, key)): Path<(String, String)>,
-    body: Bytes,
+    request: axum::extract::Request,
 ) -> ApiResult<Value> {
+    let cap = state.shared.limits.body_cap();
+    let path = request.uri().path().to_string();
+    let body = CappedBody::new(request.into_body(), cap, axum::http::Method::PUT, &path).read_all().await?;
     let value = String::from_utf8(body.to_vec()).map_err(|_| {
         ApiError::bad_request(format!(
-            "the value for key {key:?} of cache {cache:?} is not UTF-8 text; the API stores string values only"
+            "the value for key {} of cache {} is not UTF-8 text; the API stores string values only",
+            crate::text::clip_debug(&key),
+            crate::text::clip_debug(&cache)
         ))
     })?;
     let caches = state.ctx().cluster.caches().cache::<String, String>(&cache);
@@ -496,7 +743,7 @@ pub(super) async fn cache_remove(
     if caches.remove(&key).await.map_err(|e| cache_error("remove", &cache, &key, e))? {
         Ok(Json(json!({ "cache": cache, "key": key, "removed": true })))
     } else {
-        Err(ApiError::not_found(format!("cache {cache:?} has no key {key:?}; nothing was removed")))
+        Err(ApiError::not_found(format!("{}; nothing was removed", no_key(&cache, &key))))
     }
 }
 

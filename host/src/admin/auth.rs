@@ -1,25 +1,85 @@
 //! The admin token: every write must carry it, and off loopback every
 //! request. Checked by one middleware in front of every route.
 //!
-//! The API takes it as `Authorization: Bearer TOKEN`. The console's pages
-//! (reads only) may also send it as the `clusterhost_admin_token` cookie, so
-//! a browser can open them off loopback; a write never counts the cookie,
-//! so another site cannot make a browser write (no CSRF).
+//! The API takes it as `Authorization: Bearer TOKEN`. The console's login
+//! form (`POST /login`) exchanges it for a session: a random id in an
+//! `HttpOnly`, `SameSite=Strict` cookie, so no script (of this page or of
+//! another on this host) can read either. A write counts the session only
+//! when its `Origin` is the console's own, so a page of another site or
+//! another port cannot make a browser write (no CSRF).
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
+use sha2::{Digest, Sha256};
 
 use super::api::ApiError;
 use super::{AdminError, AdminState};
 
-/// The cookie the console sets from its token field.
-pub(super) const COOKIE: &str = "clusterhost_admin_token";
+/// The console's session cookie: `clusterhost_session_PORT`. Cookies are
+/// shared by every port of a host, so each node's has its own name (two
+/// nodes on one machine keep their sessions apart).
+pub(super) fn cookie_name(port: u16) -> String {
+    format!("clusterhost_session_{port}")
+}
+
+/// How long a console session lasts.
+pub(super) const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+
+/// The most console sessions a node keeps; the oldest goes first.
+pub(super) const MAX_SESSIONS: usize = 64;
+
+/// What the request may do, for the pages (set by [`require_token`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Viewer {
+    /// It carries the token or a console session.
+    pub signed_in: bool,
+}
+
+/// The console's sessions: id → the token it was opened with (hashed), so
+/// a rotated token ends every session.
+#[derive(Debug, Default)]
+pub(super) struct Sessions {
+    open: Mutex<HashMap<String, (Instant, [u8; 32])>>,
+}
+
+impl Sessions {
+    /// Opens a session for `token`; returns its id.
+    pub(super) fn open(&self, token: &str) -> std::io::Result<String> {
+        let id = random_token()?;
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.retain(|_, (at, _)| at.elapsed() < SESSION_LIFETIME);
+        while open.len() >= MAX_SESSIONS {
+            let Some(oldest) = open.iter().min_by_key(|(_, (at, _))| *at).map(|(id, _)| id.clone()) else { break };
+            open.remove(&oldest);
+        }
+        open.insert(id.clone(), (Instant::now(), digest(token)));
+        Ok(id)
+    }
+
+    /// Whether `id` is an open session for the token now in force.
+    fn valid(&self, id: &str, token: &str) -> bool {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.get(id).is_some_and(|(at, hash)| at.elapsed() < SESSION_LIFETIME && *hash == digest(token))
+    }
+
+    /// Ends session `id`.
+    pub(super) fn close(&self, id: &str) {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
 
 /// Makes sure a token exists: off loopback the file must already hold one;
 /// on loopback a missing file is created with a random token (mode 0600).
@@ -72,65 +132,83 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
     value.strip_prefix("Bearer ").map(|t| t.trim().to_string())
 }
 
-fn cookie(headers: &HeaderMap) -> Option<String> {
+/// The value of cookie `name` in the request, if any.
+pub(super) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| {
-        let (name, value) = c.trim().split_once('=')?;
-        (name == COOKIE).then(|| value.trim().to_string())
+        let (key, value) = c.trim().split_once('=')?;
+        (key == name).then(|| value.trim().to_string())
     })
 }
 
 /// Compares in time independent of where the first difference is.
-fn same(a: &str, b: &str) -> bool {
+pub(super) fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The routes anyone may use: the login form and the console's script and style.
+fn is_open_route(method: &Method, path: &str) -> bool {
+    matches!(
+        (method.as_str(), path),
+        ("GET" | "POST", "/login") | ("POST", "/logout") | ("GET", "/console.js" | "/console.css")
+    )
+}
+
 /// The middleware: lets a request through, or answers 401 / 403 / 503.
-pub(super) async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
-    let write = !matches!(*request.method(), Method::GET | Method::HEAD);
-    if !write && state.shared.loopback {
+/// It never reads the body: a refused request is answered at its headers
+/// (limits::linger then drops at most 64 KiB more of it and closes).
+pub(super) async fn require_token(State(state): State<AdminState>, mut request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let write = !matches!(method, Method::GET | Method::HEAD);
+    let path = crate::text::clip(request.uri().path());
+    let file = &state.shared.token_file;
+    let expected = read_token(file);
+    let headers = request.headers();
+    let presented = bearer(headers);
+    // A session counts for a write only from the console's own page (the
+    // Origin check in guard.rs has refused every other origin by now).
+    let session_counts = !write || headers.contains_key(header::ORIGIN);
+    let session = cookie(headers, &state.shared.cookie).filter(|_| session_counts);
+    let by_token = matches!((&presented, &expected), (Some(t), Some(e)) if same(t, e));
+    let by_session = matches!((&session, &expected), (Some(id), Some(e)) if state.shared.sessions.valid(id, e));
+    request.extensions_mut().insert(Viewer { signed_in: by_token || by_session });
+    if by_token || by_session || (!write && state.shared.loopback) || is_open_route(&method, request.uri().path()) {
         return next.run(request).await;
     }
-    let file = &state.shared.token_file;
-    let path = request.uri().path().to_string();
     let is_page = !write && !path.starts_with("/api/") && path != "/metrics";
-    let presented = bearer(request.headers()).or_else(|| if write { None } else { cookie(request.headers()) });
-    let Some(expected) = read_token(file) else {
-        return ApiError::new(
+    let Some(_) = expected else {
+        let mut response = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
-                "{} {path} refused: the admin token file {} is missing or empty on the node; write a token into it",
-                request.method(),
+                "{method} {path} refused: the admin token file {} is missing or empty on the node; write a token into it",
                 file.display()
             ),
         )
         .into_response();
+        response.extensions_mut().insert(super::limits::Refused);
+        return response;
     };
     let refusal = match presented {
-        Some(token) if same(&token, &expected) => return next.run(request).await,
         Some(_) => (
             StatusCode::FORBIDDEN,
             format!(
-                "{} {path} refused: the admin token sent does not match the node's ({}); send the token from that file",
-                request.method(),
+                "{method} {path} refused: the admin token sent does not match the node's ({}); send the token from that file",
                 file.display()
             ),
         ),
         None => (
             StatusCode::UNAUTHORIZED,
             format!(
-                "{} {path} needs the admin token: send `Authorization: Bearer TOKEN` with the token from {} (CLI: --token-file)",
-                request.method(),
+                "{method} {path} needs the admin token: send `Authorization: Bearer TOKEN` with the token from {} (CLI: --token-file), or log in on the console's /login page",
                 file.display()
             ),
         ),
     };
-    // Read what the client is still sending (an upload), so it gets this
-    // answer instead of a broken pipe.
-    let _ = axum::body::to_bytes(request.into_body(), super::MAX_PLUGIN_BYTES).await;
-    if is_page {
-        return (refusal.0, Html(super::console::login_page(&refusal.1))).into_response();
-    }
-    let mut response = ApiError::new(refusal.0, refusal.1).into_response();
+    let mut response = if is_page {
+        (refusal.0, Html(super::console::login_page(&refusal.1, request.uri().path()))).into_response()
+    } else {
+        ApiError::new(refusal.0, refusal.1).into_response()
+    };
+    response.extensions_mut().insert(super::limits::Refused);
     if refusal.0 == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
     }
@@ -162,9 +240,24 @@ mod tests {
     }
 
     #[test]
+    fn a_session_ends_with_a_new_token_and_sessions_are_bounded() {
+        let sessions = Sessions::default();
+        let id = sessions.open("t1").unwrap();
+        assert!(sessions.valid(&id, "t1"));
+        assert!(!sessions.valid(&id, "t2"), "a rotated token ends the session");
+        assert!(!sessions.valid("forged", "t1"));
+        for _ in 0..MAX_SESSIONS {
+            sessions.open("t1").unwrap();
+        }
+        assert!(!sessions.valid(&id, "t1"), "the oldest session made room");
+        sessions.close(&id);
+    }
+
+    #[test]
     fn the_cookie_is_found_among_others() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::COOKIE, "a=1; clusterhost_admin_token=s3cret ; b=2".parse().unwrap());
-        assert_eq!(cookie(&headers).as_deref(), Some("s3cret"));
+        headers.insert(header::COOKIE, "a=1; clusterhost_session_9090=s3cret ; b=2".parse().unwrap());
+        assert_eq!(cookie(&headers, &cookie_name(9090)).as_deref(), Some("s3cret"));
+        assert_eq!(cookie(&headers, &cookie_name(9091)), None);
     }
 }

@@ -2,15 +2,19 @@
 //! properties). A few lines of script poll the page's JSON endpoint and,
 //! when it changed, re-fetch the page and swap its live sections, so a page
 //! follows the node without a manual refresh. Writes go through the JSON API
-//! with the token kept in the browser (localStorage).
+//! on a login session (an HttpOnly cookie set by the login form; see auth.rs):
+//! the token itself never stays in the browser.
 
 use std::collections::HashMap;
 
-use axum::extract::{Query, State};
-use axum::http::header;
-use axum::response::{Html, IntoResponse};
+use axum::extract::{Extension, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
 
-use super::api::{cluster_view, node_detail, properties_view};
+use super::api::{cluster_view, node_detail, properties_view, ApiError};
+use super::auth::Viewer;
+use super::client::segment;
+use super::limits::CappedBody;
 use super::{file_name, AdminState};
 use crate::cluster::ClusterState;
 use crate::registry::PluginState;
@@ -35,7 +39,9 @@ const STYLE: &str = "
 body{font-family:system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
 header{background:#1d2330;color:#fff;padding:.6rem 1.2rem;display:flex;gap:1.4rem;align-items:center;flex-wrap:wrap}
 header a{color:#cfd8ff;text-decoration:none}header a.here{color:#fff;font-weight:600;border-bottom:2px solid #8fa7ff}
-header .brand{font-weight:700;color:#fff}header .token{margin-left:auto;font-size:.85rem}
+header .brand{font-weight:700;color:#fff}header .session{margin-left:auto;font-size:.85rem;display:flex;gap:.5rem;align-items:center}
+form.login{display:flex;gap:.5rem;align-items:center;margin:1rem 0}
+.pending{background:#fff1cc;color:#6b4e00}
 main{padding:1rem 1.2rem;max-width:72rem}
 table{border-collapse:collapse;background:#fff;margin:.5rem 0 1.2rem;width:100%}
 th,td{border:1px solid #d8dce3;padding:.35rem .6rem;text-align:left;vertical-align:top;font-size:.92rem}
@@ -53,15 +59,21 @@ textarea{width:100%;min-height:22rem;font-family:ui-monospace,monospace;font-siz
 code{background:#eef0f4;padding:0 .25rem}
 ";
 
-fn nav(here: &str) -> String {
+fn nav(here: &str, viewer: Viewer) -> String {
     let link = |href: &str, label: &str| {
         let class = if href == here { " class=\"here\"" } else { "" };
         format!("<a href=\"{href}\"{class}>{label}</a>")
     };
+    let session = if viewer.signed_in {
+        "<form class=\"session\" method=\"post\" action=\"/logout\"><span id=\"signed-in\">logged in</span> \
+         <button id=\"logout\" type=\"submit\">log out</button></form>"
+            .to_string()
+    } else {
+        let next = if here.is_empty() { "/".to_string() } else { segment(here) };
+        format!("<span class=\"session\"><a id=\"login-link\" href=\"/login?next={next}\">log in to make changes</a></span>")
+    };
     format!(
-        "<header><span class=\"brand\">clusterhost</span>{}{}{}{}\
-         <span class=\"token\"><label>admin token <input id=\"token\" type=\"password\" size=\"18\" autocomplete=\"off\"></label> \
-         <button id=\"token-save\" type=\"button\">use</button></span></header>",
+        "<header><span class=\"brand\">clusterhost</span>{}{}{}{}{session}</header>",
         link("/", "Cluster"),
         link("/node", "Node"),
         link("/plugins", "Plugins"),
@@ -71,13 +83,13 @@ fn nav(here: &str) -> String {
 
 /// A whole page: `watch` is the JSON endpoint whose changes refresh the
 /// sections marked `data-live`.
-fn page(title: &str, here: &str, watch: &str, body: &str) -> Html<String> {
+fn page(title: &str, here: &str, watch: &str, viewer: Viewer, body: &str) -> Html<String> {
     Html(format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title} · clusterhost</title>\
-         <meta name=\"viewport\" content=\"width=device-width\"><style>{STYLE}</style></head>\
+         <meta name=\"viewport\" content=\"width=device-width\"><link rel=\"stylesheet\" href=\"/console.css\"></head>\
          <body data-watch=\"{watch}\">{}<main><h1>{title}</h1><p id=\"message\" role=\"status\"></p>{body}</main>\
          <script src=\"/console.js\"></script></body></html>",
-        nav(here),
+        nav(here, viewer),
         title = esc(title),
         watch = esc(watch),
     ))
@@ -97,7 +109,10 @@ fn cluster_state(state: &ClusterState) -> (String, Option<String>) {
 }
 
 /// `GET /`: the cluster page.
-pub(super) async fn cluster_page(State(state): State<AdminState>) -> Html<String> {
+pub(super) async fn cluster_page(
+    State(state): State<AdminState>,
+    Extension(viewer): Extension<Viewer>,
+) -> Html<String> {
     let view = cluster_view(&state).await;
     let status = &view.status;
     let (name, reason) = cluster_state(&status.state);
@@ -137,9 +152,10 @@ pub(super) async fn cluster_page(State(state): State<AdminState>) -> Html<String
             let plugin = detail.and_then(|d| d.plugin.as_ref());
             let plugin_reason = plugin.and_then(|p| p.reason.clone());
             body.push_str(&format!(
-                "<tr data-member=\"{id}\"><td><a href=\"/node?member={id}\">{id}</a>{senior}{local}</td><td>{addr}</td><td>{started}</td>\
+                "<tr data-member=\"{id}\"><td><a href=\"/node?member={link}\">{id}</a>{senior}{local}</td><td>{addr}</td><td>{started}</td>\
                  <td>{version} {pstate}</td><td>{state}</td><td>{reason}</td></tr>",
                 id = esc(&m.id),
+                link = esc(&segment(&m.id)),
                 senior = if m.senior { " <span class=\"badge senior\" title=\"the senior member\">★ senior</span>" } else { "" },
                 local = if m.local { " <span class=\"badge\">this node</span>" } else { "" },
                 addr = esc(&m.address),
@@ -153,17 +169,19 @@ pub(super) async fn cluster_page(State(state): State<AdminState>) -> Html<String
         body.push_str("</table>");
     }
     body.push_str("</section>");
-    page("Cluster", "/", "/api/cluster", &body)
+    page("Cluster", "/", "/api/cluster", viewer, &body)
 }
 
 /// `GET /node[?member=ID]`: a member's caches and plugins.
 pub(super) async fn node_page(
     State(state): State<AdminState>,
+    Extension(viewer): Extension<Viewer>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Html<String> {
     let member = query.get("member").cloned();
+    // `page` escapes it for the attribute; the member id is encoded for the URL.
     let watch = match &member {
-        Some(m) => format!("/api/node?member={}", esc(m)),
+        Some(m) => format!("/api/node?member={}", segment(m)),
         None => "/api/node".to_string(),
     };
     let title = format!("Node {}", member.as_deref().unwrap_or(state.ctx().cluster.node()));
@@ -203,7 +221,7 @@ pub(super) async fn node_page(
         }
     }
     body.push_str("</section>");
-    page(&title, "/node", &watch, &body)
+    page(&title, "/node", &watch, viewer, &body)
 }
 
 fn plugins_table(records: &[crate::registry::PluginRecord], actions: bool) -> String {
@@ -232,7 +250,7 @@ fn plugins_table(records: &[crate::registry::PluginRecord], actions: bool) -> St
             if present {
                 out.push_str(&format!(
                     "<td><button type=\"button\" data-replace=\"{f}\">replace…</button> \
-                     <button type=\"button\" data-method=\"DELETE\" data-url=\"/api/plugins/{f}\">remove</button></td>",
+                     <button type=\"button\" data-remove=\"{f}\">remove</button></td>",
                     f = esc(&file)
                 ));
             } else {
@@ -246,7 +264,10 @@ fn plugins_table(records: &[crate::registry::PluginRecord], actions: bool) -> St
 }
 
 /// `GET /plugins`: state and reason of each plugin file; upload, replace, remove.
-pub(super) async fn plugins_page(State(state): State<AdminState>) -> Html<String> {
+pub(super) async fn plugins_page(
+    State(state): State<AdminState>,
+    Extension(viewer): Extension<Viewer>,
+) -> Html<String> {
     let records = state.ctx().plugins.records();
     let mut body = String::from(
         "<form id=\"upload\"><label>Upload a plugin (.so) <input type=\"file\" id=\"plugin-file\" accept=\".so\"></label> \
@@ -256,18 +277,36 @@ pub(super) async fn plugins_page(State(state): State<AdminState>) -> Html<String
     body.push_str("<section id=\"plugins\" data-live>");
     body.push_str(&plugins_table(&records, true));
     body.push_str("</section>");
-    page("Plugins", "/plugins", "/api/plugins", &body)
+    page("Plugins", "/plugins", "/api/plugins", viewer, &body)
 }
 
 /// `GET /properties`: the values in force, and the file to edit.
-pub(super) async fn properties_page(State(state): State<AdminState>) -> Html<String> {
+pub(super) async fn properties_page(
+    State(state): State<AdminState>,
+    Extension(viewer): Extension<Viewer>,
+) -> Html<String> {
     let mut body = String::new();
     match properties_view(&state).await {
         Err(e) => body.push_str(&format!("<p class=\"warn\">{}</p>", esc(e.message()))),
         Ok(view) => {
             body.push_str("<h2>In force</h2><section id=\"effective\" data-live><table id=\"effective-table\"><tr><th>Key</th><th>Value</th></tr>");
             for (k, v) in &view.effective {
-                body.push_str(&format!("<tr data-key=\"{k}\"><td>{k}</td><td>{}</td></tr>", esc(v), k = esc(k)));
+                let pending = view.pending_restart.get(k).map(|p| {
+                    format!(" <span class=\"badge pending\" title=\"stored in the file; used from the next start\">pending restart: {}</span>", esc(p))
+                });
+                body.push_str(&format!(
+                    "<tr data-key=\"{k}\"><td>{k}</td><td>{}{}</td></tr>",
+                    esc(v),
+                    pending.unwrap_or_default(),
+                    k = esc(k)
+                ));
+            }
+            for (k, p) in view.pending_restart.iter().filter(|(k, _)| !view.effective.contains_key(*k)) {
+                body.push_str(&format!(
+                    "<tr data-key=\"{k}\"><td>{k}</td><td>(default) <span class=\"badge pending\">pending restart: {}</span></td></tr>",
+                    esc(p),
+                    k = esc(k)
+                ));
             }
             body.push_str("</table></section>");
             body.push_str(&format!(
@@ -279,19 +318,125 @@ pub(super) async fn properties_page(State(state): State<AdminState>) -> Html<Str
             ));
         }
     }
-    page("Properties", "/properties", "/api/properties", &body)
+    page("Properties", "/properties", "/api/properties", viewer, &body)
 }
 
-/// The page shown off loopback when the token is missing or wrong.
-pub(super) fn login_page(message: &str) -> String {
+/// Where a login may send the browser next: a path on this node, else `/`.
+fn local_path(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains(['\\', '\r', '\n']) => n.to_string(),
+        _ => "/".to_string(),
+    }
+}
+
+/// The login form; `message` says why it is shown, `next` where to go after.
+pub(super) fn login_page(message: &str, next: &str) -> String {
     format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>clusterhost: token needed</title>\
-         <style>{STYLE}</style></head><body>{}<main><h1>Admin token needed</h1><p id=\"message\" class=\"error\">{}</p>\
-         <p>Enter the token from the node's token file above and press <em>use</em>.</p></main>\
-         <script src=\"/console.js\"></script></body></html>",
-        nav(""),
-        esc(message)
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>clusterhost: log in</title>\
+         <link rel=\"stylesheet\" href=\"/console.css\"></head><body>{}<main><h1>Log in</h1><p id=\"message\" class=\"error\">{}</p>\
+         <form class=\"login\" method=\"post\" action=\"/login\"><label>admin token \
+         <input id=\"token\" name=\"token\" type=\"password\" size=\"30\" autocomplete=\"off\" autofocus></label>\
+         <input type=\"hidden\" name=\"next\" value=\"{}\"><button id=\"login\" type=\"submit\">log in</button></form>\
+         <p>The token is the first line of the node's token file (admin.token.file, default conf/admin.token in its home). \
+         Logging in opens a session on this node for this browser; the token itself is not kept.</p></main></body></html>",
+        nav("", Viewer::default()),
+        esc(message),
+        esc(&local_path(Some(next))),
     )
+}
+
+/// `GET /login[?next=PATH]`: the login form.
+pub(super) async fn login_form(Query(query): Query<HashMap<String, String>>) -> Html<String> {
+    Html(login_page("", &local_path(query.get("next").map(String::as_str))))
+}
+
+/// Decodes `application/x-www-form-urlencoded` text.
+fn form_fields(body: &[u8]) -> HashMap<String, String> {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    fn decode(part: &str) -> String {
+        let bytes = part.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+                (b'+', _, _) => out.push(b' '),
+                (b'%', Some(high), Some(low)) => {
+                    out.push(high << 4 | low);
+                    i += 2;
+                }
+                (b, _, _) => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    String::from_utf8_lossy(body)
+        .split('&')
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (!k.is_empty()).then(|| (decode(k), decode(v)))
+        })
+        .collect()
+}
+
+fn session_cookie(name: &str, value: &str, max_age: Option<u64>) -> HeaderValue {
+    let age = max_age.map(|s| format!("; Max-Age={s}")).unwrap_or_default();
+    HeaderValue::from_str(&format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict{age}"))
+        .expect("a cookie name with a port and a hex session id make a valid header value")
+}
+
+/// `POST /login`, form `token=…&next=…`: a right token opens a session (an
+/// HttpOnly, SameSite=Strict cookie holding a random id, never the token)
+/// and goes on to `next`; a wrong one shows the form again with `403`.
+pub(super) async fn login(State(state): State<AdminState>, request: Request) -> Response {
+    let cap = state.shared.limits.body_cap();
+    let body = match CappedBody::new(request.into_body(), cap, axum::http::Method::POST, "/login").read_all().await {
+        Ok(body) => body,
+        Err(e) => return e.into_response(),
+    };
+    let fields = form_fields(&body);
+    let next = local_path(fields.get("next").map(String::as_str));
+    let file = &state.shared.token_file;
+    let expected = super::auth::read_token(file);
+    let given = fields.get("token").map(|t| t.trim()).unwrap_or_default();
+    let Some(expected) = expected.filter(|e| !given.is_empty() && super::auth::same(given, e)) else {
+        let message = format!(
+            "that is not the node's admin token; enter the first line of {} (a new token there ends every session)",
+            file.display()
+        );
+        tracing::info!(status = 403, "console login refused: a wrong token");
+        return (StatusCode::FORBIDDEN, Html(login_page(&message, &next))).into_response();
+    };
+    match state.shared.sessions.open(&expected) {
+        Ok(id) => {
+            tracing::info!("console login: a session was opened");
+            let mut response = Redirect::to(&next).into_response();
+            response.headers_mut().insert(header::SET_COOKIE, session_cookie(&state.shared.cookie, &id, None));
+            response
+        }
+        Err(e) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("could not open a console session: no randomness from /dev/urandom ({e})"),
+        )
+        .into_response(),
+    }
+}
+
+/// `POST /logout`: ends the session and clears its cookie.
+pub(super) async fn logout(State(state): State<AdminState>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(id) = super::auth::cookie(&headers, &state.shared.cookie) {
+        state.shared.sessions.close(&id);
+    }
+    let mut response = Redirect::to("/").into_response();
+    response.headers_mut().insert(header::SET_COOKIE, session_cookie(&state.shared.cookie, "", Some(0)));
+    response
+}
+
+/// `GET /console.css`.
+pub(super) async fn style() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE)
 }
 
 /// `GET /console.js`.
@@ -299,27 +444,19 @@ pub(super) async fn script() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], SCRIPT)
 }
 
-const SCRIPT: &str = r#"// clusterhost console: live sections, token, writes through the JSON API.
+const SCRIPT: &str = r#"// clusterhost console: live sections, writes through the JSON API.
+// Writes ride on the login session (an HttpOnly cookie this script cannot
+// read); every URL part that comes from data is encoded with encodeURIComponent.
 'use strict';
-const KEY = 'clusterhost-admin-token';
-const tokenInput = document.getElementById('token');
-tokenInput.value = localStorage.getItem(KEY) || '';
-document.getElementById('token-save').addEventListener('click', () => {
-  localStorage.setItem(KEY, tokenInput.value.trim());
-  document.cookie = 'clusterhost_admin_token=' + encodeURIComponent(tokenInput.value.trim()) + '; path=/; SameSite=Strict';
-  location.reload();
-});
 function say(text, ok) {
   const m = document.getElementById('message');
   if (m) { m.textContent = text; m.className = ok ? 'ok' : 'error'; }
 }
 async function call(method, url, body) {
-  const headers = {};
-  const token = localStorage.getItem(KEY);
-  if (token) headers['Authorization'] = 'Bearer ' + token;
-  const response = await fetch(url, { method, headers, body });
+  const response = await fetch(url, { method, body, credentials: 'same-origin' });
   let json = {};
   try { json = await response.json(); } catch (e) { json = { error: 'the node sent no JSON (HTTP ' + response.status + ')' }; }
+  if (response.status === 401) throw new Error((json.error || 'the node asks for the admin token') + ' (use the log in link above)');
   if (!response.ok) throw new Error(json.error || ('HTTP ' + response.status));
   return json;
 }
@@ -361,8 +498,9 @@ document.addEventListener('change', (ev) => {
 });
 document.addEventListener('click', (ev) => {
   const t = ev.target;
-  if (t.dataset && t.dataset.method) {
-    act(t.dataset.method, t.dataset.url, null, t.dataset.method + ' ' + t.dataset.url + ': done');
+  if (t.dataset && t.dataset.remove) {
+    const name = t.dataset.remove;
+    act('DELETE', '/api/plugins/' + encodeURIComponent(name), null, name + ' removed');
   } else if (t.dataset && t.dataset.replace) {
     const input = document.getElementById('replace-file');
     input.dataset.name = t.dataset.replace;

@@ -6,13 +6,14 @@ mod api;
 mod auth;
 pub mod client;
 mod console;
+mod guard;
+mod limits;
 mod metrics;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use serde::{Deserialize, Serialize};
@@ -25,9 +26,6 @@ use crate::PluginManager;
 
 /// The cluster task every member answers with its [`NodeDetail`] (JSON).
 pub const NODE_DETAIL_TASK: &str = "clusterhost.admin.node-detail";
-
-/// The largest plugin file the API takes.
-const MAX_PLUGIN_BYTES: usize = 512 * 1024 * 1024;
 
 /// What the admin server works on: the node's managers and files.
 #[derive(Clone)]
@@ -90,11 +88,36 @@ struct Shared {
     token_file: PathBuf,
     /// Reads need no token only on a loopback address.
     loopback: bool,
+    /// The body caps (`admin.max.*`, fixed at start).
+    limits: limits::Limits,
+    /// What `Host` may name (the bind address, loopback names, `admin.allowed.hosts`).
+    allowed_hosts: guard::AllowedHosts,
+    /// The console's login sessions.
+    sessions: auth::Sessions,
+    /// The name of this node's session cookie (it holds the port).
+    cookie: String,
+    /// One writer at a time per file (a plugin file, the properties file):
+    /// a write, its rename and the answer about it happen under the
+    /// target's lock, so parallel writers never interleave and each answer
+    /// is about its own body. Entries nobody holds are dropped as it grows.
+    writers: std::sync::Mutex<std::collections::HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl AdminState {
     fn ctx(&self) -> &AdminContext {
         &self.shared.ctx
+    }
+
+    /// Waits for, then holds, the write lock of `target`.
+    async fn lock_target(&self, target: &Path) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut writers = self.shared.writers.lock().unwrap_or_else(|p| p.into_inner());
+            if writers.len() > 64 {
+                writers.retain(|_, lock| Arc::strong_count(lock) > 1);
+            }
+            writers.entry(target.to_path_buf()).or_default().clone()
+        };
+        lock.lock_owned().await
     }
 }
 
@@ -117,7 +140,18 @@ impl AdminServer {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| AdminError::Bind { addr, source })?;
         let addr = listener.local_addr().map_err(|source| AdminError::Bind { addr, source })?;
         register_detail_task(&ctx);
-        let state = AdminState { shared: Arc::new(Shared { ctx, token_file: token_file.clone(), loopback }) };
+        let state = AdminState {
+            shared: Arc::new(Shared {
+                ctx,
+                token_file: token_file.clone(),
+                loopback,
+                limits: limits::Limits::new(properties),
+                allowed_hosts: guard::AllowedHosts::new(bind, &properties.admin_allowed_hosts),
+                sessions: auth::Sessions::default(),
+                cookie: auth::cookie_name(addr.port()),
+                writers: Default::default(),
+            }),
+        };
         let app = router(state);
         let (stop, stopped) = oneshot::channel::<()>();
         let served = tokio::spawn(async move {
@@ -170,21 +204,30 @@ fn router(state: AdminState) -> Router {
         .route("/api/cluster/enable", post(api::enable))
         .route("/api/cluster/disable", post(api::disable))
         .route("/api/node", get(api::node))
-        .route(
-            "/api/plugins",
-            get(api::plugins).post(api::install_plugin).layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES)),
-        )
+        .route("/api/plugins", get(api::plugins).post(api::install_plugin))
         .route("/api/plugins/{name}", axum::routing::delete(api::remove_plugin))
-        .route("/api/properties", get(api::properties).put(api::put_properties))
+        .route("/api/properties", get(api::properties).put(api::put_properties).patch(api::patch_properties))
         .route("/api/caches/{cache}/{key}", get(api::cache_get).put(api::cache_put).delete(api::cache_remove))
         .route("/metrics", get(metrics::metrics))
         .route("/", get(console::cluster_page))
         .route("/node", get(console::node_page))
         .route("/plugins", get(console::plugins_page))
         .route("/properties", get(console::properties_page))
+        .route("/login", get(console::login_form).post(console::login))
+        .route("/logout", post(console::logout))
         .route("/console.js", get(console::script))
+        .route("/console.css", get(console::style))
         .fallback(api::not_found);
-    api.layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token)).with_state(state)
+    // Run in this order (the last layer added runs first): the linger
+    // (after the answer, drops what the client still sends), Host and
+    // Origin (which also add the answer's headers), the token, the body's
+    // length; none of them reads the body before the answer. Each handler
+    // reads its body through limits::CappedBody, within the route's cap.
+    api.layer(axum::middleware::from_fn_with_state(state.clone(), limits::check_length))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard::check_host_and_origin))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), limits::linger))
+        .with_state(state)
 }
 
 /// This node's [`NodeDetail`].
@@ -223,7 +266,7 @@ async fn member_details(
     let call = ctx.cluster.call_task_raw(target, NODE_DETAIL_TASK, Vec::new());
     let replies = match tokio::time::timeout(wait, call).await {
         Ok(Ok(replies)) => replies,
-        Ok(Err(e)) => return Err(e.to_string()),
+        Ok(Err(e)) => return Err(crate::text::clip(&e.to_string())),
         Err(_) => return Err(format!("the members did not answer within {} s", wait.as_secs_f64())),
     };
     let mut details = Vec::new();
