@@ -12,6 +12,7 @@ pub mod partition;
 mod plugin_load;
 mod redis;
 mod scaling;
+mod soak;
 mod upgrade_load;
 mod upgrade_soak;
 
@@ -70,6 +71,7 @@ pub fn registry() -> Vec<Box<dyn Scenario>> {
         Box::new(join::Join),
         Box::new(failure::Failure),
         Box::new(partition::Partition),
+        Box::new(soak::Soak),
         Box::new(scaling::Scaling),
         Box::new(redis::Redis),
     ]

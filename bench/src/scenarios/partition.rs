@@ -19,8 +19,8 @@ use crate::report::Report;
 /// Namespace names start with this (and the pid); stale ones are swept.
 pub const PREFIX: &str = "chb";
 const SUBNET: &str = "10.214.0";
-const PORT: u16 = 5701;
-const ADMIN: &str = "http://127.0.0.1:9090";
+pub(super) const PORT: u16 = 5701;
+pub(super) const ADMIN: &str = "http://127.0.0.1:9090";
 const DEADLINE: Duration = Duration::from_secs(60);
 
 pub struct Partition;
@@ -128,7 +128,7 @@ impl Scenario for Partition {
 }
 
 /// A member home: gossip.toml with the static list, key, quick start, token, plugin.
-fn write_home(home: &Path, members: &[String], gossip: &Path) {
+pub(super) fn write_home(home: &Path, members: &[String], gossip: &Path) {
     let conf = home.join("conf");
     write_gossip_conf(&conf, &format!("bench-partition-{}", std::process::id()), &"3c".repeat(32), members, false);
     std::fs::write(conf.join("clusterhost.properties"), "cluster.startup.delay.seconds = 0\n").expect("properties");
@@ -138,7 +138,7 @@ fn write_home(home: &Path, members: &[String], gossip: &Path) {
 }
 
 /// One HTTP call made inside namespace `ns`: (status, body), or None when nothing answered.
-fn http(ns: &str, method: &str, path: &str, body: Option<&str>) -> Option<(u16, String)> {
+pub(super) fn http(ns: &str, method: &str, path: &str, body: Option<&str>) -> Option<(u16, String)> {
     let url = format!("{ADMIN}{path}");
     in_netns(ns, || {
         let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -160,7 +160,7 @@ fn http(ns: &str, method: &str, path: &str, body: Option<&str>) -> Option<(u16, 
 }
 
 /// How many members the member in `ns` lists while clustered (0 otherwise).
-fn members_seen(ns: &str) -> usize {
+pub(super) fn members_seen(ns: &str) -> usize {
     let Some((200, text)) = http(ns, "GET", "/api/cluster", None) else { return 0 };
     let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
     if body["state"]["state"] == "clustered" {
@@ -170,11 +170,11 @@ fn members_seen(ns: &str) -> usize {
     }
 }
 
-fn put(ns: &str, key: &str) {
+pub(super) fn put(ns: &str, key: &str) {
     let answer = http(ns, "PUT", &format!("/api/caches/bench/{key}"), Some("v"));
     assert!(matches!(answer, Some((200, _))), "put {key} in {ns}: {answer:?}");
 }
 
-fn has(ns: &str, key: &str) -> bool {
+pub(super) fn has(ns: &str, key: &str) -> bool {
     matches!(http(ns, "GET", &format!("/api/caches/bench/{key}"), None), Some((200, _)))
 }
