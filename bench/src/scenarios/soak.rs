@@ -104,9 +104,8 @@ impl Scenario for Soak {
         let mut rss_per_upgrade = Vec::new();
         let rounds = upgrades.max(kills).max(flaps);
         for round in 0..rounds {
-            if round < upgrades {
+            if let Some((path, version)) = builds.get(round) {
                 let before = usage(nodes[0].pid()).rss_kib;
-                let (path, version) = &builds[round];
                 publish(&homes[0], path);
                 wait_until(&format!("sa on gossip {version}, 3 members on all"), DEADLINE, || {
                     active_version(&lab.members[0]).as_deref() == Some(version.as_str()) && all_see(3)
