@@ -26,6 +26,10 @@ const DEADLINE: Duration = Duration::from_secs(60);
 const NAMES: [&str; 3] = ["sa", "sb", "sc"];
 /// Writes per second, per writer.
 const RATE: u32 = 20;
+/// The most resident memory a hot upgrade of sa may add, median over the
+/// run (docs/plugins.md, "What a retired version leaves behind": the
+/// figure there is for release builds; this bound holds for debug ones too).
+const RSS_PER_UPGRADE_KIB: f64 = 2048.0;
 
 pub struct Soak;
 
@@ -191,6 +195,11 @@ impl Scenario for Soak {
             );
         }
         assert!(after.fds <= base.fds + 4, "sa holds {after}, against {base} after its first join");
+        let median = crate::figure::Spread::of(&rss_per_upgrade).map(|s| s.median).unwrap_or(0.0);
+        assert!(
+            median <= RSS_PER_UPGRADE_KIB,
+            "a hot upgrade of sa added {median:.0} KiB resident (median), over the {RSS_PER_UPGRADE_KIB:.0} KiB docs/plugins.md states"
+        );
     }
 }
 
