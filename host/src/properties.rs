@@ -71,6 +71,16 @@ pub struct Properties {
     /// the `Host` header, beside its bind address (and, on loopback,
     /// `localhost`, 127.0.0.1 and `[::1]`); comma-separated.
     pub admin_allowed_hosts: Vec<String>,
+    /// `admin.header.timeout.seconds` (10): how long an admin client may
+    /// take to send a request's headers, and how long a kept-alive
+    /// connection may sit idle between two requests; then it is closed.
+    pub admin_header_timeout: Duration,
+    /// `admin.max.connections` (256): open admin connections in all; more
+    /// are closed at once.
+    pub admin_max_connections: usize,
+    /// `admin.max.connections.per.address` (64): open admin connections
+    /// from one client IP address (loopback counts too); more are closed at once.
+    pub admin_max_connections_per_address: usize,
 }
 
 impl Default for Properties {
@@ -96,6 +106,9 @@ impl Default for Properties {
             admin_max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             admin_max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             admin_allowed_hosts: Vec::new(),
+            admin_header_timeout: DEFAULT_HEADER_TIMEOUT,
+            admin_max_connections: DEFAULT_MAX_CONNECTIONS,
+            admin_max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
         }
     }
 }
@@ -106,6 +119,15 @@ pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 512 * 1024 * 1024;
 /// `admin.max.body.bytes`' default: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 
+/// `admin.header.timeout.seconds`' default: 10 s.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `admin.max.connections`' default.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+
+/// `admin.max.connections.per.address`' default.
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
+
 /// The node-specific keys: settable in the file, and overridden by the
 /// `clusterhost run` flags and environment variables of the same meaning.
 pub const NODE_KEYS: [&str; 5] = ["node.name", "node.bind", "cluster.port", "admin.port", "admin.bind"];
@@ -113,7 +135,7 @@ pub const NODE_KEYS: [&str; 5] = ["node.name", "node.bind", "cluster.port", "adm
 /// The keys read once at start: a reload stores them, shows them as
 /// pending, and the node uses them from its next start. The node-specific
 /// keys and every `admin.*` key.
-pub const RESTART_KEYS: [&str; 9] = [
+pub const RESTART_KEYS: [&str; 12] = [
     "node.name",
     "node.bind",
     "cluster.port",
@@ -123,6 +145,9 @@ pub const RESTART_KEYS: [&str; 9] = [
     "admin.max.upload.bytes",
     "admin.max.body.bytes",
     "admin.allowed.hosts",
+    "admin.header.timeout.seconds",
+    "admin.max.connections",
+    "admin.max.connections.per.address",
 ];
 
 /// Whether `key` applies only from the node's next start.
@@ -278,6 +303,9 @@ impl Properties {
             "admin.max.upload.bytes" => self.admin_max_upload_bytes = bytes(value, 1024, 1 << 40)?,
             "admin.max.body.bytes" => self.admin_max_body_bytes = bytes(value, 1024, 1 << 30)?,
             "admin.allowed.hosts" => self.admin_allowed_hosts = host_names(value)?,
+            "admin.header.timeout.seconds" => self.admin_header_timeout = seconds(value, 0.1, 3600.0)?,
+            "admin.max.connections" => self.admin_max_connections = connections(value)?,
+            "admin.max.connections.per.address" => self.admin_max_connections_per_address = connections(value)?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -305,6 +333,9 @@ impl Properties {
         self.admin_max_upload_bytes = started.admin_max_upload_bytes;
         self.admin_max_body_bytes = started.admin_max_body_bytes;
         self.admin_allowed_hosts.clone_from(&started.admin_allowed_hosts);
+        self.admin_header_timeout = started.admin_header_timeout;
+        self.admin_max_connections = started.admin_max_connections;
+        self.admin_max_connections_per_address = started.admin_max_connections_per_address;
     }
 
     /// Applies a node-specific value from a CLI flag or the environment;
@@ -369,6 +400,9 @@ impl Properties {
         put("admin.max.upload.bytes", self.admin_max_upload_bytes.to_string());
         put("admin.max.body.bytes", self.admin_max_body_bytes.to_string());
         put("admin.allowed.hosts", self.admin_allowed_hosts.join(","));
+        put("admin.header.timeout.seconds", secs(self.admin_header_timeout));
+        put("admin.max.connections", self.admin_max_connections.to_string());
+        put("admin.max.connections.per.address", self.admin_max_connections_per_address.to_string());
         values
     }
 
@@ -519,6 +553,14 @@ fn host_names(value: &str) -> Result<Vec<String>, String> {
         }
     }
     Ok(names)
+}
+
+/// A number of connections, 1 to 65536.
+fn connections(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if (1..=65_536).contains(&n) => Ok(n),
+        _ => Err("expected a number of connections from 1 to 65536".into()),
+    }
 }
 
 fn boolean(value: &str) -> Result<bool, String> {
@@ -683,5 +725,24 @@ mod tests {
         assert_eq!(p.effective().get("admin.token.file").map(String::as_str), Some("/etc/ch/token"));
         let err = parse("admin.bind = localhost\n").unwrap_err().to_string();
         assert!(err.contains(":1: admin.bind = \"localhost\": expected an IP address"), "{err}");
+    }
+
+    #[test]
+    fn connection_limits_parse_and_refuse_zero() {
+        let defaults = Properties::default().effective();
+        assert_eq!(defaults.get("admin.header.timeout.seconds").map(String::as_str), Some("10"));
+        assert_eq!(defaults.get("admin.max.connections").map(String::as_str), Some("256"));
+        assert_eq!(defaults.get("admin.max.connections.per.address").map(String::as_str), Some("64"));
+        let (p, unknown) = parse(
+            "admin.header.timeout.seconds = 1.5\nadmin.max.connections = 64\nadmin.max.connections.per.address = 8\n",
+        )
+        .unwrap();
+        assert!(unknown.is_empty());
+        assert_eq!(p.admin_header_timeout, Duration::from_millis(1500));
+        assert_eq!((p.admin_max_connections, p.admin_max_connections_per_address), (64, 8));
+        let err = parse("admin.max.connections = 0\n").unwrap_err().to_string();
+        assert!(err.contains(":1: admin.max.connections = \"0\": expected a number of connections from 1"), "{err}");
+        assert!(parse("admin.header.timeout.seconds = 0\n").is_err());
+        assert!(is_restart_key("admin.max.connections.per.address"));
     }
 }

@@ -1,5 +1,5 @@
 //! What a process holds, read from Linux's /proc: open file descriptors,
-//! threads, resident memory and established TCP connections. The resource
+//! threads, resident memory, CPU time and established TCP connections. The resource
 //! tests and the bench's soak count these before and after upgrades and
 //! re-joins.
 
@@ -54,6 +54,21 @@ pub fn status_kib(pid: u32, field: &str) -> u64 {
         .find_map(|l| l.strip_prefix(&prefix))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or_else(|| panic!("/proc/{pid}/status has a {field} line"))
+}
+
+/// CPU time (user + system) process `pid` used so far; panics when it does not run.
+pub fn cpu_time(pid: u32) -> std::time::Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/stat is readable (is the process running?): {e}"));
+    // Fields after the command name (in parentheses, which may hold spaces).
+    let rest = &stat[stat.rfind(')').expect("/proc/PID/stat has a command name") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize, name: &str| -> u64 {
+        fields.get(i).and_then(|f| f.parse().ok()).unwrap_or_else(|| panic!("/proc/{pid}/stat has {name}"))
+    };
+    let ticks = field(11, "utime") + field(12, "stime");
+    // In USER_HZ, which Linux fixes at 100 for /proc on every architecture it runs on here.
+    std::time::Duration::from_millis(ticks * 10)
 }
 
 /// One established TCP connection of a process, IPv4.

@@ -192,6 +192,39 @@ pub(super) async fn metrics(State(state): State<AdminState>) -> Response {
         .collect();
     family(&mut out, "clusterhost_strategy_counter", "gauge", "The active strategy's own named counters.", &stats);
 
+    let conns = state.shared.connections.stats();
+    family(
+        &mut out,
+        "clusterhost_admin_connections",
+        "gauge",
+        "Connections open to the admin API (this one included).",
+        &one(conns.open as f64),
+    );
+    family(
+        &mut out,
+        "clusterhost_admin_connections_refused_total",
+        "counter",
+        "Admin connections closed at once because a limit was reached, by limit.",
+        &[
+            ("{limit=\"total\"}".to_string(), conns.refused_total as f64),
+            ("{limit=\"per_address\"}".to_string(), conns.refused_per_address as f64),
+        ],
+    );
+    family(
+        &mut out,
+        "clusterhost_admin_header_timeouts_total",
+        "counter",
+        "Admin connections closed at admin.header.timeout.seconds before their first whole request.",
+        &one(conns.header_timeouts as f64),
+    );
+    family(
+        &mut out,
+        "clusterhost_admin_accept_errors_total",
+        "counter",
+        "Failed accepts on the admin port (out of file descriptors, say).",
+        &one(conns.accept_errors as f64),
+    );
+
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
 }
 

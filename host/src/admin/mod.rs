@@ -5,6 +5,7 @@
 mod api;
 mod auth;
 pub mod client;
+mod connections;
 mod console;
 mod guard;
 mod limits;
@@ -90,6 +91,8 @@ struct Shared {
     loopback: bool,
     /// The body caps (`admin.max.*`, fixed at start).
     limits: limits::Limits,
+    /// The open connections, their limits and counters (for `/metrics`).
+    connections: Arc<connections::Connections>,
     /// What `Host` may name (the bind address, loopback names, `admin.allowed.hosts`).
     allowed_hosts: guard::AllowedHosts,
     /// The console's login sessions.
@@ -140,12 +143,14 @@ impl AdminServer {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| AdminError::Bind { addr, source })?;
         let addr = listener.local_addr().map_err(|source| AdminError::Bind { addr, source })?;
         register_detail_task(&ctx);
+        let connections = connections::Connections::new(connections::ConnectionLimits::new(properties));
         let state = AdminState {
             shared: Arc::new(Shared {
                 ctx,
                 token_file: token_file.clone(),
                 loopback,
                 limits: limits::Limits::new(properties),
+                connections: connections.clone(),
                 allowed_hosts: guard::AllowedHosts::new(bind, &properties.admin_allowed_hosts),
                 sessions: auth::Sessions::default(),
                 cookie: auth::cookie_name(addr.port()),
@@ -154,14 +159,7 @@ impl AdminServer {
         };
         let app = router(state);
         let (stop, stopped) = oneshot::channel::<()>();
-        let served = tokio::spawn(async move {
-            let served = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = stopped.await;
-            });
-            if let Err(e) = served.await {
-                tracing::error!("the admin API stopped serving: {e}");
-            }
-        });
+        let served = tokio::spawn(connections::serve(listener, app, connections, stopped));
         tracing::info!(
             %addr,
             token_file = %token_file.display(),

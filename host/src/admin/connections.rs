@@ -1,0 +1,335 @@
+//! The admin server's connections: accepted within limits (in all and per
+//! client address), each with a deadline for its request headers, served by
+//! hyper until the node stops. The limits are listed in docs/admin.md, "Limits".
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use hyper::service::Service as _;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+use crate::properties::Properties;
+
+/// How often at most a warning that may come with every connection is logged.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The first pause after a failed `accept`; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+
+/// The longest pause after failed `accept`s in a row.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The connection limits, fixed at start from `admin.header.timeout.seconds`,
+/// `admin.max.connections` and `admin.max.connections.per.address`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ConnectionLimits {
+    /// How long a client may take to send a request's headers; also how
+    /// long a kept-alive connection may sit idle between two requests.
+    pub header_timeout: Duration,
+    /// Open connections in all.
+    pub max_total: usize,
+    /// Open connections from one client IP address (loopback included).
+    pub max_per_address: usize,
+}
+
+impl ConnectionLimits {
+    pub(super) fn new(properties: &Properties) -> Self {
+        ConnectionLimits {
+            header_timeout: properties.admin_header_timeout,
+            max_total: properties.admin_max_connections,
+            max_per_address: properties.admin_max_connections_per_address,
+        }
+    }
+}
+
+/// What `/metrics` shows of the connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct ConnectionStats {
+    /// Connections open now.
+    pub open: u64,
+    /// Closed at once: `admin.max.connections` were open.
+    pub refused_total: u64,
+    /// Closed at once: `admin.max.connections.per.address` were open from its address.
+    pub refused_per_address: u64,
+    /// Closed because the headers of their first request did not arrive in
+    /// time (a kept-alive connection idle until the deadline is not counted).
+    pub header_timeouts: u64,
+    /// Failed `accept` calls (out of file descriptors, say).
+    pub accept_errors: u64,
+}
+
+/// The open connections and the counters; owned by the admin server, read
+/// by `/metrics`.
+pub(super) struct Connections {
+    limits: ConnectionLimits,
+    open: Mutex<Open>,
+    refused_total: AtomicU64,
+    refused_per_address: AtomicU64,
+    header_timeouts: AtomicU64,
+    accept_errors: AtomicU64,
+    /// One throttle per kind of warning: refusals, header deadlines, accept errors.
+    refusals: Throttled,
+    timeouts: Throttled,
+    accept_failures: Throttled,
+}
+
+/// Open connections, in all and by client address.
+#[derive(Default)]
+struct Open {
+    total: usize,
+    by_address: HashMap<IpAddr, usize>,
+}
+
+/// Which limit refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    Total,
+    PerAddress,
+}
+
+/// One open connection's place in [`Open`]; given back on drop.
+struct Admitted {
+    connections: Arc<Connections>,
+    address: IpAddr,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut open = lock(&self.connections.open);
+        open.total = open.total.saturating_sub(1);
+        if let Some(n) = open.by_address.get_mut(&self.address) {
+            *n -= 1;
+            if *n == 0 {
+                open.by_address.remove(&self.address);
+            }
+        }
+    }
+}
+
+impl Connections {
+    pub(super) fn new(limits: ConnectionLimits) -> Arc<Self> {
+        Arc::new(Connections {
+            limits,
+            open: Mutex::default(),
+            refused_total: AtomicU64::new(0),
+            refused_per_address: AtomicU64::new(0),
+            header_timeouts: AtomicU64::new(0),
+            accept_errors: AtomicU64::new(0),
+            refusals: Throttled::default(),
+            timeouts: Throttled::default(),
+            accept_failures: Throttled::default(),
+        })
+    }
+
+    /// The figures for `/metrics`.
+    pub(super) fn stats(&self) -> ConnectionStats {
+        ConnectionStats {
+            open: lock(&self.open).total as u64,
+            refused_total: self.refused_total.load(Ordering::Relaxed),
+            refused_per_address: self.refused_per_address.load(Ordering::Relaxed),
+            header_timeouts: self.header_timeouts.load(Ordering::Relaxed),
+            accept_errors: self.accept_errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts a new connection from `address` in, unless a limit is reached.
+    fn admit(self: &Arc<Self>, address: IpAddr) -> Result<Admitted, (Refusal, usize, usize)> {
+        let mut open = lock(&self.open);
+        let here = open.by_address.get(&address).copied().unwrap_or(0);
+        if open.total >= self.limits.max_total {
+            return Err((Refusal::Total, open.total, here));
+        }
+        if here >= self.limits.max_per_address {
+            return Err((Refusal::PerAddress, open.total, here));
+        }
+        open.total += 1;
+        *open.by_address.entry(address).or_default() += 1;
+        Ok(Admitted { connections: self.clone(), address })
+    }
+
+    /// Closes a connection over a limit at once: counted, logged (throttled),
+    /// answered `503` if the socket takes it without waiting.
+    fn refuse(&self, stream: TcpStream, peer: SocketAddr, (refusal, total, here): (Refusal, usize, usize)) {
+        let (counter, limit) = match refusal {
+            Refusal::Total => (&self.refused_total, "admin.max.connections"),
+            Refusal::PerAddress => (&self.refused_per_address, "admin.max.connections.per.address"),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.refusals.warn(format_args!(
+            "closed an admin connection from {peer} at once: {total} admin connections are open ({here} from {}), the limits are admin.max.connections = {} and admin.max.connections.per.address = {}; raise {limit} (from the next start) if these clients are yours",
+            peer.ip(),
+            self.limits.max_total,
+            self.limits.max_per_address,
+        ));
+        let message = format!(
+            "{{\"error\":\"too many admin connections are open ({limit} reached); close idle ones or try again later\"}}"
+        );
+        let answer = format!(
+            "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{message}",
+            message.len()
+        );
+        // What the client already sent is read first, so closing does not
+        // reset the connection before the answer; neither call waits.
+        let mut sent = [0u8; 4096];
+        let _ = stream.try_read(&mut sent);
+        let _ = stream.try_write(answer.as_bytes());
+    }
+
+    /// Counts and logs (throttled) a connection closed at its header
+    /// deadline before it sent a whole request.
+    fn timed_out(&self, peer: SocketAddr) {
+        self.header_timeouts.fetch_add(1, Ordering::Relaxed);
+        self.timeouts.warn(format_args!(
+            "closed the admin connection from {peer}: it sent no whole request headers within {:?} (admin.header.timeout.seconds)",
+            self.limits.header_timeout
+        ));
+    }
+}
+
+/// Accepts and serves connections on `listener` with `app` until `stop`
+/// fires (or its sender is dropped); then closes the listener, lets the
+/// requests in flight finish and returns once every connection is closed.
+pub(super) async fn serve(
+    listener: TcpListener,
+    app: Router,
+    connections: Arc<Connections>,
+    stop: oneshot::Receiver<()>,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(connections.limits.header_timeout).keep_alive(true);
+    let graceful = GracefulShutdown::new();
+    let mut stop = std::pin::pin!(stop);
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = &mut stop => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => {
+                backoff = FIRST_BACKOFF;
+                accepted
+            }
+            // The client gave up before its connection was accepted: nothing
+            // of ours is short, so accept the next one at once.
+            Err(e) if is_connection_error(&e) => continue,
+            Err(e) => {
+                // Out of file descriptors or memory: the connection stays
+                // queued, so accepting again at once would spin a core.
+                connections.accept_errors.fetch_add(1, Ordering::Relaxed);
+                connections.accept_failures.warn(format_args!(
+                    "the admin API could not accept a connection: {e}; trying again in {backoff:?} (if this is EMFILE, raise the node's open files limit or lower admin.max.connections)"
+                ));
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = &mut stop => break,
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        let admitted = match connections.admit(peer.ip()) {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                connections.refuse(stream, peer, refusal);
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        // Set once a request's headers arrived: a kept-alive connection
+        // that then sits idle until the deadline is no stranger's doing.
+        let answered = Arc::new(AtomicBool::new(false));
+        let service = {
+            let answered = answered.clone();
+            let app = TowerToHyperService::new(app.clone());
+            hyper::service::service_fn(move |request| {
+                answered.store(true, Ordering::Relaxed);
+                app.call(request)
+            })
+        };
+        let served = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            match served.await {
+                Ok(()) => {}
+                Err(e) if e.is_timeout() && !answered.load(Ordering::Relaxed) => admitted.connections.timed_out(peer),
+                Err(e) if e.is_timeout() => tracing::debug!(%peer, "closed an idle kept-alive admin connection"),
+                Err(e) => tracing::debug!(%peer, "an admin connection ended with an error: {e}"),
+            }
+            drop(admitted);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// An `accept` error about one connection only (its client went away).
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset)
+}
+
+/// A warning that may come with every connection a stranger makes: logged
+/// at most once per [`LOG_EVERY`], with how many were held back.
+#[derive(Default)]
+struct Throttled {
+    /// When the last line was logged, and how many were held back since.
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl Throttled {
+    fn warn(&self, message: std::fmt::Arguments<'_>) {
+        let mut state = lock(&self.state);
+        let now = Instant::now();
+        if state.0.is_some_and(|last| now.duration_since(last) < LOG_EVERY) {
+            state.1 += 1;
+            return;
+        }
+        let held_back = std::mem::take(&mut state.1);
+        state.0 = Some(now);
+        drop(state);
+        if held_back > 0 {
+            tracing::warn!("{message} (and {held_back} more like it in the last {LOG_EVERY:?})");
+        } else {
+            tracing::warn!("{message}");
+        }
+    }
+}
+
+/// A std mutex, held only for a few field updates, never across an await;
+/// a panic while holding it leaves counts that are still usable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connections(max_total: usize, max_per_address: usize) -> Arc<Connections> {
+        Connections::new(ConnectionLimits { header_timeout: Duration::from_secs(1), max_total, max_per_address })
+    }
+
+    #[test]
+    fn admission_holds_both_limits_and_a_closed_connection_frees_its_place() {
+        let c = connections(3, 2);
+        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        let b: IpAddr = "127.0.0.1".parse().unwrap();
+        let a1 = c.admit(a).unwrap();
+        let _a2 = c.admit(a).unwrap();
+        assert_eq!(c.admit(a).err().map(|r| r.0), Some(Refusal::PerAddress));
+        let _b1 = c.admit(b).unwrap();
+        assert_eq!(c.admit(b).err().map(|r| r.0), Some(Refusal::Total));
+        assert_eq!(c.stats().open, 3);
+        drop(a1);
+        assert_eq!(c.stats().open, 2);
+        let _a3 = c.admit(a).unwrap();
+    }
+}
