@@ -8,6 +8,7 @@
 #
 # FUZZ_SECONDS (30)   run time per target (libFuzzer -max_total_time)
 # FUZZ_RSS_MB (2048)  memory limit per target (-rss_limit_mb)
+# FUZZ_TIMEOUT (25)   seconds one input may take before it counts as a hang (-timeout)
 # FUZZ_JOBS_DIR       where the working corpora and logs go (a fresh temp dir)
 # CARGO_TARGET_DIR    honoured as by cargo (default: fuzz/target)
 #
@@ -20,6 +21,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 seconds=${FUZZ_SECONDS:-30}
 rss_mb=${FUZZ_RSS_MB:-2048}
+timeout=${FUZZ_TIMEOUT:-25}
 toolchain=${FUZZ_TOOLCHAIN:-nightly}
 
 if ! cargo "+$toolchain" --version >/dev/null 2>&1; then
@@ -53,6 +55,7 @@ echo "fuzz: building ${targets[*]}"
 
 work=${FUZZ_JOBS_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/clusterhost-fuzz.XXXXXX")}
 mkdir -p "$work"
+work=$(cd "$work" && pwd)
 failed=0
 summary=()
 for target in "${targets[@]}"; do
@@ -61,7 +64,7 @@ for target in "${targets[@]}"; do
     mkdir -p "$corpus" "fuzz/corpus/$target" "fuzz/artifacts/$target"
     start=$(date +%s)
     (cd fuzz && cargo "+$toolchain" fuzz run -O -a "$target" "$corpus" "$root/fuzz/corpus/$target" -- \
-        -max_total_time="$seconds" -rss_limit_mb="$rss_mb" -print_final_stats=1 \
+        -max_total_time="$seconds" -rss_limit_mb="$rss_mb" -timeout="$timeout" -print_final_stats=1 \
         -artifact_prefix="$root/fuzz/artifacts/$target/") >"$log" 2>&1
     status=$?
     elapsed=$(($(date +%s) - start))
