@@ -246,7 +246,8 @@ impl Properties {
     pub fn parse(file: &Path, bytes: &[u8]) -> Result<(Properties, Vec<UnknownKey>), PropertiesError> {
         let mut properties = Properties::default();
         let mut unknown = Vec::new();
-        for line in PropertiesIter::new(bytes) {
+        let text = decode(bytes);
+        for line in PropertiesIter::new_with_encoding(text.as_bytes(), encoding_rs::UTF_8) {
             let line = line.map_err(|e| PropertiesError::Invalid {
                 file: file.to_owned(),
                 line: e.line_number().unwrap_or(0),
@@ -424,7 +425,9 @@ impl Properties {
 
 /// The keys `bytes` (properties text) sets, known or not; none if it does not parse.
 pub fn file_keys(bytes: &[u8]) -> std::collections::BTreeSet<String> {
-    PropertiesIter::new(bytes)
+    // Decoded first, as `Properties::parse` does (see `decode`).
+    let text = decode(bytes);
+    PropertiesIter::new_with_encoding(text.as_bytes(), encoding_rs::UTF_8)
         .filter_map(Result::ok)
         .filter_map(|line| match line.consume_content() {
             LineContent::KVPair(key, _) => Some(key),
@@ -563,6 +566,15 @@ fn connections(value: &str) -> Result<usize, String> {
     }
 }
 
+/// The text as java-properties reads it (Windows-1252 unless a byte order
+/// mark says otherwise; malformed bytes replaced), decoded in one go. Its
+/// own incremental decoder panics on a file whose end decodes only at end of
+/// file (`\xff` alone, a byte order mark then half a character): it polls
+/// the finished decoder once more. Valid UTF-8 never ends that way.
+fn decode(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    encoding_rs::WINDOWS_1252.decode(bytes).0
+}
+
 fn boolean(value: &str) -> Result<bool, String> {
     match value.to_ascii_lowercase().as_str() {
         "true" | "yes" | "on" => Ok(true),
@@ -645,6 +657,22 @@ mod tests {
         assert!(err.to_string().contains(":1: cluster.max.execution.seconds = \"soon\": expected a number"), "{err}");
         assert!(parse("cluster.max.execution.seconds = 0\n").is_err());
         assert!(parse("plugins.watch = sometimes\n").is_err());
+    }
+
+    #[test]
+    fn a_file_ending_inside_a_byte_order_mark_or_a_character_is_read() {
+        // Found by the properties fuzz target: these panicked in
+        // java-properties ("Must not use a decoder that has finished").
+        for bytes in [&b"\xff"[..], b"\xfe", b"\xef", b"\xef\xbb", b"\xef\xbb\xbf\xc3", b"\xff\xfeA"] {
+            let (p, unknown) = Properties::parse(Path::new("p"), bytes).unwrap();
+            assert_eq!((p, unknown.len()), (Properties::default(), 1), "{bytes:?}");
+        }
+        // Decoded as before: Windows-1252, or UTF-8 after its byte order mark.
+        let (p, _) = Properties::parse(Path::new("p"), b"cluster.config.file = caf\xe9.toml").unwrap();
+        assert_eq!(p.config_file.as_deref(), Some("caf\u{e9}.toml"));
+        let (p, _) =
+            Properties::parse(Path::new("p"), "\u{feff}cluster.config.file = caf\u{e9}.toml\n".as_bytes()).unwrap();
+        assert_eq!(p.config_file.as_deref(), Some("caf\u{e9}.toml"));
     }
 
     #[test]

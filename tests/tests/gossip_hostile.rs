@@ -10,7 +10,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use clusterhost_tests::procfs::status_kib;
+use clusterhost_tests::procfs::{cpu_time, status_kib};
 use clusterhost_tests::{wait_until, NodeProcess};
 use gossip_kit::{
     free_member_port, gossip_home, loopback_members, random_key, unique_cluster, HomeSpec, Node, DEADLINE,
@@ -71,17 +71,6 @@ fn four_strangers_announcing_huge_frames_cost_the_member_little_memory() {
     // The member still serves.
     node.put("c", "k", "v");
     assert_eq!(node.get("c", "k").as_deref(), Some("v"));
-}
-
-/// CPU time (user + system) of `pid` so far.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat is readable");
-    // Fields after the command name (in parentheses, which may hold spaces).
-    let rest = &stat[stat.rfind(')').expect("a command name") + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
-    // In USER_HZ, which Linux fixes at 100 for /proc on every architecture it runs on here.
-    Duration::from_millis(ticks * 10)
 }
 
 #[test]

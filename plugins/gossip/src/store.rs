@@ -27,6 +27,12 @@ impl Version {
     }
 }
 
+/// How far ahead of this member's clock a received version may be for the
+/// clock to follow it. A later one (a member whose clock is badly wrong, or a
+/// forged frame) is not followed: followed, it would hold the clock off the
+/// wall clock for as long, and at `u64::MAX` leave it no later time to give.
+pub const MAX_AHEAD_MS: u64 = 24 * 60 * 60 * 1000;
+
 /// A hybrid logical clock: physical ms in the high bits, a counter below.
 #[derive(Default)]
 pub struct Hlc {
@@ -41,8 +47,12 @@ impl Hlc {
         *last
     }
 
-    /// Takes a remote timestamp into account.
+    /// Takes a remote timestamp into account, unless it is more than
+    /// [`MAX_AHEAD_MS`] ahead of this member's clock.
     pub fn observe(&self, remote: u64) {
+        if remote > (now_ms() + MAX_AHEAD_MS) << 16 {
+            return;
+        }
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         *last = (*last).max(remote);
     }
@@ -309,5 +319,20 @@ mod tests {
         assert!(clock.now() > a);
         clock.observe(a + (1 << 30));
         assert!(clock.now() > a + (1 << 30));
+    }
+
+    #[test]
+    fn a_version_far_in_the_future_does_not_move_the_clock() {
+        // Found by the gossip_frame fuzz target: a Replicate carrying
+        // hlc = u64::MAX made the next `now` overflow (a panic in debug
+        // builds, a clock back at 0 in release).
+        let clock = Hlc::default();
+        clock.observe(u64::MAX);
+        let a = clock.now();
+        assert!(clock.now() > a);
+        assert!(a >> 16 <= now_ms() + 1000, "the clock stays at the wall clock");
+        let ahead = (now_ms() + MAX_AHEAD_MS / 2) << 16;
+        clock.observe(ahead);
+        assert!(clock.now() > ahead, "a version within the bound is still followed");
     }
 }

@@ -78,8 +78,9 @@ impl Keys {
 }
 
 /// What a member's key holds.
+#[doc(hidden)] // pub for the fuzz targets (fuzz/)
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-struct Record {
+pub struct Record {
     /// Tells this plugin instance's own key from a namesake's.
     instance: u64,
     started_at_ms: u64,
@@ -88,8 +89,9 @@ struct Record {
 }
 
 /// Messages on the task and reply channels.
+#[doc(hidden)] // pub for the fuzz targets (fuzz/)
 #[derive(Debug, Serialize, Deserialize)]
-enum Wire {
+pub enum Wire {
     Task { id: u64, from: String, name: String, payload: Vec<u8>, reply: bool },
     Reply { id: u64, member: String, ok: bool, body: Vec<u8> },
 }
@@ -227,13 +229,17 @@ return 0
     )
 });
 
-fn encode(version: u64, value: &[u8]) -> Vec<u8> {
+/// A cache value as stored in Redis: the version in 16 hex digits, then the value.
+#[doc(hidden)] // pub for the fuzz targets (fuzz/)
+pub fn encode(version: u64, value: &[u8]) -> Vec<u8> {
     let mut out = format!("{version:016x}").into_bytes();
     out.extend_from_slice(value);
     out
 }
 
-fn decode(stored: Vec<u8>) -> Result<(u64, Vec<u8>), String> {
+/// The version and value of a stored cache value ([`encode`]).
+#[doc(hidden)] // pub for the fuzz targets (fuzz/)
+pub fn decode(stored: Vec<u8>) -> Result<(u64, Vec<u8>), String> {
     let version = stored
         .get(..16)
         .and_then(|v| std::str::from_utf8(v).ok())
