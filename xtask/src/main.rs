@@ -5,8 +5,9 @@
 //!   rename) with one cluster strategy (gossip by default: no external
 //!   server), and run a node whose home is the repository root, passing
 //!   ARGS to `clusterhost run`;
-//! - `test`: what CI runs: format check, clippy, the whole test suite, and
-//!   the benchmark runner in quick mode (`cargo run -p bench -- quick`).
+//! - `test`: what CI runs: format check, clippy, the whole test suite, every
+//!   fuzz target for 30 s (`fuzz/run.sh`, nightly Rust), and the benchmark
+//!   runner in quick mode (`cargo run -p bench -- quick`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -124,10 +125,35 @@ fn node(mut run_args: Vec<String>) -> Result<()> {
     Err(error).with_context(|| format!("running {}", bin.display()))
 }
 
+/// Every fuzz target for a bounded time (`fuzz/run.sh`, 30 s each unless
+/// FUZZ_SECONDS says otherwise), with nightly Rust; its own target
+/// directory beside the workspace's, kept between runs.
+fn fuzz() -> Result<()> {
+    let dir = target_dir()
+        .with_file_name(format!("{}-fuzz", target_dir().file_name().and_then(|n| n.to_str()).unwrap_or("target")));
+    eprintln!("+ bash fuzz/run.sh (CARGO_TARGET_DIR={})", dir.display());
+    let mut command = Command::new("bash");
+    command.arg("fuzz/run.sh").current_dir(root());
+    // The nested cargo (another toolchain) must not see the variables cargo
+    // set for xtask itself (they would make build scripts run again).
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy().into_owned();
+        if key == "CARGO" || key == "RUSTUP_TOOLCHAIN" || (key.starts_with("CARGO_") && key != "CARGO_HOME") {
+            command.env_remove(key);
+        }
+    }
+    let status = command.env("CARGO_TARGET_DIR", &dir).status().context("running fuzz/run.sh")?;
+    if !status.success() {
+        bail!("fuzz/run.sh failed ({status}): a target found a crash (its input is under fuzz/artifacts/) or could not be built; see docs/fuzzing.md");
+    }
+    Ok(())
+}
+
 fn test() -> Result<()> {
     cargo(&["fmt", "--all", "--", "--check"])?;
     cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
     cargo(&["test", "--workspace"])?;
+    fuzz()?;
     // The benchmark runner in quick mode, so the harness cannot rot; CI
     // checks it runs, not how fast (docs/performance.md holds a full run).
     // A debug build: the tests above built most of it already, while a
