@@ -86,7 +86,7 @@ struct Adapter<P> {
     runtime: Option<tokio::runtime::Runtime>,
     /// Set just before the runtime shuts down; the strategy's adapter
     /// checks it so no call is polled on a runtime that is going away.
-    stopped: Arc<std::sync::atomic::AtomicBool>,
+    stopped: crate::strategy::StopGate,
 }
 
 impl<P: Plugin> Adapter<P> {
@@ -138,7 +138,8 @@ impl<P> Drop for Adapter<P> {
     fn drop(&mut self) {
         // The plugin's own Drop is plugin code: a panic there must not unwind
         // into the host (it would abort the process).
-        self.stopped.store(true, std::sync::atomic::Ordering::Release);
+        // Waits for strategy calls in progress on host threads; none starts after.
+        self.stopped.close();
         let plugin = self.plugin.take();
         let _ = catch_unwind(AssertUnwindSafe(move || drop(plugin)));
         // The host may drop us from any thread, including one of its async
@@ -179,7 +180,7 @@ pub fn create_instance<P: Plugin>(
             let _entered = runtime.enter();
             create(&host).map_err(|e| PluginError::failed(e.to_string()))?
         };
-        let adapter = Adapter { plugin: Some(Arc::new(plugin)), runtime: Some(runtime), stopped: Arc::default() };
+        let adapter = Adapter { plugin: Some(Arc::new(plugin)), runtime: Some(runtime), stopped: Default::default() };
         Ok(PluginInstance_TO::from_value(adapter, TD_Opaque))
     }));
     match outcome {

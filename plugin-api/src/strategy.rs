@@ -11,8 +11,7 @@
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -107,14 +106,38 @@ pub trait Strategy: Send + Sync + 'static {
 pub struct ClusterHost {
     callbacks: ClusterCallbacksBox,
     runtime: tokio::runtime::Handle,
-    /// Set once the runtime is shutting down (the plugin was dropped).
-    stopped: Arc<AtomicBool>,
+    /// Closed once the runtime shuts down (the plugin was dropped).
+    stopped: StopGate,
+}
+
+/// Closed once the plugin's runtime shuts down. Plugin code runs on a host
+/// thread only while it holds the gate open (a read lock), so closing it
+/// waits for the calls in progress, and none starts after: no plugin code
+/// ever runs inside a runtime that is shutting down (where a timer panics).
+#[derive(Clone, Default)]
+pub(crate) struct StopGate(Arc<RwLock<bool>>);
+
+impl StopGate {
+    /// The gate held open, or `None` once it is closed.
+    fn enter(&self) -> Option<RwLockReadGuard<'_, bool>> {
+        let closed = self.0.read().unwrap_or_else(|p| p.into_inner());
+        if *closed {
+            None
+        } else {
+            Some(closed)
+        }
+    }
+
+    /// Closes the gate, after the calls in progress have returned.
+    pub(crate) fn close(&self) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = true;
+    }
 }
 
 impl ClusterHost {
     /// Wraps the host's callbacks; `runtime` is the strategy's own runtime.
     pub fn new(callbacks: ClusterCallbacksBox, runtime: tokio::runtime::Handle) -> Self {
-        ClusterHost { callbacks, runtime, stopped: Arc::default() }
+        ClusterHost { callbacks, runtime, stopped: StopGate::default() }
     }
 
     /// As [`new`](Self::new), with the flag the plugin sets before it shuts
@@ -122,7 +145,7 @@ impl ClusterHost {
     pub(crate) fn with_stop_flag(
         callbacks: ClusterCallbacksBox,
         runtime: tokio::runtime::Handle,
-        stopped: Arc<AtomicBool>,
+        stopped: StopGate,
     ) -> Self {
         ClusterHost { callbacks, runtime, stopped }
     }
@@ -168,7 +191,7 @@ struct StrategyAdapter<S> {
     /// The plugin's stop flag (see `ClusterHost`): a call after the plugin stopped (a
     /// lock guard dropped late, say) is answered at once, never polled on
     /// a runtime that is shutting down (where a timer panics).
-    stopped: Arc<AtomicBool>,
+    stopped: StopGate,
 }
 
 /// What a call answers once the plugin has stopped.
@@ -179,7 +202,7 @@ fn stopped_error() -> PluginError {
 /// Polls a plugin future inside the plugin's runtime context, catching panics.
 struct Guarded<F, M> {
     runtime: tokio::runtime::Handle,
-    stopped: Arc<AtomicBool>,
+    stopped: StopGate,
     future: Option<F>,
     map: Option<M>,
 }
@@ -196,12 +219,13 @@ where
         let Some(future) = this.future.as_mut() else {
             return Poll::Ready(RErr(PluginError::failed("polled after completion")));
         };
-        if this.stopped.load(Ordering::Acquire) {
-            // Dropping it is plugin code too; the runtime is going away.
+        let gate = this.stopped.clone();
+        let Some(_open) = gate.enter() else {
+            // Dropping it is plugin code too; the runtime is gone.
             let future = this.future.take();
             let _ = catch_unwind(AssertUnwindSafe(move || drop(future)));
             return Poll::Ready(RErr(stopped_error()));
-        }
+        };
         let _entered = this.runtime.enter();
         let outcome = catch_unwind(AssertUnwindSafe(|| Pin::new(future).poll(cx)));
         let result = match outcome {
@@ -232,10 +256,10 @@ impl<S: Strategy> StrategyAdapter<S> {
         T: 'static,
         U: 'static,
     {
-        if self.stopped.load(Ordering::Acquire) {
+        let Some(_open) = self.stopped.enter() else {
             let error = stopped_error();
             return async move { RErr(error) }.into_ffi();
-        }
+        };
         let made = {
             let _entered = self.runtime.enter();
             catch_unwind(AssertUnwindSafe(|| make(&self.inner)))
@@ -257,6 +281,7 @@ impl<S: Strategy> StrategyAdapter<S> {
 
     /// Runs a synchronous method, guarded.
     fn sync<T>(&self, call: impl FnOnce(&S) -> T, fallback: T) -> T {
+        let Some(_open) = self.stopped.enter() else { return fallback };
         let _entered = self.runtime.enter();
         catch_unwind(AssertUnwindSafe(|| call(&self.inner))).unwrap_or(fallback)
     }
