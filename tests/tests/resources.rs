@@ -276,6 +276,8 @@ fn hot_upgrades_of_gossip_with_rejoins_leave_no_descriptors_threads_or_connectio
         nodes[1].put("c", &format!("b{version}"), "v");
         wait_settled(&format!("upgrade to {version}"), &nodes, &ports, &base, 2);
     }
+    // After an upgrade the join says what it merged: the entries this node held, not "standalone" ones.
+    nodes[0].process.wait_for_log(&["joined the cluster;", "cache entries held on this node"], DEADLINE);
     let after = wait_back_to(&format!("{UPGRADES} hot upgrades of gossip"), nodes[0].process.pid(), base[0]);
     println!(
         "figure: after {UPGRADES} hot upgrades of gossip with re-joins: {after} ({:+} fds, {:+} threads, {:.1} KiB resident per upgrade)",

@@ -711,6 +711,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_member_that_closes_at_the_hello_is_reported_as_stopping_not_as_another_key() {
+        // Accepts and closes at once: a member that is going away.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let closer = std::thread::spawn(move || drop(listener.accept()));
+        let client = Net::new("client", "c", Wire::default(), Sealer::with_key(&[1; 32], "c"), Limits::default());
+        let answer =
+            client.request("gone", addr, Msg::Replicate { req: 1, entries: vec![] }, 1, Duration::from_secs(5)).await;
+        let message = answer.expect_err("no member answered").to_string();
+        assert!(message.contains("closed the connection without answering the Hello: it is stopping"), "{message}");
+        assert!(!message.contains("no welcome"), "{message}");
+        closer.join().unwrap();
+    }
+
+    #[tokio::test]
     async fn a_member_that_connects_again_replaces_its_older_connection() {
         let (net, addr) = server(Wire::default()).await;
         let timeout = Duration::from_secs(5);
