@@ -17,6 +17,7 @@ pub mod manifest;
 pub mod memory;
 mod plugin;
 mod strategy;
+pub mod throttle;
 
 pub use abi::{PluginError, PluginErrorKind};
 pub use manifest::{Manifest, ManifestError, WireVersion, CLUSTER_STRATEGY};

@@ -2,11 +2,12 @@
 //! client address), each with a deadline for its request headers, served by
 //! hyper until the node stops. The limits are listed in docs/admin.md, "Limits".
 
+use clusterhost_plugin_api::throttle::Throttled;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use hyper::service::Service as _;
@@ -17,9 +18,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 use crate::properties::Properties;
-
-/// How often at most a warning that may come with every connection is logged.
-const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The first pause after a failed `accept`; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
@@ -274,33 +272,6 @@ pub(super) async fn serve(
 fn is_connection_error(e: &std::io::Error) -> bool {
     use std::io::ErrorKind;
     matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset)
-}
-
-/// A warning that may come with every connection a stranger makes: logged
-/// at most once per [`LOG_EVERY`], with how many were held back.
-#[derive(Default)]
-struct Throttled {
-    /// When the last line was logged, and how many were held back since.
-    state: Mutex<(Option<Instant>, u64)>,
-}
-
-impl Throttled {
-    fn warn(&self, message: std::fmt::Arguments<'_>) {
-        let mut state = lock(&self.state);
-        let now = Instant::now();
-        if state.0.is_some_and(|last| now.duration_since(last) < LOG_EVERY) {
-            state.1 += 1;
-            return;
-        }
-        let held_back = std::mem::take(&mut state.1);
-        state.0 = Some(now);
-        drop(state);
-        if held_back > 0 {
-            tracing::warn!("{message} (and {held_back} more like it in the last {LOG_EVERY:?})");
-        } else {
-            tracing::warn!("{message}");
-        }
-    }
 }
 
 /// A std mutex, held only for a few field updates, never across an await;

@@ -8,15 +8,16 @@
 //! [`HELLO_MAX_FRAME`], it has `hello_timeout_ms` to send it, and it counts
 //! against `max_connections` (and `max_connections_per_address`). Every
 //! refusal is counted (`connections_refused`) and logged with the peer's
-//! address, at most one line per [`LOG_EVERY`] with a count of the rest.
+//! address, at most one line per 10 s with a count of the rest (`clusterhost_plugin_api::throttle`).
 
+use clusterhost_plugin_api::throttle::Throttled;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -30,9 +31,6 @@ use crate::wire::{Msg, Wire};
 /// Largest first frame (the `Hello`, or its answer): a few hundred bytes
 /// in practice, so a stranger cannot make a member allocate more.
 pub const HELLO_MAX_FRAME: usize = 4 << 10;
-
-/// At most one log line per this long for each kind of refusal.
-pub const LOG_EVERY: Duration = Duration::from_secs(10);
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -66,33 +64,6 @@ pub struct Counters {
     pub refused: AtomicU64,
     /// Failed `accept` calls (out of file descriptors, say).
     pub accept_errors: AtomicU64,
-}
-
-/// A warning that may come often (every connection a stranger makes):
-/// logged at most once per [`LOG_EVERY`], with how many were held back.
-#[derive(Default)]
-struct Throttled {
-    /// When the last line was logged, and how many were held back since.
-    state: Mutex<(Option<Instant>, u64)>,
-}
-
-impl Throttled {
-    fn warn(&self, message: std::fmt::Arguments<'_>) {
-        let mut state = lock(&self.state);
-        let now = Instant::now();
-        if state.0.is_some_and(|last| now.duration_since(last) < LOG_EVERY) {
-            state.1 += 1;
-            return;
-        }
-        let held_back = std::mem::take(&mut state.1);
-        state.0 = Some(now);
-        drop(state);
-        if held_back > 0 {
-            tracing::warn!("{message} (and {held_back} more like it in the last {LOG_EVERY:?})");
-        } else {
-            tracing::warn!("{message}");
-        }
-    }
 }
 
 /// Accepted connections, in all and by address.
@@ -712,10 +683,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_member_that_closes_at_the_hello_is_reported_as_stopping_not_as_another_key() {
-        // Accepts and closes at once: a member that is going away.
+        // Reads the Hello, then closes without an answer: a member that is going away.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let closer = std::thread::spawn(move || drop(listener.accept()));
+        let closer = std::thread::spawn(move || {
+            use std::io::Read;
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut length = [0u8; 4];
+            stream.read_exact(&mut length).unwrap();
+            let mut hello = vec![0u8; u32::from_be_bytes(length) as usize];
+            stream.read_exact(&mut hello).unwrap();
+        });
         let client = Net::new("client", "c", Wire::default(), Sealer::with_key(&[1; 32], "c"), Limits::default());
         let answer =
             client.request("gone", addr, Msg::Replicate { req: 1, entries: vec![] }, 1, Duration::from_secs(5)).await;
