@@ -5,6 +5,8 @@
 //!   rename) with one cluster strategy (gossip by default: no external
 //!   server), and run a node whose home is the repository root, passing
 //!   ARGS to `clusterhost run`;
+//! - `build`: the workspace build `node` starts with, alone (after a plain
+//!   `cargo build --workspace` it compiles nothing; CI checks that);
 //! - `test`: what CI runs: format check, clippy, the whole test suite, every
 //!   fuzz target for 30 s (`fuzz/run.sh`, nightly Rust), and the benchmark
 //!   runner in quick mode (`cargo run -p bench -- quick`).
@@ -19,7 +21,10 @@ fn main() -> Result<()> {
     match args.next().as_deref() {
         Some("node") => node(args.collect()),
         Some("test") => test(),
-        _ => bail!("usage: cargo xtask node [--strategy gossip|redis] [clusterhost run args...] | cargo xtask test"),
+        Some("build") => cargo(&["build", "--workspace"]),
+        _ => bail!(
+            "usage: cargo xtask node [--strategy gossip|redis] [clusterhost run args...] | cargo xtask test | cargo xtask build"
+        ),
     }
 }
 
@@ -31,10 +36,34 @@ fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
 }
 
+/// Removes the variables cargo set for xtask itself (`CARGO_PKG_NAME`,
+/// `CARGO_MANIFEST_DIR`, ...) from a nested cargo's environment: build
+/// scripts that watch them (ring's does) would run again, and the next
+/// plain build would undo it. What the user set (`CARGO_TARGET_DIR`,
+/// `CARGO_HOME`, `CARGO_INCREMENTAL`, ...) is kept.
+fn without_xtask_env(command: &mut Command) -> &mut Command {
+    const SET_BY_CARGO_RUN: [&str; 6] = [
+        "CARGO_MANIFEST_",
+        "CARGO_PKG_",
+        "CARGO_CRATE_",
+        "CARGO_BIN_",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_RUSTC_CURRENT_DIR",
+    ];
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy().into_owned();
+        if SET_BY_CARGO_RUN.iter().any(|prefix| key.starts_with(prefix)) {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
 fn cargo(args: &[&str]) -> Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!("+ cargo {}", args.join(" "));
-    let status = Command::new(cargo).args(args).current_dir(root()).status().context("running cargo")?;
+    let status =
+        without_xtask_env(Command::new(cargo).args(args).current_dir(root())).status().context("running cargo")?;
     if !status.success() {
         bail!("`cargo {}` failed ({status})", args.join(" "));
     }
@@ -134,14 +163,8 @@ fn fuzz() -> Result<()> {
     eprintln!("+ bash fuzz/run.sh (CARGO_TARGET_DIR={})", dir.display());
     let mut command = Command::new("bash");
     command.arg("fuzz/run.sh").current_dir(root());
-    // The nested cargo (another toolchain) must not see the variables cargo
-    // set for xtask itself (they would make build scripts run again).
-    for (key, _) in std::env::vars_os() {
-        let key = key.to_string_lossy().into_owned();
-        if key == "CARGO" || key == "RUSTUP_TOOLCHAIN" || (key.starts_with("CARGO_") && key != "CARGO_HOME") {
-            command.env_remove(key);
-        }
-    }
+    // Another toolchain: not this cargo, nor the toolchain rustup picked for xtask.
+    without_xtask_env(&mut command).env_remove("CARGO").env_remove("RUSTUP_TOOLCHAIN");
     let status = command.env("CARGO_TARGET_DIR", &dir).status().context("running fuzz/run.sh")?;
     if !status.success() {
         bail!("fuzz/run.sh failed ({status}): a target found a crash (its input is under fuzz/artifacts/) or could not be built; see docs/fuzzing.md");
