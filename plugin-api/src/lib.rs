@@ -9,6 +9,7 @@
 //! the test suite; docs/plugin-authoring.md walks through it.
 
 pub mod abi;
+pub mod accept;
 pub mod cluster;
 pub mod config_file;
 mod log;

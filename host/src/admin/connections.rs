@@ -2,11 +2,11 @@
 //! client address), each with a deadline for its request headers, served by
 //! hyper until the node stops. The limits are listed in docs/admin.md, "Limits".
 
+use clusterhost_plugin_api::accept::{Backoff, ConnectionLimit, Over, Refusal};
 use clusterhost_plugin_api::throttle::Throttled;
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -18,12 +18,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 use crate::properties::Properties;
-
-/// The first pause after a failed `accept`; it doubles up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(10);
-
-/// The longest pause after failed `accept`s in a row.
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// The connection limits, fixed at start from `admin.header.timeout.seconds`,
 /// `admin.max.connections` and `admin.max.connections.per.address`.
@@ -68,7 +62,7 @@ pub(super) struct ConnectionStats {
 /// by `/metrics`.
 pub(super) struct Connections {
     limits: ConnectionLimits,
-    open: Mutex<Open>,
+    open: Arc<ConnectionLimit>,
     refused_total: AtomicU64,
     refused_per_address: AtomicU64,
     header_timeouts: AtomicU64,
@@ -79,44 +73,11 @@ pub(super) struct Connections {
     accept_failures: Throttled,
 }
 
-/// Open connections, in all and by client address.
-#[derive(Default)]
-struct Open {
-    total: usize,
-    by_address: HashMap<IpAddr, usize>,
-}
-
-/// Which limit refused a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Refusal {
-    Total,
-    PerAddress,
-}
-
-/// One open connection's place in [`Open`]; given back on drop.
-struct Admitted {
-    connections: Arc<Connections>,
-    address: IpAddr,
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        let mut open = lock(&self.connections.open);
-        open.total = open.total.saturating_sub(1);
-        if let Some(n) = open.by_address.get_mut(&self.address) {
-            *n -= 1;
-            if *n == 0 {
-                open.by_address.remove(&self.address);
-            }
-        }
-    }
-}
-
 impl Connections {
     pub(super) fn new(limits: ConnectionLimits) -> Arc<Self> {
         Arc::new(Connections {
             limits,
-            open: Mutex::default(),
+            open: ConnectionLimit::new(limits.max_total, limits.max_per_address),
             refused_total: AtomicU64::new(0),
             refused_per_address: AtomicU64::new(0),
             header_timeouts: AtomicU64::new(0),
@@ -130,7 +91,7 @@ impl Connections {
     /// The figures for `/metrics`.
     pub(super) fn stats(&self) -> ConnectionStats {
         ConnectionStats {
-            open: lock(&self.open).total as u64,
+            open: self.open.open() as u64,
             refused_total: self.refused_total.load(Ordering::Relaxed),
             refused_per_address: self.refused_per_address.load(Ordering::Relaxed),
             header_timeouts: self.header_timeouts.load(Ordering::Relaxed),
@@ -138,24 +99,9 @@ impl Connections {
         }
     }
 
-    /// Counts a new connection from `address` in, unless a limit is reached.
-    fn admit(self: &Arc<Self>, address: IpAddr) -> Result<Admitted, (Refusal, usize, usize)> {
-        let mut open = lock(&self.open);
-        let here = open.by_address.get(&address).copied().unwrap_or(0);
-        if open.total >= self.limits.max_total {
-            return Err((Refusal::Total, open.total, here));
-        }
-        if here >= self.limits.max_per_address {
-            return Err((Refusal::PerAddress, open.total, here));
-        }
-        open.total += 1;
-        *open.by_address.entry(address).or_default() += 1;
-        Ok(Admitted { connections: self.clone(), address })
-    }
-
     /// Closes a connection over a limit at once: counted, logged (throttled),
     /// answered `503` if the socket takes it without waiting.
-    fn refuse(&self, stream: TcpStream, peer: SocketAddr, (refusal, total, here): (Refusal, usize, usize)) {
+    fn refuse(&self, stream: TcpStream, peer: SocketAddr, Over { refusal, total, here }: Over) {
         let (counter, limit) = match refusal {
             Refusal::Total => (&self.refused_total, "admin.max.connections"),
             Refusal::PerAddress => (&self.refused_per_address, "admin.max.connections.per.address"),
@@ -205,7 +151,7 @@ pub(super) async fn serve(
     http.timer(TokioTimer::new()).header_read_timeout(connections.limits.header_timeout).keep_alive(true);
     let graceful = GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = Backoff::new();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -213,7 +159,7 @@ pub(super) async fn serve(
         };
         let (stream, peer) = match accepted {
             Ok(accepted) => {
-                backoff = FIRST_BACKOFF;
+                backoff.reset();
                 accepted
             }
             // The client gave up before its connection was accepted: nothing
@@ -222,19 +168,19 @@ pub(super) async fn serve(
             Err(e) => {
                 // Out of file descriptors or memory: the connection stays
                 // queued, so accepting again at once would spin a core.
+                let pause = backoff.pause();
                 connections.accept_errors.fetch_add(1, Ordering::Relaxed);
                 connections.accept_failures.warn(format_args!(
-                    "the admin API could not accept a connection: {e}; trying again in {backoff:?} (if this is EMFILE, raise the node's open files limit or lower admin.max.connections)"
+                    "the admin API could not accept a connection: {e}; trying again in {pause:?} (if this is EMFILE, raise the node's open files limit or lower admin.max.connections)"
                 ));
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(pause) => {}
                     _ = &mut stop => break,
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };
-        let admitted = match connections.admit(peer.ip()) {
+        let admitted = match connections.open.admit(peer.ip()) {
             Ok(admitted) => admitted,
             Err(refusal) => {
                 connections.refuse(stream, peer, refusal);
@@ -254,10 +200,11 @@ pub(super) async fn serve(
             })
         };
         let served = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let connections = connections.clone();
         tokio::spawn(async move {
             match served.await {
                 Ok(()) => {}
-                Err(e) if e.is_timeout() && !answered.load(Ordering::Relaxed) => admitted.connections.timed_out(peer),
+                Err(e) if e.is_timeout() && !answered.load(Ordering::Relaxed) => connections.timed_out(peer),
                 Err(e) if e.is_timeout() => tracing::debug!(%peer, "closed an idle kept-alive admin connection"),
                 Err(e) => tracing::debug!(%peer, "an admin connection ended with an error: {e}"),
             }
@@ -274,12 +221,6 @@ fn is_connection_error(e: &std::io::Error) -> bool {
     matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset)
 }
 
-/// A std mutex, held only for a few field updates, never across an await;
-/// a panic while holding it leaves counts that are still usable.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,18 +230,14 @@ mod tests {
     }
 
     #[test]
-    fn admission_holds_both_limits_and_a_closed_connection_frees_its_place() {
+    fn the_open_count_follows_admission() {
         let c = connections(3, 2);
-        let a: IpAddr = "127.0.0.2".parse().unwrap();
-        let b: IpAddr = "127.0.0.1".parse().unwrap();
-        let a1 = c.admit(a).unwrap();
-        let _a2 = c.admit(a).unwrap();
-        assert_eq!(c.admit(a).err().map(|r| r.0), Some(Refusal::PerAddress));
-        let _b1 = c.admit(b).unwrap();
-        assert_eq!(c.admit(b).err().map(|r| r.0), Some(Refusal::Total));
-        assert_eq!(c.stats().open, 3);
-        drop(a1);
+        let a: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+        let a1 = c.open.admit(a).unwrap();
+        let _a2 = c.open.admit(a).unwrap();
+        assert_eq!(c.open.admit(a).err().map(|o| o.refusal), Some(Refusal::PerAddress));
         assert_eq!(c.stats().open, 2);
-        let _a3 = c.admit(a).unwrap();
+        drop(a1);
+        assert_eq!(c.stats().open, 1);
     }
 }

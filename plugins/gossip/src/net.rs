@@ -10,10 +10,11 @@
 //! refusal is counted (`connections_refused`) and logged with the peer's
 //! address, at most one line per 10 s with a count of the rest (`clusterhost_plugin_api::throttle`).
 
+use clusterhost_plugin_api::accept::{Admitted, Backoff, ConnectionLimit, Over};
 use clusterhost_plugin_api::throttle::Throttled;
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -64,32 +65,6 @@ pub struct Counters {
     pub refused: AtomicU64,
     /// Failed `accept` calls (out of file descriptors, say).
     pub accept_errors: AtomicU64,
-}
-
-/// Accepted connections, in all and by address.
-#[derive(Default)]
-struct Accepted {
-    total: usize,
-    by_address: HashMap<IpAddr, usize>,
-}
-
-/// One accepted connection's place in [`Accepted`]; given back on drop.
-struct Admitted {
-    net: Arc<Net>,
-    address: IpAddr,
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        let mut accepted = lock(&self.net.accepted);
-        accepted.total -= 1;
-        if let Some(n) = accepted.by_address.get_mut(&self.address) {
-            *n -= 1;
-            if *n == 0 {
-                accepted.by_address.remove(&self.address);
-            }
-        }
-    }
 }
 
 /// A member's connection, once made; locked while it is being made.
@@ -169,7 +144,8 @@ pub struct Net {
     next_inbound: AtomicU64,
     next_req: AtomicU64,
     limits: Limits,
-    accepted: Mutex<Accepted>,
+    /// Accepted connections against `max_connections` and `max_connections_per_address`.
+    accepted: Arc<ConnectionLimit>,
     /// One throttle per kind of warning: strangers, limits, accept errors.
     refusals: Throttled,
     over_limit: Throttled,
@@ -204,8 +180,8 @@ impl Net {
             inbound: Mutex::new(HashMap::new()),
             next_inbound: AtomicU64::new(1),
             next_req: AtomicU64::new(1),
+            accepted: ConnectionLimit::new(limits.max_connections, limits.max_connections_per_address),
             limits,
-            accepted: Mutex::default(),
             refusals: Throttled::default(),
             over_limit: Throttled::default(),
             accept_failures: Throttled::default(),
@@ -230,55 +206,42 @@ impl Net {
 
     /// Accepts connections on `listener` until the task is dropped.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, handler: Arc<dyn Handler>) {
-        const FIRST_BACKOFF: Duration = Duration::from_millis(10);
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = Backoff::new();
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(accepted) => {
-                    backoff = FIRST_BACKOFF;
+                    backoff.reset();
                     accepted
                 }
                 Err(e) => {
                     // Out of file descriptors or memory: the connection stays
                     // queued, so accepting again at once would spin a core.
+                    let pause = backoff.pause();
                     self.counters.accept_errors.fetch_add(1, Ordering::Relaxed);
                     self.accept_failures.warn(format_args!(
-                        "could not accept a connection on the member port: {e}; trying again in {backoff:?} (raise the open files limit if this is EMFILE)"
+                        "could not accept a connection on the member port: {e}; trying again in {pause:?} (raise the open files limit if this is EMFILE)"
                     ));
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    tokio::time::sleep(pause).await;
                     continue;
                 }
             };
-            let Some(admitted) = self.admit(peer.ip()) else {
-                self.counters.refused.fetch_add(1, Ordering::Relaxed);
-                let accepted = lock(&self.accepted);
-                let (total, here) = (accepted.total, accepted.by_address.get(&peer.ip()).copied().unwrap_or(0));
-                drop(accepted);
-                self.over_limit.warn(format_args!(
+            let admitted = match self.accepted.admit(peer.ip()) {
+                Ok(admitted) => admitted,
+                Err(Over { total, here, .. }) => {
+                    self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                    self.over_limit.warn(format_args!(
                     "refused a connection from {peer}: {total} connections are open ({here} from its address); the limits are [limits] max_connections = {} and max_connections_per_address = {} in gossip.toml",
                     self.limits.max_connections, self.limits.max_connections_per_address
                 ));
-                drop(stream);
-                continue;
+                    drop(stream);
+                    continue;
+                }
             };
             let _ = stream.set_nodelay(true);
             let net = self.clone();
             let handler = handler.clone();
             tokio::spawn(async move { net.serve_one(stream, peer, handler, admitted).await });
         }
-    }
-
-    /// Counts a new connection from `address` in, unless a limit is reached.
-    fn admit(self: &Arc<Self>, address: IpAddr) -> Option<Admitted> {
-        let mut accepted = lock(&self.accepted);
-        let here = accepted.by_address.get(&address).copied().unwrap_or(0);
-        if accepted.total >= self.limits.max_connections || here >= self.limits.max_connections_per_address {
-            return None;
-        }
-        accepted.total += 1;
-        *accepted.by_address.entry(address).or_default() += 1;
-        Some(Admitted { net: self.clone(), address })
     }
 
     /// Counts and logs (throttled) a connection closed before it became a member's.
@@ -648,14 +611,14 @@ mod tests {
         for _ in 0..3 {
             idle.push(TcpStream::connect(addr).await.unwrap());
         }
-        wait_for("three accepted", || lock(&net.accepted).total == 3).await;
+        wait_for("three accepted", || net.accepted.open() == 3).await;
         let mut over = TcpStream::connect(addr).await.unwrap();
         assert!(closed_by_server(&mut over).await, "a fourth connection from the address was kept");
         assert_eq!(refused(&net), 1);
         // The idle ones were not closed meanwhile (their Hello deadline is a minute).
-        assert_eq!(lock(&net.accepted).total, 3);
+        assert_eq!(net.accepted.open(), 3);
         drop(idle);
-        wait_for("the closed connections to be given back", || lock(&net.accepted).total == 0).await;
+        wait_for("the closed connections to be given back", || net.accepted.open() == 0).await;
         let client = Net::new("client", "c", Wire::default(), Sealer::with_key(&[1; 32], "c"), Limits::default());
         let answer =
             client.request("server", addr, Msg::Replicate { req: 1, entries: vec![] }, 1, Duration::from_secs(5)).await;
@@ -714,8 +677,7 @@ mod tests {
                 client.request("server", addr, Msg::Replicate { req: round, entries: vec![] }, round, timeout).await;
             assert!(answer.is_ok(), "{answer:?}");
             std::mem::forget(client);
-            wait_for("one accepted connection", || lock(&net.accepted).total == 1 && net.connection_counts().1 == 1)
-                .await;
+            wait_for("one accepted connection", || net.accepted.open() == 1 && net.connection_counts().1 == 1).await;
         }
     }
 
