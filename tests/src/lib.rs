@@ -121,6 +121,20 @@ pub fn restamp(src: &Path, dst: &Path, edit: impl FnOnce(&mut Manifest)) {
     restamp_raw(src, dst, &manifest.to_toml());
 }
 
+/// Builds of `src` restamped as versions 1.N.0 for N in 1..=n (above any
+/// shipped version), written to `dir` as `NAME-1.N.0.so`: what a series of
+/// hot upgrades publishes. Returns (file, version) in order.
+pub fn restamped_versions(src: &Path, dir: &Path, name: &str, n: usize) -> Vec<(PathBuf, String)> {
+    (1..=n)
+        .map(|i| {
+            let version = format!("1.{i}.0");
+            let path = dir.join(format!("{name}-{version}.so"));
+            restamp(src, &path, |m| m.version = version.parse().expect("1.N.0 is a semver version"));
+            (path, version)
+        })
+        .collect()
+}
+
 fn write_file(dst: &Path, data: &[u8]) {
     if let Some(parent) = dst.parent() {
         std::fs::create_dir_all(parent).expect("the destination directory can be created");

@@ -9,17 +9,15 @@
 
 mod gossip_kit;
 
-use std::path::Path;
 use std::time::Duration;
 
 use clusterhost_tests::admin::{active_version, call, publish_file, TOKEN};
 use clusterhost_tests::procfs::{member_links, usage, Usage};
-use clusterhost_tests::{plugin, restamp, wait_until, NodeProcess};
+use clusterhost_tests::{plugin, restamped_versions, wait_until, NodeProcess};
 use gossip_kit::{
     free_member_port, gossip_home, loopback_members, random_key, start_local, unique_cluster, wait_for_view, HomeSpec,
     Node, DEADLINE,
 };
-use semver::Version;
 
 /// What the counts may exceed their baseline by once things settle: the
 /// host's blocking-pool threads come and go (they idle out after 10 s), and
@@ -60,25 +58,12 @@ fn private_copies(pid: u32) -> Vec<std::path::PathBuf> {
     std::fs::read_dir(dirs[0].path()).expect("the private directory is readable").flatten().map(|e| e.path()).collect()
 }
 
-/// Restamped builds of `lib` as versions 1.N.0 for N in 1..=n (above any
-/// shipped version), in `dir`.
-fn builds(dir: &Path, lib: &str, n: usize) -> Vec<(std::path::PathBuf, String)> {
-    (1..=n)
-        .map(|i| {
-            let version = format!("1.{i}.0");
-            let path = dir.join(format!("{lib}-{version}.so"));
-            restamp(&plugin(lib), &path, |m| m.version = version.parse::<Version>().expect("a version"));
-            (path, version)
-        })
-        .collect()
-}
-
 #[test]
 fn fifty_hot_upgrades_of_a_plugin_leave_no_descriptors_or_threads_behind() {
     const UPGRADES: usize = 50;
     let home = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(home.path().join("plugins")).unwrap();
-    let builds = builds(&home.path().join("builds"), "hello", UPGRADES + 1);
+    let builds = restamped_versions(&plugin("hello"), &home.path().join("builds"), "hello", UPGRADES + 1);
     publish_file(home.path(), &builds[0].0, "hello.so");
     let node = NodeProcess::start(home.path());
     node.wait_for_admin(DEADLINE);
@@ -260,7 +245,7 @@ fn hot_upgrades_of_gossip_with_rejoins_leave_no_descriptors_threads_or_connectio
     const UPGRADES: usize = 10;
     let (nodes, ports) = two_members("gup");
     let base = baseline(&nodes, &ports);
-    let builds = builds(&nodes[0].home.path().join("builds"), "gossip", UPGRADES);
+    let builds = restamped_versions(&plugin("gossip"), &nodes[0].home.path().join("builds"), "gossip", UPGRADES);
     let refs: Vec<&Node> = nodes.iter().collect();
     let url = match &nodes[0].access {
         gossip_kit::Access::Http(url) => url.clone(),

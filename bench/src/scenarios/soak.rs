@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 use clusterhost_tests::admin::TOKEN;
 use clusterhost_tests::netns::{self, in_netns, Lab};
 use clusterhost_tests::procfs::usage;
-use clusterhost_tests::{plugin, restamp, wait_until, NodeProcess};
-use semver::Version;
+use clusterhost_tests::{plugin, restamped_versions, wait_until, NodeProcess};
 
 use super::partition::{members_seen, write_home, ADMIN, PORT};
 use super::{Ctx, Scenario};
@@ -71,14 +70,7 @@ impl Scenario for Soak {
         let mut nodes: Vec<NodeProcess> = (0..3).map(start).collect();
         let all_see = |n: usize| (0..3).all(|i| members_seen(&lab.members[i]) == n);
         wait_until("3 members on all", DEADLINE, || all_see(3));
-        let builds: Vec<(PathBuf, String)> = (1..=upgrades)
-            .map(|n| {
-                let version = format!("1.{n}.0");
-                let path = ctx.work.join("soak-builds").join(format!("gossip-{version}.so"));
-                restamp(&gossip, &path, |m| m.version = version.parse::<Version>().expect("a version"));
-                (path, version)
-            })
-            .collect();
+        let builds = restamped_versions(&gossip, &ctx.work.join("soak-builds"), "gossip", upgrades);
         std::thread::sleep(Duration::from_secs(1));
         let base = usage(nodes[0].pid());
 

@@ -11,8 +11,7 @@ use clusterhost_tests::admin::{active_version, call, member_home, publish_file};
 use clusterhost_tests::cluster::{free_member_port, loopback_members, write_gossip_conf, write_redis_conf};
 use clusterhost_tests::procfs::{usage, Usage};
 use clusterhost_tests::redis::RedisServer;
-use clusterhost_tests::{plugin, restamp, wait_until, NodeProcess};
-use semver::Version;
+use clusterhost_tests::{plugin, restamped_versions, wait_until, NodeProcess};
 
 use super::{Ctx, Scenario};
 use crate::figure::Unit;
@@ -48,14 +47,7 @@ impl Scenario for UpgradeSoak {
         for (lib, id, file) in KINDS {
             let built = plugin(lib);
             let kib = std::fs::metadata(&built).map(|m| m.len() / 1024).unwrap_or(0);
-            let builds: Vec<(PathBuf, String)> = (1..=upgrades + 2)
-                .map(|n| {
-                    let version = format!("1.{n}.0");
-                    let path = ctx.work.join("builds").join(format!("{lib}-{version}.so"));
-                    restamp(&built, &path, |m| m.version = version.parse::<Version>().expect("a version"));
-                    (path, version)
-                })
-                .collect();
+            let builds = restamped_versions(&built, &ctx.work.join("builds"), lib, upgrades + 2);
             let series = Series::start(lib, file, &builds[0].0);
             series.upgrade(id, file, &builds[1]);
             std::thread::sleep(SETTLE);
