@@ -312,12 +312,6 @@ impl Properties {
         Ok(true)
     }
 
-    /// Whether `key` is one this host knows.
-    pub fn is_known_key(key: &str) -> bool {
-        // Only an unknown key is Ok(false); a known one is set or refused.
-        !matches!(Properties::default().set(key, ""), Ok(false))
-    }
-
     /// Checks one key's value as the parser would: Ok(false) for an unknown key.
     pub fn check(key: &str, value: &str) -> Result<bool, String> {
         Properties::default().set(key, value)
