@@ -173,17 +173,8 @@ pub fn page_out(copy: &Path) -> usize {
     let wanted = copy.to_string_lossy();
     let mut advised = 0;
     for line in maps.lines() {
-        // start-end perms offset dev inode   path
-        let mut fields = line.split_whitespace();
-        let Some(range) = fields.next() else { continue };
-        let path = line.splitn(6, char::is_whitespace).nth(5).map(str::trim_start).unwrap_or_default();
-        let path = path.strip_suffix(" (deleted)").unwrap_or(path);
-        if path != wanted {
-            continue;
-        }
-        let Some((start, end)) = range.split_once('-') else { continue };
-        let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16)) else { continue };
-        if end <= start {
+        let Some((start, end, path)) = mapping(line) else { continue };
+        if path != wanted || end <= start {
             continue;
         }
         // SAFETY: the range is a whole mapping of this process, read from
@@ -197,6 +188,17 @@ pub fn page_out(copy: &Path) -> usize {
         }
     }
     advised
+}
+
+/// One line of /proc/PID/maps (or a mapping's header line in smaps):
+/// `start-end perms offset dev inode   path` as (start, end, path), the
+/// path without the ` (deleted)` an unlinked file gets.
+fn mapping(line: &str) -> Option<(usize, usize, &str)> {
+    let (range, _) = line.split_once(' ')?;
+    let (start, end) = range.split_once('-')?;
+    let (start, end) = (usize::from_str_radix(start, 16).ok()?, usize::from_str_radix(end, 16).ok()?);
+    let path = line.splitn(6, char::is_whitespace).nth(5).map(str::trim_start).unwrap_or_default();
+    Some((start, end, path.strip_suffix(" (deleted)").unwrap_or(path)))
 }
 
 /// Maps the library at `copy` and checks its root module's version and layout.
@@ -343,9 +345,8 @@ mod store_tests {
         let mut inside = false;
         let mut total = 0;
         for line in smaps.lines() {
-            if line.contains('-') && line.split_whitespace().count() >= 5 && !line.ends_with("kB") {
-                let name = line.splitn(6, char::is_whitespace).nth(5).map(str::trim_start).unwrap_or_default();
-                inside = name.strip_suffix(" (deleted)").unwrap_or(name) == wanted;
+            if let Some((_, _, name)) = mapping(line) {
+                inside = name == wanted;
             } else if inside {
                 if let Some(kib) = line.strip_prefix("Rss:") {
                     total += kib.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap();
