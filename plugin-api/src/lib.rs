@@ -12,6 +12,7 @@ pub mod abi;
 pub mod accept;
 pub mod cluster;
 pub mod config_file;
+pub mod local;
 mod log;
 pub mod manifest;
 #[cfg(feature = "memory")]

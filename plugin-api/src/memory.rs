@@ -4,23 +4,25 @@
 //! engine, so host logic can be tested without a network; it is never a
 //! production strategy.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::{ready, Future};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::cluster::*;
+use crate::local::{LocalCaches, LocalLocks};
 use crate::plugin::PluginResult;
 use crate::strategy::{ClusterHost, Strategy};
-
-type Map = HashMap<Vec<u8>, (Vec<u8>, u64)>;
 
 /// The shared "network" of an in-memory cluster.
 #[derive(Default)]
 pub struct MemoryFabric {
     state: Mutex<Fabric>,
-    lock_released: tokio::sync::Notify,
+    /// The cluster's caches: one copy, shared by every member.
+    caches: LocalCaches,
+    /// The cluster's locks, each held on behalf of a member.
+    locks: LocalLocks,
     next_seq: AtomicU64,
 }
 
@@ -28,9 +30,6 @@ pub struct MemoryFabric {
 struct Fabric {
     /// Connected members (their strategy exists), joined or not.
     members: BTreeMap<String, Slot>,
-    caches: HashMap<String, Map>,
-    /// lock name -> (owner token, member id)
-    locks: HashMap<String, (String, String)>,
     settings: BTreeMap<String, String>,
     senior: Option<String>,
     /// Events to deliver once the lock is released: delivering one can run
@@ -79,7 +78,7 @@ impl MemoryFabric {
             }
             leave(state, member);
         });
-        self.lock_released.notify_waiters();
+        self.locks.release_member(member);
     }
 }
 
@@ -115,7 +114,6 @@ fn leave(state: &mut Fabric, member: &str) {
     if slot.joined.take().is_none() {
         return;
     }
-    state.locks.retain(|_, (_, holder)| holder != member);
     broadcast(state, None, &StrategyEvent::Left { member: member.to_string() });
     update_senior(state);
 }
@@ -172,8 +170,8 @@ impl MemoryStrategy {
         self.fabric.with(f)
     }
 
-    fn cache<T>(&self, cache: &str, f: impl FnOnce(&mut Map) -> T) -> T {
-        self.with(|s| f(s.caches.entry(cache.to_string()).or_default()))
+    fn caches(&self) -> &LocalCaches {
+        &self.fabric.caches
     }
 
     fn targets(&self, target: &TaskTarget) -> (Vec<(String, ClusterHost)>, Vec<TaskReply>) {
@@ -210,12 +208,8 @@ impl Drop for MemoryStrategy {
             leave(state, &self.id);
             state.members.remove(&self.id)
         });
+        self.fabric.locks.release_member(&self.id);
     }
-}
-
-fn size_of(map: &Map) -> CacheSize {
-    let bytes = map.iter().map(|(k, (v, _))| (k.len() + v.len()) as u64).sum();
-    CacheSize { entries: map.len() as u64, bytes }
 }
 
 impl Strategy for MemoryStrategy {
@@ -256,7 +250,7 @@ impl Strategy for MemoryStrategy {
 
     fn stop_clustering(&self) -> impl Future<Output = PluginResult<()>> + Send + use<> {
         self.with(|s| leave(s, &self.id));
-        self.fabric.lock_released.notify_waiters();
+        self.fabric.locks.release_member(&self.id);
         ready(Ok(()))
     }
 
@@ -289,7 +283,7 @@ impl Strategy for MemoryStrategy {
     }
 
     fn cache_get(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<Option<Vec<u8>>>> + Send + use<> {
-        ready(Ok(self.cache(cache, |m| m.get(key).map(|(v, _)| v.clone()))))
+        ready(Ok(self.caches().get(cache, key)))
     }
 
     fn cache_put(
@@ -298,29 +292,29 @@ impl Strategy for MemoryStrategy {
         key: Vec<u8>,
         value: Vec<u8>,
     ) -> impl Future<Output = PluginResult<()>> + Send + use<> {
-        self.cache(cache, |m| m.insert(key, (value, now_ms())));
+        self.caches().put(cache, key, value, now_ms());
         ready(Ok(()))
     }
 
     fn cache_remove(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
-        ready(Ok(self.cache(cache, |m| m.remove(key).is_some())))
+        ready(Ok(self.caches().remove(cache, key)))
     }
 
     fn cache_contains(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
-        ready(Ok(self.cache(cache, |m| m.contains_key(key))))
+        ready(Ok(self.caches().contains(cache, key)))
     }
 
     fn cache_size(&self, cache: &str) -> impl Future<Output = PluginResult<u64>> + Send + use<> {
-        ready(Ok(self.cache(cache, |m| m.len() as u64)))
+        ready(Ok(self.caches().len(cache)))
     }
 
     fn cache_clear(&self, cache: &str) -> impl Future<Output = PluginResult<()>> + Send + use<> {
-        self.cache(cache, |m| m.clear());
+        self.caches().clear(cache);
         ready(Ok(()))
     }
 
     fn cache_keys(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Vec<u8>>>> + Send + use<> {
-        ready(Ok(self.cache(cache, |m| m.keys().cloned().collect())))
+        ready(Ok(self.caches().keys(cache)))
     }
 
     fn cache_get_all(
@@ -328,65 +322,36 @@ impl Strategy for MemoryStrategy {
         cache: &str,
         keys: Vec<Vec<u8>>,
     ) -> impl Future<Output = PluginResult<Vec<Option<Vec<u8>>>>> + Send + use<> {
-        ready(Ok(self.cache(cache, |m| keys.iter().map(|k| m.get(k).map(|(v, _)| v.clone())).collect())))
+        ready(Ok(self.caches().get_all(cache, &keys)))
     }
 
     fn cache_put_all(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send + use<> {
-        let now = now_ms();
-        self.cache(cache, |m| {
-            for e in entries {
-                m.insert(e.key, (e.value, if e.version == 0 { now } else { e.version }));
-            }
-        });
+        self.caches().put_all(cache, entries, now_ms());
         ready(Ok(()))
     }
 
     fn cache_merge(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send + use<> {
-        // Latest version wins; on a tie the entry already in the cluster stays.
-        self.cache(cache, |m| {
-            for e in entries {
-                let newer = m.get(&e.key).is_none_or(|(_, version)| e.version > *version);
-                if newer {
-                    m.insert(e.key, (e.value, e.version));
-                }
-            }
-        });
+        self.caches().merge(cache, entries);
         ready(Ok(()))
     }
 
     fn cache_entries(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Entry>>> + Send + use<> {
-        let entries = self.cache(cache, |m| {
-            m.iter().map(|(k, (v, version))| Entry { key: k.clone(), value: v.clone(), version: *version }).collect()
-        });
-        ready(Ok(entries))
+        ready(Ok(self.caches().entries(cache)))
     }
 
     fn cache_names(&self) -> impl Future<Output = PluginResult<Vec<String>>> + Send + use<> {
-        ready(Ok(self.with(|s| s.caches.keys().cloned().collect())))
+        ready(Ok(self.caches().names()))
     }
 
     fn cache_local_size(&self, cache: &str) -> impl Future<Output = PluginResult<CacheSize>> + Send + use<> {
-        ready(Ok(self.cache(cache, |m| size_of(m))))
+        ready(Ok(self.caches().size(cache)))
     }
 
     fn lock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<()>> + Send + use<> {
         let (fabric, name, owner, member) = (self.fabric.clone(), name.to_string(), owner.to_string(), self.id.clone());
         async move {
-            loop {
-                let released = fabric.lock_released.notified();
-                {
-                    let mut state = fabric.state();
-                    match state.locks.get(&name) {
-                        Some((holder, _)) if *holder == owner => return Ok(()),
-                        Some(_) => {}
-                        None => {
-                            state.locks.insert(name.clone(), (owner.clone(), member.clone()));
-                            return Ok(());
-                        }
-                    }
-                }
-                released.await;
-            }
+            fabric.locks.lock(&name, &owner, &member).await;
+            Ok(())
         }
     }
 
@@ -406,17 +371,7 @@ impl Strategy for MemoryStrategy {
     }
 
     fn unlock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
-        let released = self.with(|s| match s.locks.get(name) {
-            Some((holder, _)) if holder == owner => {
-                s.locks.remove(name);
-                true
-            }
-            _ => false,
-        });
-        if released {
-            self.fabric.lock_released.notify_waiters();
-        }
-        ready(Ok(released))
+        ready(Ok(self.fabric.locks.unlock(name, owner)))
     }
 
     fn send_task(

@@ -1,25 +1,18 @@
-//! The cache factory: named caches, standalone while no strategy is
-//! clustered, clustered while one is; entries move both ways on this node's
-//! join and leave, so none is lost.
+//! The cache factory: named caches, served by the standalone strategy while
+//! this node is alone and by the clustered one while it is in a cluster;
+//! entries move both ways on this node's join and leave, so none is lost.
 
 use std::collections::{BTreeSet, HashMap};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use clusterhost_plugin_api::cluster::{now_ms, Entry};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::strategy::StrategyRef;
-use super::ClusterError;
-
-type LocalMap = HashMap<Vec<u8>, (Vec<u8>, u64)>;
-
-enum Mode {
-    Standalone,
-    Clustered(Arc<StrategyRef>),
-}
+use super::{lock, ClusterError};
 
 /// Makes caches; cheap to clone.
 #[derive(Clone)]
@@ -28,66 +21,71 @@ pub struct CacheFactory {
 }
 
 struct FactoryInner {
-    /// Taken for writing only while entries move between modes, so an
-    /// operation never sees a half-moved cache.
-    mode: tokio::sync::RwLock<Mode>,
+    /// The built-in standalone strategy: holds the entries while alone.
+    standalone: Arc<StrategyRef>,
+    /// The strategy serving cache calls now. Taken for writing only while
+    /// entries move between strategies, so an operation never sees a
+    /// half-moved cache.
+    serving: tokio::sync::RwLock<Arc<StrategyRef>>,
+    /// Every cache a handle was made for, by name.
     caches: Mutex<HashMap<String, Arc<CacheCore>>>,
 }
 
+/// One cache's name and this member's counters.
 struct CacheCore {
     name: String,
-    local: Mutex<LocalMap>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
 
 impl CacheCore {
-    fn local(&self) -> MutexGuard<'_, LocalMap> {
-        self.local.lock().unwrap_or_else(|p| p.into_inner())
+    fn count(&self, hits: u64, misses: u64) {
+        self.hits.fetch_add(hits, Ordering::Relaxed);
+        self.misses.fetch_add(misses, Ordering::Relaxed);
     }
 }
 
 /// One cache's figures on this member.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CacheStats {
+    /// The cache's name.
     pub name: String,
+    /// Whether a clustered strategy holds it (false: this node alone).
     pub clustered: bool,
+    /// Entries held by this member.
     pub entries: u64,
+    /// Bytes of keys and values held by this member.
     pub bytes: u64,
+    /// Reads on this member that found an entry.
     pub hits: u64,
+    /// Reads on this member that found none.
     pub misses: u64,
 }
 
-impl Default for CacheFactory {
-    fn default() -> Self {
+impl CacheFactory {
+    /// A factory whose caches `standalone` serves until a join.
+    pub(crate) fn new(standalone: Arc<StrategyRef>) -> Self {
         CacheFactory {
             inner: Arc::new(FactoryInner {
-                mode: tokio::sync::RwLock::new(Mode::Standalone),
+                serving: tokio::sync::RwLock::new(standalone.clone()),
+                standalone,
                 caches: Mutex::new(HashMap::new()),
             }),
         }
     }
-}
 
-impl CacheFactory {
     fn core(&self, name: &str) -> Arc<CacheCore> {
-        let mut caches = self.inner.caches.lock().unwrap_or_else(|p| p.into_inner());
+        let mut caches = lock(&self.inner.caches);
         caches
             .entry(name.to_string())
             .or_insert_with(|| {
-                Arc::new(CacheCore {
-                    name: name.to_string(),
-                    local: Mutex::new(HashMap::new()),
-                    hits: AtomicU64::new(0),
-                    misses: AtomicU64::new(0),
-                })
+                Arc::new(CacheCore { name: name.to_string(), hits: AtomicU64::new(0), misses: AtomicU64::new(0) })
             })
             .clone()
     }
 
     fn names(&self) -> Vec<String> {
-        let caches = self.inner.caches.lock().unwrap_or_else(|p| p.into_inner());
-        caches.keys().cloned().collect()
+        lock(&self.inner.caches).keys().cloned().collect()
     }
 
     /// The cache `name`, over bytes.
@@ -102,41 +100,29 @@ impl CacheFactory {
 
     /// Whether caches are clustered right now.
     pub async fn is_clustered(&self) -> bool {
-        matches!(*self.inner.mode.read().await, Mode::Clustered(_))
+        !self.inner.serving.read().await.is_standalone()
     }
 
     /// Whether caches are clustered right now, without waiting: false while
     /// entries are moving (for listeners, which run on the event thread).
     pub fn clustered_now(&self) -> bool {
-        self.inner.mode.try_read().is_ok_and(|mode| matches!(*mode, Mode::Clustered(_)))
+        self.inner.serving.try_read().is_ok_and(|serving| !serving.is_standalone())
     }
 
     /// Figures for every cache this member knows, by name.
     pub async fn stats(&self) -> Vec<CacheStats> {
-        let mode = self.inner.mode.read().await;
+        let serving = self.inner.serving.read().await;
         let mut names: BTreeSet<String> = self.names().into_iter().collect();
-        if let Mode::Clustered(strategy) = &*mode {
-            names.extend(strategy.cache_names().await.unwrap_or_default());
-        }
+        names.extend(serving.cache_names().await.unwrap_or_default());
         let mut stats = Vec::new();
         for name in names {
             let core = self.core(&name);
-            let (clustered, entries, bytes) = match &*mode {
-                Mode::Standalone => {
-                    let local = core.local();
-                    let bytes = local.iter().map(|(k, (v, _))| (k.len() + v.len()) as u64).sum();
-                    (false, local.len() as u64, bytes)
-                }
-                Mode::Clustered(strategy) => {
-                    let size = strategy.local_size(&name).await.unwrap_or_default();
-                    (true, size.entries, size.bytes)
-                }
-            };
+            let size = serving.local_size(&name).await.unwrap_or_default();
             stats.push(CacheStats {
                 name,
-                clustered,
-                entries,
-                bytes,
+                clustered: !serving.is_standalone(),
+                entries: size.entries,
+                bytes: size.bytes,
                 hits: core.hits.load(Ordering::Relaxed),
                 misses: core.misses.load(Ordering::Relaxed),
             });
@@ -148,27 +134,24 @@ impl CacheFactory {
     /// caches (the strategy's merge policy decides between versions), then
     /// operations go to the strategy. On an error nothing changes.
     pub(crate) async fn join(&self, strategy: Arc<StrategyRef>) -> Result<usize, ClusterError> {
-        let mut mode = self.inner.mode.write().await;
+        let mut serving = self.inner.serving.write().await;
+        let standalone = &self.inner.standalone;
+        let names = standalone.cache_names().await?;
         let mut moved = 0;
-        for name in self.names() {
-            let core = self.core(&name);
-            let entries: Vec<Entry> = core
-                .local()
-                .iter()
-                .map(|(k, (v, version))| Entry { key: k.clone(), value: v.clone(), version: *version })
-                .collect();
+        for name in &names {
+            let entries = standalone.entries(name).await?;
             if entries.is_empty() {
                 continue;
             }
             let count = entries.len();
-            strategy.merge(&name, entries).await?;
+            strategy.merge(name, entries).await?;
             moved += count;
         }
         // Only once every cache merged: the local copies are now in the cluster.
-        for name in self.names() {
-            self.core(&name).local().clear();
+        for name in &names {
+            standalone.clear(name).await?;
         }
-        *mode = Mode::Clustered(strategy);
+        *serving = strategy;
         Ok(moved)
     }
 
@@ -176,30 +159,31 @@ impl CacheFactory {
     /// Returns how many entries were kept; a cache the strategy cannot list
     /// is reported and left empty.
     pub(crate) async fn leave(&self) -> usize {
-        let mut mode = self.inner.mode.write().await;
-        let Mode::Clustered(strategy) = &*mode else {
+        let mut serving = self.inner.serving.write().await;
+        if serving.is_standalone() {
             return 0;
-        };
+        }
         let mut names: BTreeSet<String> = self.names().into_iter().collect();
-        match strategy.cache_names().await {
+        match serving.cache_names().await {
             Ok(more) => names.extend(more),
             Err(e) => tracing::error!("could not list the clustered caches while leaving: {e}"),
         }
+        let standalone = &self.inner.standalone;
         let mut kept = 0;
         for name in names {
-            match strategy.entries(&name).await {
+            let copied = match serving.entries(&name).await {
                 Ok(entries) => {
-                    let core = self.core(&name);
-                    let mut local = core.local();
-                    kept += entries.len();
-                    for e in entries {
-                        local.insert(e.key, (e.value, e.version));
-                    }
+                    let count = entries.len();
+                    standalone.put_all(&name, entries).await.map(|()| count)
                 }
+                Err(e) => Err(e),
+            };
+            match copied {
+                Ok(count) => kept += count,
                 Err(e) => tracing::error!(cache = %name, "could not copy the cache's entries while leaving: {e}"),
             }
         }
-        *mode = Mode::Standalone;
+        *serving = standalone.clone();
         kept
     }
 }
@@ -217,108 +201,62 @@ impl RawCache {
         &self.core.name
     }
 
+    /// The value under `key`.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ClusterError> {
-        let mode = self.factory.mode.read().await;
-        let value = match &*mode {
-            Mode::Standalone => self.core.local().get(key).map(|(v, _)| v.clone()),
-            Mode::Clustered(s) => s.get(&self.core.name, key).await?,
-        };
-        let counter = if value.is_some() { &self.core.hits } else { &self.core.misses };
-        counter.fetch_add(1, Ordering::Relaxed);
+        let value = self.factory.serving.read().await.get(&self.core.name, key).await?;
+        let hit = value.is_some() as u64;
+        self.core.count(hit, 1 - hit);
         Ok(value)
     }
 
+    /// Writes `value` under `key`.
     pub async fn put(&self, key: Vec<u8>, value: Vec<u8>) -> Result<(), ClusterError> {
-        let mode = self.factory.mode.read().await;
-        match &*mode {
-            Mode::Standalone => {
-                self.core.local().insert(key, (value, now_ms()));
-                Ok(())
-            }
-            Mode::Clustered(s) => s.put(&self.core.name, key, value).await,
-        }
+        self.factory.serving.read().await.put(&self.core.name, key, value).await
     }
 
     /// True if the key was present.
     pub async fn remove(&self, key: &[u8]) -> Result<bool, ClusterError> {
-        let mode = self.factory.mode.read().await;
-        match &*mode {
-            Mode::Standalone => Ok(self.core.local().remove(key).is_some()),
-            Mode::Clustered(s) => s.remove(&self.core.name, key).await,
-        }
+        self.factory.serving.read().await.remove(&self.core.name, key).await
     }
 
+    /// Whether `key` is present.
     pub async fn contains(&self, key: &[u8]) -> Result<bool, ClusterError> {
-        let mode = self.factory.mode.read().await;
-        match &*mode {
-            Mode::Standalone => Ok(self.core.local().contains_key(key)),
-            Mode::Clustered(s) => s.contains(&self.core.name, key).await,
-        }
+        self.factory.serving.read().await.contains(&self.core.name, key).await
     }
 
     /// Entries in the cache (the whole cluster's, while clustered).
     pub async fn len(&self) -> Result<u64, ClusterError> {
-        let mode = self.factory.mode.read().await;
-        match &*mode {
-            Mode::Standalone => Ok(self.core.local().len() as u64),
-            Mode::Clustered(s) => s.size(&self.core.name).await,
-        }
+        self.factory.serving.read().await.size(&self.core.name).await
     }
 
+    /// Whether the cache holds no entry.
     pub async fn is_empty(&self) -> Result<bool, ClusterError> {
         Ok(self.len().await? == 0)
     }
 
+    /// Removes every entry.
     pub async fn clear(&self) -> Result<(), ClusterError> {
-        let mode = self.factory.mode.read().await;
-        match &*mode {
-            Mode::Standalone => {
-                self.core.local().clear();
-                Ok(())
-            }
-            Mode::Clustered(s) => s.clear(&self.core.name).await,
-        }
+        self.factory.serving.read().await.clear(&self.core.name).await
     }
 
+    /// Every key (the whole cluster's, while clustered).
     pub async fn keys(&self) -> Result<Vec<Vec<u8>>, ClusterError> {
-        let mode = self.factory.mode.read().await;
-        match &*mode {
-            Mode::Standalone => Ok(self.core.local().keys().cloned().collect()),
-            Mode::Clustered(s) => s.keys(&self.core.name).await,
-        }
+        self.factory.serving.read().await.keys(&self.core.name).await
     }
 
+    /// The values under `keys`, in order.
     pub async fn get_all(&self, keys: Vec<Vec<u8>>) -> Result<Vec<Option<Vec<u8>>>, ClusterError> {
-        let mode = self.factory.mode.read().await;
-        let values = match &*mode {
-            Mode::Standalone => {
-                let local = self.core.local();
-                keys.iter().map(|k| local.get(k).map(|(v, _)| v.clone())).collect()
-            }
-            Mode::Clustered(s) => s.get_all(&self.core.name, keys).await?,
-        };
+        let values = self.factory.serving.read().await.get_all(&self.core.name, keys).await?;
         let hits = values.iter().filter(|v| v.is_some()).count() as u64;
-        self.core.hits.fetch_add(hits, Ordering::Relaxed);
-        self.core.misses.fetch_add(values.len() as u64 - hits, Ordering::Relaxed);
+        self.core.count(hits, values.len() as u64 - hits);
         Ok(values)
     }
 
+    /// Writes every entry, all with the same version.
     pub async fn put_all(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), ClusterError> {
-        let mode = self.factory.mode.read().await;
         let now = now_ms();
-        match &*mode {
-            Mode::Standalone => {
-                let mut local = self.core.local();
-                for (k, v) in entries {
-                    local.insert(k, (v, now));
-                }
-                Ok(())
-            }
-            Mode::Clustered(s) => {
-                let entries = entries.into_iter().map(|(key, value)| Entry { key, value, version: now }).collect();
-                s.put_all(&self.core.name, entries).await
-            }
-        }
+        let entries = entries.into_iter().map(|(key, value)| Entry { key, value, version: now }).collect();
+        self.factory.serving.read().await.put_all(&self.core.name, entries).await
     }
 }
 

@@ -1,24 +1,76 @@
-//! The active strategy, as host code calls it: boundary types in, Rust
-//! types and [`ClusterError`]s out.
+//! A strategy as host code calls it, whichever it is: a plugin's behind the
+//! ABI boundary (boundary types in, Rust types and [`ClusterError`]s out), or
+//! the built-in standalone one, called directly through the same
+//! [`Strategy`] contract. Every cache, task and lock call goes through here.
 
+use std::future::Future;
 use std::time::Duration;
 
 use abi_stable::std_types::{RSlice, RStr, RVec};
 use clusterhost_plugin_api::cluster::{CacheSize, Entry, Member, StrategyBox, TaskReply, TaskTarget};
-use clusterhost_plugin_api::{PluginError, PluginErrorKind};
+use clusterhost_plugin_api::{PluginError, PluginErrorKind, PluginResult, Strategy};
 
+use super::standalone::Standalone;
 use super::ClusterError;
 
-/// A strategy plugin's strategy, with the plugin it came from.
+/// A strategy, with the plugin it came from (`standalone` for the built-in one).
 pub struct StrategyRef {
+    /// The plugin id, for messages and to match a detach.
     pub plugin: String,
+    /// The plugin's version, for messages.
     pub version: String,
-    inner: StrategyBox,
+    inner: Imp,
+}
+
+/// Which implementation answers.
+enum Imp {
+    /// A plugin's strategy, across the boundary.
+    Plugin(StrategyBox),
+    /// The host's own: this node alone.
+    Standalone(Standalone),
+}
+
+/// Calls `$method` on whichever implementation `$self` holds: `$plugin` is
+/// the boundary call, `$builtin` the direct one (a [`Strategy`] future).
+/// `=> $convert` turns the boundary's value into the Rust one.
+macro_rules! either {
+    ($self:ident, $op:literal, |$p:ident| $plugin:expr, |$b:ident| $builtin:expr) => {
+        either!($self, $op, |$p| $plugin => |v| v, |$b| $builtin)
+    };
+    ($self:ident, $op:literal, |$p:ident| $plugin:expr => $convert:expr, |$b:ident| $builtin:expr) => {
+        match &$self.inner {
+            Imp::Plugin($p) => $plugin.await.into_result().map($convert).map_err(|e| $self.error($op, e)),
+            Imp::Standalone($b) => $self.builtin($op, $builtin).await,
+        }
+    };
 }
 
 impl StrategyRef {
+    /// A plugin's strategy.
     pub fn new(plugin: String, version: String, inner: StrategyBox) -> Self {
-        StrategyRef { plugin, version, inner }
+        StrategyRef { plugin, version, inner: Imp::Plugin(inner) }
+    }
+
+    /// The built-in standalone strategy.
+    pub(crate) fn standalone(strategy: Standalone) -> Self {
+        StrategyRef {
+            plugin: "standalone".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            inner: Imp::Standalone(strategy),
+        }
+    }
+
+    /// Whether this is the built-in standalone strategy (the node is alone).
+    pub fn is_standalone(&self) -> bool {
+        matches!(self.inner, Imp::Standalone(_))
+    }
+
+    async fn builtin<T>(
+        &self,
+        op: &'static str,
+        future: impl Future<Output = PluginResult<T>>,
+    ) -> Result<T, ClusterError> {
+        future.await.map_err(|e| self.error(op, PluginError::failed(e.to_string())))
     }
 
     /// `plugin version`, for messages.
@@ -35,121 +87,153 @@ impl StrategyRef {
         }
     }
 
+    /// Joins the cluster (a no-op for standalone).
     pub async fn start_clustering(&self) -> Result<(), ClusterError> {
-        self.inner.start_clustering().await.into_result().map_err(|e| self.error("start_clustering", e))
+        either!(self, "start_clustering", |p| p.start_clustering(), |b| b.start_clustering())
     }
 
+    /// Leaves the cluster (a no-op for standalone).
     pub async fn stop_clustering(&self) -> Result<(), ClusterError> {
-        self.inner.stop_clustering().await.into_result().map_err(|e| self.error("stop_clustering", e))
+        either!(self, "stop_clustering", |p| p.stop_clustering(), |b| b.stop_clustering())
     }
 
-    pub fn local_member(&self) -> String {
-        self.inner.local_member().into()
-    }
-
+    /// The members, in join order (empty while not joined, and always for standalone).
     pub fn members(&self) -> Vec<Member> {
-        self.inner.members().into_iter().map(Into::into).collect()
+        match &self.inner {
+            Imp::Plugin(p) => p.members().into_iter().map(Into::into).collect(),
+            Imp::Standalone(b) => b.members(),
+        }
     }
 
+    /// The senior member (none while not joined, and always for standalone).
     pub fn senior_member(&self) -> Option<String> {
-        self.inner.senior_member().into_option().map(Into::into)
+        match &self.inner {
+            Imp::Plugin(p) => p.senior_member().into_option().map(Into::into),
+            Imp::Standalone(b) => b.senior_member(),
+        }
     }
 
+    /// The cluster's time (ms since the epoch).
     pub fn cluster_time_ms(&self) -> u64 {
-        self.inner.cluster_time_ms()
+        match &self.inner {
+            Imp::Plugin(p) => p.cluster_time_ms(),
+            Imp::Standalone(b) => b.cluster_time_ms(),
+        }
     }
 
     pub async fn get(&self, cache: &str, key: &[u8]) -> Result<Option<Vec<u8>>, ClusterError> {
-        let result = self.inner.cache_get(RStr::from_str(cache), RSlice::from_slice(key)).await;
-        result.into_result().map(|v| v.into_option().map(Into::into)).map_err(|e| self.error("cache get", e))
+        either!(
+            self,
+            "cache get",
+            |p| p.cache_get(RStr::from_str(cache), RSlice::from_slice(key)) => |v| v.into_option().map(Into::into),
+            |b| b.cache_get(cache, key)
+        )
     }
 
     pub async fn put(&self, cache: &str, key: Vec<u8>, value: Vec<u8>) -> Result<(), ClusterError> {
-        let result = self.inner.cache_put(RStr::from_str(cache), key.into(), value.into()).await;
-        result.into_result().map_err(|e| self.error("cache put", e))
+        either!(self, "cache put", |p| p.cache_put(RStr::from_str(cache), key.into(), value.into()), |b| b
+            .cache_put(cache, key, value))
     }
 
     pub async fn remove(&self, cache: &str, key: &[u8]) -> Result<bool, ClusterError> {
-        let result = self.inner.cache_remove(RStr::from_str(cache), RSlice::from_slice(key)).await;
-        result.into_result().map_err(|e| self.error("cache remove", e))
+        either!(self, "cache remove", |p| p.cache_remove(RStr::from_str(cache), RSlice::from_slice(key)), |b| b
+            .cache_remove(cache, key))
     }
 
     pub async fn contains(&self, cache: &str, key: &[u8]) -> Result<bool, ClusterError> {
-        let result = self.inner.cache_contains(RStr::from_str(cache), RSlice::from_slice(key)).await;
-        result.into_result().map_err(|e| self.error("cache contains", e))
+        either!(self, "cache contains", |p| p.cache_contains(RStr::from_str(cache), RSlice::from_slice(key)), |b| b
+            .cache_contains(cache, key))
     }
 
     pub async fn size(&self, cache: &str) -> Result<u64, ClusterError> {
-        self.inner.cache_size(RStr::from_str(cache)).await.into_result().map_err(|e| self.error("cache size", e))
+        either!(self, "cache size", |p| p.cache_size(RStr::from_str(cache)), |b| b.cache_size(cache))
     }
 
     pub async fn clear(&self, cache: &str) -> Result<(), ClusterError> {
-        self.inner.cache_clear(RStr::from_str(cache)).await.into_result().map_err(|e| self.error("cache clear", e))
+        either!(self, "cache clear", |p| p.cache_clear(RStr::from_str(cache)), |b| b.cache_clear(cache))
     }
 
     pub async fn keys(&self, cache: &str) -> Result<Vec<Vec<u8>>, ClusterError> {
-        let result = self.inner.cache_keys(RStr::from_str(cache)).await;
-        result.into_result().map(|k| k.into_iter().map(Into::into).collect()).map_err(|e| self.error("cache keys", e))
+        either!(
+            self,
+            "cache keys",
+            |p| p.cache_keys(RStr::from_str(cache)) => |k| k.into_iter().map(Into::into).collect(),
+            |b| b.cache_keys(cache)
+        )
     }
 
     pub async fn get_all(&self, cache: &str, keys: Vec<Vec<u8>>) -> Result<Vec<Option<Vec<u8>>>, ClusterError> {
-        let keys: RVec<RVec<u8>> = keys.into_iter().map(Into::into).collect();
-        let result = self.inner.cache_get_all(RStr::from_str(cache), keys).await;
-        result
-            .into_result()
-            .map(|v| v.into_iter().map(|v| v.into_option().map(Into::into)).collect())
-            .map_err(|e| self.error("cache get_all", e))
+        either!(
+            self,
+            "cache get_all",
+            |p| p.cache_get_all(RStr::from_str(cache), keys.into_iter().map(Into::into).collect::<RVec<RVec<u8>>>())
+                => |v| v.into_iter().map(|v| v.into_option().map(Into::into)).collect(),
+            |b| b.cache_get_all(cache, keys)
+        )
     }
 
     pub async fn put_all(&self, cache: &str, entries: Vec<Entry>) -> Result<(), ClusterError> {
-        let entries = entries.into_iter().map(Into::into).collect();
-        let result = self.inner.cache_put_all(RStr::from_str(cache), entries).await;
-        result.into_result().map_err(|e| self.error("cache put_all", e))
+        either!(
+            self,
+            "cache put_all",
+            |p| p.cache_put_all(RStr::from_str(cache), entries.into_iter().map(Into::into).collect()),
+            |b| b.cache_put_all(cache, entries)
+        )
     }
 
     pub async fn merge(&self, cache: &str, entries: Vec<Entry>) -> Result<(), ClusterError> {
-        let entries = entries.into_iter().map(Into::into).collect();
-        let result = self.inner.cache_merge(RStr::from_str(cache), entries).await;
-        result.into_result().map_err(|e| self.error("cache merge", e))
+        either!(
+            self,
+            "cache merge",
+            |p| p.cache_merge(RStr::from_str(cache), entries.into_iter().map(Into::into).collect()),
+            |b| b.cache_merge(cache, entries)
+        )
     }
 
     pub async fn entries(&self, cache: &str) -> Result<Vec<Entry>, ClusterError> {
-        let result = self.inner.cache_entries(RStr::from_str(cache)).await;
-        result
-            .into_result()
-            .map(|e| e.into_iter().map(Into::into).collect())
-            .map_err(|e| self.error("cache entries", e))
+        either!(
+            self,
+            "cache entries",
+            |p| p.cache_entries(RStr::from_str(cache)) => |e| e.into_iter().map(Into::into).collect(),
+            |b| b.cache_entries(cache)
+        )
     }
 
     pub async fn cache_names(&self) -> Result<Vec<String>, ClusterError> {
-        let result = self.inner.cache_names().await;
-        result.into_result().map(|n| n.into_iter().map(Into::into).collect()).map_err(|e| self.error("cache names", e))
+        either!(
+            self,
+            "cache names",
+            |p| p.cache_names() => |n| n.into_iter().map(Into::into).collect(),
+            |b| b.cache_names()
+        )
     }
 
     pub async fn local_size(&self, cache: &str) -> Result<CacheSize, ClusterError> {
-        let result = self.inner.cache_local_size(RStr::from_str(cache)).await;
-        result.into_result().map(Into::into).map_err(|e| self.error("cache size", e))
+        either!(
+            self,
+            "cache size",
+            |p| p.cache_local_size(RStr::from_str(cache)) => Into::into,
+            |b| b.cache_local_size(cache)
+        )
     }
 
     pub async fn lock(&self, name: &str, owner: &str) -> Result<(), ClusterError> {
-        let result = self.inner.lock(RStr::from_str(name), RStr::from_str(owner)).await;
-        result.into_result().map_err(|e| self.error("lock", e))
+        either!(self, "lock", |p| p.lock(RStr::from_str(name), RStr::from_str(owner)), |b| b.lock(name, owner))
     }
 
     pub async fn try_lock(&self, name: &str, owner: &str, timeout: Duration) -> Result<bool, ClusterError> {
         let ms = timeout.as_millis().min(u64::MAX as u128) as u64;
-        let result = self.inner.try_lock(RStr::from_str(name), RStr::from_str(owner), ms).await;
-        result.into_result().map_err(|e| self.error("try_lock", e))
+        either!(self, "try_lock", |p| p.try_lock(RStr::from_str(name), RStr::from_str(owner), ms), |b| b
+            .try_lock(name, owner, timeout))
     }
 
     pub async fn unlock(&self, name: &str, owner: &str) -> Result<bool, ClusterError> {
-        let result = self.inner.unlock(RStr::from_str(name), RStr::from_str(owner)).await;
-        result.into_result().map_err(|e| self.error("unlock", e))
+        either!(self, "unlock", |p| p.unlock(RStr::from_str(name), RStr::from_str(owner)), |b| b.unlock(name, owner))
     }
 
     pub async fn send_task(&self, target: TaskTarget, name: &str, payload: Vec<u8>) -> Result<(), ClusterError> {
-        let result = self.inner.send_task(target.into(), RStr::from_str(name), payload.into()).await;
-        result.into_result().map_err(|e| self.error("send_task", e))
+        either!(self, "send_task", |p| p.send_task(target.into(), RStr::from_str(name), payload.into()), |b| b
+            .send_task(target, name, payload))
     }
 
     pub async fn call_task(
@@ -160,20 +244,33 @@ impl StrategyRef {
         timeout: Duration,
     ) -> Result<Vec<TaskReply>, ClusterError> {
         let ms = timeout.as_millis().min(u64::MAX as u128) as u64;
-        let result = self.inner.call_task(target.into(), RStr::from_str(name), payload.into(), ms).await;
-        result.into_result().map(|r| r.into_iter().map(Into::into).collect()).map_err(|e| self.error("call_task", e))
+        either!(
+            self,
+            "call_task",
+            |p| p.call_task(target.into(), RStr::from_str(name), payload.into(), ms)
+                => |r| r.into_iter().map(Into::into).collect(),
+            |b| b.call_task(target, name, payload, timeout)
+        )
     }
 
+    /// The cluster-wide settings the strategy knows.
     pub fn settings(&self) -> Vec<(String, String)> {
-        self.inner.settings().into_iter().map(|t| (t.0.into(), t.1.into())).collect()
+        match &self.inner {
+            Imp::Plugin(p) => p.settings().into_iter().map(|t| (t.0.into(), t.1.into())).collect(),
+            Imp::Standalone(b) => b.settings(),
+        }
     }
 
     pub async fn put_setting(&self, key: &str, value: &str) -> Result<(), ClusterError> {
-        let result = self.inner.put_setting(RStr::from_str(key), RStr::from_str(value)).await;
-        result.into_result().map_err(|e| self.error("put_setting", e))
+        either!(self, "put_setting", |p| p.put_setting(RStr::from_str(key), RStr::from_str(value)), |b| b
+            .put_setting(key, value))
     }
 
+    /// The strategy's named counters.
     pub fn stats(&self) -> Vec<(String, u64)> {
-        self.inner.stats().into_iter().map(|t| (t.0.into(), t.1)).collect()
+        match &self.inner {
+            Imp::Plugin(p) => p.stats().into_iter().map(|t| (t.0.into(), t.1)).collect(),
+            Imp::Standalone(b) => b.stats(),
+        }
     }
 }

@@ -1,0 +1,220 @@
+//! The built-in standalone strategy: this node alone, behind the same
+//! [`Strategy`] contract as a plugin's. The host serves caches, tasks and
+//! locks through it whenever it is not clustered, so every call goes one way.
+
+use std::collections::BTreeMap;
+use std::future::{ready, Future};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clusterhost_plugin_api::cluster::{now_ms, CacheSize, Entry, Member, TaskOutcome, TaskReply, TaskTarget};
+use clusterhost_plugin_api::local::{LocalCaches, LocalLocks};
+use clusterhost_plugin_api::{PluginResult, Strategy};
+
+use super::tasks::Tasks;
+
+/// This node alone: its caches and locks in memory, its tasks run here.
+/// It is never "joined": `members()` is empty and there is no senior, as
+/// the contract says of a strategy not in a cluster.
+pub(crate) struct Standalone {
+    /// This node's member id.
+    node: String,
+    /// The entries written while alone; moved into the cluster on a join.
+    caches: LocalCaches,
+    /// Shared with the futures that wait for a lock.
+    locks: Arc<LocalLocks>,
+    /// Settings put while alone.
+    settings: Mutex<BTreeMap<String, String>>,
+    /// The node's task handlers, which run every task sent here.
+    tasks: Arc<Tasks>,
+}
+
+impl Standalone {
+    pub(crate) fn new(node: &str, tasks: Arc<Tasks>) -> Self {
+        Standalone {
+            node: node.to_string(),
+            caches: LocalCaches::default(),
+            locks: Arc::default(),
+            settings: Mutex::default(),
+            tasks,
+        }
+    }
+
+    /// Whether this node runs `target` itself; Err(reply) when the target
+    /// names another member.
+    fn runs_here(&self, target: &TaskTarget) -> Result<bool, TaskReply> {
+        match target {
+            TaskTarget::All | TaskTarget::Senior => Ok(true),
+            TaskTarget::Others => Ok(false),
+            TaskTarget::Member(m) if *m == self.node => Ok(true),
+            TaskTarget::Member(m) => Err(TaskReply {
+                member: m.clone(),
+                outcome: TaskOutcome::Error(format!("member {m} is not in the cluster: this node runs standalone")),
+            }),
+        }
+    }
+}
+
+impl Strategy for Standalone {
+    fn start_clustering(&self) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+        ready(Ok(()))
+    }
+
+    fn stop_clustering(&self) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+        ready(Ok(()))
+    }
+
+    fn local_member(&self) -> String {
+        self.node.clone()
+    }
+
+    fn members(&self) -> Vec<Member> {
+        Vec::new()
+    }
+
+    fn senior_member(&self) -> Option<String> {
+        None
+    }
+
+    fn cache_get(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<Option<Vec<u8>>>> + Send + use<> {
+        ready(Ok(self.caches.get(cache, key)))
+    }
+
+    fn cache_put(
+        &self,
+        cache: &str,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    ) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+        self.caches.put(cache, key, value, now_ms());
+        ready(Ok(()))
+    }
+
+    fn cache_remove(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
+        ready(Ok(self.caches.remove(cache, key)))
+    }
+
+    fn cache_contains(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
+        ready(Ok(self.caches.contains(cache, key)))
+    }
+
+    fn cache_size(&self, cache: &str) -> impl Future<Output = PluginResult<u64>> + Send + use<> {
+        ready(Ok(self.caches.len(cache)))
+    }
+
+    fn cache_clear(&self, cache: &str) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+        self.caches.clear(cache);
+        ready(Ok(()))
+    }
+
+    fn cache_keys(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Vec<u8>>>> + Send + use<> {
+        ready(Ok(self.caches.keys(cache)))
+    }
+
+    fn cache_get_all(
+        &self,
+        cache: &str,
+        keys: Vec<Vec<u8>>,
+    ) -> impl Future<Output = PluginResult<Vec<Option<Vec<u8>>>>> + Send + use<> {
+        ready(Ok(self.caches.get_all(cache, &keys)))
+    }
+
+    fn cache_put_all(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+        self.caches.put_all(cache, entries, now_ms());
+        ready(Ok(()))
+    }
+
+    fn cache_merge(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+        self.caches.merge(cache, entries);
+        ready(Ok(()))
+    }
+
+    fn cache_entries(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Entry>>> + Send + use<> {
+        ready(Ok(self.caches.entries(cache)))
+    }
+
+    fn cache_names(&self) -> impl Future<Output = PluginResult<Vec<String>>> + Send + use<> {
+        ready(Ok(self.caches.names()))
+    }
+
+    fn cache_local_size(&self, cache: &str) -> impl Future<Output = PluginResult<CacheSize>> + Send + use<> {
+        ready(Ok(self.caches.size(cache)))
+    }
+
+    fn lock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+        let (locks, name, owner, node) = (self.locks.clone(), name.to_string(), owner.to_string(), self.node.clone());
+        async move {
+            locks.lock(&name, &owner, &node).await;
+            Ok(())
+        }
+    }
+
+    fn try_lock(
+        &self,
+        name: &str,
+        owner: &str,
+        timeout: Duration,
+    ) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
+        let lock = self.lock(name, owner);
+        async move {
+            match tokio::time::timeout(timeout, lock).await {
+                Ok(result) => result.map(|()| true),
+                Err(_) => Ok(false),
+            }
+        }
+    }
+
+    fn unlock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
+        ready(Ok(self.locks.unlock(name, owner)))
+    }
+
+    fn send_task(
+        &self,
+        target: TaskTarget,
+        name: &str,
+        payload: Vec<u8>,
+    ) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+        if self.runs_here(&target).is_ok_and(|here| here) {
+            self.tasks.spawn_local(self.node.clone(), name, payload);
+        }
+        ready(Ok(()))
+    }
+
+    fn call_task(
+        &self,
+        target: TaskTarget,
+        name: &str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> impl Future<Output = PluginResult<Vec<TaskReply>>> + Send + use<> {
+        let run = match self.runs_here(&target) {
+            Ok(true) => Ok(self.tasks.run_local(self.node.clone(), name, payload)),
+            Ok(false) => Err(Vec::new()),
+            Err(reply) => Err(vec![reply]),
+        };
+        let node = self.node.clone();
+        async move {
+            let run = match run {
+                Ok(run) => run,
+                Err(replies) => return Ok(replies),
+            };
+            let outcome = match tokio::time::timeout(timeout, run).await {
+                Ok(Ok(value)) => TaskOutcome::Value(value),
+                Ok(Err(e)) => TaskOutcome::Error(e),
+                Err(_) => TaskOutcome::TimedOut,
+            };
+            Ok(vec![TaskReply { member: node, outcome }])
+        }
+    }
+
+    fn settings(&self) -> Vec<(String, String)> {
+        let settings = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+        settings.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    fn put_setting(&self, key: &str, value: &str) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+        let mut settings = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+        settings.insert(key.to_string(), value.to_string());
+        ready(Ok(()))
+    }
+}

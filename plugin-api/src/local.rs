@@ -1,0 +1,244 @@
+//! One member's caches and locks held in memory: the engine of the host's
+//! built-in standalone strategy and of the in-memory test strategy
+//! (`memory`), written once. It knows nothing of members or the network.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use crate::cluster::{CacheSize, Entry};
+
+/// One cache's entries: key → (value, version). The version is the cluster
+/// time of the write (ms since the epoch); merges keep the latest.
+pub type CacheMap = HashMap<Vec<u8>, (Vec<u8>, u64)>;
+
+/// Named caches in memory, each behind one mutex for all of them: every
+/// operation is a few map lookups, never held across an await.
+#[derive(Default)]
+pub struct LocalCaches {
+    caches: Mutex<HashMap<String, CacheMap>>,
+}
+
+impl LocalCaches {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, CacheMap>> {
+        self.caches.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on cache `name`, creating it empty if it does not exist.
+    pub fn with<T>(&self, name: &str, f: impl FnOnce(&mut CacheMap) -> T) -> T {
+        let mut caches = self.lock();
+        match caches.get_mut(name) {
+            Some(map) => f(map),
+            None => f(caches.entry(name.to_string()).or_default()),
+        }
+    }
+
+    /// Runs `f` on cache `name` if it exists (reads never create one).
+    fn read<T>(&self, name: &str, f: impl FnOnce(&CacheMap) -> T) -> Option<T> {
+        self.lock().get(name).map(f)
+    }
+
+    /// The value under `key`.
+    pub fn get(&self, name: &str, key: &[u8]) -> Option<Vec<u8>> {
+        self.read(name, |m| m.get(key).map(|(v, _)| v.clone())).flatten()
+    }
+
+    /// Writes `key` with `version`.
+    pub fn put(&self, name: &str, key: Vec<u8>, value: Vec<u8>, version: u64) {
+        self.with(name, |m| m.insert(key, (value, version)));
+    }
+
+    /// Removes `key`; true if it was there.
+    pub fn remove(&self, name: &str, key: &[u8]) -> bool {
+        self.with(name, |m| m.remove(key).is_some())
+    }
+
+    /// Whether `key` is there.
+    pub fn contains(&self, name: &str, key: &[u8]) -> bool {
+        self.read(name, |m| m.contains_key(key)).unwrap_or(false)
+    }
+
+    /// How many entries the cache holds.
+    pub fn len(&self, name: &str) -> u64 {
+        self.read(name, |m| m.len() as u64).unwrap_or(0)
+    }
+
+    /// Whether the cache holds no entry.
+    pub fn is_empty(&self, name: &str) -> bool {
+        self.len(name) == 0
+    }
+
+    /// Removes every entry of the cache.
+    pub fn clear(&self, name: &str) {
+        self.with(name, |m| m.clear());
+    }
+
+    /// Every key of the cache.
+    pub fn keys(&self, name: &str) -> Vec<Vec<u8>> {
+        self.read(name, |m| m.keys().cloned().collect()).unwrap_or_default()
+    }
+
+    /// The values under `keys`, in order.
+    pub fn get_all(&self, name: &str, keys: &[Vec<u8>]) -> Vec<Option<Vec<u8>>> {
+        self.read(name, |m| keys.iter().map(|k| m.get(k).map(|(v, _)| v.clone())).collect())
+            .unwrap_or_else(|| vec![None; keys.len()])
+    }
+
+    /// Writes every entry; an entry with version 0 gets `now`.
+    pub fn put_all(&self, name: &str, entries: Vec<Entry>, now: u64) {
+        self.with(name, |m| {
+            for e in entries {
+                m.insert(e.key, (e.value, if e.version == 0 { now } else { e.version }));
+            }
+        });
+    }
+
+    /// Merges `entries`: the latest version wins; on a tie the entry already
+    /// here stays.
+    pub fn merge(&self, name: &str, entries: Vec<Entry>) {
+        self.with(name, |m| {
+            for e in entries {
+                let newer = m.get(&e.key).is_none_or(|(_, version)| e.version > *version);
+                if newer {
+                    m.insert(e.key, (e.value, e.version));
+                }
+            }
+        });
+    }
+
+    /// Every entry of the cache, with its version.
+    pub fn entries(&self, name: &str) -> Vec<Entry> {
+        self.read(name, |m| {
+            m.iter().map(|(k, (v, version))| Entry { key: k.clone(), value: v.clone(), version: *version }).collect()
+        })
+        .unwrap_or_default()
+    }
+
+    /// The names of the caches that exist.
+    pub fn names(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// Entries and bytes (keys plus values) of the cache.
+    pub fn size(&self, name: &str) -> CacheSize {
+        self.read(name, |m| {
+            let bytes = m.iter().map(|(k, (v, _))| (k.len() + v.len()) as u64).sum();
+            CacheSize { entries: m.len() as u64, bytes }
+        })
+        .unwrap_or_default()
+    }
+
+    /// Drops every cache.
+    pub fn clear_all(&self) {
+        self.lock().clear();
+    }
+}
+
+/// Named locks held in memory, each by one owner token on behalf of one
+/// member; waiters are woken when any lock is released.
+#[derive(Default)]
+pub struct LocalLocks {
+    /// lock name → (owner token, member id).
+    held: Mutex<HashMap<String, (String, String)>>,
+    released: tokio::sync::Notify,
+}
+
+impl LocalLocks {
+    fn held(&self) -> MutexGuard<'_, HashMap<String, (String, String)>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes `name` for `owner` (of `member`) if it is free or already
+    /// `owner`'s; false if someone else holds it.
+    pub fn try_take(&self, name: &str, owner: &str, member: &str) -> bool {
+        let mut held = self.held();
+        match held.get(name) {
+            Some((holder, _)) => holder == owner,
+            None => {
+                held.insert(name.to_string(), (owner.to_string(), member.to_string()));
+                true
+            }
+        }
+    }
+
+    /// Waits until `owner` holds `name`.
+    pub async fn lock(&self, name: &str, owner: &str, member: &str) {
+        loop {
+            // Registered before the check, so a release in between is not missed.
+            let released = self.released.notified();
+            if self.try_take(name, owner, member) {
+                return;
+            }
+            released.await;
+        }
+    }
+
+    /// Releases `name` if `owner` holds it; true if it did.
+    pub fn unlock(&self, name: &str, owner: &str) -> bool {
+        let released = {
+            let mut held = self.held();
+            let mine = held.get(name).is_some_and(|(holder, _)| holder == owner);
+            if mine {
+                held.remove(name);
+            }
+            mine
+        };
+        if released {
+            self.released.notify_waiters();
+        }
+        released
+    }
+
+    /// Releases every lock `member` holds (it left or died).
+    pub fn release_member(&self, member: &str) {
+        self.held().retain(|_, (_, holder)| holder != member);
+        self.released.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: &str, value: &str, version: u64) -> Entry {
+        Entry { key: key.into(), value: value.into(), version }
+    }
+
+    #[test]
+    fn merge_keeps_the_latest_version_and_the_present_entry_on_a_tie() {
+        let caches = LocalCaches::default();
+        caches.put("c", b"k".to_vec(), b"here".to_vec(), 10);
+        caches.merge("c", vec![entry("k", "older", 9), entry("k", "tie", 10), entry("n", "new", 1)]);
+        assert_eq!(caches.get("c", b"k").as_deref(), Some(&b"here"[..]));
+        caches.merge("c", vec![entry("k", "newer", 11)]);
+        assert_eq!(caches.get("c", b"k").as_deref(), Some(&b"newer"[..]));
+        assert_eq!(caches.size("c"), CacheSize { entries: 2, bytes: 1 + 5 + 1 + 3 });
+    }
+
+    #[test]
+    fn reads_never_create_a_cache() {
+        let caches = LocalCaches::default();
+        assert_eq!(caches.get("nothing", b"k"), None);
+        assert_eq!(caches.get_all("nothing", &[b"a".to_vec()]), vec![None]);
+        assert!(caches.names().is_empty());
+        caches.put_all("c", vec![entry("a", "1", 0)], 42);
+        assert_eq!(caches.entries("c"), vec![entry("a", "1", 42)]);
+        assert_eq!(caches.names(), vec!["c".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn a_lock_excludes_other_owners_until_released_or_its_member_leaves() {
+        let locks = std::sync::Arc::new(LocalLocks::default());
+        assert!(locks.try_take("l", "a/1", "a"));
+        assert!(locks.try_take("l", "a/1", "a"), "the holder may take it again");
+        assert!(!locks.try_take("l", "b/1", "b"));
+        let waiter = {
+            let locks = locks.clone();
+            tokio::spawn(async move { locks.lock("l", "b/1", "b").await })
+        };
+        assert!(!locks.unlock("l", "b/1"), "only the holder releases");
+        assert!(locks.unlock("l", "a/1"));
+        waiter.await.expect("the waiter took the lock once it was released");
+        locks.release_member("b");
+        assert!(locks.try_take("l", "c/1", "c"), "a leaving member's locks are released");
+    }
+}
