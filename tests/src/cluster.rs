@@ -1,6 +1,8 @@
 //! In-process cluster nodes for the cluster-core suite, one suite for every
 //! strategy:
 //!
+//! - [`Backend::Standalone`]: no plugin at all; each node's built-in
+//!   standalone strategy serves it (a "cluster" of one, never joined);
 //! - [`Backend::Memory`]: each node's strategy is the in-memory one, made
 //!   with `ClusterHost::into_boundary` on its own runtime, as a loaded
 //!   plugin's would be;
@@ -27,6 +29,8 @@ use clusterhost_plugin_api::ClusterHost;
 /// Which strategy the nodes run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
+    /// The host's built-in standalone strategy: nothing is attached.
+    Standalone,
     Memory,
     Gossip,
     Redis,
@@ -47,7 +51,7 @@ impl RedisBackend {
             Backend::Redis => Some(RedisBackend::Single(crate::redis::RedisServer::start())),
             Backend::RedisSentinel => Some(RedisBackend::Sentinel(crate::redis::RedisSentinel::start())),
             Backend::RedisCluster => Some(RedisBackend::Cluster(crate::redis::RedisCluster::start())),
-            Backend::Memory | Backend::Gossip => None,
+            Backend::Standalone | Backend::Memory | Backend::Gossip => None,
         }
     }
 
@@ -175,6 +179,7 @@ impl TestCluster {
     /// (failure injection; memory backend only).
     pub async fn attach_with(&mut self, name: &str, adjust: impl FnOnce(MemoryStrategy) -> MemoryStrategy) {
         match self.backend {
+            Backend::Standalone => {}
             Backend::Memory => self.attach_memory(name, adjust).await,
             Backend::Gossip | Backend::Redis | Backend::RedisSentinel | Backend::RedisCluster => {
                 self.attach_plugin(name).await
@@ -235,6 +240,7 @@ impl TestCluster {
     pub async fn detach(&mut self, name: &str) {
         let node = self.nodes.iter_mut().find(|n| n.name == name).expect("a node with that name");
         match self.backend {
+            Backend::Standalone => {}
             Backend::Memory => node.cluster.detach("memory").await,
             Backend::Gossip | Backend::Redis | Backend::RedisSentinel | Backend::RedisCluster => {
                 if let Some((plugins, _, file)) = &node.plugins {
@@ -248,6 +254,7 @@ impl TestCluster {
     /// (the plugin backends; real crashes are covered with processes).
     pub async fn crash(&mut self, name: &str) {
         match self.backend {
+            Backend::Standalone => {}
             Backend::Memory => self.fabric.crash(name),
             Backend::Gossip | Backend::Redis | Backend::RedisSentinel | Backend::RedisCluster => {
                 self.detach(name).await
@@ -267,6 +274,17 @@ impl TestCluster {
         cluster
     }
 
+    /// One node, `name`, as the backend runs a member alone: in service and
+    /// clustered on its own for a plugin backend, standalone for
+    /// [`Backend::Standalone`]. The suite's single-member tests start here.
+    pub async fn alone(backend: Backend, name: &str) -> TestCluster {
+        match backend {
+            Backend::Standalone => TestCluster::standalone(backend, &[name], quick_config()),
+            _ => TestCluster::clustered(backend, &[name]).await,
+        }
+    }
+
+    /// Node `name`'s cluster manager.
     pub fn node(&self, name: &str) -> &ClusterManager {
         &self.nodes.iter().find(|n| n.name == name).expect("a node with that name").cluster
     }

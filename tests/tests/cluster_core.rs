@@ -3,8 +3,9 @@
 //! strategies cross the real plugin boundary. The same tests run against
 //! every strategy (`memory::`, `gossip::`, and the redis plugin on one
 //! server, `redis::`, through a Sentinel, `redis_sentinel::`, and on a Redis
-//! Cluster, `redis_cluster::`, below); the ones about startup
-//! failures use the memory strategy's failure injection.
+//! Cluster, `redis_cluster::`, below); the single-member ones also against
+//! the host's built-in standalone strategy (`standalone::`). The ones about
+//! startup failures use the memory strategy's failure injection.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -40,57 +41,188 @@ fn lines(log: &Log, tag: &str) -> Vec<String> {
     log.lock().unwrap().iter().filter_map(|l| l.strip_prefix(&prefix).map(str::to_string)).collect()
 }
 
+/// One module per backend, each running the listed tests against it.
+/// `alone:` tests need one member and run on every backend, the host's
+/// built-in standalone strategy included; `clustered:` tests need several
+/// members and run on every backend that clusters.
 macro_rules! every_strategy {
-    ($($test:ident),* $(,)?) => {
-        mod memory {
+    (alone: [$($alone:ident),* $(,)?], clustered: [$($clustered:ident),* $(,)?] $(,)?) => {
+        /// The host's built-in standalone strategy (no plugin).
+        mod standalone {
             use super::*;
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $test() {
-                super::$test(Backend::Memory).await
+            async fn $alone() {
+                super::$alone(Backend::Standalone).await
             })*
         }
-        mod gossip {
+        every_strategy!(@clustering memory, Memory, [$($alone,)* $($clustered,)*]);
+        every_strategy!(@clustering gossip, Gossip, [$($alone,)* $($clustered,)*]);
+        // Against one `redis-server`.
+        every_strategy!(@clustering redis, Redis, [$($alone,)* $($clustered,)*]);
+        // Against a master and replica found through a Sentinel.
+        every_strategy!(@clustering redis_sentinel, RedisSentinel, [$($alone,)* $($clustered,)*]);
+        // Against a 3-master Redis Cluster.
+        every_strategy!(@clustering redis_cluster, RedisCluster, [$($alone,)* $($clustered,)*]);
+    };
+    (@clustering $module:ident, $backend:ident, [$($test:ident,)*]) => {
+        mod $module {
             use super::*;
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $test() {
-                super::$test(Backend::Gossip).await
-            })*
-        }
-        /// Against one `redis-server`.
-        mod redis {
-            use super::*;
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $test() {
-                super::$test(Backend::Redis).await
-            })*
-        }
-        /// Against a master and replica found through a Sentinel.
-        mod redis_sentinel {
-            use super::*;
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $test() {
-                super::$test(Backend::RedisSentinel).await
-            })*
-        }
-        /// Against a 3-master Redis Cluster.
-        mod redis_cluster {
-            use super::*;
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $test() {
-                super::$test(Backend::RedisCluster).await
+                super::$test(Backend::$backend).await
             })*
         }
     };
 }
 
 every_strategy!(
-    events_cache_factory_first_then_listeners_in_order_failures_isolated,
-    join_and_leave_lose_no_entry,
-    a_synchronous_task_returns_one_answer_per_member_even_when_one_hangs,
-    disabling_and_enabling_on_one_node_changes_every_node,
-    locks_exclude_across_members_and_die_with_their_holder,
-    cluster_wide_settings_reach_every_member,
+    alone: [
+        a_member_alone_serves_every_cache_operation,
+        a_member_alone_runs_every_task_target_itself,
+        a_member_alone_grants_a_lock_to_one_owner_at_a_time,
+        a_member_alone_keeps_and_announces_its_settings,
+    ],
+    clustered: [
+        events_cache_factory_first_then_listeners_in_order_failures_isolated,
+        join_and_leave_lose_no_entry,
+        a_synchronous_task_returns_one_answer_per_member_even_when_one_hangs,
+        disabling_and_enabling_on_one_node_changes_every_node,
+        locks_exclude_across_members_and_die_with_their_holder,
+        cluster_wide_settings_reach_every_member,
+    ],
 );
+
+async fn a_member_alone_serves_every_cache_operation(backend: Backend) {
+    let cluster = TestCluster::alone(backend, "solo").await;
+    let solo = cluster.node("solo");
+    let cache = solo.caches().cache::<String, Vec<u32>>("alone");
+    assert!(cache.is_empty().await.unwrap());
+    assert_eq!(cache.get(&"a".into()).await.unwrap(), None);
+    cache.put(&"a".into(), &vec![1]).await.unwrap();
+    cache.put(&"a".into(), &vec![1, 1]).await.unwrap();
+    cache.put_all(&[("b".into(), vec![2]), ("c".into(), vec![3, 3])]).await.unwrap();
+    assert_eq!(cache.get(&"a".into()).await.unwrap(), Some(vec![1, 1]), "a later put replaces the value");
+    assert_eq!(
+        cache.get_all(&["c".into(), "zz".into(), "b".into()]).await.unwrap(),
+        vec![Some(vec![3, 3]), None, Some(vec![2])],
+        "get_all answers in the order asked"
+    );
+    assert!(cache.contains(&"b".into()).await.unwrap());
+    assert!(!cache.contains(&"zz".into()).await.unwrap());
+    let mut keys = cache.keys().await.unwrap();
+    keys.sort();
+    assert_eq!(keys, vec!["a", "b", "c"]);
+    assert_eq!(cache.len().await.unwrap(), 3);
+    assert!(cache.remove(&"a".into()).await.unwrap());
+    assert!(!cache.remove(&"a".into()).await.unwrap(), "a second remove finds nothing");
+    assert_eq!(cache.len().await.unwrap(), 2);
+    // Another cache is another namespace.
+    let other = solo.caches().cache::<String, Vec<u32>>("alone-other");
+    assert_eq!(other.get(&"b".into()).await.unwrap(), None);
+
+    let stats = solo.caches().stats().await;
+    let mine = stats.iter().find(|s| s.name == "alone").expect("stats for the cache");
+    // Reads: get a (miss), get a (hit), get_all (2 hits, 1 miss).
+    assert_eq!((mine.hits, mine.misses), (3, 2), "{mine:?}");
+    assert_eq!(mine.clustered, backend != Backend::Standalone, "{mine:?}");
+    assert_eq!(mine.entries, 2, "{mine:?}");
+    assert!(mine.bytes > 0, "{mine:?}");
+
+    cache.clear().await.unwrap();
+    assert!(cache.is_empty().await.unwrap());
+    assert_eq!(cache.get(&"b".into()).await.unwrap(), None);
+}
+
+async fn a_member_alone_runs_every_task_target_itself(backend: Backend) {
+    let cluster = TestCluster::alone(backend, "solo").await;
+    let solo = cluster.node("solo");
+    solo.register_task("double", |n: u32| async move {
+        if n == 0 {
+            std::future::pending::<()>().await;
+        }
+        if n == 13 {
+            return Err("13 is refused".to_string());
+        }
+        Ok(n * 2)
+    });
+    let outcomes = |replies: Vec<clusterhost::cluster::TaskResult<u32>>| {
+        replies.into_iter().map(|r| (r.member, r.outcome)).collect::<Vec<_>>()
+    };
+    let me = || "solo".to_string();
+    for target in [Target::All, Target::Senior, Target::Member("solo".into())] {
+        let replies = solo.call_task::<u32, u32>(target.clone(), "double", &21).await.unwrap();
+        assert_eq!(outcomes(replies), vec![(me(), Ok(42))], "{target:?}");
+    }
+    assert!(solo.call_task::<u32, u32>(Target::Others, "double", &1).await.unwrap().is_empty());
+    let replies = solo.call_task::<u32, u32>(Target::All, "double", &13).await.unwrap();
+    assert_eq!(outcomes(replies), vec![(me(), Err(TaskFailure::Error("13 is refused".into())))]);
+    let replies = solo.call_task::<u32, u32>(Target::Member("zed".into()), "double", &1).await.unwrap();
+    assert!(
+        matches!(&replies[..], [r] if r.member == "zed" && matches!(&r.outcome, Err(TaskFailure::Error(e)) if e.contains("zed is not in the cluster"))),
+        "{replies:?}"
+    );
+    // A hung handler: one answer, timed out, within the budget (2 s) and its grace.
+    let replies = solo.call_task::<u32, u32>(Target::All, "double", &0).await.unwrap();
+    assert_eq!(outcomes(replies), vec![(me(), Err(TaskFailure::TimedOut))]);
+    let replies = solo.call_task::<u32, u32>(Target::All, "nosuchtask", &1).await.unwrap();
+    assert!(
+        matches!(&replies[..], [r] if matches!(&r.outcome, Err(TaskFailure::Error(e)) if e.contains("no handler for task nosuchtask"))),
+        "{replies:?}"
+    );
+
+    let hits = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counter = hits.clone();
+    solo.register_task_raw("count", move |_from, _payload| {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(Vec::new())
+        }
+    });
+    solo.send_task_raw(Target::Others, "count", Vec::new()).await.unwrap();
+    solo.send_task_raw(Target::All, "count", Vec::new()).await.unwrap();
+    wait_for("the fire-and-forget run", Duration::from_secs(10), || {
+        hits.load(std::sync::atomic::Ordering::SeqCst) == 1
+    })
+    .await;
+    let stats = solo.task_stats();
+    assert_eq!((stats.sent, stats.calls, stats.values, stats.errors, stats.timed_out), (2, 8, 3, 3, 1), "{stats:?}");
+}
+
+async fn a_member_alone_grants_a_lock_to_one_owner_at_a_time(backend: Backend) {
+    let cluster = TestCluster::alone(backend, "solo").await;
+    let solo = cluster.node("solo");
+    let held = solo.lock("orders").await.unwrap();
+    assert!(solo.try_lock("orders", Duration::from_millis(100)).await.unwrap().is_none(), "a second owner waits");
+    let other = solo.try_lock("invoices", Duration::from_millis(100)).await.unwrap().expect("another lock is free");
+    let waiter = {
+        let solo = solo.clone();
+        tokio::spawn(async move { solo.lock("orders").await })
+    };
+    assert!(held.unlock().await.unwrap());
+    let second = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("the waiter got the lock once it was released")
+        .unwrap()
+        .unwrap();
+    assert_ne!(second.owner(), other.owner(), "every lock has its own owner token");
+    // Dropping a held lock releases it (in the background).
+    drop(second);
+    let again = solo.try_lock("orders", Duration::from_secs(10)).await.unwrap();
+    assert!(again.is_some(), "a dropped lock is released");
+    assert!(other.unlock().await.unwrap());
+}
+
+async fn a_member_alone_keeps_and_announces_its_settings(backend: Backend) {
+    let cluster = TestCluster::alone(backend, "solo").await;
+    let solo = cluster.node("solo");
+    let log: Log = Arc::default();
+    solo.add_listener("solo", recorder(&log, "solo"));
+    solo.put_setting("motd", "hello").await.unwrap();
+    wait_for("the setting event", Duration::from_secs(10), || lines(&log, "solo").contains(&"setting motd".into()))
+        .await;
+    assert!(solo.settings().contains(&("motd".to_string(), "hello".to_string())), "{:?}", solo.settings());
+}
 
 async fn events_cache_factory_first_then_listeners_in_order_failures_isolated(backend: Backend) {
     let mut cluster = TestCluster::standalone(backend, &["a", "b"], quick_config());
