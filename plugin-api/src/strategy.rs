@@ -430,7 +430,8 @@ fn unknown_target<T: 'static>() -> Fut<T> {
 impl<S> Drop for StrategyAdapter<S> {
     fn drop(&mut self) {
         // The strategy's Drop is plugin code.
-        // SAFETY: `inner` is never used again after this.
+        // SAFETY: `inner` is taken once, here in drop, and never used again
+        // (ManuallyDrop::take's contract).
         let inner = unsafe { std::mem::ManuallyDrop::take(&mut self.inner) };
         let _ = catch_unwind(AssertUnwindSafe(move || drop(inner)));
     }

@@ -323,6 +323,8 @@ impl NodeProcess {
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours;
+        // the pid is our own child, not yet reaped (so not reused).
         unsafe { libc::kill(pid, libc::SIGTERM) };
         let deadline = Instant::now() + timeout;
         loop {
@@ -340,6 +342,7 @@ impl Drop for NodeProcess {
         // SIGTERM first, so the node stops its plugins and removes its
         // private copies; SIGKILL if it does not exit soon.
         if let Ok(None) = self.child.try_wait() {
+            // SAFETY: as in `terminate`: plain integers, our own unreaped child.
             unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {

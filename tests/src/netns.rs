@@ -15,6 +15,7 @@ pub fn ip(args: &[&str]) {
 
 /// Why network namespaces cannot be made here, or `None` when they can.
 pub fn unavailable() -> Option<String> {
+    // SAFETY: geteuid(2) has no arguments, cannot fail and touches no memory.
     if unsafe { libc::geteuid() } != 0 {
         return Some("it needs root (network namespaces and veth links)".to_string());
     }
@@ -116,6 +117,8 @@ pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
                 let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path} cannot be opened: {e}"));
                 use std::os::fd::AsRawFd;
                 // Only this thread changes namespace (a network namespace is per thread).
+                // SAFETY: setns(2) on a descriptor `file` keeps open for the call;
+                // it changes this thread's namespace only, no memory of ours.
                 let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
                 assert_eq!(rc, 0, "setns into {ns} failed: {}", std::io::Error::last_os_error());
                 f()

@@ -11,16 +11,18 @@ pub const CLUSTERING_ENABLED: &str = "clustering.enabled";
 /// Why a cluster operation failed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ClusterError {
+    /// The strategy answered an error, or panicked, in operation `op`.
     #[error("cluster strategy {plugin} {} in {op}: {message}", if *panicked { "panicked" } else { "failed" })]
     Strategy { plugin: String, op: &'static str, panicked: bool, message: String },
+    /// A typed cache's key or value did not encode or decode.
     #[error("cache {cache}: could not encode or decode a key or value: {detail}; every member must use the same types for a cache")]
     Codec { cache: String, detail: String },
+    /// A typed task's request or reply did not encode or decode.
     #[error("task {task}: could not encode or decode its request or reply: {detail}")]
     TaskCodec { task: String, detail: String },
+    /// The manager's actor has ended.
     #[error("the cluster manager has stopped (the node is shutting down)")]
     Stopped,
-    #[error("lock {name}: not acquired within {timeout:?}")]
-    LockTimeout { name: String, timeout: Duration },
 }
 
 /// Where the node stands, for status pages and `clusterhost cluster status`.
@@ -40,33 +42,47 @@ pub enum ClusterState {
 /// A snapshot of the node's clustering.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ClusterStatus {
+    /// This node's name.
     pub node: String,
+    /// Where it stands.
     pub state: ClusterState,
     /// Whether clustering is enabled (cluster-wide when a strategy is loaded).
     pub enabled: bool,
     /// `id version` of the loaded strategy plugin.
     pub strategy: Option<String>,
+    /// The members in join order (empty while standalone).
     pub members: Vec<MemberStatus>,
+    /// The senior member (none while standalone).
     pub senior: Option<String>,
 }
 
 /// One member in a status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct MemberStatus {
+    /// The member's name.
     pub id: String,
+    /// Where the strategy reaches it (its own notation, e.g. `host:port`).
     pub address: String,
+    /// When it joined, ms since the epoch.
     pub started_at_ms: u64,
+    /// The strategy plugin version it runs.
     pub plugin_version: String,
+    /// Whether it is the senior member.
     pub senior: bool,
+    /// Whether it is this node.
     pub local: bool,
 }
 
 /// The startup and execution settings (from clusterhost.properties).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterConfig {
+    /// How long a strategy waits after it arrives before joining (`cluster.startup.delay.seconds`).
     pub startup_delay: Duration,
+    /// Retries after a failed join (`cluster.startup.retry.count`).
     pub retry_count: u32,
+    /// Time between join attempts (`cluster.startup.retry.seconds`).
     pub retry_interval: Duration,
+    /// The budget of one strategy call: a join, a leave, a task (`cluster.max.execution.seconds`).
     pub max_execution: Duration,
 }
 
@@ -84,6 +100,8 @@ impl Default for ClusterConfig {
 /// A strategy taken out of service: the plugin manager faults its plugin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FaultReport {
+    /// The plugin id of the strategy.
     pub plugin: String,
+    /// Why it was taken out of service.
     pub reason: String,
 }
