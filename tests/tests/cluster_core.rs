@@ -287,7 +287,10 @@ async fn join_and_leave_lose_no_entry(backend: Backend) {
     }
     // Written on both while standalone; b's write is the later one.
     users_a.put(&7, &"a-early".into()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    // Versions are in ms: wait for the clock to move on.
+    let written = clusterhost_plugin_api::cluster::now_ms();
+    wait_for("the next millisecond", Duration::from_secs(1), || clusterhost_plugin_api::cluster::now_ms() > written)
+        .await;
     users_b.put(&7, &"b-late".into()).await.unwrap();
 
     cluster.attach("a").await;
@@ -441,8 +444,9 @@ async fn locks_exclude_across_members_and_die_with_their_holder(backend: Backend
         let b = b.clone();
         tokio::spawn(async move { b.lock("orders").await })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(!waiter.is_finished());
+    let mut waiter = waiter;
+    let early = tokio::time::timeout(Duration::from_millis(50), &mut waiter).await;
+    assert!(early.is_err(), "b waits while a holds the lock");
     assert!(held.unlock().await.unwrap());
     let b_lock = tokio::time::timeout(Duration::from_secs(10), waiter).await.unwrap().unwrap().unwrap();
 
@@ -534,13 +538,19 @@ async fn taking_the_strategy_away_cancels_a_cluster_start_in_progress() {
     let mut config = quick_config();
     config.max_execution = Duration::from_secs(120);
     let mut cluster = TestCluster::standalone(Backend::Memory, &["a"], config);
-    cluster.attach_with("a", |s| s.hang_in_start()).await;
+    let mut attempts = None;
+    cluster
+        .attach_with("a", |s| {
+            attempts = Some(s.attempts());
+            s.hang_in_start()
+        })
+        .await;
+    let attempts = attempts.expect("the memory strategy was made");
     let a = cluster.node("a").clone();
     wait_for("the start attempt to begin", Duration::from_secs(10), || {
-        matches!(a.state(), ClusterState::Starting { .. })
+        matches!(a.state(), ClusterState::Starting { .. }) && attempts.load(std::sync::atomic::Ordering::SeqCst) == 1
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
     // A hot upgrade or removal must not wait out the 120 s budget.
     tokio::time::timeout(Duration::from_secs(30), cluster.detach("a"))
         .await
