@@ -18,7 +18,8 @@ use crate::config::Config;
 use crate::crypto::Sealer;
 use crate::membership::{self, Membership, MembershipConfig, Peer, SETTING_PREFIX};
 use crate::net::{BoxFuture, Handler, Net, NetError};
-use crate::store::{member_hash, Hlc, Store, Version, WireEntry};
+use crate::replication::Replica;
+use crate::store::WireEntry;
 use crate::wire::{Msg, Wire};
 
 /// The internal cache holding the lock table (replicated like any cache).
@@ -26,9 +27,9 @@ const LOCKS: &str = "__locks";
 
 /// What this member currently sees.
 #[derive(Default, Clone)]
-struct View {
+pub(crate) struct View {
     /// Joined, compatible members by id (this one included while joined).
-    members: BTreeMap<String, Peer>,
+    pub members: BTreeMap<String, Peer>,
     senior: Option<String>,
     /// Effective cluster-wide settings: key -> (at_ms, member, value).
     settings: BTreeMap<String, (u64, String, String)>,
@@ -38,11 +39,10 @@ pub struct Core {
     pub member: String,
     /// The wire protocol this member speaks (from its manifest).
     pub wire: Wire,
-    config: Config,
-    sealer: Sealer,
-    net: Arc<Net>,
-    store: Store,
-    hlc: Hlc,
+    pub(crate) config: Config,
+    pub(crate) sealer: Sealer,
+    pub(crate) net: Arc<Net>,
+    pub(crate) replica: Replica,
     host: Mutex<Option<ClusterHost>>,
     membership: tokio::sync::Mutex<Option<Membership>>,
     joined: AtomicBool,
@@ -65,10 +65,6 @@ pub struct Core {
     pub data_addr: SocketAddr,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
-
-/// What sealing and framing add to a message's entries (nonce, tag,
-/// postcard's enum and length prefixes, the length prefix of the frame).
-const FRAME_OVERHEAD: usize = 256;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -149,14 +145,14 @@ impl Core {
         .await
         .map_err(|e| format!("could not start gossip on {gossip_addr}: {e}"))?;
         let watcher = membership.watcher();
+        let replica = Replica::new(&member);
         let core = Arc::new(Core {
             member,
             wire,
             config,
             sealer,
             net: net.clone(),
-            store: Store::default(),
-            hlc: Hlc::default(),
+            replica,
             host: Mutex::new(None),
             membership: tokio::sync::Mutex::new(Some(membership)),
             joined: AtomicBool::new(false),
@@ -386,10 +382,7 @@ impl Core {
         for id in members.keys().filter(|id| !previous.members.contains_key(*id) && **id != self.member) {
             tracing::info!(member = %id, "member joined");
             self.emit(StrategyEvent::Joined { member: id.clone() });
-            // Anti-entropy: the newcomer (or a member back from a partition)
-            // gets everything we hold; it does the same for us.
-            let (core, id) = (self.clone(), id.clone());
-            tokio::spawn(async move { core.push_state(&id).await });
+            self.send_state_to(id);
         }
         let left: Vec<String> =
             previous.members.keys().filter(|id| !members.contains_key(*id) && **id != self.member).cloned().collect();
@@ -412,12 +405,12 @@ impl Core {
         }
     }
 
-    fn view(&self) -> View {
+    pub(crate) fn view(&self) -> View {
         lock(&self.view).clone()
     }
 
     /// The other members in the view, with their data-plane addresses.
-    fn others(&self) -> Vec<(String, SocketAddr)> {
+    pub(crate) fn others(&self) -> Vec<(String, SocketAddr)> {
         let view = lock(&self.view);
         view.members
             .values()
@@ -426,21 +419,8 @@ impl Core {
             .collect()
     }
 
-    fn addr_of(&self, member: &str) -> Option<SocketAddr> {
+    pub(crate) fn addr_of(&self, member: &str) -> Option<SocketAddr> {
         lock(&self.view).members.get(member).and_then(|p| p.data_addr)
-    }
-
-    async fn push_state(&self, member: &str) {
-        let Some(addr) = self.addr_of(member) else { return };
-        // In frames of at most a page each, one after the other.
-        for entries in crate::store::chunks(self.store.snapshot(), self.config.limits.state_page_bytes) {
-            let req = self.net.next_req();
-            let msg = Msg::Replicate { req, entries };
-            if let Err(e) = self.net.request(member, addr, msg, req, self.config.operation_timeout()).await {
-                tracing::warn!("could not send this member's entries to {member}: {e}");
-                return;
-            }
-        }
     }
 
     // ---- joining and leaving ----
@@ -483,42 +463,6 @@ impl Core {
         Ok(())
     }
 
-    /// Fetches every entry member `id` holds; returns how many came. A
-    /// peer of wire 1.1 or later sends pages of at most `state_page_bytes`;
-    /// a 1.0 peer sends its whole state in one frame.
-    async fn pull_state(&self, id: &str, addr: SocketAddr) -> Result<usize, NetError> {
-        let paged = lock(&self.view).members.get(id).is_some_and(|p| p.wire >= (1, 1));
-        let timeout = self.config.operation_timeout();
-        let mut received = 0;
-        let mut after = None;
-        loop {
-            let req = self.net.next_req();
-            let msg = if paged {
-                Msg::StatePageRequest {
-                    req,
-                    after: after.take(),
-                    max_bytes: self.config.limits.state_page_bytes as u64,
-                }
-            } else {
-                Msg::StateRequest { req }
-            };
-            let (entries, more) = match self.net.request(id, addr, msg, req, timeout).await? {
-                Msg::State { entries, .. } => (entries, false),
-                Msg::StatePage { entries, more, .. } => (entries, more),
-                _ => return Ok(received),
-            };
-            if let Some(max) = entries.iter().map(|e| e.version.hlc).max() {
-                self.hlc.observe(max);
-            }
-            after = entries.last().map(|e| (e.cache.clone(), e.key.clone()));
-            received += entries.len();
-            self.store.apply_all(entries);
-            if !more || after.is_none() {
-                return Ok(received);
-            }
-        }
-    }
-
     pub async fn leave(self: &Arc<Self>) {
         // Tell the others first, so none of them sends this member a write
         // it can no longer acknowledge (gossip alone takes a round or two).
@@ -544,63 +488,15 @@ impl Core {
         self.lock_released.notify_waiters();
     }
 
-    // ---- writes ----
-
-    fn version(&self) -> Version {
-        Version { hlc: self.hlc.now(), member: member_hash(&self.member) }
-    }
-
-    /// Applies `entries` here and waits until every other live member has them.
-    async fn replicate(&self, entries: Vec<WireEntry>) -> PluginResult<()> {
-        let size: usize = entries.iter().map(|e| crate::store::entry_size(&e.cache, &e.key, e.value.as_deref())).sum();
-        let max = self.config.limits.max_frame_bytes;
-        if size + FRAME_OVERHEAD > max {
-            return Err(format!(
-                "the write ({size} bytes) is larger than a member accepts in one frame ([limits] max_frame_bytes = {max} in gossip.toml): nothing was written; raise the limit on every member or write less at once"
-            )
-            .into());
-        }
-        self.store.apply_all(entries.iter().cloned());
-        let targets = self.others();
-        let mut calls = tokio::task::JoinSet::new();
-        for (id, addr) in targets {
-            let net = self.net.clone();
-            let req = net.next_req();
-            let msg = Msg::Replicate { req, entries: entries.clone() };
-            let timeout = self.config.operation_timeout();
-            calls.spawn(async move { (id.clone(), net.request(&id, addr, msg, req, timeout).await) });
-        }
-        let mut failures = Vec::new();
-        while let Some(done) = calls.join_next().await {
-            let Ok((id, result)) = done else { continue };
-            if let Err(e) = result {
-                // A member that left meanwhile does not hold the write up.
-                if self.addr_of(&id).is_some() {
-                    failures.push(e.to_string());
-                }
-            }
-        }
-        if failures.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("the write is applied here but not acknowledged by every member: {}", failures.join("; "))
-                .into())
-        }
-    }
-
-    fn entry(&self, cache: &str, key: Vec<u8>, value: Option<Vec<u8>>) -> WireEntry {
-        WireEntry { cache: cache.to_string(), key, value, version: self.version() }
-    }
-
     // ---- locks (decided by the senior) ----
 
     async fn release_locks_of(&self, members: &[String]) {
         let _gate = self.lock_gate.lock().await;
         let mut releases = Vec::new();
-        for entry in self.store.entries(LOCKS) {
+        for entry in self.replica.store.entries(LOCKS) {
             if let Ok((_, holder)) = postcard::from_bytes::<(String, String)>(&entry.value) {
                 if members.contains(&holder) {
-                    releases.push(self.entry(LOCKS, entry.key, None));
+                    releases.push(self.replica.entry(LOCKS, entry.key, None));
                 }
             }
         }
@@ -622,6 +518,7 @@ impl Core {
                     return Err("this member is no longer the senior".into());
                 }
                 let holder = self
+                    .replica
                     .store
                     .get(LOCKS, name.as_bytes())
                     .and_then(|v| postcard::from_bytes::<(String, String)>(&v).ok());
@@ -630,7 +527,7 @@ impl Core {
                     Some(_) => {}
                     None => {
                         let value = postcard::to_allocvec(&(owner, member)).map_err(|e| e.to_string())?;
-                        let entry = self.entry(LOCKS, name.as_bytes().to_vec(), Some(value));
+                        let entry = self.replica.entry(LOCKS, name.as_bytes().to_vec(), Some(value));
                         self.replicate(vec![entry]).await.map_err(|e| e.to_string())?;
                         return Ok(true);
                     }
@@ -647,10 +544,10 @@ impl Core {
     async fn release(&self, name: &str, owner: &str) -> Result<bool, String> {
         let _gate = self.lock_gate.lock().await;
         let holder =
-            self.store.get(LOCKS, name.as_bytes()).and_then(|v| postcard::from_bytes::<(String, String)>(&v).ok());
+            self.replica.store.get(LOCKS, name.as_bytes()).and_then(|v| postcard::from_bytes::<(String, String)>(&v).ok());
         match holder {
             Some((holder, _)) if holder == owner => {
-                let entry = self.entry(LOCKS, name.as_bytes().to_vec(), None);
+                let entry = self.replica.entry(LOCKS, name.as_bytes().to_vec(), None);
                 self.replicate(vec![entry]).await.map_err(|e| e.to_string())?;
                 self.lock_released.notify_waiters();
                 Ok(true)
@@ -790,17 +687,14 @@ impl Handler for Requests {
         Box::pin(async move {
             match msg {
                 Msg::Replicate { req, entries } => {
-                    if let Some(max) = entries.iter().map(|e| e.version.hlc).max() {
-                        core.hlc.observe(max);
-                    }
-                    core.store.apply_all(entries);
+                    core.replica.receive(entries);
                     core.lock_released.notify_waiters();
                     Some(Msg::Ack { req })
                 }
-                Msg::StateRequest { req } => Some(Msg::State { req, entries: core.store.snapshot() }),
+                Msg::StateRequest { req } => Some(Msg::State { req, entries: core.replica.store.snapshot() }),
                 Msg::StatePageRequest { req, after, max_bytes } => {
                     let max = (max_bytes as usize).min(core.config.limits.state_page_bytes);
-                    let (entries, more) = core.store.page(after.as_ref(), max);
+                    let (entries, more) = core.replica.store.page(after.as_ref(), max);
                     Some(Msg::StatePage { req, entries, more })
                 }
                 Msg::Leaving { member, generation, epoch } => {
@@ -878,11 +772,11 @@ impl Strategy for Gossip {
     }
 
     fn cluster_time_ms(&self) -> u64 {
-        self.0.hlc.now() >> 16
+        self.0.replica.clock.now() >> 16
     }
 
     fn cache_get(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<Option<Vec<u8>>>> + Send + use<> {
-        ready(Ok(self.0.store.get(cache, key)))
+        ready(Ok(self.0.replica.store.get(cache, key)))
     }
 
     fn cache_put(
@@ -891,13 +785,13 @@ impl Strategy for Gossip {
         key: Vec<u8>,
         value: Vec<u8>,
     ) -> impl Future<Output = PluginResult<()>> + Send + use<> {
-        let (core, entry) = (self.0.clone(), self.0.entry(cache, key, Some(value)));
+        let (core, entry) = (self.0.clone(), self.0.replica.entry(cache, key, Some(value)));
         async move { core.replicate(vec![entry]).await }
     }
 
     fn cache_remove(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
-        let existed = self.0.store.contains(cache, key);
-        let (core, entry) = (self.0.clone(), self.0.entry(cache, key.to_vec(), None));
+        let existed = self.0.replica.store.contains(cache, key);
+        let (core, entry) = (self.0.clone(), self.0.replica.entry(cache, key.to_vec(), None));
         async move {
             core.replicate(vec![entry]).await?;
             Ok(existed)
@@ -905,22 +799,22 @@ impl Strategy for Gossip {
     }
 
     fn cache_contains(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
-        ready(Ok(self.0.store.contains(cache, key)))
+        ready(Ok(self.0.replica.store.contains(cache, key)))
     }
 
     fn cache_size(&self, cache: &str) -> impl Future<Output = PluginResult<u64>> + Send + use<> {
-        ready(Ok(self.0.store.size(cache).entries))
+        ready(Ok(self.0.replica.store.size(cache).entries))
     }
 
     fn cache_clear(&self, cache: &str) -> impl Future<Output = PluginResult<()>> + Send + use<> {
         let entries: Vec<WireEntry> =
-            self.0.store.keys(cache).into_iter().map(|k| self.0.entry(cache, k, None)).collect();
+            self.0.replica.store.keys(cache).into_iter().map(|k| self.0.replica.entry(cache, k, None)).collect();
         let core = self.0.clone();
         async move { core.replicate(entries).await }
     }
 
     fn cache_keys(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Vec<u8>>>> + Send + use<> {
-        ready(Ok(self.0.store.keys(cache)))
+        ready(Ok(self.0.replica.store.keys(cache)))
     }
 
     fn cache_get_all(
@@ -928,46 +822,30 @@ impl Strategy for Gossip {
         cache: &str,
         keys: Vec<Vec<u8>>,
     ) -> impl Future<Output = PluginResult<Vec<Option<Vec<u8>>>>> + Send + use<> {
-        ready(Ok(keys.iter().map(|k| self.0.store.get(cache, k)).collect()))
+        ready(Ok(keys.iter().map(|k| self.0.replica.store.get(cache, k)).collect()))
     }
 
     fn cache_put_all(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send + use<> {
-        let entries: Vec<WireEntry> = entries.into_iter().map(|e| self.0.entry(cache, e.key, Some(e.value))).collect();
+        let entries: Vec<WireEntry> = entries.into_iter().map(|e| self.0.replica.entry(cache, e.key, Some(e.value))).collect();
         let core = self.0.clone();
         async move { core.replicate(entries).await }
     }
 
     fn cache_merge(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send + use<> {
-        // Standalone entries keep their write time: latest wins against the cluster's.
-        let me = member_hash(&self.0.member);
-        let entries: Vec<WireEntry> = entries
-            .into_iter()
-            .map(|e| {
-                let version = if e.version == 0 { self.0.version() } else { Version::at_ms(e.version, me) };
-                WireEntry { cache: cache.to_string(), key: e.key, value: Some(e.value), version }
-            })
-            .collect();
-        let core = self.0.clone();
-        async move {
-            // Only the entries newer than what the cluster holds go out.
-            let newer: Vec<WireEntry> = entries.into_iter().filter(|e| core.store.apply(e.clone())).collect();
-            if newer.is_empty() {
-                return Ok(());
-            }
-            core.replicate(newer).await
-        }
+        let (core, entries) = (self.0.clone(), self.0.replica.standalone(cache, entries));
+        async move { core.merge(entries).await }
     }
 
     fn cache_entries(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Entry>>> + Send + use<> {
-        ready(Ok(self.0.store.entries(cache)))
+        ready(Ok(self.0.replica.store.entries(cache)))
     }
 
     fn cache_names(&self) -> impl Future<Output = PluginResult<Vec<String>>> + Send + use<> {
-        ready(Ok(self.0.store.names()))
+        ready(Ok(self.0.replica.store.names()))
     }
 
     fn cache_local_size(&self, cache: &str) -> impl Future<Output = PluginResult<CacheSize>> + Send + use<> {
-        ready(Ok(self.0.store.size(cache)))
+        ready(Ok(self.0.replica.store.size(cache)))
     }
 
     fn lock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<()>> + Send + use<> {

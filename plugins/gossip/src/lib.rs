@@ -9,6 +9,7 @@ pub mod crypto;
 pub mod discovery;
 pub mod membership;
 pub mod net;
+mod replication;
 pub mod store;
 pub mod wire;
 
