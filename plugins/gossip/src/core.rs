@@ -18,21 +18,19 @@ use crate::config::Config;
 use crate::crypto::Sealer;
 use crate::membership::{self, Membership, MembershipConfig, Peer, SETTING_PREFIX};
 use crate::net::{BoxFuture, Handler, Net, NetError};
+use crate::locks::Locks;
 use crate::replication::Replica;
 use crate::store::WireEntry;
 use crate::wire::{Msg, Wire};
-
-/// The internal cache holding the lock table (replicated like any cache).
-const LOCKS: &str = "__locks";
 
 /// What this member currently sees.
 #[derive(Default, Clone)]
 pub(crate) struct View {
     /// Joined, compatible members by id (this one included while joined).
     pub members: BTreeMap<String, Peer>,
-    senior: Option<String>,
+    pub senior: Option<String>,
     /// Effective cluster-wide settings: key -> (at_ms, member, value).
-    settings: BTreeMap<String, (u64, String, String)>,
+    pub settings: BTreeMap<String, (u64, String, String)>,
 }
 
 pub struct Core {
@@ -49,10 +47,7 @@ pub struct Core {
     view: Mutex<View>,
     /// Wakes the view loop (a local setting or join state changed).
     recompute: Notify,
-    /// Woken when a lock is released or a member left.
-    lock_released: Notify,
-    /// Serialises lock decisions on the senior.
-    lock_gate: tokio::sync::Mutex<()>,
+    pub(crate) locks: Locks,
     /// Members with an incompatible wire version already reported.
     reported_incompatible: Mutex<BTreeSet<String>>,
     /// Joins (member, generation, epoch) that ended with a `Leaving`
@@ -158,8 +153,7 @@ impl Core {
             joined: AtomicBool::new(false),
             view: Mutex::new(View::default()),
             recompute: Notify::new(),
-            lock_released: Notify::new(),
-            lock_gate: tokio::sync::Mutex::new(()),
+            locks: Locks::default(),
             reported_incompatible: Mutex::new(BTreeSet::new()),
             departed: Mutex::new(BTreeSet::new()),
             epoch: std::sync::atomic::AtomicU64::new(0),
@@ -397,11 +391,7 @@ impl Core {
             }
         }
         if !left.is_empty() {
-            self.lock_released.notify_waiters();
-            if senior.as_deref() == Some(self.member.as_str()) {
-                let core = self.clone();
-                tokio::spawn(async move { core.release_locks_of(&left).await });
-            }
+            self.release_locks_after(left, senior.as_deref());
         }
     }
 
@@ -424,6 +414,10 @@ impl Core {
     }
 
     // ---- joining and leaving ----
+
+    pub(crate) fn is_joined(&self) -> bool {
+        self.joined.load(Ordering::SeqCst)
+    }
 
     pub async fn join(self: &Arc<Self>) -> PluginResult<()> {
         let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
@@ -485,125 +479,7 @@ impl Core {
             view.members.clear();
             view.senior = None;
         }
-        self.lock_released.notify_waiters();
-    }
-
-    // ---- locks (decided by the senior) ----
-
-    async fn release_locks_of(&self, members: &[String]) {
-        let _gate = self.lock_gate.lock().await;
-        let mut releases = Vec::new();
-        for entry in self.replica.store.entries(LOCKS) {
-            if let Ok((_, holder)) = postcard::from_bytes::<(String, String)>(&entry.value) {
-                if members.contains(&holder) {
-                    releases.push(self.replica.entry(LOCKS, entry.key, None));
-                }
-            }
-        }
-        if !releases.is_empty() {
-            tracing::info!(locks = releases.len(), "released the locks of members that left");
-            let _ = self.replicate(releases).await;
-            self.lock_released.notify_waiters();
-        }
-    }
-
-    /// On the senior: grants `name` to `owner` (of `member`) within `wait`.
-    async fn grant(&self, name: &str, owner: &str, member: &str, wait: Duration) -> Result<bool, String> {
-        let deadline = Instant::now() + wait;
-        loop {
-            let released = self.lock_released.notified();
-            {
-                let _gate = self.lock_gate.lock().await;
-                if self.view().senior.as_deref() != Some(self.member.as_str()) {
-                    return Err("this member is no longer the senior".into());
-                }
-                let holder = self
-                    .replica
-                    .store
-                    .get(LOCKS, name.as_bytes())
-                    .and_then(|v| postcard::from_bytes::<(String, String)>(&v).ok());
-                match holder {
-                    Some((holder, _)) if holder == owner => return Ok(true),
-                    Some(_) => {}
-                    None => {
-                        let value = postcard::to_allocvec(&(owner, member)).map_err(|e| e.to_string())?;
-                        let entry = self.replica.entry(LOCKS, name.as_bytes().to_vec(), Some(value));
-                        self.replicate(vec![entry]).await.map_err(|e| e.to_string())?;
-                        return Ok(true);
-                    }
-                }
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(false);
-            }
-            let _ = tokio::time::timeout(deadline - now, released).await;
-        }
-    }
-
-    async fn release(&self, name: &str, owner: &str) -> Result<bool, String> {
-        let _gate = self.lock_gate.lock().await;
-        let holder =
-            self.replica.store.get(LOCKS, name.as_bytes()).and_then(|v| postcard::from_bytes::<(String, String)>(&v).ok());
-        match holder {
-            Some((holder, _)) if holder == owner => {
-                let entry = self.replica.entry(LOCKS, name.as_bytes().to_vec(), None);
-                self.replicate(vec![entry]).await.map_err(|e| e.to_string())?;
-                self.lock_released.notify_waiters();
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
-    }
-
-    /// From any member: asks the senior for the lock, retrying across
-    /// senior changes, until granted or `wait` (None: forever) passes.
-    async fn acquire(self: Arc<Self>, name: String, owner: String, wait: Option<Duration>) -> PluginResult<bool> {
-        let deadline = wait.map(|w| Instant::now() + w);
-        loop {
-            if !self.joined.load(Ordering::SeqCst) {
-                return Err("this member is not in the cluster".into());
-            }
-            let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let slice = remaining.unwrap_or(Duration::from_secs(2)).min(Duration::from_secs(2));
-            let senior = self.view().senior;
-            let outcome = match senior {
-                Some(s) if s == self.member => self.grant(&name, &owner, &self.member, slice).await,
-                Some(s) => match self.addr_of(&s) {
-                    Some(addr) => {
-                        let req = self.net.next_req();
-                        let msg = Msg::Lock {
-                            req,
-                            name: name.clone(),
-                            owner: owner.clone(),
-                            member: self.member.clone(),
-                            wait_ms: Some(slice.as_millis() as u64),
-                        };
-                        let timeout = slice + self.config.operation_timeout();
-                        match self.net.request(&s, addr, msg, req, timeout).await {
-                            Ok(Msg::LockReply { granted, error: None, .. }) => Ok(granted),
-                            Ok(Msg::LockReply { error: Some(e), .. }) => Err(e),
-                            Ok(_) => Err("unexpected answer".into()),
-                            Err(e) => Err(e.to_string()),
-                        }
-                    }
-                    None => Err("the senior is unknown".into()),
-                },
-                None => Err("no senior yet".into()),
-            };
-            match outcome {
-                Ok(true) => return Ok(true),
-                Ok(false) => {}
-                // The senior changed or is unreachable: try again shortly.
-                Err(e) => {
-                    tracing::debug!("lock {name}: {e}; retrying");
-                    tokio::time::sleep(self.config.gossip_interval()).await;
-                }
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ok(false);
-            }
-        }
+        self.locks.wake_waiters();
     }
 
     // ---- tasks ----
@@ -688,7 +564,7 @@ impl Handler for Requests {
             match msg {
                 Msg::Replicate { req, entries } => {
                     core.replica.receive(entries);
-                    core.lock_released.notify_waiters();
+                    core.locks.wake_waiters();
                     Some(Msg::Ack { req })
                 }
                 Msg::StateRequest { req } => Some(Msg::State { req, entries: core.replica.store.snapshot() }),
@@ -863,26 +739,7 @@ impl Strategy for Gossip {
     }
 
     fn unlock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
-        let (core, name, owner) = (self.0.clone(), name.to_string(), owner.to_string());
-        async move {
-            let senior = core.view().senior;
-            match senior {
-                Some(s) if s == core.member => Ok(core.release(&name, &owner).await?),
-                Some(s) => {
-                    let addr = core.addr_of(&s).ok_or("the senior is unknown")?;
-                    let req = core.net.next_req();
-                    match core
-                        .net
-                        .request(&s, addr, Msg::Unlock { req, name, owner }, req, core.config.operation_timeout())
-                        .await?
-                    {
-                        Msg::UnlockReply { released, .. } => Ok(released),
-                        _ => Err("unexpected answer".into()),
-                    }
-                }
-                None => Ok(false),
-            }
-        }
+        self.0.clone().unlock(name.to_string(), owner.to_string())
     }
 
     fn send_task(
