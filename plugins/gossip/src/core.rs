@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use clusterhost_plugin_api::cluster::{
-    now_ms, CacheSize, Entry, Member, StrategyEvent, TaskOutcome, TaskReply, TaskTarget,
+    now_ms, CacheSize, Entry, Member, StrategyEvent, TaskReply, TaskTarget,
 };
 use clusterhost_plugin_api::{ClusterHost, PluginResult, Strategy};
 use tokio::sync::Notify;
@@ -225,7 +225,7 @@ impl Core {
         }
     }
 
-    fn host(&self) -> Option<ClusterHost> {
+    pub(crate) fn host(&self) -> Option<ClusterHost> {
         lock(&self.host).clone()
     }
 
@@ -482,59 +482,6 @@ impl Core {
         self.locks.wake_waiters();
     }
 
-    // ---- tasks ----
-
-    fn targets(&self, target: &TaskTarget) -> (Vec<(String, Option<SocketAddr>)>, Vec<TaskReply>) {
-        let view = self.view();
-        let ids: Vec<String> = match target {
-            TaskTarget::All => view.members.keys().cloned().collect(),
-            TaskTarget::Others => view.members.keys().filter(|id| **id != self.member).cloned().collect(),
-            TaskTarget::Member(m) => vec![m.clone()],
-            TaskTarget::Senior => view.senior.iter().cloned().collect(),
-        };
-        let mut found = Vec::new();
-        let mut missing = Vec::new();
-        for id in ids {
-            match view.members.get(&id) {
-                Some(p) if id == self.member => found.push((id, p.data_addr)),
-                Some(p) => found.push((id, p.data_addr)),
-                None => missing.push(TaskReply {
-                    outcome: TaskOutcome::Error(format!("member {id} is not in the cluster")),
-                    member: id,
-                }),
-            }
-        }
-        (found, missing)
-    }
-
-    async fn run_one(
-        self: Arc<Self>,
-        id: String,
-        addr: Option<SocketAddr>,
-        name: String,
-        payload: Vec<u8>,
-        timeout: Duration,
-    ) -> TaskOutcome {
-        if id == self.member {
-            let Some(host) = self.host() else { return TaskOutcome::Error("the host is not connected".into()) };
-            return match tokio::time::timeout(timeout, host.run_task(&self.member, &name, payload)).await {
-                Ok(Ok(v)) => TaskOutcome::Value(v),
-                Ok(Err(e)) => TaskOutcome::Error(e),
-                Err(_) => TaskOutcome::TimedOut,
-            };
-        }
-        let Some(addr) = addr else { return TaskOutcome::Error(format!("member {id} has no data address")) };
-        let req = self.net.next_req();
-        let msg = Msg::Task { req, name, payload, from: self.member.clone(), fire_and_forget: false };
-        match self.net.request(&id, addr, msg, req, timeout).await {
-            Ok(Msg::TaskReply { outcome: Ok(v), .. }) => TaskOutcome::Value(v),
-            Ok(Msg::TaskReply { outcome: Err(e), .. }) => TaskOutcome::Error(e),
-            Ok(_) => TaskOutcome::Error("unexpected answer".into()),
-            Err(NetError::Timeout { .. }) => TaskOutcome::TimedOut,
-            Err(e) => TaskOutcome::Error(e.to_string()),
-        }
-    }
-
     pub fn stats(&self) -> Vec<(String, u64)> {
         let c = &self.net.counters;
         let view = self.view();
@@ -590,13 +537,7 @@ impl Handler for Requests {
                     Some(Msg::UnlockReply { req, released })
                 }
                 Msg::Task { req, name, payload, from: sender, fire_and_forget } => {
-                    let host = core.host()?;
-                    let run = host.run_task(&sender, &name, payload);
-                    if fire_and_forget {
-                        tokio::spawn(run);
-                        return None;
-                    }
-                    Some(Msg::TaskReply { req, outcome: run.await })
+                    core.run_sent_task(req, sender, name, payload, fire_and_forget).await
                 }
                 other => {
                     tracing::debug!(from = %from, "ignored an unexpected message: {other:?}");
@@ -749,28 +690,7 @@ impl Strategy for Gossip {
         payload: Vec<u8>,
     ) -> impl Future<Output = PluginResult<()>> + Send + use<> {
         let (targets, _) = self.0.targets(&target);
-        let (core, name) = (self.0.clone(), name.to_string());
-        async move {
-            for (id, addr) in targets {
-                if id == core.member {
-                    if let Some(host) = core.host() {
-                        tokio::spawn(host.run_task(&core.member, &name, payload.clone()));
-                    }
-                } else if let Some(addr) = addr {
-                    let msg = Msg::Task {
-                        req: 0,
-                        name: name.clone(),
-                        payload: payload.clone(),
-                        from: core.member.clone(),
-                        fire_and_forget: true,
-                    };
-                    if let Err(e) = core.net.send(&id, addr, msg, core.config.operation_timeout()).await {
-                        tracing::warn!("task {name} not delivered to {id}: {e}");
-                    }
-                }
-            }
-            Ok(())
-        }
+        self.0.clone().send_task(targets, name.to_string(), payload)
     }
 
     fn call_task(
@@ -781,22 +701,7 @@ impl Strategy for Gossip {
         timeout: Duration,
     ) -> impl Future<Output = PluginResult<Vec<TaskReply>>> + Send + use<> {
         let (targets, missing) = self.0.targets(&target);
-        let (core, name) = (self.0.clone(), name.to_string());
-        async move {
-            let mut calls = tokio::task::JoinSet::new();
-            for (id, addr) in targets {
-                let run = core.clone().run_one(id.clone(), addr, name.clone(), payload.clone(), timeout);
-                calls.spawn(async move { TaskReply { member: id, outcome: run.await } });
-            }
-            let mut replies: Vec<TaskReply> = Vec::new();
-            while let Some(done) = calls.join_next().await {
-                if let Ok(reply) = done {
-                    replies.push(reply);
-                }
-            }
-            replies.extend(missing);
-            Ok(replies)
-        }
+        self.0.clone().call_task(targets, missing, name.to_string(), payload, timeout)
     }
 
     fn settings(&self) -> Vec<(String, String)> {

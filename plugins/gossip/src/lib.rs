@@ -12,6 +12,7 @@ pub mod membership;
 pub mod net;
 mod replication;
 pub mod store;
+mod tasks;
 pub mod wire;
 
 use std::net::IpAddr;
