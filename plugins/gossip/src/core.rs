@@ -1,37 +1,25 @@
 //! The gossip strategy: chitchat membership + the sealed data plane +
 //! replicated caches, locks at the senior member, tasks member to member.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::future::{ready, Future};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clusterhost_plugin_api::cluster::{
-    now_ms, CacheSize, Entry, Member, StrategyEvent, TaskReply, TaskTarget,
-};
+use clusterhost_plugin_api::cluster::{now_ms, CacheSize, Entry, Member, StrategyEvent, TaskReply, TaskTarget};
 use clusterhost_plugin_api::{ClusterHost, PluginResult, Strategy};
-use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::crypto::Sealer;
-use crate::membership::{self, Membership, MembershipConfig, Peer, SETTING_PREFIX};
-use crate::net::{BoxFuture, Handler, Net, NetError};
+use crate::locked;
 use crate::locks::Locks;
+use crate::membership::{self, setting_key, Membership, MembershipConfig, Peer};
+use crate::net::{BoxFuture, Handler, Net, NetError};
 use crate::replication::Replica;
 use crate::store::WireEntry;
+use crate::view::{Setting, ViewState};
 use crate::wire::{Msg, Wire};
-
-/// What this member currently sees.
-#[derive(Default, Clone)]
-pub(crate) struct View {
-    /// Joined, compatible members by id (this one included while joined).
-    pub members: BTreeMap<String, Peer>,
-    pub senior: Option<String>,
-    /// Effective cluster-wide settings: key -> (at_ms, member, value).
-    pub settings: BTreeMap<String, (u64, String, String)>,
-}
 
 pub struct Core {
     pub member: String,
@@ -44,25 +32,14 @@ pub struct Core {
     host: Mutex<Option<ClusterHost>>,
     membership: tokio::sync::Mutex<Option<Membership>>,
     joined: AtomicBool,
-    view: Mutex<View>,
-    /// Wakes the view loop (a local setting or join state changed).
-    recompute: Notify,
+    pub(crate) view: ViewState,
     pub(crate) locks: Locks,
-    /// Members with an incompatible wire version already reported.
-    reported_incompatible: Mutex<BTreeSet<String>>,
-    /// Joins (member, generation, epoch) that ended with a `Leaving`
-    /// notice: out of the view even while gossip still shows them joined.
-    departed: Mutex<BTreeSet<(String, u64, u64)>>,
     /// This member's joins, counted (the `joined` key: 0 = not joined).
     epoch: std::sync::atomic::AtomicU64,
     generation: u64,
     pub gossip_addr: SocketAddr,
     pub data_addr: SocketAddr,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Binds the member port: UDP (gossip) and TCP (data) on the same number,
@@ -151,11 +128,8 @@ impl Core {
             host: Mutex::new(None),
             membership: tokio::sync::Mutex::new(Some(membership)),
             joined: AtomicBool::new(false),
-            view: Mutex::new(View::default()),
-            recompute: Notify::new(),
+            view: ViewState::default(),
             locks: Locks::default(),
-            reported_incompatible: Mutex::new(BTreeSet::new()),
-            departed: Mutex::new(BTreeSet::new()),
             epoch: std::sync::atomic::AtomicU64::new(0),
             generation,
             gossip_addr,
@@ -165,7 +139,7 @@ impl Core {
         let handler: Arc<dyn Handler> = Arc::new(Requests(Arc::downgrade(&core)));
         let serve = tokio::spawn(net.serve(listener, handler));
         let view_loop = tokio::spawn(Core::view_loop(Arc::downgrade(&core), watcher));
-        lock(&core.tasks).extend([serve, view_loop]);
+        locked(&core.tasks).extend([serve, view_loop]);
         if core.config.discovery.multicast.enabled {
             core.start_multicast(bind);
         }
@@ -211,14 +185,14 @@ impl Core {
                 tracing::warn!("multicast discovery stopped: {e}; only the static member list is used");
             }
         });
-        lock(&self.tasks).push(task);
+        locked(&self.tasks).push(task);
     }
 
     pub fn set_host(&self, host: ClusterHost) {
-        *lock(&self.host) = Some(host);
+        *locked(&self.host) = Some(host);
     }
 
-    fn emit(&self, event: StrategyEvent) {
+    pub(crate) fn emit(&self, event: StrategyEvent) {
         // Not under the lock: delivering runs host code.
         if let Some(host) = self.host() {
             host.emit(event);
@@ -226,7 +200,7 @@ impl Core {
     }
 
     pub(crate) fn host(&self) -> Option<ClusterHost> {
-        lock(&self.host).clone()
+        locked(&self.host).clone()
     }
 
     /// Stops everything (the plugin stops).
@@ -236,7 +210,7 @@ impl Core {
             m.shutdown().await;
         }
         self.net.forget_all().await;
-        let tasks: Vec<_> = lock(&self.tasks).drain(..).collect();
+        let tasks: Vec<_> = locked(&self.tasks).drain(..).collect();
         for task in &tasks {
             task.abort();
         }
@@ -247,170 +221,24 @@ impl Core {
         }
     }
 
-    async fn peers(&self) -> Vec<Peer> {
+    pub(crate) async fn peers(&self) -> Vec<Peer> {
         match self.membership.lock().await.as_ref() {
             Some(m) => m.peers().await,
             None => Vec::new(),
         }
     }
 
-    async fn set_key(&self, key: &str, value: &str) {
+    /// Sets one of this member's gossip keys.
+    pub(crate) async fn publish(&self, key: &str, value: &str) {
         if let Some(m) = self.membership.lock().await.as_ref() {
             m.set(key, value).await;
         }
-        self.recompute.notify_one();
     }
 
-    // ---- the view: membership, seniority, settings ----
-
-    async fn view_loop(
-        weak: std::sync::Weak<Core>,
-        mut watcher: tokio::sync::watch::Receiver<BTreeMap<chitchat::ChitchatId, chitchat::NodeState>>,
-    ) {
-        loop {
-            let Some(core) = weak.upgrade() else { return };
-            let interval = core.config.gossip_interval();
-            core.update_view().await;
-            let recompute = core.recompute.notified();
-            tokio::select! {
-                changed = watcher.changed() => if changed.is_err() { return },
-                _ = recompute => {}
-                _ = tokio::time::sleep(interval) => {}
-            }
-        }
-    }
-
-    async fn update_view(self: &Arc<Self>) {
-        let peers = self.peers().await;
-        let joined_self = self.joined.load(Ordering::SeqCst);
-        // One entry per member id: the newest generation.
-        let mut newest: BTreeMap<String, Peer> = BTreeMap::new();
-        for peer in peers {
-            match newest.get(&peer.id) {
-                Some(existing) if existing.generation >= peer.generation => {}
-                _ => {
-                    newest.insert(peer.id.clone(), peer);
-                }
-            }
-        }
-        let mut settings: BTreeMap<String, (u64, String, String)> = BTreeMap::new();
-        let mut members = BTreeMap::new();
-        for peer in newest.values() {
-            for (key, raw) in &peer.settings {
-                if let Some((at, rest)) = raw.split_once('|') {
-                    if let (Ok(at), Some((by, value))) = (at.parse::<u64>(), rest.split_once('|')) {
-                        let candidate = (at, by.to_string(), value.to_string());
-                        if settings.get(key).is_none_or(|current| (current.0, &current.1) < (at, &candidate.1)) {
-                            settings.insert(key.clone(), candidate);
-                        }
-                    }
-                }
-            }
-            if peer.id != self.member && peer.wire.0 != self.wire.major {
-                if lock(&self.reported_incompatible).insert(peer.id.clone()) {
-                    tracing::error!(
-                        "member {} speaks wire protocol {}.{}, this member ({}) {}: the majors differ, so it is not admitted to this cluster; upgrade with the split-brain or offline flow",
-                        peer.id, peer.wire.0, peer.wire.1, self.member, self.wire
-                    );
-                }
-                continue;
-            }
-            let is_self = peer.id == self.member;
-            let departed = {
-                let mut departed = lock(&self.departed);
-                // Notices about earlier joins of this member are done with.
-                departed.retain(|(id, generation, epoch)| {
-                    !(*id == peer.id && (*generation != peer.generation || *epoch < peer.epoch))
-                });
-                departed.contains(&(peer.id.clone(), peer.generation, peer.epoch))
-            };
-            if (is_self && joined_self) || (!is_self && peer.joined && !departed && peer.data_addr.is_some()) {
-                members.insert(peer.id.clone(), peer.clone());
-            }
-        }
-        if !joined_self {
-            members.clear();
-        }
-        // Every member carries the effective settings under its own keys
-        // (with their original time and author), so a setting outlives the
-        // member that made it: otherwise, once that member is gone, an older
-        // value still published by a live member would take over again, and
-        // a member starting later would see only that.
-        let own: BTreeMap<&str, &str> = newest
-            .get(&self.member)
-            .map(|p| p.settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect())
-            .unwrap_or_default();
-        for (key, (at, by, value)) in &settings {
-            let raw = format!("{at}|{by}|{value}");
-            if own.get(key.as_str()) != Some(&raw.as_str()) {
-                if let Some(m) = self.membership.lock().await.as_ref() {
-                    m.set(&format!("{SETTING_PREFIX}{key}"), &raw).await;
-                }
-            }
-        }
-        let senior = members.values().min_by_key(|p| (p.started_at_ms, p.id.clone())).map(|p| p.id.clone());
-
-        let previous = {
-            std::mem::replace(
-                &mut *lock(&self.view),
-                View { members: members.clone(), senior: senior.clone(), settings: settings.clone() },
-            )
-        };
-        for (key, (_, _, value)) in &settings {
-            if previous.settings.get(key).map(|(_, _, v)| v) != Some(value) {
-                self.emit(StrategyEvent::SettingChanged { key: key.clone(), value: value.clone() });
-            }
-        }
-        if !joined_self {
-            return;
-        }
-        // The first view after this member joined is its starting point:
-        // the members already there are not news (the host reports its own
-        // join), and neither is their senior, unless it is this member.
-        if !previous.members.contains_key(&self.member) {
-            if senior.as_deref() == Some(self.member.as_str()) {
-                self.emit(StrategyEvent::SeniorChanged { member: self.member.clone() });
-            }
-            return;
-        }
-        for id in members.keys().filter(|id| !previous.members.contains_key(*id) && **id != self.member) {
-            tracing::info!(member = %id, "member joined");
-            self.emit(StrategyEvent::Joined { member: id.clone() });
-            self.send_state_to(id);
-        }
-        let left: Vec<String> =
-            previous.members.keys().filter(|id| !members.contains_key(*id) && **id != self.member).cloned().collect();
-        for id in &left {
-            tracing::info!(member = %id, "member left");
-            self.emit(StrategyEvent::Left { member: id.clone() });
-            self.net.forget(id).await;
-        }
-        if senior != previous.senior {
-            if let Some(senior) = &senior {
-                self.emit(StrategyEvent::SeniorChanged { member: senior.clone() });
-            }
-        }
-        if !left.is_empty() {
-            self.release_locks_after(left, senior.as_deref());
-        }
-    }
-
-    pub(crate) fn view(&self) -> View {
-        lock(&self.view).clone()
-    }
-
-    /// The other members in the view, with their data-plane addresses.
-    pub(crate) fn others(&self) -> Vec<(String, SocketAddr)> {
-        let view = lock(&self.view);
-        view.members
-            .values()
-            .filter(|p| p.id != self.member)
-            .filter_map(|p| p.data_addr.map(|a| (p.id.clone(), a)))
-            .collect()
-    }
-
-    pub(crate) fn addr_of(&self, member: &str) -> Option<SocketAddr> {
-        lock(&self.view).members.get(member).and_then(|p| p.data_addr)
+    /// Sets one of this member's gossip keys and recomputes the view.
+    async fn set_key(&self, key: &str, value: &str) {
+        self.publish(key, value).await;
+        self.view.recompute();
     }
 
     // ---- joining and leaving ----
@@ -474,17 +302,13 @@ impl Core {
         // ones); the notices queued above are flushed first.
         self.net.forget_all().await;
         self.set_key(membership::KEY_JOINED, "0").await;
-        {
-            let mut view = lock(&self.view);
-            view.members.clear();
-            view.senior = None;
-        }
+        self.view.clear_members();
         self.locks.wake_waiters();
     }
 
     pub fn stats(&self) -> Vec<(String, u64)> {
         let c = &self.net.counters;
-        let view = self.view();
+        let view = self.view.current();
         let (outgoing, incoming) = self.net.connection_counts();
         vec![
             ("members".into(), view.members.len() as u64),
@@ -521,8 +345,7 @@ impl Handler for Requests {
                     Some(Msg::StatePage { req, entries, more })
                 }
                 Msg::Leaving { member, generation, epoch } => {
-                    lock(&core.departed).insert((member, generation, epoch));
-                    core.recompute.notify_one();
+                    core.view.record_departure(member, generation, epoch);
                     None
                 }
                 Msg::Lock { req, name, owner, member, wait_ms } => {
@@ -572,7 +395,8 @@ impl Strategy for Gossip {
 
     fn members(&self) -> Vec<Member> {
         self.0
-            .view()
+            .view
+            .current()
             .members
             .values()
             .map(|p| Member {
@@ -585,7 +409,7 @@ impl Strategy for Gossip {
     }
 
     fn senior_member(&self) -> Option<String> {
-        self.0.view().senior
+        self.0.view.senior()
     }
 
     fn cluster_time_ms(&self) -> u64 {
@@ -643,7 +467,8 @@ impl Strategy for Gossip {
     }
 
     fn cache_put_all(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send + use<> {
-        let entries: Vec<WireEntry> = entries.into_iter().map(|e| self.0.replica.entry(cache, e.key, Some(e.value))).collect();
+        let entries: Vec<WireEntry> =
+            entries.into_iter().map(|e| self.0.replica.entry(cache, e.key, Some(e.value))).collect();
         let core = self.0.clone();
         async move { core.replicate(entries).await }
     }
@@ -705,12 +530,13 @@ impl Strategy for Gossip {
     }
 
     fn settings(&self) -> Vec<(String, String)> {
-        self.0.view().settings.into_iter().map(|(k, (_, _, v))| (k, v)).collect()
+        self.0.view.current().settings.into_iter().map(|(k, s)| (k, s.value)).collect()
     }
 
     fn put_setting(&self, key: &str, value: &str) -> impl Future<Output = PluginResult<()>> + Send + use<> {
         let core = self.0.clone();
-        let (key, raw) = (format!("{SETTING_PREFIX}{key}"), format!("{}|{}|{value}", now_ms(), self.0.member));
+        let raw = Setting { at_ms: now_ms(), by: self.0.member.clone(), value: value.to_string() }.encode();
+        let key = setting_key(key);
         async move {
             core.set_key(&key, &raw).await;
             core.update_view().await;

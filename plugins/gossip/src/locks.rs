@@ -78,7 +78,7 @@ impl Core {
             let released = self.locks.released.notified();
             {
                 let _gate = self.locks.gate.lock().await;
-                if self.view().senior.as_deref() != Some(self.member.as_str()) {
+                if self.view.senior().as_deref() != Some(self.member.as_str()) {
                     return Err("this member is no longer the senior".into());
                 }
                 match holder(&self.replica.store, name) {
@@ -129,7 +129,7 @@ impl Core {
             }
             let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             let slice = remaining.unwrap_or(SLICE).min(SLICE);
-            let senior = self.view().senior;
+            let senior = self.view.senior();
             let outcome = match senior {
                 Some(s) if s == self.member => self.grant(&name, &owner, &self.member, slice).await,
                 Some(s) => self.ask_senior(&s, &name, &owner, slice).await,
@@ -172,7 +172,7 @@ impl Core {
 
     /// From any member: releases `name` at the senior if `owner` holds it.
     pub(crate) async fn unlock(self: Arc<Self>, name: String, owner: String) -> PluginResult<bool> {
-        let senior = self.view().senior;
+        let senior = self.view.senior();
         match senior {
             Some(s) if s == self.member => Ok(self.release(&name, &owner).await?),
             Some(s) => {

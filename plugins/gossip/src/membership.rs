@@ -25,6 +25,11 @@ pub const KEY_JOINED: &str = "joined";
 /// Prefix of cluster-wide settings: `s:<key>` = `<at_ms>|<member>|<value>`.
 pub const SETTING_PREFIX: &str = "s:";
 
+/// The gossip key of cluster-wide setting `key`.
+pub fn setting_key(key: &str) -> String {
+    format!("{SETTING_PREFIX}{key}")
+}
+
 /// A live member as gossip shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {

@@ -138,7 +138,7 @@ impl Core {
     /// peer of wire 1.1 or later sends pages of at most `state_page_bytes`;
     /// a 1.0 peer sends its whole state in one frame.
     pub(crate) async fn pull_state(&self, id: &str, addr: SocketAddr) -> Result<usize, NetError> {
-        let paged = self.view().members.get(id).is_some_and(|p| p.wire >= (1, 1));
+        let paged = self.view.wire_of(id).is_some_and(|wire| wire >= (1, 1));
         let timeout = self.config.operation_timeout();
         let mut received = 0;
         let mut after = None;

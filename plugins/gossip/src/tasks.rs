@@ -19,7 +19,7 @@ impl Core {
     /// The members of `target` in the view, and an error reply for each
     /// one named that is not in it.
     pub(crate) fn targets(&self, target: &TaskTarget) -> (Targets, Vec<TaskReply>) {
-        let view = self.view();
+        let view = self.view.current();
         let ids: Vec<String> = match target {
             TaskTarget::All => view.members.keys().cloned().collect(),
             TaskTarget::Others => view.members.keys().filter(|id| **id != self.member).cloned().collect(),
@@ -41,7 +41,12 @@ impl Core {
     }
 
     /// Runs task `name` on every one of `targets` without waiting for it.
-    pub(crate) async fn send_task(self: Arc<Self>, targets: Targets, name: String, payload: Vec<u8>) -> PluginResult<()> {
+    pub(crate) async fn send_task(
+        self: Arc<Self>,
+        targets: Targets,
+        name: String,
+        payload: Vec<u8>,
+    ) -> PluginResult<()> {
         for (id, addr) in targets {
             if id == self.member {
                 if let Some(host) = self.host() {
