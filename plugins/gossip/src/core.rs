@@ -3,19 +3,20 @@
 
 use std::future::{ready, Future};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clusterhost_plugin_api::cluster::{now_ms, CacheSize, Entry, Member, StrategyEvent, TaskReply, TaskTarget};
 use clusterhost_plugin_api::{ClusterHost, PluginResult, Strategy};
 
 use crate::config::Config;
 use crate::crypto::Sealer;
+use crate::join::JoinState;
 use crate::locked;
 use crate::locks::Locks;
 use crate::membership::{self, setting_key, Membership, MembershipConfig, Peer};
-use crate::net::{BoxFuture, Handler, Net, NetError};
+use crate::net::{BoxFuture, Handler, Net};
 use crate::replication::Replica;
 use crate::store::WireEntry;
 use crate::view::{Setting, ViewState};
@@ -31,12 +32,10 @@ pub struct Core {
     pub(crate) replica: Replica,
     host: Mutex<Option<ClusterHost>>,
     membership: tokio::sync::Mutex<Option<Membership>>,
-    joined: AtomicBool,
+    pub(crate) joining: JoinState,
     pub(crate) view: ViewState,
     pub(crate) locks: Locks,
-    /// This member's joins, counted (the `joined` key: 0 = not joined).
-    epoch: std::sync::atomic::AtomicU64,
-    generation: u64,
+    pub(crate) generation: u64,
     pub gossip_addr: SocketAddr,
     pub data_addr: SocketAddr,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -127,10 +126,9 @@ impl Core {
             replica,
             host: Mutex::new(None),
             membership: tokio::sync::Mutex::new(Some(membership)),
-            joined: AtomicBool::new(false),
+            joining: JoinState::default(),
             view: ViewState::default(),
             locks: Locks::default(),
-            epoch: std::sync::atomic::AtomicU64::new(0),
             generation,
             gossip_addr,
             data_addr,
@@ -205,7 +203,7 @@ impl Core {
 
     /// Stops everything (the plugin stops).
     pub async fn shutdown(&self) {
-        self.joined.store(false, Ordering::SeqCst);
+        self.joining.set_left();
         if let Some(mut m) = self.membership.lock().await.take() {
             m.shutdown().await;
         }
@@ -236,74 +234,9 @@ impl Core {
     }
 
     /// Sets one of this member's gossip keys and recomputes the view.
-    async fn set_key(&self, key: &str, value: &str) {
+    pub(crate) async fn set_key(&self, key: &str, value: &str) {
         self.publish(key, value).await;
         self.view.recompute();
-    }
-
-    // ---- joining and leaving ----
-
-    pub(crate) fn is_joined(&self) -> bool {
-        self.joined.load(Ordering::SeqCst)
-    }
-
-    pub async fn join(self: &Arc<Self>) -> PluginResult<()> {
-        let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
-        self.set_key(membership::KEY_JOINED, &epoch.to_string()).await;
-        // Wait for the others: until a joined peer shows up, or the
-        // discovery window passes (the first member of a cluster waits it out).
-        let interval = self.config.gossip_interval();
-        let mut window = interval * 6;
-        if self.config.discovery.multicast.enabled {
-            window += Duration::from_millis(self.config.discovery.multicast.listen_ms);
-        }
-        let deadline = Instant::now() + window.min(Duration::from_millis(self.config.timeouts.join_ms));
-        loop {
-            let others =
-                self.peers().await.into_iter().any(|p| p.id != self.member && p.joined && p.wire.0 == self.wire.major);
-            if others || Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(interval / 2).await;
-        }
-        self.joined.store(true, Ordering::SeqCst);
-        self.update_view().await;
-        // Full state transfer from every member before reporting joined.
-        let members = self.others();
-        let mut received = 0;
-        for (id, addr) in &members {
-            match self.pull_state(id, *addr).await {
-                Ok(n) => received += n,
-                Err(NetError::Refused { member, reason }) => {
-                    self.leave().await;
-                    return Err(format!("member {member} refused this member: {reason}").into());
-                }
-                Err(e) => tracing::warn!("state transfer from {id} failed: {e}; it will catch up by anti-entropy"),
-            }
-        }
-        tracing::info!(members = members.len() + 1, entries = received, "joined the cluster");
-        Ok(())
-    }
-
-    pub async fn leave(self: &Arc<Self>) {
-        // Tell the others first, so none of them sends this member a write
-        // it can no longer acknowledge (gossip alone takes a round or two).
-        let others = self.others();
-        let mut notices = tokio::task::JoinSet::new();
-        for (id, addr) in others {
-            let (net, timeout) = (self.net.clone(), Duration::from_millis(500).min(self.config.operation_timeout()));
-            let epoch = self.epoch.load(Ordering::SeqCst);
-            let msg = Msg::Leaving { member: self.member.clone(), generation: self.generation, epoch };
-            notices.spawn(async move { net.send(&id, addr, msg, timeout).await });
-        }
-        while notices.join_next().await.is_some() {}
-        self.joined.store(false, Ordering::SeqCst);
-        // The connections of this join end with it (a re-join makes new
-        // ones); the notices queued above are flushed first.
-        self.net.forget_all().await;
-        self.set_key(membership::KEY_JOINED, "0").await;
-        self.view.clear_members();
-        self.locks.wake_waiters();
     }
 
     pub fn stats(&self) -> Vec<(String, u64)> {
