@@ -12,15 +12,16 @@ use clusterhost_plugin_api::{ClusterHost, PluginResult, Strategy};
 
 use crate::config::Config;
 use crate::crypto::Sealer;
+use crate::handler::Requests;
 use crate::join::JoinState;
 use crate::locked;
 use crate::locks::Locks;
 use crate::membership::{self, setting_key, Membership, MembershipConfig, Peer};
-use crate::net::{BoxFuture, Handler, Net};
+use crate::net::{Handler, Net};
 use crate::replication::Replica;
 use crate::store::WireEntry;
 use crate::view::{Setting, ViewState};
-use crate::wire::{Msg, Wire};
+use crate::wire::Wire;
 
 pub struct Core {
     pub member: String,
@@ -255,52 +256,6 @@ impl Core {
             ("connections_in".into(), incoming as u64),
             ("packets_dropped".into(), self.sealer.dropped.load(Ordering::Relaxed)),
         ]
-    }
-}
-
-/// Answers the data plane's requests.
-struct Requests(std::sync::Weak<Core>);
-
-impl Handler for Requests {
-    fn handle(&self, from: String, msg: Msg) -> BoxFuture<Option<Msg>> {
-        let Some(core) = self.0.upgrade() else { return Box::pin(ready(None)) };
-        Box::pin(async move {
-            match msg {
-                Msg::Replicate { req, entries } => {
-                    core.replica.receive(entries);
-                    core.locks.wake_waiters();
-                    Some(Msg::Ack { req })
-                }
-                Msg::StateRequest { req } => Some(Msg::State { req, entries: core.replica.store.snapshot() }),
-                Msg::StatePageRequest { req, after, max_bytes } => {
-                    let max = (max_bytes as usize).min(core.config.limits.state_page_bytes);
-                    let (entries, more) = core.replica.store.page(after.as_ref(), max);
-                    Some(Msg::StatePage { req, entries, more })
-                }
-                Msg::Leaving { member, generation, epoch } => {
-                    core.view.record_departure(member, generation, epoch);
-                    None
-                }
-                Msg::Lock { req, name, owner, member, wait_ms } => {
-                    let wait = Duration::from_millis(wait_ms.unwrap_or(2_000));
-                    match core.grant(&name, &owner, &member, wait).await {
-                        Ok(granted) => Some(Msg::LockReply { req, granted, error: None }),
-                        Err(e) => Some(Msg::LockReply { req, granted: false, error: Some(e) }),
-                    }
-                }
-                Msg::Unlock { req, name, owner } => {
-                    let released = core.release(&name, &owner).await.unwrap_or(false);
-                    Some(Msg::UnlockReply { req, released })
-                }
-                Msg::Task { req, name, payload, from: sender, fire_and_forget } => {
-                    core.run_sent_task(req, sender, name, payload, fire_and_forget).await
-                }
-                other => {
-                    tracing::debug!(from = %from, "ignored an unexpected message: {other:?}");
-                    None
-                }
-            }
-        })
     }
 }
 

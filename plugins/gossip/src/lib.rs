@@ -7,6 +7,7 @@ pub mod config;
 pub mod core;
 pub mod crypto;
 pub mod discovery;
+mod handler;
 mod join;
 mod locks;
 pub mod membership;
