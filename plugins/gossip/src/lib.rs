@@ -14,6 +14,7 @@ pub mod membership;
 pub mod net;
 mod replication;
 pub mod store;
+mod strategy;
 mod tasks;
 mod view;
 pub mod wire;
@@ -26,8 +27,9 @@ use clusterhost_plugin_api::cluster::StrategyBox;
 use clusterhost_plugin_api::{declare_plugin, ClusterHost, Host, Plugin, PluginResult};
 
 use crate::config::Config;
-use crate::core::{Core, Gossip};
+use crate::core::Core;
 use crate::crypto::Sealer;
+use crate::strategy::Gossip;
 use crate::wire::Wire;
 
 /// `m`, locked. A poisoned lock is taken as it is: every critical section
