@@ -1,5 +1,6 @@
-//! The gossip strategy: chitchat membership + the sealed data plane +
-//! replicated caches, locks at the senior member, tasks member to member.
+//! The member: who it is, the state each job owns (the view, joining,
+//! replication, locks), and starting and stopping its gossip, data plane
+//! and background tasks. The jobs live in their own modules.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -20,28 +21,46 @@ use crate::replication::Replica;
 use crate::view::ViewState;
 use crate::wire::Wire;
 
+/// One member of the cluster, shared (`Arc`) by the strategy, the data
+/// plane's handler and the background tasks; created by [`Core::start`],
+/// stopped by [`Core::shutdown`].
 pub struct Core {
+    /// This member's id (the node name).
     pub member: String,
     /// The wire protocol this member speaks (from its manifest).
     pub wire: Wire,
     pub(crate) config: Config,
     pub(crate) sealer: Sealer,
+    /// The data plane: connections to and from the other members.
     pub(crate) net: Arc<Net>,
+    /// This member's copy of the caches (replication.rs).
     pub(crate) replica: Replica,
+    /// The host's side of the boundary, once `cluster_strategy` handed it
+    /// over: events go there, and tasks run there.
     host: Mutex<Option<ClusterHost>>,
+    /// The chitchat side; `None` once stopped. An async mutex: its calls
+    /// await chitchat.
     membership: tokio::sync::Mutex<Option<Membership>>,
+    /// Whether this member is joined, and which join (join.rs).
     pub(crate) joining: JoinState,
+    /// What this member sees as the cluster (view.rs).
     pub(crate) view: ViewState,
+    /// What the lock decisions share (locks.rs).
     pub(crate) locks: Locks,
+    /// When this run of the member started (ms): chitchat's generation, so
+    /// a restarted member is a new node to gossip.
     pub(crate) generation: u64,
+    /// Where chitchat listens (UDP; the data plane listens on TCP at the
+    /// same port number), announced by multicast discovery.
     pub gossip_addr: SocketAddr,
-    pub data_addr: SocketAddr,
-    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The data plane's accept loop, the view loop and discovery: aborted
+    /// and awaited at shutdown.
+    background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// Binds the member port: UDP (gossip) and TCP (data) on the same number,
 /// the first free one from `port` when auto-increment is on.
-pub fn bind_ports(
+fn bind_ports(
     bind: IpAddr,
     port: u16,
     auto: bool,
@@ -68,10 +87,9 @@ pub fn bind_ports(
 
 impl Core {
     /// Starts membership and the data plane; the member is not joined yet.
-    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         member: String,
-        version: String,
+        plugin_version: String,
         wire: Wire,
         config: Config,
         sealer: Sealer,
@@ -93,7 +111,7 @@ impl Core {
         let key_values = vec![
             (membership::KEY_DATA.to_string(), data_addr.to_string()),
             (membership::KEY_STARTED.to_string(), generation.to_string()),
-            (membership::KEY_VERSION.to_string(), version.clone()),
+            (membership::KEY_VERSION.to_string(), plugin_version),
             (membership::KEY_WIRE.to_string(), wire.to_string()),
             (membership::KEY_JOINED.to_string(), "0".to_string()),
         ];
@@ -129,13 +147,12 @@ impl Core {
             locks: Locks::default(),
             generation,
             gossip_addr,
-            data_addr,
-            tasks: Mutex::new(Vec::new()),
+            background: Mutex::new(Vec::new()),
         });
         let handler: Arc<dyn Handler> = Arc::new(Requests(Arc::downgrade(&core)));
         let serve = tokio::spawn(net.serve(listener, handler));
         let view_loop = tokio::spawn(Core::view_loop(Arc::downgrade(&core), watcher));
-        locked(&core.tasks).extend([serve, view_loop]);
+        locked(&core.background).extend([serve, view_loop]);
         if core.config.discovery.multicast.enabled {
             core.start_multicast(bind);
         }
@@ -150,6 +167,8 @@ impl Core {
         Ok(core)
     }
 
+    /// Announces this member on the multicast group and gossips with every
+    /// member heard there.
     fn start_multicast(self: &Arc<Self>, bind: IpAddr) {
         let multicast = &self.config.discovery.multicast;
         let IpAddr::V4(group) = multicast.group else {
@@ -181,13 +200,15 @@ impl Core {
                 tracing::warn!("multicast discovery stopped: {e}; only the static member list is used");
             }
         });
-        locked(&self.tasks).push(task);
+        locked(&self.background).push(task);
     }
 
+    /// Connects the host (it asked for the strategy).
     pub fn set_host(&self, host: ClusterHost) {
         *locked(&self.host) = Some(host);
     }
 
+    /// Tells the host `event`, if it is connected.
     pub(crate) fn emit(&self, event: StrategyEvent) {
         // Not under the lock: delivering runs host code.
         if let Some(host) = self.host() {
@@ -195,6 +216,7 @@ impl Core {
         }
     }
 
+    /// The host, if it is connected.
     pub(crate) fn host(&self) -> Option<ClusterHost> {
         locked(&self.host).clone()
     }
@@ -206,7 +228,7 @@ impl Core {
             m.shutdown().await;
         }
         self.net.forget_all().await;
-        let tasks: Vec<_> = locked(&self.tasks).drain(..).collect();
+        let tasks: Vec<_> = locked(&self.background).drain(..).collect();
         for task in &tasks {
             task.abort();
         }
@@ -217,6 +239,7 @@ impl Core {
         }
     }
 
+    /// The live members as gossip shows them, this one included.
     pub(crate) async fn peers(&self) -> Vec<Peer> {
         match self.membership.lock().await.as_ref() {
             Some(m) => m.peers().await,
