@@ -39,10 +39,13 @@ pub(crate) fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The plugin: its configuration, read at load, and the member once started.
 struct GossipPlugin {
     host: Host,
     config: Config,
     sealer: Sealer,
+    /// The running member, between `start` and `stop` (the host asks for
+    /// the strategy in between).
     core: Mutex<Option<Arc<Core>>>,
 }
 
