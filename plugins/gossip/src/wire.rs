@@ -59,8 +59,9 @@ pub enum Msg {
     StateRequest { req: u64 },
     /// Every entry held (tombstones included).
     State { req: u64, entries: Vec<WireEntry> },
-    /// To the senior: lock `name` for `owner` (held by `member`); `wait_ms`
-    /// None waits as long as it takes.
+    /// To the senior: lock `name` for `owner` (held by `member`), waiting
+    /// up to `wait_ms` for it (2 s when None; a requester that waits longer
+    /// asks again).
     Lock { req: u64, name: String, owner: String, member: String, wait_ms: Option<u64> },
     /// Whether the lock was granted within the wait; `error` when the
     /// receiver could not decide (it is no longer the senior, say).
