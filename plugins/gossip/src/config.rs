@@ -10,6 +10,7 @@ use serde::Deserialize;
 /// The file name when `cluster.config.file` is not set.
 pub const DEFAULT_FILE: &str = "gossip.toml";
 
+/// The whole of `gossip.toml`; a missing section or key means its default.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -44,6 +45,7 @@ pub struct Limits {
     pub hello_timeout_ms: u64,
 }
 
+/// `[network]`: the member port.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Network {
@@ -55,6 +57,7 @@ pub struct Network {
     pub port_count: u16,
 }
 
+/// `[discovery]`: how members find each other.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Discovery {
@@ -63,19 +66,24 @@ pub struct Discovery {
     pub multicast: Multicast,
 }
 
+/// `[discovery.multicast]`: announcements on a multicast group.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Multicast {
     pub enabled: bool,
+    /// An IPv4 multicast group (IPv6 turns discovery off with a warning).
     pub group: IpAddr,
+    /// The UDP port every member of the group listens on.
     pub port: u16,
     /// How long a starting member listens for others before it joins.
     pub listen_ms: u64,
 }
 
+/// `[failure_detection]`: how soon a silent member is taken for dead.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FailureDetection {
+    /// How often a member gossips (and recomputes its view at the latest).
     pub gossip_interval_ms: u64,
     /// Phi accrual threshold: lower detects sooner, with more false alarms.
     pub phi_threshold: f64,
@@ -83,6 +91,7 @@ pub struct FailureDetection {
     pub dead_grace_ms: u64,
 }
 
+/// `[timeouts]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
@@ -92,6 +101,7 @@ pub struct Timeouts {
     pub join_ms: u64,
 }
 
+/// `[security]`: the cluster key.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Security {
@@ -101,6 +111,7 @@ pub struct Security {
     pub insecure: bool,
 }
 
+/// How replicas of an entry written on two members converge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum MergePolicy {
@@ -108,6 +119,7 @@ pub enum MergePolicy {
     LatestWins,
 }
 
+/// `[merge]`: the merge policy (latest-wins is the only one).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Merge {
@@ -244,10 +256,12 @@ impl Config {
         Ok(())
     }
 
+    /// `gossip_interval_ms` as a duration.
     pub fn gossip_interval(&self) -> Duration {
         Duration::from_millis(self.failure_detection.gossip_interval_ms)
     }
 
+    /// `operation_ms` as a duration.
     pub fn operation_timeout(&self) -> Duration {
         Duration::from_millis(self.timeouts.operation_ms)
     }

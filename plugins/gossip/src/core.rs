@@ -1,82 +1,66 @@
-//! The gossip strategy: chitchat membership + the sealed data plane +
-//! replicated caches, locks at the senior member, tasks member to member.
+//! The member: who it is, the state each job owns (the view, joining,
+//! replication, locks), and starting and stopping its gossip, data plane
+//! and background tasks. The jobs live in their own modules.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::future::{ready, Future};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use clusterhost_plugin_api::cluster::{
-    now_ms, CacheSize, Entry, Member, StrategyEvent, TaskOutcome, TaskReply, TaskTarget,
-};
-use clusterhost_plugin_api::{ClusterHost, PluginResult, Strategy};
-use tokio::sync::Notify;
+use clusterhost_plugin_api::cluster::{now_ms, StrategyEvent};
+use clusterhost_plugin_api::ClusterHost;
 
 use crate::config::Config;
 use crate::crypto::Sealer;
-use crate::membership::{self, Membership, MembershipConfig, Peer, SETTING_PREFIX};
-use crate::net::{BoxFuture, Handler, Net, NetError};
-use crate::store::{member_hash, Hlc, Store, Version, WireEntry};
-use crate::wire::{Msg, Wire};
+use crate::handler::Requests;
+use crate::join::JoinState;
+use crate::locked;
+use crate::locks::Locks;
+use crate::membership::{self, Membership, MembershipConfig, Peer};
+use crate::net::{Handler, Net};
+use crate::replication::Replica;
+use crate::view::ViewState;
+use crate::wire::Wire;
 
-/// The internal cache holding the lock table (replicated like any cache).
-const LOCKS: &str = "__locks";
-
-/// What this member currently sees.
-#[derive(Default, Clone)]
-struct View {
-    /// Joined, compatible members by id (this one included while joined).
-    members: BTreeMap<String, Peer>,
-    senior: Option<String>,
-    /// Effective cluster-wide settings: key -> (at_ms, member, value).
-    settings: BTreeMap<String, (u64, String, String)>,
-}
-
+/// One member of the cluster, shared (`Arc`) by the strategy, the data
+/// plane's handler and the background tasks; created by [`Core::start`],
+/// stopped by [`Core::shutdown`].
 pub struct Core {
+    /// This member's id (the node name).
     pub member: String,
     /// The wire protocol this member speaks (from its manifest).
     pub wire: Wire,
-    config: Config,
-    sealer: Sealer,
-    net: Arc<Net>,
-    store: Store,
-    hlc: Hlc,
+    pub(crate) config: Config,
+    pub(crate) sealer: Sealer,
+    /// The data plane: connections to and from the other members.
+    pub(crate) net: Arc<Net>,
+    /// This member's copy of the caches (replication.rs).
+    pub(crate) replica: Replica,
+    /// The host's side of the boundary, once `cluster_strategy` handed it
+    /// over: events go there, and tasks run there.
     host: Mutex<Option<ClusterHost>>,
+    /// The chitchat side; `None` once stopped. An async mutex: its calls
+    /// await chitchat.
     membership: tokio::sync::Mutex<Option<Membership>>,
-    joined: AtomicBool,
-    view: Mutex<View>,
-    /// Wakes the view loop (a local setting or join state changed).
-    recompute: Notify,
-    /// Woken when a lock is released or a member left.
-    lock_released: Notify,
-    /// Serialises lock decisions on the senior.
-    lock_gate: tokio::sync::Mutex<()>,
-    /// Members with an incompatible wire version already reported.
-    reported_incompatible: Mutex<BTreeSet<String>>,
-    /// Joins (member, generation, epoch) that ended with a `Leaving`
-    /// notice: out of the view even while gossip still shows them joined.
-    departed: Mutex<BTreeSet<(String, u64, u64)>>,
-    /// This member's joins, counted (the `joined` key: 0 = not joined).
-    epoch: std::sync::atomic::AtomicU64,
-    generation: u64,
+    /// Whether this member is joined, and which join (join.rs).
+    pub(crate) joining: JoinState,
+    /// What this member sees as the cluster (view.rs).
+    pub(crate) view: ViewState,
+    /// What the lock decisions share (locks.rs).
+    pub(crate) locks: Locks,
+    /// When this run of the member started (ms): chitchat's generation, so
+    /// a restarted member is a new node to gossip.
+    pub(crate) generation: u64,
+    /// Where chitchat listens (UDP; the data plane listens on TCP at the
+    /// same port number), announced by multicast discovery.
     pub gossip_addr: SocketAddr,
-    pub data_addr: SocketAddr,
-    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-}
-
-/// What sealing and framing add to a message's entries (nonce, tag,
-/// postcard's enum and length prefixes, the length prefix of the frame).
-const FRAME_OVERHEAD: usize = 256;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    /// The data plane's accept loop, the view loop and discovery: aborted
+    /// and awaited at shutdown.
+    background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// Binds the member port: UDP (gossip) and TCP (data) on the same number,
 /// the first free one from `port` when auto-increment is on.
-pub fn bind_ports(
+fn bind_ports(
     bind: IpAddr,
     port: u16,
     auto: bool,
@@ -103,10 +87,9 @@ pub fn bind_ports(
 
 impl Core {
     /// Starts membership and the data plane; the member is not joined yet.
-    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         member: String,
-        version: String,
+        plugin_version: String,
         wire: Wire,
         config: Config,
         sealer: Sealer,
@@ -128,7 +111,7 @@ impl Core {
         let key_values = vec![
             (membership::KEY_DATA.to_string(), data_addr.to_string()),
             (membership::KEY_STARTED.to_string(), generation.to_string()),
-            (membership::KEY_VERSION.to_string(), version.clone()),
+            (membership::KEY_VERSION.to_string(), plugin_version),
             (membership::KEY_WIRE.to_string(), wire.to_string()),
             (membership::KEY_JOINED.to_string(), "0".to_string()),
         ];
@@ -149,33 +132,27 @@ impl Core {
         .await
         .map_err(|e| format!("could not start gossip on {gossip_addr}: {e}"))?;
         let watcher = membership.watcher();
+        let replica = Replica::new(&member);
         let core = Arc::new(Core {
             member,
             wire,
             config,
             sealer,
             net: net.clone(),
-            store: Store::default(),
-            hlc: Hlc::default(),
+            replica,
             host: Mutex::new(None),
             membership: tokio::sync::Mutex::new(Some(membership)),
-            joined: AtomicBool::new(false),
-            view: Mutex::new(View::default()),
-            recompute: Notify::new(),
-            lock_released: Notify::new(),
-            lock_gate: tokio::sync::Mutex::new(()),
-            reported_incompatible: Mutex::new(BTreeSet::new()),
-            departed: Mutex::new(BTreeSet::new()),
-            epoch: std::sync::atomic::AtomicU64::new(0),
+            joining: JoinState::default(),
+            view: ViewState::default(),
+            locks: Locks::default(),
             generation,
             gossip_addr,
-            data_addr,
-            tasks: Mutex::new(Vec::new()),
+            background: Mutex::new(Vec::new()),
         });
         let handler: Arc<dyn Handler> = Arc::new(Requests(Arc::downgrade(&core)));
         let serve = tokio::spawn(net.serve(listener, handler));
         let view_loop = tokio::spawn(Core::view_loop(Arc::downgrade(&core), watcher));
-        lock(&core.tasks).extend([serve, view_loop]);
+        locked(&core.background).extend([serve, view_loop]);
         if core.config.discovery.multicast.enabled {
             core.start_multicast(bind);
         }
@@ -190,6 +167,8 @@ impl Core {
         Ok(core)
     }
 
+    /// Announces this member on the multicast group and gossips with every
+    /// member heard there.
     fn start_multicast(self: &Arc<Self>, bind: IpAddr) {
         let multicast = &self.config.discovery.multicast;
         let IpAddr::V4(group) = multicast.group else {
@@ -221,32 +200,35 @@ impl Core {
                 tracing::warn!("multicast discovery stopped: {e}; only the static member list is used");
             }
         });
-        lock(&self.tasks).push(task);
+        locked(&self.background).push(task);
     }
 
+    /// Connects the host (it asked for the strategy).
     pub fn set_host(&self, host: ClusterHost) {
-        *lock(&self.host) = Some(host);
+        *locked(&self.host) = Some(host);
     }
 
-    fn emit(&self, event: StrategyEvent) {
+    /// Tells the host `event`, if it is connected.
+    pub(crate) fn emit(&self, event: StrategyEvent) {
         // Not under the lock: delivering runs host code.
         if let Some(host) = self.host() {
             host.emit(event);
         }
     }
 
-    fn host(&self) -> Option<ClusterHost> {
-        lock(&self.host).clone()
+    /// The host, if it is connected.
+    pub(crate) fn host(&self) -> Option<ClusterHost> {
+        locked(&self.host).clone()
     }
 
     /// Stops everything (the plugin stops).
     pub async fn shutdown(&self) {
-        self.joined.store(false, Ordering::SeqCst);
+        self.joining.set_left();
         if let Some(mut m) = self.membership.lock().await.take() {
             m.shutdown().await;
         }
         self.net.forget_all().await;
-        let tasks: Vec<_> = lock(&self.tasks).drain(..).collect();
+        let tasks: Vec<_> = locked(&self.background).drain(..).collect();
         for task in &tasks {
             task.abort();
         }
@@ -257,828 +239,24 @@ impl Core {
         }
     }
 
-    async fn peers(&self) -> Vec<Peer> {
+    /// The live members as gossip shows them, this one included.
+    pub(crate) async fn peers(&self) -> Vec<Peer> {
         match self.membership.lock().await.as_ref() {
             Some(m) => m.peers().await,
             None => Vec::new(),
         }
     }
 
-    async fn set_key(&self, key: &str, value: &str) {
+    /// Sets one of this member's gossip keys.
+    pub(crate) async fn publish(&self, key: &str, value: &str) {
         if let Some(m) = self.membership.lock().await.as_ref() {
             m.set(key, value).await;
         }
-        self.recompute.notify_one();
     }
 
-    // ---- the view: membership, seniority, settings ----
-
-    async fn view_loop(
-        weak: std::sync::Weak<Core>,
-        mut watcher: tokio::sync::watch::Receiver<BTreeMap<chitchat::ChitchatId, chitchat::NodeState>>,
-    ) {
-        loop {
-            let Some(core) = weak.upgrade() else { return };
-            let interval = core.config.gossip_interval();
-            core.update_view().await;
-            let recompute = core.recompute.notified();
-            tokio::select! {
-                changed = watcher.changed() => if changed.is_err() { return },
-                _ = recompute => {}
-                _ = tokio::time::sleep(interval) => {}
-            }
-        }
-    }
-
-    async fn update_view(self: &Arc<Self>) {
-        let peers = self.peers().await;
-        let joined_self = self.joined.load(Ordering::SeqCst);
-        // One entry per member id: the newest generation.
-        let mut newest: BTreeMap<String, Peer> = BTreeMap::new();
-        for peer in peers {
-            match newest.get(&peer.id) {
-                Some(existing) if existing.generation >= peer.generation => {}
-                _ => {
-                    newest.insert(peer.id.clone(), peer);
-                }
-            }
-        }
-        let mut settings: BTreeMap<String, (u64, String, String)> = BTreeMap::new();
-        let mut members = BTreeMap::new();
-        for peer in newest.values() {
-            for (key, raw) in &peer.settings {
-                if let Some((at, rest)) = raw.split_once('|') {
-                    if let (Ok(at), Some((by, value))) = (at.parse::<u64>(), rest.split_once('|')) {
-                        let candidate = (at, by.to_string(), value.to_string());
-                        if settings.get(key).is_none_or(|current| (current.0, &current.1) < (at, &candidate.1)) {
-                            settings.insert(key.clone(), candidate);
-                        }
-                    }
-                }
-            }
-            if peer.id != self.member && peer.wire.0 != self.wire.major {
-                if lock(&self.reported_incompatible).insert(peer.id.clone()) {
-                    tracing::error!(
-                        "member {} speaks wire protocol {}.{}, this member ({}) {}: the majors differ, so it is not admitted to this cluster; upgrade with the split-brain or offline flow",
-                        peer.id, peer.wire.0, peer.wire.1, self.member, self.wire
-                    );
-                }
-                continue;
-            }
-            let is_self = peer.id == self.member;
-            let departed = {
-                let mut departed = lock(&self.departed);
-                // Notices about earlier joins of this member are done with.
-                departed.retain(|(id, generation, epoch)| {
-                    !(*id == peer.id && (*generation != peer.generation || *epoch < peer.epoch))
-                });
-                departed.contains(&(peer.id.clone(), peer.generation, peer.epoch))
-            };
-            if (is_self && joined_self) || (!is_self && peer.joined && !departed && peer.data_addr.is_some()) {
-                members.insert(peer.id.clone(), peer.clone());
-            }
-        }
-        if !joined_self {
-            members.clear();
-        }
-        // Every member carries the effective settings under its own keys
-        // (with their original time and author), so a setting outlives the
-        // member that made it: otherwise, once that member is gone, an older
-        // value still published by a live member would take over again, and
-        // a member starting later would see only that.
-        let own: BTreeMap<&str, &str> = newest
-            .get(&self.member)
-            .map(|p| p.settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect())
-            .unwrap_or_default();
-        for (key, (at, by, value)) in &settings {
-            let raw = format!("{at}|{by}|{value}");
-            if own.get(key.as_str()) != Some(&raw.as_str()) {
-                if let Some(m) = self.membership.lock().await.as_ref() {
-                    m.set(&format!("{SETTING_PREFIX}{key}"), &raw).await;
-                }
-            }
-        }
-        let senior = members.values().min_by_key(|p| (p.started_at_ms, p.id.clone())).map(|p| p.id.clone());
-
-        let previous = {
-            std::mem::replace(
-                &mut *lock(&self.view),
-                View { members: members.clone(), senior: senior.clone(), settings: settings.clone() },
-            )
-        };
-        for (key, (_, _, value)) in &settings {
-            if previous.settings.get(key).map(|(_, _, v)| v) != Some(value) {
-                self.emit(StrategyEvent::SettingChanged { key: key.clone(), value: value.clone() });
-            }
-        }
-        if !joined_self {
-            return;
-        }
-        // The first view after this member joined is its starting point:
-        // the members already there are not news (the host reports its own
-        // join), and neither is their senior, unless it is this member.
-        if !previous.members.contains_key(&self.member) {
-            if senior.as_deref() == Some(self.member.as_str()) {
-                self.emit(StrategyEvent::SeniorChanged { member: self.member.clone() });
-            }
-            return;
-        }
-        for id in members.keys().filter(|id| !previous.members.contains_key(*id) && **id != self.member) {
-            tracing::info!(member = %id, "member joined");
-            self.emit(StrategyEvent::Joined { member: id.clone() });
-            // Anti-entropy: the newcomer (or a member back from a partition)
-            // gets everything we hold; it does the same for us.
-            let (core, id) = (self.clone(), id.clone());
-            tokio::spawn(async move { core.push_state(&id).await });
-        }
-        let left: Vec<String> =
-            previous.members.keys().filter(|id| !members.contains_key(*id) && **id != self.member).cloned().collect();
-        for id in &left {
-            tracing::info!(member = %id, "member left");
-            self.emit(StrategyEvent::Left { member: id.clone() });
-            self.net.forget(id).await;
-        }
-        if senior != previous.senior {
-            if let Some(senior) = &senior {
-                self.emit(StrategyEvent::SeniorChanged { member: senior.clone() });
-            }
-        }
-        if !left.is_empty() {
-            self.lock_released.notify_waiters();
-            if senior.as_deref() == Some(self.member.as_str()) {
-                let core = self.clone();
-                tokio::spawn(async move { core.release_locks_of(&left).await });
-            }
-        }
-    }
-
-    fn view(&self) -> View {
-        lock(&self.view).clone()
-    }
-
-    /// The other members in the view, with their data-plane addresses.
-    fn others(&self) -> Vec<(String, SocketAddr)> {
-        let view = lock(&self.view);
-        view.members
-            .values()
-            .filter(|p| p.id != self.member)
-            .filter_map(|p| p.data_addr.map(|a| (p.id.clone(), a)))
-            .collect()
-    }
-
-    fn addr_of(&self, member: &str) -> Option<SocketAddr> {
-        lock(&self.view).members.get(member).and_then(|p| p.data_addr)
-    }
-
-    async fn push_state(&self, member: &str) {
-        let Some(addr) = self.addr_of(member) else { return };
-        // In frames of at most a page each, one after the other.
-        for entries in crate::store::chunks(self.store.snapshot(), self.config.limits.state_page_bytes) {
-            let req = self.net.next_req();
-            let msg = Msg::Replicate { req, entries };
-            if let Err(e) = self.net.request(member, addr, msg, req, self.config.operation_timeout()).await {
-                tracing::warn!("could not send this member's entries to {member}: {e}");
-                return;
-            }
-        }
-    }
-
-    // ---- joining and leaving ----
-
-    pub async fn join(self: &Arc<Self>) -> PluginResult<()> {
-        let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
-        self.set_key(membership::KEY_JOINED, &epoch.to_string()).await;
-        // Wait for the others: until a joined peer shows up, or the
-        // discovery window passes (the first member of a cluster waits it out).
-        let interval = self.config.gossip_interval();
-        let mut window = interval * 6;
-        if self.config.discovery.multicast.enabled {
-            window += Duration::from_millis(self.config.discovery.multicast.listen_ms);
-        }
-        let deadline = Instant::now() + window.min(Duration::from_millis(self.config.timeouts.join_ms));
-        loop {
-            let others =
-                self.peers().await.into_iter().any(|p| p.id != self.member && p.joined && p.wire.0 == self.wire.major);
-            if others || Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(interval / 2).await;
-        }
-        self.joined.store(true, Ordering::SeqCst);
-        self.update_view().await;
-        // Full state transfer from every member before reporting joined.
-        let members = self.others();
-        let mut received = 0;
-        for (id, addr) in &members {
-            match self.pull_state(id, *addr).await {
-                Ok(n) => received += n,
-                Err(NetError::Refused { member, reason }) => {
-                    self.leave().await;
-                    return Err(format!("member {member} refused this member: {reason}").into());
-                }
-                Err(e) => tracing::warn!("state transfer from {id} failed: {e}; it will catch up by anti-entropy"),
-            }
-        }
-        tracing::info!(members = members.len() + 1, entries = received, "joined the cluster");
-        Ok(())
-    }
-
-    /// Fetches every entry member `id` holds; returns how many came. A
-    /// peer of wire 1.1 or later sends pages of at most `state_page_bytes`;
-    /// a 1.0 peer sends its whole state in one frame.
-    async fn pull_state(&self, id: &str, addr: SocketAddr) -> Result<usize, NetError> {
-        let paged = lock(&self.view).members.get(id).is_some_and(|p| p.wire >= (1, 1));
-        let timeout = self.config.operation_timeout();
-        let mut received = 0;
-        let mut after = None;
-        loop {
-            let req = self.net.next_req();
-            let msg = if paged {
-                Msg::StatePageRequest {
-                    req,
-                    after: after.take(),
-                    max_bytes: self.config.limits.state_page_bytes as u64,
-                }
-            } else {
-                Msg::StateRequest { req }
-            };
-            let (entries, more) = match self.net.request(id, addr, msg, req, timeout).await? {
-                Msg::State { entries, .. } => (entries, false),
-                Msg::StatePage { entries, more, .. } => (entries, more),
-                _ => return Ok(received),
-            };
-            if let Some(max) = entries.iter().map(|e| e.version.hlc).max() {
-                self.hlc.observe(max);
-            }
-            after = entries.last().map(|e| (e.cache.clone(), e.key.clone()));
-            received += entries.len();
-            self.store.apply_all(entries);
-            if !more || after.is_none() {
-                return Ok(received);
-            }
-        }
-    }
-
-    pub async fn leave(self: &Arc<Self>) {
-        // Tell the others first, so none of them sends this member a write
-        // it can no longer acknowledge (gossip alone takes a round or two).
-        let others = self.others();
-        let mut notices = tokio::task::JoinSet::new();
-        for (id, addr) in others {
-            let (net, timeout) = (self.net.clone(), Duration::from_millis(500).min(self.config.operation_timeout()));
-            let epoch = self.epoch.load(Ordering::SeqCst);
-            let msg = Msg::Leaving { member: self.member.clone(), generation: self.generation, epoch };
-            notices.spawn(async move { net.send(&id, addr, msg, timeout).await });
-        }
-        while notices.join_next().await.is_some() {}
-        self.joined.store(false, Ordering::SeqCst);
-        // The connections of this join end with it (a re-join makes new
-        // ones); the notices queued above are flushed first.
-        self.net.forget_all().await;
-        self.set_key(membership::KEY_JOINED, "0").await;
-        {
-            let mut view = lock(&self.view);
-            view.members.clear();
-            view.senior = None;
-        }
-        self.lock_released.notify_waiters();
-    }
-
-    // ---- writes ----
-
-    fn version(&self) -> Version {
-        Version { hlc: self.hlc.now(), member: member_hash(&self.member) }
-    }
-
-    /// Applies `entries` here and waits until every other live member has them.
-    async fn replicate(&self, entries: Vec<WireEntry>) -> PluginResult<()> {
-        let size: usize = entries.iter().map(|e| crate::store::entry_size(&e.cache, &e.key, e.value.as_deref())).sum();
-        let max = self.config.limits.max_frame_bytes;
-        if size + FRAME_OVERHEAD > max {
-            return Err(format!(
-                "the write ({size} bytes) is larger than a member accepts in one frame ([limits] max_frame_bytes = {max} in gossip.toml): nothing was written; raise the limit on every member or write less at once"
-            )
-            .into());
-        }
-        self.store.apply_all(entries.iter().cloned());
-        let targets = self.others();
-        let mut calls = tokio::task::JoinSet::new();
-        for (id, addr) in targets {
-            let net = self.net.clone();
-            let req = net.next_req();
-            let msg = Msg::Replicate { req, entries: entries.clone() };
-            let timeout = self.config.operation_timeout();
-            calls.spawn(async move { (id.clone(), net.request(&id, addr, msg, req, timeout).await) });
-        }
-        let mut failures = Vec::new();
-        while let Some(done) = calls.join_next().await {
-            let Ok((id, result)) = done else { continue };
-            if let Err(e) = result {
-                // A member that left meanwhile does not hold the write up.
-                if self.addr_of(&id).is_some() {
-                    failures.push(e.to_string());
-                }
-            }
-        }
-        if failures.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("the write is applied here but not acknowledged by every member: {}", failures.join("; "))
-                .into())
-        }
-    }
-
-    fn entry(&self, cache: &str, key: Vec<u8>, value: Option<Vec<u8>>) -> WireEntry {
-        WireEntry { cache: cache.to_string(), key, value, version: self.version() }
-    }
-
-    // ---- locks (decided by the senior) ----
-
-    async fn release_locks_of(&self, members: &[String]) {
-        let _gate = self.lock_gate.lock().await;
-        let mut releases = Vec::new();
-        for entry in self.store.entries(LOCKS) {
-            if let Ok((_, holder)) = postcard::from_bytes::<(String, String)>(&entry.value) {
-                if members.contains(&holder) {
-                    releases.push(self.entry(LOCKS, entry.key, None));
-                }
-            }
-        }
-        if !releases.is_empty() {
-            tracing::info!(locks = releases.len(), "released the locks of members that left");
-            let _ = self.replicate(releases).await;
-            self.lock_released.notify_waiters();
-        }
-    }
-
-    /// On the senior: grants `name` to `owner` (of `member`) within `wait`.
-    async fn grant(&self, name: &str, owner: &str, member: &str, wait: Duration) -> Result<bool, String> {
-        let deadline = Instant::now() + wait;
-        loop {
-            let released = self.lock_released.notified();
-            {
-                let _gate = self.lock_gate.lock().await;
-                if self.view().senior.as_deref() != Some(self.member.as_str()) {
-                    return Err("this member is no longer the senior".into());
-                }
-                let holder = self
-                    .store
-                    .get(LOCKS, name.as_bytes())
-                    .and_then(|v| postcard::from_bytes::<(String, String)>(&v).ok());
-                match holder {
-                    Some((holder, _)) if holder == owner => return Ok(true),
-                    Some(_) => {}
-                    None => {
-                        let value = postcard::to_allocvec(&(owner, member)).map_err(|e| e.to_string())?;
-                        let entry = self.entry(LOCKS, name.as_bytes().to_vec(), Some(value));
-                        self.replicate(vec![entry]).await.map_err(|e| e.to_string())?;
-                        return Ok(true);
-                    }
-                }
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(false);
-            }
-            let _ = tokio::time::timeout(deadline - now, released).await;
-        }
-    }
-
-    async fn release(&self, name: &str, owner: &str) -> Result<bool, String> {
-        let _gate = self.lock_gate.lock().await;
-        let holder =
-            self.store.get(LOCKS, name.as_bytes()).and_then(|v| postcard::from_bytes::<(String, String)>(&v).ok());
-        match holder {
-            Some((holder, _)) if holder == owner => {
-                let entry = self.entry(LOCKS, name.as_bytes().to_vec(), None);
-                self.replicate(vec![entry]).await.map_err(|e| e.to_string())?;
-                self.lock_released.notify_waiters();
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
-    }
-
-    /// From any member: asks the senior for the lock, retrying across
-    /// senior changes, until granted or `wait` (None: forever) passes.
-    async fn acquire(self: Arc<Self>, name: String, owner: String, wait: Option<Duration>) -> PluginResult<bool> {
-        let deadline = wait.map(|w| Instant::now() + w);
-        loop {
-            if !self.joined.load(Ordering::SeqCst) {
-                return Err("this member is not in the cluster".into());
-            }
-            let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let slice = remaining.unwrap_or(Duration::from_secs(2)).min(Duration::from_secs(2));
-            let senior = self.view().senior;
-            let outcome = match senior {
-                Some(s) if s == self.member => self.grant(&name, &owner, &self.member, slice).await,
-                Some(s) => match self.addr_of(&s) {
-                    Some(addr) => {
-                        let req = self.net.next_req();
-                        let msg = Msg::Lock {
-                            req,
-                            name: name.clone(),
-                            owner: owner.clone(),
-                            member: self.member.clone(),
-                            wait_ms: Some(slice.as_millis() as u64),
-                        };
-                        let timeout = slice + self.config.operation_timeout();
-                        match self.net.request(&s, addr, msg, req, timeout).await {
-                            Ok(Msg::LockReply { granted, error: None, .. }) => Ok(granted),
-                            Ok(Msg::LockReply { error: Some(e), .. }) => Err(e),
-                            Ok(_) => Err("unexpected answer".into()),
-                            Err(e) => Err(e.to_string()),
-                        }
-                    }
-                    None => Err("the senior is unknown".into()),
-                },
-                None => Err("no senior yet".into()),
-            };
-            match outcome {
-                Ok(true) => return Ok(true),
-                Ok(false) => {}
-                // The senior changed or is unreachable: try again shortly.
-                Err(e) => {
-                    tracing::debug!("lock {name}: {e}; retrying");
-                    tokio::time::sleep(self.config.gossip_interval()).await;
-                }
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ok(false);
-            }
-        }
-    }
-
-    // ---- tasks ----
-
-    fn targets(&self, target: &TaskTarget) -> (Vec<(String, Option<SocketAddr>)>, Vec<TaskReply>) {
-        let view = self.view();
-        let ids: Vec<String> = match target {
-            TaskTarget::All => view.members.keys().cloned().collect(),
-            TaskTarget::Others => view.members.keys().filter(|id| **id != self.member).cloned().collect(),
-            TaskTarget::Member(m) => vec![m.clone()],
-            TaskTarget::Senior => view.senior.iter().cloned().collect(),
-        };
-        let mut found = Vec::new();
-        let mut missing = Vec::new();
-        for id in ids {
-            match view.members.get(&id) {
-                Some(p) if id == self.member => found.push((id, p.data_addr)),
-                Some(p) => found.push((id, p.data_addr)),
-                None => missing.push(TaskReply {
-                    outcome: TaskOutcome::Error(format!("member {id} is not in the cluster")),
-                    member: id,
-                }),
-            }
-        }
-        (found, missing)
-    }
-
-    async fn run_one(
-        self: Arc<Self>,
-        id: String,
-        addr: Option<SocketAddr>,
-        name: String,
-        payload: Vec<u8>,
-        timeout: Duration,
-    ) -> TaskOutcome {
-        if id == self.member {
-            let Some(host) = self.host() else { return TaskOutcome::Error("the host is not connected".into()) };
-            return match tokio::time::timeout(timeout, host.run_task(&self.member, &name, payload)).await {
-                Ok(Ok(v)) => TaskOutcome::Value(v),
-                Ok(Err(e)) => TaskOutcome::Error(e),
-                Err(_) => TaskOutcome::TimedOut,
-            };
-        }
-        let Some(addr) = addr else { return TaskOutcome::Error(format!("member {id} has no data address")) };
-        let req = self.net.next_req();
-        let msg = Msg::Task { req, name, payload, from: self.member.clone(), fire_and_forget: false };
-        match self.net.request(&id, addr, msg, req, timeout).await {
-            Ok(Msg::TaskReply { outcome: Ok(v), .. }) => TaskOutcome::Value(v),
-            Ok(Msg::TaskReply { outcome: Err(e), .. }) => TaskOutcome::Error(e),
-            Ok(_) => TaskOutcome::Error("unexpected answer".into()),
-            Err(NetError::Timeout { .. }) => TaskOutcome::TimedOut,
-            Err(e) => TaskOutcome::Error(e.to_string()),
-        }
-    }
-
-    pub fn stats(&self) -> Vec<(String, u64)> {
-        let c = &self.net.counters;
-        let view = self.view();
-        let (outgoing, incoming) = self.net.connection_counts();
-        vec![
-            ("members".into(), view.members.len() as u64),
-            ("frames_sent".into(), c.frames_sent.load(Ordering::Relaxed)),
-            ("frames_received".into(), c.frames_received.load(Ordering::Relaxed)),
-            ("bytes_sent".into(), c.bytes_sent.load(Ordering::Relaxed)),
-            ("bytes_received".into(), c.bytes_received.load(Ordering::Relaxed)),
-            ("connections_refused".into(), c.refused.load(Ordering::Relaxed)),
-            ("accept_errors".into(), c.accept_errors.load(Ordering::Relaxed)),
-            ("connections_out".into(), outgoing as u64),
-            ("connections_in".into(), incoming as u64),
-            ("packets_dropped".into(), self.sealer.dropped.load(Ordering::Relaxed)),
-        ]
-    }
-}
-
-/// Answers the data plane's requests.
-struct Requests(std::sync::Weak<Core>);
-
-impl Handler for Requests {
-    fn handle(&self, from: String, msg: Msg) -> BoxFuture<Option<Msg>> {
-        let Some(core) = self.0.upgrade() else { return Box::pin(ready(None)) };
-        Box::pin(async move {
-            match msg {
-                Msg::Replicate { req, entries } => {
-                    if let Some(max) = entries.iter().map(|e| e.version.hlc).max() {
-                        core.hlc.observe(max);
-                    }
-                    core.store.apply_all(entries);
-                    core.lock_released.notify_waiters();
-                    Some(Msg::Ack { req })
-                }
-                Msg::StateRequest { req } => Some(Msg::State { req, entries: core.store.snapshot() }),
-                Msg::StatePageRequest { req, after, max_bytes } => {
-                    let max = (max_bytes as usize).min(core.config.limits.state_page_bytes);
-                    let (entries, more) = core.store.page(after.as_ref(), max);
-                    Some(Msg::StatePage { req, entries, more })
-                }
-                Msg::Leaving { member, generation, epoch } => {
-                    lock(&core.departed).insert((member, generation, epoch));
-                    core.recompute.notify_one();
-                    None
-                }
-                Msg::Lock { req, name, owner, member, wait_ms } => {
-                    let wait = Duration::from_millis(wait_ms.unwrap_or(2_000));
-                    match core.grant(&name, &owner, &member, wait).await {
-                        Ok(granted) => Some(Msg::LockReply { req, granted, error: None }),
-                        Err(e) => Some(Msg::LockReply { req, granted: false, error: Some(e) }),
-                    }
-                }
-                Msg::Unlock { req, name, owner } => {
-                    let released = core.release(&name, &owner).await.unwrap_or(false);
-                    Some(Msg::UnlockReply { req, released })
-                }
-                Msg::Task { req, name, payload, from: sender, fire_and_forget } => {
-                    let host = core.host()?;
-                    let run = host.run_task(&sender, &name, payload);
-                    if fire_and_forget {
-                        tokio::spawn(run);
-                        return None;
-                    }
-                    Some(Msg::TaskReply { req, outcome: run.await })
-                }
-                other => {
-                    tracing::debug!(from = %from, "ignored an unexpected message: {other:?}");
-                    None
-                }
-            }
-        })
-    }
-}
-
-/// The strategy handed to the host.
-#[derive(Clone)]
-pub struct Gossip(pub Arc<Core>);
-
-impl Strategy for Gossip {
-    fn start_clustering(&self) -> impl Future<Output = PluginResult<()>> + Send + use<> {
-        let core = self.0.clone();
-        async move { core.join().await }
-    }
-
-    fn stop_clustering(&self) -> impl Future<Output = PluginResult<()>> + Send + use<> {
-        let core = self.0.clone();
-        async move {
-            core.leave().await;
-            Ok(())
-        }
-    }
-
-    fn local_member(&self) -> String {
-        self.0.member.clone()
-    }
-
-    fn members(&self) -> Vec<Member> {
-        self.0
-            .view()
-            .members
-            .values()
-            .map(|p| Member {
-                id: p.id.clone(),
-                address: p.gossip_addr.to_string(),
-                started_at_ms: p.started_at_ms,
-                plugin_version: p.plugin_version.clone(),
-            })
-            .collect()
-    }
-
-    fn senior_member(&self) -> Option<String> {
-        self.0.view().senior
-    }
-
-    fn cluster_time_ms(&self) -> u64 {
-        self.0.hlc.now() >> 16
-    }
-
-    fn cache_get(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<Option<Vec<u8>>>> + Send + use<> {
-        ready(Ok(self.0.store.get(cache, key)))
-    }
-
-    fn cache_put(
-        &self,
-        cache: &str,
-        key: Vec<u8>,
-        value: Vec<u8>,
-    ) -> impl Future<Output = PluginResult<()>> + Send + use<> {
-        let (core, entry) = (self.0.clone(), self.0.entry(cache, key, Some(value)));
-        async move { core.replicate(vec![entry]).await }
-    }
-
-    fn cache_remove(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
-        let existed = self.0.store.contains(cache, key);
-        let (core, entry) = (self.0.clone(), self.0.entry(cache, key.to_vec(), None));
-        async move {
-            core.replicate(vec![entry]).await?;
-            Ok(existed)
-        }
-    }
-
-    fn cache_contains(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
-        ready(Ok(self.0.store.contains(cache, key)))
-    }
-
-    fn cache_size(&self, cache: &str) -> impl Future<Output = PluginResult<u64>> + Send + use<> {
-        ready(Ok(self.0.store.size(cache).entries))
-    }
-
-    fn cache_clear(&self, cache: &str) -> impl Future<Output = PluginResult<()>> + Send + use<> {
-        let entries: Vec<WireEntry> =
-            self.0.store.keys(cache).into_iter().map(|k| self.0.entry(cache, k, None)).collect();
-        let core = self.0.clone();
-        async move { core.replicate(entries).await }
-    }
-
-    fn cache_keys(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Vec<u8>>>> + Send + use<> {
-        ready(Ok(self.0.store.keys(cache)))
-    }
-
-    fn cache_get_all(
-        &self,
-        cache: &str,
-        keys: Vec<Vec<u8>>,
-    ) -> impl Future<Output = PluginResult<Vec<Option<Vec<u8>>>>> + Send + use<> {
-        ready(Ok(keys.iter().map(|k| self.0.store.get(cache, k)).collect()))
-    }
-
-    fn cache_put_all(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send + use<> {
-        let entries: Vec<WireEntry> = entries.into_iter().map(|e| self.0.entry(cache, e.key, Some(e.value))).collect();
-        let core = self.0.clone();
-        async move { core.replicate(entries).await }
-    }
-
-    fn cache_merge(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send + use<> {
-        // Standalone entries keep their write time: latest wins against the cluster's.
-        let me = member_hash(&self.0.member);
-        let entries: Vec<WireEntry> = entries
-            .into_iter()
-            .map(|e| {
-                let version = if e.version == 0 { self.0.version() } else { Version::at_ms(e.version, me) };
-                WireEntry { cache: cache.to_string(), key: e.key, value: Some(e.value), version }
-            })
-            .collect();
-        let core = self.0.clone();
-        async move {
-            // Only the entries newer than what the cluster holds go out.
-            let newer: Vec<WireEntry> = entries.into_iter().filter(|e| core.store.apply(e.clone())).collect();
-            if newer.is_empty() {
-                return Ok(());
-            }
-            core.replicate(newer).await
-        }
-    }
-
-    fn cache_entries(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Entry>>> + Send + use<> {
-        ready(Ok(self.0.store.entries(cache)))
-    }
-
-    fn cache_names(&self) -> impl Future<Output = PluginResult<Vec<String>>> + Send + use<> {
-        ready(Ok(self.0.store.names()))
-    }
-
-    fn cache_local_size(&self, cache: &str) -> impl Future<Output = PluginResult<CacheSize>> + Send + use<> {
-        ready(Ok(self.0.store.size(cache)))
-    }
-
-    fn lock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<()>> + Send + use<> {
-        let acquire = self.0.clone().acquire(name.to_string(), owner.to_string(), None);
-        async move { acquire.await.map(|_| ()) }
-    }
-
-    fn try_lock(
-        &self,
-        name: &str,
-        owner: &str,
-        timeout: Duration,
-    ) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
-        self.0.clone().acquire(name.to_string(), owner.to_string(), Some(timeout))
-    }
-
-    fn unlock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
-        let (core, name, owner) = (self.0.clone(), name.to_string(), owner.to_string());
-        async move {
-            let senior = core.view().senior;
-            match senior {
-                Some(s) if s == core.member => Ok(core.release(&name, &owner).await?),
-                Some(s) => {
-                    let addr = core.addr_of(&s).ok_or("the senior is unknown")?;
-                    let req = core.net.next_req();
-                    match core
-                        .net
-                        .request(&s, addr, Msg::Unlock { req, name, owner }, req, core.config.operation_timeout())
-                        .await?
-                    {
-                        Msg::UnlockReply { released, .. } => Ok(released),
-                        _ => Err("unexpected answer".into()),
-                    }
-                }
-                None => Ok(false),
-            }
-        }
-    }
-
-    fn send_task(
-        &self,
-        target: TaskTarget,
-        name: &str,
-        payload: Vec<u8>,
-    ) -> impl Future<Output = PluginResult<()>> + Send + use<> {
-        let (targets, _) = self.0.targets(&target);
-        let (core, name) = (self.0.clone(), name.to_string());
-        async move {
-            for (id, addr) in targets {
-                if id == core.member {
-                    if let Some(host) = core.host() {
-                        tokio::spawn(host.run_task(&core.member, &name, payload.clone()));
-                    }
-                } else if let Some(addr) = addr {
-                    let msg = Msg::Task {
-                        req: 0,
-                        name: name.clone(),
-                        payload: payload.clone(),
-                        from: core.member.clone(),
-                        fire_and_forget: true,
-                    };
-                    if let Err(e) = core.net.send(&id, addr, msg, core.config.operation_timeout()).await {
-                        tracing::warn!("task {name} not delivered to {id}: {e}");
-                    }
-                }
-            }
-            Ok(())
-        }
-    }
-
-    fn call_task(
-        &self,
-        target: TaskTarget,
-        name: &str,
-        payload: Vec<u8>,
-        timeout: Duration,
-    ) -> impl Future<Output = PluginResult<Vec<TaskReply>>> + Send + use<> {
-        let (targets, missing) = self.0.targets(&target);
-        let (core, name) = (self.0.clone(), name.to_string());
-        async move {
-            let mut calls = tokio::task::JoinSet::new();
-            for (id, addr) in targets {
-                let run = core.clone().run_one(id.clone(), addr, name.clone(), payload.clone(), timeout);
-                calls.spawn(async move { TaskReply { member: id, outcome: run.await } });
-            }
-            let mut replies: Vec<TaskReply> = Vec::new();
-            while let Some(done) = calls.join_next().await {
-                if let Ok(reply) = done {
-                    replies.push(reply);
-                }
-            }
-            replies.extend(missing);
-            Ok(replies)
-        }
-    }
-
-    fn settings(&self) -> Vec<(String, String)> {
-        self.0.view().settings.into_iter().map(|(k, (_, _, v))| (k, v)).collect()
-    }
-
-    fn put_setting(&self, key: &str, value: &str) -> impl Future<Output = PluginResult<()>> + Send + use<> {
-        let core = self.0.clone();
-        let (key, raw) = (format!("{SETTING_PREFIX}{key}"), format!("{}|{}|{value}", now_ms(), self.0.member));
-        async move {
-            core.set_key(&key, &raw).await;
-            core.update_view().await;
-            Ok(())
-        }
-    }
-
-    fn stats(&self) -> Vec<(String, u64)> {
-        self.0.stats()
+    /// Sets one of this member's gossip keys and recomputes the view.
+    pub(crate) async fn set_key(&self, key: &str, value: &str) {
+        self.publish(key, value).await;
+        self.view.recompute();
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
+/// Bytes of the random nonce at the start of a sealed message.
 const NONCE: usize = 24;
 
 /// Why the cluster key could not be used.
@@ -23,7 +24,10 @@ pub enum KeyError {
 /// Seals and opens cluster traffic; cheap to clone.
 #[derive(Clone)]
 pub struct Sealer {
+    /// `None` when `security.insecure`: traffic goes in the clear.
     cipher: Option<Arc<XChaCha20Poly1305>>,
+    /// The cluster name, the associated data: a packet of another cluster
+    /// with the same key does not open.
     cluster: Arc<[u8]>,
     /// Packets and frames that did not open (wrong key, wrong cluster, tampered).
     pub dropped: Arc<AtomicU64>,
@@ -52,6 +56,7 @@ impl Sealer {
         Sealer { cipher: None, cluster: cluster.as_bytes().into(), dropped: Arc::default() }
     }
 
+    /// Whether traffic is encrypted and authenticated (not `insecure`).
     pub fn is_secure(&self) -> bool {
         self.cipher.is_some()
     }
@@ -87,15 +92,6 @@ impl Sealer {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
         opened
-    }
-
-    /// Bytes a sealed message adds.
-    pub fn overhead(&self) -> usize {
-        if self.cipher.is_some() {
-            NONCE + 16
-        } else {
-            0
-        }
     }
 }
 

@@ -7,27 +7,45 @@ pub mod config;
 pub mod core;
 pub mod crypto;
 pub mod discovery;
+mod handler;
+mod join;
+mod locks;
 pub mod membership;
 pub mod net;
+mod replication;
 pub mod store;
+mod strategy;
+mod tasks;
+mod view;
 pub mod wire;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use clusterhost_plugin_api::cluster::StrategyBox;
 use clusterhost_plugin_api::{declare_plugin, ClusterHost, Host, Plugin, PluginResult};
 
 use crate::config::Config;
-use crate::core::{Core, Gossip};
+use crate::core::Core;
 use crate::crypto::Sealer;
+use crate::strategy::Gossip;
 use crate::wire::Wire;
 
+/// `m`, locked. A poisoned lock is taken as it is: every critical section
+/// in this crate leaves its data whole (a plain insert, remove or replace),
+/// and one panicked task should not take the member down with it.
+pub(crate) fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The plugin: its configuration, read at load, and the member once started.
 struct GossipPlugin {
     host: Host,
     config: Config,
     sealer: Sealer,
+    /// The running member, between `start` and `stop` (the host asks for
+    /// the strategy in between).
     core: Mutex<Option<Arc<Core>>>,
 }
 
@@ -59,12 +77,12 @@ impl Plugin for GossipPlugin {
         let core =
             Core::start(self.host.node_name(), version, wire, self.config.clone(), self.sealer.clone(), bind, port)
                 .await?;
-        *self.core.lock().unwrap_or_else(|p| p.into_inner()) = Some(core);
+        *locked(&self.core) = Some(core);
         Ok(())
     }
 
     async fn stop(&self) -> PluginResult<()> {
-        let core = self.core.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let core = locked(&self.core).take();
         if let Some(core) = core {
             core.shutdown().await;
         }
@@ -72,7 +90,7 @@ impl Plugin for GossipPlugin {
     }
 
     fn cluster_strategy(&self, cluster: &ClusterHost) -> PluginResult<Option<StrategyBox>> {
-        let core = self.core.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or("gossip has not started")?;
+        let core = locked(&self.core).clone().ok_or("gossip has not started")?;
         core.set_host(cluster.clone());
         Ok(Some(cluster.into_boundary(Gossip(core))))
     }

@@ -17,55 +17,80 @@ use tokio::sync::watch;
 
 use crate::crypto::Sealer;
 
+/// The member's data-plane address (`ip:port`).
 pub const KEY_DATA: &str = "data";
+/// When the member started (ms since the epoch); the oldest is senior.
 pub const KEY_STARTED: &str = "started";
+/// The member's plugin version.
 pub const KEY_VERSION: &str = "version";
+/// The wire protocol the member speaks (`major.minor`).
 pub const KEY_WIRE: &str = "wire";
+/// Which join the member is in (0: not joined).
 pub const KEY_JOINED: &str = "joined";
 /// Prefix of cluster-wide settings: `s:<key>` = `<at_ms>|<member>|<value>`.
 pub const SETTING_PREFIX: &str = "s:";
 
+/// The gossip key of cluster-wide setting `key`.
+pub fn setting_key(key: &str) -> String {
+    format!("{SETTING_PREFIX}{key}")
+}
+
 /// A live member as gossip shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
+    /// The member's id (its node name).
     pub id: String,
+    /// Which run of the member (its start time): a restart is a new generation.
     pub generation: u64,
     pub gossip_addr: SocketAddr,
+    /// Where its data plane listens; `None` until its key is seen.
     pub data_addr: Option<SocketAddr>,
     pub started_at_ms: u64,
     pub plugin_version: String,
+    /// The wire protocol it speaks, (major, minor); (0, 0) when unknown.
     pub wire: (u16, u16),
+    /// Whether it is in the cluster (its `joined` key is not 0).
     pub joined: bool,
     /// Which join of this member (its `joined` key counts them; 0 = not joined).
     pub epoch: u64,
+    /// The cluster-wide settings it publishes: key (without the prefix) -> raw value.
     pub settings: Vec<(String, String)>,
 }
 
 /// The chitchat side of a member.
 pub struct Membership {
+    /// The running chitchat; `None` once shut down.
     handle: Option<ChitchatHandle>,
+    /// chitchat's live set, for the view loop to wake on.
     watcher: watch::Receiver<BTreeMap<ChitchatId, NodeState>>,
-    pub local: ChitchatId,
 }
 
+/// How to start a member's gossip.
 pub struct MembershipConfig {
+    /// This member's id.
     pub member: String,
+    /// This run of the member (its start time).
     pub generation: u64,
+    /// The cluster's name: chitchat ignores members of another.
     pub cluster: String,
+    /// Where to listen (UDP).
     pub listen: SocketAddr,
+    /// Members to gossip with first (the static member list).
     pub seeds: Vec<SocketAddr>,
     pub gossip_interval: Duration,
+    /// Phi accrual threshold of the failure detector.
     pub phi_threshold: f64,
+    /// How long a dead member is remembered.
     pub dead_grace: Duration,
+    /// This member's keys at start.
     pub key_values: Vec<(String, String)>,
 }
 
 impl Membership {
     /// Starts gossiping on `config.listen` (must run inside the plugin's runtime).
     pub async fn start(config: MembershipConfig, sealer: Sealer) -> anyhow::Result<Membership> {
-        let local = ChitchatId::new(config.member.clone(), config.generation, config.listen);
         let chitchat_config = ChitchatConfig {
-            chitchat_id: local.clone(),
+            chitchat_id: ChitchatId::new(config.member.clone(), config.generation, config.listen),
             cluster_id: config.cluster,
             gossip_interval: config.gossip_interval,
             listen_addr: config.listen,
@@ -86,7 +111,7 @@ impl Membership {
         let transport = SealedUdp { sealer };
         let handle = spawn_chitchat(chitchat_config, config.key_values, &transport).await?;
         let watcher = handle.with_chitchat(|c| c.live_nodes_watcher()).await;
-        Ok(Membership { handle: Some(handle), watcher, local })
+        Ok(Membership { handle: Some(handle), watcher })
     }
 
     /// Wakes when the live set or a key changes.

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -27,12 +28,14 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use crate::config::Limits;
 use crate::crypto::Sealer;
+use crate::locked;
 use crate::wire::{Msg, Wire};
 
 /// Largest first frame (the `Hello`, or its answer): a few hundred bytes
 /// in practice, so a stranger cannot make a member allocate more.
 pub const HELLO_MAX_FRAME: usize = 4 << 10;
 
+/// A boxed future, the answer of a [`Handler`].
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// Answers requests from other members.
@@ -41,6 +44,7 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, from: String, msg: Msg) -> BoxFuture<Option<Msg>>;
 }
 
+/// Why a request to a member failed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum NetError {
     #[error("could not connect to member {member} at {addr}: {detail}")]
@@ -56,9 +60,13 @@ pub enum NetError {
 /// Traffic counters, for `stats`.
 #[derive(Default)]
 pub struct Counters {
+    /// Frames sealed and queued, both ways of every connection.
     pub frames_sent: AtomicU64,
+    /// Frames read, whether or not they opened.
     pub frames_received: AtomicU64,
+    /// Bytes of `frames_sent`, length prefixes included.
     pub bytes_sent: AtomicU64,
+    /// Bytes of `frames_received`, length prefixes included.
     pub bytes_received: AtomicU64,
     /// Connections closed before or at their `Hello` (a stranger, another
     /// cluster or wire major, over a limit) or for a frame over the limit.
@@ -68,16 +76,18 @@ pub struct Counters {
 }
 
 /// A member's connection, once made; locked while it is being made.
-type Slot = Arc<tokio::sync::Mutex<Option<Arc<Conn>>>>;
+type ConnSlot = Arc<tokio::sync::Mutex<Option<Arc<Conn>>>>;
 
 /// An outgoing connection to one member. Dropping the last handle closes
 /// the socket: the reader is aborted, and the writer ends once it has sent
 /// what was already queued (a `Leaving` notice, say), so a connection never
 /// outlives the slot that held it.
 struct Conn {
+    /// Sealed frames to the writer task.
     tx: mpsc::UnboundedSender<Vec<u8>>,
     /// What the reader shares with the requests.
     shared: Arc<ConnShared>,
+    /// The reader task, aborted with the last handle.
     reader: tokio::task::AbortHandle,
 }
 
@@ -116,7 +126,7 @@ async fn write_frames<S>(
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
     stop: tokio_util::sync::CancellationToken,
 ) where
-    S: futures_util::Sink<bytes::Bytes> + Unpin,
+    S: futures_util::Sink<Bytes> + Unpin,
 {
     loop {
         let frame = tokio::select! {
@@ -124,24 +134,31 @@ async fn write_frames<S>(
             _ = stop.cancelled() => None,
         };
         let Some(frame) = frame else { break };
-        match tokio::time::timeout(WRITE_TIMEOUT, sink.send(frame.into_bytes_frame())).await {
+        match tokio::time::timeout(WRITE_TIMEOUT, sink.send(Bytes::from(frame))).await {
             Ok(Ok(())) => {}
             _ => break,
         }
     }
 }
 
+/// This member's side of the data plane: its outgoing connections, the
+/// accepted ones and their limits; shared (`Arc`) by the core and its tasks.
 pub struct Net {
+    /// This member's id, sent in the `Hello`.
     local: String,
+    /// The cluster's name: a `Hello` of another cluster is refused.
     cluster: String,
+    /// The wire version sent in the `Hello`; another major is refused.
     wire: Wire,
     sealer: Sealer,
     /// One slot per member, each with its own lock: connecting to a slow
     /// or hung member holds up only the requests to that member.
-    conns: Mutex<HashMap<String, Slot>>,
+    conns: Mutex<HashMap<String, ConnSlot>>,
     /// Accepted connections by the member that made them: one each.
     inbound: Mutex<HashMap<String, Inbound>>,
+    /// Ids for [`Inbound`], to tell a connection from its replacement.
     next_inbound: AtomicU64,
+    /// Request ids, matching a reply to its request on a connection.
     next_req: AtomicU64,
     limits: Limits,
     /// Accepted connections against `max_connections` and `max_connections_per_address`.
@@ -150,17 +167,8 @@ pub struct Net {
     refusals: Throttled,
     over_limit: Throttled,
     accept_failures: Throttled,
+    /// Traffic counters, shared with each outgoing connection's reader.
     pub counters: Arc<Counters>,
-}
-
-trait IntoFrame {
-    fn into_bytes_frame(self) -> bytes::Bytes;
-}
-
-impl IntoFrame for Vec<u8> {
-    fn into_bytes_frame(self) -> bytes::Bytes {
-        bytes::Bytes::from(self)
-    }
 }
 
 /// The codec of a new connection: frames up to [`HELLO_MAX_FRAME`] until
@@ -170,6 +178,7 @@ fn codec() -> LengthDelimitedCodec {
 }
 
 impl Net {
+    /// The data plane of member `local`; it serves once [`serve`](Self::serve) runs.
     pub fn new(local: &str, cluster: &str, wire: Wire, sealer: Sealer, limits: Limits) -> Arc<Net> {
         Arc::new(Net {
             local: local.into(),
@@ -288,10 +297,10 @@ impl Net {
         if let Some(reason) = refusal {
             self.counters.refused.fetch_add(1, Ordering::Relaxed);
             tracing::error!(%peer, "refused a connection: {reason}");
-            let _ = framed.send(self.seal(&Msg::Refused { reason }).into_bytes_frame()).await;
+            let _ = framed.send(Bytes::from(self.seal(&Msg::Refused { reason }))).await;
             return;
         }
-        if framed.send(self.seal(&Msg::Welcome { member: self.local.clone() }).into_bytes_frame()).await.is_err() {
+        if framed.send(Bytes::from(self.seal(&Msg::Welcome { member: self.local.clone() }))).await.is_err() {
             return;
         }
         // A member now: its frames may be as large as the limit allows.
@@ -300,7 +309,7 @@ impl Net {
         let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
         let close = tokio_util::sync::CancellationToken::new();
         let id = self.next_inbound.fetch_add(1, Ordering::Relaxed);
-        let older = lock(&self.inbound).insert(member.clone(), Inbound { id, close: close.clone() });
+        let older = locked(&self.inbound).insert(member.clone(), Inbound { id, close: close.clone() });
         if let Some(older) = older {
             // The member reconnected (it re-joined, or its old connection
             // broke on its side): one connection per member is enough.
@@ -339,7 +348,7 @@ impl Net {
             });
         }
         {
-            let mut inbound = lock(&self.inbound);
+            let mut inbound = locked(&self.inbound);
             if inbound.get(&member).is_some_and(|i| i.id == id) {
                 inbound.remove(&member);
             }
@@ -349,7 +358,7 @@ impl Net {
     }
 
     async fn connect(&self, member: &str, addr: SocketAddr, timeout: Duration) -> Result<Arc<Conn>, NetError> {
-        let slot = self.conns.lock().unwrap_or_else(|p| p.into_inner()).entry(member.to_string()).or_default().clone();
+        let slot = locked(&self.conns).entry(member.to_string()).or_default().clone();
         let mut slot = slot.lock().await;
         if let Some(conn) = slot.as_ref() {
             if !conn.tx.is_closed() && !conn.shared.closed.load(Ordering::SeqCst) {
@@ -371,7 +380,7 @@ impl Net {
             wire_major: self.wire.major,
             wire_minor: self.wire.minor,
         };
-        framed.send(self.seal(&hello).into_bytes_frame()).await.map_err(|e| connect_error(e.to_string()))?;
+        framed.send(Bytes::from(self.seal(&hello))).await.map_err(|e| connect_error(e.to_string()))?;
         let answer = tokio::time::timeout(timeout, framed.next()).await;
         match answer {
             Ok(Some(Ok(frame))) => match self.open(&frame) {
@@ -418,7 +427,7 @@ impl Net {
                 let Some(plain) = sealer.open(&frame) else { continue };
                 let Ok(msg) = postcard::from_bytes::<Msg>(&plain) else { continue };
                 if let Some(req) = msg.reply_to() {
-                    let waiter = lock(&reader_shared.pending).remove(&req);
+                    let waiter = locked(&reader_shared.pending).remove(&req);
                     if let Some(waiter) = waiter {
                         let _ = waiter.send(msg);
                     }
@@ -426,7 +435,7 @@ impl Net {
             }
             // Closed: every waiter learns it (its sender drops).
             reader_shared.closed.store(true, Ordering::SeqCst);
-            lock(&reader_shared.pending).clear();
+            locked(&reader_shared.pending).clear();
             peer_gone.cancel();
         });
         let conn = Arc::new(Conn { tx, shared, reader: reader.abort_handle() });
@@ -451,7 +460,7 @@ impl Net {
         let work = async {
             let conn = self.connect(member, addr, timeout).await?;
             let (tx, rx) = oneshot::channel();
-            lock(&conn.shared.pending).insert(req, tx);
+            locked(&conn.shared.pending).insert(req, tx);
             if conn.tx.send(self.seal(&msg)).is_err() {
                 return Err(NetError::Closed { member: member.into() });
             }
@@ -472,11 +481,11 @@ impl Net {
     /// Closes the connections to and from a member that left (requests in
     /// flight on them end with [`NetError::Closed`]).
     pub async fn forget(&self, member: &str) {
-        let slot = lock(&self.conns).remove(member);
+        let slot = locked(&self.conns).remove(member);
         if let Some(slot) = slot {
             slot.lock().await.take();
         }
-        if let Some(inbound) = lock(&self.inbound).remove(member) {
+        if let Some(inbound) = locked(&self.inbound).remove(member) {
             inbound.close.cancel();
         }
     }
@@ -484,18 +493,18 @@ impl Net {
     /// Closes every connection, both ways (this member left the cluster).
     /// Frames already queued, such as `Leaving` notices, are still sent.
     pub async fn forget_all(&self) {
-        let slots: Vec<Slot> = lock(&self.conns).drain().map(|(_, slot)| slot).collect();
+        let slots: Vec<ConnSlot> = locked(&self.conns).drain().map(|(_, slot)| slot).collect();
         for slot in slots {
             slot.lock().await.take();
         }
-        for (_, inbound) in lock(&self.inbound).drain() {
+        for (_, inbound) in locked(&self.inbound).drain() {
             inbound.close.cancel();
         }
     }
 
     /// Open connections: (outgoing, accepted), for tests and stats.
     pub fn connection_counts(&self) -> (usize, usize) {
-        let outgoing = lock(&self.conns)
+        let outgoing = locked(&self.conns)
             .values()
             .filter(|slot| {
                 slot.try_lock()
@@ -503,224 +512,9 @@ impl Net {
                     .unwrap_or(true)
             })
             .count();
-        (outgoing, lock(&self.inbound).len())
+        (outgoing, locked(&self.inbound).len())
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct Echo;
-
-    impl Handler for Echo {
-        fn handle(&self, _from: String, msg: Msg) -> BoxFuture<Option<Msg>> {
-            Box::pin(std::future::ready(match msg {
-                Msg::Replicate { req, .. } => Some(Msg::Ack { req }),
-                _ => None,
-            }))
-        }
-    }
-
-    async fn server(wire: Wire) -> (Arc<Net>, SocketAddr) {
-        server_with(wire, Limits::default()).await
-    }
-
-    async fn server_with(wire: Wire, limits: Limits) -> (Arc<Net>, SocketAddr) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let net = Net::new("server", "c", wire, Sealer::with_key(&[1; 32], "c"), limits);
-        tokio::spawn(net.clone().serve(listener, Arc::new(Echo)));
-        (net, addr)
-    }
-
-    fn refused(net: &Net) -> u64 {
-        net.counters.refused.load(Ordering::Relaxed)
-    }
-
-    /// Reads until the server closes the connection (or 5 s pass): true if it closed.
-    async fn closed_by_server(stream: &mut TcpStream) -> bool {
-        use tokio::io::AsyncReadExt;
-        let mut buf = [0u8; 1024];
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return true,
-                Ok(Ok(_)) => continue,
-                Err(_) => return false,
-            }
-        }
-    }
-
-    async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while !condition() {
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    #[tokio::test]
-    async fn a_stranger_announcing_a_huge_first_frame_is_cut_off_at_the_hello_cap() {
-        use tokio::io::AsyncWriteExt;
-        let (net, addr) = server(Wire::default()).await;
-        let mut stranger = TcpStream::connect(addr).await.unwrap();
-        stranger.write_all(&(250u32 << 20).to_be_bytes()).await.unwrap();
-        // Whatever follows is never buffered: the length alone is refused.
-        let _ = stranger.write_all(&vec![0u8; 64 << 10]).await;
-        assert!(closed_by_server(&mut stranger).await, "the server kept the connection open");
-        wait_for("the refusal to be counted", || refused(&net) == 1).await;
-    }
-
-    #[tokio::test]
-    async fn garbage_and_silence_are_refused_and_counted() {
-        use tokio::io::AsyncWriteExt;
-        let limits = Limits { hello_timeout_ms: 300, ..Limits::default() };
-        let (net, addr) = server_with(Wire::default(), limits).await;
-        // A small frame that is not a sealed Hello.
-        let mut garbage = TcpStream::connect(addr).await.unwrap();
-        garbage.write_all(&10u32.to_be_bytes()).await.unwrap();
-        garbage.write_all(b"0123456789").await.unwrap();
-        assert!(closed_by_server(&mut garbage).await);
-        // Half a frame, then nothing: closed at the Hello deadline.
-        let mut slow = TcpStream::connect(addr).await.unwrap();
-        slow.write_all(&100u32.to_be_bytes()).await.unwrap();
-        assert!(closed_by_server(&mut slow).await);
-        // Nothing at all.
-        let mut silent = TcpStream::connect(addr).await.unwrap();
-        assert!(closed_by_server(&mut silent).await);
-        // Connected and gone at once.
-        drop(TcpStream::connect(addr).await.unwrap());
-        wait_for("four refusals", || refused(&net) == 4).await;
-        // A member still gets in.
-        let client = Net::new("client", "c", Wire::default(), Sealer::with_key(&[1; 32], "c"), Limits::default());
-        let answer =
-            client.request("server", addr, Msg::Replicate { req: 1, entries: vec![] }, 1, Duration::from_secs(5)).await;
-        assert!(matches!(answer, Ok(Msg::Ack { req: 1 })), "{answer:?}");
-    }
-
-    #[tokio::test]
-    async fn connections_over_the_limit_are_closed_at_once_and_the_count_comes_back() {
-        let limits = Limits { max_connections_per_address: 3, hello_timeout_ms: 60_000, ..Limits::default() };
-        let (net, addr) = server_with(Wire::default(), limits).await;
-        let mut idle = Vec::new();
-        for _ in 0..3 {
-            idle.push(TcpStream::connect(addr).await.unwrap());
-        }
-        wait_for("three accepted", || net.accepted.open() == 3).await;
-        let mut over = TcpStream::connect(addr).await.unwrap();
-        assert!(closed_by_server(&mut over).await, "a fourth connection from the address was kept");
-        assert_eq!(refused(&net), 1);
-        // The idle ones were not closed meanwhile (their Hello deadline is a minute).
-        assert_eq!(net.accepted.open(), 3);
-        drop(idle);
-        wait_for("the closed connections to be given back", || net.accepted.open() == 0).await;
-        let client = Net::new("client", "c", Wire::default(), Sealer::with_key(&[1; 32], "c"), Limits::default());
-        let answer =
-            client.request("server", addr, Msg::Replicate { req: 1, entries: vec![] }, 1, Duration::from_secs(5)).await;
-        assert!(matches!(answer, Ok(Msg::Ack { req: 1 })), "{answer:?}");
-    }
-
-    #[tokio::test]
-    async fn a_members_frame_over_the_limit_closes_its_connection() {
-        let limits = Limits { max_frame_bytes: 64 << 10, ..Limits::default() };
-        let (net, addr) = server_with(Wire::default(), limits.clone()).await;
-        let client = Net::new("client", "c", Wire::default(), Sealer::with_key(&[1; 32], "c"), Limits::default());
-        let small = Msg::Replicate { req: 1, entries: vec![] };
-        assert!(client.request("server", addr, small, 1, Duration::from_secs(5)).await.is_ok());
-        let entry = crate::store::WireEntry {
-            cache: "c".into(),
-            key: b"k".to_vec(),
-            value: Some(vec![7; 100 << 10]),
-            version: crate::store::Version { hlc: 1, member: 1 },
-        };
-        let big = Msg::Replicate { req: 2, entries: vec![entry] };
-        let answer = client.request("server", addr, big, 2, Duration::from_secs(5)).await;
-        assert!(matches!(answer, Err(NetError::Closed { .. })), "{answer:?}");
-        assert_eq!(refused(&net), 1);
-    }
-
-    #[tokio::test]
-    async fn a_member_that_closes_at_the_hello_is_reported_as_stopping_not_as_another_key() {
-        // Reads the Hello, then closes without an answer: a member that is going away.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let closer = std::thread::spawn(move || {
-            use std::io::Read;
-            let (mut stream, _) = listener.accept().unwrap();
-            let mut length = [0u8; 4];
-            stream.read_exact(&mut length).unwrap();
-            let mut hello = vec![0u8; u32::from_be_bytes(length) as usize];
-            stream.read_exact(&mut hello).unwrap();
-        });
-        let client = Net::new("client", "c", Wire::default(), Sealer::with_key(&[1; 32], "c"), Limits::default());
-        let answer =
-            client.request("gone", addr, Msg::Replicate { req: 1, entries: vec![] }, 1, Duration::from_secs(5)).await;
-        let message = answer.expect_err("no member answered").to_string();
-        assert!(message.contains("closed the connection without answering the Hello: it is stopping"), "{message}");
-        assert!(!message.contains("no welcome"), "{message}");
-        closer.join().unwrap();
-    }
-
-    #[tokio::test]
-    async fn a_member_that_connects_again_replaces_its_older_connection() {
-        let (net, addr) = server(Wire::default()).await;
-        let timeout = Duration::from_secs(5);
-        for round in 1..=3u64 {
-            // A new Net each round: a member restarted or re-joined, its old socket not closed.
-            let client = Net::new("client", "c", Wire::default(), Sealer::with_key(&[1; 32], "c"), Limits::default());
-            let answer =
-                client.request("server", addr, Msg::Replicate { req: round, entries: vec![] }, round, timeout).await;
-            assert!(answer.is_ok(), "{answer:?}");
-            std::mem::forget(client);
-            wait_for("one accepted connection", || net.accepted.open() == 1 && net.connection_counts().1 == 1).await;
-        }
-    }
-
-    #[tokio::test]
-    async fn a_member_that_never_answers_does_not_hold_up_requests_to_the_others() {
-        let (_server, addr) = server(Wire::default()).await;
-        // Accepts connections (the kernel does) but never answers a hello: a stopped process.
-        let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mute_addr = mute.local_addr().unwrap();
-        let client = Net::new("client", "c", Wire::default(), Sealer::with_key(&[1; 32], "c"), Limits::default());
-        let stuck = {
-            let client = client.clone();
-            tokio::spawn(async move {
-                let msg = Msg::Replicate { req: 1, entries: vec![] };
-                client.request("mute", mute_addr, msg, 1, Duration::from_secs(30)).await
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        // Connecting to the mute member is in progress; another member still answers.
-        let msg = Msg::Replicate { req: 2, entries: vec![] };
-        let answer = client.request("server", addr, msg, 2, Duration::from_secs(10)).await;
-        assert!(matches!(answer, Ok(Msg::Ack { req: 2 })), "{answer:?}");
-        assert!(!stuck.is_finished(), "the mute member cannot have answered");
-        stuck.abort();
-        drop(mute);
-    }
-
-    #[tokio::test]
-    async fn another_wire_major_is_refused_on_both_sides_and_the_same_major_talks() {
-        let (server_net, addr) = server(Wire { major: 1, minor: 0 }).await;
-        let timeout = Duration::from_secs(5);
-
-        let newer =
-            Net::new("newer", "c", Wire { major: 2, minor: 0 }, Sealer::with_key(&[1; 32], "c"), Limits::default());
-        let err = newer.request("server", addr, Msg::Replicate { req: 1, entries: vec![] }, 1, timeout).await;
-        let Err(NetError::Refused { reason, .. }) = err else { panic!("expected a refusal, got {err:?}") };
-        assert!(reason.contains("member newer speaks wire protocol 2.0, member server speaks 1.0"), "{reason}");
-        assert!(reason.contains("majors differ"), "{reason}");
-        assert_eq!(server_net.counters.refused.load(Ordering::Relaxed), 1);
-
-        let minor =
-            Net::new("minor", "c", Wire { major: 1, minor: 7 }, Sealer::with_key(&[1; 32], "c"), Limits::default());
-        let answer = minor.request("server", addr, Msg::Replicate { req: 2, entries: vec![] }, 2, timeout).await;
-        assert!(matches!(answer, Ok(Msg::Ack { req: 2 })), "{answer:?}");
-    }
-}
+mod tests;

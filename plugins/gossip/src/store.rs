@@ -8,10 +8,14 @@ use std::sync::{Mutex, MutexGuard};
 use clusterhost_plugin_api::cluster::{now_ms, CacheSize, Entry};
 use serde::{Deserialize, Serialize};
 
+use crate::locked;
+
 /// Orders writes: later `hlc` wins, then the higher member hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Version {
+    /// The writer's hybrid logical clock at the write.
     pub hlc: u64,
+    /// The writer's [`member_hash`], the tie-break.
     pub member: u64,
 }
 
@@ -36,13 +40,14 @@ pub const MAX_AHEAD_MS: u64 = 24 * 60 * 60 * 1000;
 /// A hybrid logical clock: physical ms in the high bits, a counter below.
 #[derive(Default)]
 pub struct Hlc {
+    /// The latest timestamp issued or observed.
     last: Mutex<u64>,
 }
 
 impl Hlc {
     /// A timestamp later than every one issued or observed.
     pub fn now(&self) -> u64 {
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = locked(&self.last);
         *last = (now_ms() << 16).max(*last + 1);
         *last
     }
@@ -53,7 +58,7 @@ impl Hlc {
         if remote > (now_ms() + MAX_AHEAD_MS) << 16 {
             return;
         }
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = locked(&self.last);
         *last = (*last).max(remote);
     }
 }
@@ -66,6 +71,7 @@ pub fn member_hash(member: &str) -> u64 {
 /// One write, as replicated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireEntry {
+    /// The cache's name.
     pub cache: String,
     pub key: Vec<u8>,
     /// `None` is a tombstone.
@@ -73,12 +79,15 @@ pub struct WireEntry {
     pub version: Version,
 }
 
+/// What a cache holds for a key: its value (None: a tombstone) and the
+/// version of the write that put it there.
 #[derive(Debug, Clone)]
 struct Slot {
     value: Option<Vec<u8>>,
     version: Version,
 }
 
+/// One cache: key -> slot.
 type Map = HashMap<Vec<u8>, Slot>;
 
 /// About how many bytes an entry takes in a frame (its strings and bytes
@@ -110,25 +119,28 @@ pub fn chunks(entries: Vec<WireEntry>, max_bytes: usize) -> Vec<Vec<WireEntry>> 
 /// Every cache this member holds.
 #[derive(Default)]
 pub struct Store {
+    /// The caches by name; one lock, as a write is a single insert.
     caches: Mutex<HashMap<String, Map>>,
 }
 
 impl Store {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Map>> {
-        self.caches.lock().unwrap_or_else(|p| p.into_inner())
+    fn caches(&self) -> MutexGuard<'_, HashMap<String, Map>> {
+        locked(&self.caches)
     }
 
+    /// The value of `key` in `cache`, if it holds one.
     pub fn get(&self, cache: &str, key: &[u8]) -> Option<Vec<u8>> {
-        self.lock().get(cache)?.get(key)?.value.clone()
+        self.caches().get(cache)?.get(key)?.value.clone()
     }
 
+    /// Whether `cache` holds a value for `key`.
     pub fn contains(&self, cache: &str, key: &[u8]) -> bool {
-        self.lock().get(cache).and_then(|m| m.get(key)).is_some_and(|s| s.value.is_some())
+        self.caches().get(cache).and_then(|m| m.get(key)).is_some_and(|s| s.value.is_some())
     }
 
     /// Applies a write if it is newer than what is held; true if applied.
     pub fn apply(&self, entry: WireEntry) -> bool {
-        let mut caches = self.lock();
+        let mut caches = self.caches();
         let map = caches.entry(entry.cache).or_default();
         match map.get(&entry.key) {
             Some(slot) if slot.version >= entry.version => false,
@@ -146,7 +158,7 @@ impl Store {
 
     /// Every slot (tombstones included), for state transfer and anti-entropy.
     pub fn snapshot(&self) -> Vec<WireEntry> {
-        let caches = self.lock();
+        let caches = self.caches();
         let mut out = Vec::new();
         for (cache, map) in caches.iter() {
             for (key, slot) in map {
@@ -169,7 +181,7 @@ impl Store {
     /// entries in p pages costs O(p · n log n); fine for the replicated
     /// caches gossip is for (every member holds everything anyway).
     pub fn page(&self, after: Option<&(String, Vec<u8>)>, max_bytes: usize) -> (Vec<WireEntry>, bool) {
-        let caches = self.lock();
+        let caches = self.caches();
         let mut names: Vec<&String> = caches.keys().collect();
         names.sort();
         let mut out = Vec::new();
@@ -202,7 +214,7 @@ impl Store {
 
     /// The live entries of `cache`, with their write time for the host.
     pub fn entries(&self, cache: &str) -> Vec<Entry> {
-        let caches = self.lock();
+        let caches = self.caches();
         let Some(map) = caches.get(cache) else { return Vec::new() };
         map.iter()
             .filter_map(|(k, s)| {
@@ -211,24 +223,27 @@ impl Store {
             .collect()
     }
 
+    /// The keys of `cache` that hold a value.
     pub fn keys(&self, cache: &str) -> Vec<Vec<u8>> {
-        let caches = self.lock();
+        let caches = self.caches();
         caches
             .get(cache)
             .map(|m| m.iter().filter(|(_, s)| s.value.is_some()).map(|(k, _)| k.clone()).collect())
             .unwrap_or_default()
     }
 
+    /// How many values `cache` holds, and their bytes (keys and values).
     pub fn size(&self, cache: &str) -> CacheSize {
-        let caches = self.lock();
+        let caches = self.caches();
         let Some(map) = caches.get(cache) else { return CacheSize::default() };
         let live = map.iter().filter_map(|(k, s)| s.value.as_ref().map(|v| (k.len() + v.len()) as u64));
         let (entries, bytes) = live.fold((0, 0), |(n, b), size| (n + 1, b + size));
         CacheSize { entries, bytes }
     }
 
+    /// The caches' names, the internal ones (`__` prefix) left out.
     pub fn names(&self) -> Vec<String> {
-        self.lock().iter().filter(|(n, _)| !n.starts_with("__")).map(|(n, _)| n.clone()).collect()
+        self.caches().iter().filter(|(n, _)| !n.starts_with("__")).map(|(n, _)| n.clone()).collect()
     }
 }
 

@@ -15,7 +15,9 @@ pub const WIRE_MINOR: u16 = 1;
 /// A wire-protocol version; peers talk when the majors match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Wire {
+    /// Members of different majors cannot talk.
     pub major: u16,
+    /// Added messages; a member talks to an older minor in what it knows.
     pub minor: u16,
 }
 
@@ -31,6 +33,8 @@ impl std::fmt::Display for Wire {
     }
 }
 
+/// A data-plane message. New variants go at the end only: postcard
+/// numbers them in order, and an older member must still read the others.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Msg {
     /// A member leaves the cluster (sent just before it stops serving);
@@ -42,85 +46,41 @@ pub enum Msg {
         epoch: u64,
     },
     /// First frame of a connection.
-    Hello {
-        cluster: String,
-        member: String,
-        wire_major: u16,
-        wire_minor: u16,
-    },
-    Welcome {
-        member: String,
-    },
+    Hello { cluster: String, member: String, wire_major: u16, wire_minor: u16 },
+    /// The answer to an accepted `Hello`.
+    Welcome { member: String },
     /// The connection is refused; the reason names both sides.
-    Refused {
-        reason: String,
-    },
+    Refused { reason: String },
     /// Writes to apply; answered by `Ack`.
-    Replicate {
-        req: u64,
-        entries: Vec<WireEntry>,
-    },
-    Ack {
-        req: u64,
-    },
+    Replicate { req: u64, entries: Vec<WireEntry> },
+    /// `Replicate`'s entries are applied.
+    Ack { req: u64 },
     /// Asks for every entry held; answered by `State`.
-    StateRequest {
-        req: u64,
-    },
-    State {
-        req: u64,
-        entries: Vec<WireEntry>,
-    },
-    /// To the senior: lock `name` for `owner` (held by `member`); `wait_ms`
-    /// None waits as long as it takes.
-    Lock {
-        req: u64,
-        name: String,
-        owner: String,
-        member: String,
-        wait_ms: Option<u64>,
-    },
-    LockReply {
-        req: u64,
-        granted: bool,
-        error: Option<String>,
-    },
-    Unlock {
-        req: u64,
-        name: String,
-        owner: String,
-    },
-    UnlockReply {
-        req: u64,
-        released: bool,
-    },
+    StateRequest { req: u64 },
+    /// Every entry held (tombstones included).
+    State { req: u64, entries: Vec<WireEntry> },
+    /// To the senior: lock `name` for `owner` (held by `member`), waiting
+    /// up to `wait_ms` for it (2 s when None; a requester that waits longer
+    /// asks again).
+    Lock { req: u64, name: String, owner: String, member: String, wait_ms: Option<u64> },
+    /// Whether the lock was granted within the wait; `error` when the
+    /// receiver could not decide (it is no longer the senior, say).
+    LockReply { req: u64, granted: bool, error: Option<String> },
+    /// To the senior: release `name` if `owner` holds it.
+    Unlock { req: u64, name: String, owner: String },
+    /// Whether `Unlock` released the lock.
+    UnlockReply { req: u64, released: bool },
     /// Runs a task; `TaskReply` comes back unless `fire_and_forget`.
-    Task {
-        req: u64,
-        name: String,
-        payload: Vec<u8>,
-        from: String,
-        fire_and_forget: bool,
-    },
-    TaskReply {
-        req: u64,
-        outcome: Result<Vec<u8>, String>,
-    },
+    Task { req: u64, name: String, payload: Vec<u8>, from: String, fire_and_forget: bool },
+    /// What the task returned, or its error.
+    TaskReply { req: u64, outcome: Result<Vec<u8>, String> },
     // Wire 1.1 (appended: postcard numbers variants in order, so the ones
     // above keep their encoding and a 1.0 member still reads them).
     /// Asks for one page of the entries held: those after `after` (cache,
     /// key) in order, up to about `max_bytes`; answered by `StatePage`.
-    StatePageRequest {
-        req: u64,
-        after: Option<(String, Vec<u8>)>,
-        max_bytes: u64,
-    },
+    StatePageRequest { req: u64, after: Option<(String, Vec<u8>)>, max_bytes: u64 },
     /// One page; `more` when entries after its last one remain.
-    StatePage {
-        req: u64,
-        entries: Vec<WireEntry>,
-        more: bool,
-    },
+    StatePage { req: u64, entries: Vec<WireEntry>, more: bool },
 }
 
 impl Msg {

@@ -1,0 +1,60 @@
+//! The data plane's requests from other members, each answered by the
+//! job it belongs to (replication, the view, locks, tasks).
+
+use std::future::ready;
+use std::sync::Weak;
+use std::time::Duration;
+
+use crate::core::Core;
+use crate::net::{BoxFuture, Handler};
+use crate::wire::Msg;
+
+/// How long a lock request without a `wait_ms` waits at the senior.
+const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// Answers the data plane's requests. It holds the core weakly: the data
+/// plane's tasks must not keep a stopped member alive.
+pub(crate) struct Requests(pub Weak<Core>);
+
+impl Handler for Requests {
+    fn handle(&self, from: String, msg: Msg) -> BoxFuture<Option<Msg>> {
+        let Some(core) = self.0.upgrade() else { return Box::pin(ready(None)) };
+        Box::pin(async move {
+            match msg {
+                Msg::Replicate { req, entries } => {
+                    core.replica.receive(entries);
+                    core.locks.wake_waiters();
+                    Some(Msg::Ack { req })
+                }
+                Msg::StateRequest { req } => Some(Msg::State { req, entries: core.replica.store.snapshot() }),
+                Msg::StatePageRequest { req, after, max_bytes } => {
+                    let max = (max_bytes as usize).min(core.config.limits.state_page_bytes);
+                    let (entries, more) = core.replica.store.page(after.as_ref(), max);
+                    Some(Msg::StatePage { req, entries, more })
+                }
+                Msg::Leaving { member, generation, epoch } => {
+                    core.view.record_departure(member, generation, epoch);
+                    None
+                }
+                Msg::Lock { req, name, owner, member, wait_ms } => {
+                    let wait = wait_ms.map_or(DEFAULT_LOCK_WAIT, Duration::from_millis);
+                    match core.grant(&name, &owner, &member, wait).await {
+                        Ok(granted) => Some(Msg::LockReply { req, granted, error: None }),
+                        Err(e) => Some(Msg::LockReply { req, granted: false, error: Some(e) }),
+                    }
+                }
+                Msg::Unlock { req, name, owner } => {
+                    let released = core.release(&name, &owner).await.unwrap_or(false);
+                    Some(Msg::UnlockReply { req, released })
+                }
+                Msg::Task { req, name, payload, from: sender, fire_and_forget } => {
+                    core.run_sent_task(req, sender, name, payload, fire_and_forget).await
+                }
+                other => {
+                    tracing::debug!(from = %from, "ignored an unexpected message: {other:?}");
+                    None
+                }
+            }
+        })
+    }
+}

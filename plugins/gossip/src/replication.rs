@@ -1,0 +1,169 @@
+//! Replication of cache entries: this member's replica of every cache, a
+//! write applied here and acknowledged by every other member, and whole-state
+//! transfer (pulled from every member on join, pushed to a newcomer).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use clusterhost_plugin_api::cluster::Entry;
+use clusterhost_plugin_api::PluginResult;
+
+use crate::core::Core;
+use crate::net::NetError;
+use crate::store::{chunks, entry_size, member_hash, Hlc, Store, Version, WireEntry};
+use crate::wire::Msg;
+
+/// What sealing and framing add to a message's entries (nonce, tag,
+/// postcard's enum and length prefixes, the length prefix of the frame).
+const FRAME_OVERHEAD: usize = 256;
+
+/// This member's copy of every cache and the clock that versions its writes.
+pub(crate) struct Replica {
+    /// Every entry this member holds (every member holds all of them).
+    pub store: Store,
+    /// Versions this member's writes; it follows the versions received, so
+    /// a write made here after one received is the later of the two.
+    pub clock: Hlc,
+    /// This member's id in a version, the tie-break between equal clocks.
+    member: u64,
+}
+
+impl Replica {
+    pub fn new(member: &str) -> Replica {
+        Replica { store: Store::default(), clock: Hlc::default(), member: member_hash(member) }
+    }
+
+    /// The version of a write made here now.
+    pub fn version(&self) -> Version {
+        Version { hlc: self.clock.now(), member: self.member }
+    }
+
+    /// A write made here now (`value` None removes `key`).
+    pub fn entry(&self, cache: &str, key: Vec<u8>, value: Option<Vec<u8>>) -> WireEntry {
+        WireEntry { cache: cache.to_string(), key, value, version: self.version() }
+    }
+
+    /// Standalone entries as writes of this member: each keeps its write
+    /// time, so latest wins against the cluster's; an entry without one
+    /// (0) is written now.
+    pub fn standalone(&self, cache: &str, entries: Vec<Entry>) -> Vec<WireEntry> {
+        entries
+            .into_iter()
+            .map(|e| {
+                let version = if e.version == 0 { self.version() } else { Version::at_ms(e.version, self.member) };
+                WireEntry { cache: cache.to_string(), key: e.key, value: Some(e.value), version }
+            })
+            .collect()
+    }
+
+    /// Applies writes that came from other members, the clock following them.
+    pub fn receive(&self, entries: Vec<WireEntry>) {
+        if let Some(max) = entries.iter().map(|e| e.version.hlc).max() {
+            self.clock.observe(max);
+        }
+        self.store.apply_all(entries);
+    }
+}
+
+impl Core {
+    /// Applies `entries` here and waits until every other live member has them.
+    pub(crate) async fn replicate(&self, entries: Vec<WireEntry>) -> PluginResult<()> {
+        let size: usize = entries.iter().map(|e| entry_size(&e.cache, &e.key, e.value.as_deref())).sum();
+        let max = self.config.limits.max_frame_bytes;
+        if size + FRAME_OVERHEAD > max {
+            return Err(format!(
+                "the write ({size} bytes) is larger than a member accepts in one frame ([limits] max_frame_bytes = {max} in gossip.toml): nothing was written; raise the limit on every member or write less at once"
+            )
+            .into());
+        }
+        self.replica.store.apply_all(entries.iter().cloned());
+        let targets = self.others();
+        let mut calls = tokio::task::JoinSet::new();
+        for (id, addr) in targets {
+            let net = self.net.clone();
+            let req = net.next_req();
+            let msg = Msg::Replicate { req, entries: entries.clone() };
+            let timeout = self.config.operation_timeout();
+            calls.spawn(async move { (id.clone(), net.request(&id, addr, msg, req, timeout).await) });
+        }
+        let mut failures = Vec::new();
+        while let Some(done) = calls.join_next().await {
+            let Ok((id, result)) = done else { continue };
+            if let Err(e) = result {
+                // A member that left meanwhile does not hold the write up.
+                if self.addr_of(&id).is_some() {
+                    failures.push(e.to_string());
+                }
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("the write is applied here but not acknowledged by every member: {}", failures.join("; "))
+                .into())
+        }
+    }
+
+    /// Replicates the standalone `entries` that are newer than what the
+    /// cluster holds (the others are already superseded here).
+    pub(crate) async fn merge(&self, entries: Vec<WireEntry>) -> PluginResult<()> {
+        let newer: Vec<WireEntry> = entries.into_iter().filter(|e| self.replica.store.apply(e.clone())).collect();
+        if newer.is_empty() {
+            return Ok(());
+        }
+        self.replicate(newer).await
+    }
+
+    /// Anti-entropy: a newcomer (or a member back from a partition) gets
+    /// everything this member holds; it does the same for this one.
+    pub(crate) fn send_state_to(self: &Arc<Self>, member: &str) {
+        let (core, member) = (self.clone(), member.to_string());
+        tokio::spawn(async move { core.push_state(&member).await });
+    }
+
+    async fn push_state(&self, member: &str) {
+        let Some(addr) = self.addr_of(member) else { return };
+        // In frames of at most a page each, one after the other.
+        for entries in chunks(self.replica.store.snapshot(), self.config.limits.state_page_bytes) {
+            let req = self.net.next_req();
+            let msg = Msg::Replicate { req, entries };
+            if let Err(e) = self.net.request(member, addr, msg, req, self.config.operation_timeout()).await {
+                tracing::warn!("could not send this member's entries to {member}: {e}");
+                return;
+            }
+        }
+    }
+
+    /// Fetches every entry member `id` holds; returns how many came. A
+    /// peer of wire 1.1 or later sends pages of at most `state_page_bytes`;
+    /// a 1.0 peer sends its whole state in one frame.
+    pub(crate) async fn pull_state(&self, id: &str, addr: SocketAddr) -> Result<usize, NetError> {
+        let paged = self.view.wire_of(id).is_some_and(|wire| wire >= (1, 1));
+        let timeout = self.config.operation_timeout();
+        let mut received = 0;
+        let mut after = None;
+        loop {
+            let req = self.net.next_req();
+            let msg = if paged {
+                Msg::StatePageRequest {
+                    req,
+                    after: after.take(),
+                    max_bytes: self.config.limits.state_page_bytes as u64,
+                }
+            } else {
+                Msg::StateRequest { req }
+            };
+            let (entries, more) = match self.net.request(id, addr, msg, req, timeout).await? {
+                Msg::State { entries, .. } => (entries, false),
+                Msg::StatePage { entries, more, .. } => (entries, more),
+                _ => return Ok(received),
+            };
+            after = entries.last().map(|e| (e.cache.clone(), e.key.clone()));
+            received += entries.len();
+            self.replica.receive(entries);
+            if !more || after.is_none() {
+                return Ok(received);
+            }
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! The `Strategy` the host calls: a thin layer over the core, each
+//! operation handed to its job (the view, replication, locks, tasks).
+
+use std::future::{ready, Future};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clusterhost_plugin_api::cluster::{now_ms, CacheSize, Entry, Member, TaskReply, TaskTarget};
+use clusterhost_plugin_api::{PluginResult, Strategy};
+
+use crate::core::Core;
+use crate::membership::setting_key;
+use crate::store::WireEntry;
+use crate::view::Setting;
+
+/// The strategy handed to the host.
+#[derive(Clone)]
+pub struct Gossip(pub Arc<Core>);
+
+impl Strategy for Gossip {
+    fn start_clustering(&self) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+        let core = self.0.clone();
+        async move { core.join().await }
+    }
+
+    fn stop_clustering(&self) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+        let core = self.0.clone();
+        async move {
+            core.leave().await;
+            Ok(())
+        }
+    }
+
+    fn local_member(&self) -> String {
+        self.0.member.clone()
+    }
+
+    fn members(&self) -> Vec<Member> {
+        self.0
+            .view
+            .current()
+            .members
+            .values()
+            .map(|p| Member {
+                id: p.id.clone(),
+                address: p.gossip_addr.to_string(),
+                started_at_ms: p.started_at_ms,
+                plugin_version: p.plugin_version.clone(),
+            })
+            .collect()
+    }
+
+    fn senior_member(&self) -> Option<String> {
+        self.0.view.senior()
+    }
+
+    fn cluster_time_ms(&self) -> u64 {
+        self.0.replica.clock.now() >> 16
+    }
+
+    fn cache_get(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<Option<Vec<u8>>>> + Send + use<> {
+        ready(Ok(self.0.replica.store.get(cache, key)))
+    }
+
+    fn cache_put(
+        &self,
+        cache: &str,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    ) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+        let (core, entry) = (self.0.clone(), self.0.replica.entry(cache, key, Some(value)));
+        async move { core.replicate(vec![entry]).await }
+    }
+
+    fn cache_remove(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
+        let existed = self.0.replica.store.contains(cache, key);
+        let (core, entry) = (self.0.clone(), self.0.replica.entry(cache, key.to_vec(), None));
+        async move {
+            core.replicate(vec![entry]).await?;
+            Ok(existed)
+        }
+    }
+
+    fn cache_contains(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
+        ready(Ok(self.0.replica.store.contains(cache, key)))
+    }
+
+    fn cache_size(&self, cache: &str) -> impl Future<Output = PluginResult<u64>> + Send + use<> {
+        ready(Ok(self.0.replica.store.size(cache).entries))
+    }
+
+    fn cache_clear(&self, cache: &str) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+        let entries: Vec<WireEntry> =
+            self.0.replica.store.keys(cache).into_iter().map(|k| self.0.replica.entry(cache, k, None)).collect();
+        let core = self.0.clone();
+        async move { core.replicate(entries).await }
+    }
+
+    fn cache_keys(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Vec<u8>>>> + Send + use<> {
+        ready(Ok(self.0.replica.store.keys(cache)))
+    }
+
+    fn cache_get_all(
+        &self,
+        cache: &str,
+        keys: Vec<Vec<u8>>,
+    ) -> impl Future<Output = PluginResult<Vec<Option<Vec<u8>>>>> + Send + use<> {
+        ready(Ok(keys.iter().map(|k| self.0.replica.store.get(cache, k)).collect()))
+    }
+
+    fn cache_put_all(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+        let entries: Vec<WireEntry> =
+            entries.into_iter().map(|e| self.0.replica.entry(cache, e.key, Some(e.value))).collect();
+        let core = self.0.clone();
+        async move { core.replicate(entries).await }
+    }
+
+    fn cache_merge(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+        let (core, entries) = (self.0.clone(), self.0.replica.standalone(cache, entries));
+        async move { core.merge(entries).await }
+    }
+
+    fn cache_entries(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Entry>>> + Send + use<> {
+        ready(Ok(self.0.replica.store.entries(cache)))
+    }
+
+    fn cache_names(&self) -> impl Future<Output = PluginResult<Vec<String>>> + Send + use<> {
+        ready(Ok(self.0.replica.store.names()))
+    }
+
+    fn cache_local_size(&self, cache: &str) -> impl Future<Output = PluginResult<CacheSize>> + Send + use<> {
+        ready(Ok(self.0.replica.store.size(cache)))
+    }
+
+    fn lock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+        let acquire = self.0.clone().acquire(name.to_string(), owner.to_string(), None);
+        async move { acquire.await.map(|_| ()) }
+    }
+
+    fn try_lock(
+        &self,
+        name: &str,
+        owner: &str,
+        timeout: Duration,
+    ) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
+        self.0.clone().acquire(name.to_string(), owner.to_string(), Some(timeout))
+    }
+
+    fn unlock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
+        self.0.clone().unlock(name.to_string(), owner.to_string())
+    }
+
+    fn send_task(
+        &self,
+        target: TaskTarget,
+        name: &str,
+        payload: Vec<u8>,
+    ) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+        let (targets, _) = self.0.targets(&target);
+        self.0.clone().send_task(targets, name.to_string(), payload)
+    }
+
+    fn call_task(
+        &self,
+        target: TaskTarget,
+        name: &str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> impl Future<Output = PluginResult<Vec<TaskReply>>> + Send + use<> {
+        let (targets, missing) = self.0.targets(&target);
+        self.0.clone().call_task(targets, missing, name.to_string(), payload, timeout)
+    }
+
+    fn settings(&self) -> Vec<(String, String)> {
+        self.0.view.current().settings.into_iter().map(|(k, s)| (k, s.value)).collect()
+    }
+
+    fn put_setting(&self, key: &str, value: &str) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+        let core = self.0.clone();
+        let raw = Setting { at_ms: now_ms(), by: self.0.member.clone(), value: value.to_string() }.encode();
+        let key = setting_key(key);
+        async move {
+            core.set_key(&key, &raw).await;
+            core.update_view().await;
+            Ok(())
+        }
+    }
+
+    fn stats(&self) -> Vec<(String, u64)> {
+        let c = &self.0.net.counters;
+        let view = self.0.view.current();
+        let (outgoing, incoming) = self.0.net.connection_counts();
+        vec![
+            ("members".into(), view.members.len() as u64),
+            ("frames_sent".into(), c.frames_sent.load(Ordering::Relaxed)),
+            ("frames_received".into(), c.frames_received.load(Ordering::Relaxed)),
+            ("bytes_sent".into(), c.bytes_sent.load(Ordering::Relaxed)),
+            ("bytes_received".into(), c.bytes_received.load(Ordering::Relaxed)),
+            ("connections_refused".into(), c.refused.load(Ordering::Relaxed)),
+            ("accept_errors".into(), c.accept_errors.load(Ordering::Relaxed)),
+            ("connections_out".into(), outgoing as u64),
+            ("connections_in".into(), incoming as u64),
+            ("packets_dropped".into(), self.0.sealer.dropped.load(Ordering::Relaxed)),
+        ]
+    }
+}
