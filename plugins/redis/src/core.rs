@@ -31,6 +31,7 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::config::Config;
 use crate::conn::{self, Conn};
+use crate::error::{Error, UnversionedValue};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -239,12 +240,12 @@ pub fn encode(version: u64, value: &[u8]) -> Vec<u8> {
 
 /// The version and value of a stored cache value ([`encode`]).
 #[doc(hidden)] // pub for the fuzz targets (fuzz/)
-pub fn decode(stored: Vec<u8>) -> Result<(u64, Vec<u8>), String> {
+pub fn decode(stored: Vec<u8>) -> Result<(u64, Vec<u8>), UnversionedValue> {
     let version = stored
         .get(..16)
         .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| u64::from_str_radix(v, 16).ok())
-        .ok_or("a cache value in Redis has no version prefix: it was not written by this strategy")?;
+        .ok_or(UnversionedValue)?;
     Ok((version, stored[16..].to_vec()))
 }
 
@@ -318,20 +319,15 @@ impl Core {
     }
 
     /// The command connection, or why there is none.
-    fn conn(&self) -> Result<Conn, String> {
-        lock(&self.conn).clone().ok_or_else(|| {
-            format!(
-                "not connected to Redis ({}); check that the server runs and the urls in conf/redis.toml",
-                self.config.urls.join(", ")
-            )
-        })
+    fn conn(&self) -> Result<Conn, Error> {
+        lock(&self.conn).clone().ok_or_else(|| Error::NotConnected { urls: self.config.urls.join(", ") })
     }
 
     /// Sends one request (`send` gets the connection), counting it and
     /// naming Redis in the error. With `retry` (idempotent requests only),
     /// a request that met a dropped connection is sent once more: the
     /// connection reconnects by itself.
-    async fn send<T, F>(&self, retry: bool, send: impl Fn(Conn) -> F) -> Result<T, String>
+    async fn send<T, F>(&self, retry: bool, send: impl Fn(Conn) -> F) -> Result<T, Error>
     where
         F: Future<Output = redis::RedisResult<T>>,
     {
@@ -343,12 +339,12 @@ impl Core {
     }
 
     /// An idempotent command.
-    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, String> {
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Error> {
         self.send(true, |mut conn| async move { cmd.query_async(&mut conn).await }).await
     }
 
     /// An idempotent pipeline.
-    async fn pipe<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, String> {
+    async fn pipe<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, Error> {
         self.send(true, |mut conn| async move { pipe.query_async(&mut conn).await }).await
     }
 
@@ -359,7 +355,7 @@ impl Core {
         keys: &[&str],
         args: &[&[u8]],
         retry: bool,
-    ) -> Result<T, String> {
+    ) -> Result<T, Error> {
         let mut invocation = script.prepare_invoke();
         for key in keys {
             invocation.key(*key);
@@ -371,14 +367,14 @@ impl Core {
         self.send(retry, |mut conn| async move { invocation.invoke_async(&mut conn).await }).await
     }
 
-    fn failed(&self, e: redis::RedisError) -> String {
+    fn failed(&self, e: redis::RedisError) -> Error {
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
         if e.code() == Some("READONLY") {
             // Talking to a replica: after a Sentinel failover the old master
             // is one. Connect again (Sentinel names the new master).
             self.reset_connection("the server became a read-only replica (a failover?)");
         }
-        format!("Redis ({}) failed: {e}", self.config.urls.join(", "))
+        Error::Command { urls: self.config.urls.join(", "), source: e }
     }
 
     pub fn cluster_time_ms(&self) -> u64 {
@@ -387,7 +383,7 @@ impl Core {
 
     // ---- connecting and membership ----
 
-    async fn ensure_connected(&self) -> Result<(), String> {
+    async fn ensure_connected(&self) -> Result<(), Error> {
         if lock(&self.conn).is_some() {
             return Ok(());
         }
@@ -423,8 +419,8 @@ impl Core {
 
     /// Registers this member: a join number, its key, a notice.
     /// `Ok(false)`: a live namesake holds the key.
-    async fn register(&self) -> Result<bool, String> {
-        let record = serde_json::to_string(&self.record).map_err(|e| e.to_string())?;
+    async fn register(&self) -> Result<bool, Error> {
+        let record = serde_json::to_string(&self.record).map_err(Error::EncodeRecord)?;
         let key = self.keys.member(&self.member);
         let ttl = self.config.membership.member_ttl_ms;
         let set: Option<String> =
@@ -469,11 +465,10 @@ impl Core {
                 break;
             }
             if Instant::now() >= deadline {
-                return Err(format!(
-                    "a member named {} is already in the cluster (Redis key {} is live); give each node its own node.name",
-                    self.member,
-                    self.keys.member(&self.member)
-                )
+                return Err(Error::NamesakeLive {
+                    member: self.member.clone(),
+                    key: self.keys.member(&self.member),
+                }
                 .into());
             }
             tokio::time::sleep(self.config.heartbeat()).await;
@@ -531,6 +526,7 @@ impl Core {
             let Some(core) = weak.upgrade() else { return };
             let interval = core.config.heartbeat();
             if let Err(e) = core.ensure_connected().await {
+                let e = e.to_string();
                 if e != reported {
                     tracing::warn!("{e}; retrying every {interval:?}");
                     reported = e;
@@ -617,7 +613,7 @@ impl Core {
     }
 
     /// Reads members and settings; emits what changed.
-    async fn refresh_view(self: &Arc<Self>) -> Result<(), String> {
+    async fn refresh_view(self: &Arc<Self>) -> Result<(), Error> {
         let mut pipe = redis::pipe();
         pipe.cmd("ZRANGE").arg(self.keys.joins()).arg(0).arg(-1).arg("WITHSCORES");
         pipe.cmd("HGETALL").arg(self.keys.settings());
@@ -746,6 +742,7 @@ impl Core {
                     }
                 }
                 Err(e) => {
+                    let e = e.to_string();
                     if e != reported {
                         tracing::warn!("pub/sub: {e}; retrying");
                         reported = e;
@@ -823,8 +820,8 @@ impl Core {
         (found, missing)
     }
 
-    async fn publish_task(&self, to: &str, msg: &Wire) -> Result<(), String> {
-        let bytes = postcard::to_allocvec(msg).map_err(|e| e.to_string())?;
+    async fn publish_task(&self, to: &str, msg: &Wire) -> Result<(), Error> {
+        let bytes = postcard::to_allocvec(msg).map_err(Error::EncodeTask)?;
         self.stats.tasks_sent.fetch_add(1, Ordering::Relaxed);
         // Sent once: a task is not idempotent.
         let publish = redis::cmd("PUBLISH").arg(self.keys.tasks(to)).arg(bytes).clone();
@@ -834,7 +831,7 @@ impl Core {
 
     // ---- locks ----
 
-    async fn try_acquire(&self, name: &str, owner: &str) -> Result<bool, String> {
+    async fn try_acquire(&self, name: &str, owner: &str) -> Result<bool, Error> {
         let (key, fence) = (self.keys.lock(name), self.keys.fence(name));
         let holder = format!("{}\n{owner}", self.member);
         let lease = self.config.membership.member_ttl_ms.to_string();
@@ -849,7 +846,7 @@ impl Core {
         Ok(true)
     }
 
-    async fn acquire(&self, name: &str, owner: &str, deadline: Option<Instant>) -> Result<bool, String> {
+    async fn acquire(&self, name: &str, owner: &str, deadline: Option<Instant>) -> Result<bool, Error> {
         loop {
             let released = self.lock_released.notified();
             if self.try_acquire(name, owner).await? {
@@ -869,7 +866,7 @@ impl Core {
         }
     }
 
-    async fn release(&self, name: &str, owner: &str) -> Result<bool, String> {
+    async fn release(&self, name: &str, owner: &str) -> Result<bool, Error> {
         let key = self.keys.lock(name);
         let prefix = format!("{}\n{owner}\n", self.member);
         let released: i64 = self.script(&RELEASE, &[&key], &[prefix.as_bytes()], true).await?;
@@ -910,7 +907,7 @@ impl Core {
 
     /// Names a cache in `{P}:caches` the first time this member writes it
     /// (a command of its own: in Redis Cluster the set lives on another slot).
-    async fn register_cache(&self, cache: &str) -> Result<(), String> {
+    async fn register_cache(&self, cache: &str) -> Result<(), Error> {
         if !lock(&self.registered_caches).insert(cache.to_string()) {
             return Ok(());
         }
@@ -921,14 +918,11 @@ impl Core {
         added.map(|_| ())
     }
 
-    fn fail_fast(&self) -> Result<(), String> {
+    fn fail_fast(&self) -> Result<(), Error> {
         if self.in_cluster.load(Ordering::SeqCst) {
             Ok(())
         } else {
-            Err(format!(
-                "this member is not in the cluster (Redis at {} is unreachable or clustering stopped)",
-                self.config.urls.join(", ")
-            ))
+            Err(Error::NotInCluster { urls: self.config.urls.join(", ") })
         }
     }
 
@@ -1211,7 +1205,7 @@ impl Strategy for RedisStrategy {
                     reply: true,
                 };
                 if let Err(e) = core.publish_task(to, &msg).await {
-                    outcomes.insert(to.clone(), TaskOutcome::Error(e));
+                    outcomes.insert(to.clone(), TaskOutcome::Error(e.to_string()));
                 }
             }
             let deadline = tokio::time::Instant::now() + timeout;
@@ -1266,7 +1260,7 @@ mod tests {
         let stored = encode(0x1234, b"hello");
         assert_eq!(&stored[..16], b"0000000000001234");
         assert_eq!(decode(stored).unwrap(), (0x1234, b"hello".to_vec()));
-        assert!(decode(b"short".to_vec()).unwrap_err().contains("no version prefix"));
+        assert!(decode(b"short".to_vec()).unwrap_err().to_string().contains("no version prefix"));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod conn;
 pub mod core;
+pub mod error;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -45,7 +46,7 @@ impl Plugin for RedisPlugin {
     }
 
     fn cluster_strategy(&self, cluster: &ClusterHost) -> PluginResult<Option<StrategyBox>> {
-        let core = self.core.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or("redis has not started")?;
+        let core = self.core.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or(error::Error::NotStarted)?;
         core.set_host(cluster.clone());
         Ok(Some(cluster.into_boundary(RedisStrategy(core))))
     }
