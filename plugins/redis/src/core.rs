@@ -1,18 +1,6 @@
 //! The redis strategy: membership by expiring keys and a join order,
 //! caches as Redis hashes, locks with owner tokens and fencing numbers,
 //! tasks and change notices over pub/sub, settings in a shared hash.
-//!
-//! Keys (P = `key_prefix`; `{P}` is a hash tag, so the membership keys
-//! share one Redis Cluster slot and can be read together):
-//! - `{P}:member:<id>`: the member's record, expiring after `member_ttl_ms`
-//!   unless refreshed; `{P}:joins`: sorted set of ids by join number
-//!   (`{P}:seq`); the senior is the live member with the lowest number;
-//! - `{P}:settings`: hash of cluster-wide settings;
-//!   `{P}:caches`: set of cache names;
-//! - `P:cache:<name>`: one hash per cache (a cache lives on one slot),
-//!   each value prefixed by its version (16 hex digits, ms);
-//! - `P:lock:{<name>}` and `P:fence:{<name>}`: a lock and its fencing counter;
-//! - channels `P:events`, `P:task:<id>`, `P:reply:<id>`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -32,50 +20,10 @@ use tokio::sync::{mpsc, Notify};
 use crate::config::Config;
 use crate::conn::{self, Conn};
 use crate::error::{Error, UnversionedValue};
+use crate::keys::Keys;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Key and channel names.
-struct Keys {
-    prefix: String,
-}
-
-impl Keys {
-    fn member(&self, id: &str) -> String {
-        format!("{{{}}}:member:{id}", self.prefix)
-    }
-    fn joins(&self) -> String {
-        format!("{{{}}}:joins", self.prefix)
-    }
-    fn seq(&self) -> String {
-        format!("{{{}}}:seq", self.prefix)
-    }
-    fn settings(&self) -> String {
-        format!("{{{}}}:settings", self.prefix)
-    }
-    fn caches(&self) -> String {
-        format!("{{{}}}:caches", self.prefix)
-    }
-    fn cache(&self, name: &str) -> String {
-        format!("{}:cache:{name}", self.prefix)
-    }
-    fn lock(&self, name: &str) -> String {
-        format!("{}:lock:{{{name}}}", self.prefix)
-    }
-    fn fence(&self, name: &str) -> String {
-        format!("{}:fence:{{{name}}}", self.prefix)
-    }
-    fn events(&self) -> String {
-        format!("{}:events", self.prefix)
-    }
-    fn tasks(&self, id: &str) -> String {
-        format!("{}:task:{id}", self.prefix)
-    }
-    fn replies(&self, id: &str) -> String {
-        format!("{}:reply:{id}", self.prefix)
-    }
 }
 
 /// What a member's key holds.
@@ -266,7 +214,7 @@ impl Core {
         let record = Record { instance: random_u64(), started_at_ms: now_ms(), version, address };
         Arc::new(Core {
             member,
-            keys: Keys { prefix: config.key_prefix.clone() },
+            keys: Keys::new(&config.key_prefix),
             config,
             record,
             conn: Mutex::new(None),
@@ -1261,14 +1209,5 @@ mod tests {
         assert_eq!(&stored[..16], b"0000000000001234");
         assert_eq!(decode(stored).unwrap(), (0x1234, b"hello".to_vec()));
         assert!(decode(b"short".to_vec()).unwrap_err().to_string().contains("no version prefix"));
-    }
-
-    #[test]
-    fn membership_keys_share_a_slot_and_locks_pair_with_their_fence() {
-        let k = Keys { prefix: "p".into() };
-        assert_eq!(k.member("a"), "{p}:member:a");
-        assert_eq!(k.joins(), "{p}:joins");
-        assert_eq!(k.lock("orders"), "p:lock:{orders}");
-        assert_eq!(k.fence("orders"), "p:fence:{orders}");
     }
 }

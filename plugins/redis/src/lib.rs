@@ -8,6 +8,7 @@ pub mod config;
 pub mod conn;
 pub mod core;
 pub mod error;
+mod keys;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
