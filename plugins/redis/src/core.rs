@@ -18,11 +18,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
 
 use crate::config::Config;
-use crate::conn::{self, Conn};
+use crate::commands::Link;
+use crate::conn;
 use crate::error::{Error, UnversionedValue};
 use crate::keys::Keys;
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -75,23 +76,27 @@ struct Joined {
     last_ok: Option<Instant>,
 }
 
+/// One member's redis strategy: the state every job shares, and the jobs'
+/// own parts. Owned by the plugin (`Arc`); the background loops hold a
+/// `Weak` so that dropping the plugin's copy ends them.
 pub struct Core {
+    /// This node's name: its member id in Redis.
     pub member: String,
-    config: Config,
-    keys: Keys,
+    /// `conf/redis.toml`, read once at plugin start.
+    pub(crate) config: Config,
+    /// Every key and channel name, under `key_prefix`.
+    pub(crate) keys: Keys,
     record: Record,
-    conn: Mutex<Option<Conn>>,
     host: Mutex<Option<ClusterHost>>,
     joined: tokio::sync::Mutex<Joined>,
     /// Readable without waiting (for fail-fast checks and stats).
     in_cluster: AtomicBool,
     view: Mutex<View>,
-    /// Cluster time offset from Redis's clock (ms, signed).
-    clock_offset: std::sync::atomic::AtomicI64,
-    /// Wakes the heartbeat loop (a join, leave or setting elsewhere).
-    wake: Notify,
-    /// Counts command-connection resets; pub/sub reconnects when it moves.
-    connection_epoch: AtomicU64,
+    /// Wakes the heartbeat loop (a join, leave or setting elsewhere, a
+    /// connection reset, a pub/sub resubscribe) so it acts before its interval.
+    pub(crate) wake: Notify,
+    /// The command connection, shared by every job that talks to Redis.
+    pub(crate) link: Link,
     /// Woken when a lock is released somewhere.
     lock_released: Notify,
     /// Locks this member holds: name -> (owner token, stored value).
@@ -107,8 +112,6 @@ pub struct Core {
 
 #[derive(Default)]
 struct Stats {
-    commands: AtomicU64,
-    errors: AtomicU64,
     redis_lost: AtomicU64,
     rejoins: AtomicU64,
     tasks_sent: AtomicU64,
@@ -197,11 +200,6 @@ pub fn decode(stored: Vec<u8>) -> Result<(u64, Vec<u8>), UnversionedValue> {
     Ok((version, stored[16..].to_vec()))
 }
 
-/// The connection broke under the command (it reconnects by itself).
-fn dropped(e: &redis::RedisError) -> bool {
-    e.is_connection_dropped() || e.is_io_error()
-}
-
 fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -217,14 +215,12 @@ impl Core {
             keys: Keys::new(&config.key_prefix),
             config,
             record,
-            conn: Mutex::new(None),
             host: Mutex::new(None),
             joined: tokio::sync::Mutex::new(Joined::default()),
             in_cluster: AtomicBool::new(false),
             view: Mutex::new(View::default()),
-            clock_offset: Default::default(),
             wake: Notify::new(),
-            connection_epoch: AtomicU64::new(0),
+            link: Link::default(),
             lock_released: Notify::new(),
             held: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
@@ -266,104 +262,7 @@ impl Core {
         lock(&self.view).clone()
     }
 
-    /// The command connection, or why there is none.
-    fn conn(&self) -> Result<Conn, Error> {
-        lock(&self.conn).clone().ok_or_else(|| Error::NotConnected { urls: self.config.urls.join(", ") })
-    }
-
-    /// Sends one request (`send` gets the connection), counting it and
-    /// naming Redis in the error. With `retry` (idempotent requests only),
-    /// a request that met a dropped connection is sent once more: the
-    /// connection reconnects by itself.
-    async fn send<T, F>(&self, retry: bool, send: impl Fn(Conn) -> F) -> Result<T, Error>
-    where
-        F: Future<Output = redis::RedisResult<T>>,
-    {
-        self.stats.commands.fetch_add(1, Ordering::Relaxed);
-        match send(self.conn()?).await {
-            Err(e) if retry && dropped(&e) => send(self.conn()?).await.map_err(|e| self.failed(e)),
-            other => other.map_err(|e| self.failed(e)),
-        }
-    }
-
-    /// An idempotent command.
-    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Error> {
-        self.send(true, |mut conn| async move { cmd.query_async(&mut conn).await }).await
-    }
-
-    /// An idempotent pipeline.
-    async fn pipe<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, Error> {
-        self.send(true, |mut conn| async move { pipe.query_async(&mut conn).await }).await
-    }
-
-    /// A Lua script; `retry` when it is idempotent.
-    async fn script<T: redis::FromRedisValue>(
-        &self,
-        script: &Script,
-        keys: &[&str],
-        args: &[&[u8]],
-        retry: bool,
-    ) -> Result<T, Error> {
-        let mut invocation = script.prepare_invoke();
-        for key in keys {
-            invocation.key(*key);
-        }
-        for arg in args {
-            invocation.arg(*arg);
-        }
-        let invocation = &invocation;
-        self.send(retry, |mut conn| async move { invocation.invoke_async(&mut conn).await }).await
-    }
-
-    fn failed(&self, e: redis::RedisError) -> Error {
-        self.stats.errors.fetch_add(1, Ordering::Relaxed);
-        if e.code() == Some("READONLY") {
-            // Talking to a replica: after a Sentinel failover the old master
-            // is one. Connect again (Sentinel names the new master).
-            self.reset_connection("the server became a read-only replica (a failover?)");
-        }
-        Error::Command { urls: self.config.urls.join(", "), source: e }
-    }
-
-    pub fn cluster_time_ms(&self) -> u64 {
-        now_ms().saturating_add_signed(self.clock_offset.load(Ordering::Relaxed))
-    }
-
-    // ---- connecting and membership ----
-
-    async fn ensure_connected(&self) -> Result<(), Error> {
-        if lock(&self.conn).is_some() {
-            return Ok(());
-        }
-        let conn = conn::connect(&self.config).await?;
-        let before = now_ms();
-        let mut probe = conn.clone();
-        if let Ok((secs, micros)) = redis::cmd("TIME").query_async::<(u64, u64)>(&mut probe).await {
-            let after = now_ms();
-            let server = secs * 1000 + micros / 1000;
-            let offset = server as i64 - ((before + after) / 2) as i64;
-            self.clock_offset.store(offset, Ordering::Relaxed);
-        }
-        *lock(&self.conn) = Some(conn);
-        tracing::info!(
-            "connected to Redis ({} mode, {}), key prefix {:?}",
-            conn::mode_name(self.config.mode),
-            self.config.urls.join(", "),
-            self.config.key_prefix
-        );
-        Ok(())
-    }
-
-    /// Drops the command connection; the heartbeat connects again at once
-    /// (in sentinel mode, to whichever server Sentinel names master now),
-    /// and pub/sub follows.
-    fn reset_connection(&self, why: &str) {
-        if lock(&self.conn).take().is_some() {
-            tracing::warn!("reconnecting to Redis: {why}");
-            self.connection_epoch.fetch_add(1, Ordering::SeqCst);
-            self.wake.notify_one();
-        }
-    }
+    // ---- membership ----
 
     /// Registers this member: a join number, its key, a notice.
     /// `Ok(false)`: a live namesake holds the key.
@@ -458,7 +357,7 @@ impl Core {
         lock(&self.incoming).abort_all();
         // The connection's own background tasks end with it, before the
         // plugin's runtime goes.
-        lock(&self.conn).take();
+        self.link.close();
         let tasks: Vec<_> = lock(&self.tasks).drain(..).collect();
         for task in &tasks {
             task.abort();
@@ -648,7 +547,7 @@ impl Core {
             let Some(core) = weak.upgrade() else { return };
             let config = core.config.clone();
             let channels = [core.keys.events(), core.keys.tasks(&core.member), core.keys.replies(&core.member)];
-            let epoch = core.connection_epoch.load(Ordering::SeqCst);
+            let epoch = core.link.epoch();
             drop(core);
             match conn::pubsub(&config).await {
                 Ok(mut pubsub) => {
@@ -680,7 +579,7 @@ impl Core {
                                 }
                                 _ = check.tick() => {
                                     let Some(core) = weak.upgrade() else { return };
-                                    if core.connection_epoch.load(Ordering::SeqCst) != epoch {
+                                    if core.link.epoch() != epoch {
                                         // The command connection moved (failover): follow it.
                                         break;
                                     }
@@ -877,8 +776,8 @@ impl Core {
     pub fn stats(&self) -> Vec<(String, u64)> {
         let s = &self.stats;
         vec![
-            ("redis_commands".into(), s.commands.load(Ordering::Relaxed)),
-            ("redis_errors".into(), s.errors.load(Ordering::Relaxed)),
+            ("redis_commands".into(), self.link.commands.load(Ordering::Relaxed)),
+            ("redis_errors".into(), self.link.errors.load(Ordering::Relaxed)),
             ("redis_lost".into(), s.redis_lost.load(Ordering::Relaxed)),
             ("rejoins".into(), s.rejoins.load(Ordering::Relaxed)),
             ("tasks_sent".into(), s.tasks_sent.load(Ordering::Relaxed)),

@@ -4,6 +4,7 @@
 //! locks with owner tokens and fencing numbers, tasks and change notices
 //! over pub/sub. See docs/redis.md.
 
+mod commands;
 pub mod config;
 pub mod conn;
 pub mod core;
