@@ -22,6 +22,7 @@ use crate::commands::Link;
 use crate::conn;
 use crate::error::{Error, UnversionedValue};
 use crate::keys::Keys;
+use crate::locks::Locks;
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -97,10 +98,8 @@ pub struct Core {
     pub(crate) wake: Notify,
     /// The command connection, shared by every job that talks to Redis.
     pub(crate) link: Link,
-    /// Woken when a lock is released somewhere.
-    lock_released: Notify,
-    /// Locks this member holds: name -> (owner token, stored value).
-    held: Mutex<HashMap<String, (String, String)>>,
+    /// The locks this member holds, and the wake-up for waiters.
+    pub(crate) locks: Locks,
     pending: Mutex<HashMap<u64, mpsc::UnboundedSender<(String, TaskOutcome)>>>,
     next_task: AtomicU64,
     registered_caches: Mutex<HashSet<String>>,
@@ -131,52 +130,6 @@ for i = 1, #ARGV, 2 do
   end
 end
 return n
-"#,
-    )
-});
-
-/// Takes a free lock: KEYS lock, fence; ARGV holder ("member\nowner"),
-/// lease ms, cluster time ms. The fencing number never goes below the
-/// cluster time, so it keeps growing across a Redis restart that lost the
-/// counter.
-static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local fence = redis.call('INCR', KEYS[2])
-local floor = tonumber(ARGV[3])
-if fence < floor then
-  fence = floor
-  redis.call('SET', KEYS[2], fence)
-end
-redis.call('SET', KEYS[1], ARGV[1] .. '\n' .. fence, 'PX', ARGV[2])
-return fence
-"#,
-    )
-});
-
-/// Deletes the lock only if `ARGV[1]` ("member\nowner\n") holds it.
-static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local v = redis.call('GET', KEYS[1])
-if v and string.sub(v, 1, #ARGV[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  return 1
-end
-return 0
-"#,
-    )
-});
-
-/// Extends the lease only if the stored value is still ours.
-static EXTEND: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
 "#,
     )
 });
@@ -221,8 +174,7 @@ impl Core {
             view: Mutex::new(View::default()),
             wake: Notify::new(),
             link: Link::default(),
-            lock_released: Notify::new(),
-            held: Mutex::new(HashMap::new()),
+            locks: Locks::default(),
             pending: Mutex::new(HashMap::new()),
             next_task: AtomicU64::new(1),
             registered_caches: Mutex::new(HashSet::new()),
@@ -288,7 +240,7 @@ impl Core {
         Ok(true)
     }
 
-    async fn publish_event(&self, event: &str) {
+    pub(crate) async fn publish_event(&self, event: &str) {
         if let Err(e) = self.query::<i64>(redis::cmd("PUBLISH").arg(self.keys.events()).arg(event)).await {
             tracing::debug!("could not publish {event:?}: {e}");
         }
@@ -450,7 +402,7 @@ impl Core {
         joined.lost = true;
         self.in_cluster.store(false, Ordering::SeqCst);
         self.stats.redis_lost.fetch_add(1, Ordering::Relaxed);
-        lock(&self.held).clear();
+        self.locks.forget_all();
         {
             let mut view = lock(&self.view);
             view.members.clear();
@@ -534,7 +486,7 @@ impl Core {
             }
         }
         if left {
-            self.lock_released.notify_waiters();
+            self.locks.wake_waiters();
         }
         Ok(())
     }
@@ -604,7 +556,7 @@ impl Core {
         if channel == self.keys.events() {
             let text = String::from_utf8_lossy(payload);
             if text.starts_with("unlocked\n") {
-                self.lock_released.notify_waiters();
+                self.locks.wake_waiters();
             } else {
                 self.wake.notify_one();
             }
@@ -676,80 +628,6 @@ impl Core {
         self.send(false, |mut conn| async move { publish.query_async::<i64>(&mut conn).await }).await.map(|_| ())
     }
 
-    // ---- locks ----
-
-    async fn try_acquire(&self, name: &str, owner: &str) -> Result<bool, Error> {
-        let (key, fence) = (self.keys.lock(name), self.keys.fence(name));
-        let holder = format!("{}\n{owner}", self.member);
-        let lease = self.config.membership.member_ttl_ms.to_string();
-        let floor = self.cluster_time_ms().to_string();
-        let got: u64 = self
-            .script(&ACQUIRE, &[&key, &fence], &[holder.as_bytes(), lease.as_bytes(), floor.as_bytes()], false)
-            .await?;
-        if got == 0 {
-            return Ok(false);
-        }
-        lock(&self.held).insert(name.to_string(), (owner.to_string(), format!("{holder}\n{got}")));
-        Ok(true)
-    }
-
-    async fn acquire(&self, name: &str, owner: &str, deadline: Option<Instant>) -> Result<bool, Error> {
-        loop {
-            let released = self.lock_released.notified();
-            if self.try_acquire(name, owner).await? {
-                return Ok(true);
-            }
-            // Woken by a release notice; polled too (a holder that died
-            // lets its lease expire without a notice).
-            let mut wait = Duration::from_millis(100);
-            if let Some(deadline) = deadline {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Ok(false);
-                }
-                wait = wait.min(left);
-            }
-            let _ = tokio::time::timeout(wait, released).await;
-        }
-    }
-
-    async fn release(&self, name: &str, owner: &str) -> Result<bool, Error> {
-        let key = self.keys.lock(name);
-        let prefix = format!("{}\n{owner}\n", self.member);
-        let released: i64 = self.script(&RELEASE, &[&key], &[prefix.as_bytes()], true).await?;
-        lock(&self.held).remove(name);
-        if released == 1 {
-            self.publish_event(&format!("unlocked\n{name}")).await;
-        }
-        Ok(released == 1)
-    }
-
-    async fn release_all_locks(&self) {
-        let held: Vec<(String, String)> = lock(&self.held).iter().map(|(n, (o, _))| (n.clone(), o.clone())).collect();
-        for (name, owner) in held {
-            if let Err(e) = self.release(&name, &owner).await {
-                lock(&self.held).remove(&name);
-                tracing::warn!("could not release lock {name} (its lease expires on its own): {e}");
-            }
-        }
-    }
-
-    async fn extend_locks(&self) {
-        let held: Vec<(String, String)> = lock(&self.held).iter().map(|(n, (_, v))| (n.clone(), v.clone())).collect();
-        let lease = self.config.membership.member_ttl_ms.to_string();
-        for (name, value) in held {
-            let key = self.keys.lock(&name);
-            match self.script::<i64>(&EXTEND, &[&key], &[value.as_bytes(), lease.as_bytes()], true).await {
-                Ok(1) => {}
-                Ok(_) => {
-                    tracing::warn!("lock {name} was lost (its lease expired while Redis was unreachable)");
-                    lock(&self.held).remove(&name);
-                }
-                Err(e) => tracing::debug!("could not extend lock {name}: {e}"),
-            }
-        }
-    }
-
     // ---- caches ----
 
     /// Names a cache in `{P}:caches` the first time this member writes it
@@ -782,7 +660,7 @@ impl Core {
             ("rejoins".into(), s.rejoins.load(Ordering::Relaxed)),
             ("tasks_sent".into(), s.tasks_sent.load(Ordering::Relaxed)),
             ("tasks_received".into(), s.tasks_received.load(Ordering::Relaxed)),
-            ("locks_held".into(), lock(&self.held).len() as u64),
+            ("locks_held".into(), self.locks.count()),
         ]
     }
 }

@@ -10,6 +10,7 @@ pub mod conn;
 pub mod core;
 pub mod error;
 mod keys;
+mod locks;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
