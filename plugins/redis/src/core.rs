@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use clusterhost_plugin_api::cluster::{
@@ -13,16 +13,16 @@ use clusterhost_plugin_api::cluster::{
 };
 use clusterhost_plugin_api::{ClusterHost, PluginResult, Strategy};
 use futures_util::StreamExt;
-use redis::Script;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
 
 use crate::config::Config;
 use crate::commands::Link;
 use crate::conn;
-use crate::error::{Error, UnversionedValue};
+use crate::error::Error;
 use crate::keys::Keys;
 use crate::locks::Locks;
+use crate::storage::Storage;
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -102,7 +102,8 @@ pub struct Core {
     pub(crate) locks: Locks,
     pending: Mutex<HashMap<u64, mpsc::UnboundedSender<(String, TaskOutcome)>>>,
     next_task: AtomicU64,
-    registered_caches: Mutex<HashSet<String>>,
+    /// What this member knows of the caches in Redis.
+    pub(crate) storage: Storage,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Handlers of incoming tasks, aborted when the plugin stops.
     incoming: Mutex<tokio::task::JoinSet<()>>,
@@ -115,42 +116,6 @@ struct Stats {
     rejoins: AtomicU64,
     tasks_sent: AtomicU64,
     tasks_received: AtomicU64,
-}
-
-/// Latest version wins: sets each field whose stored version is older.
-static MERGE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local n = 0
-for i = 1, #ARGV, 2 do
-  local cur = redis.call('HGET', KEYS[1], ARGV[i])
-  if (not cur) or tonumber(string.sub(cur, 1, 16), 16) < tonumber(string.sub(ARGV[i + 1], 1, 16), 16) then
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-    n = n + 1
-  end
-end
-return n
-"#,
-    )
-});
-
-/// A cache value as stored in Redis: the version in 16 hex digits, then the value.
-#[doc(hidden)] // pub for the fuzz targets (fuzz/)
-pub fn encode(version: u64, value: &[u8]) -> Vec<u8> {
-    let mut out = format!("{version:016x}").into_bytes();
-    out.extend_from_slice(value);
-    out
-}
-
-/// The version and value of a stored cache value ([`encode`]).
-#[doc(hidden)] // pub for the fuzz targets (fuzz/)
-pub fn decode(stored: Vec<u8>) -> Result<(u64, Vec<u8>), UnversionedValue> {
-    let version = stored
-        .get(..16)
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|v| u64::from_str_radix(v, 16).ok())
-        .ok_or(UnversionedValue)?;
-    Ok((version, stored[16..].to_vec()))
 }
 
 fn random_u64() -> u64 {
@@ -177,7 +142,7 @@ impl Core {
             locks: Locks::default(),
             pending: Mutex::new(HashMap::new()),
             next_task: AtomicU64::new(1),
-            registered_caches: Mutex::new(HashSet::new()),
+            storage: Storage::default(),
             tasks: Mutex::new(Vec::new()),
             incoming: Mutex::new(tokio::task::JoinSet::new()),
             stats: Stats::default(),
@@ -208,6 +173,11 @@ impl Core {
         if let Some(host) = self.host() {
             host.emit(event);
         }
+    }
+
+    /// This member is in the cluster now (its key is live, as far as it knows).
+    pub(crate) fn in_cluster(&self) -> bool {
+        self.in_cluster.load(Ordering::SeqCst)
     }
 
     fn view(&self) -> View {
@@ -275,7 +245,7 @@ impl Core {
         *joined = Joined { wanted: true, in_cluster: true, lost: false, last_ok: Some(Instant::now()) };
         self.in_cluster.store(true, Ordering::SeqCst);
         drop(joined);
-        lock(&self.registered_caches).clear();
+        self.storage.forget_registered();
         self.refresh_view().await?;
         tracing::info!(member = %self.member, "joined the cluster");
         Ok(())
@@ -375,7 +345,7 @@ impl Core {
                     joined.lost = false;
                     joined.last_ok = Some(Instant::now());
                     self.in_cluster.store(true, Ordering::SeqCst);
-                    lock(&self.registered_caches).clear();
+                    self.storage.forget_registered();
                     self.stats.rejoins.fetch_add(1, Ordering::Relaxed);
                     drop(joined);
                     tracing::info!("Redis is back: rejoining the cluster");
@@ -628,29 +598,6 @@ impl Core {
         self.send(false, |mut conn| async move { publish.query_async::<i64>(&mut conn).await }).await.map(|_| ())
     }
 
-    // ---- caches ----
-
-    /// Names a cache in `{P}:caches` the first time this member writes it
-    /// (a command of its own: in Redis Cluster the set lives on another slot).
-    async fn register_cache(&self, cache: &str) -> Result<(), Error> {
-        if !lock(&self.registered_caches).insert(cache.to_string()) {
-            return Ok(());
-        }
-        let added = self.query::<i64>(redis::cmd("SADD").arg(self.keys.caches()).arg(cache)).await;
-        if added.is_err() {
-            lock(&self.registered_caches).remove(cache);
-        }
-        added.map(|_| ())
-    }
-
-    fn fail_fast(&self) -> Result<(), Error> {
-        if self.in_cluster.load(Ordering::SeqCst) {
-            Ok(())
-        } else {
-            Err(Error::NotInCluster { urls: self.config.urls.join(", ") })
-        }
-    }
-
     pub fn stats(&self) -> Vec<(String, u64)> {
         let s = &self.stats;
         vec![
@@ -704,15 +651,8 @@ impl Strategy for RedisStrategy {
     }
 
     fn cache_get(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<Option<Vec<u8>>>> + Send + use<> {
-        let (core, hash, key) = (self.0.clone(), self.0.keys.cache(cache), key.to_vec());
-        async move {
-            core.fail_fast()?;
-            let stored: Option<Vec<u8>> = core.query(redis::cmd("HGET").arg(hash).arg(key)).await?;
-            Ok(match stored {
-                Some(s) => Some(decode(s)?.1),
-                None => None,
-            })
-        }
+        let (core, cache, key) = (self.0.clone(), cache.to_string(), key.to_vec());
+        async move { Ok(core.cache_get(&cache, &key).await?) }
     }
 
     fn cache_put(
@@ -722,56 +662,34 @@ impl Strategy for RedisStrategy {
         value: Vec<u8>,
     ) -> impl Future<Output = PluginResult<()>> + Send + use<> {
         let (core, cache) = (self.0.clone(), cache.to_string());
-        let mut hset = redis::cmd("HSET");
-        hset.arg(core.keys.cache(&cache)).arg(key).arg(encode(core.cluster_time_ms(), &value));
-        async move {
-            core.fail_fast()?;
-            core.register_cache(&cache).await?;
-            core.query::<i64>(&hset).await?;
-            Ok(())
-        }
+        // Versioned when called, not when polled.
+        let version = core.cluster_time_ms();
+        async move { Ok(core.cache_put(&cache, key, &value, version).await?) }
     }
 
     fn cache_remove(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
-        let (core, hash, key) = (self.0.clone(), self.0.keys.cache(cache), key.to_vec());
-        async move {
-            core.fail_fast()?;
-            let n: i64 = core.query(redis::cmd("HDEL").arg(hash).arg(key)).await?;
-            Ok(n > 0)
-        }
+        let (core, cache, key) = (self.0.clone(), cache.to_string(), key.to_vec());
+        async move { Ok(core.cache_remove(&cache, &key).await?) }
     }
 
     fn cache_contains(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
-        let (core, hash, key) = (self.0.clone(), self.0.keys.cache(cache), key.to_vec());
-        async move {
-            core.fail_fast()?;
-            Ok(core.query(redis::cmd("HEXISTS").arg(hash).arg(key)).await?)
-        }
+        let (core, cache, key) = (self.0.clone(), cache.to_string(), key.to_vec());
+        async move { Ok(core.cache_contains(&cache, &key).await?) }
     }
 
     fn cache_size(&self, cache: &str) -> impl Future<Output = PluginResult<u64>> + Send + use<> {
-        let (core, hash) = (self.0.clone(), self.0.keys.cache(cache));
-        async move {
-            core.fail_fast()?;
-            Ok(core.query(redis::cmd("HLEN").arg(hash)).await?)
-        }
+        let (core, cache) = (self.0.clone(), cache.to_string());
+        async move { Ok(core.cache_size(&cache).await?) }
     }
 
     fn cache_clear(&self, cache: &str) -> impl Future<Output = PluginResult<()>> + Send + use<> {
-        let (core, hash) = (self.0.clone(), self.0.keys.cache(cache));
-        async move {
-            core.fail_fast()?;
-            let _: i64 = core.query(redis::cmd("DEL").arg(hash)).await?;
-            Ok(())
-        }
+        let (core, cache) = (self.0.clone(), cache.to_string());
+        async move { Ok(core.cache_clear(&cache).await?) }
     }
 
     fn cache_keys(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Vec<u8>>>> + Send + use<> {
-        let (core, hash) = (self.0.clone(), self.0.keys.cache(cache));
-        async move {
-            core.fail_fast()?;
-            Ok(core.query(redis::cmd("HKEYS").arg(hash)).await?)
-        }
+        let (core, cache) = (self.0.clone(), cache.to_string());
+        async move { Ok(core.cache_keys(&cache).await?) }
     }
 
     fn cache_get_all(
@@ -779,84 +697,35 @@ impl Strategy for RedisStrategy {
         cache: &str,
         keys: Vec<Vec<u8>>,
     ) -> impl Future<Output = PluginResult<Vec<Option<Vec<u8>>>>> + Send + use<> {
-        let (core, hash) = (self.0.clone(), self.0.keys.cache(cache));
-        async move {
-            core.fail_fast()?;
-            if keys.is_empty() {
-                return Ok(Vec::new());
-            }
-            let stored: Vec<Option<Vec<u8>>> = core.query(redis::cmd("HMGET").arg(hash).arg(keys)).await?;
-            let mut values = Vec::with_capacity(stored.len());
-            for s in stored {
-                values.push(match s {
-                    Some(s) => Some(decode(s)?.1),
-                    None => None,
-                });
-            }
-            Ok(values)
-        }
+        let (core, cache) = (self.0.clone(), cache.to_string());
+        async move { Ok(core.cache_get_all(&cache, keys).await?) }
     }
 
     fn cache_put_all(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send + use<> {
         let (core, cache) = (self.0.clone(), cache.to_string());
+        // Versioned when called, not when polled.
         let version = core.cluster_time_ms();
-        let mut hset = redis::cmd("HSET");
-        hset.arg(core.keys.cache(&cache));
-        for e in &entries {
-            hset.arg(&e.key).arg(encode(version, &e.value));
-        }
-        async move {
-            core.fail_fast()?;
-            if !entries.is_empty() {
-                core.register_cache(&cache).await?;
-                core.query::<i64>(&hset).await?;
-            }
-            Ok(())
-        }
+        async move { Ok(core.cache_put_all(&cache, &entries, version).await?) }
     }
 
     fn cache_merge(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send + use<> {
-        let (core, hash, cache) = (self.0.clone(), self.0.keys.cache(cache), cache.to_string());
-        async move {
-            core.fail_fast()?;
-            // In batches, so one script never blocks Redis for long.
-            for chunk in entries.chunks(500) {
-                let args: Vec<Vec<u8>> =
-                    chunk.iter().flat_map(|e| [e.key.clone(), encode(e.version, &e.value)]).collect();
-                let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-                let _: i64 = core.script(&MERGE, &[&hash], &refs, true).await?;
-            }
-            core.register_cache(&cache).await?;
-            Ok(())
-        }
+        let (core, cache) = (self.0.clone(), cache.to_string());
+        async move { Ok(core.cache_merge(&cache, &entries).await?) }
     }
 
     fn cache_entries(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Entry>>> + Send + use<> {
-        let (core, hash) = (self.0.clone(), self.0.keys.cache(cache));
-        async move {
-            let stored: Vec<(Vec<u8>, Vec<u8>)> = core.query(redis::cmd("HGETALL").arg(hash)).await?;
-            let mut entries = Vec::with_capacity(stored.len());
-            for (key, s) in stored {
-                let (version, value) = decode(s)?;
-                entries.push(Entry { key, value, version });
-            }
-            Ok(entries)
-        }
+        let (core, cache) = (self.0.clone(), cache.to_string());
+        async move { Ok(core.cache_entries(&cache).await?) }
     }
 
     fn cache_names(&self) -> impl Future<Output = PluginResult<Vec<String>>> + Send + use<> {
         let core = self.0.clone();
-        async move { Ok(core.query(redis::cmd("SMEMBERS").arg(core.keys.caches())).await?) }
+        async move { Ok(core.cache_names().await?) }
     }
 
     fn cache_local_size(&self, cache: &str) -> impl Future<Output = PluginResult<CacheSize>> + Send + use<> {
-        let (core, hash) = (self.0.clone(), self.0.keys.cache(cache));
-        async move {
-            let entries: u64 = core.query(redis::cmd("HLEN").arg(&hash)).await?;
-            // What the shared server spends on the cache (every member sees the same).
-            let bytes: Option<u64> = core.query(redis::cmd("MEMORY").arg("USAGE").arg(&hash)).await?;
-            Ok(CacheSize { entries, bytes: bytes.unwrap_or(0) })
-        }
+        let (core, cache) = (self.0.clone(), cache.to_string());
+        async move { Ok(core.cache_local_size(&cache).await?) }
     }
 
     fn lock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<()>> + Send + use<> {
@@ -973,18 +842,5 @@ impl Strategy for RedisStrategy {
 
     fn stats(&self) -> Vec<(String, u64)> {
         self.0.stats()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn values_carry_their_version() {
-        let stored = encode(0x1234, b"hello");
-        assert_eq!(&stored[..16], b"0000000000001234");
-        assert_eq!(decode(stored).unwrap(), (0x1234, b"hello".to_vec()));
-        assert!(decode(b"short".to_vec()).unwrap_err().to_string().contains("no version prefix"));
     }
 }

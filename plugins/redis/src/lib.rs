@@ -11,6 +11,7 @@ pub mod core;
 pub mod error;
 mod keys;
 mod locks;
+mod storage;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -19,6 +20,8 @@ use clusterhost_plugin_api::cluster::StrategyBox;
 use clusterhost_plugin_api::{declare_plugin, ClusterHost, Host, Plugin, PluginResult};
 
 use crate::config::Config;
+#[doc(hidden)] // for the fuzz targets (fuzz/)
+pub use crate::storage::{decode, encode};
 use crate::core::{Core, RedisStrategy};
 
 struct RedisPlugin {
