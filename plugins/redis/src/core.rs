@@ -2,27 +2,26 @@
 //! caches as Redis hashes, locks with owner tokens and fencing numbers,
 //! tasks and change notices over pub/sub, settings in a shared hash.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use clusterhost_plugin_api::cluster::{
-    now_ms, CacheSize, Entry, Member, StrategyEvent, TaskOutcome, TaskReply, TaskTarget,
+    now_ms, CacheSize, Entry, Member, StrategyEvent, TaskReply, TaskTarget,
 };
 use clusterhost_plugin_api::{ClusterHost, PluginResult, Strategy};
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::commands::Link;
-use crate::conn;
 use crate::error::Error;
 use crate::keys::Keys;
 use crate::locks::Locks;
 use crate::storage::Storage;
+use crate::tasks::Tasks;
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -39,27 +38,19 @@ pub struct Record {
     address: String,
 }
 
-/// Messages on the task and reply channels.
-#[doc(hidden)] // pub for the fuzz targets (fuzz/)
-#[derive(Debug, Serialize, Deserialize)]
-pub enum Wire {
-    Task { id: u64, from: String, name: String, payload: Vec<u8>, reply: bool },
-    Reply { id: u64, member: String, ok: bool, body: Vec<u8> },
-}
-
 #[derive(Default, Clone)]
-struct View {
+pub(crate) struct View {
     /// Live members by join number (this one included while joined).
     members: BTreeMap<u64, (String, Record)>,
-    senior: Option<String>,
+    pub(crate) senior: Option<String>,
     settings: BTreeMap<String, String>,
 }
 
 impl View {
-    fn ids(&self) -> impl Iterator<Item = &String> {
+    pub(crate) fn ids(&self) -> impl Iterator<Item = &String> {
         self.members.values().map(|(id, _)| id)
     }
-    fn get(&self, id: &str) -> Option<&Record> {
+    pub(crate) fn get(&self, id: &str) -> Option<&Record> {
         self.members.values().find(|(m, _)| m == id).map(|(_, r)| r)
     }
 }
@@ -100,13 +91,12 @@ pub struct Core {
     pub(crate) link: Link,
     /// The locks this member holds, and the wake-up for waiters.
     pub(crate) locks: Locks,
-    pending: Mutex<HashMap<u64, mpsc::UnboundedSender<(String, TaskOutcome)>>>,
-    next_task: AtomicU64,
+    /// Task calls out and in.
+    pub(crate) tasks: Tasks,
     /// What this member knows of the caches in Redis.
     pub(crate) storage: Storage,
-    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    /// Handlers of incoming tasks, aborted when the plugin stops.
-    incoming: Mutex<tokio::task::JoinSet<()>>,
+    /// The heartbeat and pub/sub loops, aborted when the plugin stops.
+    background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     stats: Stats,
 }
 
@@ -114,8 +104,6 @@ pub struct Core {
 struct Stats {
     redis_lost: AtomicU64,
     rejoins: AtomicU64,
-    tasks_sent: AtomicU64,
-    tasks_received: AtomicU64,
 }
 
 fn random_u64() -> u64 {
@@ -140,11 +128,9 @@ impl Core {
             wake: Notify::new(),
             link: Link::default(),
             locks: Locks::default(),
-            pending: Mutex::new(HashMap::new()),
-            next_task: AtomicU64::new(1),
+            tasks: Tasks::new(),
             storage: Storage::default(),
-            tasks: Mutex::new(Vec::new()),
-            incoming: Mutex::new(tokio::task::JoinSet::new()),
+            background: Mutex::new(Vec::new()),
             stats: Stats::default(),
         })
     }
@@ -154,7 +140,7 @@ impl Core {
         let weak = Arc::downgrade(self);
         let heartbeat = tokio::spawn(Core::heartbeat_loop(weak.clone()));
         let pubsub = tokio::spawn(Core::pubsub_loop(weak));
-        lock(&self.tasks).extend([heartbeat, pubsub]);
+        lock(&self.background).extend([heartbeat, pubsub]);
     }
 
     pub fn set_host(&self, host: ClusterHost) {
@@ -165,7 +151,7 @@ impl Core {
         }
     }
 
-    fn host(&self) -> Option<ClusterHost> {
+    pub(crate) fn host(&self) -> Option<ClusterHost> {
         lock(&self.host).clone()
     }
 
@@ -180,7 +166,7 @@ impl Core {
         self.in_cluster.load(Ordering::SeqCst)
     }
 
-    fn view(&self) -> View {
+    pub(crate) fn view(&self) -> View {
         lock(&self.view).clone()
     }
 
@@ -208,12 +194,6 @@ impl Core {
         let _: () = self.query(redis::cmd("ZADD").arg(self.keys.joins()).arg(seq).arg(&self.member)).await?;
         self.publish_event(&format!("joined\n{}", self.member)).await;
         Ok(true)
-    }
-
-    pub(crate) async fn publish_event(&self, event: &str) {
-        if let Err(e) = self.query::<i64>(redis::cmd("PUBLISH").arg(self.keys.events()).arg(event)).await {
-            tracing::debug!("could not publish {event:?}: {e}");
-        }
     }
 
     /// `start_clustering`: connect, register (waiting out a crashed
@@ -276,11 +256,11 @@ impl Core {
     /// Stops everything (the plugin stops).
     pub async fn shutdown(&self) {
         self.leave().await;
-        lock(&self.incoming).abort_all();
+        self.tasks.abort_incoming();
         // The connection's own background tasks end with it, before the
         // plugin's runtime goes.
         self.link.close();
-        let tasks: Vec<_> = lock(&self.tasks).drain(..).collect();
+        let tasks: Vec<_> = lock(&self.background).drain(..).collect();
         for task in &tasks {
             task.abort();
         }
@@ -461,143 +441,6 @@ impl Core {
         Ok(())
     }
 
-    // ---- pub/sub: notices, tasks, replies ----
-
-    async fn pubsub_loop(weak: Weak<Core>) {
-        let mut reported = String::new();
-        loop {
-            let Some(core) = weak.upgrade() else { return };
-            let config = core.config.clone();
-            let channels = [core.keys.events(), core.keys.tasks(&core.member), core.keys.replies(&core.member)];
-            let epoch = core.link.epoch();
-            drop(core);
-            match conn::pubsub(&config).await {
-                Ok(mut pubsub) => {
-                    let subscribed = async {
-                        for channel in &channels {
-                            pubsub.subscribe(channel).await?;
-                        }
-                        Ok::<(), redis::RedisError>(())
-                    };
-                    if let Err(e) = subscribed.await {
-                        tracing::warn!("could not subscribe to the cluster channels: {e}");
-                    } else {
-                        reported.clear();
-                        if let Some(core) = weak.upgrade() {
-                            // Notices may have been missed: re-read now.
-                            core.wake.notify_one();
-                        }
-                        let mut messages = pubsub.on_message();
-                        let mut check = tokio::time::interval(config.heartbeat());
-                        loop {
-                            tokio::select! {
-                                message = messages.next() => {
-                                    let Some(message) = message else {
-                                        tracing::warn!("the pub/sub connection to Redis closed; reconnecting");
-                                        break;
-                                    };
-                                    let Some(core) = weak.upgrade() else { return };
-                                    core.on_message(message.get_channel_name(), message.get_payload_bytes());
-                                }
-                                _ = check.tick() => {
-                                    let Some(core) = weak.upgrade() else { return };
-                                    if core.link.epoch() != epoch {
-                                        // The command connection moved (failover): follow it.
-                                        break;
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
-                    let e = e.to_string();
-                    if e != reported {
-                        tracing::warn!("pub/sub: {e}; retrying");
-                        reported = e;
-                    }
-                }
-            }
-            tokio::time::sleep(config.heartbeat()).await;
-        }
-    }
-
-    fn on_message(self: &Arc<Self>, channel: &str, payload: &[u8]) {
-        if channel == self.keys.events() {
-            let text = String::from_utf8_lossy(payload);
-            if text.starts_with("unlocked\n") {
-                self.locks.wake_waiters();
-            } else {
-                self.wake.notify_one();
-            }
-            return;
-        }
-        match postcard::from_bytes::<Wire>(payload) {
-            Ok(Wire::Task { id, from, name, payload, reply }) => {
-                self.stats.tasks_received.fetch_add(1, Ordering::Relaxed);
-                let Some(host) = self.host() else { return };
-                let core = self.clone();
-                let mut incoming = lock(&self.incoming);
-                while incoming.try_join_next().is_some() {}
-                incoming.spawn(async move {
-                    let outcome = host.run_task(&from, &name, payload).await;
-                    if reply {
-                        let (ok, body) = match outcome {
-                            Ok(value) => (true, value),
-                            Err(e) => (false, e.into_bytes()),
-                        };
-                        let msg = Wire::Reply { id, member: core.member.clone(), ok, body };
-                        if let Ok(bytes) = postcard::to_allocvec(&msg) {
-                            let publish = redis::cmd("PUBLISH").arg(core.keys.replies(&from)).arg(bytes).clone();
-                            if let Err(e) = core.query::<i64>(&publish).await {
-                                tracing::warn!("could not answer task {name} from {from}: {e}");
-                            }
-                        }
-                    }
-                });
-            }
-            Ok(Wire::Reply { id, member, ok, body }) => {
-                let outcome = if ok {
-                    TaskOutcome::Value(body)
-                } else {
-                    TaskOutcome::Error(String::from_utf8_lossy(&body).into())
-                };
-                if let Some(tx) = lock(&self.pending).get(&id) {
-                    let _ = tx.send((member, outcome));
-                }
-            }
-            Err(e) => tracing::warn!("ignored a message on {channel} this version cannot read: {e}"),
-        }
-    }
-
-    fn targets(&self, target: &TaskTarget) -> (Vec<String>, Vec<TaskReply>) {
-        let view = self.view();
-        let ids: Vec<String> = match target {
-            TaskTarget::All => view.ids().cloned().collect(),
-            TaskTarget::Others => view.ids().filter(|id| **id != self.member).cloned().collect(),
-            TaskTarget::Member(m) => vec![m.clone()],
-            TaskTarget::Senior => view.senior.iter().cloned().collect(),
-        };
-        let (found, missing): (Vec<String>, Vec<String>) = ids.into_iter().partition(|id| view.get(id).is_some());
-        let missing = missing
-            .into_iter()
-            .map(|id| TaskReply {
-                outcome: TaskOutcome::Error(format!("member {id} is not in the cluster")),
-                member: id,
-            })
-            .collect();
-        (found, missing)
-    }
-
-    async fn publish_task(&self, to: &str, msg: &Wire) -> Result<(), Error> {
-        let bytes = postcard::to_allocvec(msg).map_err(Error::EncodeTask)?;
-        self.stats.tasks_sent.fetch_add(1, Ordering::Relaxed);
-        // Sent once: a task is not idempotent.
-        let publish = redis::cmd("PUBLISH").arg(self.keys.tasks(to)).arg(bytes).clone();
-        let publish = &publish;
-        self.send(false, |mut conn| async move { publish.query_async::<i64>(&mut conn).await }).await.map(|_| ())
-    }
-
     pub fn stats(&self) -> Vec<(String, u64)> {
         let s = &self.stats;
         vec![
@@ -605,8 +448,8 @@ impl Core {
             ("redis_errors".into(), self.link.errors.load(Ordering::Relaxed)),
             ("redis_lost".into(), s.redis_lost.load(Ordering::Relaxed)),
             ("rejoins".into(), s.rejoins.load(Ordering::Relaxed)),
-            ("tasks_sent".into(), s.tasks_sent.load(Ordering::Relaxed)),
-            ("tasks_received".into(), s.tasks_received.load(Ordering::Relaxed)),
+            ("tasks_sent".into(), self.tasks.sent()),
+            ("tasks_received".into(), self.tasks.received()),
             ("locks_held".into(), self.locks.count()),
         ]
     }
@@ -757,21 +600,11 @@ impl Strategy for RedisStrategy {
         name: &str,
         payload: Vec<u8>,
     ) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+        // The targets are the members in the view when called.
         let (targets, _) = self.0.targets(&target);
         let (core, name) = (self.0.clone(), name.to_string());
         async move {
-            for id in targets {
-                let msg = Wire::Task {
-                    id: 0,
-                    from: core.member.clone(),
-                    name: name.clone(),
-                    payload: payload.clone(),
-                    reply: false,
-                };
-                if let Err(e) = core.publish_task(&id, &msg).await {
-                    tracing::warn!("task {name} not delivered to {id}: {e}");
-                }
-            }
+            core.send_task(targets, &name, payload).await;
             Ok(())
         }
     }
@@ -785,44 +618,7 @@ impl Strategy for RedisStrategy {
     ) -> impl Future<Output = PluginResult<Vec<TaskReply>>> + Send + use<> {
         let (targets, missing) = self.0.targets(&target);
         let (core, name) = (self.0.clone(), name.to_string());
-        async move {
-            let id = core.next_task.fetch_add(1, Ordering::Relaxed);
-            let (tx, mut rx) = mpsc::unbounded_channel();
-            lock(&core.pending).insert(id, tx);
-            let mut outcomes: BTreeMap<String, TaskOutcome> = BTreeMap::new();
-            for to in &targets {
-                let msg = Wire::Task {
-                    id,
-                    from: core.member.clone(),
-                    name: name.clone(),
-                    payload: payload.clone(),
-                    reply: true,
-                };
-                if let Err(e) = core.publish_task(to, &msg).await {
-                    outcomes.insert(to.clone(), TaskOutcome::Error(e.to_string()));
-                }
-            }
-            let deadline = tokio::time::Instant::now() + timeout;
-            while outcomes.len() < targets.len() {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some((member, outcome))) if targets.contains(&member) => {
-                        outcomes.entry(member).or_insert(outcome);
-                    }
-                    Ok(Some(_)) => {}
-                    Ok(None) | Err(_) => break,
-                }
-            }
-            lock(&core.pending).remove(&id);
-            let mut replies: Vec<TaskReply> = targets
-                .into_iter()
-                .map(|member| {
-                    let outcome = outcomes.remove(&member).unwrap_or(TaskOutcome::TimedOut);
-                    TaskReply { member, outcome }
-                })
-                .collect();
-            replies.extend(missing);
-            Ok(replies)
-        }
+        async move { Ok(core.call_task(targets, missing, &name, payload, timeout).await) }
     }
 
     fn settings(&self) -> Vec<(String, String)> {

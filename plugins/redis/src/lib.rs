@@ -11,7 +11,9 @@ pub mod core;
 pub mod error;
 mod keys;
 mod locks;
+mod pubsub;
 mod storage;
+mod tasks;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -21,7 +23,11 @@ use clusterhost_plugin_api::{declare_plugin, ClusterHost, Host, Plugin, PluginRe
 
 use crate::config::Config;
 #[doc(hidden)] // for the fuzz targets (fuzz/)
-pub use crate::storage::{decode, encode};
+pub use crate::{
+    core::Record,
+    storage::{decode, encode},
+    tasks::Wire,
+};
 use crate::core::{Core, RedisStrategy};
 
 struct RedisPlugin {
