@@ -11,6 +11,7 @@ pub mod core;
 pub mod error;
 mod keys;
 mod locks;
+mod membership;
 mod pubsub;
 mod storage;
 mod tasks;
@@ -22,13 +23,13 @@ use clusterhost_plugin_api::cluster::StrategyBox;
 use clusterhost_plugin_api::{declare_plugin, ClusterHost, Host, Plugin, PluginResult};
 
 use crate::config::Config;
+use crate::core::{Core, RedisStrategy};
 #[doc(hidden)] // for the fuzz targets (fuzz/)
 pub use crate::{
-    core::Record,
+    membership::Record,
     storage::{decode, encode},
     tasks::Wire,
 };
-use crate::core::{Core, RedisStrategy};
 
 struct RedisPlugin {
     host: Host,

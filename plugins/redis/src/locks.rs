@@ -135,7 +135,8 @@ impl Core {
     }
 
     pub(crate) async fn release_all_locks(&self) {
-        let held: Vec<(String, String)> = lock(&self.locks.held).iter().map(|(n, (o, _))| (n.clone(), o.clone())).collect();
+        let held: Vec<(String, String)> =
+            lock(&self.locks.held).iter().map(|(n, (o, _))| (n.clone(), o.clone())).collect();
         for (name, owner) in held {
             if let Err(e) = self.release(&name, &owner).await {
                 lock(&self.locks.held).remove(&name);
@@ -145,7 +146,8 @@ impl Core {
     }
 
     pub(crate) async fn extend_locks(&self) {
-        let held: Vec<(String, String)> = lock(&self.locks.held).iter().map(|(n, (_, v))| (n.clone(), v.clone())).collect();
+        let held: Vec<(String, String)> =
+            lock(&self.locks.held).iter().map(|(n, (_, v))| (n.clone(), v.clone())).collect();
         let lease = self.config.membership.member_ttl_ms.to_string();
         for (name, value) in held {
             let key = self.keys.lock(&name);

@@ -140,7 +140,8 @@ impl Core {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let stored: Vec<Option<Vec<u8>>> = self.query(redis::cmd("HMGET").arg(self.keys.cache(cache)).arg(keys)).await?;
+        let stored: Vec<Option<Vec<u8>>> =
+            self.query(redis::cmd("HMGET").arg(self.keys.cache(cache)).arg(keys)).await?;
         let mut values = Vec::with_capacity(stored.len());
         for s in stored {
             values.push(match s {
