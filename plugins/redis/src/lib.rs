@@ -7,13 +7,14 @@
 mod commands;
 pub mod config;
 pub mod conn;
-pub mod core;
+mod core;
 pub mod error;
 mod keys;
 mod locks;
 mod membership;
 mod pubsub;
 mod storage;
+mod strategy;
 mod tasks;
 
 use std::path::PathBuf;
@@ -23,7 +24,8 @@ use clusterhost_plugin_api::cluster::StrategyBox;
 use clusterhost_plugin_api::{declare_plugin, ClusterHost, Host, Plugin, PluginResult};
 
 use crate::config::Config;
-use crate::core::{Core, RedisStrategy};
+use crate::core::Core;
+use crate::strategy::RedisStrategy;
 #[doc(hidden)] // for the fuzz targets (fuzz/)
 pub use crate::{
     membership::Record,
