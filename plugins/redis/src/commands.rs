@@ -25,15 +25,25 @@ pub(crate) struct Link {
     /// Counts connection resets; the pub/sub loop reconnects when it moves.
     epoch: AtomicU64,
     /// Requests sent (the `redis_commands` stat).
-    pub(crate) commands: AtomicU64,
+    commands: AtomicU64,
     /// Requests that failed (the `redis_errors` stat).
-    pub(crate) errors: AtomicU64,
+    errors: AtomicU64,
 }
 
 impl Link {
     /// How many times the connection was reset.
     pub(crate) fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Requests sent so far.
+    pub(crate) fn commands(&self) -> u64 {
+        self.commands.load(Ordering::Relaxed)
+    }
+
+    /// Requests failed so far.
+    pub(crate) fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
     }
 
     /// Drops the connection for good (the plugin stops): its own background
@@ -45,7 +55,7 @@ impl Link {
 
 impl Core {
     /// The command connection, or why there is none.
-    pub(crate) fn conn(&self) -> Result<Conn, Error> {
+    fn conn(&self) -> Result<Conn, Error> {
         lock(&self.link.conn).clone().ok_or_else(|| Error::NotConnected { urls: self.config.urls.join(", ") })
     }
 
@@ -93,7 +103,8 @@ impl Core {
         self.send(retry, |mut conn| async move { invocation.invoke_async(&mut conn).await }).await
     }
 
-    pub(crate) fn failed(&self, e: redis::RedisError) -> Error {
+    /// Counts a failed request; a read-only answer means a failover.
+    fn failed(&self, e: redis::RedisError) -> Error {
         self.link.errors.fetch_add(1, Ordering::Relaxed);
         if e.code() == Some("READONLY") {
             // Talking to a replica: after a Sentinel failover the old master
@@ -103,10 +114,13 @@ impl Core {
         Error::Command { urls: self.config.urls.join(", "), source: e }
     }
 
+    /// This member's clock, corrected by the offset to Redis's `TIME`
+    /// measured at connect: versions and fencing floors use it.
     pub fn cluster_time_ms(&self) -> u64 {
         now_ms().saturating_add_signed(self.link.clock_offset.load(Ordering::Relaxed))
     }
 
+    /// Connects the command connection unless it is up.
     pub(crate) async fn ensure_connected(&self) -> Result<(), Error> {
         if lock(&self.link.conn).is_some() {
             return Ok(());

@@ -2,7 +2,6 @@
 //! its own module, each owning its own part here), and its lifecycle:
 //! start the background loops, stop them, gather the stats.
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use clusterhost_plugin_api::cluster::StrategyEvent;
@@ -17,6 +16,8 @@ use crate::membership::Membership;
 use crate::storage::Storage;
 use crate::tasks::Tasks;
 
+/// Locks a std mutex, ignoring poison: no critical section here leaves its
+/// state half-changed, so a panic elsewhere is no reason to stop.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -31,6 +32,8 @@ pub struct Core {
     pub(crate) config: Config,
     /// Every key and channel name, under `key_prefix`.
     pub(crate) keys: Keys,
+    /// The host's callbacks (events, incoming tasks); `None` until the host
+    /// asks for the strategy.
     host: Mutex<Option<ClusterHost>>,
     /// This member's join state and its view of the others.
     pub(crate) membership: Membership,
@@ -50,6 +53,8 @@ pub struct Core {
 }
 
 impl Core {
+    /// The strategy of member `member`, whose key will carry the plugin
+    /// `version` and the node's `address`; nothing runs until [`Core::run`].
     pub fn new(member: String, version: String, address: String, config: Config) -> Arc<Core> {
         Arc::new(Core {
             member,
@@ -74,6 +79,7 @@ impl Core {
         lock(&self.background).extend([heartbeat, pubsub]);
     }
 
+    /// Hands the strategy to a host (at start, or a new host after an upgrade).
     pub fn set_host(&self, host: ClusterHost) {
         *lock(&self.host) = Some(host);
         // Settings already known are news to a new host.
@@ -82,6 +88,7 @@ impl Core {
         }
     }
 
+    /// The host, once it has asked for the strategy.
     pub(crate) fn host(&self) -> Option<ClusterHost> {
         lock(&self.host).clone()
     }
@@ -109,10 +116,11 @@ impl Core {
         }
     }
 
+    /// The counters the host shows for this strategy.
     pub fn stats(&self) -> Vec<(String, u64)> {
         vec![
-            ("redis_commands".into(), self.link.commands.load(Ordering::Relaxed)),
-            ("redis_errors".into(), self.link.errors.load(Ordering::Relaxed)),
+            ("redis_commands".into(), self.link.commands()),
+            ("redis_errors".into(), self.link.errors()),
             ("redis_lost".into(), self.membership.redis_lost()),
             ("rejoins".into(), self.membership.rejoins()),
             ("tasks_sent".into(), self.tasks.sent()),

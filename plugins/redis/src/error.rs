@@ -85,5 +85,7 @@ pub enum Error {
 /// A stored cache value without its 16-hex-digit version prefix.
 #[doc(hidden)] // pub for the fuzz targets (fuzz/), which compare results
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("a cache value in Redis has no version prefix: it was not written by this strategy")]
+#[error(
+    "a cache value in Redis has no version prefix: it was not written by this strategy; give each cluster its own key_prefix in conf/redis.toml"
+)]
 pub struct UnversionedValue;

@@ -20,8 +20,11 @@ use crate::error::Error;
 pub struct Record {
     /// Tells this plugin instance's own key from a namesake's.
     instance: u64,
+    /// When this member's plugin started (the host lists it).
     started_at_ms: u64,
+    /// The plugin version it runs (the host warns on a mix).
     version: String,
+    /// Its `node.bind` address.
     address: String,
 }
 
@@ -99,10 +102,12 @@ impl Membership {
         }
     }
 
+    /// Times this member left on its own so far.
     pub(crate) fn redis_lost(&self) -> u64 {
         self.redis_lost.load(Ordering::Relaxed)
     }
 
+    /// Times it rejoined so far.
     pub(crate) fn rejoins(&self) -> u64 {
         self.rejoins.load(Ordering::Relaxed)
     }

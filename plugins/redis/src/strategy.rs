@@ -11,7 +11,8 @@ use clusterhost_plugin_api::{PluginResult, Strategy};
 
 use crate::core::Core;
 
-/// The strategy handed to the host.
+/// The strategy handed to the host: a handle on the member's [`Core`],
+/// which outlives it (the plugin keeps the core across hosts).
 pub struct RedisStrategy(pub Arc<Core>);
 
 impl Strategy for RedisStrategy {

@@ -41,6 +41,7 @@ pub(crate) struct Tasks {
 }
 
 impl Tasks {
+    /// No calls yet; call ids start at 1 (0 marks a task without reply).
     pub(crate) fn new() -> Tasks {
         Tasks {
             pending: Mutex::new(HashMap::new()),
@@ -56,10 +57,12 @@ impl Tasks {
         lock(&self.incoming).abort_all();
     }
 
+    /// Task messages published so far.
     pub(crate) fn sent(&self) -> u64 {
         self.sent.load(Ordering::Relaxed)
     }
 
+    /// Tasks received so far.
     pub(crate) fn received(&self) -> u64 {
         self.received.load(Ordering::Relaxed)
     }
