@@ -9,7 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use redis_strategy::core::{decode, encode, Record, Wire};
+use redis_strategy::{decode, encode, Record, Wire};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else { return };

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use redis_strategy::core::{encode, Record, Wire};
+use redis_strategy::{encode, Record, Wire};
 
 const RECORD: &str = r#"{"instance":12345,"started_at_ms":1700000000000,"version":"0.1.0","address":"10.0.0.2"}"#;
 

@@ -10,6 +10,7 @@ use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServer
 use redis::{Client, Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 
 use crate::config::{Config, Mode};
+use crate::error::Error;
 
 /// The command connection; cheap to clone (clones share the socket).
 #[derive(Clone)]
@@ -74,10 +75,10 @@ fn certificates(pem: &[u8]) -> redis::TlsCertificates {
 
 /// The server that takes commands and pub/sub (single and sentinel modes),
 /// or the node pub/sub uses (cluster mode: a publish reaches every node).
-async fn server_client(config: &Config) -> Result<Client, String> {
+async fn server_client(config: &Config) -> Result<Client, Error> {
     match config.mode {
         Mode::Single | Mode::Cluster => {
-            let mut last = String::new();
+            let mut last = Error::NoUrls;
             for url in &config.urls {
                 match client(config, url) {
                     Ok(c) => {
@@ -85,9 +86,9 @@ async fn server_client(config: &Config) -> Result<Client, String> {
                         if config.mode == Mode::Single || ping(&c, config).await.is_ok() {
                             return Ok(c);
                         }
-                        last = format!("{url} does not answer");
+                        last = Error::NoAnswer { url: url.clone() };
                     }
-                    Err(e) => last = format!("{url}: {e}"),
+                    Err(e) => last = Error::Client { url: url.clone(), source: e },
                 }
             }
             Err(last)
@@ -101,9 +102,11 @@ async fn server_client(config: &Config) -> Result<Client, String> {
                 Some(node),
                 SentinelServerType::Master,
             )
-            .map_err(|e| format!("the sentinels {:?}: {e}", config.urls))?;
-            sentinel.async_get_client().await.map_err(|e| {
-                format!("no sentinel of {:?} named a master {:?}: {e}", config.urls, config.sentinel_master)
+            .map_err(|e| Error::Sentinels { urls: config.urls.clone(), source: e })?;
+            sentinel.async_get_client().await.map_err(|e| Error::NoMaster {
+                urls: config.urls.clone(),
+                master: config.sentinel_master.clone(),
+                source: e,
             })
         }
     }
@@ -117,13 +120,11 @@ async fn ping(client: &Client, config: &Config) -> redis::RedisResult<()> {
 }
 
 /// Connects the command connection. The error says where and what to check.
-pub async fn connect(config: &Config) -> Result<Conn, String> {
-    let fail = |detail: String| {
-        format!(
-            "could not reach Redis ({} mode, {}): {detail}; check that the server runs and the urls in conf/redis.toml",
-            mode_name(config.mode),
-            config.urls.join(", ")
-        )
+pub async fn connect(config: &Config) -> Result<Conn, Error> {
+    let fail = |cause: Error| Error::Unreachable {
+        mode: mode_name(config.mode),
+        urls: config.urls.join(", "),
+        cause: Box::new(cause),
     };
     let connected = async {
         match config.mode {
@@ -133,7 +134,7 @@ pub async fn connect(config: &Config) -> Result<Conn, String> {
                     .set_connection_timeout(Some(config.connect_timeout()))
                     .set_response_timeout(Some(config.response_timeout()))
                     .set_number_of_retries(1);
-                let manager = ConnectionManager::new_with_config(client, settings).await.map_err(|e| e.to_string())?;
+                let manager = ConnectionManager::new_with_config(client, settings).await.map_err(Error::Connect)?;
                 Ok(Conn::Single(manager))
             }
             Mode::Cluster => {
@@ -150,8 +151,8 @@ pub async fn connect(config: &Config) -> Result<Conn, String> {
                 if let Some(pem) = &config.tls_ca_pem {
                     builder = builder.certs(certificates(pem));
                 }
-                let client = builder.build().map_err(|e| e.to_string())?;
-                client.get_async_connection().await.map(Conn::Cluster).map_err(|e| e.to_string())
+                let client = builder.build().map_err(Error::Connect)?;
+                client.get_async_connection().await.map(Conn::Cluster).map_err(Error::Connect)
             }
         }
     };
@@ -159,17 +160,17 @@ pub async fn connect(config: &Config) -> Result<Conn, String> {
     match tokio::time::timeout(config.connect_timeout() * 2, connected).await {
         Ok(Ok(conn)) => Ok(conn),
         Ok(Err(detail)) => Err(fail(detail)),
-        Err(_) => Err(fail(format!("no answer within {:?}", config.connect_timeout() * 2))),
+        Err(_) => Err(fail(Error::ConnectTimedOut(config.connect_timeout() * 2))),
     }
 }
 
 /// A pub/sub connection.
-pub async fn pubsub(config: &Config) -> Result<redis::aio::PubSub, String> {
+pub async fn pubsub(config: &Config) -> Result<redis::aio::PubSub, Error> {
     let client = server_client(config).await?;
     tokio::time::timeout(config.connect_timeout(), client.get_async_pubsub())
         .await
-        .map_err(|_| format!("the pub/sub connection did not open within {:?}", config.connect_timeout()))?
-        .map_err(|e| e.to_string())
+        .map_err(|_| Error::PubSubTimedOut(config.connect_timeout()))?
+        .map_err(Error::Connect)
 }
 
 pub fn mode_name(mode: Mode) -> &'static str {

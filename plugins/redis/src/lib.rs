@@ -4,9 +4,18 @@
 //! locks with owner tokens and fencing numbers, tasks and change notices
 //! over pub/sub. See docs/redis.md.
 
+mod commands;
 pub mod config;
 pub mod conn;
-pub mod core;
+mod core;
+pub mod error;
+mod keys;
+mod locks;
+mod membership;
+mod pubsub;
+mod storage;
+mod strategy;
+mod tasks;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -15,7 +24,14 @@ use clusterhost_plugin_api::cluster::StrategyBox;
 use clusterhost_plugin_api::{declare_plugin, ClusterHost, Host, Plugin, PluginResult};
 
 use crate::config::Config;
-use crate::core::{Core, RedisStrategy};
+use crate::core::Core;
+use crate::strategy::RedisStrategy;
+#[doc(hidden)] // for the fuzz targets (fuzz/)
+pub use crate::{
+    membership::Record,
+    storage::{decode, encode},
+    tasks::Wire,
+};
 
 struct RedisPlugin {
     host: Host,
@@ -45,7 +61,7 @@ impl Plugin for RedisPlugin {
     }
 
     fn cluster_strategy(&self, cluster: &ClusterHost) -> PluginResult<Option<StrategyBox>> {
-        let core = self.core.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or("redis has not started")?;
+        let core = self.core.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or(error::Error::NotStarted)?;
         core.set_host(cluster.clone());
         Ok(Some(cluster.into_boundary(RedisStrategy(core))))
     }

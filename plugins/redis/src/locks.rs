@@ -1,0 +1,164 @@
+//! Locks: a lease per lock name that the holder extends every heartbeat,
+//! an owner token so only the holder releases it, and a fencing number
+//! that only grows. Waiters wake on a release notice, and poll.
+
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::Script;
+use tokio::sync::Notify;
+
+use crate::core::{lock, Core};
+use crate::error::Error;
+
+/// Takes a free lock: KEYS lock, fence; ARGV holder ("member\nowner"),
+/// lease ms, cluster time ms. The fencing number never goes below the
+/// cluster time, so it keeps growing across a Redis restart that lost the
+/// counter.
+static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local fence = redis.call('INCR', KEYS[2])
+local floor = tonumber(ARGV[3])
+if fence < floor then
+  fence = floor
+  redis.call('SET', KEYS[2], fence)
+end
+redis.call('SET', KEYS[1], ARGV[1] .. '\n' .. fence, 'PX', ARGV[2])
+return fence
+"#,
+    )
+});
+
+/// Deletes the lock only if `ARGV[1]` ("member\nowner\n") holds it.
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, #ARGV[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"#,
+    )
+});
+
+/// Extends the lease only if the stored value is still ours.
+static EXTEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"#,
+    )
+});
+
+/// This member's side of the locks. Part of [`Core`].
+#[derive(Default)]
+pub(crate) struct Locks {
+    /// Locks this member holds: name -> (owner token, stored value). The
+    /// heartbeat extends each; leaving releases each.
+    held: Mutex<HashMap<String, (String, String)>>,
+    /// Woken when a lock may have become free: a release notice, or a
+    /// member left (its locks go with its lease).
+    released: Notify,
+}
+
+impl Locks {
+    /// Wakes every member waiting for a lock here, to try again.
+    pub(crate) fn wake_waiters(&self) {
+        self.released.notify_waiters();
+    }
+
+    /// Forgets the held locks without releasing them: this member lost
+    /// Redis, and their leases expire there on their own.
+    pub(crate) fn forget_all(&self) {
+        lock(&self.held).clear();
+    }
+
+    /// How many locks this member holds (the `locks_held` stat).
+    pub(crate) fn count(&self) -> u64 {
+        lock(&self.held).len() as u64
+    }
+}
+
+impl Core {
+    async fn try_acquire(&self, name: &str, owner: &str) -> Result<bool, Error> {
+        let (key, fence) = (self.keys.lock(name), self.keys.fence(name));
+        let holder = format!("{}\n{owner}", self.member);
+        let lease = self.config.membership.member_ttl_ms.to_string();
+        let floor = self.cluster_time_ms().to_string();
+        let got: u64 = self
+            .script(&ACQUIRE, &[&key, &fence], &[holder.as_bytes(), lease.as_bytes(), floor.as_bytes()], false)
+            .await?;
+        if got == 0 {
+            return Ok(false);
+        }
+        lock(&self.locks.held).insert(name.to_string(), (owner.to_string(), format!("{holder}\n{got}")));
+        Ok(true)
+    }
+
+    pub(crate) async fn acquire(&self, name: &str, owner: &str, deadline: Option<Instant>) -> Result<bool, Error> {
+        loop {
+            let released = self.locks.released.notified();
+            if self.try_acquire(name, owner).await? {
+                return Ok(true);
+            }
+            // Woken by a release notice; polled too (a holder that died
+            // lets its lease expire without a notice).
+            let mut wait = Duration::from_millis(100);
+            if let Some(deadline) = deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(false);
+                }
+                wait = wait.min(left);
+            }
+            let _ = tokio::time::timeout(wait, released).await;
+        }
+    }
+
+    pub(crate) async fn release(&self, name: &str, owner: &str) -> Result<bool, Error> {
+        let key = self.keys.lock(name);
+        let prefix = format!("{}\n{owner}\n", self.member);
+        let released: i64 = self.script(&RELEASE, &[&key], &[prefix.as_bytes()], true).await?;
+        lock(&self.locks.held).remove(name);
+        if released == 1 {
+            self.publish_event(&format!("unlocked\n{name}")).await;
+        }
+        Ok(released == 1)
+    }
+
+    pub(crate) async fn release_all_locks(&self) {
+        let held: Vec<(String, String)> =
+            lock(&self.locks.held).iter().map(|(n, (o, _))| (n.clone(), o.clone())).collect();
+        for (name, owner) in held {
+            if let Err(e) = self.release(&name, &owner).await {
+                lock(&self.locks.held).remove(&name);
+                tracing::warn!("could not release lock {name} (its lease expires on its own): {e}");
+            }
+        }
+    }
+
+    pub(crate) async fn extend_locks(&self) {
+        let held: Vec<(String, String)> =
+            lock(&self.locks.held).iter().map(|(n, (_, v))| (n.clone(), v.clone())).collect();
+        let lease = self.config.membership.member_ttl_ms.to_string();
+        for (name, value) in held {
+            let key = self.keys.lock(&name);
+            match self.script::<i64>(&EXTEND, &[&key], &[value.as_bytes(), lease.as_bytes()], true).await {
+                Ok(1) => {}
+                Ok(_) => {
+                    tracing::warn!("lock {name} was lost (its lease expired while Redis was unreachable)");
+                    lock(&self.locks.held).remove(&name);
+                }
+                Err(e) => tracing::debug!("could not extend lock {name}: {e}"),
+            }
+        }
+    }
+}

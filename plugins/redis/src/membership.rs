@@ -1,0 +1,395 @@
+//! Membership: this member's expiring key and its join number, the
+//! heartbeat that keeps it (leaving on its own when Redis is lost, and
+//! rejoining), the view of members, senior and settings read back from
+//! Redis, and the events that tell the host what changed.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
+
+use clusterhost_plugin_api::cluster::{now_ms, Member, StrategyEvent};
+use serde::{Deserialize, Serialize};
+
+use crate::core::{lock, Core};
+use crate::error::Error;
+
+/// What a member's key holds.
+#[doc(hidden)] // pub for the fuzz targets (fuzz/)
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    /// Tells this plugin instance's own key from a namesake's.
+    instance: u64,
+    /// When this member's plugin started (the host lists it).
+    started_at_ms: u64,
+    /// The plugin version it runs (the host warns on a mix).
+    version: String,
+    /// Its `node.bind` address.
+    address: String,
+}
+
+/// What this member last read from Redis.
+#[derive(Default, Clone)]
+pub(crate) struct View {
+    /// Live members by join number (this one included while joined).
+    members: BTreeMap<u64, (String, Record)>,
+    /// The live member with the lowest join number.
+    pub(crate) senior: Option<String>,
+    /// The cluster-wide settings (`{P}:settings`).
+    pub(crate) settings: BTreeMap<String, String>,
+}
+
+impl View {
+    /// The live members' ids, in join order.
+    pub(crate) fn ids(&self) -> impl Iterator<Item = &String> {
+        self.members.values().map(|(id, _)| id)
+    }
+
+    pub(crate) fn get(&self, id: &str) -> Option<&Record> {
+        self.members.values().find(|(m, _)| m == id).map(|(_, r)| r)
+    }
+
+    /// The members as the host lists them, in join order.
+    pub(crate) fn into_members(self) -> Vec<Member> {
+        self.members
+            .into_values()
+            .map(|(id, r)| Member { id, address: r.address, started_at_ms: r.started_at_ms, plugin_version: r.version })
+            .collect()
+    }
+}
+
+/// Membership state of this member.
+#[derive(Default)]
+struct Joined {
+    /// The host wants this member in the cluster (start .. stop).
+    wanted: bool,
+    /// Registered now (its key is live, as far as it knows).
+    in_cluster: bool,
+    /// The strategy left on its own (Redis lost): the next join is a rejoin.
+    lost: bool,
+    /// Last successful refresh of the member key.
+    last_ok: Option<Instant>,
+}
+
+/// This member's join state and its view of the others. Part of [`Core`].
+pub(crate) struct Membership {
+    /// What this member's key holds; its `instance` tells a restarted
+    /// plugin's own key from a live namesake's.
+    record: Record,
+    /// Held across a whole join, leave or heartbeat, so they never interleave.
+    joined: tokio::sync::Mutex<Joined>,
+    /// `joined.in_cluster`, readable without waiting (fail-fast checks).
+    in_cluster: AtomicBool,
+    /// The last view read; the next one is compared with it for events.
+    view: Mutex<View>,
+    /// Times this member lost Redis and left on its own (the `redis_lost` stat).
+    redis_lost: AtomicU64,
+    /// Times it rejoined after that (the `rejoins` stat).
+    rejoins: AtomicU64,
+}
+
+impl Membership {
+    /// The state of a member not yet joined, whose key will carry `version`
+    /// and `address`.
+    pub(crate) fn new(version: String, address: String) -> Membership {
+        Membership {
+            record: Record { instance: random_u64(), started_at_ms: now_ms(), version, address },
+            joined: tokio::sync::Mutex::new(Joined::default()),
+            in_cluster: AtomicBool::new(false),
+            view: Mutex::new(View::default()),
+            redis_lost: AtomicU64::new(0),
+            rejoins: AtomicU64::new(0),
+        }
+    }
+
+    /// Times this member left on its own so far.
+    pub(crate) fn redis_lost(&self) -> u64 {
+        self.redis_lost.load(Ordering::Relaxed)
+    }
+
+    /// Times it rejoined so far.
+    pub(crate) fn rejoins(&self) -> u64 {
+        self.rejoins.load(Ordering::Relaxed)
+    }
+}
+
+/// Not cryptographic: it only has to differ between two starts of a node.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.finish()
+}
+
+impl Core {
+    /// This member is in the cluster now (its key is live, as far as it knows).
+    pub(crate) fn in_cluster(&self) -> bool {
+        self.membership.in_cluster.load(Ordering::SeqCst)
+    }
+
+    /// A copy of the last view read from Redis.
+    pub(crate) fn view(&self) -> View {
+        lock(&self.membership.view).clone()
+    }
+
+    /// Registers this member: a join number, its key, a notice.
+    /// `Ok(false)`: a live namesake holds the key.
+    async fn register(&self) -> Result<bool, Error> {
+        let record = serde_json::to_string(&self.membership.record).map_err(Error::EncodeRecord)?;
+        let key = self.keys.member(&self.member);
+        let ttl = self.config.membership.member_ttl_ms;
+        let set: Option<String> =
+            self.query(redis::cmd("SET").arg(&key).arg(&record).arg("NX").arg("PX").arg(ttl)).await?;
+        if set.is_none() {
+            let existing: Option<String> = self.query(redis::cmd("GET").arg(&key)).await?;
+            let ours = existing
+                .and_then(|e| serde_json::from_str::<Record>(&e).ok())
+                .is_some_and(|r| r.instance == self.membership.record.instance);
+            if !ours {
+                return Ok(false);
+            }
+            let _: () = self.query(redis::cmd("SET").arg(&key).arg(&record).arg("PX").arg(ttl)).await?;
+        }
+        let seq: u64 = self.query(redis::cmd("INCR").arg(self.keys.seq())).await?;
+        let _: () = self.query(redis::cmd("ZADD").arg(self.keys.joins()).arg(seq).arg(&self.member)).await?;
+        self.publish_event(&format!("joined\n{}", self.member)).await;
+        Ok(true)
+    }
+
+    /// `start_clustering`: connect, register (waiting out a crashed
+    /// namesake's key), read the view.
+    pub(crate) async fn join(self: &Arc<Self>) -> Result<(), Error> {
+        let mut joined = self.membership.joined.lock().await;
+        if joined.in_cluster {
+            return Ok(());
+        }
+        if let Err(e) = self.ensure_connected().await {
+            // Joins by itself once Redis answers (the heartbeat's rejoin).
+            *joined = Joined { wanted: true, in_cluster: false, lost: true, last_ok: None };
+            return Err(e);
+        }
+        let deadline = Instant::now() + self.config.member_ttl() + self.config.heartbeat();
+        loop {
+            if self.register().await? {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::NamesakeLive { member: self.member.clone(), key: self.keys.member(&self.member) });
+            }
+            tokio::time::sleep(self.config.heartbeat()).await;
+        }
+        *joined = Joined { wanted: true, in_cluster: true, lost: false, last_ok: Some(Instant::now()) };
+        self.membership.in_cluster.store(true, Ordering::SeqCst);
+        drop(joined);
+        self.storage.forget_registered();
+        self.refresh_view().await?;
+        tracing::info!(member = %self.member, "joined the cluster");
+        Ok(())
+    }
+
+    /// `stop_clustering`: release locks, delete the key, tell the others.
+    pub(crate) async fn leave(&self) {
+        let mut joined = self.membership.joined.lock().await;
+        let was_in = joined.in_cluster;
+        *joined = Joined::default();
+        self.membership.in_cluster.store(false, Ordering::SeqCst);
+        drop(joined);
+        self.release_all_locks().await;
+        if was_in {
+            let mut pipe = redis::pipe();
+            pipe.cmd("DEL").arg(self.keys.member(&self.member)).ignore();
+            pipe.cmd("ZREM").arg(self.keys.joins()).arg(&self.member).ignore();
+            if let Err(e) = self.pipe::<()>(&pipe).await {
+                tracing::warn!("could not remove this member's keys (they expire on their own): {e}");
+            }
+            self.publish_event(&format!("left\n{}", self.member)).await;
+        }
+        let mut view = lock(&self.membership.view);
+        view.members.clear();
+        view.senior = None;
+    }
+
+    /// Connects, then beats every `heartbeat_ms` or when woken, until the
+    /// core is dropped or `shutdown` aborts it.
+    pub(crate) async fn heartbeat_loop(weak: Weak<Core>) {
+        let mut reported = String::new();
+        loop {
+            let Some(core) = weak.upgrade() else { return };
+            let interval = core.config.heartbeat();
+            if let Err(e) = core.ensure_connected().await {
+                let e = e.to_string();
+                if e != reported {
+                    tracing::warn!("{e}; retrying every {interval:?}");
+                    reported = e;
+                }
+            } else {
+                reported.clear();
+                core.beat().await;
+            }
+            // Holds the core while waiting; `shutdown` aborts this task.
+            let woken = core.wake.notified();
+            tokio::select! {
+                _ = woken => {}
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+
+    /// One heartbeat: refresh or re-register the key, extend held locks,
+    /// re-read the view.
+    async fn beat(self: &Arc<Self>) {
+        let mut joined = self.membership.joined.lock().await;
+        if joined.wanted && joined.in_cluster {
+            let key = self.keys.member(&self.member);
+            let ttl = self.config.membership.member_ttl_ms;
+            let record = serde_json::to_string(&self.membership.record).unwrap_or_default();
+            match self
+                .query::<Option<String>>(redis::cmd("SET").arg(&key).arg(record).arg("XX").arg("PX").arg(ttl))
+                .await
+            {
+                Ok(Some(_)) => joined.last_ok = Some(Instant::now()),
+                Ok(None) => {
+                    tracing::warn!("this member's key expired in Redis (it was unreachable or too slow for member_ttl_ms); leaving and rejoining");
+                    self.lost(&mut joined);
+                }
+                Err(e) => {
+                    let silent = joined.last_ok.map(|t| t.elapsed()).unwrap_or_default();
+                    if silent >= self.config.member_ttl() {
+                        tracing::warn!("lost Redis for {silent:?} (member_ttl_ms): leaving the cluster until it is back; last error: {e}");
+                        self.lost(&mut joined);
+                    }
+                }
+            }
+        } else if joined.wanted && joined.lost {
+            match self.register().await {
+                Ok(true) => {
+                    joined.in_cluster = true;
+                    joined.lost = false;
+                    joined.last_ok = Some(Instant::now());
+                    self.membership.in_cluster.store(true, Ordering::SeqCst);
+                    self.storage.forget_registered();
+                    self.membership.rejoins.fetch_add(1, Ordering::Relaxed);
+                    drop(joined);
+                    tracing::info!("Redis is back: rejoining the cluster");
+                    let _ = self.refresh_view().await;
+                    self.emit(StrategyEvent::Joined { member: self.member.clone() });
+                    return;
+                }
+                Ok(false) => tracing::warn!("cannot rejoin yet: another live member is named {}", self.member),
+                Err(e) => tracing::debug!("cannot rejoin yet: {e}"),
+            }
+        }
+        drop(joined);
+        self.extend_locks().await;
+        if let Err(e) = self.refresh_view().await {
+            tracing::debug!("could not read the member list: {e}");
+        }
+    }
+
+    /// This member is out: the host copies what it can and goes standalone.
+    fn lost(&self, joined: &mut Joined) {
+        // A fresh connection for the rejoin (in sentinel mode: to the master now).
+        self.reset_connection("this member lost the cluster");
+        joined.in_cluster = false;
+        joined.lost = true;
+        self.membership.in_cluster.store(false, Ordering::SeqCst);
+        self.membership.redis_lost.fetch_add(1, Ordering::Relaxed);
+        self.locks.forget_all();
+        {
+            let mut view = lock(&self.membership.view);
+            view.members.clear();
+            view.senior = None;
+        }
+        self.emit(StrategyEvent::Left { member: self.member.clone() });
+    }
+
+    /// Reads members and settings; emits what changed.
+    pub(crate) async fn refresh_view(self: &Arc<Self>) -> Result<(), Error> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZRANGE").arg(self.keys.joins()).arg(0).arg(-1).arg("WITHSCORES");
+        pipe.cmd("HGETALL").arg(self.keys.settings());
+        let (joins, settings): (Vec<(String, u64)>, BTreeMap<String, String>) = self.pipe(&pipe).await?;
+        let records: Vec<Option<String>> = if joins.is_empty() {
+            Vec::new()
+        } else {
+            let mut mget = redis::cmd("MGET");
+            for (id, _) in &joins {
+                mget.arg(self.keys.member(id));
+            }
+            self.query(&mget).await?
+        };
+        let in_cluster = self.membership.in_cluster.load(Ordering::SeqCst);
+        // A sorted set holds each id once: a rejoin moved it to its new number.
+        let mut members = BTreeMap::new();
+        let mut gone = Vec::new();
+        for ((id, seq), record) in joins.into_iter().zip(records) {
+            match record.and_then(|r| serde_json::from_str::<Record>(&r).ok()) {
+                Some(record) => {
+                    members.insert(seq, (id, record));
+                }
+                None => gone.push(id),
+            }
+        }
+        if !gone.is_empty() {
+            // Expired members; anyone may tidy the join order (idempotent).
+            let mut zrem = redis::cmd("ZREM");
+            zrem.arg(self.keys.joins()).arg(&gone);
+            let _ = self.query::<i64>(&zrem).await;
+        }
+        if !in_cluster {
+            members.clear();
+        }
+        let senior = members.values().next().map(|(id, _)| id.clone());
+        let previous = std::mem::replace(
+            &mut *lock(&self.membership.view),
+            View { members: members.clone(), senior: senior.clone(), settings: settings.clone() },
+        );
+        for (key, value) in &settings {
+            if previous.settings.get(key) != Some(value) {
+                self.emit(StrategyEvent::SettingChanged { key: key.clone(), value: value.clone() });
+            }
+        }
+        if !in_cluster {
+            return Ok(());
+        }
+        let before: HashSet<&String> = previous.ids().collect();
+        let now: HashSet<&String> = members.values().map(|(id, _)| id).collect();
+        if !before.contains(&self.member) {
+            // The first view after joining: the members there are not news.
+            if senior.as_deref() == Some(self.member.as_str()) {
+                self.emit(StrategyEvent::SeniorChanged { member: self.member.clone() });
+            }
+            return Ok(());
+        }
+        for id in now.iter().filter(|id| !before.contains(*id) && ***id != self.member) {
+            tracing::info!(member = %id, "member joined");
+            self.emit(StrategyEvent::Joined { member: (*id).clone() });
+        }
+        let mut left = false;
+        for id in before.iter().filter(|id| !now.contains(*id) && ***id != self.member) {
+            tracing::info!(member = %id, "member left");
+            self.emit(StrategyEvent::Left { member: (*id).clone() });
+            left = true;
+        }
+        if senior != previous.senior {
+            if let Some(senior) = &senior {
+                tracing::info!(member = %senior, "senior member");
+                self.emit(StrategyEvent::SeniorChanged { member: senior.clone() });
+            }
+        }
+        if left {
+            self.locks.wake_waiters();
+        }
+        Ok(())
+    }
+
+    /// Sets a cluster-wide setting, tells the others, and re-reads the view
+    /// (which emits the change here).
+    pub(crate) async fn put_setting(self: &Arc<Self>, key: &str, value: &str) -> Result<(), Error> {
+        self.ensure_connected().await?;
+        let _: i64 = self.query(redis::cmd("HSET").arg(self.keys.settings()).arg(key).arg(value)).await?;
+        self.publish_event(&format!("setting\n{key}")).await;
+        self.refresh_view().await?;
+        Ok(())
+    }
+}
