@@ -2,26 +2,23 @@
 //! cluster-strategy plugin is dropped into its plugins/ directory.
 //!
 //! The binary is a thin layer over this library: [`node::run`] runs a node,
-//! [`manager::PluginManager`] takes plugins in and out of service,
-//! [`manifest::read_manifest`] inspects a plugin without loading it.
+//! [`plugins::manager::PluginManager`] takes plugins in and out of service,
+//! [`plugins::manifest::read_manifest`] inspects a plugin without loading it.
 
 pub mod admin;
 pub mod cluster;
-pub mod loader;
+pub mod home;
 pub mod logging;
-pub mod manager;
-pub mod manifest;
 pub mod node;
+pub mod plugins;
 pub mod properties;
-pub mod registry;
 pub mod status;
 pub mod text;
 pub mod upgrade;
-pub mod watcher;
 
 pub use logging::human_time;
-pub use manager::{LoadError, LoadOutcome, ManagerConfig, PluginManager};
-pub use registry::{PluginRecord, PluginState};
+pub use plugins::manager::{LoadError, LoadOutcome, ManagerConfig, PluginManager};
+pub use plugins::registry::{PluginRecord, PluginState};
 
 /// docs/embedding.md, compiled and run as a doc test so the guide stays true.
 #[cfg(doctest)]

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use clusterhost::admin::client::{self, AdminClient, Answer, ClientError};
-use clusterhost::{manifest, node, upgrade, PluginRecord};
+use clusterhost::plugins::manifest;
+use clusterhost::{node, upgrade, PluginRecord};
 use serde_json::Value;
 
 #[derive(Parser)]
@@ -73,7 +74,7 @@ impl AdminArgs {
     fn client(&self) -> Result<AdminClient, ClientError> {
         let token = match &self.token_file {
             Some(file) => Some(client::read_token_file(file)?),
-            None => client::read_token_file(std::path::Path::new("conf/admin.token")).ok(),
+            None => client::read_token_file(std::path::Path::new(clusterhost::home::TOKEN_FILE)).ok(),
         };
         Ok(AdminClient::new(&self.admin, token))
     }
@@ -291,7 +292,7 @@ fn main() -> ExitCode {
                     Ok(token) => Some(token),
                     Err(e) => return fail(e.to_string()),
                 },
-                None => client::read_token_file(std::path::Path::new("conf/admin.token")).ok(),
+                None => client::read_token_file(std::path::Path::new(clusterhost::home::TOKEN_FILE)).ok(),
             };
             let options = upgrade::UpgradeOptions {
                 plugin,

@@ -9,11 +9,6 @@ use std::time::Duration;
 
 use java_properties::{LineContent, PropertiesIter};
 
-/// The properties file's path inside a home.
-pub fn properties_file(home: &Path) -> PathBuf {
-    home.join("conf").join("clusterhost.properties")
-}
-
 /// How the plugins directory is watched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WatchMode {
@@ -92,7 +87,7 @@ impl Default for Properties {
             startup_retry_interval: Duration::from_secs(10),
             max_execution: Duration::from_secs(30),
             config_file: None,
-            config_directory: PathBuf::from("conf"),
+            config_directory: PathBuf::from(crate::home::CONF_DIR),
             metrics_enabled: false,
             watch: WatchMode::Notify,
             poll_interval: Duration::from_secs(2),
@@ -102,7 +97,7 @@ impl Default for Properties {
             cluster_port: None,
             admin_port: None,
             admin_bind: None,
-            admin_token_file: PathBuf::from("conf/admin.token"),
+            admin_token_file: PathBuf::from(crate::home::TOKEN_FILE),
             admin_max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             admin_max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             admin_allowed_hosts: Vec::new(),

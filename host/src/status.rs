@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::registry::PluginRecord;
+use crate::plugins::registry::PluginRecord;
 
 /// What a running node writes about itself.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -37,14 +37,9 @@ pub enum StatusError {
     Unreadable { file: PathBuf, detail: String },
 }
 
-/// The status file of the node whose home is `home`.
-pub fn status_file(home: &Path) -> PathBuf {
-    home.join("run").join("node.json")
-}
-
 /// Writes the status atomically (write to a temporary name, then rename).
 pub fn write(home: &Path, status: &NodeStatus) -> std::io::Result<()> {
-    let file = status_file(home);
+    let file = crate::home::status_file(home);
     let dir = file.parent().expect("the status file has a parent directory");
     std::fs::create_dir_all(dir)?;
     // Unique per write: several tasks of one node may publish at once.
@@ -58,12 +53,12 @@ pub fn write(home: &Path, status: &NodeStatus) -> std::io::Result<()> {
 
 /// Removes the status file (on shutdown).
 pub fn remove(home: &Path) {
-    let _ = std::fs::remove_file(status_file(home));
+    let _ = std::fs::remove_file(crate::home::status_file(home));
 }
 
 /// Reads the status of the node running with home `home`.
 pub fn read(home: &Path) -> Result<NodeStatus, StatusError> {
-    let file = status_file(home);
+    let file = crate::home::status_file(home);
     let bytes = std::fs::read(&file).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => StatusError::NotRunning { home: home.to_owned(), file: file.clone() },
         _ => StatusError::Unreadable { file: file.clone(), detail: e.to_string() },

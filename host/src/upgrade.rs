@@ -24,7 +24,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::admin::client::{segment, AdminClient, ClientError};
-use crate::manifest;
+use crate::plugins::manifest;
 
 /// How the plugin is replaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

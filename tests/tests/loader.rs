@@ -7,9 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clusterhost::loader::{AbiError, LifecycleError, Phase};
-use clusterhost::manifest::InspectError;
-use clusterhost::registry::AdmissionError;
+use clusterhost::plugins::loader::{AbiError, LifecycleError, Phase};
+use clusterhost::plugins::manifest::InspectError;
+use clusterhost::plugins::registry::AdmissionError;
 use clusterhost::{LoadError, LoadOutcome, ManagerConfig, PluginManager, PluginState};
 use clusterhost_plugin_api::{Manifest, CLUSTER_STRATEGY};
 use clusterhost_tests::{plugin, restamp, restamp_raw};

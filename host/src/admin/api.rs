@@ -17,8 +17,8 @@ use sha2::{Digest, Sha256};
 use super::limits::CappedBody;
 use super::{file_name, local_detail, member_details, AdminState, NodeDetail};
 use crate::cluster::{ClusterState, ClusterStatus, MemberStatus, Target};
+use crate::plugins::registry::{PluginRecord, PluginState};
 use crate::properties::Properties;
-use crate::registry::{PluginRecord, PluginState};
 
 /// How long a request waits for the members' details.
 const DETAIL_WAIT: Duration = Duration::from_secs(3);
@@ -334,7 +334,7 @@ fn manifest_of_upload(
     let file = std::fs::File::open(tmp).map_err(failed)?;
     let len = usize::try_from(len).map_err(|_| ApiError::bad_request(format!("plugin {name} refused: too large")))?;
     let mapped = Mapped::new(&file, len).map_err(failed)?;
-    crate::manifest::manifest_from_bytes(std::path::Path::new(name), mapped.bytes())
+    crate::plugins::manifest::manifest_from_bytes(std::path::Path::new(name), mapped.bytes())
         .map_err(|e| ApiError::bad_request(format!("plugin {name} refused before it was written: {e}")))
 }
 
@@ -406,7 +406,7 @@ pub(super) async fn install_plugin(
     let name = plugin_name(name)?;
     let cap = state.shared.limits.upload_cap();
     let body = CappedBody::new(request.into_body(), cap, axum::http::Method::POST, "/api/plugins");
-    let dir = crate::node::plugins_dir(&state.ctx().home);
+    let dir = crate::home::plugins_dir(&state.ctx().home);
     let (tmp, len, sha256) = receive_upload(name, &dir, body).await?;
     // Checks that read bytes only (complete ELF file, manifest), before
     // anything touches the plugin's name.
@@ -419,7 +419,7 @@ pub(super) async fn install_plugin(
         }
     }
     let replacing = target.exists();
-    let since_ms = crate::registry::now_ms();
+    let since_ms = crate::plugins::registry::now_ms();
     if let Err(e) = tmp.persist(&target) {
         return Err(ApiError::internal(format!(
             "could not rename the upload of {name} into {}: {}; plugins/{name} was not changed",
@@ -462,10 +462,10 @@ pub(super) async fn install_plugin(
 /// `DELETE /api/plugins/X.so`: removes the file; the node stops the plugin.
 pub(super) async fn remove_plugin(State(state): State<AdminState>, Path(name): Path<String>) -> ApiResult<Value> {
     let name = plugin_name(&name)?;
-    let target = crate::node::plugins_dir(&state.ctx().home).join(name);
+    let target = crate::home::plugins_dir(&state.ctx().home).join(name);
     let _writing = state.lock_target(&target).await;
     let before = record_for(&state, name);
-    let since_ms = crate::registry::now_ms();
+    let since_ms = crate::plugins::registry::now_ms();
     match tokio::fs::remove_file(&target).await {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -17,7 +17,7 @@ use super::client::segment;
 use super::limits::CappedBody;
 use super::{file_name, AdminState};
 use crate::cluster::ClusterState;
-use crate::registry::PluginState;
+use crate::plugins::registry::PluginState;
 
 /// Escapes text for HTML content and attribute values.
 fn esc(text: &str) -> String {
@@ -224,7 +224,7 @@ pub(super) async fn node_page(
     page(&title, "/node", &watch, viewer, &body)
 }
 
-fn plugins_table(records: &[crate::registry::PluginRecord], actions: bool) -> String {
+fn plugins_table(records: &[crate::plugins::registry::PluginRecord], actions: bool) -> String {
     if records.is_empty() {
         return "<p id=\"no-plugins\">No plugin files in plugins/.</p>".into();
     }

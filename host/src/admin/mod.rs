@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::cluster::{CacheStats, ClusterManager, ClusterState, Target};
+use crate::plugins::registry::PluginRecord;
 use crate::properties::{NodeValues, Properties};
-use crate::registry::PluginRecord;
 use crate::PluginManager;
 
 /// The cluster task every member answers with its [`NodeDetail`] (JSON).
@@ -136,7 +136,7 @@ impl AdminServer {
     /// until dropped. Registers [`NODE_DETAIL_TASK`] on the cluster manager.
     pub async fn start(ctx: AdminContext, properties: &Properties) -> Result<AdminServer, AdminError> {
         let bind = properties.admin_bind();
-        let token_file = ctx.home.join(&properties.admin_token_file);
+        let token_file = crate::home::token_file(&ctx.home, &properties.admin_token_file);
         let loopback = bind.is_loopback();
         auth::prepare_token(&token_file, bind)?;
         let addr = SocketAddr::new(bind, properties.admin_port());

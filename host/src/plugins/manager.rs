@@ -13,9 +13,9 @@ use clusterhost_plugin_api::abi::{PluginBox, PluginModRef};
 use clusterhost_plugin_api::{Manifest, CLUSTER_STRATEGY};
 use semver::Version;
 
-use crate::loader::{self, AbiError, HostContext, LifecycleError, Phase, PrivateStore};
-use crate::manifest::{self, InspectError};
-use crate::registry::{
+use super::loader::{self, AbiError, HostContext, LifecycleError, Phase, PrivateStore};
+use super::manifest::{self, InspectError};
+use super::registry::{
     admit, check_rolling_wire, Admission, AdmissionError, HostVersions, PluginRecord, PluginState, Registry,
 };
 
@@ -89,7 +89,7 @@ impl ManagerConfig {
     pub fn new(home: impl Into<PathBuf>) -> Self {
         let home = home.into();
         ManagerConfig {
-            config_dir: home.join("conf"),
+            config_dir: crate::home::conf_dir(&home),
             home,
             lifecycle_budget: Duration::from_secs(30),
             allow_downgrade: false,
