@@ -24,7 +24,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::admin::client::{segment, AdminClient, ClientError};
+use crate::admin::contract::{Refusal, UploadOutcome, Uploaded};
 use crate::plugins::manifest;
+use crate::plugins::outcome::RefusalCause;
 
 /// How the plugin is replaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -370,25 +372,33 @@ fn api_error(e: ClientError) -> String {
 /// version (the host restarts it); that upload is retried once after a
 /// second, since the usual cause is a resource the stopped version had not
 /// released yet (e.g. its member port). Admission refusals are not retried.
-fn upload(member: &Member, file: &PluginFile, out: &mut dyn FnMut(&str)) -> Result<String, String> {
+fn upload(member: &Member, file: &PluginFile, out: &mut dyn FnMut(&str)) -> Result<UploadOutcome, String> {
     match upload_once(member, file) {
-        Err(why) if why.contains("the replacement file was refused") && why.contains(" failed in start") => {
+        Err((why, Some(Refusal { cause: RefusalCause::FailedInStart, kept_running: true }))) => {
             out(&format!("[retry] {}: the new version failed to start and the running one was kept ({why}); uploading again in 1 s", member.label()));
             std::thread::sleep(Duration::from_secs(1));
-            upload_once(member, file)
+            upload_once(member, file).map_err(|(why, _)| why)
         }
-        other => other,
+        other => other.map_err(|(why, _)| why),
     }
 }
 
-fn upload_once(member: &Member, file: &PluginFile) -> Result<String, String> {
+/// One upload: its outcome, or why not (with the node's refusal, if it refused).
+fn upload_once(member: &Member, file: &PluginFile) -> Result<UploadOutcome, (String, Option<Refusal>)> {
     let path = format!("/api/plugins?name={}", segment(&member.file));
-    let answer = member.client.post(&path, &file.bytes).map_err(api_error)?;
-    match answer.body["outcome"].as_str() {
-        Some(outcome @ ("replaced" | "installed" | "unchanged")) => Ok(outcome.to_string()),
-        _ => Err(format!(
-            "the node has not reported on the file in time: {}",
-            answer.body["note"].as_str().unwrap_or("no outcome")
+    let answer = member.client.post(&path, &file.bytes).map_err(|e| {
+        let refusal = e.refusal();
+        (api_error(e), refusal)
+    })?;
+    let uploaded: Uploaded = answer.view().map_err(|e| (e.to_string(), None))?;
+    match uploaded.outcome {
+        outcome @ (UploadOutcome::Replaced | UploadOutcome::Installed | UploadOutcome::Unchanged) => Ok(outcome),
+        _ => Err((
+            format!(
+                "the node has not reported on the file in time: {}",
+                uploaded.note.as_deref().unwrap_or("no outcome")
+            ),
+            None,
         )),
     }
 }

@@ -7,6 +7,7 @@ mod auth;
 pub mod client;
 mod connections;
 mod console;
+pub mod contract;
 mod guard;
 mod limits;
 mod metrics;
@@ -17,13 +18,12 @@ use std::sync::Arc;
 
 use axum::routing::{get, post};
 use axum::Router;
-use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::cluster::{CacheStats, ClusterManager, ClusterState, Target};
-use crate::plugins::registry::PluginRecord;
+use crate::cluster::{ClusterManager, Target};
 use crate::properties::{NodeValues, Properties};
 use crate::PluginManager;
+use contract::NodeDetail;
 
 /// The cluster task every member answers with its [`NodeDetail`] (JSON).
 pub const NODE_DETAIL_TASK: &str = "clusterhost.admin.node-detail";
@@ -55,25 +55,6 @@ pub enum AdminError {
     TokenFile { file: PathBuf, source: std::io::Error },
     #[error("the admin API could not listen on {addr}: {source}; choose a free port with --admin-port / CLUSTERHOST_ADMIN_PORT (admin.port), or stop what uses it")]
     Bind { addr: SocketAddr, source: std::io::Error },
-}
-
-/// One member's own view of itself, answered by [`NODE_DETAIL_TASK`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NodeDetail {
-    /// The member id.
-    pub node: String,
-    /// Host version.
-    pub version: String,
-    /// Its clustering state and reason.
-    pub cluster: ClusterState,
-    /// Whether clustering is enabled there.
-    pub enabled: bool,
-    /// `id version` of its strategy plugin.
-    pub strategy: Option<String>,
-    /// Its caches, as held on that member.
-    pub caches: Vec<CacheStats>,
-    /// Its plugin records.
-    pub plugins: Vec<PluginRecord>,
 }
 
 /// Shared by every request; cheap to clone.
