@@ -6,6 +6,7 @@
 //! [`plugins::manifest::read_manifest`] inspects a plugin without loading it.
 
 pub mod admin;
+pub mod cli;
 pub mod cluster;
 pub mod home;
 pub mod logging;

@@ -100,12 +100,8 @@ fn badge(state: &str) -> String {
 }
 
 fn cluster_state(state: &ClusterState) -> (String, Option<String>) {
-    match state {
-        ClusterState::Standalone { reason } => ("standalone".into(), reason.clone()),
-        ClusterState::Starting { detail, .. } => ("starting".into(), Some(detail.clone())),
-        ClusterState::Clustered => ("clustered".into(), None),
-        ClusterState::Faulted { reason } => ("faulted".into(), Some(reason.clone())),
-    }
+    let (name, reason) = super::contract::state_and_reason(state);
+    (name.to_string(), reason.map(str::to_string))
 }
 
 /// `GET /`: the cluster page.

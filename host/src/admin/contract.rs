@@ -211,3 +211,26 @@ pub struct ErrorBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusal: Option<Refusal>,
 }
+
+/// A clustering state as its name and reason, as the console and the CLI
+/// show it: `starting` gives its detail as the reason.
+pub fn state_and_reason(state: &ClusterState) -> (&'static str, Option<&str>) {
+    match state {
+        ClusterState::Standalone { reason } => ("standalone", reason.as_deref()),
+        ClusterState::Starting { detail, .. } => ("starting", Some(detail.as_str())),
+        ClusterState::Clustered => ("clustered", None),
+        ClusterState::Faulted { reason } => ("faulted", Some(reason.as_str())),
+    }
+}
+
+impl std::fmt::Display for UploadOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            UploadOutcome::Installed => "installed",
+            UploadOutcome::Replaced => "replaced",
+            UploadOutcome::Unchanged => "unchanged",
+            UploadOutcome::Written => "written",
+            UploadOutcome::Refused => "refused",
+        })
+    }
+}
