@@ -6,12 +6,15 @@
 //! [`plugins::manifest::read_manifest`] inspects a plugin without loading it.
 
 pub mod admin;
+pub mod atomic_file;
 pub mod cli;
 pub mod cluster;
 pub mod home;
+pub mod lock;
 pub mod logging;
 pub mod node;
 pub mod plugins;
+pub mod process;
 pub mod properties;
 pub mod status;
 pub mod text;

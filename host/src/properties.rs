@@ -123,10 +123,6 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 /// `admin.max.connections.per.address`' default.
 pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
 
-/// The node-specific keys: settable in the file, and overridden by the
-/// `clusterhost run` flags and environment variables of the same meaning.
-pub const NODE_KEYS: [&str; 5] = ["node.name", "node.bind", "cluster.port", "admin.port", "admin.bind"];
-
 /// The keys read once at start: a reload stores them, shows them as
 /// pending, and the node uses them from its next start. The node-specific
 /// keys and every `admin.*` key.
@@ -178,7 +174,7 @@ impl NodeValues {
     /// keys after the first call: those keep their start values, and the
     /// differing new ones are [`pending`](Self::pending).
     pub fn update(&self, properties: &Properties) {
-        let mut state = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let mut state = crate::lock::write(&self.inner);
         let started = state.started.get_or_insert_with(|| properties.clone()).clone();
         let mut current = properties.clone();
         current.keep_restart_keys(&started);
@@ -197,17 +193,17 @@ impl NodeValues {
     /// The settings in force (the last good file, with the overrides
     /// applied, and the restart keys as the node started with them).
     pub fn properties(&self) -> Properties {
-        self.inner.read().unwrap_or_else(|p| p.into_inner()).current.clone()
+        crate::lock::read(&self.inner).current.clone()
     }
 
     /// The restart keys whose stored value waits for the next start: key → stored value.
     pub fn pending(&self) -> std::collections::BTreeMap<String, String> {
-        self.inner.read().unwrap_or_else(|p| p.into_inner()).pending.clone()
+        crate::lock::read(&self.inner).pending.clone()
     }
 
     /// One value.
     pub fn get(&self, key: &str) -> Option<String> {
-        self.inner.read().unwrap_or_else(|p| p.into_inner()).values.get(key).cloned()
+        crate::lock::read(&self.inner).values.get(key).cloned()
     }
 }
 
@@ -223,7 +219,9 @@ pub enum PropertiesError {
 /// A key the host does not know: reported, not fatal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownKey {
+    /// Its line in the file, from 1.
     pub line: usize,
+    /// The key as written.
     pub key: String,
 }
 

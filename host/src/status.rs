@@ -37,18 +37,11 @@ pub enum StatusError {
     Unreadable { file: PathBuf, detail: String },
 }
 
-/// Writes the status atomically (write to a temporary name, then rename).
+/// Writes the status atomically (several tasks of one node may publish at
+/// once); not synced to disk: it describes a running process only.
 pub fn write(home: &Path, status: &NodeStatus) -> std::io::Result<()> {
-    let file = crate::home::status_file(home);
-    let dir = file.parent().expect("the status file has a parent directory");
-    std::fs::create_dir_all(dir)?;
-    // Unique per write: several tasks of one node may publish at once.
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dir.join(format!(".node.json.{}.{n}.tmp", std::process::id()));
     let json = serde_json::to_vec_pretty(status).map_err(std::io::Error::other)?;
-    std::fs::write(&tmp, json)?;
-    std::fs::rename(&tmp, &file)
+    crate::atomic_file::replace(&crate::home::status_file(home), &json, false)
 }
 
 /// Removes the status file (on shutdown).
@@ -65,16 +58,8 @@ pub fn read(home: &Path) -> Result<NodeStatus, StatusError> {
     })?;
     let status: NodeStatus = serde_json::from_slice(&bytes)
         .map_err(|e| StatusError::Unreadable { file: file.clone(), detail: e.to_string() })?;
-    if !process_alive(status.pid) {
+    if !crate::process::is_running(status.pid) {
         return Err(StatusError::Stale { home: home.to_owned(), file, pid: status.pid });
     }
     Ok(status)
-}
-
-fn process_alive(pid: u32) -> bool {
-    // Signal 0 checks existence and permission without sending anything.
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() == libc::EPERM }
 }

@@ -67,13 +67,7 @@ pub struct AdminClient {
 
 /// Reads a token file (its first line, trimmed).
 pub fn read_token_file(file: &Path) -> Result<String, ClientError> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| ClientError::TokenFile { file: file.to_owned(), detail: e.to_string() })?;
-    let token = text.lines().next().unwrap_or_default().trim().to_string();
-    if token.is_empty() {
-        return Err(ClientError::TokenFile { file: file.to_owned(), detail: "it is empty".into() });
-    }
-    Ok(token)
+    super::token::read(file).map_err(|e| ClientError::TokenFile { file: file.to_owned(), detail: e.to_string() })
 }
 
 /// Percent-encodes one path segment (a cache name or key).

@@ -395,9 +395,9 @@ pub(super) async fn login(State(state): State<AdminState>, request: Request) -> 
     let fields = form_fields(&body);
     let next = local_path(fields.get("next").map(String::as_str));
     let file = &state.shared.token_file;
-    let expected = super::auth::read_token(file);
+    let expected = super::token::read(file).ok();
     let given = fields.get("token").map(|t| t.trim()).unwrap_or_default();
-    let Some(expected) = expected.filter(|e| !given.is_empty() && super::auth::same(given, e)) else {
+    let Some(expected) = expected.filter(|e| !given.is_empty() && super::auth::constant_time_eq(given, e)) else {
         let message = format!(
             "that is not the node's admin token; enter the first line of {} (a new token there ends every session)",
             file.display()

@@ -11,6 +11,7 @@ pub mod contract;
 mod guard;
 mod limits;
 mod metrics;
+pub mod token;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -95,7 +96,7 @@ impl AdminState {
     /// Waits for, then holds, the write lock of `target`.
     async fn lock_target(&self, target: &Path) -> tokio::sync::OwnedMutexGuard<()> {
         let lock = {
-            let mut writers = self.shared.writers.lock().unwrap_or_else(|p| p.into_inner());
+            let mut writers = crate::lock::lock(&self.shared.writers);
             if writers.len() > 64 {
                 writers.retain(|_, lock| Arc::strong_count(lock) > 1);
             }
@@ -107,8 +108,9 @@ impl AdminState {
 
 /// The running admin server; stops when dropped (the node drops it on shutdown).
 pub struct AdminServer {
-    addr: SocketAddr,
+    /// Tells the server to stop accepting and finish what is in flight.
     stop: Option<oneshot::Sender<()>>,
+    /// The serving task, awaited (briefly) by [`AdminServer::stop`].
     served: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -119,7 +121,7 @@ impl AdminServer {
         let bind = properties.admin_bind();
         let token_file = crate::home::token_file(&ctx.home, &properties.admin_token_file);
         let loopback = bind.is_loopback();
-        auth::prepare_token(&token_file, bind)?;
+        token::prepare(&token_file, bind)?;
         let addr = SocketAddr::new(bind, properties.admin_port());
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| AdminError::Bind { addr, source })?;
         let addr = listener.local_addr().map_err(|source| AdminError::Bind { addr, source })?;
@@ -147,7 +149,7 @@ impl AdminServer {
             "admin API and console on http://{addr}/ (writes{} need the token)",
             if loopback { "" } else { " and reads" }
         );
-        Ok(AdminServer { addr, stop: Some(stop), served: Some(served) })
+        Ok(AdminServer { stop: Some(stop), served: Some(served) })
     }
 
     /// Stops accepting requests and waits (at most 5 s) for those in flight,
@@ -161,11 +163,6 @@ impl AdminServer {
                 tracing::warn!("the admin API did not finish its requests within 5 s of the stop");
             }
         }
-    }
-
-    /// The address it listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
     }
 }
 

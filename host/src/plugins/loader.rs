@@ -44,8 +44,11 @@ pub enum LifecycleError {
 /// A lifecycle call into a plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LifecycleCall {
+    /// The plugin's constructor (`create` of its root module).
     Create,
+    /// `Plugin::start`: into service.
     Start,
+    /// `Plugin::stop`: out of service.
     Stop,
 }
 
@@ -71,7 +74,10 @@ pub struct PrivateCopy {
 
 /// The directory of private library copies; removed when the store drops.
 pub struct PrivateStore {
+    /// `clusterhost-PID-XXXX` under the temp dir: the pid lets a later node
+    /// sweep the copies of one that was killed.
     dir: tempfile::TempDir,
+    /// Numbers the copies, so each gets a path never mapped before.
     next: AtomicU64,
 }
 
@@ -151,13 +157,12 @@ fn sweep_stale(base: &Path) {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("clusterhost-")) else { continue };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else { continue };
-        if pid <= 0 || pid as u32 == std::process::id() {
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if pid == 0 || pid == std::process::id() {
             continue;
         }
-        // ESRCH: no such process. EPERM means it runs (as another user): keep.
-        let gone =
-            unsafe { libc::kill(pid, 0) } != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        // A node run by another user still runs: its copies are kept.
+        let gone = !crate::process::is_running(pid);
         if gone && entry.path().is_dir() {
             match std::fs::remove_dir_all(entry.path()) {
                 Ok(()) => {

@@ -36,23 +36,18 @@ pub(in crate::admin) async fn properties(State(state): State<AdminState>) -> Api
 /// Writes `text` as the properties file: a unique temporary file in the
 /// same directory, renamed over it. The caller holds the file's write lock.
 async fn write_properties(file: &std::path::Path, text: &str) -> Result<(), ApiError> {
-    let dir = file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
     let failed = |e: std::io::Error| {
         ApiError::internal(format!(
             "could not write {}: {e}; check the permissions and free space of its directory; the file was not changed",
             file.display()
         ))
     };
-    tokio::fs::create_dir_all(&dir).await.map_err(failed)?;
-    let tmp =
-        tempfile::Builder::new().prefix(".clusterhost.properties.").suffix(".tmp").tempfile_in(&dir).map_err(failed)?;
-    let (handle, tmp) = tmp.into_parts();
-    let mut handle = tokio::fs::File::from_std(handle);
-    tokio::io::AsyncWriteExt::write_all(&mut handle, text.as_bytes()).await.map_err(failed)?;
-    handle.sync_all().await.map_err(failed)?;
-    drop(handle);
-    tmp.persist(file).map_err(|e| failed(e.error))?;
-    Ok(())
+    let (file, text) = (file.to_path_buf(), text.to_string());
+    tokio::task::spawn_blocking(move || crate::atomic_file::replace(&file, text.as_bytes(), true))
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|written| written)
+        .map_err(failed)
 }
 
 fn unknown_warnings(file: &std::path::Path, unknown: &[crate::properties::UnknownKey]) -> Vec<String> {

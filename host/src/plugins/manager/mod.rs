@@ -67,9 +67,11 @@ impl ManagerConfig {
 
 /// A plugin in service.
 struct Active {
+    /// What admission checked it against (id, version, capabilities).
     manifest: Manifest,
     /// The published file this plugin came from (its registry key).
     file: PathBuf,
+    /// The running instance; dropped once stopped.
     instance: PluginBox,
     /// Kept so a failed upgrade can bring the previous version back.
     module: PluginModRef,
@@ -89,9 +91,11 @@ pub struct PluginManager {
 }
 
 struct Shared {
+    /// The settings fixed at creation (home, directories, versions, cluster).
     config: ManagerConfig,
     /// Settings that a properties reload changes: (lifecycle budget, allow downgrade).
     live: Mutex<(Duration, bool)>,
+    /// Where every library is copied before it is mapped.
     store: PrivateStore,
     /// Active plugins in activation order; held across a whole operation.
     ops: tokio::sync::Mutex<Vec<Active>>,
@@ -129,15 +133,15 @@ impl PluginManager {
 
     /// Applies reloaded settings; they count from the next lifecycle call.
     pub fn apply(&self, lifecycle_budget: Duration, allow_downgrade: bool) {
-        *self.shared.live.lock().unwrap_or_else(|p| p.into_inner()) = (lifecycle_budget, allow_downgrade);
+        *crate::lock::lock(&self.shared.live) = (lifecycle_budget, allow_downgrade);
     }
 
     fn budget(&self) -> Duration {
-        self.shared.live.lock().unwrap_or_else(|p| p.into_inner()).0
+        crate::lock::lock(&self.shared.live).0
     }
 
     fn allow_downgrade(&self) -> bool {
-        self.shared.live.lock().unwrap_or_else(|p| p.into_inner()).1
+        crate::lock::lock(&self.shared.live).1
     }
 
     /// Every plugin file seen, with state and reason.
@@ -152,7 +156,7 @@ impl PluginManager {
 
     /// How the last load of `file` ended, if it was loaded.
     pub fn last_load(&self, file: &Path) -> Option<LoadReport> {
-        self.shared.reports.lock().unwrap_or_else(|p| p.into_inner()).get(file).cloned()
+        crate::lock::lock(&self.shared.reports).get(file).cloned()
     }
 
     /// A receiver that wakes after every change of a record or a load
@@ -181,7 +185,7 @@ impl PluginManager {
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         // A panic while holding this lock leaves the map itself consistent
         // (each update is one insert), so a poisoned lock is still usable.
-        self.shared.registry.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock::lock(&self.shared.registry)
     }
 
     /// Creates or replaces a record, and tells the subscribers.
@@ -248,7 +252,7 @@ impl PluginManager {
             Err(error) => LoadEnd::Refused { cause: error.cause(), kept_running },
         };
         let report = LoadReport { sha256, at_ms: now_ms(), end };
-        self.shared.reports.lock().unwrap_or_else(|p| p.into_inner()).insert(file.to_owned(), report);
+        crate::lock::lock(&self.shared.reports).insert(file.to_owned(), report);
         self.shared.changes.send_modify(|n| *n += 1);
         result
     }
