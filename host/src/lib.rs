@@ -1,7 +1,8 @@
 //! clusterhost: a node that runs alone and becomes a cluster member when a
 //! cluster-strategy plugin is dropped into its plugins/ directory.
 //!
-//! The binary is a thin layer over this library: [`node::run`] runs a node,
+//! The binary is a thin layer over this library ([`cli`] does each command's
+//! work): [`node::run`] runs a node,
 //! [`plugins::manager::PluginManager`] takes plugins in and out of service,
 //! [`plugins::manifest::read_manifest`] inspects a plugin without loading it.
 

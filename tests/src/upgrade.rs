@@ -257,9 +257,7 @@ impl ClientLoad {
     /// against the cluster as it is), at most `timeout`.
     pub fn wait_served(&self, n: u64, timeout: Duration) {
         let target = self.served() + n;
-        crate::wait_until(&format!("{n} more requests served by the client load"), timeout, || {
-            self.served() >= target
-        });
+        crate::wait_until(&format!("{n} more requests served by the client load"), timeout, || self.served() >= target);
     }
 
     /// Stops the loop and returns what it saw.

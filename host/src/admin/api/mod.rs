@@ -88,3 +88,71 @@ pub(super) async fn not_found(uri: Uri) -> ApiError {
         crate::text::clip(uri.path())
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::admin::contract::{CacheValue, PropertiesPatched, Removed, Uploaded};
+    use crate::plugins::registry::PluginState;
+
+    fn record() -> PluginRecord {
+        PluginRecord {
+            file: PathBuf::from("/home/plugins/hello.so"),
+            id: Some("hello".into()),
+            version: Some(semver::Version::new(0, 1, 0)),
+            state: PluginState::Active,
+            reason: None,
+            sha256: Some("ab".into()),
+            changed_at_ms: 7,
+        }
+    }
+
+    /// The bytes `answer` writes, against those the `json!` maps it
+    /// replaced wrote.
+    fn same_bytes<T: Serialize>(typed: &T, before: Value) {
+        assert_eq!(serde_json::to_string(&answer(typed).0).unwrap(), serde_json::to_string(&before).unwrap());
+    }
+
+    #[test]
+    fn typed_answers_write_the_bytes_the_json_maps_wrote() {
+        let note = "hello.so was written".to_string();
+        let written = Uploaded { note: Some(note.clone()), outcome: UploadOutcome::Written, plugin: Some(record()) };
+        same_bytes(&written, json!({ "outcome": "written", "note": note, "plugin": record() }));
+        let installed = Uploaded { note: None, outcome: UploadOutcome::Installed, plugin: Some(record()) };
+        same_bytes(&installed, json!({ "outcome": "installed", "plugin": record() }));
+        same_bytes(
+            &Removed { plugin: None, removed: "hello.so".into() },
+            json!({ "removed": "hello.so", "plugin": Option::<PluginRecord>::None }),
+        );
+        same_bytes(
+            &CacheValue { cache: "c".into(), key: "k".into(), value: "v".into() },
+            json!({ "cache": "c", "key": "k", "value": "v" }),
+        );
+        let patched = PropertiesPatched {
+            note: "n".into(),
+            removed: vec![],
+            restart_keys: vec!["admin.port".into()],
+            set: vec!["admin.port".into()],
+            warnings: vec![],
+            written: PathBuf::from("conf/clusterhost.properties"),
+        };
+        same_bytes(
+            &patched,
+            json!({
+                "written": "conf/clusterhost.properties",
+                "set": ["admin.port"],
+                "removed": Vec::<String>::new(),
+                "warnings": Vec::<String>::new(),
+                "restart_keys": ["admin.port"],
+                "note": "n",
+            }),
+        );
+        let refused = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "no").refused(record(), None);
+        same_bytes(&*refused.body, json!({ "error": "no", "outcome": "refused", "plugin": record() }));
+        same_bytes(&*ApiError::bad_request("bad").body, json!({ "error": "bad" }));
+    }
+}
