@@ -13,7 +13,7 @@
 
 use std::path::Path;
 
-use clusterhost::admin::NodeDetail;
+use clusterhost::admin::contract::NodeDetail;
 use clusterhost::properties::Properties;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Value};

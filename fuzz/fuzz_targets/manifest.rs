@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use clusterhost::manifest::{manifest_from_bytes, InspectError};
+use clusterhost::plugins::manifest::{manifest_from_bytes, InspectError};
 use clusterhost_fuzz::elf_with_manifest;
 use clusterhost_plugin_api::Manifest;
 use libfuzzer_sys::fuzz_target;

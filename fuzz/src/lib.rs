@@ -8,7 +8,7 @@ pub const GOSSIP_KEY: [u8; 32] = [0x42; 32];
 /// The cluster name the gossip targets use as associated data.
 pub const GOSSIP_CLUSTER: &str = "fuzz";
 
-/// The architecture the host accepts plugins for (mirrors host/src/manifest.rs).
+/// The architecture the host accepts plugins for (mirrors host/src/plugins/manifest.rs).
 fn host_architecture() -> Architecture {
     match std::env::consts::ARCH {
         "aarch64" => Architecture::Aarch64,

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use clusterhost::admin::client::{self, AdminClient, Answer, ClientError};
-use clusterhost::{manifest, node, upgrade, PluginRecord};
-use serde_json::Value;
+use clusterhost::admin::client;
+use clusterhost::cli::{self, AdminTarget};
+use clusterhost::upgrade;
 
 #[derive(Parser)]
 #[command(name = "clusterhost", version, about = "Pluggable clustering runtime")]
@@ -70,12 +70,8 @@ struct AdminArgs {
 }
 
 impl AdminArgs {
-    fn client(&self) -> Result<AdminClient, ClientError> {
-        let token = match &self.token_file {
-            Some(file) => Some(client::read_token_file(file)?),
-            None => client::read_token_file(std::path::Path::new("conf/admin.token")).ok(),
-        };
-        Ok(AdminClient::new(&self.admin, token))
+    fn target(self) -> AdminTarget {
+        AdminTarget { url: self.admin, token_file: self.token_file, json: self.json }
     }
 }
 
@@ -190,262 +186,41 @@ enum PluginsCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
+    match Cli::parse().command {
         Command::Run { home, node_name, bind, cluster_port, admin_port, admin_bind } => {
-            let overrides = [
-                ("node.name", node_name, "--node-name / CLUSTERHOST_NODE_NAME"),
-                ("node.bind", bind, "--bind / CLUSTERHOST_BIND"),
-                ("cluster.port", cluster_port, "--cluster-port / CLUSTERHOST_CLUSTER_PORT"),
-                ("admin.port", admin_port, "--admin-port / CLUSTERHOST_ADMIN_PORT"),
-                ("admin.bind", admin_bind, "--admin-bind / CLUSTERHOST_ADMIN_BIND"),
-            ]
-            .into_iter()
-            .filter_map(|(key, value, source)| value.map(|v| (key.to_string(), v, source.to_string())))
-            .collect();
-            let _guard = clusterhost::logging::init();
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(e) => return fail(format!("could not start the async runtime: {e}")),
-            };
-            let result = runtime.block_on(node::run(node::NodeOptions { home, overrides }));
-            // A plugin thread stuck in its code must not keep the process alive.
-            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(e.to_string()),
-            }
+            cli::run::run(home, cli::run::RunFlags { node_name, bind, cluster_port, admin_port, admin_bind })
         }
-        Command::Plugins { command: PluginsCommand::Inspect { file, json } } => match manifest::read_manifest(&file) {
-            Ok(m) if json => print_json(&m),
-            Ok(m) => {
-                println!("id:            {}", m.id);
-                println!("version:       {}", m.version);
-                println!("description:   {}", m.description);
-                println!("host_req:      {}", m.host_req);
-                println!("api_req:       {}", m.api_req);
-                println!("provides:      {}", m.provides.join(", "));
-                println!("conflicts:     {}", m.conflicts.join(", "));
-                println!("wire_protocol: {}", m.wire_protocol);
-                ExitCode::SUCCESS
-            }
-            Err(e) => fail(e.to_string()),
+        Command::Plugins { command } => match command {
+            PluginsCommand::Inspect { file, json } => cli::plugins::inspect(&file, json),
+            PluginsCommand::List { admin } => cli::plugins::list(&admin.target()),
+            PluginsCommand::Install { file, name, admin } => cli::plugins::install(&admin.target(), &file, name),
+            PluginsCommand::Remove { name, admin } => cli::plugins::remove(&admin.target(), &name),
         },
-        Command::Plugins { command: PluginsCommand::List { admin } } => api(
-            &admin,
-            |c| c.get("/api/plugins"),
-            |body| {
-                let records: Vec<PluginRecord> = serde_json::from_value(body.clone()).unwrap_or_default();
-                print_plugins(&records);
-            },
-        ),
-        Command::Plugins { command: PluginsCommand::Install { file, name, admin } } => {
-            let name = name.or_else(|| file.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_default();
-            let bytes = match std::fs::read(&file) {
-                Ok(bytes) => bytes,
-                Err(e) => return fail(format!("could not read the plugin file {}: {e}", file.display())),
-            };
-            let path = format!("/api/plugins?name={}", client::segment(&name));
-            api(
-                &admin,
-                |c| c.upload(&path, &bytes),
-                |body| {
-                    let outcome = body["outcome"].as_str().unwrap_or("written");
-                    println!("{name}: {outcome}");
-                    if let Some(note) = body["note"].as_str() {
-                        println!("{note}");
-                    }
-                    if let Ok(record) = serde_json::from_value::<PluginRecord>(body["plugin"].clone()) {
-                        print_plugins(&[record]);
-                    }
-                },
-            )
-        }
-        Command::Plugins { command: PluginsCommand::Remove { name, admin } } => {
-            let path = format!("/api/plugins/{}", client::segment(&name));
-            api(
-                &admin,
-                |c| c.delete(&path),
-                |body| {
-                    println!("{name}: removed from plugins/");
-                    if let Ok(record) = serde_json::from_value::<PluginRecord>(body["plugin"].clone()) {
-                        print_plugins(&[record]);
-                    }
-                },
-            )
-        }
-        Command::Cluster { command: ClusterCommand::Status { admin } } => {
-            api(&admin, |c| c.get("/api/cluster"), print_cluster)
-        }
-        Command::Cluster { command: ClusterCommand::Enable { admin } } => {
-            api(&admin, |c| c.post("/api/cluster/enable", b""), |_| println!("clustering enabled cluster-wide"))
-        }
-        Command::Cluster { command: ClusterCommand::Disable { admin } } => {
-            api(&admin, |c| c.post("/api/cluster/disable", b""), |_| println!("clustering disabled cluster-wide"))
-        }
-        Command::Cluster {
-            command: ClusterCommand::Upgrade { plugin, mode, nodes, previous, dry_run, gate_timeout, admin },
-        } => {
-            let token = match &admin.token_file {
-                Some(file) => match client::read_token_file(file) {
-                    Ok(token) => Some(token),
-                    Err(e) => return fail(e.to_string()),
-                },
-                None => client::read_token_file(std::path::Path::new("conf/admin.token")).ok(),
-            };
-            let options = upgrade::UpgradeOptions {
-                plugin,
-                previous,
-                mode: match mode {
-                    UpgradeMode::Rolling => upgrade::Mode::Rolling,
-                    UpgradeMode::SplitBrain => upgrade::Mode::SplitBrain,
-                    UpgradeMode::Offline => upgrade::Mode::Offline,
-                },
-                nodes: if nodes.is_empty() { vec![admin.admin.clone()] } else { nodes },
-                token,
-                dry_run,
-                gate_timeout: std::time::Duration::from_secs(gate_timeout),
-            };
-            let mut out = |line: &str| {
-                use std::io::Write;
-                let mut stdout = std::io::stdout().lock();
-                let _ = writeln!(stdout, "{line}");
-                let _ = stdout.flush();
-            };
-            match upgrade::run(&options, &mut out) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(e.to_string()),
+        Command::Cluster { command } => match command {
+            ClusterCommand::Status { admin } => cli::cluster::status(&admin.target()),
+            ClusterCommand::Enable { admin } => cli::cluster::switch(&admin.target(), true),
+            ClusterCommand::Disable { admin } => cli::cluster::switch(&admin.target(), false),
+            ClusterCommand::Upgrade { plugin, mode, nodes, previous, dry_run, gate_timeout, admin } => {
+                let options = upgrade::UpgradeOptions {
+                    plugin,
+                    previous,
+                    mode: match mode {
+                        UpgradeMode::Rolling => upgrade::Mode::Rolling,
+                        UpgradeMode::SplitBrain => upgrade::Mode::SplitBrain,
+                        UpgradeMode::Offline => upgrade::Mode::Offline,
+                    },
+                    nodes,
+                    token: None,
+                    dry_run,
+                    gate_timeout: std::time::Duration::from_secs(gate_timeout),
+                };
+                cli::cluster::upgrade(&admin.target(), options)
             }
-        }
-        Command::Cache { command: CacheCommand::Get { cache, key, admin } } => {
-            let path = cache_path(&cache, &key);
-            api(&admin, |c| c.get(&path), |body| println!("{}", body["value"].as_str().unwrap_or_default()))
-        }
-        Command::Cache { command: CacheCommand::Put { cache, key, value, admin } } => {
-            let path = cache_path(&cache, &key);
-            api(&admin, |c| c.put(&path, value.as_bytes()), |_| println!("{cache}/{key} set"))
-        }
-        Command::Cache { command: CacheCommand::Remove { cache, key, admin } } => {
-            let path = cache_path(&cache, &key);
-            api(&admin, |c| c.delete(&path), |_| println!("{cache}/{key} removed"))
-        }
+        },
+        Command::Cache { command } => match command {
+            CacheCommand::Get { cache, key, admin } => cli::cache::get(&admin.target(), &cache, &key),
+            CacheCommand::Put { cache, key, value, admin } => cli::cache::put(&admin.target(), &cache, &key, &value),
+            CacheCommand::Remove { cache, key, admin } => cli::cache::remove(&admin.target(), &cache, &key),
+        },
     }
-}
-
-fn cache_path(cache: &str, key: &str) -> String {
-    format!("/api/caches/{}/{}", client::segment(cache), client::segment(key))
-}
-
-/// Calls the API; prints its JSON with --json, else `text(body)`. An error
-/// (the server's message) goes to stderr with a non-zero exit code.
-fn api(
-    admin: &AdminArgs,
-    call: impl FnOnce(&AdminClient) -> Result<Answer, ClientError>,
-    text: impl FnOnce(&Value),
-) -> ExitCode {
-    match admin.client().and_then(|c| call(&c)) {
-        Ok(answer) if admin.json => print_json(&answer.body),
-        Ok(answer) => {
-            text(&answer.body);
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            if admin.json {
-                if let ClientError::Api { body, .. } = &e {
-                    if let Ok(s) = serde_json::to_string_pretty(body) {
-                        println!("{s}");
-                    }
-                }
-            }
-            fail(e.to_string())
-        }
-    }
-}
-
-fn print_plugins(records: &[PluginRecord]) {
-    println!("{:<16} {:<10} {:<9} {:<24} REASON", "ID", "VERSION", "STATE", "FILE");
-    for p in records {
-        let version = p.version.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "-".into());
-        let file = p.file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        println!(
-            "{:<16} {:<10} {:<9} {:<24} {}",
-            p.id.as_deref().unwrap_or("-"),
-            version,
-            p.state.to_string(),
-            file,
-            p.reason.as_deref().unwrap_or("")
-        );
-    }
-}
-
-fn state_text(state: &Value) -> String {
-    let name = state["state"].as_str().unwrap_or("unknown");
-    match state["reason"].as_str().or(state["detail"].as_str()) {
-        Some(reason) => format!("{name} ({reason})"),
-        None => name.to_string(),
-    }
-}
-
-fn print_cluster(body: &Value) {
-    println!(
-        "node {}: {}; clustering {}; strategy {}",
-        body["node"].as_str().unwrap_or("?"),
-        state_text(&body["state"]),
-        if body["enabled"].as_bool() == Some(true) { "enabled" } else { "disabled" },
-        body["strategy"].as_str().unwrap_or("none"),
-    );
-    if let Some(warn) = body["warn"].as_str() {
-        println!("warning: {warn}");
-    }
-    let members = body["members"].as_array().cloned().unwrap_or_default();
-    if members.is_empty() {
-        println!("no members: this node is not in a cluster right now");
-        return;
-    }
-    let details = body["details"].as_array().cloned().unwrap_or_default();
-    println!(
-        "{:<20} {:<22} {:<7} {:<10} {:<10} {:<22} REASON",
-        "MEMBER", "ADDRESS", "SENIOR", "PLUGIN", "PLUGIN-ST", "STATE"
-    );
-    for m in members {
-        let id = m["id"].as_str().unwrap_or("?");
-        let detail = details.iter().find(|d| d["id"].as_str() == Some(id)).cloned().unwrap_or(Value::Null);
-        let (state, reason) = match detail["unreachable"].as_str() {
-            Some(why) => ("unreachable".to_string(), why.to_string()),
-            None => (
-                detail["cluster"]["state"].as_str().unwrap_or("unknown").to_string(),
-                [detail["cluster"]["reason"].as_str(), detail["plugin"]["reason"].as_str()]
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            ),
-        };
-        let local = if m["local"].as_bool() == Some(true) { " (this node)" } else { "" };
-        println!(
-            "{:<20} {:<22} {:<7} {:<10} {:<10} {:<22} {}",
-            format!("{id}{local}"),
-            m["address"].as_str().unwrap_or(""),
-            if m["senior"].as_bool() == Some(true) { "yes" } else { "" },
-            m["plugin_version"].as_str().unwrap_or(""),
-            detail["plugin"]["state"].as_str().unwrap_or("-"),
-            state,
-            reason
-        );
-    }
-}
-
-fn print_json<T: serde::Serialize>(value: &T) -> ExitCode {
-    match serde_json::to_string_pretty(value) {
-        Ok(s) => {
-            println!("{s}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(format!("could not encode JSON: {e}")),
-    }
-}
-
-fn fail(message: String) -> ExitCode {
-    eprintln!("error: {message}");
-    ExitCode::FAILURE
 }

@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::cluster::{ClusterConfig, ClusterManager};
-use crate::manager::{is_plugin_file_name, LoadOutcome, ManagerConfig, PluginManager};
-use crate::properties::{properties_file, NodeValues, Properties, PropertiesError};
+use crate::home;
+use crate::plugins::manager::{is_plugin_file_name, LoadOutcome, ManagerConfig, PluginManager};
+use crate::plugins::watcher::{Change, Reconciler, Trigger};
+use crate::properties::{NodeValues, Properties, PropertiesError};
 use crate::status::{self, NodeStatus};
-use crate::watcher::{Change, Reconciler, Trigger};
 
 /// How long a changed file must stay unchanged before it is acted on.
 const SETTLE: Duration = Duration::from_millis(300);
@@ -45,11 +46,6 @@ pub enum NodeError {
     Override(String),
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
-}
-
-/// A node's plugins directory.
-pub fn plugins_dir(home: &Path) -> PathBuf {
-    home.join("plugins")
 }
 
 /// Resolves at the first SIGINT (Ctrl-C) or SIGTERM.
@@ -89,9 +85,9 @@ fn stop_signal() -> Result<impl std::future::Future<Output = ()>, NodeError> {
 pub async fn run(options: NodeOptions) -> Result<(), NodeError> {
     let home =
         std::path::absolute(&options.home).map_err(|source| NodeError::Home { home: options.home.clone(), source })?;
-    let plugins = plugins_dir(&home);
+    let plugins = home::plugins_dir(&home);
     std::fs::create_dir_all(&plugins).map_err(|source| NodeError::Home { home: home.clone(), source })?;
-    let properties_path = properties_file(&home);
+    let properties_path = home::properties_file(&home);
     let (properties, unknown) = Properties::load(&properties_path)?;
     warn_unknown(&properties_path, &unknown);
     let properties = with_overrides(properties, &options.overrides)?;
@@ -257,12 +253,9 @@ async fn watch_properties(
     mut current: Properties,
     overrides: Vec<(String, String, String)>,
 ) {
-    fn is_properties(path: &Path) -> bool {
-        path.file_name().is_some_and(|n| n == "clusterhost.properties")
-    }
     let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
     let _ = std::fs::create_dir_all(&dir);
-    let mut reconciler = Reconciler::new(&dir, Duration::from_millis(100), is_properties);
+    let mut reconciler = Reconciler::new(&dir, Duration::from_millis(100), home::is_properties_file);
     reconciler.mark_acted(&file);
     let mut trigger = Trigger::new(&dir, current.watch, current.poll_interval);
     loop {
@@ -310,6 +303,6 @@ fn publish(home: &Path, manager: &PluginManager, cluster: &ClusterManager) {
         cluster: Some(cluster.status()),
     };
     if let Err(e) = status::write(home, &status) {
-        tracing::warn!("could not write the node status file {}: {e}", status::status_file(home).display());
+        tracing::warn!("could not write the node status file {}: {e}", home::status_file(home).display());
     }
 }

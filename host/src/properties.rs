@@ -9,11 +9,6 @@ use std::time::Duration;
 
 use java_properties::{LineContent, PropertiesIter};
 
-/// The properties file's path inside a home.
-pub fn properties_file(home: &Path) -> PathBuf {
-    home.join("conf").join("clusterhost.properties")
-}
-
 /// How the plugins directory is watched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WatchMode {
@@ -92,7 +87,7 @@ impl Default for Properties {
             startup_retry_interval: Duration::from_secs(10),
             max_execution: Duration::from_secs(30),
             config_file: None,
-            config_directory: PathBuf::from("conf"),
+            config_directory: PathBuf::from(crate::home::CONF_DIR),
             metrics_enabled: false,
             watch: WatchMode::Notify,
             poll_interval: Duration::from_secs(2),
@@ -102,7 +97,7 @@ impl Default for Properties {
             cluster_port: None,
             admin_port: None,
             admin_bind: None,
-            admin_token_file: PathBuf::from("conf/admin.token"),
+            admin_token_file: PathBuf::from(crate::home::TOKEN_FILE),
             admin_max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             admin_max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             admin_allowed_hosts: Vec::new(),
@@ -127,10 +122,6 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 
 /// `admin.max.connections.per.address`' default.
 pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
-
-/// The node-specific keys: settable in the file, and overridden by the
-/// `clusterhost run` flags and environment variables of the same meaning.
-pub const NODE_KEYS: [&str; 5] = ["node.name", "node.bind", "cluster.port", "admin.port", "admin.bind"];
 
 /// The keys read once at start: a reload stores them, shows them as
 /// pending, and the node uses them from its next start. The node-specific
@@ -183,7 +174,7 @@ impl NodeValues {
     /// keys after the first call: those keep their start values, and the
     /// differing new ones are [`pending`](Self::pending).
     pub fn update(&self, properties: &Properties) {
-        let mut state = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let mut state = crate::lock::write(&self.inner);
         let started = state.started.get_or_insert_with(|| properties.clone()).clone();
         let mut current = properties.clone();
         current.keep_restart_keys(&started);
@@ -202,17 +193,17 @@ impl NodeValues {
     /// The settings in force (the last good file, with the overrides
     /// applied, and the restart keys as the node started with them).
     pub fn properties(&self) -> Properties {
-        self.inner.read().unwrap_or_else(|p| p.into_inner()).current.clone()
+        crate::lock::read(&self.inner).current.clone()
     }
 
     /// The restart keys whose stored value waits for the next start: key → stored value.
     pub fn pending(&self) -> std::collections::BTreeMap<String, String> {
-        self.inner.read().unwrap_or_else(|p| p.into_inner()).pending.clone()
+        crate::lock::read(&self.inner).pending.clone()
     }
 
     /// One value.
     pub fn get(&self, key: &str) -> Option<String> {
-        self.inner.read().unwrap_or_else(|p| p.into_inner()).values.get(key).cloned()
+        crate::lock::read(&self.inner).values.get(key).cloned()
     }
 }
 
@@ -228,7 +219,9 @@ pub enum PropertiesError {
 /// A key the host does not know: reported, not fatal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownKey {
+    /// Its line in the file, from 1.
     pub line: usize,
+    /// The key as written.
     pub key: String,
 }
 

@@ -248,6 +248,18 @@ impl ClientLoad {
         ClientLoad { stop, threads, report }
     }
 
+    /// How many requests were served so far.
+    pub fn served(&self) -> u64 {
+        self.report.lock().unwrap().served
+    }
+
+    /// Waits until `n` more requests are served than now (the load runs
+    /// against the cluster as it is), at most `timeout`.
+    pub fn wait_served(&self, n: u64, timeout: Duration) {
+        let target = self.served() + n;
+        crate::wait_until(&format!("{n} more requests served by the client load"), timeout, || self.served() >= target);
+    }
+
     /// Stops the loop and returns what it saw.
     pub fn finish(self) -> LoadReport {
         self.stop.store(true, Ordering::Relaxed);

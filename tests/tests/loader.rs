@@ -7,9 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clusterhost::loader::{AbiError, LifecycleError, Phase};
-use clusterhost::manifest::InspectError;
-use clusterhost::registry::AdmissionError;
+use clusterhost::plugins::loader::{AbiError, LifecycleCall, LifecycleError};
+use clusterhost::plugins::manifest::InspectError;
+use clusterhost::plugins::registry::AdmissionError;
 use clusterhost::{LoadError, LoadOutcome, ManagerConfig, PluginManager, PluginState};
 use clusterhost_plugin_api::{Manifest, CLUSTER_STRATEGY};
 use clusterhost_tests::{plugin, restamp, restamp_raw};
@@ -348,7 +348,7 @@ async fn a_plugin_that_panics_in_create_is_faulted_and_the_node_goes_on() {
     });
     let error = bench.load(&path).await.unwrap_err();
     assert!(
-        matches!(&error, LoadError::Lifecycle(LifecycleError::Panicked { phase: Phase::Create, message, .. })
+        matches!(&error, LoadError::Lifecycle(LifecycleError::Panicked { phase: LifecycleCall::Create, message, .. })
             if message.contains("fixture panics in create")),
         "{error}"
     );

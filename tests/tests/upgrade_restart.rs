@@ -89,7 +89,8 @@ fn rolling_by_stop_replace_start_under_load_loses_no_write_and_fails_no_request_
     let admin_ports: Vec<u16> = cluster.nodes.iter().map(|n| n.admin_port).collect();
 
     let load = ClientLoad::start(&urls, "sessions", Duration::from_millis(20), 5000);
-    std::thread::sleep(Duration::from_secs(1));
+    // Under load before the upgrade starts.
+    load.wait_served(60, Duration::from_secs(30));
     let started = Instant::now();
     // Member i's window: from its stop until it is back with every member seeing 3.
     let mut windows = Vec::new();
@@ -109,7 +110,8 @@ fn rolling_by_stop_replace_start_under_load_loses_no_write_and_fails_no_request_
         windows.push((i, from, Instant::now()));
     }
     let flow = started.elapsed();
-    std::thread::sleep(Duration::from_secs(1));
+    // And still under load once it is done.
+    load.wait_served(60, Duration::from_secs(30));
     let report = load.finish();
     wait_for_version(&cluster, "0.2.0", 3);
 

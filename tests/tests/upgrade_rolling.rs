@@ -25,7 +25,8 @@ fn rolling_upgrade_of_three_members_under_client_load() {
     let urls: Vec<String> = cluster.nodes.iter().map(|n| n.admin_url()).collect();
 
     let load = ClientLoad::start(&urls, "sessions", Duration::from_millis(20), 5000);
-    std::thread::sleep(Duration::from_secs(1));
+    // Under load before the upgrade starts.
+    load.wait_served(60, Duration::from_secs(30));
     let started = Instant::now();
     let token = cluster.token_file();
     let mut child = Command::new(clusterhost_bin())
@@ -89,7 +90,8 @@ fn rolling_upgrade_of_three_members_under_client_load() {
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     let lines = reader.join().unwrap();
-    std::thread::sleep(Duration::from_secs(1));
+    // And still under load once it is done.
+    load.wait_served(60, Duration::from_secs(30));
     let report = load.finish();
     assert!(status.success(), "the rolling upgrade failed: {stderr}\n{}", lines.join("\n"));
 

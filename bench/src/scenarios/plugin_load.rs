@@ -30,7 +30,7 @@ impl Scenario for PluginLoad {
         let (mut reads, mut actives) = (Vec::new(), Vec::new());
         for _ in 0..loads {
             let started = Instant::now();
-            clusterhost::manifest::read_manifest(&file).expect("the manifest reads");
+            clusterhost::plugins::manifest::read_manifest(&file).expect("the manifest reads");
             reads.push(started.elapsed());
 
             let mut config = ManagerConfig::new(ctx.work);

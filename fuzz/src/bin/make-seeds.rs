@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use clusterhost::admin::NodeDetail;
+use clusterhost::admin::contract::NodeDetail;
 use clusterhost_fuzz::{elf_with_manifest, GOSSIP_CLUSTER, GOSSIP_KEY};
 use clusterhost_plugin_api::manifest::MANIFEST_PADDING;
 use clusterhost_plugin_api::Manifest;

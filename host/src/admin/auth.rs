@@ -9,9 +9,6 @@
 //! another port cannot make a browser write (no CSRF).
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::net::IpAddr;
-use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -22,7 +19,7 @@ use axum::response::{Html, IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
 use super::api::ApiError;
-use super::{AdminError, AdminState};
+use super::AdminState;
 
 /// The console's session cookie: `clusterhost_session_PORT`. Cookies are
 /// shared by every port of a host, so each node's has its own name (two
@@ -54,8 +51,8 @@ pub(super) struct Sessions {
 impl Sessions {
     /// Opens a session for `token`; returns its id.
     pub(super) fn open(&self, token: &str) -> std::io::Result<String> {
-        let id = random_token()?;
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let id = super::token::random()?;
+        let mut open = crate::lock::lock(&self.open);
         open.retain(|_, (at, _)| at.elapsed() < SESSION_LIFETIME);
         while open.len() >= MAX_SESSIONS {
             let Some(oldest) = open.iter().min_by_key(|(_, (at, _))| *at).map(|(id, _)| id.clone()) else { break };
@@ -67,64 +64,18 @@ impl Sessions {
 
     /// Whether `id` is an open session for the token now in force.
     fn valid(&self, id: &str, token: &str) -> bool {
-        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let open = crate::lock::lock(&self.open);
         open.get(id).is_some_and(|(at, hash)| at.elapsed() < SESSION_LIFETIME && *hash == digest(token))
     }
 
     /// Ends session `id`.
     pub(super) fn close(&self, id: &str) {
-        self.open.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        crate::lock::lock(&self.open).remove(id);
     }
 }
 
 fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
-}
-
-/// Makes sure a token exists: off loopback the file must already hold one;
-/// on loopback a missing file is created with a random token (mode 0600).
-pub(super) fn prepare_token(file: &Path, bind: IpAddr) -> Result<(), AdminError> {
-    if read_token(file).is_some() {
-        return Ok(());
-    }
-    if !bind.is_loopback() {
-        return Err(AdminError::NoTokenOffLoopback { bind, file: file.to_owned() });
-    }
-    if file.exists() {
-        // Present but empty: leave the operator's file alone; writes are
-        // refused with a message naming it until it holds a token.
-        tracing::warn!(file = %file.display(), "the admin token file is empty; writes are refused until it holds a token");
-        return Ok(());
-    }
-    let token_error = |source| AdminError::TokenFile { file: file.to_owned(), source };
-    if let Some(dir) = file.parent() {
-        std::fs::create_dir_all(dir).map_err(token_error)?;
-    }
-    let token = random_token().map_err(token_error)?;
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(file) {
-        Ok(mut f) => {
-            f.write_all(format!("{token}\n").as_bytes()).map_err(token_error)?;
-            tracing::info!(file = %file.display(), "wrote a new random admin token");
-            Ok(())
-        }
-        // Another node sharing this conf/ directory made it first.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(token_error(e)),
-    }
-}
-
-fn random_token() -> std::io::Result<String> {
-    let mut bytes = [0u8; 24];
-    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// The token in `file` (first line, trimmed), if it holds one.
-pub(super) fn read_token(file: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(file).ok()?;
-    let token = text.lines().next().unwrap_or_default().trim().to_string();
-    (!token.is_empty()).then_some(token)
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
@@ -140,8 +91,9 @@ pub(super) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     })
 }
 
-/// Compares in time independent of where the first difference is.
-pub(super) fn same(a: &str, b: &str) -> bool {
+/// Whether `a` equals `b`, in a time independent of where the first
+/// difference is (a token compared this way leaks no prefix).
+pub(super) fn constant_time_eq(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -161,14 +113,14 @@ pub(super) async fn require_token(State(state): State<AdminState>, mut request: 
     let write = !matches!(method, Method::GET | Method::HEAD);
     let path = crate::text::clip(request.uri().path());
     let file = &state.shared.token_file;
-    let expected = read_token(file);
+    let expected = super::token::read(file).ok();
     let headers = request.headers();
     let presented = bearer(headers);
     // A session counts for a write only from the console's own page (the
     // Origin check in guard.rs has refused every other origin by now).
     let session_counts = !write || headers.contains_key(header::ORIGIN);
     let session = cookie(headers, &state.shared.cookie).filter(|_| session_counts);
-    let by_token = matches!((&presented, &expected), (Some(t), Some(e)) if same(t, e));
+    let by_token = matches!((&presented, &expected), (Some(t), Some(e)) if constant_time_eq(t, e));
     let by_session = matches!((&session, &expected), (Some(id), Some(e)) if state.shared.sessions.valid(id, e));
     request.extensions_mut().insert(Viewer { signed_in: by_token || by_session });
     if by_token || by_session || (!write && state.shared.loopback) || is_open_route(&method, request.uri().path()) {
@@ -221,22 +173,9 @@ mod tests {
 
     #[test]
     fn tokens_compare_by_content_and_length() {
-        assert!(same("abc", "abc"));
-        assert!(!same("abc", "abd"));
-        assert!(!same("abc", "abcd"));
-    }
-
-    #[test]
-    fn a_loopback_node_creates_a_token_and_an_exposed_one_refuses_without() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("conf/admin.token");
-        let err = prepare_token(&file, "0.0.0.0".parse().unwrap()).unwrap_err().to_string();
-        assert!(err.contains("not a loopback address") && err.contains("admin.token"), "{err}");
-        prepare_token(&file, "127.0.0.1".parse().unwrap()).unwrap();
-        let token = read_token(&file).unwrap();
-        assert_eq!(token.len(), 48);
-        prepare_token(&file, "0.0.0.0".parse().unwrap()).unwrap();
-        assert_eq!(read_token(&file).unwrap(), token, "an existing token is kept");
+        assert!(constant_time_eq("abc", "abc"));
+        assert!(!constant_time_eq("abc", "abd"));
+        assert!(!constant_time_eq("abc", "abcd"));
     }
 
     #[test]

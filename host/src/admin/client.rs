@@ -1,9 +1,14 @@
-//! A small blocking client of the admin API, for the `clusterhost` CLI.
+//! A small blocking client of the admin API, for the `clusterhost` CLI:
+//! each call answers the raw JSON ([`Answer`]) or its [`contract`](super::contract) type.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
+
+use super::contract::{ClusterView, ErrorBody, PropertiesReplaced, PropertiesView, Refusal, Switched, Uploaded};
+use crate::plugins::registry::PluginRecord;
 
 /// The admin API's default address.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:9090";
@@ -17,16 +22,40 @@ pub enum ClientError {
     Api { method: &'static str, url: String, status: u16, message: String, body: Value },
     #[error("the admin API answered {method} {url} with HTTP {status} and a body that is not JSON: {detail}; is {url} a clusterhost node?")]
     NotJson { method: &'static str, url: String, status: u16, detail: String },
+    #[error("the admin API at {url} answered with JSON this client cannot read ({detail}); is it a clusterhost node of the same version?")]
+    Unreadable { url: String, detail: String },
     #[error("could not read the admin token file {}: {detail}; pass --token-file with the node's token file (admin.token.file, default conf/admin.token in its home)", file.display())]
     TokenFile { file: PathBuf, detail: String },
+}
+
+impl ClientError {
+    /// Why the node refused an upload, when this is that refusal.
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self {
+            ClientError::Api { body, .. } => serde_json::from_value::<ErrorBody>(body.clone()).ok()?.refusal,
+            _ => None,
+        }
+    }
 }
 
 /// A successful answer: the HTTP status (200, or 202 for work still in
 /// progress) and the JSON body.
 #[derive(Debug, Clone)]
 pub struct Answer {
+    /// The HTTP status.
     pub status: u16,
+    /// The JSON body, as the node wrote it.
     pub body: Value,
+    /// The URL asked.
+    pub url: String,
+}
+
+impl Answer {
+    /// The body as its contract type.
+    pub fn view<T: DeserializeOwned>(&self) -> Result<T, ClientError> {
+        serde_json::from_value(self.body.clone())
+            .map_err(|e| ClientError::Unreadable { url: self.url.clone(), detail: e.to_string() })
+    }
 }
 
 /// The client: a base URL and, for writes, the token.
@@ -38,13 +67,7 @@ pub struct AdminClient {
 
 /// Reads a token file (its first line, trimmed).
 pub fn read_token_file(file: &Path) -> Result<String, ClientError> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| ClientError::TokenFile { file: file.to_owned(), detail: e.to_string() })?;
-    let token = text.lines().next().unwrap_or_default().trim().to_string();
-    if token.is_empty() {
-        return Err(ClientError::TokenFile { file: file.to_owned(), detail: "it is empty".into() });
-    }
-    Ok(token)
+    super::token::read(file).map_err(|e| ClientError::TokenFile { file: file.to_owned(), detail: e.to_string() })
 }
 
 /// Percent-encodes one path segment (a cache name or key).
@@ -72,10 +95,43 @@ impl AdminClient {
         AdminClient { base: base.trim_end_matches('/').to_string(), token, agent }
     }
 
+    /// `GET /api/cluster`.
+    pub fn cluster(&self) -> Result<ClusterView, ClientError> {
+        self.get("/api/cluster")?.view()
+    }
+
+    /// `GET /api/plugins`.
+    pub fn plugins(&self) -> Result<Vec<PluginRecord>, ClientError> {
+        self.get("/api/plugins")?.view()
+    }
+
+    /// `GET /api/properties`.
+    pub fn properties(&self) -> Result<PropertiesView, ClientError> {
+        self.get("/api/properties")?.view()
+    }
+
+    /// `PUT /api/properties`: `text` replaces the file.
+    pub fn put_properties(&self, text: &str) -> Result<PropertiesReplaced, ClientError> {
+        self.put("/api/properties", text.as_bytes())?.view()
+    }
+
+    /// `POST /api/cluster/enable` or `/disable`.
+    pub fn switch(&self, enabled: bool) -> Result<Switched, ClientError> {
+        let path = if enabled { "/api/cluster/enable" } else { "/api/cluster/disable" };
+        self.post(path, b"")?.view()
+    }
+
+    /// `POST /api/plugins?name=NAME`: uploads `bytes` as plugins/NAME.
+    pub fn install(&self, name: &str, bytes: &[u8]) -> Result<Uploaded, ClientError> {
+        self.upload(&format!("/api/plugins?name={}", segment(name)), bytes)?.view()
+    }
+
+    /// `GET path`.
     pub fn get(&self, path: &str) -> Result<Answer, ClientError> {
         self.call("GET", path, None)
     }
 
+    /// `POST path` with `body`.
     pub fn post(&self, path: &str, body: &[u8]) -> Result<Answer, ClientError> {
         self.call("POST", path, Some(body))
     }
@@ -93,10 +149,12 @@ impl AdminClient {
         }
     }
 
+    /// `PUT path` with `body`.
     pub fn put(&self, path: &str, body: &[u8]) -> Result<Answer, ClientError> {
         self.call("PUT", path, Some(body))
     }
 
+    /// `DELETE path`.
     pub fn delete(&self, path: &str) -> Result<Answer, ClientError> {
         self.call("DELETE", path, None)
     }
@@ -126,7 +184,7 @@ impl AdminClient {
             detail: format!("{e}: {}", text.chars().take(200).collect::<String>()),
         })?;
         if (200..300).contains(&status) {
-            Ok(Answer { status, body })
+            Ok(Answer { status, body, url })
         } else {
             let message = body["error"].as_str().unwrap_or("the node gave no reason").to_string();
             Err(ClientError::Api { method, url, status, message, body })

@@ -61,11 +61,17 @@ pub(super) struct ConnectionStats {
 /// The open connections and the counters; owned by the admin server, read
 /// by `/metrics`.
 pub(super) struct Connections {
+    /// `admin.max.connections*` and the header deadline (fixed at start).
     limits: ConnectionLimits,
+    /// Admits each connection within the limits; its guard frees the slot.
     open: Arc<ConnectionLimit>,
+    /// Connections refused over the total limit (for `/metrics`).
     refused_total: AtomicU64,
+    /// Connections refused over the per-address limit (for `/metrics`).
     refused_per_address: AtomicU64,
+    /// Connections closed at the header deadline (for `/metrics`).
     header_timeouts: AtomicU64,
+    /// Failed `accept` calls (for `/metrics`).
     accept_errors: AtomicU64,
     /// One throttle per kind of warning: refusals, header deadlines, accept errors.
     refusals: Throttled,

@@ -17,7 +17,7 @@ use super::client::segment;
 use super::limits::CappedBody;
 use super::{file_name, AdminState};
 use crate::cluster::ClusterState;
-use crate::registry::PluginState;
+use crate::plugins::registry::PluginState;
 
 /// Escapes text for HTML content and attribute values.
 fn esc(text: &str) -> String {
@@ -100,12 +100,8 @@ fn badge(state: &str) -> String {
 }
 
 fn cluster_state(state: &ClusterState) -> (String, Option<String>) {
-    match state {
-        ClusterState::Standalone { reason } => ("standalone".into(), reason.clone()),
-        ClusterState::Starting { detail, .. } => ("starting".into(), Some(detail.clone())),
-        ClusterState::Clustered => ("clustered".into(), None),
-        ClusterState::Faulted { reason } => ("faulted".into(), Some(reason.clone())),
-    }
+    let (name, reason) = super::contract::state_and_reason(state);
+    (name.to_string(), reason.map(str::to_string))
 }
 
 /// `GET /`: the cluster page.
@@ -224,7 +220,7 @@ pub(super) async fn node_page(
     page(&title, "/node", &watch, viewer, &body)
 }
 
-fn plugins_table(records: &[crate::registry::PluginRecord], actions: bool) -> String {
+fn plugins_table(records: &[crate::plugins::registry::PluginRecord], actions: bool) -> String {
     if records.is_empty() {
         return "<p id=\"no-plugins\">No plugin files in plugins/.</p>".into();
     }
@@ -399,9 +395,9 @@ pub(super) async fn login(State(state): State<AdminState>, request: Request) -> 
     let fields = form_fields(&body);
     let next = local_path(fields.get("next").map(String::as_str));
     let file = &state.shared.token_file;
-    let expected = super::auth::read_token(file);
+    let expected = super::token::read(file).ok();
     let given = fields.get("token").map(|t| t.trim()).unwrap_or_default();
-    let Some(expected) = expected.filter(|e| !given.is_empty() && super::auth::same(given, e)) else {
+    let Some(expected) = expected.filter(|e| !given.is_empty() && super::auth::constant_time_eq(given, e)) else {
         let message = format!(
             "that is not the node's admin token; enter the first line of {} (a new token there ends every session)",
             file.display()

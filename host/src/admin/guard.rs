@@ -23,6 +23,7 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 /// The names and addresses the admin API answers to in `Host`.
 #[derive(Debug, Clone)]
 pub(super) struct AllowedHosts {
+    /// The address the API listens on: always a valid `Host`.
     bind: IpAddr,
     /// `admin.allowed.hosts`, lower-cased.
     names: Vec<String>,

@@ -124,16 +124,16 @@ impl HttpBody for SharedBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         // A std mutex: held only for one poll, never across an await.
-        let mut body = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut body = crate::lock::lock(&self.0);
         Pin::new(&mut *body).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).is_end_stream()
+        crate::lock::lock(&self.0).is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).size_hint()
+        crate::lock::lock(&self.0).size_hint()
     }
 }
 
@@ -155,7 +155,7 @@ pub(super) async fn linger(State(state): State<AdminState>, request: Request, ne
         let mut read = 0u64;
         while read <= limit {
             let next = poll_fn(|cx| {
-                let mut body = shared.lock().unwrap_or_else(|p| p.into_inner());
+                let mut body = crate::lock::lock(&shared);
                 Pin::new(&mut *body).poll_frame(cx)
             });
             match tokio::time::timeout_at(deadline, next).await {

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use super::api::ApiError;
 use super::AdminState;
 use crate::cluster::{ClusterState, LATENCY_BUCKETS};
-use crate::registry::PluginState;
+use crate::plugins::registry::PluginState;
 
 const STATES: [PluginState; 8] = [
     PluginState::Discovered,

@@ -7,9 +7,11 @@ mod auth;
 pub mod client;
 mod connections;
 mod console;
+pub mod contract;
 mod guard;
 mod limits;
 mod metrics;
+pub mod token;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -17,13 +19,12 @@ use std::sync::Arc;
 
 use axum::routing::{get, post};
 use axum::Router;
-use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::cluster::{CacheStats, ClusterManager, ClusterState, Target};
+use crate::cluster::{ClusterManager, Target};
 use crate::properties::{NodeValues, Properties};
-use crate::registry::PluginRecord;
 use crate::PluginManager;
+use contract::NodeDetail;
 
 /// The cluster task every member answers with its [`NodeDetail`] (JSON).
 pub const NODE_DETAIL_TASK: &str = "clusterhost.admin.node-detail";
@@ -55,25 +56,6 @@ pub enum AdminError {
     TokenFile { file: PathBuf, source: std::io::Error },
     #[error("the admin API could not listen on {addr}: {source}; choose a free port with --admin-port / CLUSTERHOST_ADMIN_PORT (admin.port), or stop what uses it")]
     Bind { addr: SocketAddr, source: std::io::Error },
-}
-
-/// One member's own view of itself, answered by [`NODE_DETAIL_TASK`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NodeDetail {
-    /// The member id.
-    pub node: String,
-    /// Host version.
-    pub version: String,
-    /// Its clustering state and reason.
-    pub cluster: ClusterState,
-    /// Whether clustering is enabled there.
-    pub enabled: bool,
-    /// `id version` of its strategy plugin.
-    pub strategy: Option<String>,
-    /// Its caches, as held on that member.
-    pub caches: Vec<CacheStats>,
-    /// Its plugin records.
-    pub plugins: Vec<PluginRecord>,
 }
 
 /// Shared by every request; cheap to clone.
@@ -114,7 +96,7 @@ impl AdminState {
     /// Waits for, then holds, the write lock of `target`.
     async fn lock_target(&self, target: &Path) -> tokio::sync::OwnedMutexGuard<()> {
         let lock = {
-            let mut writers = self.shared.writers.lock().unwrap_or_else(|p| p.into_inner());
+            let mut writers = crate::lock::lock(&self.shared.writers);
             if writers.len() > 64 {
                 writers.retain(|_, lock| Arc::strong_count(lock) > 1);
             }
@@ -126,8 +108,9 @@ impl AdminState {
 
 /// The running admin server; stops when dropped (the node drops it on shutdown).
 pub struct AdminServer {
-    addr: SocketAddr,
+    /// Tells the server to stop accepting and finish what is in flight.
     stop: Option<oneshot::Sender<()>>,
+    /// The serving task, awaited (briefly) by [`AdminServer::stop`].
     served: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -136,9 +119,9 @@ impl AdminServer {
     /// until dropped. Registers [`NODE_DETAIL_TASK`] on the cluster manager.
     pub async fn start(ctx: AdminContext, properties: &Properties) -> Result<AdminServer, AdminError> {
         let bind = properties.admin_bind();
-        let token_file = ctx.home.join(&properties.admin_token_file);
+        let token_file = crate::home::token_file(&ctx.home, &properties.admin_token_file);
         let loopback = bind.is_loopback();
-        auth::prepare_token(&token_file, bind)?;
+        token::prepare(&token_file, bind)?;
         let addr = SocketAddr::new(bind, properties.admin_port());
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| AdminError::Bind { addr, source })?;
         let addr = listener.local_addr().map_err(|source| AdminError::Bind { addr, source })?;
@@ -166,7 +149,7 @@ impl AdminServer {
             "admin API and console on http://{addr}/ (writes{} need the token)",
             if loopback { "" } else { " and reads" }
         );
-        Ok(AdminServer { addr, stop: Some(stop), served: Some(served) })
+        Ok(AdminServer { stop: Some(stop), served: Some(served) })
     }
 
     /// Stops accepting requests and waits (at most 5 s) for those in flight,
@@ -180,11 +163,6 @@ impl AdminServer {
                 tracing::warn!("the admin API did not finish its requests within 5 s of the stop");
             }
         }
-    }
-
-    /// The address it listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
     }
 }
 

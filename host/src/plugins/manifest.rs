@@ -37,6 +37,11 @@ pub enum InspectError {
 
 /// Reads and validates the manifest embedded in the file at `path`.
 pub fn read_manifest(path: &Path) -> Result<Manifest, InspectError> {
+    read_plugin_file(path).map(|(manifest, _)| manifest)
+}
+
+/// Reads the file at `path` once: its manifest, validated, and its bytes.
+pub fn read_plugin_file(path: &Path) -> Result<(Manifest, Vec<u8>), InspectError> {
     let meta = std::fs::metadata(path).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound => InspectError::NotRegularFile { path: path.to_owned() },
         _ => InspectError::Unreadable { path: path.to_owned(), source },
@@ -45,7 +50,7 @@ pub fn read_manifest(path: &Path) -> Result<Manifest, InspectError> {
         return Err(InspectError::NotRegularFile { path: path.to_owned() });
     }
     let data = std::fs::read(path).map_err(|source| InspectError::Unreadable { path: path.to_owned(), source })?;
-    manifest_from_bytes(path, &data)
+    Ok((manifest_from_bytes(path, &data)?, data))
 }
 
 /// Reads the manifest from an ELF image already in memory.

@@ -2,8 +2,10 @@
 //! back out, recording every step in the registry.
 //!
 //! One load or unload runs at a time (the `ops` lock), so admission always
-//! sees the plugins that are really active.
+//! sees the plugins that are really active. Every change of a record is
+//! announced on a watch channel ([`PluginManager::subscribe`]).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,55 +15,17 @@ use clusterhost_plugin_api::abi::{PluginBox, PluginModRef};
 use clusterhost_plugin_api::{Manifest, CLUSTER_STRATEGY};
 use semver::Version;
 
-use crate::loader::{self, AbiError, HostContext, LifecycleError, Phase, PrivateStore};
-use crate::manifest::{self, InspectError};
-use crate::registry::{
-    admit, check_rolling_wire, Admission, AdmissionError, HostVersions, PluginRecord, PluginState, Registry,
+use crate::plugins::loader::{self, HostContext, LifecycleCall, LifecycleError, PrivateStore};
+use crate::plugins::manifest::{self, InspectError};
+pub use crate::plugins::outcome::{LoadEnd, LoadError, LoadOutcome, LoadReport, RefusalCause};
+use crate::plugins::registry::{
+    admit, check_rolling_wire, now_ms, Admission, HostVersions, PluginRecord, PluginState, Registry,
 };
 
-/// Why a plugin was not put into service.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error(transparent)]
-    Inspect(#[from] InspectError),
-    #[error(
-        "could not copy {path} to the node's private plugin directory: {source}; check that the file is readable and that the temp directory ($TMPDIR) has space"
-    )]
-    Copy { path: PathBuf, source: std::io::Error },
-    #[error(transparent)]
-    Admission(#[from] AdmissionError),
-    #[error(transparent)]
-    Abi(#[from] AbiError),
-    #[error(transparent)]
-    Lifecycle(#[from] LifecycleError),
-}
+mod prepared;
+mod replace;
 
-impl LoadError {
-    /// The state a plugin refused with this error ends in.
-    pub fn state(&self) -> PluginState {
-        match self {
-            LoadError::Lifecycle(_) => PluginState::Faulted,
-            _ => PluginState::Rejected,
-        }
-    }
-
-    /// Whether the refusal happened before the library was mapped, i.e.
-    /// without running any of the plugin's code.
-    pub fn before_dlopen(&self) -> bool {
-        matches!(self, LoadError::Inspect(_) | LoadError::Copy { .. } | LoadError::Admission(_))
-    }
-}
-
-/// What a successful `load` did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LoadOutcome {
-    /// A new plugin is active.
-    Activated { id: String, version: Version },
-    /// The same id and version was already active; nothing changed.
-    Unchanged { id: String, version: Version },
-    /// The plugin with this id was replaced by the new version.
-    Replaced { id: String, from: Version, to: Version },
-}
+use prepared::Prepared;
 
 /// Settings for the manager.
 #[derive(Debug, Clone)]
@@ -89,7 +53,7 @@ impl ManagerConfig {
     pub fn new(home: impl Into<PathBuf>) -> Self {
         let home = home.into();
         ManagerConfig {
-            config_dir: home.join("conf"),
+            config_dir: crate::home::conf_dir(&home),
             home,
             lifecycle_budget: Duration::from_secs(30),
             allow_downgrade: false,
@@ -103,9 +67,11 @@ impl ManagerConfig {
 
 /// A plugin in service.
 struct Active {
+    /// What admission checked it against (id, version, capabilities).
     manifest: Manifest,
     /// The published file this plugin came from (its registry key).
     file: PathBuf,
+    /// The running instance; dropped once stopped.
     instance: PluginBox,
     /// Kept so a failed upgrade can bring the previous version back.
     module: PluginModRef,
@@ -125,15 +91,26 @@ pub struct PluginManager {
 }
 
 struct Shared {
+    /// The settings fixed at creation (home, directories, versions, cluster).
     config: ManagerConfig,
     /// Settings that a properties reload changes: (lifecycle budget, allow downgrade).
     live: Mutex<(Duration, bool)>,
+    /// Where every library is copied before it is mapped.
     store: PrivateStore,
     /// Active plugins in activation order; held across a whole operation.
     ops: tokio::sync::Mutex<Vec<Active>>,
     /// Readable at any time, also while an operation runs (a std mutex:
     /// it is never held across an await).
     registry: Mutex<Registry>,
+    /// How the last load of each file ended, for whoever published it and
+    /// waits for its outcome (the admin API).
+    reports: Mutex<HashMap<PathBuf, LoadReport>>,
+    /// Uploads checked by their receiver, by published file; taken by the
+    /// file's next load.
+    prepared: Mutex<HashMap<PathBuf, Prepared>>,
+    /// Bumped after every change of a record or report, so a waiter wakes
+    /// on the change instead of polling.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl PluginManager {
@@ -147,21 +124,24 @@ impl PluginManager {
                 store,
                 ops: tokio::sync::Mutex::new(Vec::new()),
                 registry: Mutex::new(Registry::default()),
+                reports: Mutex::default(),
+                prepared: Mutex::default(),
+                changes: tokio::sync::watch::Sender::new(0),
             }),
         })
     }
 
     /// Applies reloaded settings; they count from the next lifecycle call.
     pub fn apply(&self, lifecycle_budget: Duration, allow_downgrade: bool) {
-        *self.shared.live.lock().unwrap_or_else(|p| p.into_inner()) = (lifecycle_budget, allow_downgrade);
+        *crate::lock::lock(&self.shared.live) = (lifecycle_budget, allow_downgrade);
     }
 
     fn budget(&self) -> Duration {
-        self.shared.live.lock().unwrap_or_else(|p| p.into_inner()).0
+        crate::lock::lock(&self.shared.live).0
     }
 
     fn allow_downgrade(&self) -> bool {
-        self.shared.live.lock().unwrap_or_else(|p| p.into_inner()).1
+        crate::lock::lock(&self.shared.live).1
     }
 
     /// Every plugin file seen, with state and reason.
@@ -172,6 +152,18 @@ impl PluginManager {
     /// The record for one file.
     pub fn record(&self, file: &Path) -> Option<PluginRecord> {
         self.registry().get(file).cloned()
+    }
+
+    /// How the last load of `file` ended, if it was loaded.
+    pub fn last_load(&self, file: &Path) -> Option<LoadReport> {
+        crate::lock::lock(&self.shared.reports).get(file).cloned()
+    }
+
+    /// A receiver that wakes after every change of a record or a load
+    /// report; read them with [`records`](Self::records) and
+    /// [`last_load`](Self::last_load).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.changes.subscribe()
     }
 
     /// Ids and versions of the active plugins, in activation order.
@@ -193,13 +185,22 @@ impl PluginManager {
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         // A panic while holding this lock leaves the map itself consistent
         // (each update is one insert), so a poisoned lock is still usable.
-        self.shared.registry.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock::lock(&self.shared.registry)
+    }
+
+    /// Creates or replaces a record, and tells the subscribers.
+    fn put_record(&self, record: PluginRecord) {
+        self.registry().put(record);
+        self.shared.changes.send_modify(|n| *n += 1);
     }
 
     fn set_state(&self, file: &Path, state: PluginState, reason: Option<String>) {
         let mut registry = self.registry();
         registry.set(file, state, reason.clone());
-        if let Some(record) = registry.get(file) {
+        let record = registry.get(file).cloned();
+        drop(registry);
+        self.shared.changes.send_modify(|n| *n += 1);
+        if let Some(record) = record {
             let plugin = match &record.id {
                 Some(id) => id.clone(),
                 None => file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
@@ -224,6 +225,9 @@ impl PluginManager {
         let mut active = self.shared.ops.lock().await;
         let before = self.record(file);
         let result = self.load_locked(&mut active, file).await;
+        // What this load read, before a refusal's record names what runs.
+        let sha256 = self.record(file).and_then(|r| r.sha256);
+        let mut kept_running = false;
         if let Err(error) = &result {
             match active.iter().find(|a| a.file == file) {
                 // The file of a running plugin was replaced by one that was
@@ -237,11 +241,19 @@ impl PluginManager {
                     record.state = PluginState::Active;
                     record.reason = Some(format!("still running; the replacement file was refused: {error}"));
                     tracing::warn!(plugin = %running.manifest.id, "{}", record.reason.as_deref().unwrap_or_default());
-                    self.registry().put(record);
+                    self.put_record(record);
+                    kept_running = true;
                 }
                 None => self.set_state(file, error.state(), Some(error.to_string())),
             }
         }
+        let end = match &result {
+            Ok(outcome) => LoadEnd::Done(outcome.clone()),
+            Err(error) => LoadEnd::Refused { cause: error.cause(), kept_running },
+        };
+        let report = LoadReport { sha256, at_ms: now_ms(), end };
+        crate::lock::lock(&self.shared.reports).insert(file.to_owned(), report);
+        self.shared.changes.send_modify(|n| *n += 1);
         result
     }
 
@@ -249,26 +261,37 @@ impl PluginManager {
         let config = &self.shared.config;
         let previous = self.record(file);
         let mut record = PluginRecord::discovered(file);
-        self.registry().put(record.clone());
+        self.put_record(record.clone());
 
         // Everything below until `loader::open` reads bytes only. The copy is
         // checked, not the published file, so what is checked is what is mapped.
         if !std::fs::metadata(file).map(|m| m.is_file()).unwrap_or(false) {
             return Err(InspectError::NotRegularFile { path: file.to_owned() }.into());
         }
-        let copy =
-            self.shared.store.copy_in(file).map_err(|source| LoadError::Copy { path: file.to_owned(), source })?;
-        record.sha256 = Some(copy.sha256.clone());
-        self.registry().put(record.clone());
+        // An upload was copied, hashed and parsed as it came in: not again.
+        let (copy, sha256, manifest) = match self.take_prepared(file) {
+            Some(prepared) => (prepared.copy, prepared.sha256, Ok(prepared.manifest)),
+            None => {
+                let copy = self
+                    .shared
+                    .store
+                    .copy_in(file)
+                    .map_err(|source| LoadError::Copy { path: file.to_owned(), source })?;
+                let manifest = manifest::manifest_from_bytes(file, &copy.bytes);
+                (copy.path, copy.sha256, manifest)
+            }
+        };
+        record.sha256 = Some(sha256);
+        self.put_record(record.clone());
         // A copy refused before dlopen was never mapped: remove it.
         let discard = |error: LoadError| {
-            let _ = std::fs::remove_file(&copy.path);
+            let _ = std::fs::remove_file(&copy);
             error
         };
-        let manifest = manifest::manifest_from_bytes(file, &copy.bytes).map_err(|e| discard(e.into()))?;
+        let manifest = manifest.map_err(|e| discard(e.into()))?;
         record.id = Some(manifest.id.clone());
         record.version = Some(manifest.version.clone());
-        self.registry().put(record.clone());
+        self.put_record(record.clone());
 
         let admission = admit(active.iter().map(|a| &a.manifest), &manifest, &config.versions, self.allow_downgrade())
             .map_err(|e| discard(e.into()))?;
@@ -278,14 +301,13 @@ impl PluginManager {
                     .map_err(|e| discard(e.into()))?;
             }
         }
-        let copy = copy.path;
         if admission == Admission::Unchanged {
             let _ = std::fs::remove_file(&copy);
             let current = active.iter().find(|a| a.manifest.id == manifest.id).map(|a| a.file.clone());
             if current.as_deref() == Some(file) {
                 // The same file republished: keep its record as it was.
                 if let Some(previous) = previous {
-                    self.registry().put(previous);
+                    self.put_record(previous);
                 }
             } else {
                 let from = current.map(|p| p.display().to_string()).unwrap_or_default();
@@ -316,93 +338,11 @@ impl PluginManager {
                 self.replace(active, new, from).await
             }
             _ => {
-                loader::call(&id, &instance, Phase::Start, self.budget()).await?;
+                loader::call(&id, &instance, LifecycleCall::Start, self.budget()).await?;
                 self.attach_strategy(&manifest, &instance).await?;
                 active.push(Active { manifest: manifest.clone(), file: file.to_owned(), instance, module, copy });
                 self.set_state(file, PluginState::Active, None);
                 Ok(LoadOutcome::Activated { id, version: manifest.version })
-            }
-        }
-    }
-
-    /// Swaps the active plugin with `manifest.id` for the new instance: the
-    /// old one stops, the new one starts; if the new one fails to start, the
-    /// old version is started again from its own (still mapped) library.
-    async fn replace(&self, active: &mut Vec<Active>, new: Active, from: Version) -> Result<LoadOutcome, LoadError> {
-        let Active { manifest, file, instance, module, copy } = new;
-        let file = file.as_path();
-        let budget = self.budget();
-        let id = manifest.id.clone();
-        let index = active.iter().position(|a| a.manifest.id == id).expect("Replace is only decided for an active id");
-        let old = active.remove(index);
-        self.detach_strategy(&old.manifest).await;
-        if old.file == file {
-            // The file's record already names the new version; the one
-            // stopping is the old, so say that rather than the record's label.
-            let to = &manifest.version;
-            self.registry().set(
-                file,
-                PluginState::Stopping,
-                Some(format!("{id} {from} stops for the upgrade to {to}")),
-            );
-            tracing::info!(plugin = %id, file = %file.display(), state = %PluginState::Stopping, "{id} {from} stopping (replaced by {to})");
-        } else {
-            self.set_state(&old.file, PluginState::Stopping, None);
-        }
-        if let Err(e) = loader::call(&id, &old.instance, Phase::Stop, budget).await {
-            tracing::warn!(plugin = %id, "stopping {id} {from} for the upgrade failed: {e}; going on with the upgrade");
-        }
-        drop(old.instance);
-        let started = match loader::call(&id, &instance, Phase::Start, budget).await {
-            Ok(()) => self.attach_strategy(&manifest, &instance).await,
-            Err(e) => Err(e),
-        };
-        match started {
-            Ok(()) => {
-                let to = manifest.version.clone();
-                if old.file != file {
-                    self.set_state(
-                        &old.file,
-                        PluginState::Retired,
-                        Some(format!("replaced by {id} {to} from {}", file.display())),
-                    );
-                }
-                active.insert(index, Active { manifest, file: file.to_owned(), instance, module, copy });
-                page_out_later(&id, old.copy);
-                self.set_state(file, PluginState::Active, Some(format!("upgraded from {from}")));
-                Ok(LoadOutcome::Replaced { id, from, to })
-            }
-            Err(start_error) => {
-                drop(instance);
-                let restored = async {
-                    let instance = loader::create(&id, old.module, self.services(&id), budget).await?;
-                    loader::call(&id, &instance, Phase::Start, budget).await?;
-                    self.attach_strategy(&old.manifest, &instance).await?;
-                    Ok::<_, LifecycleError>(instance)
-                }
-                .await;
-                match restored {
-                    Ok(instance) => {
-                        self.set_state(file, PluginState::Faulted, Some(start_error.to_string()));
-                        // When the old and new file are the same, `load` rewrites
-                        // this file's record from the plugin still running.
-                        if old.file != file {
-                            let reason =
-                                format!("kept after the upgrade to {} failed: {start_error}", manifest.version);
-                            self.set_state(&old.file, PluginState::Active, Some(reason));
-                        }
-                        active.insert(index, Active { instance, ..old });
-                    }
-                    Err(e) => {
-                        tracing::error!(plugin = %id, "could not restart {id} {from} after the failed upgrade: {e}");
-                        self.set_state(
-                            &old.file,
-                            PluginState::Faulted,
-                            Some(format!("restart after a failed upgrade failed: {e}")),
-                        );
-                    }
-                }
-                Err(start_error.into())
             }
         }
     }
@@ -449,7 +389,7 @@ impl PluginManager {
             return Ok(());
         }
         let id = manifest.id.clone();
-        let failed = |message: String| LifecycleError::Failed { id: id.clone(), phase: Phase::Start, message };
+        let failed = |message: String| LifecycleError::Failed { id: id.clone(), phase: LifecycleCall::Start, message };
         let (callbacks, generation) = cluster.callbacks();
         let outcome = match instance.cluster_strategy(callbacks).into_result() {
             Ok(ROption::RSome(strategy)) => {
@@ -462,7 +402,7 @@ impl PluginManager {
             Err(e) => failed(format!("cluster_strategy: {e}")),
         };
         // Started but unusable: stop it before reporting.
-        if let Err(e) = loader::call(&id, instance, Phase::Stop, self.budget()).await {
+        if let Err(e) = loader::call(&id, instance, LifecycleCall::Stop, self.budget()).await {
             tracing::warn!(plugin = %id, "{e}");
         }
         Err(outcome)
@@ -483,7 +423,7 @@ impl PluginManager {
         let Some(index) = active.iter().position(|a| a.manifest.id == id) else { return };
         let plugin = active.remove(index);
         self.detach_strategy(&plugin.manifest).await;
-        if let Err(e) = loader::call(id, &plugin.instance, Phase::Stop, self.budget()).await {
+        if let Err(e) = loader::call(id, &plugin.instance, LifecycleCall::Stop, self.budget()).await {
             tracing::warn!(plugin = %id, "{e}");
         }
         self.set_state(&plugin.file, PluginState::Faulted, Some(reason.to_string()));
@@ -493,7 +433,7 @@ impl PluginManager {
         let id = plugin.manifest.id.clone();
         self.detach_strategy(&plugin.manifest).await;
         self.set_state(&plugin.file, PluginState::Stopping, None);
-        match loader::call(&id, &plugin.instance, Phase::Stop, self.budget()).await {
+        match loader::call(&id, &plugin.instance, LifecycleCall::Stop, self.budget()).await {
             Ok(()) => self.set_state(&plugin.file, PluginState::Retired, Some(reason.into())),
             Err(e) => self.set_state(&plugin.file, PluginState::Faulted, Some(e.to_string())),
         }

@@ -51,8 +51,11 @@ pub enum Change {
 
 /// Decides, from successive scans, which files changed and are complete.
 pub struct Reconciler {
+    /// The directory scanned.
     dir: PathBuf,
+    /// How long a file must stay unchanged to count as complete.
     settle: Duration,
+    /// Which entries are watched (e.g. plugin files, not temporaries).
     select: fn(&Path) -> bool,
     /// The stamp last reported as Ready, per file.
     acted: HashMap<PathBuf, Stamp>,
@@ -140,6 +143,7 @@ pub struct Trigger {
     _tx: Option<mpsc::UnboundedSender<Vec<PathBuf>>>,
     /// Keeps the inotify watch alive; `None` when polling.
     _debouncer: Option<Box<dyn std::any::Any + Send>>,
+    /// The poll interval when polling; `None` with inotify.
     poll: Option<Duration>,
 }
 

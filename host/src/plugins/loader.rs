@@ -14,7 +14,6 @@ use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{ROption, RResult, RStr, RString};
 use clusterhost_plugin_api::abi::{HostServices, HostServicesBox, HostServices_TO, LogLevel, PluginBox, PluginModRef};
 use clusterhost_plugin_api::{PluginError, PluginErrorKind};
-use sha2::{Digest, Sha256};
 
 /// Why a library could not be mapped as a plugin (after its manifest passed).
 #[derive(Debug, thiserror::Error)]
@@ -35,27 +34,30 @@ pub enum AbiError {
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
     #[error("plugin {id} failed in {phase}: {message}; fix the cause and publish the plugin file again")]
-    Failed { id: String, phase: Phase, message: String },
+    Failed { id: String, phase: LifecycleCall, message: String },
     #[error("plugin {id} panicked in {phase}: {message}; the panic was contained and the plugin taken out of service")]
-    Panicked { id: String, phase: Phase, message: String },
+    Panicked { id: String, phase: LifecycleCall, message: String },
     #[error("plugin {id} did not finish {phase} within {budget:?} (cluster.max.execution.seconds); it was taken out of service")]
-    TimedOut { id: String, phase: Phase, budget: Duration },
+    TimedOut { id: String, phase: LifecycleCall, budget: Duration },
 }
 
 /// A lifecycle call into a plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub enum LifecycleCall {
+    /// The plugin's constructor (`create` of its root module).
     Create,
+    /// `Plugin::start`: into service.
     Start,
+    /// `Plugin::stop`: out of service.
     Stop,
 }
 
-impl std::fmt::Display for Phase {
+impl std::fmt::Display for LifecycleCall {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Phase::Create => "create",
-            Phase::Start => "start",
-            Phase::Stop => "stop",
+            LifecycleCall::Create => "create",
+            LifecycleCall::Start => "start",
+            LifecycleCall::Stop => "stop",
         })
     }
 }
@@ -72,7 +74,10 @@ pub struct PrivateCopy {
 
 /// The directory of private library copies; removed when the store drops.
 pub struct PrivateStore {
+    /// `clusterhost-PID-XXXX` under the temp dir: the pid lets a later node
+    /// sweep the copies of one that was killed.
     dir: tempfile::TempDir,
+    /// Numbers the copies, so each gets a path never mapped before.
     next: AtomicU64,
 }
 
@@ -91,19 +96,27 @@ impl PrivateStore {
         Ok(PrivateStore { dir, next: AtomicU64::new(1) })
     }
 
+    /// Creates a new, empty copy with a unique path, named after the
+    /// published file `name`.
+    pub fn create(&self, name: &str) -> std::io::Result<(PathBuf, std::fs::File)> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let stem = Path::new(name).file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
+        let target = self.dir.path().join(format!("{n:04}-{stem}.so"));
+        let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&target)?;
+        Ok((target, file))
+    }
+
     /// Copies `source` to a new unique path.
     pub fn copy_in(&self, source: &Path) -> std::io::Result<PrivateCopy> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let stem = source.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
-        let target = self.dir.path().join(format!("{n:04}-{stem}.so"));
+        let name = source.file_name().and_then(|s| s.to_str()).unwrap_or("plugin.so");
         let mut input = std::fs::File::open(source)?;
         let mut bytes = Vec::new();
         input.read_to_end(&mut bytes)?;
-        let digest = Sha256::digest(&bytes);
-        let mut out = std::fs::File::create(&target)?;
+        let sha256 = super::digest::sha256_hex(&bytes);
+        let (target, mut out) = self.create(name)?;
         std::io::Write::write_all(&mut out, &bytes)?;
         start_writeback(&out);
-        Ok(PrivateCopy { path: target, sha256: hex(&digest), bytes })
+        Ok(PrivateCopy { path: target, sha256, bytes })
     }
 
     /// Where the copies live.
@@ -129,6 +142,14 @@ fn start_writeback(file: &std::fs::File) {
     let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
 }
 
+/// [`start_writeback`] of the copy at `path` (one written elsewhere, e.g.
+/// by an upload); a copy that cannot be opened is left as it is.
+pub fn start_writeback_of(path: &Path) {
+    if let Ok(file) = std::fs::File::open(path) {
+        start_writeback(&file);
+    }
+}
+
 /// Removes the private directories of node processes that no longer run
 /// (a node killed with SIGKILL cannot clean up after itself).
 fn sweep_stale(base: &Path) {
@@ -136,13 +157,12 @@ fn sweep_stale(base: &Path) {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("clusterhost-")) else { continue };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else { continue };
-        if pid <= 0 || pid as u32 == std::process::id() {
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if pid == 0 || pid == std::process::id() {
             continue;
         }
-        // ESRCH: no such process. EPERM means it runs (as another user): keep.
-        let gone =
-            unsafe { libc::kill(pid, 0) } != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        // A node run by another user still runs: its copies are kept.
+        let gone = !crate::process::is_running(pid);
         if gone && entry.path().is_dir() {
             match std::fs::remove_dir_all(entry.path()) {
                 Ok(()) => {
@@ -152,10 +172,6 @@ fn sweep_stale(base: &Path) {
             }
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Asks the kernel to reclaim the resident pages of the library mapped
@@ -245,27 +261,32 @@ pub async fn create(
     if let Err(e) = spawned {
         return Err(LifecycleError::Failed {
             id: id.into(),
-            phase: Phase::Create,
+            phase: LifecycleCall::Create,
             message: format!("could not start a thread for it: {e}"),
         });
     }
     match tokio::time::timeout(budget, rx).await {
-        Ok(Ok(result)) => result_of(id, Phase::Create, result),
+        Ok(Ok(result)) => result_of(id, LifecycleCall::Create, result),
         Ok(Err(_)) => Err(LifecycleError::Failed {
             id: id.into(),
-            phase: Phase::Create,
+            phase: LifecycleCall::Create,
             message: "its create thread ended without an answer".into(),
         }),
-        Err(_) => Err(LifecycleError::TimedOut { id: id.into(), phase: Phase::Create, budget }),
+        Err(_) => Err(LifecycleError::TimedOut { id: id.into(), phase: LifecycleCall::Create, budget }),
     }
 }
 
 /// Calls start or stop within `budget`.
-pub async fn call(id: &str, instance: &PluginBox, phase: Phase, budget: Duration) -> Result<(), LifecycleError> {
+pub async fn call(
+    id: &str,
+    instance: &PluginBox,
+    phase: LifecycleCall,
+    budget: Duration,
+) -> Result<(), LifecycleError> {
     let future = match phase {
-        Phase::Start => instance.start(),
-        Phase::Stop => instance.stop(),
-        Phase::Create => unreachable!("create goes through loader::create"),
+        LifecycleCall::Start => instance.start(),
+        LifecycleCall::Stop => instance.stop(),
+        LifecycleCall::Create => unreachable!("create goes through loader::create"),
     };
     match tokio::time::timeout(budget, future).await {
         Ok(result) => result_of(id, phase, result),
@@ -273,7 +294,7 @@ pub async fn call(id: &str, instance: &PluginBox, phase: Phase, budget: Duration
     }
 }
 
-fn result_of<T>(id: &str, phase: Phase, result: RResult<T, PluginError>) -> Result<T, LifecycleError> {
+fn result_of<T>(id: &str, phase: LifecycleCall, result: RResult<T, PluginError>) -> Result<T, LifecycleError> {
     result.into_result().map_err(|e| match e.kind {
         PluginErrorKind::Failed => LifecycleError::Failed { id: id.into(), phase, message: e.message.into() },
         PluginErrorKind::Panicked => LifecycleError::Panicked { id: id.into(), phase, message: e.message.into() },

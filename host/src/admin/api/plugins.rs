@@ -1,0 +1,187 @@
+//! `/api/plugins`: the node's plugin files listed, uploaded (a new plugin or
+//! a hot upgrade) and removed. A write answers once the node has acted on
+//! the file, waiting on the plugin manager's changes.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::{answer, upload, ApiError, ApiResult};
+use crate::admin::contract::{Refusal, Removed, UploadOutcome, Uploaded};
+use crate::admin::limits::CappedBody;
+use crate::admin::{file_name, AdminState};
+use crate::plugins::outcome::{LoadEnd, LoadOutcome, RefusalCause};
+use crate::plugins::registry::{now_ms, PluginRecord, PluginState};
+
+pub(in crate::admin) async fn plugins(State(state): State<AdminState>) -> Json<Vec<PluginRecord>> {
+    Json(state.ctx().plugins.records())
+}
+
+/// Checks an uploaded plugin's file name: `NAME.so`, a plain name, not hidden.
+fn plugin_name(name: &str) -> Result<&str, ApiError> {
+    let problem = if name.is_empty() {
+        Some("it is empty")
+    } else if name.contains('/') || name.contains('\\') || name == ".." {
+        Some("it contains a path separator")
+    } else if name.starts_with('.') {
+        Some("it starts with '.' (hidden files are ignored by the node)")
+    } else if !name.ends_with(".so") || name.len() <= 3 {
+        Some("it does not end in .so")
+    } else if name.chars().any(|c| c.is_control()) {
+        Some("it contains control characters")
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(ApiError::bad_request(format!(
+            "plugin file name {} refused: {problem}; use a plain file name like hello.so",
+            crate::text::clip_debug(name)
+        ))),
+        None => Ok(name),
+    }
+}
+
+fn record_for(state: &AdminState, name: &str) -> Option<PluginRecord> {
+    state.ctx().plugins.records().into_iter().find(|r| file_name(&r.file) == name)
+}
+
+/// Waits until `found` gives an answer, looking again at each change the
+/// plugin manager announces, for at most the node's lifecycle budget (up
+/// to a minute) and 5 s.
+async fn wait_for<T>(state: &AdminState, mut found: impl FnMut() -> Option<T>) -> Option<T> {
+    // Subscribed before the first look: a change after it wakes the loop.
+    let mut changes = state.ctx().plugins.subscribe();
+    let budget = state.ctx().values.properties().max_execution;
+    let deadline = tokio::time::Instant::now() + budget.min(Duration::from_secs(60)) + Duration::from_secs(5);
+    loop {
+        if let Some(answer) = found() {
+            return Some(answer);
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => return found(),
+        }
+    }
+}
+
+/// `POST /api/plugins?name=X.so`, body = the file: streamed (within
+/// `admin.max.upload.bytes`) into a private copy and a unique hidden
+/// temporary file in plugins/, checked, then renamed into place under the
+/// name's write lock; the node's watcher loads it (a replace is a hot
+/// upgrade). Answers once the node reports on this very file.
+pub(in crate::admin) async fn install_plugin(
+    State(state): State<AdminState>,
+    Query(query): Query<HashMap<String, String>>,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    let name = query.get("name").map(String::as_str).ok_or_else(|| {
+        ApiError::bad_request("POST /api/plugins needs ?name=FILE.so, the name to publish the plugin under")
+    })?;
+    let name = plugin_name(name)?;
+    let cap = state.shared.limits.upload_cap();
+    let body = CappedBody::new(request.into_body(), cap, axum::http::Method::POST, "/api/plugins");
+    let dir = crate::home::plugins_dir(&state.ctx().home);
+    let manager = &state.ctx().plugins;
+    let upload = upload::receive(name, &dir, manager, body).await?;
+    let target = dir.join(name);
+    let _writing = state.lock_target(&target).await;
+    let sha256 = upload.sha256.clone();
+    if let Some(record) = record_for(&state, name) {
+        if record.state == PluginState::Active && record.sha256.as_deref() == Some(sha256.as_str()) {
+            let uploaded = Uploaded { note: None, outcome: UploadOutcome::Unchanged, plugin: Some(record) };
+            return Ok(answer(&uploaded).into_response());
+        }
+    }
+    let replacing = target.exists();
+    let since_ms = now_ms();
+    let (id, version) = (upload.manifest.id.clone(), upload.manifest.version.clone());
+    upload.publish(name, &target, manager)?;
+    tracing::info!(file = %target.display(), plugin = %id, version = %version, replacing, "plugin uploaded through the admin API");
+    // This file's outcome: the end of a load of this content (or of one
+    // that could not read it) since the rename.
+    let ours = |sha: &Option<String>| sha.as_deref().is_none_or(|s| s == sha256);
+    let report =
+        wait_for(&state, || manager.last_load(&target).filter(|r| r.at_ms >= since_ms && ours(&r.sha256))).await;
+    let record = record_for(&state, name);
+    let (Some(report), Some(record)) = (report, record.clone()) else {
+        let note = format!("{name} was written; the node has not reported on it yet: GET /api/plugins shows its state");
+        let uploaded = Uploaded { note: Some(note), outcome: UploadOutcome::Written, plugin: record };
+        return Ok((StatusCode::ACCEPTED, answer(&uploaded)).into_response());
+    };
+    let refusal = match report.end {
+        LoadEnd::Done(LoadOutcome::Activated { .. } | LoadOutcome::Replaced { .. }) => None,
+        // The same content under this name already runs: its record is kept.
+        LoadEnd::Done(LoadOutcome::Unchanged { .. }) if record.state == PluginState::Active => {
+            let uploaded = Uploaded { note: None, outcome: UploadOutcome::Unchanged, plugin: Some(record) };
+            return Ok(answer(&uploaded).into_response());
+        }
+        // Its id and version run from another file.
+        LoadEnd::Done(LoadOutcome::Unchanged { .. }) => {
+            Some(Refusal { cause: RefusalCause::Rejected, kept_running: false })
+        }
+        LoadEnd::Refused { cause, kept_running } => Some(Refusal { cause, kept_running }),
+    };
+    let Some(refusal) = refusal else {
+        let outcome = if replacing { UploadOutcome::Replaced } else { UploadOutcome::Installed };
+        return Ok(answer(&Uploaded { note: None, outcome, plugin: Some(record) }).into_response());
+    };
+    let reason = record.reason.clone().unwrap_or_else(|| format!("it is {}", record.state));
+    Err(ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        format!(
+            "plugin {name} was written to plugins/ but the node refused it: {reason}; upload a fixed build under the same name, or DELETE /api/plugins/{name}"
+        ),
+    )
+    .refused(record, Some(refusal)))
+}
+
+/// `DELETE /api/plugins/X.so`: removes the file; the node stops the plugin.
+pub(in crate::admin) async fn remove_plugin(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> ApiResult<serde_json::Value> {
+    let name = plugin_name(&name)?;
+    let target = crate::home::plugins_dir(&state.ctx().home).join(name);
+    let _writing = state.lock_target(&target).await;
+    let before = record_for(&state, name);
+    let since_ms = now_ms();
+    match tokio::fs::remove_file(&target).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ApiError::not_found(format!(
+                "no plugin file {name} in the node's plugins directory; GET /api/plugins lists them"
+            )))
+        }
+        Err(e) => return Err(ApiError::internal(format!("could not remove {}: {e}", target.display()))),
+    }
+    tracing::info!(file = %target.display(), "plugin file removed through the admin API");
+    let was_active = before.as_ref().is_some_and(|r| r.state == PluginState::Active);
+    let record = if was_active {
+        let stopped = |r: &PluginRecord| {
+            r.changed_at_ms >= since_ms && matches!(r.state, PluginState::Retired | PluginState::Faulted)
+        };
+        wait_for(&state, || record_for(&state, name).filter(stopped)).await.or_else(|| record_for(&state, name))
+    } else {
+        before
+    };
+    Ok(answer(&Removed { plugin: record, removed: name.to_string() }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_names_must_be_plain_visible_so_files() {
+        assert!(plugin_name("hello.so").is_ok());
+        for bad in ["", ".so", "../x.so", "a/b.so", ".hidden.so", "x.txt", "x.so.tmp", "x\n.so"] {
+            let err = plugin_name(bad).unwrap_err();
+            assert_eq!(err.status, StatusCode::BAD_REQUEST, "{bad:?}");
+            assert!(err.message().contains("use a plain file name"), "{}", err.message());
+        }
+    }
+}

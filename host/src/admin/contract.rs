@@ -1,0 +1,236 @@
+//! The admin API's contract: every body it answers, as the types the
+//! server (`api`), the console, the client and the CLI share, so a field
+//! is named in one place. docs/admin.md documents the same JSON.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::{CacheStats, ClusterState, ClusterStatus};
+use crate::plugins::outcome::RefusalCause;
+use crate::plugins::registry::{PluginRecord, PluginState};
+
+/// `GET /api/cluster`: the status, each member's own state and strategy plugin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// This node's view of the cluster.
+    #[serde(flatten)]
+    pub status: ClusterStatus,
+    /// Each member as it reports itself (standalone: this node only).
+    pub details: Vec<MemberView>,
+    /// Set when the members run different strategy plugin versions.
+    pub warn: Option<String>,
+}
+
+/// One member's own report, in a [`ClusterView`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberView {
+    /// The member id.
+    pub id: String,
+    /// Its clustering state and reason, as it reports them.
+    pub cluster: Option<ClusterState>,
+    /// Its strategy plugin: version, state and reason.
+    pub plugin: Option<PluginSummary>,
+    /// Why the member could not be asked.
+    pub unreachable: Option<String>,
+}
+
+/// A plugin's version, state and reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginSummary {
+    /// From its manifest, once read.
+    pub id: Option<String>,
+    /// From its manifest, once read.
+    pub version: Option<String>,
+    /// Where it is in its life.
+    pub state: PluginState,
+    /// Why it is in that state.
+    pub reason: Option<String>,
+}
+
+/// `GET /api/node`: one member's own view of itself, also what every
+/// member answers the node-detail task with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeDetail {
+    /// The member id.
+    pub node: String,
+    /// Host version.
+    pub version: String,
+    /// Its clustering state and reason.
+    pub cluster: ClusterState,
+    /// Whether clustering is enabled there.
+    pub enabled: bool,
+    /// `id version` of its strategy plugin.
+    pub strategy: Option<String>,
+    /// Its caches, as held on that member.
+    pub caches: Vec<CacheStats>,
+    /// Its plugin records.
+    pub plugins: Vec<PluginRecord>,
+}
+
+/// `GET /api/properties`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PropertiesView {
+    /// The file's path.
+    pub file: PathBuf,
+    /// Every key with the value in force (file, flags and environment, defaults).
+    pub effective: BTreeMap<String, String>,
+    /// Keys read only at start whose stored value differs from the one in
+    /// force: key → the stored value, used from the next start.
+    pub pending_restart: BTreeMap<String, String>,
+    /// The file's text (empty if it does not exist).
+    pub text: String,
+}
+
+// The answers below are JSON objects whose keys serde_json has always
+// written in sorted order; their fields are declared in that order too.
+
+/// `POST /api/cluster/enable` and `/disable`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Switched {
+    /// What clustering was switched to.
+    pub enabled: bool,
+    /// This node's status right after.
+    pub status: ClusterStatus,
+}
+
+/// `GET` and `PUT /api/caches/C/K`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheValue {
+    /// The cache name.
+    pub cache: String,
+    /// The key.
+    pub key: String,
+    /// The value stored under it.
+    pub value: String,
+}
+
+/// `DELETE /api/caches/C/K`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheRemoved {
+    /// The cache name.
+    pub cache: String,
+    /// The key.
+    pub key: String,
+    /// Always true: a missing key is a 404.
+    pub removed: bool,
+}
+
+/// What became of an uploaded plugin file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UploadOutcome {
+    /// A new plugin file, loaded and active.
+    Installed,
+    /// It replaced a file of that name, and the new content is active.
+    Replaced,
+    /// The same content is already active under that name; nothing changed.
+    Unchanged,
+    /// Written, but the node has not reported on it in time (HTTP 202).
+    Written,
+    /// Written, and the node refused it (an error answer, HTTP 422).
+    Refused,
+}
+
+/// `POST /api/plugins?name=X.so`, when the file was not refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Uploaded {
+    /// With [`UploadOutcome::Written`]: what to look at next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// What became of the file.
+    pub outcome: UploadOutcome,
+    /// The file's record (none yet when only written).
+    pub plugin: Option<PluginRecord>,
+}
+
+/// `DELETE /api/plugins/X.so`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Removed {
+    /// The file's record after the node stopped it (or as it was).
+    pub plugin: Option<PluginRecord>,
+    /// The file name removed.
+    pub removed: String,
+}
+
+/// `PUT /api/properties`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PropertiesReplaced {
+    /// When the node applies what.
+    pub note: String,
+    /// Keys the old file set and the new one does not (back to their defaults).
+    pub reset: Vec<String>,
+    /// The keys the new file sets that apply from the next start only.
+    pub restart_keys: Vec<String>,
+    /// Unknown keys, with file and line.
+    pub warnings: Vec<String>,
+    /// The file written.
+    pub written: PathBuf,
+}
+
+/// `PATCH /api/properties`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PropertiesPatched {
+    /// When the node applies what.
+    pub note: String,
+    /// Keys removed from the file (back to their defaults).
+    pub removed: Vec<String>,
+    /// The keys changed that apply from the next start only.
+    pub restart_keys: Vec<String>,
+    /// Keys set.
+    pub set: Vec<String>,
+    /// Unknown keys, with file and line.
+    pub warnings: Vec<String>,
+    /// The file written.
+    pub written: PathBuf,
+}
+
+/// Why the node refused an uploaded plugin, in terms a client acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// Refused before it ran, failed in its start, or faulted.
+    pub cause: RefusalCause,
+    /// Whether the version already running under that name stays in service.
+    pub kept_running: bool,
+}
+
+/// Every error answer (4xx, 5xx): `error` says what happened, to what, and
+/// what to do; a refused upload adds its outcome, record and refusal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The message.
+    pub error: String,
+    /// [`UploadOutcome::Refused`] for a refused upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<UploadOutcome>,
+    /// The refused file's record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<PluginRecord>,
+    /// Why the upload was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<Refusal>,
+}
+
+/// A clustering state as its name and reason, as the console and the CLI
+/// show it: `starting` gives its detail as the reason.
+pub fn state_and_reason(state: &ClusterState) -> (&'static str, Option<&str>) {
+    match state {
+        ClusterState::Standalone { reason } => ("standalone", reason.as_deref()),
+        ClusterState::Starting { detail, .. } => ("starting", Some(detail.as_str())),
+        ClusterState::Clustered => ("clustered", None),
+        ClusterState::Faulted { reason } => ("faulted", Some(reason.as_str())),
+    }
+}
+
+impl std::fmt::Display for UploadOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            UploadOutcome::Installed => "installed",
+            UploadOutcome::Replaced => "replaced",
+            UploadOutcome::Unchanged => "unchanged",
+            UploadOutcome::Written => "written",
+            UploadOutcome::Refused => "refused",
+        })
+    }
+}

@@ -1,0 +1,48 @@
+//! `clusterhost run`: a node in this process, until SIGTERM or Ctrl-C.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::fail;
+use crate::node;
+
+/// The `run` flags that override node-specific properties; `None` when not given.
+#[derive(Debug, Clone, Default)]
+pub struct RunFlags {
+    /// `--node-name` / `CLUSTERHOST_NODE_NAME` (`node.name`).
+    pub node_name: Option<String>,
+    /// `--bind` / `CLUSTERHOST_BIND` (`node.bind`).
+    pub bind: Option<String>,
+    /// `--cluster-port` / `CLUSTERHOST_CLUSTER_PORT` (`cluster.port`).
+    pub cluster_port: Option<String>,
+    /// `--admin-port` / `CLUSTERHOST_ADMIN_PORT` (`admin.port`).
+    pub admin_port: Option<String>,
+    /// `--admin-bind` / `CLUSTERHOST_ADMIN_BIND` (`admin.bind`).
+    pub admin_bind: Option<String>,
+}
+
+/// Runs a node with home `home` on a runtime of its own.
+pub fn run(home: PathBuf, flags: RunFlags) -> ExitCode {
+    let overrides = [
+        ("node.name", flags.node_name, "--node-name / CLUSTERHOST_NODE_NAME"),
+        ("node.bind", flags.bind, "--bind / CLUSTERHOST_BIND"),
+        ("cluster.port", flags.cluster_port, "--cluster-port / CLUSTERHOST_CLUSTER_PORT"),
+        ("admin.port", flags.admin_port, "--admin-port / CLUSTERHOST_ADMIN_PORT"),
+        ("admin.bind", flags.admin_bind, "--admin-bind / CLUSTERHOST_ADMIN_BIND"),
+    ]
+    .into_iter()
+    .filter_map(|(key, value, source)| value.map(|v| (key.to_string(), v, source.to_string())))
+    .collect();
+    let _guard = crate::logging::init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("could not start the async runtime: {e}")),
+    };
+    let result = runtime.block_on(node::run(node::NodeOptions { home, overrides }));
+    // A plugin thread stuck in its code must not keep the process alive.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e.to_string()),
+    }
+}

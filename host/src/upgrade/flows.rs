@@ -1,0 +1,238 @@
+//! The two flows that change members: rolling (each member hot-replaced
+//! while clustered) and split-brain (clustering off, each member replaced
+//! standalone, clustering on). Both replace the members one at a time with
+//! [`replace_each`]; a failure hands the members changed so far to rollback.
+
+use std::time::{Duration, Instant};
+
+use super::gates::{clustered_check, gate, in_cluster, standalone, Seen};
+use super::rollback::{rollback, rollback_timeout, split_brain_rollback};
+use super::survey::{Member, PluginFile};
+use super::{api_error, secs, UpgradeError, UpgradeOptions};
+use crate::admin::client::segment;
+use crate::admin::contract::{Refusal, UploadOutcome, Uploaded};
+use crate::plugins::outcome::RefusalCause;
+
+/// One upgrade run: what is upgraded, where, and the file to roll back to.
+pub(super) struct Run<'r> {
+    pub(super) options: &'r UpgradeOptions,
+    pub(super) new: &'r PluginFile,
+    pub(super) previous: &'r PluginFile,
+    /// The members to upgrade, in order (the senior last).
+    pub(super) todo: &'r [Member],
+    /// Every member, those already upgraded first.
+    pub(super) all: &'r [&'r Member],
+    /// The cluster size every member must see.
+    pub(super) size: usize,
+}
+
+/// Uploads `file` to `member` as its strategy file; Ok once the node reports it active.
+///
+/// A replacement whose start failed leaves the member on its running
+/// version (the host restarts it); that upload is retried once after a
+/// second, since the usual cause is a resource the stopped version had not
+/// released yet (e.g. its member port). Admission refusals are not retried.
+pub(super) fn upload(member: &Member, file: &PluginFile, out: &mut dyn FnMut(&str)) -> Result<UploadOutcome, String> {
+    match upload_once(member, file) {
+        Err((why, Some(Refusal { cause: RefusalCause::FailedInStart, kept_running: true }))) => {
+            out(&format!("[retry] {}: the new version failed to start and the running one was kept ({why}); uploading again in 1 s", member.label()));
+            std::thread::sleep(Duration::from_secs(1));
+            upload_once(member, file).map_err(|(why, _)| why)
+        }
+        other => other.map_err(|(why, _)| why),
+    }
+}
+
+/// One upload: its outcome, or why not (with the node's refusal, if it refused).
+fn upload_once(member: &Member, file: &PluginFile) -> Result<UploadOutcome, (String, Option<Refusal>)> {
+    let path = format!("/api/plugins?name={}", segment(&member.file));
+    let answer = member.client.post(&path, &file.bytes).map_err(|e| {
+        let refusal = e.refusal();
+        (api_error(e), refusal)
+    })?;
+    let uploaded: Uploaded = answer.view().map_err(|e| (e.to_string(), None))?;
+    match uploaded.outcome {
+        outcome @ (UploadOutcome::Replaced | UploadOutcome::Installed | UploadOutcome::Unchanged) => Ok(outcome),
+        _ => Err((
+            format!(
+                "the node has not reported on the file in time: {}",
+                uploaded.note.as_deref().unwrap_or("no outcome")
+            ),
+            None,
+        )),
+    }
+}
+
+/// Which flow a [`replace_each`] runs: its words and its gate.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Rolling,
+    SplitBrain,
+}
+
+/// A member's step failed: the members changed so far, and why.
+struct Failed<'r> {
+    changed: Vec<&'r Member>,
+    reason: String,
+}
+
+/// Uploads the new file to each member to do, in order, gating each; stops
+/// at the first member that refuses the file or fails its gate.
+fn replace_each<'r>(flow: Flow, run: &Run<'r>, out: &mut dyn FnMut(&str)) -> Result<(), Failed<'r>> {
+    let (new, size) = (run.new, run.size);
+    let version = new.manifest.version.to_string();
+    let total = run.todo.len();
+    let mut changed: Vec<&Member> = Vec::new();
+    for (i, m) in run.todo.iter().enumerate() {
+        let name = if flow == Flow::Rolling { "rolling" } else { "split-brain" };
+        let step = format!("[{name}] {}/{total} {}", i + 1, m.label());
+        let t = Instant::now();
+        out(&format!("{step}: upload {} as plugins/{} ...", new.label(), m.file));
+        if let Err(why) = upload(m, new, out) {
+            // A refused replacement leaves the member on its running version.
+            let (line, reason) = match flow {
+                Flow::Rolling => {
+                    (format!("{step}: refused: {why}"), format!("member {} refused {}: {why}", m.label(), new.label()))
+                }
+                Flow::SplitBrain => (
+                    format!("{step}: {why}"),
+                    format!("member {} failed its upgrade to {}: {why}", m.label(), new.label()),
+                ),
+            };
+            out(&line);
+            return Err(Failed { changed, reason });
+        }
+        changed.push(m);
+        let gated = match flow {
+            Flow::Rolling => {
+                out(&format!(
+                    "{step}: replaced ({}); gate: back in the cluster, {size} members, on {version} ...",
+                    secs(t.elapsed())
+                ));
+                gate(run.options.gate_timeout, &[m], |_, _| {}, clustered_check(size, version.clone()))
+                    .and_then(|_| gate(run.options.gate_timeout, run.all, |_, _| {}, in_cluster(size)))
+            }
+            Flow::SplitBrain => gate(
+                run.options.gate_timeout,
+                &[m],
+                |_, _| {},
+                |_, seen: &Seen| {
+                    let (state, _, _, running) = seen;
+                    if running.as_deref() != Some(version.as_str()) {
+                        Err(format!("it runs {}, expected {version}", running.as_deref().unwrap_or("no strategy")))
+                    } else if state != "standalone" {
+                        Err(format!("it is {state}, expected standalone"))
+                    } else {
+                        Ok(())
+                    }
+                },
+            ),
+        };
+        match gated {
+            Ok(_) if flow == Flow::Rolling => {
+                out(&format!("{step}: gate passed ({} for the member)", secs(t.elapsed())))
+            }
+            Ok(_) => out(&format!("{step}: replaced, standalone on {version} ({})", secs(t.elapsed()))),
+            Err(why) => {
+                out(&format!("{step}: {why}"));
+                let reason = match flow {
+                    Flow::Rolling => {
+                        format!("member {} failed its gate after the upgrade to {}: {why}", m.label(), new.label())
+                    }
+                    Flow::SplitBrain => format!("member {} failed its upgrade to {}: {why}", m.label(), new.label()),
+                };
+                return Err(Failed { changed, reason });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The rolling flow; a failure rolls back every member changed.
+pub(super) fn rolling(run: &Run<'_>, out: &mut dyn FnMut(&str)) -> Result<(), UpgradeError> {
+    replace_each(Flow::Rolling, run, out)
+        .map_err(|failed| rollback(run.options, run.previous, &failed.changed, run.size, out, &failed.reason))
+}
+
+/// The split-brain flow; a failure rolls back every member changed, then
+/// re-forms the cluster on the previous version.
+pub(super) fn split_brain(run: &Run<'_>, out: &mut dyn FnMut(&str)) -> Result<(), UpgradeError> {
+    let (options, all, size) = (run.options, run.all, run.size);
+    let first = all[0];
+    let t = Instant::now();
+    out(&format!("[split-brain] {}: disable clustering cluster-wide ...", first.label()));
+    first
+        .client
+        .post("/api/cluster/disable", b"")
+        .map_err(|e| UpgradeError::DisableFailed { member: first.label(), detail: api_error(e) })?;
+    if let Err(why) = gate(options.gate_timeout, all, |_, _| {}, standalone) {
+        out(&format!("[split-brain] {why}; enabling clustering again"));
+        let _ = enable_all(rollback_timeout(options), all, size, None, out);
+        return Err(UpgradeError::NotStandalone { why });
+    }
+    out(&format!("[split-brain] every member standalone ({})", secs(t.elapsed())));
+    if let Err(failed) = replace_each(Flow::SplitBrain, run, out) {
+        return Err(split_brain_rollback(options, run.previous, &failed.changed, all, size, out, &failed.reason));
+    }
+    match enable_all(options.gate_timeout, all, size, Some(run.new.manifest.version.to_string()), out) {
+        Ok(()) => Ok(()),
+        Err(why) => {
+            let reason = format!("the cluster did not re-form on {}: {why}", run.new.label());
+            let _ = first.client.post("/api/cluster/disable", b"");
+            let _ = gate(options.gate_timeout, all, |_, _| {}, standalone);
+            let changed: Vec<&Member> = run.todo.iter().collect();
+            Err(split_brain_rollback(options, run.previous, &changed, all, size, out, &reason))
+        }
+    }
+}
+
+/// Enables clustering from the first member; a member still standalone
+/// and disabled after a few seconds is told too. Gates on every member
+/// clustered with `size` members (on `version` when given).
+pub(super) fn enable_all(
+    timeout: Duration,
+    all: &[&Member],
+    size: usize,
+    version: Option<String>,
+    out: &mut dyn FnMut(&str),
+) -> Result<(), String> {
+    let first = all[0];
+    let t = Instant::now();
+    out(&format!("[split-brain] {}: enable clustering cluster-wide ...", first.label()));
+    first
+        .client
+        .post("/api/cluster/enable", b"")
+        .map_err(|e| format!("could not enable clustering on {}: {}", first.label(), api_error(e)))?;
+    let mut told = vec![first.url.clone()];
+    let mut nudges = Vec::new();
+    let check = move |_: &Member, (state, _, seen, running): &Seen| {
+        if state != "clustered" {
+            return Err(format!("it is {state}"));
+        }
+        if *seen != size {
+            return Err(format!("it sees {seen} members, expected {size}"));
+        }
+        match &version {
+            Some(v) if running.as_deref() != Some(v.as_str()) => Err(format!("it runs {running:?}, expected {v}")),
+            _ => Ok(()),
+        }
+    };
+    let result = gate(
+        timeout,
+        all,
+        |m, (state, enabled, _, _)| {
+            if state == "standalone" && !enabled && !told.contains(&m.url) && t.elapsed() > Duration::from_secs(3) {
+                let _ = m.client.post("/api/cluster/enable", b"");
+                told.push(m.url.clone());
+                nudges.push(m.label());
+            }
+        },
+        check,
+    );
+    for n in nudges {
+        out(&format!("[split-brain] {n} had not heard the switch; enabled there too"));
+    }
+    let passed = result?;
+    out(&format!("[split-brain] gate passed: every member clustered, {size} members ({})", secs(passed)));
+    Ok(())
+}

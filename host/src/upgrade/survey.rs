@@ -1,0 +1,118 @@
+//! Before an upgrade: the plugin files read, and every member asked for
+//! its state and the strategy plugin it runs.
+
+use std::path::{Path, PathBuf};
+
+use clusterhost_plugin_api::Manifest;
+
+use super::{UpgradeError, UpgradeOptions};
+use crate::admin::client::AdminClient;
+use crate::admin::contract::state_and_reason;
+use crate::plugins::registry::PluginState;
+use crate::plugins::{digest, manifest};
+
+/// A plugin file read for upload.
+pub(super) struct PluginFile {
+    pub(super) path: PathBuf,
+    pub(super) manifest: Manifest,
+    pub(super) bytes: Vec<u8>,
+    pub(super) sha256: String,
+}
+
+impl PluginFile {
+    /// Reads `path` once: its manifest, bytes and hash. `what` names it in errors.
+    pub(super) fn read(path: &Path, what: &'static str) -> Result<PluginFile, UpgradeError> {
+        let (manifest, bytes) = manifest::read_plugin_file(path).map_err(|source| UpgradeError::PluginFile {
+            what,
+            path: path.to_owned(),
+            source,
+        })?;
+        let sha256 = digest::sha256_hex(&bytes);
+        Ok(PluginFile { path: path.to_owned(), manifest, bytes, sha256 })
+    }
+
+    /// "id version".
+    pub(super) fn label(&self) -> String {
+        format!("{} {}", self.manifest.id, self.manifest.version)
+    }
+}
+
+/// One member as found before the upgrade.
+pub(super) struct Member {
+    pub(super) url: String,
+    pub(super) client: AdminClient,
+    /// Its member id.
+    pub(super) name: String,
+    pub(super) senior: bool,
+    /// The plugins/ file name of its active strategy plugin.
+    pub(super) file: String,
+    /// The version and file hash it runs.
+    pub(super) version: String,
+    pub(super) sha256: String,
+}
+
+impl Member {
+    /// "name (url)".
+    pub(super) fn label(&self) -> String {
+        format!("{} ({})", self.name, self.url)
+    }
+}
+
+/// Asks every member for its state and its strategy plugin; returns them and
+/// the cluster size every member must agree on.
+pub(super) fn survey(options: &UpgradeOptions, new: &PluginFile) -> Result<(Vec<Member>, usize), UpgradeError> {
+    let mut members = Vec::new();
+    let mut size = None;
+    for url in &options.nodes {
+        let client = AdminClient::new(url, options.token.clone());
+        let cluster = client
+            .cluster()
+            .map_err(|source| UpgradeError::Unreachable { url: url.clone(), source: Box::new(source) })?;
+        let status = cluster.status;
+        let name = status.node.clone();
+        let state = state_and_reason(&status.state).0;
+        if state != "clustered" {
+            return Err(UpgradeError::NotClustered { name, url: url.clone(), state: state.to_string() });
+        }
+        let count = status.members.len();
+        match size {
+            None => size = Some(count),
+            Some(n) if n != count => {
+                return Err(UpgradeError::SizesDiffer {
+                    name,
+                    url: url.clone(),
+                    count,
+                    first: options.nodes[0].clone(),
+                    first_count: n,
+                })
+            }
+            _ => {}
+        }
+        let plugins = client.plugins().map_err(|source| UpgradeError::Plugins {
+            name: name.clone(),
+            url: url.clone(),
+            source: Box::new(source),
+        })?;
+        let record = plugins
+            .into_iter()
+            .find(|r| r.id.as_deref() == Some(new.manifest.id.as_str()) && r.state == PluginState::Active);
+        let Some(record) = record else {
+            return Err(UpgradeError::NoActivePlugin { name, url: url.clone(), id: new.manifest.id.clone() });
+        };
+        let file = record.file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        members.push(Member {
+            senior: status.senior.as_deref() == Some(name.as_str()),
+            url: url.clone(),
+            client,
+            name,
+            file,
+            version: record.version.map(|v| v.to_string()).unwrap_or_else(|| "?".into()),
+            sha256: record.sha256.unwrap_or_default(),
+        });
+    }
+    let size = size.unwrap_or(0);
+    if size != options.nodes.len() {
+        return Err(UpgradeError::NodesMissing { size, listed: options.nodes.len() });
+    }
+    Ok((members, size))
+}
