@@ -11,7 +11,6 @@ pub mod atomic_file;
 pub mod cli;
 pub mod cluster;
 pub mod home;
-pub mod lock;
 pub mod logging;
 pub mod node;
 pub mod plugins;

@@ -174,7 +174,7 @@ impl NodeValues {
     /// keys after the first call: those keep their start values, and the
     /// differing new ones are [`pending`](Self::pending).
     pub fn update(&self, properties: &Properties) {
-        let mut state = crate::lock::write(&self.inner);
+        let mut state = clusterhost_plugin_api::sync::write(&self.inner);
         let started = state.started.get_or_insert_with(|| properties.clone()).clone();
         let mut current = properties.clone();
         current.keep_restart_keys(&started);
@@ -193,17 +193,17 @@ impl NodeValues {
     /// The settings in force (the last good file, with the overrides
     /// applied, and the restart keys as the node started with them).
     pub fn properties(&self) -> Properties {
-        crate::lock::read(&self.inner).current.clone()
+        clusterhost_plugin_api::sync::read(&self.inner).current.clone()
     }
 
     /// The restart keys whose stored value waits for the next start: key → stored value.
     pub fn pending(&self) -> std::collections::BTreeMap<String, String> {
-        crate::lock::read(&self.inner).pending.clone()
+        clusterhost_plugin_api::sync::read(&self.inner).pending.clone()
     }
 
     /// One value.
     pub fn get(&self, key: &str) -> Option<String> {
-        crate::lock::read(&self.inner).values.get(key).cloned()
+        clusterhost_plugin_api::sync::read(&self.inner).values.get(key).cloned()
     }
 }
 

@@ -77,7 +77,7 @@ impl ConnectionLimit {
 
     /// A std mutex held for a few counter updates, never across an await.
     fn lock(&self) -> MutexGuard<'_, Open> {
-        self.open.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.open)
     }
 
     /// Counts a new connection from `address` in, unless a limit is reached

@@ -19,6 +19,7 @@ pub mod manifest;
 pub mod memory;
 mod plugin;
 mod strategy;
+pub mod sync;
 pub mod throttle;
 
 pub use abi::{PluginError, PluginErrorKind};

@@ -20,7 +20,7 @@ pub struct LocalCaches {
 
 impl LocalCaches {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, CacheMap>> {
-        self.caches.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.caches)
     }
 
     /// Runs `f` on cache `name`, creating it empty if it does not exist.
@@ -144,7 +144,7 @@ pub struct LocalLocks {
 
 impl LocalLocks {
     fn held(&self) -> MutexGuard<'_, HashMap<String, (String, String)>> {
-        self.held.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.held)
     }
 
     /// Takes `name` for `owner` (of `member`) if it is free or already

@@ -52,7 +52,7 @@ impl MemoryFabric {
     }
 
     fn state(&self) -> MutexGuard<'_, Fabric> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     /// Runs `f` on the state, then delivers the events it queued, unlocked.

@@ -120,7 +120,7 @@ pub(crate) struct StopGate(Arc<RwLock<bool>>);
 impl StopGate {
     /// The gate held open, or `None` once it is closed.
     fn enter(&self) -> Option<RwLockReadGuard<'_, bool>> {
-        let closed = self.0.read().unwrap_or_else(|p| p.into_inner());
+        let closed = crate::sync::read(&self.0);
         if *closed {
             None
         } else {
@@ -130,7 +130,7 @@ impl StopGate {
 
     /// Closes the gate, after the calls in progress have returned.
     pub(crate) fn close(&self) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = true;
+        *crate::sync::write(&self.0) = true;
     }
 }
 
@@ -287,17 +287,18 @@ impl<S: Strategy> StrategyAdapter<S> {
     }
 }
 
-fn same<T>(t: T) -> T {
+/// The value as it is (for calls whose value crosses the boundary unconverted).
+fn unchanged<T>(t: T) -> T {
     t
 }
 
 impl<S: Strategy> ClusterStrategy for StrategyAdapter<S> {
     fn start_clustering(&self) -> Fut<()> {
-        self.call(|s| s.start_clustering(), same)
+        self.call(|s| s.start_clustering(), unchanged)
     }
 
     fn stop_clustering(&self) -> Fut<()> {
-        self.call(|s| s.stop_clustering(), same)
+        self.call(|s| s.stop_clustering(), unchanged)
     }
 
     fn local_member(&self) -> RString {
@@ -321,23 +322,23 @@ impl<S: Strategy> ClusterStrategy for StrategyAdapter<S> {
     }
 
     fn cache_put(&self, cache: RStr<'_>, key: RVec<u8>, value: RVec<u8>) -> Fut<()> {
-        self.call(|s| s.cache_put(cache.as_str(), key.into(), value.into()), same)
+        self.call(|s| s.cache_put(cache.as_str(), key.into(), value.into()), unchanged)
     }
 
     fn cache_remove(&self, cache: RStr<'_>, key: RSlice<'_, u8>) -> Fut<bool> {
-        self.call(|s| s.cache_remove(cache.as_str(), key.as_slice()), same)
+        self.call(|s| s.cache_remove(cache.as_str(), key.as_slice()), unchanged)
     }
 
     fn cache_contains(&self, cache: RStr<'_>, key: RSlice<'_, u8>) -> Fut<bool> {
-        self.call(|s| s.cache_contains(cache.as_str(), key.as_slice()), same)
+        self.call(|s| s.cache_contains(cache.as_str(), key.as_slice()), unchanged)
     }
 
     fn cache_size(&self, cache: RStr<'_>) -> Fut<u64> {
-        self.call(|s| s.cache_size(cache.as_str()), same)
+        self.call(|s| s.cache_size(cache.as_str()), unchanged)
     }
 
     fn cache_clear(&self, cache: RStr<'_>) -> Fut<()> {
-        self.call(|s| s.cache_clear(cache.as_str()), same)
+        self.call(|s| s.cache_clear(cache.as_str()), unchanged)
     }
 
     fn cache_keys(&self, cache: RStr<'_>) -> Fut<RVec<RVec<u8>>> {
@@ -354,12 +355,12 @@ impl<S: Strategy> ClusterStrategy for StrategyAdapter<S> {
 
     fn cache_put_all(&self, cache: RStr<'_>, entries: RVec<FfiEntry>) -> Fut<()> {
         let entries = entries.into_iter().map(Into::into).collect();
-        self.call(|s| s.cache_put_all(cache.as_str(), entries), same)
+        self.call(|s| s.cache_put_all(cache.as_str(), entries), unchanged)
     }
 
     fn cache_merge(&self, cache: RStr<'_>, entries: RVec<FfiEntry>) -> Fut<()> {
         let entries = entries.into_iter().map(Into::into).collect();
-        self.call(|s| s.cache_merge(cache.as_str(), entries), same)
+        self.call(|s| s.cache_merge(cache.as_str(), entries), unchanged)
     }
 
     fn cache_entries(&self, cache: RStr<'_>) -> Fut<RVec<FfiEntry>> {
@@ -375,20 +376,20 @@ impl<S: Strategy> ClusterStrategy for StrategyAdapter<S> {
     }
 
     fn lock(&self, name: RStr<'_>, owner: RStr<'_>) -> Fut<()> {
-        self.call(|s| s.lock(name.as_str(), owner.as_str()), same)
+        self.call(|s| s.lock(name.as_str(), owner.as_str()), unchanged)
     }
 
     fn try_lock(&self, name: RStr<'_>, owner: RStr<'_>, timeout_ms: u64) -> Fut<bool> {
-        self.call(|s| s.try_lock(name.as_str(), owner.as_str(), Duration::from_millis(timeout_ms)), same)
+        self.call(|s| s.try_lock(name.as_str(), owner.as_str(), Duration::from_millis(timeout_ms)), unchanged)
     }
 
     fn unlock(&self, name: RStr<'_>, owner: RStr<'_>) -> Fut<bool> {
-        self.call(|s| s.unlock(name.as_str(), owner.as_str()), same)
+        self.call(|s| s.unlock(name.as_str(), owner.as_str()), unchanged)
     }
 
     fn send_task(&self, target: FfiTarget, name: RStr<'_>, payload: RVec<u8>) -> Fut<()> {
         match target.decode() {
-            Some(target) => self.call(|s| s.send_task(target, name.as_str(), payload.into()), same),
+            Some(target) => self.call(|s| s.send_task(target, name.as_str(), payload.into()), unchanged),
             None => unknown_target(),
         }
     }
@@ -414,7 +415,7 @@ impl<S: Strategy> ClusterStrategy for StrategyAdapter<S> {
     }
 
     fn put_setting(&self, key: RStr<'_>, value: RStr<'_>) -> Fut<()> {
-        self.call(|s| s.put_setting(key.as_str(), value.as_str()), same)
+        self.call(|s| s.put_setting(key.as_str(), value.as_str()), unchanged)
     }
 
     fn stats(&self) -> RVec<Tuple2<RString, u64>> {

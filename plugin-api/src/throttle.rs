@@ -21,7 +21,7 @@ impl Throttled {
     /// [`LOG_EVERY`] ago (then it is counted, and the next line says how
     /// many were held back).
     pub fn warn(&self, message: std::fmt::Arguments<'_>) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = crate::sync::lock(&self.state);
         let now = Instant::now();
         if state.0.is_some_and(|last| now.duration_since(last) < LOG_EVERY) {
             state.1 += 1;

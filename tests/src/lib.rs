@@ -173,7 +173,7 @@ pub fn free_port_in(range: std::ops::Range<u16>, free: impl Fn(u16) -> bool) -> 
         let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
         hasher.write_u32(attempt);
         let port = range.start + (hasher.finish() % u64::from(range.end - range.start)) as u16;
-        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+        let mut handed_out = clusterhost_plugin_api::sync::lock(&HANDED_OUT);
         if !handed_out.contains(&port) && free(port) {
             handed_out.insert(port);
             return port;
@@ -246,7 +246,7 @@ impl NodeProcess {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let read_at = Instant::now();
                 eprintln!("[node] {line}");
-                sink.lock().unwrap_or_else(|p| p.into_inner()).push((read_at, line));
+                clusterhost_plugin_api::sync::lock(&sink).push((read_at, line));
             }
         });
         NodeProcess { child, log, home: home.to_owned(), admin_port }
@@ -268,19 +268,19 @@ impl NodeProcess {
 
     /// The log lines so far.
     pub fn log(&self) -> Vec<String> {
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(_, line)| line.clone()).collect()
+        clusterhost_plugin_api::sync::lock(&self.log).iter().map(|(_, line)| line.clone()).collect()
     }
 
     /// How many log lines have been read so far.
     pub fn log_len(&self) -> usize {
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).len()
+        clusterhost_plugin_api::sync::lock(&self.log).len()
     }
 
     /// The log lines from the `from`-th on, each with when it was read from
     /// the node's stderr (the node's writer does not buffer lines, so this
     /// is within a fraction of a millisecond of when it was logged).
     pub fn timed_log_since(&self, from: usize) -> Vec<(Instant, String)> {
-        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let log = clusterhost_plugin_api::sync::lock(&self.log);
         log.get(from..).unwrap_or_default().to_vec()
     }
 

@@ -87,7 +87,7 @@ impl Scenario for Soak {
                         let (key, value) = (format!("w{w}-{n}"), format!("{n}"));
                         attempts.fetch_add(1, Ordering::Relaxed);
                         if put(&targets[(n % 2) as usize], &key, &value) {
-                            acknowledged.lock().unwrap_or_else(|p| p.into_inner()).push((key, value));
+                            clusterhost_plugin_api::sync::lock(&acknowledged).push((key, value));
                         }
                         n += 1;
                         std::thread::sleep(Duration::from_secs(1) / RATE);
@@ -131,7 +131,7 @@ impl Scenario for Soak {
             let _ = writer.join();
         }
         let took = started.elapsed();
-        let acknowledged = std::mem::take(&mut *acknowledged.lock().unwrap_or_else(|p| p.into_inner()));
+        let acknowledged = std::mem::take(&mut *clusterhost_plugin_api::sync::lock(&acknowledged));
         let attempts = attempts.load(Ordering::Relaxed);
 
         // Every member ends up with every acknowledged write (anti-entropy

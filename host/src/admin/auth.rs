@@ -52,7 +52,7 @@ impl Sessions {
     /// Opens a session for `token`; returns its id.
     pub(super) fn open(&self, token: &str) -> std::io::Result<String> {
         let id = super::token::random()?;
-        let mut open = crate::lock::lock(&self.open);
+        let mut open = clusterhost_plugin_api::sync::lock(&self.open);
         open.retain(|_, (at, _)| at.elapsed() < SESSION_LIFETIME);
         while open.len() >= MAX_SESSIONS {
             let Some(oldest) = open.iter().min_by_key(|(_, (at, _))| *at).map(|(id, _)| id.clone()) else { break };
@@ -64,13 +64,13 @@ impl Sessions {
 
     /// Whether `id` is an open session for the token now in force.
     fn valid(&self, id: &str, token: &str) -> bool {
-        let open = crate::lock::lock(&self.open);
+        let open = clusterhost_plugin_api::sync::lock(&self.open);
         open.get(id).is_some_and(|(at, hash)| at.elapsed() < SESSION_LIFETIME && *hash == digest(token))
     }
 
     /// Ends session `id`.
     pub(super) fn close(&self, id: &str) {
-        crate::lock::lock(&self.open).remove(id);
+        clusterhost_plugin_api::sync::lock(&self.open).remove(id);
     }
 }
 

@@ -124,16 +124,16 @@ impl HttpBody for SharedBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         // A std mutex: held only for one poll, never across an await.
-        let mut body = crate::lock::lock(&self.0);
+        let mut body = clusterhost_plugin_api::sync::lock(&self.0);
         Pin::new(&mut *body).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
-        crate::lock::lock(&self.0).is_end_stream()
+        clusterhost_plugin_api::sync::lock(&self.0).is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        crate::lock::lock(&self.0).size_hint()
+        clusterhost_plugin_api::sync::lock(&self.0).size_hint()
     }
 }
 
@@ -155,7 +155,7 @@ pub(super) async fn linger(State(state): State<AdminState>, request: Request, ne
         let mut read = 0u64;
         while read <= limit {
             let next = poll_fn(|cx| {
-                let mut body = crate::lock::lock(&shared);
+                let mut body = clusterhost_plugin_api::sync::lock(&shared);
                 Pin::new(&mut *body).poll_frame(cx)
             });
             match tokio::time::timeout_at(deadline, next).await {

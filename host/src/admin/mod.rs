@@ -96,7 +96,7 @@ impl AdminState {
     /// Waits for, then holds, the write lock of `target`.
     async fn lock_target(&self, target: &Path) -> tokio::sync::OwnedMutexGuard<()> {
         let lock = {
-            let mut writers = crate::lock::lock(&self.shared.writers);
+            let mut writers = clusterhost_plugin_api::sync::lock(&self.shared.writers);
             if writers.len() > 64 {
                 writers.retain(|_, lock| Arc::strong_count(lock) > 1);
             }

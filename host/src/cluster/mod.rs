@@ -26,9 +26,10 @@ mod tasks;
 mod types;
 
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use clusterhost_plugin_api::cluster::{Member, StrategyBox};
+use clusterhost_plugin_api::sync::lock;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use actor::{Actor, Command};
@@ -42,12 +43,6 @@ pub use tasks::{TaskFailure, TaskResult};
 pub use types::{
     ClusterConfig, ClusterError, ClusterState, ClusterStatus, FaultReport, MemberStatus, CLUSTERING_ENABLED,
 };
-
-/// A mutex whose poisoning is ignored: every value behind one here stays
-/// consistent between statements, so a panicking holder leaves nothing half-done.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// What the status watchers see: state, whether clustering is enabled, and
 /// the attached strategy's label.

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clusterhost_plugin_api::cluster::{now_ms, CacheSize, Entry, Member, TaskOutcome, TaskReply, TaskTarget};
 use clusterhost_plugin_api::local::{LocalCaches, LocalLocks};
+use clusterhost_plugin_api::sync::lock;
 use clusterhost_plugin_api::{PluginResult, Strategy};
 
 use super::tasks::Tasks;
@@ -208,12 +209,12 @@ impl Strategy for Standalone {
     }
 
     fn settings(&self) -> Vec<(String, String)> {
-        let settings = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+        let settings = lock(&self.settings);
         settings.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
     fn put_setting(&self, key: &str, value: &str) -> impl Future<Output = PluginResult<()>> + Send + use<> {
-        let mut settings = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+        let mut settings = lock(&self.settings);
         settings.insert(key.to_string(), value.to_string());
         ready(Ok(()))
     }

@@ -21,7 +21,7 @@ pub mod wire;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use clusterhost_plugin_api::cluster::StrategyBox;
 use clusterhost_plugin_api::{declare_plugin, ClusterHost, Host, Plugin, PluginResult};
@@ -32,12 +32,9 @@ use crate::crypto::Sealer;
 use crate::strategy::Gossip;
 use crate::wire::Wire;
 
-/// `m`, locked. A poisoned lock is taken as it is: every critical section
-/// in this crate leaves its data whole (a plain insert, remove or replace),
-/// and one panicked task should not take the member down with it.
-pub(crate) fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+/// `m`, locked, poisoned or not: every critical section in this crate leaves
+/// its data whole (a plain insert, remove or replace).
+pub(crate) use clusterhost_plugin_api::sync::lock as locked;
 
 /// The plugin: its configuration, read at load, and the member once started.
 struct GossipPlugin {

@@ -2,7 +2,7 @@
 //! its own module, each owning its own part here), and its lifecycle:
 //! start the background loops, stop them, gather the stats.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use clusterhost_plugin_api::cluster::StrategyEvent;
 use clusterhost_plugin_api::ClusterHost;
@@ -16,11 +16,9 @@ use crate::membership::Membership;
 use crate::storage::Storage;
 use crate::tasks::Tasks;
 
-/// Locks a std mutex, ignoring poison: no critical section here leaves its
+/// Locks a std mutex, poisoned or not: no critical section here leaves its
 /// state half-changed, so a panic elsewhere is no reason to stop.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+pub(crate) use clusterhost_plugin_api::sync::lock;
 
 /// One member's redis strategy: the state every job shares, and the jobs'
 /// own parts. Owned by the plugin (`Arc`); the background loops hold a

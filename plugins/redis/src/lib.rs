@@ -48,12 +48,12 @@ impl Plugin for RedisPlugin {
         // Connecting happens in the background: a node starts even while
         // Redis is down, and joins once it is reachable.
         core.run();
-        *self.core.lock().unwrap_or_else(|p| p.into_inner()) = Some(core);
+        *crate::core::lock(&self.core) = Some(core);
         Ok(())
     }
 
     async fn stop(&self) -> PluginResult<()> {
-        let core = self.core.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let core = crate::core::lock(&self.core).take();
         if let Some(core) = core {
             core.shutdown().await;
         }
@@ -61,7 +61,7 @@ impl Plugin for RedisPlugin {
     }
 
     fn cluster_strategy(&self, cluster: &ClusterHost) -> PluginResult<Option<StrategyBox>> {
-        let core = self.core.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or(error::Error::NotStarted)?;
+        let core = crate::core::lock(&self.core).clone().ok_or(error::Error::NotStarted)?;
         core.set_host(cluster.clone());
         Ok(Some(cluster.into_boundary(RedisStrategy(core))))
     }

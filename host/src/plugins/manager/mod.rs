@@ -133,15 +133,15 @@ impl PluginManager {
 
     /// Applies reloaded settings; they count from the next lifecycle call.
     pub fn apply(&self, lifecycle_budget: Duration, allow_downgrade: bool) {
-        *crate::lock::lock(&self.shared.live) = (lifecycle_budget, allow_downgrade);
+        *clusterhost_plugin_api::sync::lock(&self.shared.live) = (lifecycle_budget, allow_downgrade);
     }
 
     fn budget(&self) -> Duration {
-        crate::lock::lock(&self.shared.live).0
+        clusterhost_plugin_api::sync::lock(&self.shared.live).0
     }
 
     fn allow_downgrade(&self) -> bool {
-        crate::lock::lock(&self.shared.live).1
+        clusterhost_plugin_api::sync::lock(&self.shared.live).1
     }
 
     /// Every plugin file seen, with state and reason.
@@ -156,7 +156,7 @@ impl PluginManager {
 
     /// How the last load of `file` ended, if it was loaded.
     pub fn last_load(&self, file: &Path) -> Option<LoadReport> {
-        crate::lock::lock(&self.shared.reports).get(file).cloned()
+        clusterhost_plugin_api::sync::lock(&self.shared.reports).get(file).cloned()
     }
 
     /// A receiver that wakes after every change of a record or a load
@@ -185,7 +185,7 @@ impl PluginManager {
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         // A panic while holding this lock leaves the map itself consistent
         // (each update is one insert), so a poisoned lock is still usable.
-        crate::lock::lock(&self.shared.registry)
+        clusterhost_plugin_api::sync::lock(&self.shared.registry)
     }
 
     /// Creates or replaces a record, and tells the subscribers.
@@ -252,7 +252,7 @@ impl PluginManager {
             Err(error) => LoadEnd::Refused { cause: error.cause(), kept_running },
         };
         let report = LoadReport { sha256, at_ms: now_ms(), end };
-        crate::lock::lock(&self.shared.reports).insert(file.to_owned(), report);
+        clusterhost_plugin_api::sync::lock(&self.shared.reports).insert(file.to_owned(), report);
         self.shared.changes.send_modify(|n| *n += 1);
         result
     }

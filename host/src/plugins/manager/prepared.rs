@@ -39,7 +39,7 @@ impl PluginManager {
             return;
         };
         loader::start_writeback_of(&copy);
-        let old = crate::lock::lock(&self.shared.prepared)
+        let old = clusterhost_plugin_api::sync::lock(&self.shared.prepared)
             .insert(file.to_owned(), Prepared { copy, sha256, manifest, stamp });
         if let Some(old) = old {
             let _ = std::fs::remove_file(old.copy);
@@ -49,14 +49,14 @@ impl PluginManager {
     /// Withdraws what [`prepare`](Self::prepare) announced for `file` (its
     /// publication failed).
     pub fn unprepare(&self, file: &Path) {
-        if let Some(old) = crate::lock::lock(&self.shared.prepared).remove(file) {
+        if let Some(old) = clusterhost_plugin_api::sync::lock(&self.shared.prepared).remove(file) {
             let _ = std::fs::remove_file(old.copy);
         }
     }
 
     /// The prepared upload for `file`, if the file is still what was published.
     pub(super) fn take_prepared(&self, file: &Path) -> Option<Prepared> {
-        let prepared = crate::lock::lock(&self.shared.prepared).remove(file)?;
+        let prepared = clusterhost_plugin_api::sync::lock(&self.shared.prepared).remove(file)?;
         if Stamp::of(file) == Some(prepared.stamp) {
             return Some(prepared);
         }

@@ -1,7 +1,7 @@
-//! The host's std locks, taken whatever a panic left behind: every
-//! critical section here leaves its state whole (each update is one
-//! assignment, insert or remove), so a panic while one was held must not
-//! take the lock away from every later caller.
+//! std locks taken whatever a panic left behind, for the host, the plugins
+//! and this crate: every critical section behind one of these leaves its
+//! state whole (each update is one assignment, insert or remove), so a panic
+//! while one was held must not take the lock away from every later caller.
 
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
