@@ -3,11 +3,23 @@
 //!
 //! A file is read whole or not at all: an invalid value is reported with
 //! file:line and the caller keeps the previous settings.
+//!
+//! This module holds the keys, their defaults and the file's reading;
+//! [`values`] the settings in force while the node runs, `parse` each
+//! value's syntax, [`edit`] a file edited line by line (the admin API's PATCH).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use java_properties::{LineContent, PropertiesIter};
+
+mod edit;
+mod parse;
+mod values;
+
+pub use edit::{file_keys, patch_text};
+use parse::*;
+pub use values::NodeValues;
 
 /// How the plugins directory is watched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,67 +156,6 @@ pub const RESTART_KEYS: [&str; 12] = [
 /// Whether `key` applies only from the node's next start.
 pub fn is_restart_key(key: &str) -> bool {
     RESTART_KEYS.contains(&key)
-}
-
-/// The values plugins read through `Host::property`, kept current on reload;
-/// also the node's current settings as a whole, for the admin API.
-///
-/// The first [`update`](Self::update) (at start) fixes the
-/// [`RESTART_KEYS`]: later updates keep their start values in force and
-/// record the file's differing values as pending until the next start.
-#[derive(Debug, Clone, Default)]
-pub struct NodeValues {
-    inner: std::sync::Arc<std::sync::RwLock<ValuesState>>,
-}
-
-#[derive(Debug, Default)]
-struct ValuesState {
-    /// What plugins read by key.
-    values: std::collections::BTreeMap<String, String>,
-    /// The settings in force.
-    current: Properties,
-    /// The settings the node started with; `None` before the first update.
-    started: Option<Properties>,
-    /// Restart keys whose value in the last file differs from the one in force.
-    pending: std::collections::BTreeMap<String, String>,
-}
-
-impl NodeValues {
-    /// Takes `properties` as the settings in force, but for the restart
-    /// keys after the first call: those keep their start values, and the
-    /// differing new ones are [`pending`](Self::pending).
-    pub fn update(&self, properties: &Properties) {
-        let mut state = clusterhost_plugin_api::sync::write(&self.inner);
-        let started = state.started.get_or_insert_with(|| properties.clone()).clone();
-        let mut current = properties.clone();
-        current.keep_restart_keys(&started);
-        let (wanted, in_force) = (properties.effective(), current.effective());
-        state.pending = RESTART_KEYS
-            .iter()
-            .filter_map(|key| {
-                let value = wanted.get(*key)?;
-                (in_force.get(*key) != Some(value)).then(|| (key.to_string(), value.clone()))
-            })
-            .collect();
-        state.values = current.values();
-        state.current = current;
-    }
-
-    /// The settings in force (the last good file, with the overrides
-    /// applied, and the restart keys as the node started with them).
-    pub fn properties(&self) -> Properties {
-        clusterhost_plugin_api::sync::read(&self.inner).current.clone()
-    }
-
-    /// The restart keys whose stored value waits for the next start: key → stored value.
-    pub fn pending(&self) -> std::collections::BTreeMap<String, String> {
-        clusterhost_plugin_api::sync::read(&self.inner).pending.clone()
-    }
-
-    /// One value.
-    pub fn get(&self, key: &str) -> Option<String> {
-        clusterhost_plugin_api::sync::read(&self.inner).values.get(key).cloned()
-    }
 }
 
 /// Why a properties file was not taken.
@@ -410,205 +361,12 @@ impl Properties {
     }
 }
 
-/// The keys `bytes` (properties text) sets, known or not; none if it does not parse.
-pub fn file_keys(bytes: &[u8]) -> std::collections::BTreeSet<String> {
-    // Decoded first, as `Properties::parse` does (see `decode`).
-    let text = decode(bytes);
-    PropertiesIter::new_with_encoding(text.as_bytes(), encoding_rs::UTF_8)
-        .filter_map(Result::ok)
-        .filter_map(|line| match line.consume_content() {
-            LineContent::KVPair(key, _) => Some(key),
-            LineContent::Comment(_) => None,
-        })
-        .collect()
-}
-
-/// `text` with `edits` applied, every other line kept: a key set to
-/// `Some(value)` replaces its first line (or is appended), `None` (and
-/// any further line of an edited key) is dropped.
-pub fn patch_text(text: &str, edits: &[(String, Option<String>)]) -> String {
-    let mut out = String::new();
-    let mut done = std::collections::BTreeSet::new();
-    for entry in logical_lines(text) {
-        let key = file_keys(entry.as_bytes()).into_iter().next();
-        match key.and_then(|k| edits.iter().find(|(e, _)| *e == k)) {
-            None => out.push_str(entry),
-            Some((key, value)) => {
-                if let (Some(value), true) = (value, done.insert(key.clone())) {
-                    out.push_str(&format_line(key, value));
-                }
-            }
-        }
-    }
-    for (key, value) in edits {
-        if let (Some(value), false) = (value, done.contains(key)) {
-            if !out.is_empty() && !out.ends_with('\n') {
-                out.push('\n');
-            }
-            out.push_str(&format_line(key, value));
-        }
-    }
-    out
-}
-
-/// `text` cut into logical lines, each with its line ends: a line whose
-/// last backslash is not escaped continues on the next one, except in a
-/// comment.
-fn logical_lines(text: &str) -> Vec<&str> {
-    let mut lines = Vec::new();
-    let (mut start, mut continued) = (0, false);
-    for physical in text.split_inclusive('\n') {
-        let end = start_of(text, physical) + physical.len();
-        let content = physical.trim_end_matches(['\n', '\r']);
-        let comment = !continued && content.trim_start().starts_with(['#', '!']);
-        let backslashes = content.len() - content.trim_end_matches('\\').len();
-        continued = !comment && backslashes % 2 == 1;
-        if !continued {
-            lines.push(&text[start..end]);
-            start = end;
-        }
-    }
-    if start < text.len() {
-        lines.push(&text[start..]);
-    }
-    lines
-}
-
-/// Where `part` (a slice of `text`) starts in `text`.
-fn start_of(text: &str, part: &str) -> usize {
-    part.as_ptr() as usize - text.as_ptr() as usize
-}
-
-/// `key = value`, escaped as the format needs, with a line end.
-fn format_line(key: &str, value: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in key.chars().enumerate() {
-        escape_char(&mut out, c, true, i == 0);
-    }
-    out.push_str(" = ");
-    for (i, c) in value.chars().enumerate() {
-        escape_char(&mut out, c, false, i == 0);
-    }
-    out.push('\n');
-    out
-}
-
-fn escape_char(out: &mut String, c: char, in_key: bool, first: bool) {
-    match c {
-        '\\' => out.push_str("\\\\"),
-        '\n' => out.push_str("\\n"),
-        '\r' => out.push_str("\\r"),
-        '\t' => out.push_str("\\t"),
-        ' ' if in_key || first => out.push_str("\\ "),
-        '=' | ':' if in_key => {
-            out.push('\\');
-            out.push(c);
-        }
-        '#' | '!' if first && in_key => {
-            out.push('\\');
-            out.push(c);
-        }
-        c if c.is_control() || !c.is_ascii() => {
-            let mut units = [0u16; 2];
-            for unit in c.encode_utf16(&mut units) {
-                out.push_str(&format!("\\u{unit:04x}"));
-            }
-        }
-        c => out.push(c),
-    }
-}
-
-/// The longest value the file may hold for any key (a path is at most 4096 bytes).
-const MAX_VALUE_BYTES: usize = 4096;
-
-fn bytes(value: &str, min: u64, max: u64) -> Result<u64, String> {
-    let n: u64 = value.parse().map_err(|_| "expected a number of bytes".to_string())?;
-    if !(min..=max).contains(&n) {
-        return Err(format!("expected a number of bytes between {min} and {max}"));
-    }
-    Ok(n)
-}
-
-/// A comma-separated list of host names (lower-cased), e.g. `admin.example, ch-1.lan`.
-fn host_names(value: &str) -> Result<Vec<String>, String> {
-    let names: Vec<String> =
-        value.split(',').map(|n| n.trim().to_ascii_lowercase()).filter(|n| !n.is_empty()).collect();
-    for name in &names {
-        let ok = name.len() <= 253 && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'));
-        if !ok {
-            return Err(format!(
-                "{} is not a host name (letters, digits, '-' and '.'; list several with commas; IP addresses are not needed here)",
-                crate::text::clip_debug(name)
-            ));
-        }
-    }
-    Ok(names)
-}
-
-/// A number of connections, 1 to 65536.
-fn connections(value: &str) -> Result<usize, String> {
-    match value.parse::<usize>() {
-        Ok(n) if (1..=65_536).contains(&n) => Ok(n),
-        _ => Err("expected a number of connections from 1 to 65536".into()),
-    }
-}
-
-/// The text as java-properties reads it (Windows-1252 unless a byte order
-/// mark says otherwise; malformed bytes replaced), decoded in one go. Its
-/// own incremental decoder panics on a file whose end decodes only at end of
-/// file (`\xff` alone, a byte order mark then half a character): it polls
-/// the finished decoder once more. Valid UTF-8 never ends that way.
-fn decode(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
-    encoding_rs::WINDOWS_1252.decode(bytes).0
-}
-
-fn boolean(value: &str) -> Result<bool, String> {
-    match value.to_ascii_lowercase().as_str() {
-        "true" | "yes" | "on" => Ok(true),
-        "false" | "no" | "off" => Ok(false),
-        _ => Err("expected true or false".into()),
-    }
-}
-
-fn seconds(value: &str, min: f64, max: f64) -> Result<Duration, String> {
-    let n: f64 = value.parse().map_err(|_| "expected a number of seconds".to_string())?;
-    if !(min..=max).contains(&n) {
-        return Err(format!("expected seconds between {min} and {max}"));
-    }
-    Ok(Duration::from_secs_f64(n))
-}
-
-fn name(value: &str) -> Result<String, String> {
-    let ok = !value.is_empty()
-        && value.len() <= 64
-        && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(value.to_string())
-    } else {
-        Err("expected 1 to 64 letters, digits, '-', '_' or '.'".into())
-    }
-}
-
-fn port(value: &str) -> Result<u16, String> {
-    match value.parse::<u16>() {
-        Ok(0) | Err(_) => Err("expected a port number from 1 to 65535".into()),
-        Ok(port) => Ok(port),
-    }
-}
-
-fn count(value: &str, max: u32) -> Result<u32, String> {
-    let n: i64 = value.parse().map_err(|_| "expected a whole number".to_string())?;
-    if !(0..=i64::from(max)).contains(&n) {
-        return Err(format!("expected a whole number between 0 and {max}"));
-    }
-    Ok(n as u32)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<(Properties, Vec<UnknownKey>), PropertiesError> {
+    /// `text` parsed as conf/clusterhost.properties (for every test in this module's files).
+    pub(crate) fn parse(text: &str) -> Result<(Properties, Vec<UnknownKey>), PropertiesError> {
         Properties::parse(Path::new("conf/clusterhost.properties"), text.as_bytes())
     }
 
@@ -674,46 +432,6 @@ mod tests {
     fn unknown_keys_are_reported_with_their_line() {
         let (_, unknown) = parse("cluster.startup.delay.seconds=1\ncluster.startup.dealy.seconds=2\n").unwrap();
         assert_eq!(unknown, vec![UnknownKey { line: 2, key: "cluster.startup.dealy.seconds".into() }]);
-    }
-
-    #[test]
-    fn a_patch_keeps_every_other_line_and_escapes_values() {
-        let text = "# head\ncluster.startup.retry.count = 7\ncluster.config.directory = /etc/\\\n    clusterhost\n! bang \\\nplugins.poll.seconds = 3\ncluster.startup.retry.count = 8\n";
-        let edits = vec![
-            ("cluster.startup.retry.count".to_string(), Some("9".to_string())),
-            ("cluster.config.directory".to_string(), None),
-            ("cluster.config.file".to_string(), Some(" gossip é\\x.toml".to_string())),
-        ];
-        let patched = patch_text(text, &edits);
-        assert_eq!(
-            patched,
-            "# head\ncluster.startup.retry.count = 9\n! bang \\\nplugins.poll.seconds = 3\ncluster.config.file = \\ gossip \\u00e9\\\\x.toml\n"
-        );
-        let (p, _) = parse(&patched).unwrap();
-        assert_eq!(p.startup_retry_count, 9);
-        assert_eq!(p.poll_interval, Duration::from_secs(3));
-        assert_eq!(p.config_file.as_deref(), Some("gossip é\\x.toml"), "values are trimmed by the parser");
-        assert_eq!(
-            patch_text("a.b = 1", &[("clustering.enabled".into(), Some("false".into()))]),
-            "a.b = 1\nclustering.enabled = false\n"
-        );
-    }
-
-    #[test]
-    fn restart_keys_keep_their_start_values_and_show_as_pending() {
-        let values = NodeValues::default();
-        let (first, _) = parse("node.name = first\ncluster.startup.retry.count = 2\n").unwrap();
-        values.update(&first);
-        assert!(values.pending().is_empty());
-        let (second, _) = parse("node.name = second\ncluster.port = 22032\ncluster.startup.retry.count = 3\n").unwrap();
-        values.update(&second);
-        assert_eq!(values.get("node.name").as_deref(), Some("first"));
-        assert_eq!(values.get("cluster.port"), None);
-        assert_eq!(values.properties().startup_retry_count, 3, "other keys apply at once");
-        let pending: Vec<(String, String)> = values.pending().into_iter().collect();
-        assert_eq!(pending, vec![("cluster.port".into(), "22032".into()), ("node.name".into(), "second".into())]);
-        values.update(&first);
-        assert!(values.pending().is_empty(), "back to the start values: nothing pending");
     }
 
     #[test]
