@@ -195,6 +195,19 @@ impl LocalLocks {
     }
 }
 
+/// `lock` (a strategy's `lock` future) if it completes within `timeout`:
+/// true once taken, false if the time ran out first (the wait is dropped).
+/// A strategy whose `lock` waits in memory answers `try_lock` with this.
+pub async fn lock_within(
+    timeout: std::time::Duration,
+    lock: impl std::future::Future<Output = crate::PluginResult<()>>,
+) -> crate::PluginResult<bool> {
+    match tokio::time::timeout(timeout, lock).await {
+        Ok(result) => result.map(|()| true),
+        Err(_) => Ok(false),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -156,13 +156,7 @@ impl Strategy for Standalone {
         owner: &str,
         timeout: Duration,
     ) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
-        let lock = self.lock(name, owner);
-        async move {
-            match tokio::time::timeout(timeout, lock).await {
-                Ok(result) => result.map(|()| true),
-                Err(_) => Ok(false),
-            }
-        }
+        clusterhost_plugin_api::local::lock_within(timeout, self.lock(name, owner))
     }
 
     fn unlock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
