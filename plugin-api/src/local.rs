@@ -11,15 +11,20 @@ use crate::cluster::{CacheSize, Entry};
 /// time of the write (ms since the epoch); merges keep the latest.
 pub type CacheMap = HashMap<Vec<u8>, (Vec<u8>, u64)>;
 
+/// Cache name → its entries. Names are few and chosen by the application,
+/// so a fast hasher is safe here (keys keep std's DoS-resistant one): every
+/// call looks its cache up by name.
+type Caches = HashMap<String, CacheMap, foldhash::fast::RandomState>;
+
 /// Named caches in memory, each behind one mutex for all of them: every
 /// operation is a few map lookups, never held across an await.
 #[derive(Default)]
 pub struct LocalCaches {
-    caches: Mutex<HashMap<String, CacheMap>>,
+    caches: Mutex<Caches>,
 }
 
 impl LocalCaches {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, CacheMap>> {
+    fn lock(&self) -> MutexGuard<'_, Caches> {
         crate::sync::lock(&self.caches)
     }
 

@@ -25,8 +25,10 @@ struct FactoryInner {
     standalone: Arc<StrategyRef>,
     /// The strategy serving cache calls now. Taken for writing only while
     /// entries move between strategies, so an operation never sees a
-    /// half-moved cache.
-    serving: tokio::sync::RwLock<Arc<StrategyRef>>,
+    /// half-moved cache. async-lock's, not tokio's: its read is one atomic
+    /// each way when no writer waits (tokio's release takes a mutex), and
+    /// every cache call takes it.
+    serving: async_lock::RwLock<Arc<StrategyRef>>,
     /// Every cache a handle was made for, by name.
     caches: Mutex<HashMap<String, Arc<CacheCore>>>,
 }
@@ -39,9 +41,14 @@ struct CacheCore {
 }
 
 impl CacheCore {
+    /// Counts reads: one atomic add per kind that happened.
     fn count(&self, hits: u64, misses: u64) {
-        self.hits.fetch_add(hits, Ordering::Relaxed);
-        self.misses.fetch_add(misses, Ordering::Relaxed);
+        if hits > 0 {
+            self.hits.fetch_add(hits, Ordering::Relaxed);
+        }
+        if misses > 0 {
+            self.misses.fetch_add(misses, Ordering::Relaxed);
+        }
     }
 }
 
@@ -67,7 +74,7 @@ impl CacheFactory {
     pub(crate) fn new(standalone: Arc<StrategyRef>) -> Self {
         CacheFactory {
             inner: Arc::new(FactoryInner {
-                serving: tokio::sync::RwLock::new(standalone.clone()),
+                serving: async_lock::RwLock::new(standalone.clone()),
                 standalone,
                 caches: Mutex::new(HashMap::new()),
             }),
@@ -106,7 +113,7 @@ impl CacheFactory {
     /// Whether caches are clustered right now, without waiting: false while
     /// entries are moving (for listeners, which run on the event thread).
     pub fn clustered_now(&self) -> bool {
-        self.inner.serving.try_read().is_ok_and(|serving| !serving.is_standalone())
+        self.inner.serving.try_read().is_some_and(|serving| !serving.is_standalone())
     }
 
     /// Figures for every cache this member knows, by name.
