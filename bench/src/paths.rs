@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clusterhost::cluster::{ClusterConfig, ClusterManager, ClusterState, RawCache, StrategyRef};
+use clusterhost::cluster::{CacheRef, ClusterConfig, ClusterManager, ClusterState, RawCache, StrategyRef};
 use clusterhost::{ManagerConfig, PluginManager};
 use clusterhost_plugin_api::memory::{MemoryFabric, MemoryStrategy};
 use clusterhost_plugin_api::{ClusterHost, Strategy, CLUSTER_STRATEGY};
@@ -32,6 +32,8 @@ pub struct Paths {
     key: Vec<u8>,
     direct: Arc<MemoryStrategy>,
     boundary: Arc<StrategyRef>,
+    /// The cache the boundary path names, made once (as a cache handle is).
+    boundary_cache: CacheRef,
     standalone: RawCache,
     clustered: RawCache,
     plugins: PluginManager,
@@ -90,6 +92,7 @@ impl Paths {
             key,
             direct,
             boundary,
+            boundary_cache: CacheRef::named(CACHE),
             standalone,
             clustered,
             plugins,
@@ -105,7 +108,7 @@ impl Paths {
 
     /// One get through the ABI boundary.
     pub async fn boundary(&self) -> bool {
-        self.boundary.get(CACHE, &self.key).await.expect("a boundary get").is_some()
+        self.boundary.get(&self.boundary_cache, &self.key).await.expect("a boundary get").is_some()
     }
 
     /// One get on the host's cache with no strategy.

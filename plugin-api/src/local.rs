@@ -3,7 +3,7 @@
 //! (`memory`), written once. It knows nothing of members or the network.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::cluster::{CacheSize, Entry};
 
@@ -11,13 +11,105 @@ use crate::cluster::{CacheSize, Entry};
 /// time of the write (ms since the epoch); merges keep the latest.
 pub type CacheMap = HashMap<Vec<u8>, (Vec<u8>, u64)>;
 
-/// Cache name → its entries. Names are few and chosen by the application,
-/// so a fast hasher is safe here (keys keep std's DoS-resistant one): every
-/// call looks its cache up by name.
-type Caches = HashMap<String, CacheMap, foldhash::fast::RandomState>;
+/// One cache in memory: its entries behind one mutex, never held across an
+/// await. A handle to it ([`LocalCaches::cache`]) reaches it without the
+/// name lookup, for callers that make many calls on one cache.
+#[derive(Default)]
+pub struct LocalCache {
+    entries: Mutex<CacheMap>,
+}
 
-/// Named caches in memory, each behind one mutex for all of them: every
-/// operation is a few map lookups, never held across an await.
+impl LocalCache {
+    fn map(&self) -> MutexGuard<'_, CacheMap> {
+        crate::sync::lock(&self.entries)
+    }
+
+    /// The value under `key`.
+    pub fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.map().get(key).map(|(v, _)| v.clone())
+    }
+
+    /// Writes `key` with `version`.
+    pub fn put(&self, key: Vec<u8>, value: Vec<u8>, version: u64) {
+        self.map().insert(key, (value, version));
+    }
+
+    /// Removes `key`; true if it was there.
+    pub fn remove(&self, key: &[u8]) -> bool {
+        self.map().remove(key).is_some()
+    }
+
+    /// Whether `key` is there.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.map().contains_key(key)
+    }
+
+    /// How many entries the cache holds.
+    pub fn len(&self) -> u64 {
+        self.map().len() as u64
+    }
+
+    /// Whether the cache holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.map().is_empty()
+    }
+
+    /// Removes every entry.
+    pub fn clear(&self) {
+        self.map().clear();
+    }
+
+    /// Every key.
+    pub fn keys(&self) -> Vec<Vec<u8>> {
+        self.map().keys().cloned().collect()
+    }
+
+    /// The values under `keys`, in order.
+    pub fn get_all(&self, keys: &[Vec<u8>]) -> Vec<Option<Vec<u8>>> {
+        let map = self.map();
+        keys.iter().map(|k| map.get(k).map(|(v, _)| v.clone())).collect()
+    }
+
+    /// Writes every entry; an entry with version 0 gets `now`.
+    pub fn put_all(&self, entries: Vec<Entry>, now: u64) {
+        let mut map = self.map();
+        for e in entries {
+            map.insert(e.key, (e.value, if e.version == 0 { now } else { e.version }));
+        }
+    }
+
+    /// Merges `entries`: the latest version wins; on a tie the entry already
+    /// here stays.
+    pub fn merge(&self, entries: Vec<Entry>) {
+        let mut map = self.map();
+        for e in entries {
+            let newer = map.get(&e.key).is_none_or(|(_, version)| e.version > *version);
+            if newer {
+                map.insert(e.key, (e.value, e.version));
+            }
+        }
+    }
+
+    /// Every entry, with its version.
+    pub fn entries(&self) -> Vec<Entry> {
+        let map = self.map();
+        map.iter().map(|(k, (v, version))| Entry { key: k.clone(), value: v.clone(), version: *version }).collect()
+    }
+
+    /// Entries and bytes (keys plus values).
+    pub fn size(&self) -> CacheSize {
+        let map = self.map();
+        let bytes = map.iter().map(|(k, (v, _))| (k.len() + v.len()) as u64).sum();
+        CacheSize { entries: map.len() as u64, bytes }
+    }
+}
+
+/// Cache name → the cache. Names are few and chosen by the application, so
+/// a fast hasher is safe here (keys keep std's DoS-resistant one).
+type Caches = HashMap<String, Arc<LocalCache>, foldhash::fast::RandomState>;
+
+/// Named caches in memory. Every operation by name finds its cache first
+/// (a read never creates one), then works on it as [`LocalCache`] does.
 #[derive(Default)]
 pub struct LocalCaches {
     caches: Mutex<Caches>,
@@ -28,43 +120,52 @@ impl LocalCaches {
         crate::sync::lock(&self.caches)
     }
 
-    /// Runs `f` on cache `name`, creating it empty if it does not exist.
-    pub fn with<T>(&self, name: &str, f: impl FnOnce(&mut CacheMap) -> T) -> T {
+    /// The cache `name`, made empty if it does not exist.
+    pub fn cache(&self, name: &str) -> Arc<LocalCache> {
         let mut caches = self.lock();
-        match caches.get_mut(name) {
-            Some(map) => f(map),
+        match caches.get(name) {
+            Some(cache) => cache.clone(),
+            None => caches.entry(name.to_string()).or_default().clone(),
+        }
+    }
+
+    /// Runs `f` on cache `name` if it exists.
+    fn read<T>(&self, name: &str, f: impl FnOnce(&LocalCache) -> T) -> Option<T> {
+        self.lock().get(name).map(|cache| f(cache))
+    }
+
+    /// Runs `f` on cache `name`, made empty if it does not exist.
+    fn write<T>(&self, name: &str, f: impl FnOnce(&LocalCache) -> T) -> T {
+        let mut caches = self.lock();
+        match caches.get(name) {
+            Some(cache) => f(cache),
             None => f(caches.entry(name.to_string()).or_default()),
         }
     }
 
-    /// Runs `f` on cache `name` if it exists (reads never create one).
-    fn read<T>(&self, name: &str, f: impl FnOnce(&CacheMap) -> T) -> Option<T> {
-        self.lock().get(name).map(f)
-    }
-
     /// The value under `key`.
     pub fn get(&self, name: &str, key: &[u8]) -> Option<Vec<u8>> {
-        self.read(name, |m| m.get(key).map(|(v, _)| v.clone())).flatten()
+        self.read(name, |c| c.get(key)).flatten()
     }
 
     /// Writes `key` with `version`.
     pub fn put(&self, name: &str, key: Vec<u8>, value: Vec<u8>, version: u64) {
-        self.with(name, |m| m.insert(key, (value, version)));
+        self.write(name, |c| c.put(key, value, version));
     }
 
     /// Removes `key`; true if it was there.
     pub fn remove(&self, name: &str, key: &[u8]) -> bool {
-        self.with(name, |m| m.remove(key).is_some())
+        self.read(name, |c| c.remove(key)).unwrap_or(false)
     }
 
     /// Whether `key` is there.
     pub fn contains(&self, name: &str, key: &[u8]) -> bool {
-        self.read(name, |m| m.contains_key(key)).unwrap_or(false)
+        self.read(name, |c| c.contains(key)).unwrap_or(false)
     }
 
     /// How many entries the cache holds.
     pub fn len(&self, name: &str) -> u64 {
-        self.read(name, |m| m.len() as u64).unwrap_or(0)
+        self.read(name, |c| c.len()).unwrap_or(0)
     }
 
     /// Whether the cache holds no entry.
@@ -74,48 +175,32 @@ impl LocalCaches {
 
     /// Removes every entry of the cache.
     pub fn clear(&self, name: &str) {
-        self.with(name, |m| m.clear());
+        self.read(name, |c| c.clear());
     }
 
     /// Every key of the cache.
     pub fn keys(&self, name: &str) -> Vec<Vec<u8>> {
-        self.read(name, |m| m.keys().cloned().collect()).unwrap_or_default()
+        self.read(name, |c| c.keys()).unwrap_or_default()
     }
 
     /// The values under `keys`, in order.
     pub fn get_all(&self, name: &str, keys: &[Vec<u8>]) -> Vec<Option<Vec<u8>>> {
-        self.read(name, |m| keys.iter().map(|k| m.get(k).map(|(v, _)| v.clone())).collect())
-            .unwrap_or_else(|| vec![None; keys.len()])
+        self.read(name, |c| c.get_all(keys)).unwrap_or_else(|| vec![None; keys.len()])
     }
 
     /// Writes every entry; an entry with version 0 gets `now`.
     pub fn put_all(&self, name: &str, entries: Vec<Entry>, now: u64) {
-        self.with(name, |m| {
-            for e in entries {
-                m.insert(e.key, (e.value, if e.version == 0 { now } else { e.version }));
-            }
-        });
+        self.write(name, |c| c.put_all(entries, now));
     }
 
-    /// Merges `entries`: the latest version wins; on a tie the entry already
-    /// here stays.
+    /// Merges `entries` (see [`LocalCache::merge`]).
     pub fn merge(&self, name: &str, entries: Vec<Entry>) {
-        self.with(name, |m| {
-            for e in entries {
-                let newer = m.get(&e.key).is_none_or(|(_, version)| e.version > *version);
-                if newer {
-                    m.insert(e.key, (e.value, e.version));
-                }
-            }
-        });
+        self.write(name, |c| c.merge(entries));
     }
 
     /// Every entry of the cache, with its version.
     pub fn entries(&self, name: &str) -> Vec<Entry> {
-        self.read(name, |m| {
-            m.iter().map(|(k, (v, version))| Entry { key: k.clone(), value: v.clone(), version: *version }).collect()
-        })
-        .unwrap_or_default()
+        self.read(name, |c| c.entries()).unwrap_or_default()
     }
 
     /// The names of the caches that exist.
@@ -125,16 +210,7 @@ impl LocalCaches {
 
     /// Entries and bytes (keys plus values) of the cache.
     pub fn size(&self, name: &str) -> CacheSize {
-        self.read(name, |m| {
-            let bytes = m.iter().map(|(k, (v, _))| (k.len() + v.len()) as u64).sum();
-            CacheSize { entries: m.len() as u64, bytes }
-        })
-        .unwrap_or_default()
-    }
-
-    /// Drops every cache.
-    pub fn clear_all(&self) {
-        self.lock().clear();
+        self.read(name, |c| c.size()).unwrap_or_default()
     }
 }
 

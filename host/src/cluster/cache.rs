@@ -11,7 +11,7 @@ use clusterhost_plugin_api::cluster::{now_ms, Entry};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::strategy::StrategyRef;
+use super::strategy::{CacheRef, StrategyRef};
 use super::{lock, ClusterError};
 
 /// Makes caches; cheap to clone.
@@ -33,9 +33,10 @@ struct FactoryInner {
     caches: Mutex<HashMap<String, Arc<CacheCore>>>,
 }
 
-/// One cache's name and this member's counters.
+/// One cache: how strategies are told which (its name, and the standalone
+/// strategy's storage for it) and this member's counters.
 struct CacheCore {
-    name: String,
+    cache: CacheRef,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -86,7 +87,11 @@ impl CacheFactory {
         caches
             .entry(name.to_string())
             .or_insert_with(|| {
-                Arc::new(CacheCore { name: name.to_string(), hits: AtomicU64::new(0), misses: AtomicU64::new(0) })
+                let cache = match self.inner.standalone.standalone_cache(name) {
+                    Some(local) => CacheRef::resolved(name, local),
+                    None => CacheRef::named(name),
+                };
+                Arc::new(CacheCore { cache, hits: AtomicU64::new(0), misses: AtomicU64::new(0) })
             })
             .clone()
     }
@@ -124,7 +129,7 @@ impl CacheFactory {
         let mut stats = Vec::new();
         for name in names {
             let core = self.core(&name);
-            let size = serving.local_size(&name).await.unwrap_or_default();
+            let size = serving.local_size(&core.cache).await.unwrap_or_default();
             stats.push(CacheStats {
                 name,
                 clustered: !serving.is_standalone(),
@@ -146,17 +151,18 @@ impl CacheFactory {
         let names = standalone.cache_names().await?;
         let mut moved = 0;
         for name in &names {
-            let entries = standalone.entries(name).await?;
+            let cache = &self.core(name).cache;
+            let entries = standalone.entries(cache).await?;
             if entries.is_empty() {
                 continue;
             }
             let count = entries.len();
-            strategy.merge(name, entries).await?;
+            strategy.merge(cache, entries).await?;
             moved += count;
         }
         // Only once every cache merged: the local copies are now in the cluster.
         for name in &names {
-            standalone.clear(name).await?;
+            standalone.clear(&self.core(name).cache).await?;
         }
         *serving = strategy;
         Ok(moved)
@@ -178,10 +184,11 @@ impl CacheFactory {
         let standalone = &self.inner.standalone;
         let mut kept = 0;
         for name in names {
-            let copied = match serving.entries(&name).await {
+            let cache = &self.core(&name).cache;
+            let copied = match serving.entries(cache).await {
                 Ok(entries) => {
                     let count = entries.len();
-                    standalone.put_all(&name, entries).await.map(|()| count)
+                    standalone.put_all(cache, entries).await.map(|()| count)
                 }
                 Err(e) => Err(e),
             };
@@ -205,12 +212,12 @@ pub struct RawCache {
 impl RawCache {
     /// The cache's name.
     pub fn name(&self) -> &str {
-        &self.core.name
+        self.core.cache.name()
     }
 
     /// The value under `key`.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ClusterError> {
-        let value = self.factory.serving.read().await.get(&self.core.name, key).await?;
+        let value = self.factory.serving.read().await.get(&self.core.cache, key).await?;
         let hit = value.is_some() as u64;
         self.core.count(hit, 1 - hit);
         Ok(value)
@@ -218,22 +225,22 @@ impl RawCache {
 
     /// Writes `value` under `key`.
     pub async fn put(&self, key: Vec<u8>, value: Vec<u8>) -> Result<(), ClusterError> {
-        self.factory.serving.read().await.put(&self.core.name, key, value).await
+        self.factory.serving.read().await.put(&self.core.cache, key, value).await
     }
 
     /// True if the key was present.
     pub async fn remove(&self, key: &[u8]) -> Result<bool, ClusterError> {
-        self.factory.serving.read().await.remove(&self.core.name, key).await
+        self.factory.serving.read().await.remove(&self.core.cache, key).await
     }
 
     /// Whether `key` is present.
     pub async fn contains(&self, key: &[u8]) -> Result<bool, ClusterError> {
-        self.factory.serving.read().await.contains(&self.core.name, key).await
+        self.factory.serving.read().await.contains(&self.core.cache, key).await
     }
 
     /// Entries in the cache (the whole cluster's, while clustered).
     pub async fn len(&self) -> Result<u64, ClusterError> {
-        self.factory.serving.read().await.size(&self.core.name).await
+        self.factory.serving.read().await.size(&self.core.cache).await
     }
 
     /// Whether the cache holds no entry.
@@ -243,17 +250,17 @@ impl RawCache {
 
     /// Removes every entry.
     pub async fn clear(&self) -> Result<(), ClusterError> {
-        self.factory.serving.read().await.clear(&self.core.name).await
+        self.factory.serving.read().await.clear(&self.core.cache).await
     }
 
     /// Every key (the whole cluster's, while clustered).
     pub async fn keys(&self) -> Result<Vec<Vec<u8>>, ClusterError> {
-        self.factory.serving.read().await.keys(&self.core.name).await
+        self.factory.serving.read().await.keys(&self.core.cache).await
     }
 
     /// The values under `keys`, in order.
     pub async fn get_all(&self, keys: Vec<Vec<u8>>) -> Result<Vec<Option<Vec<u8>>>, ClusterError> {
-        let values = self.factory.serving.read().await.get_all(&self.core.name, keys).await?;
+        let values = self.factory.serving.read().await.get_all(&self.core.cache, keys).await?;
         let hits = values.iter().filter(|v| v.is_some()).count() as u64;
         self.core.count(hits, values.len() as u64 - hits);
         Ok(values)
@@ -263,7 +270,7 @@ impl RawCache {
     pub async fn put_all(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), ClusterError> {
         let now = now_ms();
         let entries = entries.into_iter().map(|(key, value)| Entry { key, value, version: now }).collect();
-        self.factory.serving.read().await.put_all(&self.core.name, entries).await
+        self.factory.serving.read().await.put_all(&self.core.cache, entries).await
     }
 }
 

@@ -37,7 +37,7 @@ pub use cache::{Cache, CacheFactory, CacheStats, RawCache};
 pub use clusterhost_plugin_api::cluster::{Member as ClusterMember, TaskOutcome as Outcome, TaskTarget as Target};
 pub use events::{ClusterEvent, ClusterListener};
 pub use locks::ClusterLock;
-pub use strategy::StrategyRef;
+pub use strategy::{CacheRef, StrategyRef};
 pub use task_stats::{TaskStats, LATENCY_BUCKETS};
 pub use tasks::{TaskFailure, TaskResult};
 pub use types::{

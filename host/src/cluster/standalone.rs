@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clusterhost_plugin_api::cluster::{now_ms, CacheSize, Entry, Member, TaskOutcome, TaskReply, TaskTarget};
-use clusterhost_plugin_api::local::{LocalCaches, LocalLocks};
+use clusterhost_plugin_api::local::{LocalCache, LocalCaches, LocalLocks};
 use clusterhost_plugin_api::sync::lock;
 use clusterhost_plugin_api::{PluginResult, Strategy};
 
@@ -39,6 +39,11 @@ impl Standalone {
             settings: Mutex::default(),
             tasks,
         }
+    }
+
+    /// The storage of cache `name` (made if new), for handles that skip the lookup by name.
+    pub(crate) fn cache(&self, name: &str) -> Arc<LocalCache> {
+        self.caches.cache(name)
     }
 
     /// Whether this node runs `target` itself; Err(reply) when the target

@@ -4,10 +4,12 @@
 //! [`Strategy`] contract. Every cache, task and lock call goes through here.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use abi_stable::std_types::{RSlice, RStr, RVec};
-use clusterhost_plugin_api::cluster::{CacheSize, Entry, Member, StrategyBox, TaskReply, TaskTarget};
+use clusterhost_plugin_api::cluster::{now_ms, CacheSize, Entry, Member, StrategyBox, TaskReply, TaskTarget};
+use clusterhost_plugin_api::local::LocalCache;
 use clusterhost_plugin_api::{PluginError, PluginErrorKind, PluginResult, Strategy};
 
 use super::standalone::Standalone;
@@ -43,6 +45,40 @@ macro_rules! either {
             Imp::Standalone($b) => $self.builtin($op, $builtin).await,
         }
     };
+    // A per-cache call: the standalone strategy's storage for the cache,
+    // when the caller resolved it, answers directly (`|$l| $local`).
+    ($self:ident, $op:literal, $cache:ident, |$p:ident| $plugin:expr $(=> $convert:expr)?, |$b:ident| $builtin:expr, |$l:ident| $local:expr) => {
+        match (&$self.inner, &$cache.local) {
+            (Imp::Standalone(_), Some($l)) => Ok($local),
+            _ => either!($self, $op, |$p| $plugin $(=> $convert)?, |$b| $builtin),
+        }
+    };
+}
+
+/// A cache as the host names it to a strategy: its name and, for a handle
+/// made by the cache factory, the standalone strategy's storage for it, so a
+/// call served standalone skips finding the cache by name (a plugin's
+/// strategy always gets the name).
+pub struct CacheRef {
+    name: String,
+    local: Option<Arc<LocalCache>>,
+}
+
+impl CacheRef {
+    /// The cache `name`, found by name on every call.
+    pub fn named(name: &str) -> Self {
+        CacheRef { name: name.to_string(), local: None }
+    }
+
+    /// The cache `name`, with the standalone strategy's storage for it.
+    pub(crate) fn resolved(name: &str, local: Arc<LocalCache>) -> Self {
+        CacheRef { name: name.to_string(), local: Some(local) }
+    }
+
+    /// The cache's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
 }
 
 impl StrategyRef {
@@ -57,6 +93,15 @@ impl StrategyRef {
             plugin: "standalone".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             inner: Imp::Standalone(strategy),
+        }
+    }
+
+    /// The standalone strategy's storage for cache `name` (made if new);
+    /// `None` for a plugin's strategy.
+    pub(crate) fn standalone_cache(&self, name: &str) -> Option<Arc<LocalCache>> {
+        match &self.inner {
+            Imp::Standalone(b) => Some(b.cache(name)),
+            Imp::Plugin(_) => None,
         }
     }
 
@@ -121,81 +166,134 @@ impl StrategyRef {
         }
     }
 
-    pub async fn get(&self, cache: &str, key: &[u8]) -> Result<Option<Vec<u8>>, ClusterError> {
+    /// The value under `key`.
+    pub async fn get(&self, cache: &CacheRef, key: &[u8]) -> Result<Option<Vec<u8>>, ClusterError> {
+        let name = cache.name();
         either!(
             self,
             "cache get",
-            |p| p.cache_get(RStr::from_str(cache), RSlice::from_slice(key)) => |v| v.into_option().map(Into::into),
-            |b| b.cache_get(cache, key)
+            cache,
+            |p| p.cache_get(RStr::from_str(name), RSlice::from_slice(key)) => |v| v.into_option().map(Into::into),
+            |b| b.cache_get(name, key),
+            |l| l.get(key)
         )
     }
 
-    pub async fn put(&self, cache: &str, key: Vec<u8>, value: Vec<u8>) -> Result<(), ClusterError> {
-        either!(self, "cache put", |p| p.cache_put(RStr::from_str(cache), key.into(), value.into()), |b| b
-            .cache_put(cache, key, value))
+    /// Writes `value` under `key`.
+    pub async fn put(&self, cache: &CacheRef, key: Vec<u8>, value: Vec<u8>) -> Result<(), ClusterError> {
+        let name = cache.name();
+        either!(
+            self,
+            "cache put",
+            cache,
+            |p| p.cache_put(RStr::from_str(name), key.into(), value.into()),
+            |b| b.cache_put(name, key, value),
+            |l| l.put(key, value, now_ms())
+        )
     }
 
-    pub async fn remove(&self, cache: &str, key: &[u8]) -> Result<bool, ClusterError> {
-        either!(self, "cache remove", |p| p.cache_remove(RStr::from_str(cache), RSlice::from_slice(key)), |b| b
-            .cache_remove(cache, key))
+    /// Removes `key`; true if it was there.
+    pub async fn remove(&self, cache: &CacheRef, key: &[u8]) -> Result<bool, ClusterError> {
+        let name = cache.name();
+        either!(
+            self,
+            "cache remove",
+            cache,
+            |p| p.cache_remove(RStr::from_str(name), RSlice::from_slice(key)),
+            |b| b.cache_remove(name, key),
+            |l| l.remove(key)
+        )
     }
 
-    pub async fn contains(&self, cache: &str, key: &[u8]) -> Result<bool, ClusterError> {
-        either!(self, "cache contains", |p| p.cache_contains(RStr::from_str(cache), RSlice::from_slice(key)), |b| b
-            .cache_contains(cache, key))
+    /// Whether `key` is present.
+    pub async fn contains(&self, cache: &CacheRef, key: &[u8]) -> Result<bool, ClusterError> {
+        let name = cache.name();
+        either!(
+            self,
+            "cache contains",
+            cache,
+            |p| p.cache_contains(RStr::from_str(name), RSlice::from_slice(key)),
+            |b| b.cache_contains(name, key),
+            |l| l.contains(key)
+        )
     }
 
-    pub async fn size(&self, cache: &str) -> Result<u64, ClusterError> {
-        either!(self, "cache size", |p| p.cache_size(RStr::from_str(cache)), |b| b.cache_size(cache))
+    /// Entries in the cache (the whole cluster's).
+    pub async fn size(&self, cache: &CacheRef) -> Result<u64, ClusterError> {
+        let name = cache.name();
+        either!(self, "cache size", cache, |p| p.cache_size(RStr::from_str(name)), |b| b.cache_size(name), |l| l.len())
     }
 
-    pub async fn clear(&self, cache: &str) -> Result<(), ClusterError> {
-        either!(self, "cache clear", |p| p.cache_clear(RStr::from_str(cache)), |b| b.cache_clear(cache))
+    /// Removes every entry.
+    pub async fn clear(&self, cache: &CacheRef) -> Result<(), ClusterError> {
+        let name = cache.name();
+        either!(self, "cache clear", cache, |p| p.cache_clear(RStr::from_str(name)), |b| b.cache_clear(name), |l| l
+            .clear())
     }
 
-    pub async fn keys(&self, cache: &str) -> Result<Vec<Vec<u8>>, ClusterError> {
+    /// Every key (the whole cluster's).
+    pub async fn keys(&self, cache: &CacheRef) -> Result<Vec<Vec<u8>>, ClusterError> {
+        let name = cache.name();
         either!(
             self,
             "cache keys",
-            |p| p.cache_keys(RStr::from_str(cache)) => |k| k.into_iter().map(Into::into).collect(),
-            |b| b.cache_keys(cache)
+            cache,
+            |p| p.cache_keys(RStr::from_str(name)) => |k| k.into_iter().map(Into::into).collect(),
+            |b| b.cache_keys(name),
+            |l| l.keys()
         )
     }
 
-    pub async fn get_all(&self, cache: &str, keys: Vec<Vec<u8>>) -> Result<Vec<Option<Vec<u8>>>, ClusterError> {
+    /// The values under `keys`, in order.
+    pub async fn get_all(&self, cache: &CacheRef, keys: Vec<Vec<u8>>) -> Result<Vec<Option<Vec<u8>>>, ClusterError> {
+        let name = cache.name();
         either!(
             self,
             "cache get_all",
-            |p| p.cache_get_all(RStr::from_str(cache), keys.into_iter().map(Into::into).collect::<RVec<RVec<u8>>>())
+            cache,
+            |p| p.cache_get_all(RStr::from_str(name), keys.into_iter().map(Into::into).collect::<RVec<RVec<u8>>>())
                 => |v| v.into_iter().map(|v| v.into_option().map(Into::into)).collect(),
-            |b| b.cache_get_all(cache, keys)
+            |b| b.cache_get_all(name, keys),
+            |l| l.get_all(&keys)
         )
     }
 
-    pub async fn put_all(&self, cache: &str, entries: Vec<Entry>) -> Result<(), ClusterError> {
+    /// Writes every entry (an entry with version 0 gets the time of the call).
+    pub async fn put_all(&self, cache: &CacheRef, entries: Vec<Entry>) -> Result<(), ClusterError> {
+        let name = cache.name();
         either!(
             self,
             "cache put_all",
-            |p| p.cache_put_all(RStr::from_str(cache), entries.into_iter().map(Into::into).collect()),
-            |b| b.cache_put_all(cache, entries)
+            cache,
+            |p| p.cache_put_all(RStr::from_str(name), entries.into_iter().map(Into::into).collect()),
+            |b| b.cache_put_all(name, entries),
+            |l| l.put_all(entries, now_ms())
         )
     }
 
-    pub async fn merge(&self, cache: &str, entries: Vec<Entry>) -> Result<(), ClusterError> {
+    /// Merges `entries` by the strategy's merge policy.
+    pub async fn merge(&self, cache: &CacheRef, entries: Vec<Entry>) -> Result<(), ClusterError> {
+        let name = cache.name();
         either!(
             self,
             "cache merge",
-            |p| p.cache_merge(RStr::from_str(cache), entries.into_iter().map(Into::into).collect()),
-            |b| b.cache_merge(cache, entries)
+            cache,
+            |p| p.cache_merge(RStr::from_str(name), entries.into_iter().map(Into::into).collect()),
+            |b| b.cache_merge(name, entries),
+            |l| l.merge(entries)
         )
     }
 
-    pub async fn entries(&self, cache: &str) -> Result<Vec<Entry>, ClusterError> {
+    /// Every entry this member holds, with its version.
+    pub async fn entries(&self, cache: &CacheRef) -> Result<Vec<Entry>, ClusterError> {
+        let name = cache.name();
         either!(
             self,
             "cache entries",
-            |p| p.cache_entries(RStr::from_str(cache)) => |e| e.into_iter().map(Into::into).collect(),
-            |b| b.cache_entries(cache)
+            cache,
+            |p| p.cache_entries(RStr::from_str(name)) => |e| e.into_iter().map(Into::into).collect(),
+            |b| b.cache_entries(name),
+            |l| l.entries()
         )
     }
 
@@ -208,12 +306,16 @@ impl StrategyRef {
         )
     }
 
-    pub async fn local_size(&self, cache: &str) -> Result<CacheSize, ClusterError> {
+    /// Entries and bytes this member holds.
+    pub async fn local_size(&self, cache: &CacheRef) -> Result<CacheSize, ClusterError> {
+        let name = cache.name();
         either!(
             self,
             "cache size",
-            |p| p.cache_local_size(RStr::from_str(cache)) => Into::into,
-            |b| b.cache_local_size(cache)
+            cache,
+            |p| p.cache_local_size(RStr::from_str(name)) => Into::into,
+            |b| b.cache_local_size(name),
+            |l| l.size()
         )
     }
 
