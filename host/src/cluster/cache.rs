@@ -217,7 +217,11 @@ impl RawCache {
 
     /// The value under `key`.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ClusterError> {
-        let value = self.factory.serving.read().await.get(&self.core.cache, key).await?;
+        let serving = self.factory.serving.read().await;
+        let value = match serving.get_now(&self.core.cache, key) {
+            Some(value) => value,
+            None => serving.get(&self.core.cache, key).await?,
+        };
         let hit = value.is_some() as u64;
         self.core.count(hit, 1 - hit);
         Ok(value)

@@ -166,6 +166,17 @@ impl StrategyRef {
         }
     }
 
+    /// The value under `key` if the strategy has it at hand without
+    /// waiting (the standalone strategy, through a resolved cache); `None`
+    /// when the answer needs [`get`](Self::get). The hot read path asks
+    /// this first, so an in-memory answer builds no async state.
+    pub fn get_now(&self, cache: &CacheRef, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        match (&self.inner, &cache.local) {
+            (Imp::Standalone(_), Some(local)) => Some(local.get(key)),
+            _ => None,
+        }
+    }
+
     /// The value under `key`.
     pub async fn get(&self, cache: &CacheRef, key: &[u8]) -> Result<Option<Vec<u8>>, ClusterError> {
         let name = cache.name();
