@@ -5,14 +5,33 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Instant;
 
 use clusterhost_plugin_api::cluster::{now_ms, Member, StrategyEvent};
+use redis::Script;
 use serde::{Deserialize, Serialize};
 
 use crate::core::{lock, Core};
 use crate::error::Error;
+
+/// Drops from the join order (KEYS[1]) each member in ARGV whose key
+/// (KEYS[i + 1]) is still missing, in one step: a member that registered
+/// again between our read and this tidy keeps its fresh join number (a bare
+/// ZREM removed it, and it stayed invisible while its key lived on).
+static TIDY_JOINS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local removed = 0
+for i, id in ipairs(ARGV) do
+  if redis.call('EXISTS', KEYS[i + 1]) == 0 then
+    removed = removed + redis.call('ZREM', KEYS[1], id)
+  end
+end
+return removed
+"#,
+    )
+});
 
 /// What a member's key holds.
 #[doc(hidden)] // pub for the fuzz targets (fuzz/)
@@ -331,10 +350,16 @@ impl Core {
             }
         }
         if !gone.is_empty() {
-            // Expired members; anyone may tidy the join order (idempotent).
-            let mut zrem = redis::cmd("ZREM");
-            zrem.arg(self.keys.joins()).arg(&gone);
-            let _ = self.query::<i64>(&zrem).await;
+            // Expired members; anyone may tidy the join order (idempotent),
+            // but only of members whose key is still missing now.
+            let joins = self.keys.joins();
+            let member_keys: Vec<String> = gone.iter().map(|id| self.keys.member(id)).collect();
+            let mut keys: Vec<&str> = vec![&joins];
+            keys.extend(member_keys.iter().map(String::as_str));
+            let ids: Vec<&[u8]> = gone.iter().map(|id| id.as_bytes()).collect();
+            if let Err(e) = self.script::<i64>(&TIDY_JOINS, &keys, &ids, true).await {
+                tracing::debug!("could not tidy the join order: {e}");
+            }
         }
         if !in_cluster {
             members.clear();
