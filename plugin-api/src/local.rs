@@ -168,11 +168,6 @@ impl LocalCaches {
         self.read(name, |c| c.len()).unwrap_or(0)
     }
 
-    /// Whether the cache holds no entry.
-    pub fn is_empty(&self, name: &str) -> bool {
-        self.len(name) == 0
-    }
-
     /// Removes every entry of the cache.
     pub fn clear(&self, name: &str) {
         self.read(name, |c| c.clear());

@@ -148,21 +148,20 @@ impl CacheFactory {
     pub(crate) async fn join(&self, strategy: Arc<StrategyRef>) -> Result<usize, ClusterError> {
         let mut serving = self.inner.serving.write().await;
         let standalone = &self.inner.standalone;
-        let names = standalone.cache_names().await?;
+        let cores: Vec<Arc<CacheCore>> = standalone.cache_names().await?.iter().map(|name| self.core(name)).collect();
         let mut moved = 0;
-        for name in &names {
-            let cache = &self.core(name).cache;
-            let entries = standalone.entries(cache).await?;
+        for core in &cores {
+            let entries = standalone.entries(&core.cache).await?;
             if entries.is_empty() {
                 continue;
             }
             let count = entries.len();
-            strategy.merge(cache, entries).await?;
+            strategy.merge(&core.cache, entries).await?;
             moved += count;
         }
         // Only once every cache merged: the local copies are now in the cluster.
-        for name in &names {
-            standalone.clear(&self.core(name).cache).await?;
+        for core in &cores {
+            standalone.clear(&core.cache).await?;
         }
         *serving = strategy;
         Ok(moved)
