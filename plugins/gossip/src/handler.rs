@@ -9,9 +9,6 @@ use crate::core::Core;
 use crate::net::{BoxFuture, Handler};
 use crate::wire::Msg;
 
-/// How long a lock request without a `wait_ms` waits at the senior.
-const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(2);
-
 /// Answers the data plane's requests. It holds the core weakly: the data
 /// plane's tasks must not keep a stopped member alive.
 pub(crate) struct Requests(pub Weak<Core>);
@@ -37,7 +34,7 @@ impl Handler for Requests {
                     None
                 }
                 Msg::Lock { req, name, owner, member, wait_ms } => {
-                    let wait = wait_ms.map_or(DEFAULT_LOCK_WAIT, Duration::from_millis);
+                    let wait = wait_ms.map_or(crate::locks::SLICE, Duration::from_millis);
                     match core.grant(&name, &owner, &member, wait).await {
                         Ok(granted) => Some(Msg::LockReply { req, granted, error: None }),
                         Err(e) => Some(Msg::LockReply { req, granted: false, error: Some(e) }),

@@ -17,8 +17,9 @@ use crate::wire::Msg;
 const LOCKS: &str = "__locks";
 
 /// How long one lock request waits at the senior before the requester asks
-/// again (the senior may have changed meanwhile).
-const SLICE: Duration = Duration::from_secs(2);
+/// again (the senior may have changed meanwhile); also what a request
+/// without a `wait_ms` waits.
+pub(crate) const SLICE: Duration = Duration::from_secs(2);
 
 /// What the lock decisions share on this member.
 #[derive(Default)]

@@ -56,7 +56,7 @@ impl Strategy for Gossip {
     }
 
     fn cluster_time_ms(&self) -> u64 {
-        self.0.replica.clock.now() >> 16
+        self.0.replica.version().ms()
     }
 
     fn cache_get(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<Option<Vec<u8>>>> + Send + use<> {

@@ -337,7 +337,7 @@ impl Core {
             }
             self.query(&mget).await?
         };
-        let in_cluster = self.membership.in_cluster.load(Ordering::SeqCst);
+        let in_cluster = self.in_cluster();
         // A sorted set holds each id once: a rejoin moved it to its new number.
         let mut members = BTreeMap::new();
         let mut gone = Vec::new();
