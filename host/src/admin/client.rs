@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::Value;
 
-use super::contract::{ClusterView, ErrorBody, PropertiesReplaced, PropertiesView, Refusal, Switched, Uploaded};
+use super::contract::{ClusterView, ErrorBody, PropertiesReplaced, PropertiesView, Refusal};
 use crate::plugins::registry::PluginRecord;
 
 /// The admin API's default address.
@@ -32,7 +33,7 @@ impl ClientError {
     /// Why the node refused an upload, when this is that refusal.
     pub fn refusal(&self) -> Option<Refusal> {
         match self {
-            ClientError::Api { body, .. } => serde_json::from_value::<ErrorBody>(body.clone()).ok()?.refusal,
+            ClientError::Api { body, .. } => ErrorBody::deserialize(body).ok()?.refusal,
             _ => None,
         }
     }
@@ -53,8 +54,7 @@ pub struct Answer {
 impl Answer {
     /// The body as its contract type.
     pub fn view<T: DeserializeOwned>(&self) -> Result<T, ClientError> {
-        serde_json::from_value(self.body.clone())
-            .map_err(|e| ClientError::Unreadable { url: self.url.clone(), detail: e.to_string() })
+        T::deserialize(&self.body).map_err(|e| ClientError::Unreadable { url: self.url.clone(), detail: e.to_string() })
     }
 }
 
@@ -113,17 +113,6 @@ impl AdminClient {
     /// `PUT /api/properties`: `text` replaces the file.
     pub fn put_properties(&self, text: &str) -> Result<PropertiesReplaced, ClientError> {
         self.put("/api/properties", text.as_bytes())?.view()
-    }
-
-    /// `POST /api/cluster/enable` or `/disable`.
-    pub fn switch(&self, enabled: bool) -> Result<Switched, ClientError> {
-        let path = if enabled { "/api/cluster/enable" } else { "/api/cluster/disable" };
-        self.post(path, b"")?.view()
-    }
-
-    /// `POST /api/plugins?name=NAME`: uploads `bytes` as plugins/NAME.
-    pub fn install(&self, name: &str, bytes: &[u8]) -> Result<Uploaded, ClientError> {
-        self.upload(&format!("/api/plugins?name={}", segment(name)), bytes)?.view()
     }
 
     /// `GET path`.

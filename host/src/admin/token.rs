@@ -45,7 +45,7 @@ pub(super) fn prepare(file: &Path, bind: IpAddr) -> Result<(), AdminError> {
 pub(super) fn random() -> std::io::Result<String> {
     let mut bytes = [0u8; 24];
     std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::plugins::digest::hex(&bytes))
 }
 
 /// Why a token file gives no token.
