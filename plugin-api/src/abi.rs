@@ -46,6 +46,9 @@ pub enum PluginErrorKind {
     Panicked,
 }
 
+/// How an [`PluginError::unsupported`] error's message starts.
+pub const UNSUPPORTED_PREFIX: &str = "unsupported: ";
+
 /// An error returned across the boundary.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
@@ -60,6 +63,25 @@ impl PluginError {
     /// An ordinary failure.
     pub fn failed(message: impl Into<String>) -> Self {
         PluginError { kind: PluginErrorKind::Failed, message: RString::from(message.into()) }
+    }
+
+    /// A capability the strategy does not offer (see
+    /// [`Unsupported`](crate::Unsupported)). It crosses as a `Failed` error
+    /// whose message starts with [`UNSUPPORTED_PREFIX`]: a new variant of
+    /// [`PluginErrorKind`] would change the type's layout, and the host
+    /// would refuse every plugin built before it.
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        PluginError::failed(format!("{UNSUPPORTED_PREFIX}{}", message.into()))
+    }
+
+    /// Whether this reports a capability the strategy does not offer.
+    pub fn is_unsupported(&self) -> bool {
+        self.kind == PluginErrorKind::Failed && self.message.as_str().starts_with(UNSUPPORTED_PREFIX)
+    }
+
+    /// The message without the unsupported marker.
+    pub fn detail(&self) -> &str {
+        self.message.as_str().strip_prefix(UNSUPPORTED_PREFIX).unwrap_or(self.message.as_str())
     }
 
     /// A caught panic.

@@ -18,6 +18,7 @@ pub mod manifest;
 #[cfg(feature = "memory")]
 pub mod memory;
 mod plugin;
+pub mod shell;
 mod strategy;
 pub mod sync;
 pub mod throttle;
@@ -25,7 +26,7 @@ pub mod throttle;
 pub use abi::{PluginError, PluginErrorKind};
 pub use manifest::{Manifest, ManifestError, WireVersion, CLUSTER_STRATEGY};
 pub use plugin::{Host, Plugin, PluginResult};
-pub use strategy::{ClusterHost, Strategy};
+pub use strategy::{ClusterHost, Strategy, Unsupported};
 
 /// The version of this API crate, which plugins record as their default `api_req`.
 pub const API_VERSION: &str = env!("CARGO_PKG_VERSION");

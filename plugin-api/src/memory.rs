@@ -213,7 +213,7 @@ impl Drop for MemoryStrategy {
 }
 
 impl Strategy for MemoryStrategy {
-    fn start_clustering(&self) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+    fn start_clustering(&self) -> impl Future<Output = PluginResult<()>> + Send {
         let attempt = self.attempts.fetch_add(1, Ordering::SeqCst) + 1;
         if let Some(f) = &self.on_attempt {
             f(attempt);
@@ -248,7 +248,7 @@ impl Strategy for MemoryStrategy {
         }
     }
 
-    fn stop_clustering(&self) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+    fn stop_clustering(&self) -> impl Future<Output = PluginResult<()>> + Send {
         self.with(|s| leave(s, &self.id));
         self.fabric.locks.release_member(&self.id);
         ready(Ok(()))
@@ -282,38 +282,37 @@ impl Strategy for MemoryStrategy {
         self.with(|s| s.members.get(&self.id).and_then(|slot| slot.joined).and(s.senior.clone()))
     }
 
-    fn cache_get(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<Option<Vec<u8>>>> + Send + use<> {
+    fn cache_get_now(&self, cache: &str, key: &[u8]) -> Option<PluginResult<Option<Vec<u8>>>> {
+        Some(Ok(self.caches().get(cache, key)))
+    }
+
+    fn cache_get(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<Option<Vec<u8>>>> + Send {
         ready(Ok(self.caches().get(cache, key)))
     }
 
-    fn cache_put(
-        &self,
-        cache: &str,
-        key: Vec<u8>,
-        value: Vec<u8>,
-    ) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+    fn cache_put(&self, cache: &str, key: Vec<u8>, value: Vec<u8>) -> impl Future<Output = PluginResult<()>> + Send {
         self.caches().put(cache, key, value, now_ms());
         ready(Ok(()))
     }
 
-    fn cache_remove(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
+    fn cache_remove(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send {
         ready(Ok(self.caches().remove(cache, key)))
     }
 
-    fn cache_contains(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
+    fn cache_contains(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send {
         ready(Ok(self.caches().contains(cache, key)))
     }
 
-    fn cache_size(&self, cache: &str) -> impl Future<Output = PluginResult<u64>> + Send + use<> {
+    fn cache_size(&self, cache: &str) -> impl Future<Output = PluginResult<u64>> + Send {
         ready(Ok(self.caches().len(cache)))
     }
 
-    fn cache_clear(&self, cache: &str) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+    fn cache_clear(&self, cache: &str) -> impl Future<Output = PluginResult<()>> + Send {
         self.caches().clear(cache);
         ready(Ok(()))
     }
 
-    fn cache_keys(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Vec<u8>>>> + Send + use<> {
+    fn cache_keys(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Vec<u8>>>> + Send {
         ready(Ok(self.caches().keys(cache)))
     }
 
@@ -321,33 +320,33 @@ impl Strategy for MemoryStrategy {
         &self,
         cache: &str,
         keys: Vec<Vec<u8>>,
-    ) -> impl Future<Output = PluginResult<Vec<Option<Vec<u8>>>>> + Send + use<> {
+    ) -> impl Future<Output = PluginResult<Vec<Option<Vec<u8>>>>> + Send {
         ready(Ok(self.caches().get_all(cache, &keys)))
     }
 
-    fn cache_put_all(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+    fn cache_put_all(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send {
         self.caches().put_all(cache, entries, now_ms());
         ready(Ok(()))
     }
 
-    fn cache_merge(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+    fn cache_merge(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send {
         self.caches().merge(cache, entries);
         ready(Ok(()))
     }
 
-    fn cache_entries(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Entry>>> + Send + use<> {
+    fn cache_entries(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Entry>>> + Send {
         ready(Ok(self.caches().entries(cache)))
     }
 
-    fn cache_names(&self) -> impl Future<Output = PluginResult<Vec<String>>> + Send + use<> {
+    fn cache_names(&self) -> impl Future<Output = PluginResult<Vec<String>>> + Send {
         ready(Ok(self.caches().names()))
     }
 
-    fn cache_local_size(&self, cache: &str) -> impl Future<Output = PluginResult<CacheSize>> + Send + use<> {
+    fn cache_local_size(&self, cache: &str) -> impl Future<Output = PluginResult<CacheSize>> + Send {
         ready(Ok(self.caches().size(cache)))
     }
 
-    fn lock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+    fn lock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<()>> + Send {
         let (fabric, name, owner, member) = (self.fabric.clone(), name.to_string(), owner.to_string(), self.id.clone());
         async move {
             fabric.locks.lock(&name, &owner, &member).await;
@@ -355,16 +354,11 @@ impl Strategy for MemoryStrategy {
         }
     }
 
-    fn try_lock(
-        &self,
-        name: &str,
-        owner: &str,
-        timeout: Duration,
-    ) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
+    fn try_lock(&self, name: &str, owner: &str, timeout: Duration) -> impl Future<Output = PluginResult<bool>> + Send {
         crate::local::lock_within(timeout, self.lock(name, owner))
     }
 
-    fn unlock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
+    fn unlock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<bool>> + Send {
         ready(Ok(self.fabric.locks.unlock(name, owner)))
     }
 
@@ -373,7 +367,7 @@ impl Strategy for MemoryStrategy {
         target: TaskTarget,
         name: &str,
         payload: Vec<u8>,
-    ) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+    ) -> impl Future<Output = PluginResult<()>> + Send {
         let (targets, _) = self.targets(&target);
         for (_, host) in targets {
             tokio::spawn(host.run_task(&self.id, name, payload.clone()));
@@ -387,7 +381,7 @@ impl Strategy for MemoryStrategy {
         name: &str,
         payload: Vec<u8>,
         timeout: Duration,
-    ) -> impl Future<Output = PluginResult<Vec<TaskReply>>> + Send + use<> {
+    ) -> impl Future<Output = PluginResult<Vec<TaskReply>>> + Send {
         let (targets, missing) = self.targets(&target);
         let calls: Vec<_> = targets
             .into_iter()
@@ -416,7 +410,7 @@ impl Strategy for MemoryStrategy {
         self.with(|s| s.settings.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
     }
 
-    fn put_setting(&self, key: &str, value: &str) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+    fn put_setting(&self, key: &str, value: &str) -> impl Future<Output = PluginResult<()>> + Send {
         self.with(|s| {
             s.settings.insert(key.to_string(), value.to_string());
             // Settings reach every connected member, joined or not.

@@ -45,6 +45,9 @@ pub trait Plugin: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct Host {
     services: HostServicesBox,
+    /// This plugin's manifest, as it is in the loaded file (a release tool
+    /// may have restamped it): what the plugin is and announces.
+    manifest: Arc<crate::Manifest>,
 }
 
 impl Host {
@@ -76,6 +79,32 @@ impl Host {
     /// This node's name (`node.name`), the member id strategies use.
     pub fn node_name(&self) -> String {
         self.property("node.name").unwrap_or_else(|| "node".to_string())
+    }
+
+    /// This plugin's own manifest (id, version, wire protocol), as the
+    /// host read it from the loaded file.
+    pub fn manifest(&self) -> &crate::Manifest {
+        &self.manifest
+    }
+
+    /// This plugin's configuration file: `<config dir>/<plugin id>.toml`.
+    /// For compatibility, `cluster.config.file` still names it, but only
+    /// for the plugin whose id the file name starts with (e.g.
+    /// `gossip-test.toml` for `gossip`): one key no longer sends every
+    /// strategy to the same file.
+    pub fn config_file(&self) -> std::path::PathBuf {
+        let dir = std::path::PathBuf::from(self.config_dir());
+        let id = self.manifest.id.as_str();
+        match self.property("cluster.config.file") {
+            Some(name) if name.starts_with(id) => dir.join(name),
+            Some(name) => {
+                tracing::info!(
+                    "cluster.config.file = {name} names another plugin's file; {id} reads {id}.toml (docs/plugins.md)"
+                );
+                dir.join(format!("{id}.toml"))
+            }
+            None => dir.join(format!("{id}.toml")),
+        }
     }
 }
 
@@ -164,12 +193,16 @@ pub(crate) fn panic_message(payload: Box<dyn Any + Send>) -> String {
 #[doc(hidden)]
 pub fn create_instance<P: Plugin>(
     services: HostServicesBox,
+    manifest: &str,
     create: fn(&Host) -> PluginResult<P>,
 ) -> RResult<PluginBox, PluginError> {
     let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<PluginBox, PluginError> {
         crate::log::forward_to_host(&services);
         let id = services.plugin_id();
-        let host = Host { services };
+        // The host checked this very text before it loaded the library.
+        let manifest = crate::Manifest::parse(manifest)
+            .map_err(|e| PluginError::failed(format!("the plugin's own manifest does not parse: {e}")))?;
+        let host = Host { services, manifest: Arc::new(manifest) };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name(format!("plugin-{id}"))
@@ -227,7 +260,7 @@ macro_rules! declare_plugin {
         extern "C" fn __clusterhost_create(
             host: $crate::abi::HostServicesBox,
         ) -> $crate::__private::abi_stable::std_types::RResult<$crate::abi::PluginBox, $crate::PluginError> {
-            $crate::__private::create_instance(host, $create)
+            $crate::__private::create_instance(host, clusterhost_manifest_text(), $create)
         }
 
         /// The root module the host loads.

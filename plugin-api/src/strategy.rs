@@ -1,12 +1,13 @@
 //! What a cluster-strategy author implements ([`Strategy`]), and the adapter
 //! that carries it across the boundary.
 //!
-//! Every method's future is `'static`: take what you need from the
-//! arguments before the `async` block. A read answered from memory should
-//! return `std::future::ready(..)`: the adapter polls the future on the
-//! caller's thread first (inside the plugin's runtime context), so such a
-//! read never hops threads. Work that waits on I/O is woken by the plugin's
-//! own runtime.
+//! Write the methods as `async fn` (or return any `Send` future). The
+//! adapter owns what each call borrows (the strategy, the cache name, the
+//! key), so a future may borrow `&self` and its arguments. A read this
+//! member can answer from its own memory should also be offered through
+//! [`Strategy::cache_get_now`]: the adapter asks it first, on the caller's
+//! thread, and skips building a future when it answers.
+//! docs/strategy-authoring.md states the contract rule by rule.
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -23,79 +24,156 @@ use crate::abi::PluginError;
 use crate::cluster::*;
 use crate::plugin::{panic_message, PluginResult};
 
-/// A cluster strategy's implementation. See the module docs for the rules
-/// its futures follow; docs/cluster-strategy.md describes each operation.
+/// The error a strategy returns for an optional capability it does not
+/// offer (tasks, locks): the host reports "unsupported" (the admin, CLI
+/// and console show it as such) rather than a failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unsupported(pub String);
+
+impl Unsupported {
+    /// `what` (e.g. "tasks") is not offered by this strategy.
+    pub fn capability(what: &str) -> Self {
+        Unsupported(format!("this cluster strategy does not offer {what}"))
+    }
+}
+
+/// A cluster strategy's implementation: 14 required methods (membership,
+/// the basic cache operations, settings) and defaults for the rest. The
+/// defaults for bulk and derived cache operations are built on the basic
+/// ones (correct, one call per key); override them when the strategy can
+/// do better. Locks and tasks default to [`Unsupported`].
+///
+/// Every method may be cancelled: the host drops a future it no longer
+/// waits for (a caller's deadline). Nothing may leak or break when that
+/// happens (rule `cancellation` in docs/strategy-authoring.md).
 pub trait Strategy: Send + Sync + 'static {
-    fn start_clustering(&self) -> impl Future<Output = PluginResult<()>> + Send + use<Self>;
-    fn stop_clustering(&self) -> impl Future<Output = PluginResult<()>> + Send + use<Self>;
+    /// Joins the cluster; resolves once this member is in the view.
+    fn start_clustering(&self) -> impl Future<Output = PluginResult<()>> + Send;
+    /// Leaves the cluster cleanly (never emits this member's own `Left`).
+    fn stop_clustering(&self) -> impl Future<Output = PluginResult<()>> + Send;
+    /// This member's id (its node name).
     fn local_member(&self) -> String;
+    /// The members in join order; empty while not joined.
     fn members(&self) -> Vec<Member>;
+    /// The senior (oldest) member; `None` while not joined.
     fn senior_member(&self) -> Option<String>;
+    /// Cluster time in ms (the clock cache versions come from).
     fn cluster_time_ms(&self) -> u64 {
         now_ms()
     }
 
-    fn cache_get(
-        &self,
-        cache: &str,
-        key: &[u8],
-    ) -> impl Future<Output = PluginResult<Option<Vec<u8>>>> + Send + use<Self>;
-    fn cache_put(
-        &self,
-        cache: &str,
-        key: Vec<u8>,
-        value: Vec<u8>,
-    ) -> impl Future<Output = PluginResult<()>> + Send + use<Self>;
-    fn cache_remove(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send + use<Self>;
-    fn cache_contains(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send + use<Self>;
-    fn cache_size(&self, cache: &str) -> impl Future<Output = PluginResult<u64>> + Send + use<Self>;
-    fn cache_clear(&self, cache: &str) -> impl Future<Output = PluginResult<()>> + Send + use<Self>;
-    fn cache_keys(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Vec<u8>>>> + Send + use<Self>;
+    /// The value of `key`, if this member can tell without waiting (from
+    /// its own memory); `None` sends the read to [`cache_get`](Self::cache_get).
+    fn cache_get_now(&self, cache: &str, key: &[u8]) -> Option<PluginResult<Option<Vec<u8>>>> {
+        let _ = (cache, key);
+        None
+    }
+    fn cache_get(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<Option<Vec<u8>>>> + Send;
+    fn cache_put(&self, cache: &str, key: Vec<u8>, value: Vec<u8>) -> impl Future<Output = PluginResult<()>> + Send;
+    /// Whether the key was there.
+    fn cache_remove(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send;
+    fn cache_clear(&self, cache: &str) -> impl Future<Output = PluginResult<()>> + Send;
+    fn cache_keys(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Vec<u8>>>> + Send;
+    /// Every entry with its version (for merges on join and for stats).
+    fn cache_entries(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Entry>>> + Send;
+    /// The names of the caches that hold entries (or were written).
+    fn cache_names(&self) -> impl Future<Output = PluginResult<Vec<String>>> + Send;
+
+    fn cache_contains(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send {
+        async move { Ok(self.cache_get(cache, key).await?.is_some()) }
+    }
+    fn cache_size(&self, cache: &str) -> impl Future<Output = PluginResult<u64>> + Send {
+        async move { Ok(self.cache_keys(cache).await?.len() as u64) }
+    }
+    /// The values of `keys`, in the order asked.
     fn cache_get_all(
         &self,
         cache: &str,
         keys: Vec<Vec<u8>>,
-    ) -> impl Future<Output = PluginResult<Vec<Option<Vec<u8>>>>> + Send + use<Self>;
-    fn cache_put_all(
-        &self,
-        cache: &str,
-        entries: Vec<Entry>,
-    ) -> impl Future<Output = PluginResult<()>> + Send + use<Self>;
-    fn cache_merge(
-        &self,
-        cache: &str,
-        entries: Vec<Entry>,
-    ) -> impl Future<Output = PluginResult<()>> + Send + use<Self>;
-    fn cache_entries(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Entry>>> + Send + use<Self>;
-    fn cache_names(&self) -> impl Future<Output = PluginResult<Vec<String>>> + Send + use<Self>;
-    fn cache_local_size(&self, cache: &str) -> impl Future<Output = PluginResult<CacheSize>> + Send + use<Self>;
+    ) -> impl Future<Output = PluginResult<Vec<Option<Vec<u8>>>>> + Send {
+        async move {
+            let mut values = Vec::with_capacity(keys.len());
+            for key in &keys {
+                values.push(self.cache_get(cache, key).await?);
+            }
+            Ok(values)
+        }
+    }
+    fn cache_put_all(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send {
+        async move {
+            for entry in entries {
+                self.cache_put(cache, entry.key, entry.value).await?;
+            }
+            Ok(())
+        }
+    }
+    /// Merges what a joining member held: an entry replaces the cluster's
+    /// only when the cluster has none for its key or an older version
+    /// (rule `cache-merge`). The default reads the whole cache once.
+    fn cache_merge(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send {
+        async move {
+            let held: std::collections::HashMap<Vec<u8>, u64> =
+                self.cache_entries(cache).await?.into_iter().map(|e| (e.key, e.version)).collect();
+            for entry in entries {
+                if held.get(&entry.key).is_none_or(|&version| version < entry.version) {
+                    self.cache_put(cache, entry.key, entry.value).await?;
+                }
+            }
+            Ok(())
+        }
+    }
+    /// What THIS member holds of the cache (entries, bytes); zero for a
+    /// strategy whose data lives outside the node (the default).
+    fn cache_local_size(&self, cache: &str) -> impl Future<Output = PluginResult<CacheSize>> + Send {
+        let _ = cache;
+        async { Ok(CacheSize::default()) }
+    }
 
-    fn lock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<()>> + Send + use<Self>;
-    fn try_lock(
-        &self,
-        name: &str,
-        owner: &str,
-        timeout: Duration,
-    ) -> impl Future<Output = PluginResult<bool>> + Send + use<Self>;
-    fn unlock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<bool>> + Send + use<Self>;
+    /// Waits until lock `name` is free, then takes it for `owner`.
+    fn lock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<()>> + Send {
+        let _ = (name, owner);
+        async { Err(Unsupported::capability("locks").into()) }
+    }
+    /// As `lock`, giving up after `timeout` (`Ok(false)`).
+    fn try_lock(&self, name: &str, owner: &str, timeout: Duration) -> impl Future<Output = PluginResult<bool>> + Send {
+        let _ = (name, owner, timeout);
+        async { Err(Unsupported::capability("locks").into()) }
+    }
+    /// Releases lock `name` if `owner` holds it (`Ok(false)` otherwise).
+    fn unlock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<bool>> + Send {
+        let _ = (name, owner);
+        async { Err(Unsupported::capability("locks").into()) }
+    }
 
+    /// Runs task `name` on `target` without waiting for answers.
     fn send_task(
         &self,
         target: TaskTarget,
         name: &str,
         payload: Vec<u8>,
-    ) -> impl Future<Output = PluginResult<()>> + Send + use<Self>;
+    ) -> impl Future<Output = PluginResult<()>> + Send {
+        let _ = (target, name, payload);
+        async { Err(Unsupported::capability("tasks").into()) }
+    }
+    /// Runs task `name` on `target`; one reply per target member within `timeout`.
     fn call_task(
         &self,
         target: TaskTarget,
         name: &str,
         payload: Vec<u8>,
         timeout: Duration,
-    ) -> impl Future<Output = PluginResult<Vec<TaskReply>>> + Send + use<Self>;
+    ) -> impl Future<Output = PluginResult<Vec<TaskReply>>> + Send {
+        let _ = (target, name, payload, timeout);
+        async { Err(Unsupported::capability("tasks").into()) }
+    }
 
+    /// The cluster-wide settings.
     fn settings(&self) -> Vec<(String, String)>;
-    fn put_setting(&self, key: &str, value: &str) -> impl Future<Output = PluginResult<()>> + Send + use<Self>;
+    /// Sets a cluster-wide setting; every member emits `SettingChanged`.
+    fn put_setting(&self, key: &str, value: &str) -> impl Future<Output = PluginResult<()>> + Send;
 
+    /// Counters for the admin's metrics (name, value).
     fn stats(&self) -> Vec<(String, u64)> {
         Vec::new()
     }
@@ -199,6 +277,14 @@ fn stopped_error() -> PluginError {
     PluginError::failed("the strategy's plugin has stopped (it was removed or replaced); nothing was done")
 }
 
+/// A strategy's error as it crosses: [`Unsupported`] keeps its kind.
+fn boundary_error(error: Box<dyn std::error::Error + Send + Sync>) -> PluginError {
+    match error.downcast_ref::<Unsupported>() {
+        Some(unsupported) => PluginError::unsupported(unsupported.0.clone()),
+        None => PluginError::failed(error.to_string()),
+    }
+}
+
 /// Polls a plugin future inside the plugin's runtime context, catching panics.
 struct Guarded<F, M> {
     runtime: tokio::runtime::Handle,
@@ -234,7 +320,7 @@ where
                 Some(map) => ROk(map(value)),
                 None => RErr(PluginError::failed("polled after completion")),
             },
-            Ok(Poll::Ready(Err(error))) => RErr(PluginError::failed(error.to_string())),
+            Ok(Poll::Ready(Err(error))) => RErr(boundary_error(error)),
             Err(payload) => RErr(PluginError::panicked(panic_message(payload))),
         };
         // Dropping the future is plugin code too.
@@ -245,10 +331,11 @@ where
 }
 
 impl<S: Strategy> StrategyAdapter<S> {
-    /// Builds the plugin's future (plugin code: guarded) and wraps it.
+    /// Wraps the plugin's future, which `make` builds from the strategy
+    /// (it runs, guarded, at the first poll: building it is plugin code).
     fn call<T, U, F>(
         &self,
-        make: impl FnOnce(&S) -> F,
+        make: impl FnOnce(Arc<S>) -> F,
         map: impl FnOnce(T) -> U + Send + Unpin + 'static,
     ) -> FfiFuture<RResult<U, PluginError>>
     where
@@ -256,27 +343,17 @@ impl<S: Strategy> StrategyAdapter<S> {
         T: 'static,
         U: 'static,
     {
-        let Some(_open) = self.stopped.enter() else {
+        if self.stopped.enter().is_none() {
             let error = stopped_error();
             return async move { RErr(error) }.into_ffi();
-        };
-        let made = {
-            let _entered = self.runtime.enter();
-            catch_unwind(AssertUnwindSafe(|| make(&self.inner)))
-        };
-        match made {
-            Ok(future) => Guarded {
-                runtime: self.runtime.clone(),
-                stopped: self.stopped.clone(),
-                future: Some(Box::pin(future)),
-                map: Some(map),
-            }
-            .into_ffi(),
-            Err(payload) => {
-                let error = PluginError::panicked(panic_message(payload));
-                async move { RErr(error) }.into_ffi()
-            }
         }
+        Guarded {
+            runtime: self.runtime.clone(),
+            stopped: self.stopped.clone(),
+            future: Some(Box::pin(make(Arc::clone(&self.inner)))),
+            map: Some(map),
+        }
+        .into_ffi()
     }
 
     /// Runs a synchronous method, guarded.
@@ -294,11 +371,11 @@ fn unchanged<T>(t: T) -> T {
 
 impl<S: Strategy> ClusterStrategy for StrategyAdapter<S> {
     fn start_clustering(&self) -> Fut<()> {
-        self.call(|s| s.start_clustering(), unchanged)
+        self.call(|s| async move { s.start_clustering().await }, unchanged)
     }
 
     fn stop_clustering(&self) -> Fut<()> {
-        self.call(|s| s.stop_clustering(), unchanged)
+        self.call(|s| async move { s.stop_clustering().await }, unchanged)
     }
 
     fn local_member(&self) -> RString {
@@ -318,80 +395,107 @@ impl<S: Strategy> ClusterStrategy for StrategyAdapter<S> {
     }
 
     fn cache_get(&self, cache: RStr<'_>, key: RSlice<'_, u8>) -> Fut<ROption<RVec<u8>>> {
-        self.call(|s| s.cache_get(cache.as_str(), key.as_slice()), |v: Option<Vec<u8>>| v.map(RVec::from).into())
+        let convert = |v: Option<Vec<u8>>| -> ROption<RVec<u8>> { v.map(RVec::from).into() };
+        // A read from the strategy's own memory: answered here, no future built.
+        if let Some(answer) = self.sync(|s| s.cache_get_now(cache.as_str(), key.as_slice()), None) {
+            let answer = match answer {
+                Ok(value) => ROk(convert(value)),
+                Err(error) => RErr(boundary_error(error)),
+            };
+            return async move { answer }.into_ffi();
+        }
+        let (cache, key) = (cache.as_str().to_owned(), key.to_vec());
+        self.call(move |s| async move { s.cache_get(&cache, &key).await }, convert)
     }
 
     fn cache_put(&self, cache: RStr<'_>, key: RVec<u8>, value: RVec<u8>) -> Fut<()> {
-        self.call(|s| s.cache_put(cache.as_str(), key.into(), value.into()), unchanged)
+        let (cache, key, value) = (cache.as_str().to_owned(), key.into_vec(), value.into_vec());
+        self.call(move |s| async move { s.cache_put(&cache, key, value).await }, unchanged)
     }
 
     fn cache_remove(&self, cache: RStr<'_>, key: RSlice<'_, u8>) -> Fut<bool> {
-        self.call(|s| s.cache_remove(cache.as_str(), key.as_slice()), unchanged)
+        let (cache, key) = (cache.as_str().to_owned(), key.to_vec());
+        self.call(move |s| async move { s.cache_remove(&cache, &key).await }, unchanged)
     }
 
     fn cache_contains(&self, cache: RStr<'_>, key: RSlice<'_, u8>) -> Fut<bool> {
-        self.call(|s| s.cache_contains(cache.as_str(), key.as_slice()), unchanged)
+        let (cache, key) = (cache.as_str().to_owned(), key.to_vec());
+        self.call(move |s| async move { s.cache_contains(&cache, &key).await }, unchanged)
     }
 
     fn cache_size(&self, cache: RStr<'_>) -> Fut<u64> {
-        self.call(|s| s.cache_size(cache.as_str()), unchanged)
+        let cache = cache.as_str().to_owned();
+        self.call(move |s| async move { s.cache_size(&cache).await }, unchanged)
     }
 
     fn cache_clear(&self, cache: RStr<'_>) -> Fut<()> {
-        self.call(|s| s.cache_clear(cache.as_str()), unchanged)
+        let cache = cache.as_str().to_owned();
+        self.call(move |s| async move { s.cache_clear(&cache).await }, unchanged)
     }
 
     fn cache_keys(&self, cache: RStr<'_>) -> Fut<RVec<RVec<u8>>> {
-        self.call(|s| s.cache_keys(cache.as_str()), |keys: Vec<Vec<u8>>| keys.into_iter().map(RVec::from).collect())
+        let cache = cache.as_str().to_owned();
+        self.call(
+            move |s| async move { s.cache_keys(&cache).await },
+            |keys: Vec<Vec<u8>>| keys.into_iter().map(RVec::from).collect(),
+        )
     }
 
     fn cache_get_all(&self, cache: RStr<'_>, keys: RVec<RVec<u8>>) -> Fut<RVec<ROption<RVec<u8>>>> {
-        let keys = keys.into_iter().map(Into::into).collect();
+        let (cache, keys) = (cache.as_str().to_owned(), keys.into_iter().map(Into::into).collect());
         self.call(
-            |s| s.cache_get_all(cache.as_str(), keys),
+            move |s| async move { s.cache_get_all(&cache, keys).await },
             |values: Vec<Option<Vec<u8>>>| values.into_iter().map(|v| v.map(RVec::from).into()).collect(),
         )
     }
 
     fn cache_put_all(&self, cache: RStr<'_>, entries: RVec<FfiEntry>) -> Fut<()> {
-        let entries = entries.into_iter().map(Into::into).collect();
-        self.call(|s| s.cache_put_all(cache.as_str(), entries), unchanged)
+        let (cache, entries) = (cache.as_str().to_owned(), entries.into_iter().map(Into::into).collect());
+        self.call(move |s| async move { s.cache_put_all(&cache, entries).await }, unchanged)
     }
 
     fn cache_merge(&self, cache: RStr<'_>, entries: RVec<FfiEntry>) -> Fut<()> {
-        let entries = entries.into_iter().map(Into::into).collect();
-        self.call(|s| s.cache_merge(cache.as_str(), entries), unchanged)
+        let (cache, entries) = (cache.as_str().to_owned(), entries.into_iter().map(Into::into).collect());
+        self.call(move |s| async move { s.cache_merge(&cache, entries).await }, unchanged)
     }
 
     fn cache_entries(&self, cache: RStr<'_>) -> Fut<RVec<FfiEntry>> {
-        self.call(|s| s.cache_entries(cache.as_str()), |e: Vec<Entry>| e.into_iter().map(Into::into).collect())
+        let cache = cache.as_str().to_owned();
+        self.call(
+            move |s| async move { s.cache_entries(&cache).await },
+            |e: Vec<Entry>| e.into_iter().map(Into::into).collect(),
+        )
     }
 
     fn cache_names(&self) -> Fut<RVec<RString>> {
-        self.call(|s| s.cache_names(), |n: Vec<String>| n.into_iter().map(Into::into).collect())
+        self.call(|s| async move { s.cache_names().await }, |n: Vec<String>| n.into_iter().map(Into::into).collect())
     }
 
     fn cache_local_size(&self, cache: RStr<'_>) -> Fut<FfiCacheSize> {
-        self.call(|s| s.cache_local_size(cache.as_str()), FfiCacheSize::from)
+        let cache = cache.as_str().to_owned();
+        self.call(move |s| async move { s.cache_local_size(&cache).await }, FfiCacheSize::from)
     }
 
     fn lock(&self, name: RStr<'_>, owner: RStr<'_>) -> Fut<()> {
-        self.call(|s| s.lock(name.as_str(), owner.as_str()), unchanged)
+        let (name, owner) = (name.as_str().to_owned(), owner.as_str().to_owned());
+        self.call(move |s| async move { s.lock(&name, &owner).await }, unchanged)
     }
 
     fn try_lock(&self, name: RStr<'_>, owner: RStr<'_>, timeout_ms: u64) -> Fut<bool> {
-        self.call(|s| s.try_lock(name.as_str(), owner.as_str(), Duration::from_millis(timeout_ms)), unchanged)
+        let (name, owner) = (name.as_str().to_owned(), owner.as_str().to_owned());
+        let timeout = Duration::from_millis(timeout_ms);
+        self.call(move |s| async move { s.try_lock(&name, &owner, timeout).await }, unchanged)
     }
 
     fn unlock(&self, name: RStr<'_>, owner: RStr<'_>) -> Fut<bool> {
-        self.call(|s| s.unlock(name.as_str(), owner.as_str()), unchanged)
+        let (name, owner) = (name.as_str().to_owned(), owner.as_str().to_owned());
+        self.call(move |s| async move { s.unlock(&name, &owner).await }, unchanged)
     }
 
     fn send_task(&self, target: FfiTarget, name: RStr<'_>, payload: RVec<u8>) -> Fut<()> {
-        match target.decode() {
-            Some(target) => self.call(|s| s.send_task(target, name.as_str(), payload.into()), unchanged),
-            None => unknown_target(),
-        }
+        let Some(target) = target.decode() else { return unknown_target() };
+        let (name, payload) = (name.as_str().to_owned(), payload.into_vec());
+        self.call(move |s| async move { s.send_task(target, &name, payload).await }, unchanged)
     }
 
     fn call_task(
@@ -401,13 +505,13 @@ impl<S: Strategy> ClusterStrategy for StrategyAdapter<S> {
         payload: RVec<u8>,
         timeout_ms: u64,
     ) -> Fut<RVec<FfiTaskReply>> {
-        match target.decode() {
-            Some(target) => self.call(
-                |s| s.call_task(target, name.as_str(), payload.into(), Duration::from_millis(timeout_ms)),
-                |r: Vec<TaskReply>| r.into_iter().map(Into::into).collect(),
-            ),
-            None => unknown_target(),
-        }
+        let Some(target) = target.decode() else { return unknown_target() };
+        let (name, payload) = (name.as_str().to_owned(), payload.into_vec());
+        let timeout = Duration::from_millis(timeout_ms);
+        self.call(
+            move |s| async move { s.call_task(target, &name, payload, timeout).await },
+            |r: Vec<TaskReply>| r.into_iter().map(Into::into).collect(),
+        )
     }
 
     fn settings(&self) -> RVec<Tuple2<RString, RString>> {
@@ -415,7 +519,8 @@ impl<S: Strategy> ClusterStrategy for StrategyAdapter<S> {
     }
 
     fn put_setting(&self, key: RStr<'_>, value: RStr<'_>) -> Fut<()> {
-        self.call(|s| s.put_setting(key.as_str(), value.as_str()), unchanged)
+        let (key, value) = (key.as_str().to_owned(), value.as_str().to_owned());
+        self.call(move |s| async move { s.put_setting(&key, &value).await }, unchanged)
     }
 
     fn stats(&self) -> RVec<Tuple2<RString, u64>> {

@@ -62,11 +62,11 @@ impl Standalone {
 }
 
 impl Strategy for Standalone {
-    fn start_clustering(&self) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+    fn start_clustering(&self) -> impl Future<Output = PluginResult<()>> + Send {
         ready(Ok(()))
     }
 
-    fn stop_clustering(&self) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+    fn stop_clustering(&self) -> impl Future<Output = PluginResult<()>> + Send {
         ready(Ok(()))
     }
 
@@ -82,38 +82,33 @@ impl Strategy for Standalone {
         None
     }
 
-    fn cache_get(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<Option<Vec<u8>>>> + Send + use<> {
+    fn cache_get(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<Option<Vec<u8>>>> + Send {
         ready(Ok(self.caches.get(cache, key)))
     }
 
-    fn cache_put(
-        &self,
-        cache: &str,
-        key: Vec<u8>,
-        value: Vec<u8>,
-    ) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+    fn cache_put(&self, cache: &str, key: Vec<u8>, value: Vec<u8>) -> impl Future<Output = PluginResult<()>> + Send {
         self.caches.put(cache, key, value, now_ms());
         ready(Ok(()))
     }
 
-    fn cache_remove(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
+    fn cache_remove(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send {
         ready(Ok(self.caches.remove(cache, key)))
     }
 
-    fn cache_contains(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
+    fn cache_contains(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send {
         ready(Ok(self.caches.contains(cache, key)))
     }
 
-    fn cache_size(&self, cache: &str) -> impl Future<Output = PluginResult<u64>> + Send + use<> {
+    fn cache_size(&self, cache: &str) -> impl Future<Output = PluginResult<u64>> + Send {
         ready(Ok(self.caches.len(cache)))
     }
 
-    fn cache_clear(&self, cache: &str) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+    fn cache_clear(&self, cache: &str) -> impl Future<Output = PluginResult<()>> + Send {
         self.caches.clear(cache);
         ready(Ok(()))
     }
 
-    fn cache_keys(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Vec<u8>>>> + Send + use<> {
+    fn cache_keys(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Vec<u8>>>> + Send {
         ready(Ok(self.caches.keys(cache)))
     }
 
@@ -121,33 +116,33 @@ impl Strategy for Standalone {
         &self,
         cache: &str,
         keys: Vec<Vec<u8>>,
-    ) -> impl Future<Output = PluginResult<Vec<Option<Vec<u8>>>>> + Send + use<> {
+    ) -> impl Future<Output = PluginResult<Vec<Option<Vec<u8>>>>> + Send {
         ready(Ok(self.caches.get_all(cache, &keys)))
     }
 
-    fn cache_put_all(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+    fn cache_put_all(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send {
         self.caches.put_all(cache, entries, now_ms());
         ready(Ok(()))
     }
 
-    fn cache_merge(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+    fn cache_merge(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send {
         self.caches.merge(cache, entries);
         ready(Ok(()))
     }
 
-    fn cache_entries(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Entry>>> + Send + use<> {
+    fn cache_entries(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Entry>>> + Send {
         ready(Ok(self.caches.entries(cache)))
     }
 
-    fn cache_names(&self) -> impl Future<Output = PluginResult<Vec<String>>> + Send + use<> {
+    fn cache_names(&self) -> impl Future<Output = PluginResult<Vec<String>>> + Send {
         ready(Ok(self.caches.names()))
     }
 
-    fn cache_local_size(&self, cache: &str) -> impl Future<Output = PluginResult<CacheSize>> + Send + use<> {
+    fn cache_local_size(&self, cache: &str) -> impl Future<Output = PluginResult<CacheSize>> + Send {
         ready(Ok(self.caches.size(cache)))
     }
 
-    fn lock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+    fn lock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<()>> + Send {
         let (locks, name, owner, node) = (self.locks.clone(), name.to_string(), owner.to_string(), self.node.clone());
         async move {
             locks.lock(&name, &owner, &node).await;
@@ -155,16 +150,11 @@ impl Strategy for Standalone {
         }
     }
 
-    fn try_lock(
-        &self,
-        name: &str,
-        owner: &str,
-        timeout: Duration,
-    ) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
+    fn try_lock(&self, name: &str, owner: &str, timeout: Duration) -> impl Future<Output = PluginResult<bool>> + Send {
         clusterhost_plugin_api::local::lock_within(timeout, self.lock(name, owner))
     }
 
-    fn unlock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
+    fn unlock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<bool>> + Send {
         ready(Ok(self.locks.unlock(name, owner)))
     }
 
@@ -173,7 +163,7 @@ impl Strategy for Standalone {
         target: TaskTarget,
         name: &str,
         payload: Vec<u8>,
-    ) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+    ) -> impl Future<Output = PluginResult<()>> + Send {
         if self.runs_here(&target).is_ok_and(|here| here) {
             self.tasks.spawn_local(self.node.clone(), name, payload);
         }
@@ -186,7 +176,7 @@ impl Strategy for Standalone {
         name: &str,
         payload: Vec<u8>,
         timeout: Duration,
-    ) -> impl Future<Output = PluginResult<Vec<TaskReply>>> + Send + use<> {
+    ) -> impl Future<Output = PluginResult<Vec<TaskReply>>> + Send {
         let run = match self.runs_here(&target) {
             Ok(true) => Ok(self.tasks.run_local(self.node.clone(), name, payload)),
             Ok(false) => Err(Vec::new()),
@@ -212,7 +202,7 @@ impl Strategy for Standalone {
         settings.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
-    fn put_setting(&self, key: &str, value: &str) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+    fn put_setting(&self, key: &str, value: &str) -> impl Future<Output = PluginResult<()>> + Send {
         let mut settings = lock(&self.settings);
         settings.insert(key.to_string(), value.to_string());
         ready(Ok(()))

@@ -10,7 +10,7 @@ use std::time::Duration;
 use abi_stable::std_types::{RSlice, RStr, RVec};
 use clusterhost_plugin_api::cluster::{now_ms, CacheSize, Entry, Member, StrategyBox, TaskReply, TaskTarget};
 use clusterhost_plugin_api::local::LocalCache;
-use clusterhost_plugin_api::{PluginError, PluginErrorKind, PluginResult, Strategy};
+use clusterhost_plugin_api::{PluginError, PluginErrorKind, PluginResult, Strategy, Unsupported};
 
 use super::standalone::Standalone;
 use super::ClusterError;
@@ -115,7 +115,10 @@ impl StrategyRef {
         op: &'static str,
         future: impl Future<Output = PluginResult<T>>,
     ) -> Result<T, ClusterError> {
-        future.await.map_err(|e| self.error(op, PluginError::failed(e.to_string())))
+        future.await.map_err(|e| match e.downcast_ref::<Unsupported>() {
+            Some(unsupported) => self.error(op, PluginError::unsupported(unsupported.0.clone())),
+            None => self.error(op, PluginError::failed(e.to_string())),
+        })
     }
 
     /// `plugin version`, for messages.
@@ -124,6 +127,9 @@ impl StrategyRef {
     }
 
     fn error(&self, op: &'static str, e: PluginError) -> ClusterError {
+        if e.is_unsupported() {
+            return ClusterError::Unsupported { plugin: self.label(), op, message: e.detail().to_string() };
+        }
         ClusterError::Strategy {
             plugin: self.label(),
             op,

@@ -14,6 +14,9 @@ pub enum ClusterError {
     /// The strategy answered an error, or panicked, in operation `op`.
     #[error("cluster strategy {plugin} {} in {op}: {message}", if *panicked { "panicked" } else { "failed" })]
     Strategy { plugin: String, op: &'static str, panicked: bool, message: String },
+    /// The strategy does not offer this capability (tasks, locks).
+    #[error("cluster strategy {plugin} does not support {op}: {message}; use a strategy that does, or do without it")]
+    Unsupported { plugin: String, op: &'static str, message: String },
     /// A typed cache's key or value did not encode or decode.
     #[error("cache {cache}: could not encode or decode a key or value: {detail}; every member must use the same types for a cache")]
     Codec { cache: String, detail: String },

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// The file name when `cluster.config.file` is not set.
+/// The file name the plugin reads (`Host::config_file`: `<plugin id>.toml`).
 pub const DEFAULT_FILE: &str = "gossip.toml";
 
 /// The whole of `gossip.toml`; a missing section or key means its default.

@@ -60,16 +60,13 @@ impl Plugin for GossipPlugin {
         };
         // The manifest as it is in the file (a release tool may restamp it):
         // its version and wire protocol are what this member announces.
-        let manifest = clusterhost_plugin_api::Manifest::parse(clusterhost_manifest_text()).ok();
-        let version = manifest.as_ref().map(|m| m.version.to_string()).unwrap_or_default();
-        let wire = match &manifest {
-            Some(m) => Wire {
-                major: u16::try_from(m.wire_protocol.major)
-                    .map_err(|_| "the manifest's wire_protocol major is too large")?,
-                minor: u16::try_from(m.wire_protocol.minor)
-                    .map_err(|_| "the manifest's wire_protocol minor is too large")?,
-            },
-            None => Wire::default(),
+        let manifest = self.host.manifest();
+        let version = manifest.version.to_string();
+        let wire = Wire {
+            major: u16::try_from(manifest.wire_protocol.major)
+                .map_err(|_| "the manifest's wire_protocol major is too large")?,
+            minor: u16::try_from(manifest.wire_protocol.minor)
+                .map_err(|_| "the manifest's wire_protocol minor is too large")?,
         };
         let core =
             Core::start(self.host.node_name(), version, wire, self.config.clone(), self.sealer.clone(), bind, port)
@@ -95,8 +92,7 @@ impl Plugin for GossipPlugin {
 
 fn create(host: &Host) -> PluginResult<GossipPlugin> {
     let dir = PathBuf::from(host.config_dir());
-    let name = host.property("cluster.config.file").unwrap_or_else(|| config::DEFAULT_FILE.to_string());
-    let config = Config::load(&dir.join(name))?;
+    let config = Config::load(&host.config_file())?;
     let sealer = if config.security.insecure {
         tracing::warn!(
             "security.insecure = true: cluster traffic is NOT encrypted or authenticated; use this only on a trusted test network"

@@ -19,12 +19,12 @@ use crate::view::Setting;
 pub struct Gossip(pub Arc<Core>);
 
 impl Strategy for Gossip {
-    fn start_clustering(&self) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+    fn start_clustering(&self) -> impl Future<Output = PluginResult<()>> + Send {
         let core = self.0.clone();
         async move { core.join().await }
     }
 
-    fn stop_clustering(&self) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+    fn stop_clustering(&self) -> impl Future<Output = PluginResult<()>> + Send {
         let core = self.0.clone();
         async move {
             core.leave().await;
@@ -59,21 +59,20 @@ impl Strategy for Gossip {
         self.0.replica.version().ms()
     }
 
-    fn cache_get(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<Option<Vec<u8>>>> + Send + use<> {
+    fn cache_get_now(&self, cache: &str, key: &[u8]) -> Option<PluginResult<Option<Vec<u8>>>> {
+        Some(Ok(self.0.replica.store.get(cache, key)))
+    }
+
+    fn cache_get(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<Option<Vec<u8>>>> + Send {
         ready(Ok(self.0.replica.store.get(cache, key)))
     }
 
-    fn cache_put(
-        &self,
-        cache: &str,
-        key: Vec<u8>,
-        value: Vec<u8>,
-    ) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+    fn cache_put(&self, cache: &str, key: Vec<u8>, value: Vec<u8>) -> impl Future<Output = PluginResult<()>> + Send {
         let (core, entry) = (self.0.clone(), self.0.replica.entry(cache, key, Some(value)));
         async move { core.replicate(vec![entry]).await }
     }
 
-    fn cache_remove(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
+    fn cache_remove(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send {
         let existed = self.0.replica.store.contains(cache, key);
         let (core, entry) = (self.0.clone(), self.0.replica.entry(cache, key.to_vec(), None));
         async move {
@@ -82,22 +81,22 @@ impl Strategy for Gossip {
         }
     }
 
-    fn cache_contains(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
+    fn cache_contains(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send {
         ready(Ok(self.0.replica.store.contains(cache, key)))
     }
 
-    fn cache_size(&self, cache: &str) -> impl Future<Output = PluginResult<u64>> + Send + use<> {
+    fn cache_size(&self, cache: &str) -> impl Future<Output = PluginResult<u64>> + Send {
         ready(Ok(self.0.replica.store.size(cache).entries))
     }
 
-    fn cache_clear(&self, cache: &str) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+    fn cache_clear(&self, cache: &str) -> impl Future<Output = PluginResult<()>> + Send {
         let entries: Vec<WireEntry> =
             self.0.replica.store.keys(cache).into_iter().map(|k| self.0.replica.entry(cache, k, None)).collect();
         let core = self.0.clone();
         async move { core.replicate(entries).await }
     }
 
-    fn cache_keys(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Vec<u8>>>> + Send + use<> {
+    fn cache_keys(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Vec<u8>>>> + Send {
         ready(Ok(self.0.replica.store.keys(cache)))
     }
 
@@ -105,49 +104,44 @@ impl Strategy for Gossip {
         &self,
         cache: &str,
         keys: Vec<Vec<u8>>,
-    ) -> impl Future<Output = PluginResult<Vec<Option<Vec<u8>>>>> + Send + use<> {
+    ) -> impl Future<Output = PluginResult<Vec<Option<Vec<u8>>>>> + Send {
         ready(Ok(keys.iter().map(|k| self.0.replica.store.get(cache, k)).collect()))
     }
 
-    fn cache_put_all(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+    fn cache_put_all(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send {
         let entries: Vec<WireEntry> =
             entries.into_iter().map(|e| self.0.replica.entry(cache, e.key, Some(e.value))).collect();
         let core = self.0.clone();
         async move { core.replicate(entries).await }
     }
 
-    fn cache_merge(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+    fn cache_merge(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send {
         let (core, entries) = (self.0.clone(), self.0.replica.standalone(cache, entries));
         async move { core.merge(entries).await }
     }
 
-    fn cache_entries(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Entry>>> + Send + use<> {
+    fn cache_entries(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Entry>>> + Send {
         ready(Ok(self.0.replica.store.entries(cache)))
     }
 
-    fn cache_names(&self) -> impl Future<Output = PluginResult<Vec<String>>> + Send + use<> {
+    fn cache_names(&self) -> impl Future<Output = PluginResult<Vec<String>>> + Send {
         ready(Ok(self.0.replica.store.names()))
     }
 
-    fn cache_local_size(&self, cache: &str) -> impl Future<Output = PluginResult<CacheSize>> + Send + use<> {
+    fn cache_local_size(&self, cache: &str) -> impl Future<Output = PluginResult<CacheSize>> + Send {
         ready(Ok(self.0.replica.store.size(cache)))
     }
 
-    fn lock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+    fn lock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<()>> + Send {
         let acquire = self.0.clone().acquire(name.to_string(), owner.to_string(), None);
         async move { acquire.await.map(|_| ()) }
     }
 
-    fn try_lock(
-        &self,
-        name: &str,
-        owner: &str,
-        timeout: Duration,
-    ) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
+    fn try_lock(&self, name: &str, owner: &str, timeout: Duration) -> impl Future<Output = PluginResult<bool>> + Send {
         self.0.clone().acquire(name.to_string(), owner.to_string(), Some(timeout))
     }
 
-    fn unlock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
+    fn unlock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<bool>> + Send {
         self.0.clone().unlock(name.to_string(), owner.to_string())
     }
 
@@ -156,7 +150,7 @@ impl Strategy for Gossip {
         target: TaskTarget,
         name: &str,
         payload: Vec<u8>,
-    ) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+    ) -> impl Future<Output = PluginResult<()>> + Send {
         let (targets, _) = self.0.targets(&target);
         self.0.clone().send_task(targets, name.to_string(), payload)
     }
@@ -167,7 +161,7 @@ impl Strategy for Gossip {
         name: &str,
         payload: Vec<u8>,
         timeout: Duration,
-    ) -> impl Future<Output = PluginResult<Vec<TaskReply>>> + Send + use<> {
+    ) -> impl Future<Output = PluginResult<Vec<TaskReply>>> + Send {
         let (targets, missing) = self.0.targets(&target);
         self.0.clone().call_task(targets, missing, name.to_string(), payload, timeout)
     }
@@ -176,7 +170,7 @@ impl Strategy for Gossip {
         self.0.view.current().settings.into_iter().map(|(k, s)| (k, s.value)).collect()
     }
 
-    fn put_setting(&self, key: &str, value: &str) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+    fn put_setting(&self, key: &str, value: &str) -> impl Future<Output = PluginResult<()>> + Send {
         let core = self.0.clone();
         let raw = Setting { at_ms: now_ms(), by: self.0.member.clone(), value: value.to_string() }.encode();
         let key = setting_key(key);

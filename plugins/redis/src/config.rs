@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// The file name when `cluster.config.file` is not set.
+/// The file name the plugin reads (`Host::config_file`: `<plugin id>.toml`).
 pub const DEFAULT_FILE: &str = "redis.toml";
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -17,7 +17,6 @@ mod storage;
 mod strategy;
 mod tasks;
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use clusterhost_plugin_api::cluster::StrategyBox;
@@ -41,8 +40,7 @@ struct RedisPlugin {
 
 impl Plugin for RedisPlugin {
     async fn start(&self) -> PluginResult<()> {
-        let manifest = clusterhost_plugin_api::Manifest::parse(clusterhost_manifest_text()).ok();
-        let version = manifest.map(|m| m.version.to_string()).unwrap_or_default();
+        let version = self.host.manifest().version.to_string();
         let address = self.host.property("node.bind").unwrap_or_default();
         let core = Core::new(self.host.node_name(), version, address, self.config.clone());
         // Connecting happens in the background: a node starts even while
@@ -71,9 +69,7 @@ fn create(host: &Host) -> PluginResult<RedisPlugin> {
     // rustls (rediss:// URLs) needs a process-wide crypto provider; this
     // plugin's copy of rustls gets its own.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = PathBuf::from(host.config_dir());
-    let name = host.property("cluster.config.file").unwrap_or_else(|| config::DEFAULT_FILE.to_string());
-    let config = Config::load(&dir.join(name))?;
+    let config = Config::load(&host.config_file())?;
     Ok(RedisPlugin { host: host.clone(), config, core: Mutex::new(None) })
 }
 

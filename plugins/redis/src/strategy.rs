@@ -16,12 +16,12 @@ use crate::core::Core;
 pub struct RedisStrategy(pub Arc<Core>);
 
 impl Strategy for RedisStrategy {
-    fn start_clustering(&self) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+    fn start_clustering(&self) -> impl Future<Output = PluginResult<()>> + Send {
         let core = self.0.clone();
         async move { Ok(core.join().await?) }
     }
 
-    fn stop_clustering(&self) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+    fn stop_clustering(&self) -> impl Future<Output = PluginResult<()>> + Send {
         let core = self.0.clone();
         async move {
             core.leave().await;
@@ -45,44 +45,39 @@ impl Strategy for RedisStrategy {
         self.0.cluster_time_ms()
     }
 
-    fn cache_get(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<Option<Vec<u8>>>> + Send + use<> {
+    fn cache_get(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<Option<Vec<u8>>>> + Send {
         let (core, cache, key) = (self.0.clone(), cache.to_string(), key.to_vec());
         async move { Ok(core.cache_get(&cache, &key).await?) }
     }
 
-    fn cache_put(
-        &self,
-        cache: &str,
-        key: Vec<u8>,
-        value: Vec<u8>,
-    ) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+    fn cache_put(&self, cache: &str, key: Vec<u8>, value: Vec<u8>) -> impl Future<Output = PluginResult<()>> + Send {
         let (core, cache) = (self.0.clone(), cache.to_string());
         // Versioned when called, not when polled.
         let version = core.cluster_time_ms();
         async move { Ok(core.cache_put(&cache, key, &value, version).await?) }
     }
 
-    fn cache_remove(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
+    fn cache_remove(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send {
         let (core, cache, key) = (self.0.clone(), cache.to_string(), key.to_vec());
         async move { Ok(core.cache_remove(&cache, &key).await?) }
     }
 
-    fn cache_contains(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
+    fn cache_contains(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send {
         let (core, cache, key) = (self.0.clone(), cache.to_string(), key.to_vec());
         async move { Ok(core.cache_contains(&cache, &key).await?) }
     }
 
-    fn cache_size(&self, cache: &str) -> impl Future<Output = PluginResult<u64>> + Send + use<> {
+    fn cache_size(&self, cache: &str) -> impl Future<Output = PluginResult<u64>> + Send {
         let (core, cache) = (self.0.clone(), cache.to_string());
         async move { Ok(core.cache_size(&cache).await?) }
     }
 
-    fn cache_clear(&self, cache: &str) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+    fn cache_clear(&self, cache: &str) -> impl Future<Output = PluginResult<()>> + Send {
         let (core, cache) = (self.0.clone(), cache.to_string());
         async move { Ok(core.cache_clear(&cache).await?) }
     }
 
-    fn cache_keys(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Vec<u8>>>> + Send + use<> {
+    fn cache_keys(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Vec<u8>>>> + Send {
         let (core, cache) = (self.0.clone(), cache.to_string());
         async move { Ok(core.cache_keys(&cache).await?) }
     }
@@ -91,39 +86,39 @@ impl Strategy for RedisStrategy {
         &self,
         cache: &str,
         keys: Vec<Vec<u8>>,
-    ) -> impl Future<Output = PluginResult<Vec<Option<Vec<u8>>>>> + Send + use<> {
+    ) -> impl Future<Output = PluginResult<Vec<Option<Vec<u8>>>>> + Send {
         let (core, cache) = (self.0.clone(), cache.to_string());
         async move { Ok(core.cache_get_all(&cache, keys).await?) }
     }
 
-    fn cache_put_all(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+    fn cache_put_all(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send {
         let (core, cache) = (self.0.clone(), cache.to_string());
         // Versioned when called, not when polled.
         let version = core.cluster_time_ms();
         async move { Ok(core.cache_put_all(&cache, &entries, version).await?) }
     }
 
-    fn cache_merge(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+    fn cache_merge(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send {
         let (core, cache) = (self.0.clone(), cache.to_string());
         async move { Ok(core.cache_merge(&cache, &entries).await?) }
     }
 
-    fn cache_entries(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Entry>>> + Send + use<> {
+    fn cache_entries(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Entry>>> + Send {
         let (core, cache) = (self.0.clone(), cache.to_string());
         async move { Ok(core.cache_entries(&cache).await?) }
     }
 
-    fn cache_names(&self) -> impl Future<Output = PluginResult<Vec<String>>> + Send + use<> {
+    fn cache_names(&self) -> impl Future<Output = PluginResult<Vec<String>>> + Send {
         let core = self.0.clone();
         async move { Ok(core.cache_names().await?) }
     }
 
-    fn cache_local_size(&self, cache: &str) -> impl Future<Output = PluginResult<CacheSize>> + Send + use<> {
+    fn cache_local_size(&self, cache: &str) -> impl Future<Output = PluginResult<CacheSize>> + Send {
         let (core, cache) = (self.0.clone(), cache.to_string());
         async move { Ok(core.cache_local_size(&cache).await?) }
     }
 
-    fn lock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+    fn lock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<()>> + Send {
         let (core, name, owner) = (self.0.clone(), name.to_string(), owner.to_string());
         async move {
             core.acquire(&name, &owner, None).await?;
@@ -131,17 +126,12 @@ impl Strategy for RedisStrategy {
         }
     }
 
-    fn try_lock(
-        &self,
-        name: &str,
-        owner: &str,
-        timeout: Duration,
-    ) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
+    fn try_lock(&self, name: &str, owner: &str, timeout: Duration) -> impl Future<Output = PluginResult<bool>> + Send {
         let (core, name, owner) = (self.0.clone(), name.to_string(), owner.to_string());
         async move { Ok(core.acquire(&name, &owner, Some(Instant::now() + timeout)).await?) }
     }
 
-    fn unlock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<bool>> + Send + use<> {
+    fn unlock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<bool>> + Send {
         let (core, name, owner) = (self.0.clone(), name.to_string(), owner.to_string());
         async move { Ok(core.release(&name, &owner).await?) }
     }
@@ -151,7 +141,7 @@ impl Strategy for RedisStrategy {
         target: TaskTarget,
         name: &str,
         payload: Vec<u8>,
-    ) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+    ) -> impl Future<Output = PluginResult<()>> + Send {
         // The targets are the members in the view when called.
         let (targets, _) = self.0.targets(&target);
         let (core, name) = (self.0.clone(), name.to_string());
@@ -167,7 +157,7 @@ impl Strategy for RedisStrategy {
         name: &str,
         payload: Vec<u8>,
         timeout: Duration,
-    ) -> impl Future<Output = PluginResult<Vec<TaskReply>>> + Send + use<> {
+    ) -> impl Future<Output = PluginResult<Vec<TaskReply>>> + Send {
         let (targets, missing) = self.0.targets(&target);
         let (core, name) = (self.0.clone(), name.to_string());
         async move { Ok(core.call_task(targets, missing, &name, payload, timeout).await) }
@@ -177,7 +167,7 @@ impl Strategy for RedisStrategy {
         self.0.view().settings.into_iter().collect()
     }
 
-    fn put_setting(&self, key: &str, value: &str) -> impl Future<Output = PluginResult<()>> + Send + use<> {
+    fn put_setting(&self, key: &str, value: &str) -> impl Future<Output = PluginResult<()>> + Send {
         let (core, key, value) = (self.0.clone(), key.to_string(), value.to_string());
         async move { Ok(core.put_setting(&key, &value).await?) }
     }
