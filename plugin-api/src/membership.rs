@@ -32,9 +32,9 @@ use crate::cluster::{StrategyEvent, TaskOutcome, TaskReply, TaskTarget};
 ///
 /// It never emits: it returns the events, and the caller emits them after
 /// releasing its own locks (delivering an event runs host code, which may
-/// drop the strategy and take those locks). Keep it behind the same lock as
-/// the strategy's own view, so the view and what the host was told change
-/// together.
+/// drop the strategy and take those locks). Update it in the same critical
+/// section that replaces the strategy's own view, so the view and what the
+/// host was told change together.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct AnnouncedView {
     /// The members of the last view, in its order; what the next view is
