@@ -10,6 +10,7 @@ pub mod admin;
 pub mod atomic_file;
 pub mod cli;
 pub mod cluster;
+pub mod conformance;
 pub mod home;
 pub mod logging;
 pub mod node;

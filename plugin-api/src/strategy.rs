@@ -330,6 +330,20 @@ where
     }
 }
 
+impl<F, M> Drop for Guarded<F, M> {
+    fn drop(&mut self) {
+        // A future the host stopped waiting for is dropped here, on a host
+        // thread: dropping it is plugin code, so it runs inside the plugin's
+        // runtime context (a drop that spawns or touches a timer needs it),
+        // with panics caught, and never once the plugin has stopped.
+        let Some(future) = self.future.take() else { return };
+        let gate = self.stopped.clone();
+        let open = gate.enter();
+        let _entered = open.as_ref().map(|_| self.runtime.enter());
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(future)));
+    }
+}
+
 impl<S: Strategy> StrategyAdapter<S> {
     /// Wraps the plugin's future, which `make` builds from the strategy
     /// (it runs, guarded, at the first poll: building it is plugin code).

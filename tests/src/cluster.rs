@@ -16,15 +16,14 @@
 //!   dropped.
 
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clusterhost::cluster::{ClusterConfig, ClusterManager, ClusterState};
-use clusterhost::properties::{NodeValues, Properties};
-use clusterhost::{ManagerConfig, PluginManager};
-use clusterhost_plugin_api::memory::{MemoryFabric, MemoryStrategy};
-use clusterhost_plugin_api::ClusterHost;
+use clusterhost::cluster::{ClusterConfig, ClusterState};
+pub use clusterhost::conformance::{quick_config, same_kind};
+use clusterhost::conformance::{MemberSetup, Nodes, PluginSubject, Subject, Verdict};
+use clusterhost::PluginManager;
+use clusterhost_plugin_api::memory::MemoryStrategy;
 
 /// Which strategy the nodes run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,47 +72,6 @@ pub fn write_redis_conf(conf: &std::path::Path, mode: &str, urls: &[String], pre
     std::fs::write(conf.join("redis.toml"), text).expect("redis.toml can be written");
 }
 
-/// One in-process node.
-pub struct TestNode {
-    pub name: String,
-    pub cluster: ClusterManager,
-    /// Memory: the strategy's own runtime, as a plugin would own one.
-    runtime: Option<tokio::runtime::Runtime>,
-    /// Gossip: the node's plugin manager, home and plugin file.
-    plugins: Option<(PluginManager, tempfile::TempDir, PathBuf)>,
-    port: u16,
-}
-
-impl Drop for TestNode {
-    fn drop(&mut self) {
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-/// Nodes of one cluster.
-pub struct TestCluster {
-    pub backend: Backend,
-    pub fabric: Arc<MemoryFabric>,
-    pub nodes: Vec<TestNode>,
-    config: ClusterConfig,
-    /// Gossip: every node's port (the static member list), fixed up front.
-    ports: Vec<u16>,
-    /// Redis backends: the server(s), stopped when the cluster is dropped.
-    pub redis: Option<RedisBackend>,
-}
-
-/// Settings for quick tests: no startup delay, a 2 s budget.
-pub fn quick_config() -> ClusterConfig {
-    ClusterConfig {
-        startup_delay: Duration::ZERO,
-        retry_count: 1,
-        retry_interval: Duration::from_millis(100),
-        max_execution: Duration::from_secs(2),
-    }
-}
-
 /// Writes a gossip member's configuration into `conf`: conf/gossip.toml
 /// with the static member list `members` ("host:port"), auto-increment off
 /// (a member is where the list says) and multicast as given, plus the
@@ -141,125 +99,96 @@ pub fn free_member_port() -> u16 {
     })
 }
 
+/// The conformance suite's subject for `backend`, and the Redis it runs
+/// against (stopped when dropped). Gossip members list each other on
+/// 127.0.0.1 with the ports the suite picks; redis members use key prefix
+/// `suite` on a server of their own.
+pub fn subject(backend: Backend) -> (Arc<Subject>, Option<RedisBackend>) {
+    clusterhost::conformance::use_port_allocator(free_member_port);
+    let redis = RedisBackend::start(backend);
+    let subject = match backend {
+        Backend::Standalone => Subject::Standalone,
+        Backend::Memory => Subject::Memory,
+        Backend::Gossip => Subject::Plugin(PluginSubject {
+            file: crate::plugin("gossip"),
+            configure: Arc::new(|setup: &MemberSetup<'_>| {
+                write_gossip_conf(setup.conf, "suite", &"5a".repeat(32), &loopback_members(setup.ports), false);
+                Ok(())
+            }),
+        }),
+        Backend::Redis | Backend::RedisSentinel | Backend::RedisCluster => {
+            let (mode, urls) = redis.as_ref().expect("a redis backend").target();
+            Subject::Plugin(PluginSubject {
+                file: crate::plugin("redis_strategy"),
+                configure: Arc::new(move |setup: &MemberSetup<'_>| {
+                    write_redis_conf(setup.conf, mode, &urls, "suite");
+                    Ok(())
+                }),
+            })
+        }
+    };
+    (Arc::new(subject), redis)
+}
+
+/// Runs the conformance rule `name` (a test's name, `_` for `-`) against
+/// `backend`; panics with the rule's reason unless it passes.
+pub async fn check(backend: Backend, name: &str) {
+    init_logging();
+    let rule_name = name.replace('_', "-");
+    let rule = clusterhost::conformance::rule(&rule_name).unwrap_or_else(|| panic!("no conformance rule {rule_name}"));
+    let (subject, _redis) = subject(backend);
+    let report = rule.run(clusterhost::conformance::Ctx::new(subject, 3)).await;
+    assert_eq!(report.verdict, Verdict::Passed, "rule {rule_name} on {backend:?}");
+}
+
+fn init_logging() {
+    // RUST_LOG=info shows the nodes' and plugins' logs in test output.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// Nodes of one cluster, for tests beyond the conformance rules: the
+/// suite's [`Nodes`] (every method of theirs works here), with the Redis
+/// they run against, and waits that panic instead of failing a rule.
+pub struct TestCluster {
+    pub backend: Backend,
+    nodes: Nodes,
+    /// Redis backends: the server(s), stopped when the cluster is dropped.
+    pub redis: Option<RedisBackend>,
+}
+
+impl std::ops::Deref for TestCluster {
+    type Target = Nodes;
+    fn deref(&self) -> &Nodes {
+        &self.nodes
+    }
+}
+
+impl std::ops::DerefMut for TestCluster {
+    fn deref_mut(&mut self) -> &mut Nodes {
+        &mut self.nodes
+    }
+}
+
 impl TestCluster {
     /// Standalone nodes named `names` (no strategy yet).
     pub fn standalone(backend: Backend, names: &[&str], config: ClusterConfig) -> TestCluster {
-        // RUST_LOG=info shows the nodes' and plugins' logs in test output.
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-        let ports = names.iter().map(|_| free_member_port()).collect();
-        let redis = RedisBackend::start(backend);
-        let mut cluster = TestCluster { backend, fabric: MemoryFabric::new(), nodes: Vec::new(), config, ports, redis };
-        for name in names {
-            cluster.add_standalone(name);
-        }
-        cluster
-    }
-
-    /// Adds a standalone node.
-    pub fn add_standalone(&mut self, name: &str) -> &TestNode {
-        let (cluster, _faults) = ClusterManager::start(name, self.config.clone(), true, false);
-        let index = self.nodes.len();
-        if index >= self.ports.len() {
-            self.ports.push(free_member_port());
-        }
-        let port = self.ports[index];
-        self.nodes.push(TestNode { name: name.to_string(), cluster, runtime: None, plugins: None, port });
-        self.nodes.last().expect("just pushed")
+        init_logging();
+        let (subject, redis) = subject(backend);
+        TestCluster { backend, nodes: Nodes::standalone(subject, names, config), redis }
     }
 
     /// Gives node `name` its strategy (as a loaded plugin would get it).
     pub async fn attach(&mut self, name: &str) {
-        self.attach_with(name, |s| s).await
+        self.nodes.attach(name).await.unwrap_or_else(|e| panic!("attaching {name}: {e:?}"))
     }
 
     /// As [`attach`](Self::attach); `adjust` changes the memory strategy
     /// (failure injection; memory backend only).
     pub async fn attach_with(&mut self, name: &str, adjust: impl FnOnce(MemoryStrategy) -> MemoryStrategy) {
-        match self.backend {
-            Backend::Standalone => {}
-            Backend::Memory => self.attach_memory(name, adjust).await,
-            Backend::Gossip | Backend::Redis | Backend::RedisSentinel | Backend::RedisCluster => {
-                self.attach_plugin(name).await
-            }
-        }
-    }
-
-    async fn attach_memory(&mut self, name: &str, adjust: impl FnOnce(MemoryStrategy) -> MemoryStrategy) {
-        let fabric = self.fabric.clone();
-        let node = self.nodes.iter_mut().find(|n| n.name == name).expect("a node with that name");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("a strategy runtime");
-        let (callbacks, generation) = node.cluster.callbacks();
-        let host = ClusterHost::new(callbacks, runtime.handle().clone());
-        let strategy = adjust(MemoryStrategy::new(fabric, host.clone(), name, "1.0.0"));
-        let boxed = host.into_boundary(strategy);
-        node.cluster.attach("memory", "1.0.0", boxed, generation).await;
-        if let Some(old) = node.runtime.replace(runtime) {
-            old.shutdown_background();
-        }
-    }
-
-    /// Loads the backend's real plugin (a private copy) on node `name`.
-    async fn attach_plugin(&mut self, name: &str) {
-        let members = loopback_members(&self.ports);
-        let home = tempfile::tempdir().expect("a node home");
-        let conf = home.path().join("conf");
-        let lib = match &self.redis {
-            Some(redis) => {
-                let (mode, urls) = redis.target();
-                write_redis_conf(&conf, mode, &urls, "suite");
-                "redis_strategy"
-            }
-            None => {
-                write_gossip_conf(&conf, "suite", &"5a".repeat(32), &members, false);
-                "gossip"
-            }
-        };
-        let node = self.nodes.iter_mut().find(|n| n.name == name).expect("a node with that name");
-        let values = NodeValues::default();
-        let properties =
-            Properties { node_name: Some(name.to_string()), cluster_port: Some(node.port), ..Properties::default() };
-        values.update(&properties);
-        let mut config = ManagerConfig::new(home.path());
-        config.values = values;
-        config.cluster = Some(node.cluster.clone());
-        config.lifecycle_budget = Duration::from_secs(20);
-        let plugins = PluginManager::new(config).expect("a plugin manager");
-        let file = crate::plugin(lib);
-        plugins.load(&file).await.unwrap_or_else(|e| panic!("the {lib} plugin loads: {e}"));
-        node.plugins = Some((plugins, home, file));
-    }
-
-    /// Takes node `name`'s strategy away: it leaves the cluster, keeping its caches.
-    pub async fn detach(&mut self, name: &str) {
-        let node = self.nodes.iter_mut().find(|n| n.name == name).expect("a node with that name");
-        match self.backend {
-            Backend::Standalone => {}
-            Backend::Memory => node.cluster.detach("memory").await,
-            Backend::Gossip | Backend::Redis | Backend::RedisSentinel | Backend::RedisCluster => {
-                if let Some((plugins, _, file)) = &node.plugins {
-                    plugins.unload(file, "detached by the test").await;
-                }
-            }
-        }
-    }
-
-    /// Node `name` dies without a goodbye (memory), or its strategy stops
-    /// (the plugin backends; real crashes are covered with processes).
-    pub async fn crash(&mut self, name: &str) {
-        match self.backend {
-            Backend::Standalone => {}
-            Backend::Memory => self.fabric.crash(name),
-            Backend::Gossip | Backend::Redis | Backend::RedisSentinel | Backend::RedisCluster => {
-                self.detach(name).await
-            }
-        }
+        self.nodes.attach_with(name, adjust).await.unwrap_or_else(|e| panic!("attaching {name}: {e:?}"))
     }
 
     /// Nodes `names` started and attached; waits until all are clustered
@@ -274,57 +203,21 @@ impl TestCluster {
         cluster
     }
 
-    /// One node, `name`, as the backend runs a member alone: in service and
-    /// clustered on its own for a plugin backend, standalone for
-    /// [`Backend::Standalone`]. The suite's single-member tests start here.
-    pub async fn alone(backend: Backend, name: &str) -> TestCluster {
-        match backend {
-            Backend::Standalone => TestCluster::standalone(backend, &[name], quick_config()),
-            _ => TestCluster::clustered(backend, &[name]).await,
-        }
-    }
-
-    /// Node `name`'s cluster manager.
-    pub fn node(&self, name: &str) -> &ClusterManager {
-        &self.nodes.iter().find(|n| n.name == name).expect("a node with that name").cluster
-    }
-
     /// Waits until every node is in `state`.
     pub async fn wait_all(&self, state: ClusterState) {
-        for node in &self.nodes {
-            let wanted = state.clone();
-            let cluster = node.cluster.clone();
-            wait_for(&format!("{} to be {wanted:?}", node.name), Duration::from_secs(30), || {
-                same_kind(&cluster.state(), &wanted)
-            })
-            .await;
-        }
+        self.nodes.wait_all(state).await.unwrap_or_else(|e| panic!("{e:?}"))
     }
 
     /// Waits until every node sees `n` members.
     pub async fn wait_members(&self, n: usize) {
-        for node in &self.nodes {
-            let cluster = node.cluster.clone();
-            wait_for(&format!("{} to see {n} members", node.name), Duration::from_secs(30), || {
-                cluster.members().len() == n
-            })
-            .await;
-        }
+        self.nodes.wait_members(n).await.unwrap_or_else(|e| panic!("{e:?}"))
     }
 
     /// Node `name`'s plugin manager and its home (plugin backends).
     pub fn plugin_manager(&self, name: &str) -> (&PluginManager, &std::path::Path) {
-        let node = self.nodes.iter().find(|n| n.name == name).expect("a node with that name");
-        let (plugins, home, _) = node.plugins.as_ref().expect("a plugin-backed node has a plugin manager");
-        (plugins, home.path())
+        self.nodes.plugin_manager(name).expect("a plugin-backed node has a plugin manager")
     }
 }
-
-/// Whether two states are the same kind (reasons and timings aside).
-pub fn same_kind(a: &ClusterState, b: &ClusterState) -> bool {
-    std::mem::discriminant(a) == std::mem::discriminant(b)
-}
-
 /// Polls `condition` every 10 ms until it holds; panics after `timeout`.
 pub async fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;

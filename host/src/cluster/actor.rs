@@ -31,7 +31,7 @@ impl EnabledSetting {
 /// What the handles and the strategy's callbacks ask of the actor.
 pub(super) enum Command {
     Attach { plugin: String, version: String, strategy: StrategyBox, generation: u64, done: oneshot::Sender<()> },
-    Detach { plugin: String, done: oneshot::Sender<()> },
+    Detach { plugin: String, tell_strategy: bool, done: oneshot::Sender<()> },
     Event { generation: u64, event: StrategyEvent },
     SetEnabled { enabled: bool, done: oneshot::Sender<Result<(), ClusterError>> },
     PutSetting { key: String, value: String, done: oneshot::Sender<Result<(), ClusterError>> },
@@ -122,9 +122,9 @@ impl Actor {
                     self.on_attach(plugin, version, strategy, generation).await;
                     let _ = done.send(());
                 }
-                Command::Detach { plugin, done } => {
+                Command::Detach { plugin, tell_strategy, done } => {
                     if self.attached.as_ref().is_some_and(|a| a.strategy.plugin == plugin) {
-                        self.leave("its strategy plugin was stopped", true).await;
+                        self.leave("its strategy plugin was stopped", tell_strategy).await;
                         self.set_attached(None);
                         self.set_state(ClusterState::Standalone { reason: Some(format!("{plugin} was stopped")) });
                     }

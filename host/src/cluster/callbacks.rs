@@ -42,6 +42,9 @@ impl ClusterCallbacks for Callbacks {
         let Some(commands) = self.commands.upgrade() else { return };
         match event.decode() {
             Some(event) => {
+                if let Some(tap) = self.shared.upgrade().and_then(|s| s.tap.get().cloned()) {
+                    tap.record(self.generation, &event);
+                }
                 let _ = commands.send(Command::Event { generation: self.generation, event });
             }
             None => tracing::debug!("ignored a cluster event of a kind this host does not know"),

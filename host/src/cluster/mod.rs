@@ -85,6 +85,25 @@ struct Shared {
     next_generation: AtomicU64,
     /// The host's runtime: task handlers and background lock releases run there.
     runtime: tokio::runtime::Handle,
+    /// Every event a strategy emits, recorded as it arrives, once
+    /// [`ClusterManager::tap_events`] installed it (the conformance suite).
+    tap: std::sync::OnceLock<EventTap>,
+}
+
+/// The raw events this node's strategies emitted, before the host filters
+/// them: (the strategy instance's generation, the event).
+#[derive(Clone, Default)]
+pub struct EventTap(Arc<Mutex<Vec<(u64, clusterhost_plugin_api::cluster::StrategyEvent)>>>);
+
+impl EventTap {
+    /// The events so far.
+    pub fn events(&self) -> Vec<(u64, clusterhost_plugin_api::cluster::StrategyEvent)> {
+        lock(&self.0).clone()
+    }
+
+    pub(crate) fn record(&self, generation: u64, event: &clusterhost_plugin_api::cluster::StrategyEvent) {
+        lock(&self.0).push((generation, event.clone()));
+    }
 }
 
 impl std::fmt::Debug for ClusterManager {
@@ -125,6 +144,7 @@ impl ClusterManager {
             owners: locks::Owners::default(),
             next_generation: AtomicU64::new(1),
             runtime,
+            tap: std::sync::OnceLock::new(),
         });
         Actor::spawn(shared.clone(), faults, enabled, held, rx);
         (ClusterManager { shared, commands }, fault_rx)
@@ -192,6 +212,19 @@ impl ClusterManager {
             })
             .collect();
         ClusterStatus { node: self.shared.node.clone(), state, enabled, strategy, members, senior }
+    }
+
+    /// Records every event this node's strategies emit from now on, as
+    /// they emit it (the host's own filtering aside).
+    pub fn tap_events(&self) -> EventTap {
+        self.shared.tap.get_or_init(EventTap::default).clone()
+    }
+
+    /// The attached plugin strategy's own view (members, senior), whether
+    /// or not this node is clustered; `None` without a plugin strategy.
+    pub fn strategy_view(&self) -> Option<(Vec<Member>, Option<String>)> {
+        let attached = lock(&self.shared.attached).clone()?;
+        Some((attached.members(), attached.senior_member()))
     }
 
     /// The members of the cluster (empty while standalone).
@@ -269,7 +302,15 @@ impl ClusterManager {
     /// cluster (keeping its caches) before the plugin is stopped.
     pub async fn detach(&self, plugin: &str) {
         let plugin = plugin.to_string();
-        let _ = self.send(|done| Command::Detach { plugin, done }).await;
+        let _ = self.send(|done| Command::Detach { plugin, tell_strategy: true, done }).await;
+    }
+
+    /// As [`detach`](Self::detach) without telling the strategy (no
+    /// `stop_clustering`): what the other members see when this node
+    /// dies. For the conformance suite's in-process "crash".
+    pub async fn abandon(&self, plugin: &str) {
+        let plugin = plugin.to_string();
+        let _ = self.send(|done| Command::Detach { plugin, tell_strategy: false, done }).await;
     }
 }
 

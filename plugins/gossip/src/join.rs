@@ -69,8 +69,11 @@ impl Core {
         }
         let deadline = Instant::now() + window.min(Duration::from_millis(self.config.timeouts.join_ms));
         loop {
-            let others =
-                self.peers().await.into_iter().any(|p| p.id != self.member && p.joined && p.wire.0 == self.wire.major);
+            let others = self
+                .peers()
+                .await
+                .into_iter()
+                .any(|p| p.id != self.member && p.joined && p.wire.0 == self.wire.major && p.data_addr.is_some());
             if others || Instant::now() >= deadline {
                 break;
             }

@@ -151,6 +151,27 @@ impl Core {
         }
     }
 
+    /// As [`acquire`](Self::acquire), safe to drop: the request runs on its
+    /// own task, and a lock granted after the caller stopped waiting (its
+    /// future was dropped) is released at once, so an abandoned wait never
+    /// holds a lock nobody will release.
+    pub(crate) async fn acquire_detached(
+        self: Arc<Self>,
+        name: String,
+        owner: String,
+        wait: Option<Duration>,
+    ) -> PluginResult<bool> {
+        let task = tokio::spawn(self.clone().acquire(name.clone(), owner.clone(), wait));
+        let runtime = tokio::runtime::Handle::current();
+        let mut guard = ReleaseIfAbandoned { core: self, name, owner, runtime, task: Some(task) };
+        let outcome = guard.task.as_mut().expect("set above").await;
+        guard.task = None;
+        match outcome {
+            Ok(result) => result,
+            Err(e) => Err(format!("the lock request ended: {e}").into()),
+        }
+    }
+
     /// Asks `senior` to grant `name` to `owner` within `slice`.
     async fn ask_senior(&self, senior: &str, name: &str, owner: &str, slice: Duration) -> Result<bool, String> {
         let Some(addr) = self.addr_of(senior) else { return Err("the senior is unknown".into()) };
@@ -190,5 +211,29 @@ impl Core {
             }
             None => Ok(false),
         }
+    }
+}
+
+/// Releases a lock granted to a request whose caller went away.
+struct ReleaseIfAbandoned {
+    core: Arc<Core>,
+    name: String,
+    owner: String,
+    /// The plugin's runtime (the drop may run on a host thread, outside it).
+    runtime: tokio::runtime::Handle,
+    /// The request, while the caller still waits for it.
+    task: Option<tokio::task::JoinHandle<PluginResult<bool>>>,
+}
+
+impl Drop for ReleaseIfAbandoned {
+    fn drop(&mut self) {
+        let Some(task) = self.task.take() else { return };
+        let (core, name, owner) = (self.core.clone(), std::mem::take(&mut self.name), std::mem::take(&mut self.owner));
+        self.runtime.spawn(async move {
+            if let Ok(Ok(true)) = task.await {
+                tracing::debug!("lock {name}: granted after its caller stopped waiting; released");
+                let _ = core.unlock(name, owner).await;
+            }
+        });
     }
 }

@@ -133,12 +133,12 @@ impl Strategy for Gossip {
     }
 
     fn lock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<()>> + Send {
-        let acquire = self.0.clone().acquire(name.to_string(), owner.to_string(), None);
+        let acquire = self.0.clone().acquire_detached(name.to_string(), owner.to_string(), None);
         async move { acquire.await.map(|_| ()) }
     }
 
     fn try_lock(&self, name: &str, owner: &str, timeout: Duration) -> impl Future<Output = PluginResult<bool>> + Send {
-        self.0.clone().acquire(name.to_string(), owner.to_string(), Some(timeout))
+        self.0.clone().acquire_detached(name.to_string(), owner.to_string(), Some(timeout))
     }
 
     fn unlock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<bool>> + Send {

@@ -206,8 +206,12 @@ impl Core {
     /// Recomputes the view from what gossip shows and tells the host what
     /// changed.
     pub(crate) async fn update_view(self: &Arc<Self>) {
-        let newest = newest_generations(self.peers().await);
+        // Read before the peers: a view that counts this member joined is
+        // then made from peers at least as new as those its join waited
+        // for (read after, a snapshot older than the join could make a
+        // joined view without the members already there).
         let self_joined = self.is_joined();
+        let newest = newest_generations(self.peers().await);
         let settings = effective_settings(&newest);
         let members = self.admitted(&newest, self_joined);
         self.republish_settings(&newest, &settings).await;

@@ -380,6 +380,32 @@ impl PluginManager {
         true
     }
 
+    /// Drops the plugin loaded from `file` without stopping it or its
+    /// strategy (no `stop_clustering`, no `stop`): its runtime goes away
+    /// with every socket and timer, as when the process dies. The other
+    /// members learn it only by their own failure detection. For the
+    /// conformance suite's in-process "crash"; returns false if none is active.
+    pub async fn abandon(&self, file: &Path) -> bool {
+        let mut active = self.shared.ops.lock().await;
+        let Some(index) = active.iter().position(|a| a.file == file) else {
+            return false;
+        };
+        let plugin = active.remove(index);
+        if let Some(cluster) = &self.shared.config.cluster {
+            if plugin.manifest.provides.iter().any(|p| p == CLUSTER_STRATEGY) {
+                cluster.abandon(&plugin.manifest.id).await;
+            }
+        }
+        self.set_state(
+            &plugin.file,
+            PluginState::Retired,
+            Some("abandoned without stopping (a simulated crash)".into()),
+        );
+        drop(plugin.instance);
+        page_out_later(&plugin.manifest.id, plugin.copy);
+        true
+    }
+
     /// Hands a cluster-strategy plugin's strategy to the cluster manager.
     /// A plugin that declares the capability but cannot produce it fails
     /// its start (it is stopped and marked Faulted by the caller).
