@@ -53,6 +53,41 @@ enum Command {
         #[command(subcommand)]
         command: CacheCommand,
     },
+    /// Check a cluster-strategy plugin against the strategy contract.
+    Strategy {
+        #[command(subcommand)]
+        command: StrategyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StrategyCommand {
+    /// Run the strategy contract suite against FILE on in-process members,
+    /// one line per rule (docs/strategy-authoring.md); exits non-zero on any failure.
+    Verify {
+        /// The strategy plugin's .so file.
+        #[arg(required_unless_present = "builtin")]
+        file: Option<PathBuf>,
+        /// Verify a built-in strategy instead of a file: `memory`, or `broken` (deliberate contract bugs).
+        #[arg(long, value_name = "NAME", conflicts_with = "file")]
+        builtin: Option<String>,
+        /// The strategy's configuration, written as each member's conf/<plugin id>.toml;
+        /// {namespace}, {member}, {port} and {members} in it are filled in per member.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Another file for each member's conf/, under its own name (placeholders filled in).
+        #[arg(long, value_name = "FILE")]
+        conf_file: Vec<PathBuf>,
+        /// How many members the rules that scale start.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(2..=26))]
+        members: u16,
+        /// Run only this rule (repeatable).
+        #[arg(long, value_name = "NAME")]
+        rule: Vec<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// How to reach a node's admin API.
@@ -215,6 +250,19 @@ fn main() -> ExitCode {
                     gate_timeout: std::time::Duration::from_secs(gate_timeout),
                 };
                 cli::cluster::upgrade(&admin.target(), options)
+            }
+        },
+        Command::Strategy { command } => match command {
+            StrategyCommand::Verify { file, builtin, config, conf_file, members, rule, json } => {
+                cli::strategy::verify(cli::strategy::VerifyOptions {
+                    file,
+                    builtin,
+                    config,
+                    conf_files: conf_file,
+                    members: usize::from(members),
+                    rules: rule,
+                    json,
+                })
             }
         },
         Command::Cache { command } => match command {

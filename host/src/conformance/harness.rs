@@ -25,6 +25,9 @@ pub enum Subject {
     /// The in-memory reference strategy (`clusterhost_plugin_api::memory`),
     /// crossing the real boundary on its own runtime per member.
     Memory,
+    /// The in-memory strategy with deliberate contract bugs
+    /// ([`Broken`](super::broken::Broken)): what failures look like.
+    Broken,
     /// A strategy plugin file.
     Plugin(PluginSubject),
 }
@@ -221,7 +224,7 @@ impl Nodes {
         let subject = self.subject.clone();
         match &*subject {
             Subject::Standalone => Ok(()),
-            Subject::Memory => {
+            Subject::Memory | Subject::Broken => {
                 self.attach_memory(name, adjust).await;
                 Ok(())
             }
@@ -231,6 +234,7 @@ impl Nodes {
 
     async fn attach_memory(&mut self, name: &str, adjust: impl FnOnce(MemoryStrategy) -> MemoryStrategy) {
         let fabric = self.fabric.clone();
+        let subject = self.subject.clone();
         let node = self.node_mut(name);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -240,7 +244,10 @@ impl Nodes {
         let (callbacks, generation) = node.cluster.callbacks();
         let host = ClusterHost::new(callbacks, runtime.handle().clone());
         let strategy = adjust(MemoryStrategy::new(fabric, host.clone(), name, "1.0.0"));
-        let boxed = host.into_boundary(strategy);
+        let boxed = match &*subject {
+            Subject::Broken => host.into_boundary(super::broken::Broken::new(strategy, host.clone(), name)),
+            _ => host.into_boundary(strategy),
+        };
         node.cluster.attach("memory", "1.0.0", boxed, generation).await;
         if let Some(old) = node.runtime.replace(runtime) {
             old.shutdown_background();

@@ -4,6 +4,7 @@
 //! project's own tests (tests/tests/cluster_core.rs) run the same rules
 //! against every strategy it ships.
 
+mod broken;
 mod check;
 mod harness;
 pub mod rules;

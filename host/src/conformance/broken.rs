@@ -1,0 +1,166 @@
+//! A strategy with deliberate contract bugs, for `strategy verify
+//! --builtin broken` and the suite's own test: the in-memory strategy,
+//! wrapped so that it emits its own `Left` from `stop_clustering`, calls
+//! every member senior (itself), announces `Joined` for members already
+//! there when it joins, and hangs for good once a put is dropped early.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clusterhost_plugin_api::cluster::{CacheSize, Entry, Member, StrategyEvent, TaskReply, TaskTarget};
+use clusterhost_plugin_api::memory::MemoryStrategy;
+use clusterhost_plugin_api::{ClusterHost, PluginResult, Strategy};
+
+/// The in-memory strategy with four bugs.
+pub struct Broken {
+    inner: Arc<MemoryStrategy>,
+    host: ClusterHost,
+    id: String,
+    /// Set once a put was dropped before it finished: every cache call then hangs.
+    hung: Arc<AtomicBool>,
+}
+
+impl Broken {
+    pub fn new(inner: MemoryStrategy, host: ClusterHost, id: &str) -> Self {
+        Broken { inner: Arc::new(inner), host, id: id.to_string(), hung: Arc::default() }
+    }
+
+    fn hangs(&self) -> bool {
+        self.hung.load(Ordering::SeqCst)
+    }
+}
+
+/// Marks the strategy hung unless disarmed (the put finished).
+struct HangIfDropped(Option<Arc<AtomicBool>>);
+
+impl Drop for HangIfDropped {
+    fn drop(&mut self) {
+        if let Some(hung) = self.0.take() {
+            hung.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Strategy for Broken {
+    async fn start_clustering(&self) -> PluginResult<()> {
+        self.inner.start_clustering().await?;
+        // Bugs: Joined for members already there; senior at its join though another is.
+        for member in self.inner.members() {
+            if member.id != self.id {
+                self.host.emit(StrategyEvent::Joined { member: member.id });
+            }
+        }
+        self.host.emit(StrategyEvent::SeniorChanged { member: self.id.clone() });
+        Ok(())
+    }
+
+    async fn stop_clustering(&self) -> PluginResult<()> {
+        self.inner.stop_clustering().await?;
+        // Bug: its own Left.
+        self.host.emit(StrategyEvent::Left { member: self.id.clone() });
+        Ok(())
+    }
+
+    fn local_member(&self) -> String {
+        self.inner.local_member()
+    }
+
+    fn members(&self) -> Vec<Member> {
+        self.inner.members()
+    }
+
+    fn senior_member(&self) -> Option<String> {
+        // Bug: every member is its own senior.
+        self.inner.senior_member().map(|_| self.id.clone())
+    }
+
+    fn cache_get_now(&self, cache: &str, key: &[u8]) -> Option<PluginResult<Option<Vec<u8>>>> {
+        if self.hangs() {
+            return None;
+        }
+        self.inner.cache_get_now(cache, key)
+    }
+
+    async fn cache_get(&self, cache: &str, key: &[u8]) -> PluginResult<Option<Vec<u8>>> {
+        if self.hangs() {
+            std::future::pending::<()>().await;
+        }
+        self.inner.cache_get(cache, key).await
+    }
+
+    async fn cache_put(&self, cache: &str, key: Vec<u8>, value: Vec<u8>) -> PluginResult<()> {
+        if self.hangs() {
+            std::future::pending::<()>().await;
+        }
+        // Bug: a put dropped during this wait leaves the strategy hung.
+        let mut guard = HangIfDropped(Some(self.hung.clone()));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        guard.0 = None;
+        self.inner.cache_put(cache, key, value).await
+    }
+
+    fn cache_remove(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send {
+        self.inner.cache_remove(cache, key)
+    }
+
+    fn cache_clear(&self, cache: &str) -> impl Future<Output = PluginResult<()>> + Send {
+        self.inner.cache_clear(cache)
+    }
+
+    fn cache_keys(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Vec<u8>>>> + Send {
+        self.inner.cache_keys(cache)
+    }
+
+    fn cache_entries(&self, cache: &str) -> impl Future<Output = PluginResult<Vec<Entry>>> + Send {
+        self.inner.cache_entries(cache)
+    }
+
+    fn cache_names(&self) -> impl Future<Output = PluginResult<Vec<String>>> + Send {
+        self.inner.cache_names()
+    }
+
+    fn cache_local_size(&self, cache: &str) -> impl Future<Output = PluginResult<CacheSize>> + Send {
+        self.inner.cache_local_size(cache)
+    }
+
+    fn lock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<()>> + Send {
+        self.inner.lock(name, owner)
+    }
+
+    fn try_lock(&self, name: &str, owner: &str, timeout: Duration) -> impl Future<Output = PluginResult<bool>> + Send {
+        self.inner.try_lock(name, owner, timeout)
+    }
+
+    fn unlock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<bool>> + Send {
+        self.inner.unlock(name, owner)
+    }
+
+    fn send_task(
+        &self,
+        target: TaskTarget,
+        name: &str,
+        payload: Vec<u8>,
+    ) -> impl Future<Output = PluginResult<()>> + Send {
+        self.inner.send_task(target, name, payload)
+    }
+
+    fn call_task(
+        &self,
+        target: TaskTarget,
+        name: &str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> impl Future<Output = PluginResult<Vec<TaskReply>>> + Send {
+        self.inner.call_task(target, name, payload, timeout)
+    }
+
+    fn settings(&self) -> Vec<(String, String)> {
+        self.inner.settings()
+    }
+
+    fn put_setting(&self, key: &str, value: &str) -> impl Future<Output = PluginResult<()>> + Send {
+        self.inner.put_setting(key, value)
+    }
+}
