@@ -15,6 +15,7 @@ pub mod config_file;
 pub mod local;
 mod log;
 pub mod manifest;
+pub mod membership;
 #[cfg(feature = "memory")]
 pub mod memory;
 mod plugin;

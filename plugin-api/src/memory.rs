@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::cluster::*;
 use crate::local::{LocalCaches, LocalLocks};
+use crate::membership::{resolve_target, AnnouncedView};
 use crate::plugin::PluginResult;
 use crate::strategy::{ClusterHost, Strategy};
 
@@ -31,7 +32,6 @@ struct Fabric {
     /// Connected members (their strategy exists), joined or not.
     members: BTreeMap<String, Slot>,
     settings: BTreeMap<String, String>,
-    senior: Option<String>,
     /// Events to deliver once the lock is released: delivering one can run
     /// arbitrary host code (even drop the last host reference, and with it
     /// a strategy whose Drop takes this lock).
@@ -43,6 +43,8 @@ struct Slot {
     joined: Option<u64>,
     started_at_ms: u64,
     version: String,
+    /// The fabric's membership as last announced to this member's host.
+    announced: AnnouncedView,
 }
 
 impl MemoryFabric {
@@ -89,23 +91,24 @@ fn joined_in_order(state: &Fabric) -> Vec<(String, u64)> {
     joined
 }
 
-fn broadcast(state: &mut Fabric, except: Option<&str>, event: &StrategyEvent) {
-    let targets: Vec<ClusterHost> = state
-        .members
-        .iter()
-        .filter(|(id, slot)| slot.joined.is_some() && Some(id.as_str()) != except)
-        .map(|(_, slot)| slot.host.clone())
-        .collect();
-    state.outbox.extend(targets.into_iter().map(|host| (host, event.clone())));
+/// The joined members' ids in join order; the first is the senior.
+fn joined_ids(state: &Fabric) -> Vec<String> {
+    joined_in_order(state).into_iter().map(|(id, _)| id).collect()
 }
 
-fn update_senior(state: &mut Fabric) {
-    let senior = joined_in_order(state).first().map(|(id, _)| id.clone());
-    if senior != state.senior {
-        state.senior = senior.clone();
-        if let Some(member) = senior {
-            broadcast(state, None, &StrategyEvent::SeniorChanged { member });
+/// Shows every member the fabric's membership as it is now: a joined
+/// member's host gets what changed (queued in the outbox), a member not
+/// joined forgets it.
+fn announce(state: &mut Fabric) {
+    let joined = joined_ids(state);
+    let senior = joined.first().cloned();
+    for (id, slot) in &mut state.members {
+        if slot.joined.is_none() {
+            slot.announced.forget();
+            continue;
         }
+        let events = slot.announced.update(id, joined.clone(), senior.clone());
+        state.outbox.extend(events.into_iter().map(|event| (slot.host.clone(), event)));
     }
 }
 
@@ -114,8 +117,7 @@ fn leave(state: &mut Fabric, member: &str) {
     if slot.joined.take().is_none() {
         return;
     }
-    broadcast(state, None, &StrategyEvent::Left { member: member.to_string() });
-    update_senior(state);
+    announce(state);
 }
 
 /// One member's strategy on a [`MemoryFabric`].
@@ -131,7 +133,13 @@ pub struct MemoryStrategy {
 impl MemoryStrategy {
     /// Connects member `id` (running strategy `version`) to `fabric`.
     pub fn new(fabric: Arc<MemoryFabric>, host: ClusterHost, id: &str, version: &str) -> Self {
-        let slot = Slot { host, joined: None, started_at_ms: now_ms(), version: version.to_string() };
+        let slot = Slot {
+            host,
+            joined: None,
+            started_at_ms: now_ms(),
+            version: version.to_string(),
+            announced: AnnouncedView::new(),
+        };
         fabric.state().members.insert(id.to_string(), slot);
         MemoryStrategy {
             fabric,
@@ -176,27 +184,17 @@ impl MemoryStrategy {
 
     fn targets(&self, target: &TaskTarget) -> (Vec<(String, ClusterHost)>, Vec<TaskReply>) {
         self.with(|s| {
-            let joined = joined_in_order(s);
-            let ids: Vec<String> = match target {
-                TaskTarget::All => joined.iter().map(|(id, _)| id.clone()).collect(),
-                TaskTarget::Others => {
-                    joined.iter().filter(|(id, _)| *id != self.id).map(|(id, _)| id.clone()).collect()
+            let joined = joined_ids(s);
+            match resolve_target(target, &self.id, &joined, joined.first().map(String::as_str)) {
+                Ok(ids) => {
+                    let found = ids.into_iter().filter_map(|id| {
+                        let host = s.members.get(&id)?.host.clone();
+                        Some((id, host))
+                    });
+                    (found.collect(), Vec::new())
                 }
-                TaskTarget::Member(m) => vec![m.clone()],
-                TaskTarget::Senior => s.senior.iter().cloned().collect(),
-            };
-            let mut found = Vec::new();
-            let mut missing = Vec::new();
-            for id in ids {
-                match s.members.get(&id).filter(|slot| slot.joined.is_some()) {
-                    Some(slot) => found.push((id, slot.host.clone())),
-                    None => missing.push(TaskReply {
-                        outcome: TaskOutcome::Error(format!("member {id} is not in the cluster")),
-                        member: id,
-                    }),
-                }
+                Err(missing) => (Vec::new(), vec![missing.into_reply()]),
             }
-            (found, missing)
         })
     }
 }
@@ -229,8 +227,7 @@ impl Strategy for MemoryStrategy {
                     if slot.joined.is_none() {
                         slot.joined = Some(seq);
                         slot.started_at_ms = now_ms();
-                        broadcast(s, Some(&self.id), &StrategyEvent::Joined { member: self.id.clone() });
-                        update_senior(s);
+                        announce(s);
                     }
                 }
             });
@@ -260,26 +257,25 @@ impl Strategy for MemoryStrategy {
 
     fn members(&self) -> Vec<Member> {
         self.with(|s| {
-            if s.members.get(&self.id).and_then(|slot| slot.joined).is_none() {
-                return Vec::new();
-            }
-            joined_in_order(s)
-                .into_iter()
-                .map(|(id, _)| {
-                    let slot = &s.members[&id];
-                    Member {
+            let Some(own) = s.members.get(&self.id) else { return Vec::new() };
+            own.announced
+                .members()
+                .iter()
+                .filter_map(|id| {
+                    let slot = s.members.get(id)?;
+                    Some(Member {
+                        id: id.clone(),
                         address: format!("memory://{id}"),
                         started_at_ms: slot.started_at_ms,
                         plugin_version: slot.version.clone(),
-                        id,
-                    }
+                    })
                 })
                 .collect()
         })
     }
 
     fn senior_member(&self) -> Option<String> {
-        self.with(|s| s.members.get(&self.id).and_then(|slot| slot.joined).and(s.senior.clone()))
+        self.with(|s| s.members.get(&self.id)?.announced.senior().map(str::to_string))
     }
 
     fn cache_get_now(&self, cache: &str, key: &[u8]) -> Option<PluginResult<Option<Vec<u8>>>> {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clusterhost_plugin_api::cluster::{now_ms, CacheSize, Entry, Member, TaskOutcome, TaskReply, TaskTarget};
 use clusterhost_plugin_api::local::{LocalCache, LocalCaches, LocalLocks};
+use clusterhost_plugin_api::membership::resolve_target;
 use clusterhost_plugin_api::sync::lock;
 use clusterhost_plugin_api::{PluginResult, Strategy};
 
@@ -46,16 +47,15 @@ impl Standalone {
         self.caches.cache(name)
     }
 
-    /// Whether this node runs `target` itself; Err(reply) when the target
-    /// names another member.
+    /// Whether this node runs `target` itself, resolved as in a cluster of
+    /// this node alone, its own senior; Err(reply) when the target names
+    /// another member.
     fn runs_here(&self, target: &TaskTarget) -> Result<bool, TaskReply> {
-        match target {
-            TaskTarget::All | TaskTarget::Senior => Ok(true),
-            TaskTarget::Others => Ok(false),
-            TaskTarget::Member(m) if *m == self.node => Ok(true),
-            TaskTarget::Member(m) => Err(TaskReply {
-                member: m.clone(),
-                outcome: TaskOutcome::Error(format!("member {m} is not in the cluster: this node runs standalone")),
+        match resolve_target(target, &self.node, [&self.node], Some(&self.node)) {
+            Ok(members) => Ok(!members.is_empty()),
+            Err(missing) => Err(TaskReply {
+                member: missing.member().to_string(),
+                outcome: TaskOutcome::Error(format!("{missing}: this node runs standalone")),
             }),
         }
     }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clusterhost_plugin_api::cluster::{TaskOutcome, TaskReply, TaskTarget};
+use clusterhost_plugin_api::membership::resolve_target;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -187,15 +188,12 @@ impl ClusterManager {
     ) -> Result<Vec<TaskReply>, ClusterError> {
         let strategy = self.serving();
         // The members the answer must cover, as the strategy sees them now
-        // (none for standalone, which answers for itself).
-        let expected: Vec<String> = match &target {
-            TaskTarget::All => strategy.members().into_iter().map(|m| m.id).collect(),
-            TaskTarget::Others => {
-                strategy.members().into_iter().map(|m| m.id).filter(|id| *id != self.shared.node).collect()
-            }
-            TaskTarget::Member(m) => vec![m.clone()],
-            TaskTarget::Senior => strategy.senior_member().into_iter().collect(),
-        };
+        // (none for standalone, which answers for itself), and a member
+        // named whether the view lists it or not.
+        let members = strategy.members().into_iter().map(|m| m.id);
+        let senior = strategy.senior_member();
+        let expected = resolve_target(&target, &self.shared.node, members, senior.as_deref())
+            .unwrap_or_else(|missing| vec![missing.member().to_string()]);
         let mut replies = match tokio::time::timeout(wait, strategy.call_task(target, name, payload, budget)).await {
             Ok(replies) => replies?,
             Err(_) => Vec::new(),

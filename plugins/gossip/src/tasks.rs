@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clusterhost_plugin_api::cluster::{TaskOutcome, TaskReply, TaskTarget};
+use clusterhost_plugin_api::membership::resolve_target;
 use clusterhost_plugin_api::PluginResult;
 
 use crate::core::Core;
@@ -16,28 +17,20 @@ use crate::wire::Msg;
 pub(crate) type Targets = Vec<(String, Option<SocketAddr>)>;
 
 impl Core {
-    /// The members of `target` in the view, and an error reply for each
+    /// The members of `target` in the view, and an error reply for the
     /// one named that is not in it.
     pub(crate) fn targets(&self, target: &TaskTarget) -> (Targets, Vec<TaskReply>) {
         let view = self.view.current();
-        let ids: Vec<String> = match target {
-            TaskTarget::All => view.members.keys().cloned().collect(),
-            TaskTarget::Others => view.members.keys().filter(|id| **id != self.member).cloned().collect(),
-            TaskTarget::Member(m) => vec![m.clone()],
-            TaskTarget::Senior => view.senior.iter().cloned().collect(),
-        };
-        let mut found = Vec::new();
-        let mut missing = Vec::new();
-        for id in ids {
-            match view.members.get(&id) {
-                Some(p) => found.push((id, p.data_addr)),
-                None => missing.push(TaskReply {
-                    outcome: TaskOutcome::Error(format!("member {id} is not in the cluster")),
-                    member: id,
-                }),
+        match resolve_target(target, &self.member, view.members.keys(), view.senior.as_deref()) {
+            Ok(ids) => {
+                let found = ids.into_iter().map(|id| {
+                    let addr = view.members.get(&id).and_then(|p| p.data_addr);
+                    (id, addr)
+                });
+                (found.collect(), Vec::new())
             }
+            Err(missing) => (Vec::new(), vec![missing.into_reply()]),
         }
-        (found, missing)
     }
 
     /// Runs task `name` on every one of `targets` without waiting for it.

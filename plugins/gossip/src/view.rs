@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use chitchat::{ChitchatId, NodeState};
 use clusterhost_plugin_api::cluster::StrategyEvent;
+use clusterhost_plugin_api::membership::AnnouncedView;
 use tokio::sync::futures::Notified;
 use tokio::sync::{watch, Notify};
 
@@ -61,6 +62,10 @@ pub(crate) struct ViewState {
     /// The view as last computed; replaced whole, so a reader sees one
     /// consistent view.
     current: Mutex<View>,
+    /// The members and senior as last announced to the host, which turns
+    /// the next view into events. Taken before `current` whenever both
+    /// are, so the view and what the host was told change together.
+    announced: Mutex<AnnouncedView>,
     /// Joins that ended with a `Leaving` notice: out of the view even while
     /// gossip still shows them joined.
     departed: Mutex<BTreeSet<Join>>,
@@ -88,8 +93,11 @@ impl ViewState {
         locked(&self.current).members.get(id).map(|p| p.wire)
     }
 
-    /// Empties the view (this member left); settings stay.
+    /// Empties the view (this member left, which is not announced);
+    /// settings stay.
     pub fn clear_members(&self) {
+        let mut announced = locked(&self.announced);
+        announced.forget();
         let mut view = locked(&self.current);
         view.members.clear();
         view.senior = None;
@@ -111,8 +119,18 @@ impl ViewState {
         self.recompute.notified()
     }
 
-    fn replace(&self, view: View) -> View {
-        std::mem::replace(&mut *locked(&self.current), view)
+    /// Makes `view` the current one; returns the previous view and, while
+    /// member `local` is `joined`, the membership events it brings (none
+    /// otherwise: the view is forgotten).
+    fn replace(&self, view: View, local: &str, joined: bool) -> (View, Vec<StrategyEvent>) {
+        let mut announced = locked(&self.announced);
+        let events = if joined {
+            announced.update(local, view.members.keys().cloned().collect(), view.senior.clone())
+        } else {
+            announced.forget();
+            Vec::new()
+        };
+        (std::mem::replace(&mut *locked(&self.current), view), events)
     }
 
     /// Whether `peer`'s current join ended with a `Leaving` notice; the
@@ -195,23 +213,9 @@ impl Core {
         self.republish_settings(&newest, &settings).await;
         let senior = senior_of(&members);
         let current = View { members, senior, settings };
-        let previous = self.view.replace(current.clone());
+        let (previous, events) = self.view.replace(current.clone(), &self.member, self_joined);
         self.announce_settings(&previous, &current);
-        if !self_joined {
-            return;
-        }
-        // The first view after this member joined is its starting point:
-        // the members already there are not news (the host reports its own
-        // join), and neither is their senior, unless it is this member.
-        if !previous.members.contains_key(&self.member) {
-            if current.senior.as_deref() == Some(self.member.as_str()) {
-                self.emit(StrategyEvent::SeniorChanged { member: self.member.clone() });
-            }
-            return;
-        }
-        self.welcome_joiners(&previous, &current);
-        let left = self.forget_leavers(&previous, &current).await;
-        self.announce_senior(&previous, &current);
+        let left = self.announce_members(events).await;
         if !left.is_empty() {
             self.release_locks_after(left, current.senior.as_deref());
         }
@@ -272,40 +276,28 @@ impl Core {
         }
     }
 
-    /// A `Joined` for every member new in the view, which also gets this
-    /// member's entries (anti-entropy).
-    fn welcome_joiners(self: &Arc<Self>, previous: &View, current: &View) {
-        for id in current.members.keys().filter(|id| !previous.members.contains_key(*id) && **id != self.member) {
-            tracing::info!(member = %id, "member joined");
-            self.emit(StrategyEvent::Joined { member: id.clone() });
-            self.send_state_to(id);
-        }
-    }
-
-    /// A `Left` for every member gone from the view, whose connections are
-    /// closed; returns them.
-    async fn forget_leavers(&self, previous: &View, current: &View) -> Vec<String> {
-        let left: Vec<String> = previous
-            .members
-            .keys()
-            .filter(|id| !current.members.contains_key(*id) && **id != self.member)
-            .cloned()
-            .collect();
-        for id in &left {
-            tracing::info!(member = %id, "member left");
-            self.emit(StrategyEvent::Left { member: id.clone() });
-            self.net.forget(id).await;
-        }
-        left
-    }
-
-    /// A `SeniorChanged` when another member is senior.
-    fn announce_senior(&self, previous: &View, current: &View) {
-        if current.senior != previous.senior {
-            if let Some(senior) = &current.senior {
-                self.emit(StrategyEvent::SeniorChanged { member: senior.clone() });
+    /// Tells the host the membership `events` of a new view, in order: a
+    /// member that joined also gets this member's entries (anti-entropy),
+    /// one that left has its connections closed. Returns those that left.
+    async fn announce_members(self: &Arc<Self>, events: Vec<StrategyEvent>) -> Vec<String> {
+        let mut left = Vec::new();
+        for event in events {
+            match event {
+                StrategyEvent::Joined { member } => {
+                    tracing::info!(member = %member, "member joined");
+                    self.emit(StrategyEvent::Joined { member: member.clone() });
+                    self.send_state_to(&member);
+                }
+                StrategyEvent::Left { member } => {
+                    tracing::info!(member = %member, "member left");
+                    self.emit(StrategyEvent::Left { member: member.clone() });
+                    self.net.forget(&member).await;
+                    left.push(member);
+                }
+                event => self.emit(event),
             }
         }
+        left
     }
 
     /// The other members in the view, with their data-plane addresses.

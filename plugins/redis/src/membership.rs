@@ -3,12 +3,13 @@
 //! rejoining), the view of members, senior and settings read back from
 //! Redis, and the events that tell the host what changed.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Instant;
 
 use clusterhost_plugin_api::cluster::{now_ms, Member, StrategyEvent};
+use clusterhost_plugin_api::membership::AnnouncedView;
 use redis::Script;
 use serde::{Deserialize, Serialize};
 
@@ -64,10 +65,6 @@ impl View {
         self.members.values().map(|(id, _)| id)
     }
 
-    pub(crate) fn get(&self, id: &str) -> Option<&Record> {
-        self.members.values().find(|(m, _)| m == id).map(|(_, r)| r)
-    }
-
     /// The members as the host lists them, in join order.
     pub(crate) fn into_members(self) -> Vec<Member> {
         self.members
@@ -99,8 +96,12 @@ pub(crate) struct Membership {
     joined: tokio::sync::Mutex<Joined>,
     /// `joined.in_cluster`, readable without waiting (fail-fast checks).
     in_cluster: AtomicBool,
-    /// The last view read; the next one is compared with it for events.
+    /// The last view read.
     view: Mutex<View>,
+    /// The members and senior as last announced to the host, which turns
+    /// the next view read into events. Taken before `view` whenever both
+    /// are, so the view and what the host was told change together.
+    announced: Mutex<AnnouncedView>,
     /// Times this member lost Redis and left on its own (the `redis_lost` stat).
     redis_lost: AtomicU64,
     /// Times it rejoined after that (the `rejoins` stat).
@@ -116,6 +117,7 @@ impl Membership {
             joined: tokio::sync::Mutex::new(Joined::default()),
             in_cluster: AtomicBool::new(false),
             view: Mutex::new(View::default()),
+            announced: Mutex::new(AnnouncedView::new()),
             redis_lost: AtomicU64::new(0),
             rejoins: AtomicU64::new(0),
         }
@@ -223,6 +225,14 @@ impl Core {
             }
             self.publish_event(&format!("left\n{}", self.member)).await;
         }
+        self.clear_members();
+    }
+
+    /// Empties the view (this member is out; that is not announced here);
+    /// settings stay.
+    fn clear_members(&self) {
+        let mut announced = lock(&self.membership.announced);
+        announced.forget();
         let mut view = lock(&self.membership.view);
         view.members.clear();
         view.senior = None;
@@ -314,11 +324,7 @@ impl Core {
         self.membership.in_cluster.store(false, Ordering::SeqCst);
         self.membership.redis_lost.fetch_add(1, Ordering::Relaxed);
         self.locks.forget_all();
-        {
-            let mut view = lock(&self.membership.view);
-            view.members.clear();
-            view.senior = None;
-        }
+        self.clear_members();
         self.emit(StrategyEvent::Left { member: self.member.clone() });
     }
 
@@ -365,42 +371,34 @@ impl Core {
             members.clear();
         }
         let senior = members.values().next().map(|(id, _)| id.clone());
-        let previous = std::mem::replace(
-            &mut *lock(&self.membership.view),
-            View { members: members.clone(), senior: senior.clone(), settings: settings.clone() },
-        );
+        let view = View { members, senior, settings: settings.clone() };
+        let (previous, events) = {
+            let mut announced = lock(&self.membership.announced);
+            let events = if in_cluster {
+                announced.update(&self.member, view.ids().cloned().collect(), view.senior.clone())
+            } else {
+                announced.forget();
+                Vec::new()
+            };
+            (std::mem::replace(&mut *lock(&self.membership.view), view), events)
+        };
         for (key, value) in &settings {
             if previous.settings.get(key) != Some(value) {
                 self.emit(StrategyEvent::SettingChanged { key: key.clone(), value: value.clone() });
             }
         }
-        if !in_cluster {
-            return Ok(());
-        }
-        let before: HashSet<&String> = previous.ids().collect();
-        let now: HashSet<&String> = members.values().map(|(id, _)| id).collect();
-        if !before.contains(&self.member) {
-            // The first view after joining: the members there are not news.
-            if senior.as_deref() == Some(self.member.as_str()) {
-                self.emit(StrategyEvent::SeniorChanged { member: self.member.clone() });
-            }
-            return Ok(());
-        }
-        for id in now.iter().filter(|id| !before.contains(*id) && ***id != self.member) {
-            tracing::info!(member = %id, "member joined");
-            self.emit(StrategyEvent::Joined { member: (*id).clone() });
-        }
         let mut left = false;
-        for id in before.iter().filter(|id| !now.contains(*id) && ***id != self.member) {
-            tracing::info!(member = %id, "member left");
-            self.emit(StrategyEvent::Left { member: (*id).clone() });
-            left = true;
-        }
-        if senior != previous.senior {
-            if let Some(senior) = &senior {
-                tracing::info!(member = %senior, "senior member");
-                self.emit(StrategyEvent::SeniorChanged { member: senior.clone() });
+        for event in events {
+            match &event {
+                StrategyEvent::Joined { member } => tracing::info!(member = %member, "member joined"),
+                StrategyEvent::Left { member } => {
+                    tracing::info!(member = %member, "member left");
+                    left = true;
+                }
+                StrategyEvent::SeniorChanged { member } => tracing::info!(member = %member, "senior member"),
+                StrategyEvent::SettingChanged { .. } => {}
             }
+            self.emit(event);
         }
         if left {
             self.locks.wake_waiters();

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clusterhost_plugin_api::cluster::{TaskOutcome, TaskReply, TaskTarget};
+use clusterhost_plugin_api::membership::resolve_target;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -70,24 +71,13 @@ impl Tasks {
 
 impl Core {
     /// The members `target` names that are in the view, and a reply for
-    /// each one named that is not.
+    /// the one named that is not.
     pub(crate) fn targets(&self, target: &TaskTarget) -> (Vec<String>, Vec<TaskReply>) {
         let view = self.view();
-        let ids: Vec<String> = match target {
-            TaskTarget::All => view.ids().cloned().collect(),
-            TaskTarget::Others => view.ids().filter(|id| **id != self.member).cloned().collect(),
-            TaskTarget::Member(m) => vec![m.clone()],
-            TaskTarget::Senior => view.senior.iter().cloned().collect(),
-        };
-        let (found, missing): (Vec<String>, Vec<String>) = ids.into_iter().partition(|id| view.get(id).is_some());
-        let missing = missing
-            .into_iter()
-            .map(|id| TaskReply {
-                outcome: TaskOutcome::Error(format!("member {id} is not in the cluster")),
-                member: id,
-            })
-            .collect();
-        (found, missing)
+        match resolve_target(target, &self.member, view.ids(), view.senior.as_deref()) {
+            Ok(found) => (found, Vec::new()),
+            Err(missing) => (Vec::new(), vec![missing.into_reply()]),
+        }
     }
 
     async fn publish_task(&self, to: &str, msg: &Wire) -> Result<(), Error> {
