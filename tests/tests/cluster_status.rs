@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use clusterhost_tests::admin::{member_home, DEADLINE};
+use clusterhost_tests::admin::{call, member_home, DEADLINE, TOKEN};
 use clusterhost_tests::{clusterhost_bin, plugin, wait_until, NodeProcess};
 use gossip_kit::{
     free_member_port, gossip_home, loopback_members, random_key, unique_cluster, wait_for_view, HomeSpec,
@@ -104,6 +104,18 @@ fn with_a_strategy_that_offers_no_tasks_status_lists_every_member_and_none_is_un
         assert!(other_line.contains(" member ") && other_line.contains("detail unavailable"), "{table}");
         assert!(other_line.contains(version), "the version from the view: {table}");
     }
+
+    // The same directory: a write on one member is read on the other at once.
+    let (a, b) = (nodes[0].admin_url(), nodes[1].admin_url());
+    assert_eq!(call("PUT", &format!("{a}/api/caches/sessions/s1"), Some(TOKEN), Some(b"ada")).0, 200);
+    assert_eq!(call("GET", &format!("{b}/api/caches/sessions/s1"), None, None).1["value"], "ada");
+    // A member killed stops refreshing its file: once it expires, the other lists itself alone, as senior.
+    let mut nodes = nodes;
+    nodes[1].kill();
+    wait_until("sd-a to drop the killed sd-b", DEADLINE, || {
+        let status = status_json(&a);
+        member_ids(&status) == ["sd-a"] && status["senior"] == "sd-a"
+    });
 }
 
 #[test]

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clusterhost_plugin_api::cluster::{now_ms, Member, StrategyEvent};
+use clusterhost_plugin_api::membership::AnnouncedView;
 use clusterhost_plugin_api::sync::lock;
 use clusterhost_plugin_api::ClusterHost;
 use tokio::sync::mpsc;
@@ -39,6 +40,8 @@ pub struct View {
     joined: Option<Member>,
     /// The live members, senior first (then in join order); empty while not joined.
     pub members: Vec<Member>,
+    /// What the host was told of `members`: the next view's events come from it.
+    announced: AnnouncedView,
     /// The settings last read, to tell which ones changed.
     pub settings: BTreeMap<String, String>,
 }
@@ -60,24 +63,32 @@ impl Shared {
         let me = Member { started_at_ms: now_ms(), ..self.me.clone() };
         self.dir.put_member(&me)?;
         let members = self.live(&me)?;
-        let senior = members[0].id == me.id;
-        let mut view = lock(&self.view);
-        (view.joined, view.members) = (Some(me.clone()), members);
-        drop(view);
-        let _ = self.events.send(StrategyEvent::Joined { member: me.id.clone() });
-        if senior {
-            let _ = self.events.send(StrategyEvent::SeniorChanged { member: me.id });
-        }
+        let events = self.take(Some(me.clone()), members);
+        self.queue([StrategyEvent::Joined { member: me.id }].into_iter().chain(events).collect());
         Ok(())
     }
 
-    /// Removes this member's file, silently (no `Left` of its own).
+    /// Removes this member's file, silently (no `Left` of its own). The
+    /// poller goes on reading settings only: a member switched off
+    /// cluster-wide must still see the switch turned back on.
     pub fn leave(&self) -> Result<()> {
         let _scan = lock(&self.scan);
         let mut view = lock(&self.view);
         (view.joined, view.members) = (None, Vec::new());
+        view.announced.forget();
         drop(view);
         self.dir.remove_member(&self.me.id)
+    }
+
+    /// Replaces the view's members (the announced view with them) and
+    /// returns the events that tell the host what changed.
+    fn take(&self, joined: Option<Member>, members: Vec<Member>) -> Vec<StrategyEvent> {
+        let ids = members.iter().map(|m| m.id.clone()).collect();
+        let senior = members.first().map(|m| m.id.clone());
+        let mut view = lock(&self.view);
+        let events = view.announced.update(&self.me.id, ids, senior);
+        (view.joined, view.members) = (joined, members);
+        events
     }
 
     /// The live members with `me` among them, senior first: the oldest
@@ -94,43 +105,32 @@ impl Shared {
     /// the directory and queues what changed.
     pub fn refresh(&self) -> Result<()> {
         let _scan = lock(&self.scan);
-        let joined = lock(&self.view).joined.clone();
-        let members = match &joined {
-            Some(me) => self.dir.put_member(me).and_then(|()| self.live(me))?,
-            None => Vec::new(),
-        };
         let settings = self.dir.settings()?;
         let mut view = lock(&self.view);
         let mut events = Vec::new();
         for (key, value) in settings.iter().filter(|(k, v)| view.settings.get(*k) != Some(*v)) {
             events.push(StrategyEvent::SettingChanged { key: key.clone(), value: value.clone() });
         }
-        if let Some(me) = &joined {
-            events.extend(changes(&view.members, &members, &me.id));
-            view.members = members;
-        }
         view.settings = settings;
+        let joined = view.joined.clone();
         drop(view);
-        events.into_iter().for_each(|e| drop(self.events.send(e)));
+        self.queue(events);
+        if let Some(me) = joined {
+            self.dir.put_member(&me)?;
+            let members = self.live(&me)?;
+            self.queue(self.take(Some(me), members));
+        }
         Ok(())
     }
-}
 
-/// The events from view `before` to `after` (this member's own excepted):
-/// joins, leaves, then the senior if it changed (after the old one's `Left`).
-fn changes(before: &[Member], after: &[Member], me: &str) -> Vec<StrategyEvent> {
-    let missing = |from: &[Member], list: &[Member]| -> Vec<String> {
-        let absent = |m: &&Member| m.id != me && !list.iter().any(|n| n.id == m.id);
-        from.iter().filter(absent).map(|m| m.id.clone()).collect()
-    };
-    let mut events: Vec<StrategyEvent> =
-        missing(after, before).into_iter().map(|member| StrategyEvent::Joined { member }).collect();
-    events.extend(missing(before, after).into_iter().map(|member| StrategyEvent::Left { member }));
-    let (old, new) = (before.first().map(|m| &m.id), after.first().map(|m| &m.id));
-    if let Some(member) = new.filter(|_| new != old) {
-        events.push(StrategyEvent::SeniorChanged { member: member.clone() });
+    /// Queues `events` for delivery, in order.
+    fn queue(&self, events: Vec<StrategyEvent>) {
+        for event in events {
+            tracing::info!(?event, "announced");
+            // A send fails only once the delivery task ended with the strategy.
+            let _ = self.events.send(event);
+        }
     }
-    events
 }
 
 /// The strategy's two tasks (poller, event delivery); dropped with the
@@ -149,11 +149,13 @@ impl Poller {
         let poll = tokio::spawn(async move {
             let mut beat = tokio::time::interval(Duration::from_millis(shared.config.heartbeat_ms));
             beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // A directory gone away fails every heartbeat: one line per 10 s.
+            let failed = clusterhost_plugin_api::throttle::Throttled::default();
             loop {
                 beat.tick().await;
                 let shared = shared.clone();
                 if let Ok(Err(e)) = tokio::task::spawn_blocking(move || shared.refresh()).await {
-                    tracing::warn!("could not read the shared directory: {e}");
+                    failed.warn(format_args!("{e}"));
                 }
             }
         });
