@@ -49,7 +49,7 @@ th{background:#eef0f4}
 .badge{display:inline-block;padding:0 .45rem;border-radius:.6rem;font-size:.8rem;background:#e2e6ee}
 .state-clustered,.state-active{background:#d3f5dc;color:#135c2a}
 .state-standalone,.state-starting,.state-retired,.state-discovered,.state-validated,.state-loaded,.state-stopping{background:#fff1cc;color:#6b4e00}
-.state-faulted,.state-rejected,.state-unreachable{background:#ffd9d9;color:#8a1010}
+.state-faulted,.state-rejected,.state-no-answer,.state-error{background:#ffd9d9;color:#8a1010}
 .senior{background:#dfe6ff;color:#1f3a99}
 .warn{background:#fff1cc;border:1px solid #e8c766;padding:.5rem .8rem}
 #message{min-height:1.3rem;font-weight:600}#message.error{color:#a01010}#message.ok{color:#135c2a}
@@ -140,10 +140,11 @@ pub(super) async fn cluster_page(
         body.push_str("<table id=\"members-table\"><tr><th>Member</th><th>Address</th><th>Started</th><th>Strategy plugin</th><th>State</th><th>Reason</th></tr>");
         for m in &status.members {
             let detail = view.details.iter().find(|d| d.id == m.id);
-            let (state, reason) = match detail {
-                Some(d) if d.unreachable.is_some() => ("unreachable".to_string(), d.unreachable.clone()),
-                Some(d) => d.cluster.as_ref().map(cluster_state).unwrap_or(("unknown".into(), None)),
-                None => ("unknown".into(), None),
+            // Its own report, or why there is none (no answer, no tasks).
+            let (state, reason) = match detail.map(|d| (&d.missing, &d.cluster)) {
+                Some((Some(missing), _)) => (missing.cause.label().to_string(), Some(missing.reason.clone())),
+                Some((None, Some(cluster))) => cluster_state(cluster),
+                Some((None, None)) | None => ("unknown".into(), None),
             };
             let plugin = detail.and_then(|d| d.plugin.as_ref());
             let plugin_reason = plugin.and_then(|p| p.reason.clone());

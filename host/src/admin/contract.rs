@@ -14,10 +14,12 @@ use crate::plugins::registry::{PluginRecord, PluginState};
 /// `GET /api/cluster`: the status, each member's own state and strategy plugin.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClusterView {
-    /// This node's view of the cluster.
+    /// This node's view of the cluster: the members, their plugin versions
+    /// and the senior come from the strategy, never from the members' answers.
     #[serde(flatten)]
     pub status: ClusterStatus,
-    /// Each member as it reports itself (standalone: this node only).
+    /// Each member as it reports itself: this node's own detail, computed
+    /// here, and every other member's, asked of it (standalone: this node only).
     pub details: Vec<MemberView>,
     /// Set when the members run different strategy plugin versions.
     pub warn: Option<String>,
@@ -32,8 +34,65 @@ pub struct MemberView {
     pub cluster: Option<ClusterState>,
     /// Its strategy plugin: version, state and reason.
     pub plugin: Option<PluginSummary>,
-    /// Why the member could not be asked.
-    pub unreachable: Option<String>,
+    /// Why its own report is missing (never for this node, which reports
+    /// itself); none when it answered.
+    pub missing: Option<DetailMissing>,
+}
+
+/// Why a member's own report is missing from a [`ClusterView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DetailMissing {
+    /// What kept it: no answer in time, no tasks, or an error.
+    pub cause: MissingCause,
+    /// What happened and what to do, as a sentence.
+    pub reason: String,
+}
+
+/// The kinds of [`DetailMissing`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissingCause {
+    /// The member did not answer by the status's deadline.
+    TimedOut,
+    /// The strategy does not offer tasks, so no member can be asked.
+    Unsupported,
+    /// The member could not be asked, or its answer was an error.
+    Error,
+}
+
+impl DetailMissing {
+    /// The member did not answer within `wait`.
+    pub fn timed_out(wait: std::time::Duration) -> Self {
+        let reason = format!(
+            "did not answer within {:.1} s; check that the member is running and reachable",
+            wait.as_secs_f64()
+        );
+        DetailMissing { cause: MissingCause::TimedOut, reason }
+    }
+
+    /// The strategy offers no tasks to ask a member with.
+    pub fn unsupported() -> Self {
+        let reason = "detail unavailable: the strategy does not offer tasks".to_string();
+        DetailMissing { cause: MissingCause::Unsupported, reason }
+    }
+
+    /// Asking the member failed with `error`.
+    pub fn error(error: &str) -> Self {
+        let reason = format!("could not be asked: {error}; check that the member is running");
+        DetailMissing { cause: MissingCause::Error, reason }
+    }
+}
+
+impl MissingCause {
+    /// The state the CLI and the console show for such a member: without
+    /// tasks, all this node knows is that the strategy lists it.
+    pub fn label(self) -> &'static str {
+        match self {
+            MissingCause::TimedOut => "no-answer",
+            MissingCause::Unsupported => "member",
+            MissingCause::Error => "error",
+        }
+    }
 }
 
 /// A plugin's version, state and reason.

@@ -8,6 +8,7 @@ pub mod client;
 mod connections;
 mod console;
 pub mod contract;
+mod details;
 mod guard;
 mod limits;
 mod metrics;
@@ -21,13 +22,10 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::oneshot;
 
-use crate::cluster::{ClusterManager, Target};
+use crate::cluster::ClusterManager;
 use crate::properties::{NodeValues, Properties};
 use crate::PluginManager;
-use contract::NodeDetail;
-
-/// The cluster task every member answers with its [`NodeDetail`] (JSON).
-pub const NODE_DETAIL_TASK: &str = "clusterhost.admin.node-detail";
+pub use details::NODE_DETAIL_TASK;
 
 /// What the admin server works on: the node's managers and files.
 #[derive(Clone)]
@@ -125,7 +123,7 @@ impl AdminServer {
         let addr = SocketAddr::new(bind, properties.admin_port());
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| AdminError::Bind { addr, source })?;
         let addr = listener.local_addr().map_err(|source| AdminError::Bind { addr, source })?;
-        register_detail_task(&ctx);
+        details::register_detail_task(&ctx);
         let connections = connections::Connections::new(connections::ConnectionLimits::new(properties));
         let state = AdminState {
             shared: Arc::new(Shared {
@@ -204,63 +202,6 @@ fn router(state: AdminState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard::check_host_and_origin))
         .layer(axum::middleware::from_fn_with_state(state.clone(), limits::linger))
         .with_state(state)
-}
-
-/// This node's [`NodeDetail`].
-async fn local_detail(ctx: &AdminContext) -> NodeDetail {
-    let status = ctx.cluster.status();
-    NodeDetail {
-        node: status.node,
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        cluster: status.state,
-        enabled: status.enabled,
-        strategy: status.strategy,
-        caches: ctx.cluster.caches().stats().await,
-        plugins: ctx.plugins.records(),
-    }
-}
-
-fn register_detail_task(ctx: &AdminContext) {
-    let ctx = ctx.clone();
-    ctx.cluster.clone().register_task_raw(NODE_DETAIL_TASK, move |_from, _payload| {
-        let ctx = ctx.clone();
-        async move {
-            let detail = local_detail(&ctx).await;
-            serde_json::to_vec(&detail).map_err(|e| format!("could not encode the node detail: {e}"))
-        }
-    });
-}
-
-/// Every member's detail, asked of the members themselves (standalone: this
-/// node). A member that does not answer within `wait` is missing from the map
-/// and reported in the errors.
-async fn member_details(
-    ctx: &AdminContext,
-    target: Target,
-    wait: std::time::Duration,
-) -> Result<(Vec<NodeDetail>, Vec<(String, String)>), String> {
-    let call = ctx.cluster.call_task_raw(target, NODE_DETAIL_TASK, Vec::new());
-    let replies = match tokio::time::timeout(wait, call).await {
-        Ok(Ok(replies)) => replies,
-        Ok(Err(e)) => return Err(crate::text::clip(&e.to_string())),
-        Err(_) => return Err(format!("the members did not answer within {} s", wait.as_secs_f64())),
-    };
-    let mut details = Vec::new();
-    let mut errors = Vec::new();
-    for reply in replies {
-        use clusterhost_plugin_api::cluster::TaskOutcome;
-        match reply.outcome {
-            TaskOutcome::Value(bytes) => match serde_json::from_slice::<NodeDetail>(&bytes) {
-                Ok(detail) => details.push(detail),
-                Err(e) => errors.push((reply.member, format!("sent a detail this host cannot read: {e}"))),
-            },
-            TaskOutcome::Error(e) => errors.push((reply.member, e)),
-            TaskOutcome::TimedOut => {
-                errors.push((reply.member, "did not answer within cluster.max.execution.seconds".into()))
-            }
-        }
-    }
-    Ok((details, errors))
 }
 
 /// The file name of `path`, for messages and matching.

@@ -51,10 +51,11 @@ fn cluster_reason(state: &ClusterState) -> Option<&str> {
     }
 }
 
-/// The state and reason columns of one member.
+/// The state and reason columns of one member: its own report, or why
+/// that is missing (it did not answer, or the strategy offers no tasks).
 fn member_state(detail: Option<&MemberView>) -> (String, String) {
-    if let Some(why) = detail.and_then(|d| d.unreachable.as_deref()) {
-        return ("unreachable".to_string(), why.to_string());
+    if let Some(missing) = detail.and_then(|d| d.missing.as_ref()) {
+        return (missing.cause.label().to_string(), missing.reason.clone());
     }
     let cluster = detail.and_then(|d| d.cluster.as_ref());
     let state = cluster.map(|c| state_and_reason(c).0).unwrap_or("unknown").to_string();

@@ -132,8 +132,42 @@ impl ClusterManager {
         name: &str,
         payload: Vec<u8>,
     ) -> Result<Vec<TaskReply>, ClusterError> {
+        let budget = self.config().max_execution;
+        // A little grace over the budget for the strategy to collect its
+        // replies; past that every missing member counts as timed out.
+        let wait = budget + Duration::from_millis(500).min(budget);
+        self.call_task_counted(target, name, payload, budget, wait).await
+    }
+
+    /// As [`call_task_raw`](Self::call_task_raw), answered by `deadline`
+    /// (when that comes before `cluster.max.execution.seconds`): a caller
+    /// that answers by a deadline of its own (the admin's member details)
+    /// gets every reply that came, and `TimedOut` for the rest, instead of
+    /// dropping the call and with it the replies it already had.
+    pub async fn call_task_raw_by(
+        &self,
+        target: TaskTarget,
+        name: &str,
+        payload: Vec<u8>,
+        deadline: Instant,
+    ) -> Result<Vec<TaskReply>, ClusterError> {
+        let wait = deadline.saturating_duration_since(Instant::now()).min(self.config().max_execution);
+        // The strategy's own budget ends a little earlier, so its replies
+        // (and its own TimedOut ones) are back by the deadline.
+        let budget = wait - (wait / 5).min(Duration::from_millis(200));
+        self.call_task_counted(target, name, payload, budget, wait).await
+    }
+
+    async fn call_task_counted(
+        &self,
+        target: TaskTarget,
+        name: &str,
+        payload: Vec<u8>,
+        budget: Duration,
+        wait: Duration,
+    ) -> Result<Vec<TaskReply>, ClusterError> {
         let started = Instant::now();
-        let replies = self.call_task_uncounted(target, name, payload).await?;
+        let replies = self.call_task_uncounted(target, name, payload, budget, wait).await?;
         let count = |f: fn(&TaskOutcome) -> bool| replies.iter().filter(|r| f(&r.outcome)).count() as u64;
         self.shared.tasks.counters.called(
             started.elapsed(),
@@ -149,8 +183,9 @@ impl ClusterManager {
         target: TaskTarget,
         name: &str,
         payload: Vec<u8>,
+        budget: Duration,
+        wait: Duration,
     ) -> Result<Vec<TaskReply>, ClusterError> {
-        let budget = self.config().max_execution;
         let strategy = self.serving();
         // The members the answer must cover, as the strategy sees them now
         // (none for standalone, which answers for itself), and a member
@@ -159,10 +194,7 @@ impl ClusterManager {
         let senior = strategy.senior_member();
         let expected = resolve_target(&target, &self.shared.node, members, senior.as_deref())
             .unwrap_or_else(|missing| vec![missing.member().to_string()]);
-        // A little grace over the budget for the strategy to collect its
-        // replies; past that every missing member counts as timed out.
-        let grace = budget + Duration::from_millis(500).min(budget);
-        let mut replies = match tokio::time::timeout(grace, strategy.call_task(target, name, payload, budget)).await {
+        let mut replies = match tokio::time::timeout(wait, strategy.call_task(target, name, payload, budget)).await {
             Ok(replies) => replies?,
             Err(_) => Vec::new(),
         };

@@ -2,20 +2,18 @@
 //! member's own detail, asked of that member).
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::Instant;
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 
 use super::{answer, ApiError, ApiResult};
-use crate::admin::contract::{ClusterView, MemberView, NodeDetail, PluginSummary, Switched};
-use crate::admin::{local_detail, member_details, AdminState};
-use crate::cluster::{MemberStatus, Target};
+use crate::admin::contract::{ClusterView, MemberView, MissingCause, NodeDetail, PluginSummary, Switched};
+use crate::admin::details::{local_detail, member_detail, member_details, DETAIL_WAIT};
+use crate::admin::AdminState;
+use crate::cluster::MemberStatus;
 use crate::plugins::registry::{PluginRecord, PluginState};
-
-/// How long a request waits for the members' details.
-const DETAIL_WAIT: Duration = Duration::from_secs(3);
 
 /// The record of the strategy plugin `label` ("id version") in `detail`.
 fn strategy_record(detail: &NodeDetail) -> Option<&PluginRecord> {
@@ -25,32 +23,33 @@ fn strategy_record(detail: &NodeDetail) -> Option<&PluginRecord> {
     records.last().copied()
 }
 
+/// A member's view from its own detail.
+fn answered(detail: &NodeDetail) -> MemberView {
+    MemberView {
+        id: detail.node.clone(),
+        cluster: Some(detail.cluster.clone()),
+        plugin: strategy_record(detail).map(|r| PluginSummary {
+            id: r.id.clone(),
+            version: r.version.as_ref().map(|v| v.to_string()),
+            state: r.state,
+            reason: r.reason.clone(),
+        }),
+        missing: None,
+    }
+}
+
+/// The members, senior and versions as the strategy sees them; this node's
+/// detail computed here and the others' asked of them, all by one deadline.
 pub(in crate::admin) async fn cluster_view(state: &AdminState) -> ClusterView {
     let ctx = state.ctx();
     let status = ctx.cluster.status();
-    let (details, errors) = match member_details(ctx, Target::All, DETAIL_WAIT).await {
-        Ok(found) => found,
-        Err(e) => (Vec::new(), status.members.iter().map(|m| (m.id.clone(), e.clone())).collect()),
-    };
-    let mut views: Vec<MemberView> = details
-        .iter()
-        .map(|d| MemberView {
-            id: d.node.clone(),
-            cluster: Some(d.cluster.clone()),
-            plugin: strategy_record(d).map(|r| PluginSummary {
-                id: r.id.clone(),
-                version: r.version.as_ref().map(|v| v.to_string()),
-                state: r.state,
-                reason: r.reason.clone(),
-            }),
-            unreachable: None,
-        })
-        .collect();
-    views.extend(errors.into_iter().map(|(id, e)| MemberView {
-        id,
-        cluster: None,
-        plugin: None,
-        unreachable: Some(format!("{e}; check that the member is running")),
+    let deadline = Instant::now() + DETAIL_WAIT;
+    let others: Vec<String> = status.members.iter().filter(|m| m.id != status.node).map(|m| m.id.clone()).collect();
+    let (local, others) = tokio::join!(local_detail(ctx), member_details(ctx, others, deadline));
+    let mut views = vec![answered(&local)];
+    views.extend(others.into_iter().map(|(id, answer)| match answer {
+        Ok(detail) => answered(&detail),
+        Err(missing) => MemberView { id, cluster: None, plugin: None, missing: Some(missing) },
     }));
     views.sort_by(|a, b| a.id.cmp(&b.id));
     let warn = version_warning(&status.members);
@@ -108,17 +107,15 @@ pub(in crate::admin) async fn node_detail(state: &AdminState, member: Option<&st
             crate::text::clip_debug(member)
         )));
     }
-    let (mut details, errors) = member_details(ctx, Target::Member(member.to_string()), DETAIL_WAIT)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, format!("member {member} could not be asked: {e}")))?;
-    match (details.pop(), errors.into_iter().next()) {
-        (Some(detail), _) => Ok(detail),
-        (None, Some((_, e))) => Err(ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            format!("member {member} did not give its detail: {e}; check that it is running"),
-        )),
-        (None, None) => Err(ApiError::new(StatusCode::BAD_GATEWAY, format!("member {member} gave no answer"))),
-    }
+    member_detail(ctx, member, Instant::now() + DETAIL_WAIT).await.map_err(|missing| {
+        let (status, hint) = match missing.cause {
+            MissingCause::Unsupported => {
+                (StatusCode::NOT_IMPLEMENTED, "; open /api/node on that member's own admin API")
+            }
+            MissingCause::TimedOut | MissingCause::Error => (StatusCode::BAD_GATEWAY, ""),
+        };
+        ApiError::new(status, format!("member {member}: {}{hint}", missing.reason))
+    })
 }
 
 pub(in crate::admin) async fn node(
