@@ -38,8 +38,8 @@ impl Unsupported {
     }
 }
 
-/// A cluster strategy's implementation: 14 required methods (membership,
-/// the basic cache operations, settings) and defaults for the rest. The
+/// A cluster strategy's implementation: 15 required methods (membership,
+/// the basic cache operations and merge, settings) and defaults for the rest. The
 /// defaults for bulk and derived cache operations are built on the basic
 /// ones (correct, one call per key); override them when the strategy can
 /// do better. Locks and tasks default to [`Unsupported`].
@@ -109,25 +109,21 @@ pub trait Strategy: Send + Sync + 'static {
         }
     }
     /// Merges what a joining member held: an entry replaces the cluster's
-    /// only when the cluster has none for its key or an older version
-    /// (rule `cache-merge`). The default reads the whole cache once.
-    fn cache_merge(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send {
-        async move {
-            let held: std::collections::HashMap<Vec<u8>, u64> =
-                self.cache_entries(cache).await?.into_iter().map(|e| (e.key, e.version)).collect();
-            for entry in entries {
-                if held.get(&entry.key).is_none_or(|&version| version < entry.version) {
-                    self.cache_put(cache, entry.key, entry.value).await?;
-                }
-            }
-            Ok(())
-        }
-    }
-    /// What THIS member holds of the cache (entries, bytes); zero for a
-    /// strategy whose data lives outside the node (the default).
+    /// only when the cluster has none for its key or an older version, and
+    /// keeps its own version (rule `join-and-leave-keep-entries`). No
+    /// default: a plain put would stamp a new version.
+    fn cache_merge(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send;
+    /// The cache's size where this member serves it from (entries, and
+    /// key + value bytes): its own memory for a strategy that keeps a copy
+    /// on every member, the shared store for one whose data lives outside
+    /// the node (every member then reports the same). The default counts
+    /// `cache_entries` (one full read); override it when the store can tell.
     fn cache_local_size(&self, cache: &str) -> impl Future<Output = PluginResult<CacheSize>> + Send {
-        let _ = cache;
-        async { Ok(CacheSize::default()) }
+        async move {
+            let entries = self.cache_entries(cache).await?;
+            let bytes = entries.iter().map(|e| (e.key.len() + e.value.len()) as u64).sum();
+            Ok(CacheSize { entries: entries.len() as u64, bytes })
+        }
     }
 
     /// Waits until lock `name` is free, then takes it for `owner`.

@@ -111,6 +111,22 @@ impl Strategy for SharedDir {
         self.run(move |s| s.dir.entries(&cache)).await
     }
 
+    /// Keeps the newer of each entry and what the directory holds, with
+    /// its own version (two members merging the same key at once: the
+    /// last rename wins; a real strategy decides in one place).
+    async fn cache_merge(&self, cache: &str, entries: Vec<Entry>) -> PluginResult<()> {
+        let cache = cache.to_owned();
+        self.run(move |s| {
+            for e in entries {
+                if s.dir.get(&cache, &e.key)?.is_none_or(|(version, _)| version < e.version) {
+                    s.dir.put(&cache, &e.key, e.version, &e.value)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn cache_names(&self) -> PluginResult<Vec<String>> {
         self.run(|s| s.dir.cache_names()).await
     }

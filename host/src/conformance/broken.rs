@@ -117,6 +117,10 @@ impl Strategy for Broken {
         self.inner.cache_entries(cache)
     }
 
+    fn cache_merge(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send {
+        self.inner.cache_merge(cache, entries)
+    }
+
     fn cache_names(&self) -> impl Future<Output = PluginResult<Vec<String>>> + Send {
         self.inner.cache_names()
     }

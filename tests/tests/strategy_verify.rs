@@ -1,0 +1,128 @@
+//! `clusterhost strategy verify`, run as a user runs it: it passes for
+//! every strategy the project ships or documents (gossip, redis on one
+//! server, the in-memory strategy, the shared-dir example), and fails the
+//! deliberately broken strategy with the names of the rules it breaks.
+//! The runs take turns: each starts several members on this machine's two
+//! cores, and the rules wait on deadlines.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Mutex;
+
+use clusterhost_tests::{clusterhost_bin, plugin, workspace_root};
+
+/// One verify run at a time.
+static TURN: Mutex<()> = Mutex::new(());
+
+fn verify(args: &[&str]) -> (Output, String) {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let output = Command::new(clusterhost_bin())
+        .args(["strategy", "verify"])
+        .args(args)
+        .output()
+        .expect("clusterhost can be run");
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output, text)
+}
+
+/// Every rule passed (or, where the strategy says so, is unsupported).
+fn assert_passes(what: &str, (output, text): (Output, String), unsupported: &[&str]) {
+    assert!(output.status.success(), "verify {what} failed:\n{text}");
+    for line in text.lines().filter(|l| l.starts_with("unsupported")) {
+        assert!(unsupported.iter().any(|rule| line.split_whitespace().nth(1) == Some(rule)), "{what}: {line}");
+    }
+    assert!(text.contains(" 0 failed"), "{text}");
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
+#[test]
+fn gossip_passes_every_rule_with_three_members() {
+    let dir = workspace_root().join("examples/verify");
+    let (gossip, config, key) = (plugin("gossip"), dir.join("gossip.toml"), dir.join("cluster.key"));
+    let run = verify(&[path(&gossip), "--config", path(&config), "--conf-file", path(&key), "--members", "3"]);
+    assert_passes("gossip", run, &[]);
+}
+
+#[test]
+fn redis_on_one_server_passes_every_rule() {
+    let server = clusterhost_tests::redis::RedisServer::start();
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("redis.toml");
+    std::fs::write(
+        &config,
+        format!("mode = \"single\"\nurls = [\"{}\"]\nkey_prefix = \"verify-{{namespace}}\"\n", server.url()),
+    )
+    .unwrap();
+    assert_passes("redis", verify(&[path(&plugin("redis_strategy")), "--config", path(&config)]), &[]);
+}
+
+#[test]
+fn the_in_memory_strategy_passes_every_rule() {
+    assert_passes("memory", verify(&["--builtin", "memory"]), &[]);
+}
+
+#[test]
+fn the_shared_dir_example_passes_every_rule_but_tasks_and_locks() {
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("shared-dir.toml");
+    std::fs::write(&config, format!("dir = \"{}/{{namespace}}\"\n", home.path().display())).unwrap();
+    let run = verify(&[path(&plugin("shared_dir_strategy")), "--config", path(&config)]);
+    assert_passes("shared-dir", run, &["alone-tasks", "alone-locks", "tasks-every-target", "locks"]);
+}
+
+#[test]
+fn the_broken_strategy_fails_the_rules_it_breaks() {
+    let (output, text) = verify(&["--builtin", "broken", "--json"]);
+    assert!(!output.status.success(), "a failing rule makes a non-zero exit:\n{text}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let failed: Vec<&str> = report["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .filter(|r| r["verdict"] == "failed")
+        .map(|r| r["rule"].as_str().expect("a rule name"))
+        .collect();
+    // Its four bugs: its own Left from stop, every member senior, Joined
+    // for members already there, a hang once a put is dropped.
+    for rule in ["stop-emits-no-own-left", "membership-converges", "join-events", "cancellation"] {
+        assert!(failed.contains(&rule), "{rule} did not fail: {failed:?}\n{text}");
+    }
+    // Rules its bugs do not touch still pass.
+    let passed: Vec<&str> = report["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["verdict"] == "passed")
+        .map(|r| r["rule"].as_str().unwrap())
+        .collect();
+    for rule in ["alone-caches", "cache-across-members", "settings-everywhere"] {
+        assert!(passed.contains(&rule), "{rule} did not pass: {passed:?}");
+    }
+    assert_eq!(report["failed"].as_u64(), Some(failed.len() as u64));
+}
+
+#[test]
+fn bad_input_is_refused_with_what_to_do() {
+    let (output, text) = verify(&[]);
+    assert!(!output.status.success());
+    assert!(text.contains("FILE") || text.contains("--builtin"), "{text}");
+    let (output, text) = verify(&[path(&plugin("hello"))]);
+    assert!(!output.status.success());
+    assert!(text.contains("does not provide cluster-strategy"), "{text}");
+    let (output, text) = verify(&["--builtin", "memory", "--rule", "no-such-rule"]);
+    assert!(!output.status.success());
+    assert!(text.contains("there is no rule \"no-such-rule\"") && text.contains("membership-converges"), "{text}");
+    let (output, text) = verify(&["--builtin", "nope"]);
+    assert!(!output.status.success());
+    assert!(text.contains("`memory` and `broken`"), "{text}");
+    let (output, text) = verify(&[path(&plugin("gossip")), "--config", "/nonexistent/gossip.toml"]);
+    assert!(!output.status.success());
+    assert!(text.contains("could not read the strategy configuration /nonexistent/gossip.toml"), "{text}");
+    // One rule only.
+    let (output, text) = verify(&["--builtin", "memory", "--rule", "locks"]);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("1 rules: 1 passed"), "{text}");
+}
