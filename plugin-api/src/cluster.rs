@@ -1,7 +1,7 @@
 //! The cluster-strategy contract: the `abi_stable` types a strategy plugin
 //! and the host exchange, and the plain Rust types both sides use on top.
 //!
-//! Growth rule (see docs/cluster-strategy.md): the traits grow only by
+//! Growth rule (see docs/cluster.md, "How the contract grows"): the traits grow only by
 //! appending methods after their `#[sabi(last_prefix_field)]`; plain
 //! structs never change; kinds (events, targets, outcomes) are `u32`
 //! constants, so a value a side does not know is ignored, never undefined.

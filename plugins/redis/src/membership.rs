@@ -300,8 +300,10 @@ impl Core {
                     self.membership.rejoins.fetch_add(1, Ordering::Relaxed);
                     drop(joined);
                     tracing::info!("Redis is back: rejoining the cluster");
-                    let _ = self.refresh_view().await;
+                    // Joined first: the host is not clustered until it
+                    // comes, and drops a SeniorChanged that arrives before.
                     self.emit(StrategyEvent::Joined { member: self.member.clone() });
+                    let _ = self.refresh_view().await;
                     return;
                 }
                 Ok(false) => tracing::warn!("cannot rejoin yet: another live member is named {}", self.member),

@@ -114,8 +114,15 @@ pub(super) async fn clustering_switch(ctx: Ctx) -> Result<(), Failure> {
 }
 
 pub(super) async fn locks(ctx: Ctx) -> Result<(), Failure> {
-    let mut cluster = Nodes::clustered(ctx.subject.clone(), &["a", "b"]).await?;
-    let (a, b) = (cluster.node("a").clone(), cluster.node("b").clone());
+    let mut cluster = Nodes::clustered(ctx.subject.clone(), &["a", "b", "c"]).await?;
+    let (a, b, c) = (cluster.node("a").clone(), cluster.node("b").clone(), cluster.node("c").clone());
+    // c leaves holding a lock: it is released for the others.
+    let _c_lock = c.lock("invoices").await?;
+    assert!(a.try_lock("invoices", Duration::from_millis(100)).await?.is_none(), "a must not get c's lock");
+    cluster.detach("c").await;
+    let freed = a.try_lock("invoices", Duration::from_secs(10)).await?;
+    assert!(freed.is_some(), "the lock of a member that left is released");
+
     let held = a.lock("orders").await?;
     assert!(b.try_lock("orders", Duration::from_millis(100)).await?.is_none(), "b must not get a's lock");
     let waiter = {
@@ -131,7 +138,7 @@ pub(super) async fn locks(ctx: Ctx) -> Result<(), Failure> {
         .expect("b got the lock once a released it")
         .expect("the waiter task")?;
 
-    // b dies holding the lock: the lock is released for a.
+    // b dies holding the lock (no stop_clustering): it is released for a.
     cluster.crash("b").await;
     let again = a.try_lock("orders", Duration::from_secs(10)).await?;
     assert!(again.is_some(), "the lock of a crashed member is released");
