@@ -1,6 +1,6 @@
-//! The files of the shared directory, each a version (8 bytes, big-endian) then a value. A write is
-//! whole: a temporary file (named `.…`, which readers skip) renamed into place, so nobody reads half
-//! a file, even after a crash or a dropped call. An error names what failed, where, and what to do.
+//! The files of the shared directory: each named by its key in [`hex`], holding a version (8 bytes,
+//! big-endian) then a value. A write is whole (a temporary file, which readers skip, renamed into
+//! place), so nobody reads half a file, even after a crash or a dropped call.
 
 use std::io::{ErrorKind::NotFound, Write};
 use std::path::{Path, PathBuf};
@@ -49,7 +49,7 @@ pub fn remove(path: &Path) -> Result<bool> {
     Ok(found(std::fs::remove_file(path), "remove", path)?.is_some())
 }
 
-/// The key (what its [`hex`] name stands for) and path of each file in `dir`, temporary files skipped.
+/// The key and path of each file in `dir` (none if it is not there); temporary files are skipped.
 pub fn list(dir: &Path) -> Result<Vec<(Vec<u8>, PathBuf)>> {
     let files = found(std::fs::read_dir(dir), "list", dir)?.into_iter().flatten().flatten();
     Ok(files.filter_map(|file| Some((unhex(file.file_name().to_str()?)?, file.path()))).collect())
@@ -57,7 +57,7 @@ pub fn list(dir: &Path) -> Result<Vec<(Vec<u8>, PathBuf)>> {
 
 /// A file name for any bytes (a cache name, a key, a member id): `x`, then their hex.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold("x".to_string(), |name, byte| name + &format!("{byte:02x}"))
+    format!("x{}", bytes.iter().map(|byte| format!("{byte:02x}")).collect::<String>())
 }
 
 /// The bytes a [`hex`] name stands for; `None` for a name it cannot have made.

@@ -161,6 +161,21 @@ impl Shared {
         drop(view);
         self.queue(events); // Before the members are read, so a failure there cannot lose them.
         let Some(me) = me else { return Ok(()) };
+        let members = self.beat(&me)?;
+        let ids = members.iter().map(|m| m.id.clone()).collect();
+        let senior = members.first().map(|m| m.id.clone());
+        let mut view = lock(&self.view);
+        let events = view.announced.update(&me.id, ids, senior);
+        view.members = members;
+        drop(view);
+        // A join announces this member first, then what its first view says (`SeniorChanged` if senior).
+        self.queue(joining.map(|me| StrategyEvent::Joined { member: me.id }).into_iter().chain(events));
+        Ok(())
+    }
+
+    /// Rewrites member `me`'s file and reads the live members, senior first (the oldest join, the
+    /// smaller id on a tie). A file older than the expiry is gone: whoever sees it first removes it.
+    fn beat(&self, me: &Member) -> files::Result<Vec<Member>> {
         let folder = self.root.join("members");
         let value = format!("{}\n{}", me.plugin_version, me.address);
         files::write(&folder.join(hex(me.id.as_bytes())), me.started_at_ms, value.as_bytes())?;
@@ -169,7 +184,7 @@ impl Shared {
         for (id, path) in others.filter_map(|(id, path)| Some((String::from_utf8(id).ok()?, path))) {
             let Ok(modified) = std::fs::metadata(&path).and_then(|m| m.modified()) else { continue };
             if modified.elapsed().unwrap_or_default() > self.expiry {
-                let _ = files::remove(&path); // Gone; whoever sees it first removes it.
+                let _ = files::remove(&path);
             } else if let Ok(Some((started_at_ms, value))) = files::read(&path) {
                 let text = String::from_utf8_lossy(&value);
                 let (plugin_version, address) = text.split_once('\n').unwrap_or((&text, ""));
@@ -177,17 +192,8 @@ impl Shared {
                 members.push(Member { id, address, started_at_ms, plugin_version });
             }
         }
-        // Senior first: the oldest join, the smaller id on a tie.
         members.sort_by(|a, b| (a.started_at_ms, &a.id).cmp(&(b.started_at_ms, &b.id)));
-        let ids = members.iter().map(|m| m.id.clone()).collect();
-        let senior = members.first().map(|m| m.id.clone());
-        let mut view = lock(&self.view);
-        let events = view.announced.update(&me.id, ids, senior);
-        view.members = members;
-        drop(view);
-        // A join announces this member first, then what its first view says (`SeniorChanged` if it is the senior).
-        self.queue(joining.map(|me| StrategyEvent::Joined { member: me.id }).into_iter().chain(events));
-        Ok(())
+        Ok(members)
     }
 
     /// Queues `events` for delivery, in order.
