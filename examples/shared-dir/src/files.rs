@@ -12,6 +12,7 @@ pub enum Error {
     Io { action: &'static str, path: PathBuf, source: std::io::Error },
 }
 
+/// What a file call gives.
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// The error for `action` on `path`.
