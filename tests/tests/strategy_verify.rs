@@ -124,5 +124,5 @@ fn bad_input_is_refused_with_what_to_do() {
     // One rule only.
     let (output, text) = verify(&["--builtin", "memory", "--rule", "locks"]);
     assert!(output.status.success(), "{text}");
-    assert!(text.contains("1 rules: 1 passed"), "{text}");
+    assert!(text.contains("1 rule: 1 passed"), "{text}");
 }

@@ -150,7 +150,8 @@ pub fn verify(options: VerifyOptions) -> ExitCode {
         let code = print_json(&report);
         return if failed > 0 { ExitCode::FAILURE } else { code };
     }
-    println!("{} rules: {passed} passed, {failed} failed, {unsupported} unsupported, in {seconds:.1} s", reports.len());
+    let rules = if reports.len() == 1 { "1 rule".to_string() } else { format!("{} rules", reports.len()) };
+    println!("{rules}: {passed} passed, {failed} failed, {unsupported} unsupported, in {seconds:.1} s");
     if failed > 0 {
         ExitCode::FAILURE
     } else {
