@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 /// Why a plugin's configuration file was refused.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConfigError {
-    #[error("could not read {file}: {detail}; create it (conf/{name} in the repository lists every key) or set cluster.config.file")]
+    #[error("could not read {file}: {detail}; create it (conf/{name} in the repository lists every key; docs/plugins.md says where a plugin's file is)")]
     Unreadable { file: PathBuf, name: String, detail: String },
     #[error("{file}:{line}: {message}; fix the file and publish the {plugin} plugin again")]
     Invalid { plugin: String, file: PathBuf, line: usize, message: String },

@@ -102,12 +102,16 @@ impl AnnouncedView {
 
     /// The members of the last view, in its order; empty while not joined.
     pub fn members(&self) -> &[String] {
-        &self.members
+        if self.joined {
+            &self.members
+        } else {
+            &[]
+        }
     }
 
     /// The senior of the last view; `None` while not joined.
     pub fn senior(&self) -> Option<&str> {
-        self.senior.as_deref()
+        self.senior.as_deref().filter(|_| self.joined)
     }
 }
 

@@ -90,22 +90,30 @@ impl Host {
     /// This plugin's configuration file: `<config dir>/<plugin id>.toml`.
     /// For compatibility, `cluster.config.file` still names it, but only
     /// for the plugin whose id the file name starts with (e.g.
-    /// `gossip-test.toml` for `gossip`): one key no longer sends every
-    /// strategy to the same file.
+    /// `gossip-test.toml` for `gossip`; a warning says when it is not):
+    /// one key no longer sends every strategy to the same file.
     pub fn config_file(&self) -> std::path::PathBuf {
         let dir = std::path::PathBuf::from(self.config_dir());
         let id = self.manifest.id.as_str();
+        let own = format!("{id}.toml");
         match self.property("cluster.config.file") {
-            Some(name) if name.starts_with(id) => dir.join(name),
+            Some(name) if names_plugin(&name, id) => dir.join(name),
             Some(name) => {
-                tracing::info!(
-                    "cluster.config.file = {name} names another plugin's file; {id} reads {id}.toml (docs/plugins.md)"
+                tracing::warn!(
+                    "cluster.config.file = {name} is not read by plugin {id}: its name does not start with {id:?}, so it may be another strategy's file; {id} reads {} instead. Rename the file to {own} (or to {id}-SOMETHING.toml and set cluster.config.file to that)",
+                    dir.join(&own).display()
                 );
-                dir.join(format!("{id}.toml"))
+                dir.join(own)
             }
-            None => dir.join(format!("{id}.toml")),
+            None => dir.join(own),
         }
     }
+}
+
+/// Whether file name `name` is plugin `id`'s: `ID.toml`, or `ID` followed
+/// by `-`, `_` or `.` (`gossip-test.toml`, not `gossipy.toml`).
+fn names_plugin(name: &str, id: &str) -> bool {
+    name.strip_prefix(id).is_some_and(|rest| rest.starts_with(['-', '_', '.']))
 }
 
 /// Carries a [`Plugin`] across the boundary.

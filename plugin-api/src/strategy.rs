@@ -329,9 +329,10 @@ where
 impl<F, M> Drop for Guarded<F, M> {
     fn drop(&mut self) {
         // A future the host stopped waiting for is dropped here, on a host
-        // thread: dropping it is plugin code, so it runs inside the plugin's
-        // runtime context (a drop that spawns or touches a timer needs it),
-        // with panics caught, and never once the plugin has stopped.
+        // thread: dropping it is plugin code, so it runs with panics caught,
+        // and inside the plugin's runtime context while the plugin runs (a
+        // drop that spawns or touches a timer needs it). Once the plugin has
+        // stopped there is no runtime to enter: it is dropped without one.
         let Some(future) = self.future.take() else { return };
         let gate = self.stopped.clone();
         let open = gate.enter();

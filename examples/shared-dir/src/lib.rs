@@ -168,8 +168,8 @@ impl Shared {
         let events = view.announced.update(&me.id, ids, senior);
         view.members = members;
         drop(view);
-        // A join announces this member first, then what its first view says (`SeniorChanged` if senior).
-        self.queue(joining.map(|me| StrategyEvent::Joined { member: me.id }).into_iter().chain(events));
+        // No Joined for this member's own join: the host announces it when start_clustering returns.
+        self.queue(events);
         Ok(())
     }
 

@@ -21,10 +21,17 @@ impl Failure {
     }
 }
 
+/// The operations a strategy may answer `Unsupported` (locks and tasks);
+/// every other one is required.
+const OPTIONAL: [&str; 5] = ["lock", "try_lock", "unlock", "send_task", "call_task"];
+
 impl From<ClusterError> for Failure {
     fn from(e: ClusterError) -> Self {
         match e {
-            ClusterError::Unsupported { .. } => Failure::Unsupported(e.to_string()),
+            ClusterError::Unsupported { op, .. } if OPTIONAL.contains(&op) => Failure::Unsupported(e.to_string()),
+            ClusterError::Unsupported { op, .. } => Failure::Failed(format!(
+                "{e} (only locks and tasks are optional: {op} is required, see docs/strategy-authoring.md)"
+            )),
             other => Failure::Failed(other.to_string()),
         }
     }

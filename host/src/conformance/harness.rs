@@ -362,12 +362,15 @@ impl Nodes {
     pub async fn wait_all(&self, state: ClusterState) -> Result<(), Failure> {
         for node in &self.nodes {
             let cluster = node.cluster.clone();
-            wait_for(
-                &format!("{} to be {state:?} (it is {:?})", node.name, cluster.state()),
-                Duration::from_secs(30),
-                || same_kind(&cluster.state(), &state),
-            )
-            .await?;
+            let waited = wait_for(&format!("{} to be {state:?}", node.name), Duration::from_secs(30), || {
+                same_kind(&cluster.state(), &state)
+            })
+            .await;
+            // Say where it stands at the deadline, not where it started.
+            waited.map_err(|e| match e {
+                Failure::Failed(reason) => Failure::Failed(format!("{reason} (it is {:?})", cluster.state())),
+                other => other,
+            })?;
         }
         Ok(())
     }

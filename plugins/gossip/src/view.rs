@@ -72,6 +72,10 @@ pub(crate) struct ViewState {
     /// Members already reported for speaking another wire major, so the
     /// error is logged once per member rather than every round.
     reported_incompatible: Mutex<BTreeSet<String>>,
+    /// One view update at a time: each reads a snapshot (joined flag,
+    /// peers) and replaces the view with what it made of it, so two at once
+    /// could put an older snapshot's view over a newer one.
+    updating: tokio::sync::Mutex<()>,
     /// Wakes the view loop before its next round (a local key changed, a
     /// member said it leaves).
     recompute: Notify,
@@ -206,6 +210,7 @@ impl Core {
     /// Recomputes the view from what gossip shows and tells the host what
     /// changed.
     pub(crate) async fn update_view(self: &Arc<Self>) {
+        let _one_at_a_time = self.view.updating.lock().await;
         // Read before the peers: a view that counts this member joined is
         // then made from peers at least as new as those its join waited
         // for (read after, a snapshot older than the join could make a

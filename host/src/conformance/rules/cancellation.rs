@@ -48,6 +48,22 @@ pub(super) async fn cancellation(ctx: Ctx) -> Result<(), Failure> {
         Ok(held) => {
             let _ = tokio::time::timeout(Duration::from_millis(100), b.lock("cancel-lock")).await;
             ensure!(held.unlock().await?, "a's lock was not held when it released it");
+            // Free again at once: the dropped wait on b may not keep it.
+            let free = tokio::time::timeout(FOLLOW_UP, a.try_lock("cancel-lock", Duration::from_secs(1))).await;
+            match free {
+                Err(_) => {
+                    return Err(Failure::failed(
+                        "after a dropped lock wait, try_lock did not answer (the strategy hangs)",
+                    ))
+                }
+                Ok(result) => {
+                    let lock = result?;
+                    ensure!(lock.is_some(), "a lock wait on b, dropped before it was granted, kept the lock for more than 1 s after a released it");
+                    if let Some(lock) = lock {
+                        lock.unlock().await?;
+                    }
+                }
+            }
             let again = tokio::time::timeout(FOLLOW_UP, a.try_lock("cancel-lock", Duration::from_secs(5))).await;
             match again {
                 Err(_) => {

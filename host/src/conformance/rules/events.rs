@@ -129,11 +129,11 @@ pub(super) async fn view_empty_while_not_joined(ctx: Ctx) -> Result<(), Failure>
     let empty = |view: Option<(Vec<clusterhost_plugin_api::cluster::Member>, Option<String>)>| {
         view.is_none_or(|(members, senior)| members.is_empty() && senior.is_none())
     };
-    if same_kind(&a.state(), &ClusterState::Starting { attempt: 0, attempts: 0, next_in_ms: 0, detail: String::new() })
-    {
-        let view = a.strategy_view();
-        ensure!(empty(view.clone()), "before start_clustering the strategy reports {view:?}");
-    }
+    // The startup delay (800 ms) holds start_clustering back.
+    let starting = ClusterState::Starting { attempt: 0, attempts: 0, next_in_ms: 0, detail: String::new() };
+    ensure!(same_kind(&a.state(), &starting), "a is not waiting to start clustering: {:?}", a.state());
+    let view = a.strategy_view();
+    ensure!(empty(view.clone()), "before start_clustering the strategy reports {view:?}");
     nodes.wait_all(ClusterState::Clustered).await?;
     let view = a.strategy_view();
     ensure!(
