@@ -100,6 +100,7 @@ pub async fn run(options: NodeOptions) -> Result<(), NodeError> {
     config.config_dir = properties.config_dir(&home);
     config.lifecycle_budget = properties.max_execution;
     config.allow_downgrade = properties.allow_downgrade;
+    config.signature = properties.signature_policy();
     config.values = values.clone();
     config.cluster = Some(cluster.clone());
     let manager = PluginManager::new(config).map_err(|source| NodeError::Home { home: home.clone(), source })?;
@@ -108,6 +109,9 @@ pub async fn run(options: NodeOptions) -> Result<(), NodeError> {
     let mut stop_requested = Box::pin(stop_signal()?);
 
     tracing::info!(home = %home.display(), node = %node_name, version = env!("CARGO_PKG_VERSION"), "node starting");
+    if let Some(warning) = manager.signature_warning() {
+        tracing::warn!("{warning}");
+    }
     let scan = tokio::select! {
         scan = manager.load_dir(&plugins) => Some(scan),
         _ = &mut stop_requested => None,
@@ -273,6 +277,12 @@ async fn watch_properties(
             Ok(properties) => {
                 if properties != current {
                     manager.apply(properties.max_execution, properties.allow_downgrade);
+                    manager.apply_signature(properties.signature_policy());
+                    if properties.signature_policy() != current.signature_policy() {
+                        if let Some(warning) = manager.signature_warning() {
+                            tracing::warn!("{warning}");
+                        }
+                    }
                     cluster.apply(cluster_config(&properties));
                     values.update(&properties);
                     tracing::info!(file = %file.display(), "properties reloaded: {properties:?}");

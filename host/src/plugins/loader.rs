@@ -5,6 +5,7 @@
 //! crashes the process, so the files in plugins/ are never mapped.
 
 use std::io::Read;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -89,20 +90,27 @@ impl PrivateStore {
         let prefix = format!("clusterhost-{}-", std::process::id());
         let mut builder = tempfile::Builder::new();
         builder.prefix(&prefix);
+        // Only the node may write here: a signature is checked on a copy's
+        // bytes and the copy is mapped later, so nobody else may swap or
+        // change it in between (the directory is the node's, mode 0700).
+        builder.permissions(std::fs::Permissions::from_mode(0o700));
         let dir = match parent {
             Some(parent) => builder.tempdir_in(parent)?,
             None => builder.tempdir()?,
         };
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
         Ok(PrivateStore { dir, next: AtomicU64::new(1) })
     }
 
     /// Creates a new, empty copy with a unique path, named after the
-    /// published file `name`.
+    /// published file `name`. The returned handle is the only one ever open
+    /// for writing: the file is created read-only (0400) in the node's own
+    /// directory, so once that handle is closed its bytes stay as written.
     pub fn create(&self, name: &str) -> std::io::Result<(PathBuf, std::fs::File)> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let stem = Path::new(name).file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
         let target = self.dir.path().join(format!("{n:04}-{stem}.so"));
-        let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&target)?;
+        let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o400).open(&target)?;
         Ok((target, file))
     }
 
@@ -116,6 +124,8 @@ impl PrivateStore {
         let (target, mut out) = self.create(name)?;
         std::io::Write::write_all(&mut out, &bytes)?;
         start_writeback(&out);
+        // Closed: no writer of the copy is left.
+        drop(out);
         Ok(PrivateCopy { path: target, sha256, bytes })
     }
 

@@ -79,6 +79,8 @@ pub struct UpgradeOptions {
 pub enum UpgradeError {
     #[error("{what} {}: {source}", path.display())]
     PluginFile { what: &'static str, path: PathBuf, source: InspectError },
+    #[error("the signature beside {} could not be read: {detail}; fix or remove it before the upgrade", path.display())]
+    Signature { path: PathBuf, detail: String },
     #[error("no members: pass every member's admin API URL with --nodes URL,URL,...")]
     NoMembers,
     #[error(

@@ -17,6 +17,10 @@ pub(super) struct PluginFile {
     pub(super) manifest: Manifest,
     pub(super) bytes: Vec<u8>,
     pub(super) sha256: String,
+    /// FILE.minisig, read once beside the file when it exists: carried to
+    /// every member with the file, so a node under `plugins.signature =
+    /// require` can trust it.
+    pub(super) signature: Option<String>,
 }
 
 impl PluginFile {
@@ -28,7 +32,9 @@ impl PluginFile {
             source,
         })?;
         let sha256 = digest::sha256_hex(&bytes);
-        Ok(PluginFile { path: path.to_owned(), manifest, bytes, sha256 })
+        let signature = crate::plugins::signature::read_signature_of(path)
+            .map_err(|e| UpgradeError::Signature { path: path.to_owned(), detail: e.to_string() })?;
+        Ok(PluginFile { path: path.to_owned(), manifest, bytes, sha256, signature })
     }
 
     /// "id version".

@@ -21,6 +21,7 @@ pub use crate::plugins::outcome::{LoadEnd, LoadError, LoadOutcome, LoadReport, R
 use crate::plugins::registry::{
     admit, check_rolling_wire, now_ms, Admission, HostVersions, PluginRecord, PluginState, Registry,
 };
+use crate::plugins::signature::{self, SignatureError, SignatureMode, SignaturePolicy, SignatureStatus};
 
 mod prepared;
 mod replace;
@@ -46,14 +47,20 @@ pub struct ManagerConfig {
     pub values: crate::properties::NodeValues,
     /// Where cluster strategies go once their plugin is active.
     pub cluster: Option<crate::cluster::ClusterManager>,
+    /// `plugins.signature` and `plugins.signature.revoked` at creation
+    /// (later changes: [`PluginManager::apply_signature`]).
+    pub signature: SignaturePolicy,
+    /// The trusted public keys (`conf/trusted-keys/`), read at each load.
+    pub trusted_keys_dir: PathBuf,
 }
 
 impl ManagerConfig {
     /// Defaults for a node whose home is `home`.
     pub fn new(home: impl Into<PathBuf>) -> Self {
-        let home = home.into();
+        let home: PathBuf = home.into();
         ManagerConfig {
             config_dir: crate::home::conf_dir(&home),
+            trusted_keys_dir: crate::home::trusted_keys_dir(&home),
             home,
             lifecycle_budget: Duration::from_secs(30),
             allow_downgrade: false,
@@ -61,6 +68,7 @@ impl ManagerConfig {
             versions: HostVersions::current(),
             values: crate::properties::NodeValues::default(),
             cluster: None,
+            signature: SignaturePolicy::default(),
         }
     }
 }
@@ -95,6 +103,9 @@ struct Shared {
     config: ManagerConfig,
     /// Settings that a properties reload changes: (lifecycle budget, allow downgrade).
     live: Mutex<(Duration, bool)>,
+    /// The signature policy in force; a properties reload replaces it and
+    /// the next load reads it.
+    signature: Mutex<SignaturePolicy>,
     /// Where every library is copied before it is mapped.
     store: PrivateStore,
     /// Active plugins in activation order; held across a whole operation.
@@ -120,6 +131,7 @@ impl PluginManager {
         Ok(PluginManager {
             shared: Arc::new(Shared {
                 live: Mutex::new((config.lifecycle_budget, config.allow_downgrade)),
+                signature: Mutex::new(config.signature.clone()),
                 config,
                 store,
                 ops: tokio::sync::Mutex::new(Vec::new()),
@@ -134,6 +146,64 @@ impl PluginManager {
     /// Applies reloaded settings; they count from the next lifecycle call.
     pub fn apply(&self, lifecycle_budget: Duration, allow_downgrade: bool) {
         *clusterhost_plugin_api::sync::lock(&self.shared.live) = (lifecycle_budget, allow_downgrade);
+    }
+
+    /// Applies a reloaded signature policy; it counts from the next load.
+    pub fn apply_signature(&self, policy: SignaturePolicy) {
+        *clusterhost_plugin_api::sync::lock(&self.shared.signature) = policy;
+    }
+
+    /// What an operator must hear about the signature policy in force: under
+    /// `require` with no trusted key, every plugin will be refused.
+    pub fn signature_warning(&self) -> Option<String> {
+        let policy = clusterhost_plugin_api::sync::lock(&self.shared.signature).clone();
+        let dir = &self.shared.config.trusted_keys_dir;
+        (policy.mode == SignatureMode::Require && signature::trusted_keys(dir).is_empty()).then(|| {
+            format!(
+                "plugins.signature = require, but {} holds no trusted public key (*.pub): every plugin will be refused; copy the signers' public keys there (clusterhost plugins keygen writes one)",
+                dir.display()
+            )
+        })
+    }
+
+    /// Checks who signed the private copy's bytes (`data`, or the copy
+    /// itself when they are not in memory) under the policy in force.
+    fn check_signature(
+        &self,
+        file: &Path,
+        copy: &Path,
+        data: Option<&[u8]>,
+        sha256: &str,
+        manifest: &Manifest,
+    ) -> Result<SignatureStatus, SignatureError> {
+        let policy = clusterhost_plugin_api::sync::lock(&self.shared.signature).clone();
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let plugin = format!("{} {}", manifest.id, manifest.version);
+        let subject = signature::Subject { file: &name, sha256, plugin: &plugin };
+        let dir = &self.shared.config.trusted_keys_dir;
+        let status = match data {
+            Some(bytes) => signature::check(&policy, file, &subject, std::io::Cursor::new(bytes), dir),
+            None => {
+                // The copy was written by this node, in its own 0700 directory,
+                // through the only handle ever open for writing (now closed).
+                let handle = std::fs::File::open(copy)
+                    .map_err(|e| SignatureError::Unreadable { path: copy.to_owned(), detail: e.to_string() })?;
+                signature::check(&policy, file, &subject, std::io::BufReader::new(handle), dir)
+            }
+        }?;
+        match &status {
+            SignatureStatus::Unsigned => {
+                tracing::warn!(plugin = %manifest.id, file = %file.display(), "{plugin} is unsigned (plugins.signature = warn: loaded anyway)")
+            }
+            SignatureStatus::Untrusted { problem, .. } => {
+                tracing::warn!(plugin = %manifest.id, file = %file.display(), "{problem} (plugins.signature = warn: loaded anyway)")
+            }
+            SignatureStatus::Verified { key_id, .. } => {
+                tracing::info!(plugin = %manifest.id, file = %file.display(), "{plugin} is signed by trusted key {key_id}")
+            }
+            SignatureStatus::NotChecked => {}
+        }
+        Ok(status)
     }
 
     fn budget(&self) -> Duration {
@@ -237,6 +307,7 @@ impl PluginManager {
                     let mut record = PluginRecord::discovered(file);
                     record.id = Some(running.manifest.id.clone());
                     record.version = Some(running.manifest.version.clone());
+                    record.signature = before.as_ref().and_then(|b| b.signature.clone());
                     record.sha256 = before.and_then(|b| b.sha256);
                     record.state = PluginState::Active;
                     record.reason = Some(format!("still running; the replacement file was refused: {error}"));
@@ -269,8 +340,8 @@ impl PluginManager {
             return Err(InspectError::NotRegularFile { path: file.to_owned() }.into());
         }
         // An upload was copied, hashed and parsed as it came in: not again.
-        let (copy, sha256, manifest) = match self.take_prepared(file) {
-            Some(prepared) => (prepared.copy, prepared.sha256, Ok(prepared.manifest)),
+        let (copy, sha256, manifest, bytes) = match self.take_prepared(file) {
+            Some(prepared) => (prepared.copy, prepared.sha256, Ok(prepared.manifest), None),
             None => {
                 let copy = self
                     .shared
@@ -278,10 +349,10 @@ impl PluginManager {
                     .copy_in(file)
                     .map_err(|source| LoadError::Copy { path: file.to_owned(), source })?;
                 let manifest = manifest::manifest_from_bytes(file, &copy.bytes);
-                (copy.path, copy.sha256, manifest)
+                (copy.path, copy.sha256, manifest, Some(copy.bytes))
             }
         };
-        record.sha256 = Some(sha256);
+        record.sha256 = Some(sha256.clone());
         self.put_record(record.clone());
         // A copy refused before dlopen was never mapped: remove it.
         let discard = |error: LoadError| {
@@ -292,6 +363,18 @@ impl PluginManager {
         record.id = Some(manifest.id.clone());
         record.version = Some(manifest.version.clone());
         self.put_record(record.clone());
+
+        // Trust before fit: the signature is checked on the copy's bytes,
+        // which nothing but this node can change before they are mapped.
+        let checked = self.check_signature(file, &copy, bytes.as_deref(), &sha256, &manifest);
+        drop(bytes);
+        record.signature = Some(match &checked {
+            Ok(status) => status.clone(),
+            Err(SignatureError::Unsigned { .. }) => SignatureStatus::Unsigned,
+            Err(e) => SignatureStatus::Untrusted { key_id: e.key_id().map(str::to_string), problem: e.to_string() },
+        });
+        self.put_record(record.clone());
+        checked.map_err(|e| discard(e.into()))?;
 
         let admission = admit(active.iter().map(|a| &a.manifest), &manifest, &config.versions, self.allow_downgrade())
             .map_err(|e| discard(e.into()))?;
