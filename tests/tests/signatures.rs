@@ -316,3 +316,73 @@ fn keygen_sign_verify_and_inspect_from_the_cli() {
     let inspected = cli(&["plugins", "inspect", file_s]);
     assert!(inspected.stdout.contains("signature:     unsigned"), "{}", inspected.stdout);
 }
+
+/// A real node under `require`: it says at start that no key is trusted;
+/// `plugins install` sends FILE.minisig with the file and `plugins list`
+/// names the signer; an upload of new content without a signature is
+/// refused as unsigned (the old signature is not left beside it); a
+/// signature header that is not one is refused before anything is written;
+/// DELETE removes the signature with the file.
+#[test]
+fn the_upload_api_and_plugins_install_carry_the_signature() {
+    use clusterhost_tests::admin::{call, call_with_headers, DEADLINE, TOKEN};
+    use clusterhost_tests::NodeProcess;
+    let home = tempfile::tempdir().unwrap();
+    let conf = home.path().join("conf");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(conf.join("clusterhost.properties"), "plugins.signature = require\n").unwrap();
+    std::fs::write(conf.join("admin.token"), format!("{TOKEN}\n")).unwrap();
+    let node = NodeProcess::start_with(home.path(), &["--node-name", "s1"], &[]);
+    node.wait_for_admin(DEADLINE);
+    node.wait_for_log(&["plugins.signature = require", "holds no trusted public key"], DEADLINE);
+    let signer = Signer::new();
+    signer.trust(home.path(), "release");
+
+    let builds = tempfile::tempdir().unwrap();
+    let hello = builds.path().join("hello.so");
+    std::fs::copy(plugin("hello"), &hello).unwrap();
+    signer.sign(&hello);
+    let token = conf.join("admin.token");
+    let (url, token_s) = (node.admin_url(), token.to_str().unwrap().to_string());
+    let installed = cli(&["plugins", "install", hello.to_str().unwrap(), "--admin", &url, "--token-file", &token_s]);
+    assert!(installed.success, "{}", installed.stderr);
+    assert!(
+        installed.stdout.contains("hello.so: installed") && installed.stdout.contains(&signer.id),
+        "{}",
+        installed.stdout
+    );
+    let published = home.path().join("plugins/hello.so");
+    assert_eq!(
+        std::fs::read_to_string(signature_path(&published)).unwrap(),
+        std::fs::read_to_string(signature_path(&hello)).unwrap()
+    );
+    let listed = cli(&["plugins", "list", "--admin", &url]);
+    assert!(listed.stdout.contains("SIGNER") && listed.stdout.contains(&signer.id), "{}", listed.stdout);
+
+    // New content without a signature: refused as unsigned; the running
+    // version stays; the old signature was not left beside the new file.
+    let v2 = builds.path().join("hello-2.so");
+    restamp(&plugin("hello"), &v2, |m| m.version = Version::new(0, 2, 0));
+    let upload = format!("{url}/api/plugins?name=hello.so");
+    let (status, body) = call("POST", &upload, Some(TOKEN), Some(&std::fs::read(&v2).unwrap()));
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("hello.so is unsigned"), "{body}");
+    assert!(!signature_path(&published).exists());
+    // With its signature in the header: a hot upgrade.
+    let signature = clusterhost::plugins::signature::encode_for_header(&signer.signature_of(&v2));
+    let auth = ("authorization", format!("Bearer {TOKEN}"));
+    let headers = [auth.clone(), ("x-clusterhost-signature", signature)];
+    let (status, text) = call_with_headers("POST", &upload, &headers, Some(&std::fs::read(&v2).unwrap()));
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"replaced\"") && text.contains(&signer.id), "{text}");
+    // A header that is not a signature: 400, nothing written.
+    let headers = [auth.clone(), ("x-clusterhost-signature", "bm90IGEgc2lnbmF0dXJl".to_string())];
+    let (status, text) = call_with_headers("POST", &upload, &headers, Some(&std::fs::read(&hello).unwrap()));
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("is not a minisign signature"), "{text}");
+    assert!(std::fs::read_to_string(signature_path(&published)).unwrap().contains("plugin:hello 0.2.0"));
+    // DELETE takes the signature with the file.
+    let (status, body) = call("DELETE", &format!("{url}/api/plugins/hello.so"), Some(TOKEN), None);
+    assert_eq!(status, 200, "{body}");
+    assert!(!signature_path(&published).exists() && !published.exists());
+}

@@ -1,0 +1,93 @@
+//! The cost of checking a plugin's signature (issue 21): the check a load
+//! makes on the private copy's bytes, for the gossip plugin, and its share
+//! of that plugin's load → Active under `plugins.signature = require`.
+
+use std::time::{Duration, Instant};
+
+use clusterhost::plugins::signature::{self, SignatureMode, SignaturePolicy};
+use clusterhost::properties::{NodeValues, Properties};
+use clusterhost::{ManagerConfig, PluginManager};
+use clusterhost_tests::plugin;
+use clusterhost_tests::signing::Signer;
+
+use super::{Ctx, Scenario};
+use crate::figure::Unit;
+use crate::report::Report;
+
+pub struct SignatureCheck;
+
+impl Scenario for SignatureCheck {
+    fn name(&self) -> &'static str {
+        "signature"
+    }
+
+    fn about(&self) -> &'static str {
+        "The signature check a load makes (`signature::check`: the .minisig read beside the file, the trusted keys \
+         read from conf/trusted-keys/, BLAKE2b over the whole copy in memory, two Ed25519 verifications) on the \
+         gossip plugin, and `PluginManager::load(path)` → Active of the same signed file under \
+         `plugins.signature = require` (a new manager each time: copy, manifest, signature, dlopen, create, start; \
+         no cluster manager, so no join), with the check's share of each load."
+    }
+
+    fn run(&self, ctx: &Ctx, report: &mut Report) {
+        let runs = ctx.pick(20, 3);
+        let home = ctx.work.join("signature-home");
+        let file = home.join("plugins/gossip.so");
+        std::fs::create_dir_all(file.parent().expect("plugins/")).expect("plugins/ can be made");
+        std::fs::copy(plugin("gossip"), &file).expect("the plugin can be published");
+        let conf = home.join("conf");
+        std::fs::write(conf_file(&conf, "cluster.key"), "7e".repeat(32)).expect("the key can be written");
+        std::fs::write(conf.join("gossip.toml"), "[discovery.multicast]\nenabled = false\n").expect("gossip.toml");
+        let signer = Signer::new();
+        signer.trust(&home, "release");
+        signer.sign(&file);
+        let bytes = std::fs::read(&file).expect("the plugin reads");
+        let sha256 = clusterhost::plugins::digest::sha256_hex(&bytes);
+        let manifest = clusterhost_tests::manifest_of(&file);
+        let label = format!("{} {}", manifest.id, manifest.version);
+        let policy = SignaturePolicy { mode: SignatureMode::Require, revoked: Vec::new() };
+        let keys = clusterhost::home::trusted_keys_dir(&home);
+        let check = || {
+            let subject = signature::Subject { file: "gossip.so", sha256: &sha256, plugin: &label };
+            let started = Instant::now();
+            signature::check(&policy, &file, &subject, std::io::Cursor::new(&bytes), &keys)
+                .expect("the signature verifies");
+            started.elapsed()
+        };
+        let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+        let (mut checks, mut loads, mut shares) = (Vec::new(), Vec::new(), Vec::new());
+        check();
+        for _ in 0..runs {
+            let checked = check();
+            checks.push(checked);
+            let mut config = ManagerConfig::new(&home);
+            config.private_dir = Some(ctx.work.to_owned());
+            config.signature = policy.clone();
+            let values = NodeValues::default();
+            let port = clusterhost_tests::cluster::free_member_port();
+            values.update(&Properties {
+                node_name: Some("bench".into()),
+                cluster_port: Some(port),
+                ..Properties::default()
+            });
+            config.values = values;
+            let manager = PluginManager::new(config).expect("a manager");
+            let started = Instant::now();
+            runtime.block_on(manager.load(&file)).expect("the signed gossip plugin loads under require");
+            let loaded = started.elapsed();
+            loads.push(loaded);
+            shares.push(checked.as_secs_f64() / loaded.as_secs_f64().max(1e-9));
+            runtime.block_on(manager.stop_all());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let note = format!("`gossip`, {} KiB, release key trusted", bytes.len() / 1024);
+        report.add_durations("signature.check", "signature check (gossip)", Unit::Millis, &checks, &note);
+        report.add_durations("signature.load", "load(path) → Active, signed, require", Unit::Millis, &loads, &note);
+        report.add("signature.share", "signature check / load → Active", Unit::Ratio, &shares, &note);
+    }
+}
+
+fn conf_file(conf: &std::path::Path, name: &str) -> std::path::PathBuf {
+    std::fs::create_dir_all(conf).expect("conf/ can be made");
+    conf.join(name)
+}
