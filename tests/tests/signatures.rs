@@ -248,7 +248,7 @@ async fn a_plugin_file_swapped_between_its_check_and_its_load_never_runs() {
             let tmp = target.with_file_name(".swapped.so.tmp");
             let mut swaps = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let source = if swaps % 2 == 0 { &evil } else { &good };
+                let source = if swaps.is_multiple_of(2) { &evil } else { &good };
                 // A link renamed into place: each swap is atomic and cheap.
                 let _ = std::fs::remove_file(&tmp);
                 std::fs::hard_link(source, &tmp).unwrap();

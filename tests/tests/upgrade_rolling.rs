@@ -167,7 +167,7 @@ fn rolling_upgrade_of_three_members_under_client_load() {
 /// with `clusterhost plugins sign`; `cluster upgrade --plugin FILE` carries
 /// FILE.minisig to each member with the file, and every member ends on the
 /// new build, verified as signed by the release key. An unsigned build is
-/// refused by the first member, which keeps running the signed one.
+/// refused before any member is changed.
 #[test]
 fn rolling_upgrade_of_a_signed_gossip_build_under_require() {
     let dir = tempfile::tempdir().unwrap();
@@ -222,11 +222,21 @@ fn rolling_upgrade_of_a_signed_gossip_build_under_require() {
         let signature = node.home.join("plugins/gossip.so.minisig");
         assert!(std::fs::read_to_string(&signature).unwrap().contains("plugin:gossip 0.2.0"));
     }
-    // An unsigned build: the first member refuses it, names why, keeps 0.2.0.
+    // An unsigned build: refused before any upload (the members require
+    // signatures), naming the member and the file; every member keeps 0.2.0.
     let run = upgrade(&v3, &v2);
     assert!(!run.success, "an unsigned build must be refused: {}", run.stdout);
     let said = format!("{}{}", run.stdout, run.stderr);
-    assert!(said.contains("gossip.so is unsigned"), "{said}");
+    assert!(said.contains("requires signed plugins (plugins.signature = require)"), "{said}");
+    assert!(
+        said.contains("gossip-0.3.0.so has no signature beside it") && said.contains("no member was changed"),
+        "{said}"
+    );
+    for node in &cluster.nodes {
+        assert!(std::fs::read_to_string(node.home.join("plugins/gossip.so.minisig"))
+            .unwrap()
+            .contains("plugin:gossip 0.2.0"));
+    }
     let views = cluster.views();
     for (state, seen, strategy, _) in &views {
         assert!(state == "clustered" && *seen == 3 && strategy == "gossip 0.2.0", "{views:?}");

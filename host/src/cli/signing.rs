@@ -109,6 +109,9 @@ pub fn sign(file: &Path, key: &Path, password_file: Option<&Path>) -> ExitCode {
     run().map_or_else(fail, |()| ExitCode::SUCCESS)
 }
 
+/// Trusted keys by key id.
+type TrustedKeys = std::collections::BTreeMap<String, TrustedKey>;
+
 /// The keys `verify` and `inspect` check against: one `--key FILE.pub`, or
 /// the home's `conf/trusted-keys/` (and its properties' revocations).
 pub struct TrustSource {
@@ -119,7 +122,8 @@ pub struct TrustSource {
 }
 
 impl TrustSource {
-    fn keys(&self) -> Result<(std::collections::BTreeMap<String, TrustedKey>, PathBuf, Vec<String>), String> {
+    /// The trusted keys by id, where they come from, and the revoked ids.
+    fn keys(&self) -> Result<(TrustedKeys, PathBuf, Vec<String>), String> {
         if let Some(key) = &self.key {
             let pk = signature::read_public_key(key).map_err(|e| format!("{}: {e}", key.display()))?;
             let file = key.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

@@ -398,8 +398,7 @@ mod tests {
         let other = Subject { file: "p.so", sha256: &changed_sha, plugin: "q 2.0.0" };
         assert!(matches!(run(&sig, &changed, &other, &[]), Err(SignatureError::OtherFile { .. })));
         assert!(matches!(run("garbage", &data, &subject, &[]), Err(SignatureError::Garbage { .. })));
-        let (stranger, foreign) = signed(&data, &comment);
-        let _ = stranger;
+        let (_stranger, foreign) = signed(&data, &comment);
         assert!(matches!(run(&foreign, &data, &subject, &[]), Err(SignatureError::UnknownKey { .. })));
     }
 

@@ -106,6 +106,18 @@ pub(super) fn survey(options: &UpgradeOptions, new: &PluginFile) -> Result<(Vec<
             return Err(UpgradeError::NoActivePlugin { name, url: url.clone(), id: new.manifest.id.clone() });
         };
         let file = record.file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        // An unsigned build would be refused there, and left in its plugins/:
+        // stop before the first upload instead.
+        if new.signature.is_none() {
+            let required = client
+                .properties()
+                .ok()
+                .and_then(|p| p.effective.get("plugins.signature").cloned())
+                .is_some_and(|mode| mode == "require");
+            if required {
+                return Err(UpgradeError::Unsigned { name, url: url.clone(), path: new.path.clone() });
+            }
+        }
         members.push(Member {
             senior: status.senior.as_deref() == Some(name.as_str()),
             url: url.clone(),
