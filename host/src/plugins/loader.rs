@@ -116,17 +116,41 @@ impl PrivateStore {
 
     /// Copies `source` to a new unique path.
     pub fn copy_in(&self, source: &Path) -> std::io::Result<PrivateCopy> {
+        self.copy_in_checked(source, |_| ()).map(|(copy, ())| copy)
+    }
+
+    /// [`copy_in`](Self::copy_in), running `check` on the bytes read (the
+    /// very bytes written to the copy) on a thread of its own while they
+    /// are hashed and written, so a check that reads every byte (a
+    /// signature) adds little to the copy's time.
+    pub fn copy_in_checked<R: Send>(
+        &self,
+        source: &Path,
+        check: impl FnOnce(&[u8]) -> R + Send,
+    ) -> std::io::Result<(PrivateCopy, R)> {
         let name = source.file_name().and_then(|s| s.to_str()).unwrap_or("plugin.so");
         let mut input = std::fs::File::open(source)?;
         let mut bytes = Vec::new();
         input.read_to_end(&mut bytes)?;
-        let sha256 = super::digest::sha256_hex(&bytes);
-        let (target, mut out) = self.create(name)?;
-        std::io::Write::write_all(&mut out, &bytes)?;
-        start_writeback(&out);
-        // Closed: no writer of the copy is left.
-        drop(out);
-        Ok(PrivateCopy { path: target, sha256, bytes })
+        let (written, checked) = std::thread::scope(|scope| {
+            let checking = scope.spawn(|| check(&bytes));
+            let written = (|| {
+                let sha256 = super::digest::sha256_hex(&bytes);
+                let (target, mut out) = self.create(name)?;
+                std::io::Write::write_all(&mut out, &bytes)?;
+                start_writeback(&out);
+                // Closed: no writer of the copy is left.
+                drop(out);
+                Ok::<_, std::io::Error>((target, sha256))
+            })();
+            (written, checking.join())
+        });
+        let checked = match checked {
+            Ok(checked) => checked,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        let (path, sha256) = written?;
+        Ok((PrivateCopy { path, sha256, bytes }, checked))
     }
 
     /// Where the copies live.

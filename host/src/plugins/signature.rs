@@ -241,18 +241,33 @@ fn comment_field<'c>(comment: &'c str, key: &str) -> Option<&'c str> {
     comment.split('\t').find_map(|part| part.strip_prefix(key)?.strip_prefix(':'))
 }
 
-/// Checks `signature` (the text of `NAME.so.minisig`) over `data` (the
-/// private copy's bytes, read to the end) against `keys`, honouring `revoked`.
-pub fn verify(
-    subject: &Subject<'_>,
+/// A signature read and matched to a trusted, unrevoked key; the part that
+/// reads every byte (BLAKE2b, then Ed25519) is [`run`](Self::run), which may
+/// run on another thread while the bytes are written to the private copy.
+pub struct Pending {
+    /// The published file's name, for messages.
+    file: String,
+    /// The parsed `.minisig`.
+    sig: minisign::SignatureBox,
+    /// The signer's key id.
+    key_id: String,
+    /// The trusted key's file in `conf/trusted-keys/`.
+    key_file: String,
+    /// The trusted key.
+    key: minisign::PublicKey,
+}
+
+/// Reads `signature` (the text of `file`'s `.minisig`) and finds its
+/// signer among `keys`, honouring `revoked`; no byte of the plugin is read.
+pub fn match_key(
+    file: &str,
     signature: &str,
     signature_file: &Path,
-    mut data: impl Read + Seek,
     keys: &BTreeMap<String, TrustedKey>,
     keys_dir: &Path,
     revoked: &[String],
-) -> Result<SignatureStatus, SignatureError> {
-    let file = subject.file.to_string();
+) -> Result<Pending, SignatureError> {
+    let file = file.to_string();
     let sig = minisign::SignatureBox::from_string(signature)
         .map_err(|e| SignatureError::Garbage { path: signature_file.to_owned(), detail: e.to_string() })?;
     let key_id = key_id(sig.keynum());
@@ -269,43 +284,133 @@ pub fn verify(
         let known = keys.iter().map(|(id, k)| format!("{id} ({})", k.file)).collect::<Vec<_>>().join(", ");
         return Err(SignatureError::UnknownKey { file, key_id, dir: keys_dir.to_owned(), known });
     };
-    // The comment is read before it is verified, only to explain a failure.
-    let comment = sig.trusted_comment().unwrap_or_default();
-    match minisign::verify(&trusted.key, &sig, &mut data, true, false, false) {
-        Ok(()) => Ok(SignatureStatus::Verified { key_id, key_file: trusted.file.clone(), trusted_comment: comment }),
-        Err(e) => {
-            let signed_sha = comment_field(&comment, "sha256");
-            let signed_plugin = comment_field(&comment, "plugin");
-            let signed_for = match (signed_plugin, signed_sha) {
-                (Some(p), Some(s)) => format!("{p}, sha256 {s}"),
-                (None, Some(s)) => format!("sha256 {s}"),
-                _ => String::new(),
-            };
-            Err(match signed_sha {
-                Some(sha) if sha.eq_ignore_ascii_case(subject.sha256) => {
-                    SignatureError::BadSignature { file, key_id, detail: e.to_string() }
-                }
-                Some(_) if signed_plugin == Some(subject.plugin) => SignatureError::ModifiedAfterSigning {
-                    file,
-                    key_id,
-                    signed_for,
-                    sha256: subject.sha256.to_string(),
-                },
-                Some(_) => SignatureError::OtherFile {
-                    file,
-                    key_id,
-                    signed_for,
-                    this: format!("{}, sha256 {}", subject.plugin, subject.sha256),
-                },
-                None => SignatureError::Mismatch { file, key_id },
-            })
+    Ok(Pending { file, sig, key_id, key_file: trusted.file.clone(), key: trusted.key.clone() })
+}
+
+impl Pending {
+    /// Verifies the signature over `data` (the private copy's bytes, read to
+    /// the end); `Err` holds minisign's reason.
+    pub fn run(&self, mut data: impl Read + Seek) -> Result<(), String> {
+        minisign::verify(&self.key, &self.sig, &mut data, true, false, false).map_err(|e| e.to_string())
+    }
+
+    /// The verdict from [`run`](Self::run)'s outcome; a failure is told
+    /// apart (modified, another file's, bad) with `subject`.
+    pub fn finish(self, outcome: Result<(), String>, subject: &Subject<'_>) -> Result<SignatureStatus, SignatureError> {
+        let Pending { file, sig, key_id, key_file, .. } = self;
+        // The comment is read before it is verified, only to explain a failure.
+        let comment = sig.trusted_comment().unwrap_or_default();
+        let Err(detail) = outcome else {
+            return Ok(SignatureStatus::Verified { key_id, key_file, trusted_comment: comment });
+        };
+        let signed_sha = comment_field(&comment, "sha256");
+        let signed_plugin = comment_field(&comment, "plugin");
+        let signed_for = match (signed_plugin, signed_sha) {
+            (Some(p), Some(s)) => format!("{p}, sha256 {s}"),
+            (None, Some(s)) => format!("sha256 {s}"),
+            _ => String::new(),
+        };
+        Err(match signed_sha {
+            Some(sha) if sha.eq_ignore_ascii_case(subject.sha256) => {
+                SignatureError::BadSignature { file, key_id, detail }
+            }
+            Some(_) if signed_plugin == Some(subject.plugin) => {
+                SignatureError::ModifiedAfterSigning { file, key_id, signed_for, sha256: subject.sha256.to_string() }
+            }
+            Some(_) => SignatureError::OtherFile {
+                file,
+                key_id,
+                signed_for,
+                this: format!("{}, sha256 {}", subject.plugin, subject.sha256),
+            },
+            None => SignatureError::Mismatch { file, key_id },
+        })
+    }
+}
+
+/// Checks `signature` (the text of `NAME.so.minisig`) over `data` (the
+/// private copy's bytes, read to the end) against `keys`, honouring `revoked`.
+pub fn verify(
+    subject: &Subject<'_>,
+    signature: &str,
+    signature_file: &Path,
+    data: impl Read + Seek,
+    keys: &BTreeMap<String, TrustedKey>,
+    keys_dir: &Path,
+    revoked: &[String],
+) -> Result<SignatureStatus, SignatureError> {
+    let pending = match_key(subject.file, signature, signature_file, keys, keys_dir, revoked)?;
+    let outcome = pending.run(data);
+    pending.finish(outcome, subject)
+}
+
+/// What a load knows of a signature before it reads the plugin's bytes.
+pub enum Begun {
+    /// `plugins.signature = off`.
+    Off,
+    /// Already decided: no signature, or one that cannot make it trusted.
+    Failed(SignatureError),
+    /// A trusted key to verify the bytes with.
+    Ready(Pending),
+}
+
+/// The part of a load's check made before the bytes are read: the policy,
+/// the `.minisig` beside `published`, the trusted keys in `keys_dir`.
+pub fn begin(policy: &SignaturePolicy, published: &Path, keys_dir: &Path) -> Begun {
+    if policy.mode == SignatureMode::Off {
+        return Begun::Off;
+    }
+    let file = published.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let text = match read_signature_of(published) {
+        Ok(Some(text)) => text,
+        Ok(None) => return Begun::Failed(SignatureError::Unsigned { file }),
+        Err(e) => return Begun::Failed(e),
+    };
+    let keys = trusted_keys(keys_dir);
+    match match_key(&file, &text, &signature_path(published), &keys, keys_dir, &policy.revoked) {
+        Ok(pending) => Begun::Ready(pending),
+        Err(e) => Begun::Failed(e),
+    }
+}
+
+impl Begun {
+    /// Runs the byte-reading part, if any (see [`Pending::run`]).
+    pub fn run(&self, data: impl Read + Seek) -> Option<Result<(), String>> {
+        match self {
+            Begun::Ready(pending) => Some(pending.run(data)),
+            _ => None,
+        }
+    }
+
+    /// The verdict under `policy`: `Ok` with what to record (a problem
+    /// under `warn` is recorded, not returned), `Err` when the plugin must
+    /// be refused. `outcome` is what [`run`](Self::run) gave.
+    pub fn finish(
+        self,
+        policy: &SignaturePolicy,
+        outcome: Option<Result<(), String>>,
+        subject: &Subject<'_>,
+    ) -> Result<SignatureStatus, SignatureError> {
+        let verdict = match self {
+            Begun::Off => return Ok(SignatureStatus::NotChecked),
+            Begun::Failed(e) => Err(e),
+            Begun::Ready(pending) => {
+                pending.finish(outcome.unwrap_or_else(|| Err("the bytes were not read".into())), subject)
+            }
+        };
+        match (verdict, policy.mode) {
+            (Ok(status), _) => Ok(status),
+            (Err(e), SignatureMode::Require) => Err(e),
+            (Err(SignatureError::Unsigned { .. }), _) => Ok(SignatureStatus::Unsigned),
+            (Err(e), _) => {
+                Ok(SignatureStatus::Untrusted { key_id: e.key_id().map(str::to_string), problem: e.to_string() })
+            }
         }
     }
 }
 
-/// The whole check a load makes under `policy`: `Ok` with what to record
-/// (a problem under `warn` is recorded, not returned), `Err` when the
-/// plugin must be refused.
+/// The whole check a load makes under `policy`, in one go: [`begin`],
+/// [`Begun::run`] over `data`, [`Begun::finish`].
 pub fn check(
     policy: &SignaturePolicy,
     published: &Path,
@@ -313,25 +418,9 @@ pub fn check(
     data: impl Read + Seek,
     keys_dir: &Path,
 ) -> Result<SignatureStatus, SignatureError> {
-    if policy.mode == SignatureMode::Off {
-        return Ok(SignatureStatus::NotChecked);
-    }
-    let outcome = match read_signature_of(published) {
-        Ok(None) => Err(SignatureError::Unsigned { file: subject.file.to_string() }),
-        Ok(Some(text)) => {
-            let keys = trusted_keys(keys_dir);
-            verify(subject, &text, &signature_path(published), data, &keys, keys_dir, &policy.revoked)
-        }
-        Err(e) => Err(e),
-    };
-    match (outcome, policy.mode) {
-        (Ok(status), _) => Ok(status),
-        (Err(e), SignatureMode::Require) => Err(e),
-        (Err(SignatureError::Unsigned { .. }), _) => Ok(SignatureStatus::Unsigned),
-        (Err(e), _) => {
-            Ok(SignatureStatus::Untrusted { key_id: e.key_id().map(str::to_string), problem: e.to_string() })
-        }
-    }
+    let begun = begin(policy, published, keys_dir);
+    let outcome = begun.run(data);
+    begun.finish(policy, outcome, subject)
 }
 
 /// The HTTP header an upload carries its detached signature in: the

@@ -283,16 +283,22 @@ impl PluginManager {
             return Err(InspectError::NotRegularFile { path: file.to_owned() }.into());
         }
         // An upload was copied, hashed and parsed as it came in: not again.
-        let (copy, sha256, manifest, bytes) = match self.take_prepared(file) {
-            Some(prepared) => (prepared.copy, prepared.sha256, Ok(prepared.manifest), None),
+        // The signature is read (and its key matched) first; its check of
+        // every byte runs on the copy's bytes, beside their hashing and writing.
+        let begun = self.begin_signature(file);
+        let (copy, sha256, manifest, verified) = match self.take_prepared(file) {
+            Some(prepared) => {
+                let verified = Self::run_signature_on_copy(&begun.1, &prepared.copy);
+                (prepared.copy, prepared.sha256, Ok(prepared.manifest), verified)
+            }
             None => {
-                let copy = self
+                let (copy, verified) = self
                     .shared
                     .store
-                    .copy_in(file)
+                    .copy_in_checked(file, |bytes| begun.1.run(std::io::Cursor::new(bytes)))
                     .map_err(|source| LoadError::Copy { path: file.to_owned(), source })?;
                 let manifest = manifest::manifest_from_bytes(file, &copy.bytes);
-                (copy.path, copy.sha256, manifest, Some(copy.bytes))
+                (copy.path, copy.sha256, manifest, verified)
             }
         };
         record.sha256 = Some(sha256.clone());
@@ -307,10 +313,9 @@ impl PluginManager {
         record.version = Some(manifest.version.clone());
         self.put_record(record.clone());
 
-        // Trust before fit: the signature is checked on the copy's bytes,
+        // Trust before fit: the signature was checked on the copy's bytes,
         // which nothing but this node can change before they are mapped.
-        let checked = self.check_signature(file, &copy, bytes.as_deref(), &sha256, &manifest);
-        drop(bytes);
+        let checked = self.finish_signature(file, begun, verified, &sha256, &manifest);
         record.signature = Some(match &checked {
             Ok(status) => status.clone(),
             Err(SignatureError::Unsigned { .. }) => SignatureStatus::Unsigned,

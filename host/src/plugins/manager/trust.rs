@@ -6,7 +6,7 @@ use std::path::Path;
 use clusterhost_plugin_api::Manifest;
 
 use super::PluginManager;
-use crate::plugins::signature::{self, SignatureError, SignatureMode, SignaturePolicy, SignatureStatus};
+use crate::plugins::signature::{self, Begun, SignatureError, SignatureMode, SignaturePolicy, SignatureStatus};
 
 impl PluginManager {
     /// Applies a reloaded signature policy; it counts from the next load.
@@ -27,31 +27,38 @@ impl PluginManager {
         })
     }
 
-    /// Checks who signed the private copy's bytes (`data`, or the copy
-    /// itself when they are not in memory) under the policy in force.
-    pub(super) fn check_signature(
+    /// The policy in force and what can be known of `file`'s signature
+    /// before its bytes are read (the `.minisig` beside it, the trusted keys).
+    pub(super) fn begin_signature(&self, file: &Path) -> (SignaturePolicy, Begun) {
+        let policy = clusterhost_plugin_api::sync::lock(&self.shared.signature).clone();
+        let begun = signature::begin(&policy, file, &self.shared.config.trusted_keys_dir);
+        (policy, begun)
+    }
+
+    /// Verifies a prepared upload's copy, read back from the file: written by
+    /// this node, in its own 0700 directory, through the only handle ever
+    /// open for writing (closed since).
+    pub(super) fn run_signature_on_copy(begun: &Begun, copy: &Path) -> Option<Result<(), String>> {
+        match std::fs::File::open(copy) {
+            Ok(handle) => begun.run(std::io::BufReader::new(handle)),
+            Err(e) => Some(Err(format!("could not read the private copy {}: {e}", copy.display()))),
+        }
+    }
+
+    /// The verdict on the bytes of `file`'s copy (`outcome` of the check that
+    /// read them), logged; `Err` when the plugin must be refused.
+    pub(super) fn finish_signature(
         &self,
         file: &Path,
-        copy: &Path,
-        data: Option<&[u8]>,
+        (policy, begun): (SignaturePolicy, Begun),
+        outcome: Option<Result<(), String>>,
         sha256: &str,
         manifest: &Manifest,
     ) -> Result<SignatureStatus, SignatureError> {
-        let policy = clusterhost_plugin_api::sync::lock(&self.shared.signature).clone();
         let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let plugin = format!("{} {}", manifest.id, manifest.version);
         let subject = signature::Subject { file: &name, sha256, plugin: &plugin };
-        let dir = &self.shared.config.trusted_keys_dir;
-        let status = match data {
-            Some(bytes) => signature::check(&policy, file, &subject, std::io::Cursor::new(bytes), dir),
-            None => {
-                // The copy was written by this node, in its own 0700 directory,
-                // through the only handle ever open for writing (now closed).
-                let handle = std::fs::File::open(copy)
-                    .map_err(|e| SignatureError::Unreadable { path: copy.to_owned(), detail: e.to_string() })?;
-                signature::check(&policy, file, &subject, std::io::BufReader::new(handle), dir)
-            }
-        }?;
+        let status = begun.finish(&policy, outcome, &subject)?;
         match &status {
             SignatureStatus::Unsigned => {
                 tracing::warn!(plugin = %manifest.id, file = %file.display(), "{plugin} is unsigned (plugins.signature = warn: loaded anyway)")
