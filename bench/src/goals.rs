@@ -167,7 +167,7 @@ pub const GOALS: &[Goal] = &[
     },
     Goal {
         issue: 21,
-        text: "signature check < 20% of the gossip plugin's load → Active (what it adds: require − off)",
+        text: "signature check < 20% of the gossip plugin's load → Active (what the check adds to it)",
         figure: "signature.share",
         stat: Stat::Median,
         bound: Bound::Below(0.2),
