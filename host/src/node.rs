@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::cluster::{ClusterConfig, ClusterManager};
 use crate::home;
-use crate::plugins::manager::{is_plugin_file_name, LoadOutcome, ManagerConfig, PluginManager};
+use crate::plugins::manager::{is_plugin_file_name, LoadEnd, LoadOutcome, ManagerConfig, PluginManager};
 use crate::plugins::watcher::{Change, Reconciler, Trigger};
 use crate::properties::{NodeValues, Properties, PropertiesError};
 use crate::status::{self, NodeStatus};
@@ -147,9 +147,10 @@ pub async fn run(options: NodeOptions) -> Result<(), NodeError> {
     cluster.release();
     publish(&home, &manager, &cluster);
 
-    let mut reconciler = Reconciler::new(&plugins, SETTLE, is_plugin_file_name);
+    let mut reconciler = Reconciler::new(&plugins, SETTLE, is_watched_file);
     for (file, _) in &results {
         reconciler.mark_acted(file);
+        reconciler.mark_acted(&crate::plugins::signature::signature_path(file));
     }
     let plugin_trigger = Trigger::new(&plugins, properties.watch, properties.poll_interval);
     tracing::info!(
@@ -219,7 +220,17 @@ async fn shut_down(home: &Path, manager: &PluginManager, cluster: &ClusterManage
     Ok(())
 }
 
-/// Acts on changes in plugins/: load (or hot-upgrade) complete files, stop removed ones.
+/// What the plugins/ watcher acts on: plugin files and their signatures.
+fn is_watched_file(path: &Path) -> bool {
+    is_plugin_file_name(path) || is_signature_file(path)
+}
+
+fn is_signature_file(path: &Path) -> bool {
+    crate::plugins::signature::plugin_of_signature(path).is_some()
+}
+
+/// Acts on changes in plugins/: load (or hot-upgrade) complete files, stop
+/// removed ones, load again a refused plugin whose signature is published.
 async fn watch_plugins(
     manager: PluginManager,
     cluster: ClusterManager,
@@ -232,6 +243,18 @@ async fn watch_plugins(
         let changes = reconciler.scan_with(Instant::now(), &complete);
         for change in &changes {
             match change {
+                // A signature published after its plugin: the plugin's last
+                // load was refused (unsigned, say), so it is loaded again.
+                Change::Ready(file) if is_signature_file(file) => {
+                    let Some(plugin) = crate::plugins::signature::plugin_of_signature(file) else { continue };
+                    let refused = manager.last_load(&plugin).is_some_and(|r| matches!(r.end, LoadEnd::Refused { .. }));
+                    if refused && plugin.is_file() {
+                        tracing::info!(file = %plugin.display(), "signature published for a plugin whose last load was refused; loading it again");
+                        let _ = manager.load(&plugin).await;
+                    }
+                }
+                // A signature is read by its plugin's next load; nothing to do now.
+                Change::Removed(file) if is_signature_file(file) => {}
                 Change::Ready(file) => {
                     tracing::info!(file = %file.display(), "plugin file added or replaced");
                     let _ = manager.load(file).await;

@@ -322,7 +322,8 @@ fn keygen_sign_verify_and_inspect_from_the_cli() {
 /// names the signer; an upload of new content without a signature is
 /// refused as unsigned (the old signature is not left beside it); a
 /// signature header that is not one is refused before anything is written;
-/// DELETE removes the signature with the file.
+/// DELETE removes the signature with the file; a signature dropped in after
+/// its refused plugin makes the node load the plugin again.
 #[test]
 fn the_upload_api_and_plugins_install_carry_the_signature() {
     use clusterhost_tests::admin::{call, call_with_headers, DEADLINE, TOKEN};
@@ -385,4 +386,22 @@ fn the_upload_api_and_plugins_install_carry_the_signature() {
     let (status, body) = call("DELETE", &format!("{url}/api/plugins/hello.so"), Some(TOKEN), None);
     assert_eq!(status, 200, "{body}");
     assert!(!signature_path(&published).exists() && !published.exists());
+
+    // Dropped in by hand in the wrong order: the plugin first (refused,
+    // unsigned), then its signature, which makes the node load it again.
+    let late = home.path().join("plugins/late.so");
+    restamp(&plugin("hello"), &late, |m| m.id = "late".into());
+    let record_of = |file: &str| {
+        let (_, body) = call("GET", &format!("{url}/api/plugins"), None, None);
+        body.as_array().unwrap().iter().find(|r| r["file"].as_str().is_some_and(|f| f.ends_with(file))).cloned()
+    };
+    clusterhost_tests::wait_until("late.so to be refused as unsigned", DEADLINE, || {
+        record_of("late.so").is_some_and(|r| r["state"] == "rejected" && r["signature"]["status"] == "unsigned")
+    });
+    let pending = home.path().join("plugins/.late.so.minisig.tmp");
+    std::fs::write(&pending, signer.signature_of(&late)).unwrap();
+    std::fs::rename(&pending, signature_path(&late)).unwrap();
+    clusterhost_tests::wait_until("late.so to load once its signature is published", DEADLINE, || {
+        record_of("late.so").is_some_and(|r| r["state"] == "active" && r["signature"]["key_id"] == signer.id.as_str())
+    });
 }

@@ -160,6 +160,14 @@ pub fn signature_path(file: &Path) -> PathBuf {
     file.with_file_name(name)
 }
 
+/// The plugin file a published signature is for: `plugins/NAME.so` for
+/// `plugins/NAME.so.minisig` (not hidden); `None` for any other name.
+pub fn plugin_of_signature(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?.to_str()?;
+    let plugin = name.strip_suffix(SIGNATURE_SUFFIX)?;
+    (!plugin.starts_with('.') && plugin.ends_with(".so") && plugin.len() > 3).then(|| path.with_file_name(plugin))
+}
+
 /// Reads `file`'s signature from beside it, once, at most
 /// [`MAX_SIGNATURE_BYTES`]; `None` when there is none.
 pub fn read_signature_of(file: &Path) -> Result<Option<String>, SignatureError> {
@@ -489,6 +497,14 @@ mod tests {
         assert!(matches!(run("garbage", &data, &subject, &[]), Err(SignatureError::Garbage { .. })));
         let (_stranger, foreign) = signed(&data, &comment);
         assert!(matches!(run(&foreign, &data, &subject, &[]), Err(SignatureError::UnknownKey { .. })));
+    }
+
+    #[test]
+    fn a_signature_names_its_plugin_file() {
+        assert_eq!(plugin_of_signature(Path::new("p/gossip.so.minisig")), Some(PathBuf::from("p/gossip.so")));
+        for other in ["p/.gossip.so.minisig", "p/gossip.so", "p/x.minisig", "p/.so.minisig"] {
+            assert_eq!(plugin_of_signature(Path::new(other)), None, "{other}");
+        }
     }
 
     #[test]
