@@ -158,4 +158,18 @@ pub const GOALS: &[Goal] = &[
         stat: Stat::Max,
         bound: Bound::Below(1.0),
     },
+    Goal {
+        issue: 21,
+        text: "signature check of the gossip plugin < 5 ms",
+        figure: "signature.check",
+        stat: Stat::Median,
+        bound: Bound::Below(5.0),
+    },
+    Goal {
+        issue: 21,
+        text: "signature check < 20% of the gossip plugin's load → Active (what the check adds to it)",
+        figure: "signature.share",
+        stat: Stat::Median,
+        bound: Bound::Below(0.2),
+    },
 ];

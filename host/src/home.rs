@@ -30,6 +30,15 @@ pub fn conf_dir(home: &Path) -> PathBuf {
     home.join(CONF_DIR)
 }
 
+/// The trusted plugin signing keys' directory name, in [`CONF_DIR`].
+pub const TRUSTED_KEYS_DIR_NAME: &str = "trusted-keys";
+
+/// `HOME/conf/trusted-keys`: the minisign public keys (`*.pub`) a node
+/// trusts to sign plugins.
+pub fn trusted_keys_dir(home: &Path) -> PathBuf {
+    conf_dir(home).join(TRUSTED_KEYS_DIR_NAME)
+}
+
 /// `HOME/plugins`.
 pub fn plugins_dir(home: &Path) -> PathBuf {
     home.join(PLUGINS_DIR)

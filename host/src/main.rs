@@ -188,13 +188,48 @@ enum CacheCommand {
 
 #[derive(Subcommand)]
 enum PluginsCommand {
-    /// Print a plugin file's manifest, read without loading the plugin.
+    /// Print a plugin file's manifest, read without loading the plugin, and who signed it.
     Inspect {
         /// The plugin's .so file.
         file: PathBuf,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        trust: TrustArgs,
+    },
+    /// Make a minisign key pair for signing plugins: OUT.key (secret) and OUT.pub.
+    Keygen {
+        /// Path prefix of the two files.
+        #[arg(long, default_value = "clusterhost-signing")]
+        out: PathBuf,
+        /// Leave the secret key without a password (for automation; protect the file instead).
+        #[arg(long)]
+        unencrypted: bool,
+        /// Read the secret key's password from the first line of FILE instead of the terminal.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Sign a plugin file: writes FILE.minisig beside it.
+    Sign {
+        /// The plugin's .so file.
+        file: PathBuf,
+        /// The minisign secret key (from keygen).
+        #[arg(long)]
+        key: PathBuf,
+        /// Read the secret key's password from the first line of FILE instead of the terminal.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// Check FILE.minisig: prints the signer's key id, the trusted comment and the verdict.
+    Verify {
+        /// The plugin's .so file.
+        file: PathBuf,
+        #[command(flatten)]
+        trust: TrustArgs,
     },
     /// List the running node's plugin files with state and reason.
     List {
@@ -208,6 +243,9 @@ enum PluginsCommand {
         /// The name to publish it under (default: FILE's name).
         #[arg(long)]
         name: Option<String>,
+        /// Its detached signature (default: FILE.minisig, sent when it exists).
+        #[arg(long)]
+        signature: Option<PathBuf>,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -220,15 +258,41 @@ enum PluginsCommand {
     },
 }
 
+/// Which keys a signature is checked against.
+#[derive(clap::Args)]
+struct TrustArgs {
+    /// Trust exactly this minisign public key.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// A node home: its conf/trusted-keys/ and the revocations in its conf/clusterhost.properties.
+    #[arg(long, default_value = ".")]
+    home: PathBuf,
+}
+
+impl TrustArgs {
+    fn source(self) -> cli::signing::TrustSource {
+        cli::signing::TrustSource { key: self.key, home: self.home }
+    }
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run { home, node_name, bind, cluster_port, admin_port, admin_bind } => {
             cli::run::run(home, cli::run::RunFlags { node_name, bind, cluster_port, admin_port, admin_bind })
         }
         Command::Plugins { command } => match command {
-            PluginsCommand::Inspect { file, json } => cli::plugins::inspect(&file, json),
+            PluginsCommand::Inspect { file, json, trust } => cli::plugins::inspect(&file, json, &trust.source()),
+            PluginsCommand::Keygen { out, unencrypted, password_file, force } => {
+                cli::signing::keygen(&out, unencrypted, password_file.as_deref(), force)
+            }
+            PluginsCommand::Sign { file, key, password_file } => {
+                cli::signing::sign(&file, &key, password_file.as_deref())
+            }
+            PluginsCommand::Verify { file, trust } => cli::signing::verify(&file, &trust.source()),
             PluginsCommand::List { admin } => cli::plugins::list(&admin.target()),
-            PluginsCommand::Install { file, name, admin } => cli::plugins::install(&admin.target(), &file, name),
+            PluginsCommand::Install { file, name, signature, admin } => {
+                cli::plugins::install(&admin.target(), &file, name, signature.as_deref())
+            }
             PluginsCommand::Remove { name, admin } => cli::plugins::remove(&admin.target(), &name),
         },
         Command::Cluster { command } => match command {

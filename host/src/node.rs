@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::cluster::{ClusterConfig, ClusterManager};
 use crate::home;
-use crate::plugins::manager::{is_plugin_file_name, LoadOutcome, ManagerConfig, PluginManager};
+use crate::plugins::manager::{is_plugin_file_name, LoadEnd, LoadOutcome, ManagerConfig, PluginManager};
 use crate::plugins::watcher::{Change, Reconciler, Trigger};
 use crate::properties::{NodeValues, Properties, PropertiesError};
 use crate::status::{self, NodeStatus};
@@ -100,6 +100,7 @@ pub async fn run(options: NodeOptions) -> Result<(), NodeError> {
     config.config_dir = properties.config_dir(&home);
     config.lifecycle_budget = properties.max_execution;
     config.allow_downgrade = properties.allow_downgrade;
+    config.signature = properties.signature_policy();
     config.values = values.clone();
     config.cluster = Some(cluster.clone());
     let manager = PluginManager::new(config).map_err(|source| NodeError::Home { home: home.clone(), source })?;
@@ -108,6 +109,9 @@ pub async fn run(options: NodeOptions) -> Result<(), NodeError> {
     let mut stop_requested = Box::pin(stop_signal()?);
 
     tracing::info!(home = %home.display(), node = %node_name, version = env!("CARGO_PKG_VERSION"), "node starting");
+    if let Some(warning) = manager.signature_warning() {
+        tracing::warn!("{warning}");
+    }
     let scan = tokio::select! {
         scan = manager.load_dir(&plugins) => Some(scan),
         _ = &mut stop_requested => None,
@@ -143,9 +147,10 @@ pub async fn run(options: NodeOptions) -> Result<(), NodeError> {
     cluster.release();
     publish(&home, &manager, &cluster);
 
-    let mut reconciler = Reconciler::new(&plugins, SETTLE, is_plugin_file_name);
+    let mut reconciler = Reconciler::new(&plugins, SETTLE, is_watched_file);
     for (file, _) in &results {
         reconciler.mark_acted(file);
+        reconciler.mark_acted(&crate::plugins::signature::signature_path(file));
     }
     let plugin_trigger = Trigger::new(&plugins, properties.watch, properties.poll_interval);
     tracing::info!(
@@ -215,7 +220,17 @@ async fn shut_down(home: &Path, manager: &PluginManager, cluster: &ClusterManage
     Ok(())
 }
 
-/// Acts on changes in plugins/: load (or hot-upgrade) complete files, stop removed ones.
+/// What the plugins/ watcher acts on: plugin files and their signatures.
+fn is_watched_file(path: &Path) -> bool {
+    is_plugin_file_name(path) || is_signature_file(path)
+}
+
+fn is_signature_file(path: &Path) -> bool {
+    crate::plugins::signature::plugin_of_signature(path).is_some()
+}
+
+/// Acts on changes in plugins/: load (or hot-upgrade) complete files, stop
+/// removed ones, load again a refused plugin whose signature is published.
 async fn watch_plugins(
     manager: PluginManager,
     cluster: ClusterManager,
@@ -228,6 +243,18 @@ async fn watch_plugins(
         let changes = reconciler.scan_with(Instant::now(), &complete);
         for change in &changes {
             match change {
+                // A signature published after its plugin: the plugin's last
+                // load was refused (unsigned, say), so it is loaded again.
+                Change::Ready(file) if is_signature_file(file) => {
+                    let Some(plugin) = crate::plugins::signature::plugin_of_signature(file) else { continue };
+                    let refused = manager.last_load(&plugin).is_some_and(|r| matches!(r.end, LoadEnd::Refused { .. }));
+                    if refused && plugin.is_file() {
+                        tracing::info!(file = %plugin.display(), "signature published for a plugin whose last load was refused; loading it again");
+                        let _ = manager.load(&plugin).await;
+                    }
+                }
+                // A signature is read by its plugin's next load; nothing to do now.
+                Change::Removed(file) if is_signature_file(file) => {}
                 Change::Ready(file) => {
                     tracing::info!(file = %file.display(), "plugin file added or replaced");
                     let _ = manager.load(file).await;
@@ -273,6 +300,12 @@ async fn watch_properties(
             Ok(properties) => {
                 if properties != current {
                     manager.apply(properties.max_execution, properties.allow_downgrade);
+                    manager.apply_signature(properties.signature_policy());
+                    if properties.signature_policy() != current.signature_policy() {
+                        if let Some(warning) = manager.signature_warning() {
+                            tracing::warn!("{warning}");
+                        }
+                    }
                     cluster.apply(cluster_config(&properties));
                     values.update(&properties);
                     tracing::info!(file = %file.display(), "properties reloaded: {properties:?}");

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod netns;
 pub mod procfs;
 pub mod redis;
+pub mod signing;
 pub mod upgrade;
 
 use std::io::{BufRead, BufReader};

@@ -37,6 +37,20 @@ impl GossipCluster {
     /// `n` members named n1..nN, each on `plugin_file` as plugins/gossip.so;
     /// waits until every member sees all of them.
     pub fn start(n: usize, plugin_file: &Path, dir: tempfile::TempDir) -> GossipCluster {
+        Self::start_with(n, plugin_file, dir, "", |_| {})
+    }
+
+    /// [`start`](Self::start) with `properties` appended to each member's
+    /// conf/clusterhost.properties and `prepare(home)` run on each home
+    /// before its node starts; FILE.minisig, when there is one, is published
+    /// beside plugins/gossip.so (before it).
+    pub fn start_with(
+        n: usize,
+        plugin_file: &Path,
+        dir: tempfile::TempDir,
+        properties: &str,
+        prepare: impl Fn(&Path),
+    ) -> GossipCluster {
         let ports: Vec<u16> = (0..n).map(|_| free_member_port()).collect();
         let members = loopback_members(&ports);
         let mut nodes = Vec::new();
@@ -47,10 +61,20 @@ impl GossipCluster {
             let conf = home.join("conf");
             std::fs::create_dir_all(&conf).unwrap();
             std::fs::create_dir_all(home.join("plugins")).unwrap();
-            std::fs::write(conf.join("clusterhost.properties"), "cluster.startup.delay.seconds = 0\n").unwrap();
+            std::fs::write(
+                conf.join("clusterhost.properties"),
+                format!("cluster.startup.delay.seconds = 0\n{properties}"),
+            )
+            .unwrap();
             std::fs::write(conf.join("admin.token"), format!("{TOKEN}\n")).unwrap();
             write_gossip_conf(&conf, "upgrade", &"7e".repeat(32), &members, false);
-            std::fs::copy(plugin_file, home.join("plugins/gossip.so")).unwrap();
+            let published = home.join("plugins/gossip.so");
+            let signature = clusterhost::plugins::signature::signature_path(plugin_file);
+            if signature.is_file() {
+                std::fs::copy(&signature, clusterhost::plugins::signature::signature_path(&published)).unwrap();
+            }
+            std::fs::copy(plugin_file, &published).unwrap();
+            prepare(&home);
             let node =
                 NodeProcess::start_with(&home, &["--node-name", &name, "--cluster-port", &port.to_string()], &[]);
             nodes.push(node);

@@ -5,14 +5,15 @@
 //! command succeeds, every member runs 0.2.0 in a 3-member cluster, the
 //! cluster size at every step, and every acknowledged write is readable on
 //! every member afterwards. Printed: requests served and failed, the
-//! longest stall, the flow's total time.
+//! longest stall, the flow's total time. A second test runs the same flow
+//! with signed builds on members under `plugins.signature = require`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clusterhost_tests::upgrade::{gossip_build, wait_readable, ClientLoad, GossipCluster};
+use clusterhost_tests::upgrade::{cli, gossip_build, wait_readable, ClientLoad, GossipCluster};
 use clusterhost_tests::{clusterhost_bin, plugin};
 
 #[test]
@@ -160,4 +161,84 @@ fn rolling_upgrade_of_three_members_under_client_load() {
         report.longest_stall.as_secs_f64() * 1000.0,
         report.acknowledged.len()
     );
+}
+
+/// Under `plugins.signature = require`, 3 members run a gossip build signed
+/// with `clusterhost plugins sign`; `cluster upgrade --plugin FILE` carries
+/// FILE.minisig to each member with the file, and every member ends on the
+/// new build, verified as signed by the release key. An unsigned build is
+/// refused before any member is changed.
+#[test]
+fn rolling_upgrade_of_a_signed_gossip_build_under_require() {
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = gossip_build(&dir.path().join("builds/gossip-0.1.0.so"), "0.1.0", "1.0");
+    let v2 = gossip_build(&dir.path().join("builds/gossip-0.2.0.so"), "0.2.0", "1.0");
+    let v3 = gossip_build(&dir.path().join("builds/gossip-0.3.0.so"), "0.3.0", "1.0");
+    let key = dir.path().join("release");
+    let made = cli(&["plugins", "keygen", "--unencrypted", "--out", key.to_str().unwrap()]);
+    assert!(made.success, "{}", made.stderr);
+    let id = made.stdout.lines().find_map(|l| l.strip_prefix("key id:")).unwrap().trim().to_string();
+    let secret = dir.path().join("release.key");
+    for build in [&v1, &v2] {
+        let signed = cli(&["plugins", "sign", build.to_str().unwrap(), "--key", secret.to_str().unwrap()]);
+        assert!(signed.success, "{}", signed.stderr);
+    }
+    let public = dir.path().join("release.pub");
+    let cluster = GossipCluster::start_with(3, &v1, dir, "plugins.signature = require\n", |home| {
+        let keys = clusterhost::home::trusted_keys_dir(home);
+        std::fs::create_dir_all(&keys).unwrap();
+        std::fs::copy(&public, keys.join("release.pub")).unwrap();
+    });
+    let token = cluster.token_file();
+    let (urls, token) = (cluster.urls(), token.to_str().unwrap().to_string());
+    let upgrade = |plugin: &std::path::Path, previous: &std::path::Path| {
+        cli(&[
+            "cluster",
+            "upgrade",
+            "--mode",
+            "rolling",
+            "--plugin",
+            plugin.to_str().unwrap(),
+            "--previous",
+            previous.to_str().unwrap(),
+            "--nodes",
+            &urls,
+            "--token-file",
+            &token,
+        ])
+    };
+    let run = upgrade(&v2, &v1);
+    assert!(run.success, "the signed rolling upgrade failed: {}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("done: 3 members run gossip 0.2.0"), "{}", run.stdout);
+    let views = cluster.views();
+    for (state, seen, strategy, _) in &views {
+        assert!(state == "clustered" && *seen == 3 && strategy == "gossip 0.2.0", "{views:?}");
+    }
+    for node in &cluster.nodes {
+        let (_, body) = clusterhost_tests::admin::call("GET", &format!("{}/api/plugins", node.admin_url()), None, None);
+        let record = body.as_array().unwrap().iter().find(|r| r["id"] == "gossip" && r["state"] == "active").unwrap();
+        assert_eq!(record["signature"]["status"], "verified", "{record}");
+        assert_eq!(record["signature"]["key_id"], id.as_str(), "{record}");
+        let signature = node.home.join("plugins/gossip.so.minisig");
+        assert!(std::fs::read_to_string(&signature).unwrap().contains("plugin:gossip 0.2.0"));
+    }
+    // An unsigned build: refused before any upload (the members require
+    // signatures), naming the member and the file; every member keeps 0.2.0.
+    let run = upgrade(&v3, &v2);
+    assert!(!run.success, "an unsigned build must be refused: {}", run.stdout);
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert!(said.contains("requires signed plugins (plugins.signature = require)"), "{said}");
+    assert!(
+        said.contains("gossip-0.3.0.so has no signature beside it") && said.contains("no member was changed"),
+        "{said}"
+    );
+    for node in &cluster.nodes {
+        assert!(std::fs::read_to_string(node.home.join("plugins/gossip.so.minisig"))
+            .unwrap()
+            .contains("plugin:gossip 0.2.0"));
+    }
+    let views = cluster.views();
+    for (state, seen, strategy, _) in &views {
+        assert!(state == "clustered" && *seen == 3 && strategy == "gossip 0.2.0", "{views:?}");
+    }
 }

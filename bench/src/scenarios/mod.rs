@@ -12,6 +12,7 @@ pub mod partition;
 mod plugin_load;
 mod redis;
 mod scaling;
+mod signature_check;
 mod soak;
 mod upgrade_load;
 mod upgrade_soak;
@@ -63,6 +64,7 @@ pub fn registry() -> Vec<Box<dyn Scenario>> {
     vec![
         Box::new(boundary::Boundary),
         Box::new(plugin_load::PluginLoad),
+        Box::new(signature_check::SignatureCheck),
         Box::new(drop_active::DropToActive),
         Box::new(hot_upgrade::HotUpgrade),
         Box::new(upgrade_load::UpgradeUnderLoad),

@@ -8,6 +8,8 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
+pub use crate::plugins::signature::SIGNATURE_HEADER;
+
 use super::contract::{ClusterView, ErrorBody, PropertiesReplaced, PropertiesView, Refusal};
 use crate::plugins::registry::PluginRecord;
 
@@ -131,11 +133,24 @@ impl AdminClient {
     /// first, and its refusal (401, 403, 421) is the answer. Any other answer
     /// to it (the empty body refused) changes nothing on the node.
     pub fn upload(&self, path: &str, body: &[u8]) -> Result<Answer, ClientError> {
+        self.upload_signed(path, body, None)
+    }
+
+    /// [`upload`](Self::upload) of a plugin with its detached signature
+    /// (the text of its `.minisig`), carried in [`SIGNATURE_HEADER`].
+    pub fn upload_signed(&self, path: &str, body: &[u8], signature: Option<&str>) -> Result<Answer, ClientError> {
         match self.call("POST", path, Some(b"")) {
             Err(refused @ ClientError::Api { status: 401 | 403 | 421, .. }) => Err(refused),
             Err(unreachable @ ClientError::Unreachable { .. }) => Err(unreachable),
-            _ => self.call("POST", path, Some(body)),
+            _ => self.post_signed(path, body, signature),
         }
+    }
+
+    /// `POST path` with `body` and, when given, a plugin's detached
+    /// signature in [`SIGNATURE_HEADER`].
+    pub fn post_signed(&self, path: &str, body: &[u8], signature: Option<&str>) -> Result<Answer, ClientError> {
+        let header = signature.map(crate::plugins::signature::encode_for_header);
+        self.call_with("POST", path, Some(body), header.as_deref())
     }
 
     /// `PUT path` with `body`.
@@ -149,6 +164,16 @@ impl AdminClient {
     }
 
     fn call(&self, method: &'static str, path: &str, body: Option<&[u8]>) -> Result<Answer, ClientError> {
+        self.call_with(method, path, body, None)
+    }
+
+    fn call_with(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: Option<&[u8]>,
+        signature: Option<&str>,
+    ) -> Result<Answer, ClientError> {
         let url = format!("{}{path}", self.base);
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
         let unreachable = |e: ureq::Error| ClientError::Unreachable { url: self.base.clone(), detail: e.to_string() };
@@ -156,7 +181,14 @@ impl AdminClient {
             ("GET", _) => with_auth(self.agent.get(&url), &auth).call(),
             ("DELETE", _) => with_auth(self.agent.delete(&url), &auth).call(),
             ("PUT", body) => with_auth(self.agent.put(&url), &auth).send(body.unwrap_or_default()),
-            (_, body) => with_auth(self.agent.post(&url), &auth).send(body.unwrap_or_default()),
+            (_, body) => {
+                let request = with_auth(self.agent.post(&url), &auth);
+                let request = match signature {
+                    Some(value) => request.header(SIGNATURE_HEADER, value),
+                    None => request,
+                };
+                request.send(body.unwrap_or_default())
+            }
         };
         let mut response = result.map_err(unreachable)?;
         let status = response.status().as_u16();

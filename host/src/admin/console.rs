@@ -226,7 +226,7 @@ fn plugins_table(records: &[crate::plugins::registry::PluginRecord], actions: bo
         return "<p id=\"no-plugins\">No plugin files in plugins/.</p>".into();
     }
     let mut out = String::from(
-        "<table id=\"plugins-table\"><tr><th>File</th><th>Plugin</th><th>Version</th><th>State</th><th>Reason</th>",
+        "<table id=\"plugins-table\"><tr><th>File</th><th>Plugin</th><th>Version</th><th>State</th><th>Signer</th><th>Reason</th>",
     );
     if actions {
         out.push_str("<th>Actions</th>");
@@ -235,10 +235,11 @@ fn plugins_table(records: &[crate::plugins::registry::PluginRecord], actions: bo
     for r in records {
         let file = file_name(&r.file);
         out.push_str(&format!(
-            "<tr data-file=\"{f}\"><td>{f}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
+            "<tr data-file=\"{f}\"><td>{f}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"signer\">{}</td><td>{}</td>",
             esc(r.id.as_deref().unwrap_or("-")),
             r.version.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
             badge(&r.state.to_string()),
+            esc(&r.signature.as_ref().map(|s| s.summary()).unwrap_or_else(|| "-".into())),
             esc(r.reason.as_deref().unwrap_or("")),
             f = esc(&file),
         ));
@@ -268,6 +269,7 @@ pub(super) async fn plugins_page(
     let records = state.ctx().plugins.records();
     let mut body = String::from(
         "<form id=\"upload\"><label>Upload a plugin (.so) <input type=\"file\" id=\"plugin-file\" accept=\".so\"></label> \
+         <label>its signature (.minisig, optional; also sent with replace…) <input type=\"file\" id=\"signature-file\" accept=\".minisig\"></label> \
          <button type=\"submit\">upload</button> <small>A file with the name of an existing one replaces it (a hot upgrade).</small></form>\
          <input type=\"file\" id=\"replace-file\" accept=\".so\" hidden>",
     );
@@ -449,16 +451,16 @@ function say(text, ok) {
   const m = document.getElementById('message');
   if (m) { m.textContent = text; m.className = ok ? 'ok' : 'error'; }
 }
-async function call(method, url, body) {
-  const response = await fetch(url, { method, body, credentials: 'same-origin' });
+async function call(method, url, body, headers) {
+  const response = await fetch(url, { method, body, headers: headers || {}, credentials: 'same-origin' });
   let json = {};
   try { json = await response.json(); } catch (e) { json = { error: 'the node sent no JSON (HTTP ' + response.status + ')' }; }
   if (response.status === 401) throw new Error((json.error || 'the node asks for the admin token') + ' (use the log in link above)');
   if (!response.ok) throw new Error(json.error || ('HTTP ' + response.status));
   return json;
 }
-async function act(method, url, body, done) {
-  try { await call(method, url, body); say(done, true); }
+async function act(method, url, body, done, headers) {
+  try { await call(method, url, body, headers); say(done, true); }
   catch (e) { say(e.message, false); }
   await refresh(true);
 }
@@ -506,9 +508,18 @@ document.addEventListener('click', (ev) => {
     act('PUT', '/api/properties', document.getElementById('properties-text').value, 'properties saved; the node reloads them');
   }
 });
-function upload(name, file) {
+// The plugin's detached signature, when one is chosen, rides along in the
+// x-clusterhost-signature header (base64 of the .minisig file's bytes).
+async function upload(name, file) {
   say('uploading ' + name + '…', true);
-  act('POST', '/api/plugins?name=' + encodeURIComponent(name), file, name + ' uploaded');
+  const sig = document.getElementById('signature-file');
+  const headers = {};
+  if (sig && sig.files.length) {
+    const bytes = new Uint8Array(await sig.files[0].arrayBuffer());
+    headers['x-clusterhost-signature'] = btoa(String.fromCharCode(...bytes));
+    sig.value = '';
+  }
+  act('POST', '/api/plugins?name=' + encodeURIComponent(name), file, name + ' uploaded', headers);
 }
 const form = document.getElementById('upload');
 if (form) form.addEventListener('submit', (ev) => {

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod plugins;
 mod render;
 pub mod run;
+pub mod signing;
 pub mod strategy;
 
 use std::path::{Path, PathBuf};

@@ -19,16 +19,18 @@ pub(super) fn print_manifest(m: &Manifest) {
 
 /// Plugin records as a table.
 pub(super) fn print_plugins(records: &[PluginRecord]) {
-    println!("{:<16} {:<10} {:<9} {:<24} REASON", "ID", "VERSION", "STATE", "FILE");
+    println!("{:<16} {:<10} {:<9} {:<24} {:<18} REASON", "ID", "VERSION", "STATE", "FILE", "SIGNER");
     for p in records {
         let version = p.version.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "-".into());
         let file = p.file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let signer = p.signature.as_ref().map(|s| s.summary()).unwrap_or_else(|| "-".into());
         println!(
-            "{:<16} {:<10} {:<9} {:<24} {}",
+            "{:<16} {:<10} {:<9} {:<24} {:<18} {}",
             p.id.as_deref().unwrap_or("-"),
             version,
             p.state.to_string(),
             file,
+            signer,
             p.reason.as_deref().unwrap_or("")
         );
     }

@@ -5,6 +5,7 @@
 //! crashes the process, so the files in plugins/ are never mapped.
 
 use std::io::Read;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -89,34 +90,67 @@ impl PrivateStore {
         let prefix = format!("clusterhost-{}-", std::process::id());
         let mut builder = tempfile::Builder::new();
         builder.prefix(&prefix);
+        // Only the node may write here: a signature is checked on a copy's
+        // bytes and the copy is mapped later, so nobody else may swap or
+        // change it in between (the directory is the node's, mode 0700).
+        builder.permissions(std::fs::Permissions::from_mode(0o700));
         let dir = match parent {
             Some(parent) => builder.tempdir_in(parent)?,
             None => builder.tempdir()?,
         };
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
         Ok(PrivateStore { dir, next: AtomicU64::new(1) })
     }
 
     /// Creates a new, empty copy with a unique path, named after the
-    /// published file `name`.
+    /// published file `name`. The returned handle is the only one ever open
+    /// for writing: the file is created read-only (0400) in the node's own
+    /// directory, so once that handle is closed its bytes stay as written.
     pub fn create(&self, name: &str) -> std::io::Result<(PathBuf, std::fs::File)> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let stem = Path::new(name).file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
         let target = self.dir.path().join(format!("{n:04}-{stem}.so"));
-        let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&target)?;
+        let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o400).open(&target)?;
         Ok((target, file))
     }
 
     /// Copies `source` to a new unique path.
     pub fn copy_in(&self, source: &Path) -> std::io::Result<PrivateCopy> {
+        self.copy_in_checked(source, |_| ()).map(|(copy, ())| copy)
+    }
+
+    /// [`copy_in`](Self::copy_in), running `check` on the bytes read (the
+    /// very bytes written to the copy) on a thread of its own while they
+    /// are hashed and written, so a check that reads every byte (a
+    /// signature) adds little to the copy's time.
+    pub fn copy_in_checked<R: Send>(
+        &self,
+        source: &Path,
+        check: impl FnOnce(&[u8]) -> R + Send,
+    ) -> std::io::Result<(PrivateCopy, R)> {
         let name = source.file_name().and_then(|s| s.to_str()).unwrap_or("plugin.so");
         let mut input = std::fs::File::open(source)?;
         let mut bytes = Vec::new();
         input.read_to_end(&mut bytes)?;
-        let sha256 = super::digest::sha256_hex(&bytes);
-        let (target, mut out) = self.create(name)?;
-        std::io::Write::write_all(&mut out, &bytes)?;
-        start_writeback(&out);
-        Ok(PrivateCopy { path: target, sha256, bytes })
+        let (written, checked) = std::thread::scope(|scope| {
+            let checking = scope.spawn(|| check(&bytes));
+            let written = (|| {
+                let sha256 = super::digest::sha256_hex(&bytes);
+                let (target, mut out) = self.create(name)?;
+                std::io::Write::write_all(&mut out, &bytes)?;
+                start_writeback(&out);
+                // Closed: no writer of the copy is left.
+                drop(out);
+                Ok::<_, std::io::Error>((target, sha256))
+            })();
+            (written, checking.join())
+        });
+        let checked = match checked {
+            Ok(checked) => checked,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        let (path, sha256) = written?;
+        Ok((PrivateCopy { path, sha256, bytes }, checked))
     }
 
     /// Where the copies live.

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::loader::{AbiError, LifecycleCall, LifecycleError};
 use super::manifest::InspectError;
 use super::registry::{AdmissionError, PluginState};
+use super::signature::SignatureError;
 
 /// Why a plugin was not put into service.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +20,8 @@ pub enum LoadError {
         "could not copy {path} to the node's private plugin directory: {source}; check that the file is readable and that the temp directory ($TMPDIR) has space"
     )]
     Copy { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
     #[error(transparent)]
     Admission(#[from] AdmissionError),
     #[error(transparent)]
@@ -39,7 +42,10 @@ impl LoadError {
     /// Whether the refusal happened before the library was mapped, i.e.
     /// without running any of the plugin's code.
     pub fn before_dlopen(&self) -> bool {
-        matches!(self, LoadError::Inspect(_) | LoadError::Copy { .. } | LoadError::Admission(_))
+        matches!(
+            self,
+            LoadError::Inspect(_) | LoadError::Copy { .. } | LoadError::Signature(_) | LoadError::Admission(_)
+        )
     }
 }
 
@@ -59,7 +65,7 @@ pub enum LoadOutcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RefusalCause {
-    /// Refused by its file, manifest, admission or ABI, before it was started.
+    /// Refused by its file, manifest, signature, admission or ABI, before it was started.
     Rejected,
     /// Its start returned an error (or gave no strategy): often a resource
     /// the version it replaces had not released yet, so worth one retry.

@@ -55,6 +55,9 @@ pub struct PluginRecord {
     pub sha256: Option<String>,
     /// When the state last changed, milliseconds since the Unix epoch.
     pub changed_at_ms: u64,
+    /// Who signed the content that was read (`plugins.signature`), once checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<super::signature::SignatureStatus>,
 }
 
 impl PluginRecord {
@@ -67,6 +70,7 @@ impl PluginRecord {
             reason: None,
             sha256: None,
             changed_at_ms: now_ms(),
+            signature: None,
         }
     }
 

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use java_properties::{LineContent, PropertiesIter};
 
+use crate::plugins::signature::{SignatureMode, SignaturePolicy};
+
 mod edit;
 mod parse;
 mod values;
@@ -55,6 +57,12 @@ pub struct Properties {
     pub poll_interval: Duration,
     /// `plugins.allow.downgrade` (false): let an older version replace an active plugin.
     pub allow_downgrade: bool,
+    /// `plugins.signature` (`warn`): whether a plugin must be signed by a
+    /// key in `conf/trusted-keys/` (`off`, `warn`, `require`).
+    pub signature: SignatureMode,
+    /// `plugins.signature.revoked` (none): key ids refused as signers,
+    /// comma-separated.
+    pub signature_revoked: Vec<String>,
     /// `node.name` (the host name): this node's member id; unique in a cluster.
     pub node_name: Option<String>,
     /// `node.bind` (127.0.0.1): the address cluster strategies bind to.
@@ -104,6 +112,8 @@ impl Default for Properties {
             watch: WatchMode::Notify,
             poll_interval: Duration::from_secs(2),
             allow_downgrade: false,
+            signature: SignatureMode::Warn,
+            signature_revoked: Vec::new(),
             node_name: None,
             node_bind: None,
             cluster_port: None,
@@ -235,6 +245,8 @@ impl Properties {
             }
             "plugins.poll.seconds" => self.poll_interval = seconds(value, 0.05, 3600.0)?,
             "plugins.allow.downgrade" => self.allow_downgrade = boolean(value)?,
+            "plugins.signature" => self.signature = signature_mode(value)?,
+            "plugins.signature.revoked" => self.signature_revoked = key_ids(value)?,
             "node.name" => self.node_name = Some(name(value)?),
             "node.bind" if value.is_empty() => return Err("expected an IP address or host name".into()),
             "node.bind" => self.node_bind = Some(value.to_string()),
@@ -334,6 +346,8 @@ impl Properties {
         put("plugins.watch", watch.to_string());
         put("plugins.poll.seconds", secs(self.poll_interval));
         put("plugins.allow.downgrade", self.allow_downgrade.to_string());
+        put("plugins.signature", self.signature.as_str().to_string());
+        put("plugins.signature.revoked", self.signature_revoked.join(","));
         put("admin.bind", self.admin_bind().to_string());
         put("admin.token.file", self.admin_token_file.display().to_string());
         put("admin.max.upload.bytes", self.admin_max_upload_bytes.to_string());
@@ -353,6 +367,11 @@ impl Properties {
     /// `admin.port`, or 9090.
     pub fn admin_port(&self) -> u16 {
         self.admin_port.unwrap_or(9090)
+    }
+
+    /// The signature policy these settings ask for.
+    pub fn signature_policy(&self) -> SignaturePolicy {
+        SignaturePolicy { mode: self.signature, revoked: self.signature_revoked.clone() }
     }
 
     /// `cluster.config.directory` resolved against `home`.
@@ -458,6 +477,20 @@ mod tests {
         assert_eq!(p.effective().get("admin.token.file").map(String::as_str), Some("/etc/ch/token"));
         let err = parse("admin.bind = localhost\n").unwrap_err().to_string();
         assert!(err.contains(":1: admin.bind = \"localhost\": expected an IP address"), "{err}");
+    }
+
+    #[test]
+    fn the_signature_policy_parses_and_refuses_what_is_not_a_mode_or_a_key_id() {
+        assert_eq!(Properties::default().signature, SignatureMode::Warn);
+        let (p, _) =
+            parse("plugins.signature = require\nplugins.signature.revoked = ab00000000000001, 00000000000000FF\n")
+                .unwrap();
+        assert_eq!(p.signature, SignatureMode::Require);
+        assert_eq!(p.signature_revoked, vec!["AB00000000000001".to_string(), "00000000000000FF".to_string()]);
+        let err = parse("plugins.signature = maybe\n").unwrap_err().to_string();
+        assert!(err.contains("expected off, warn or require"), "{err}");
+        let err = parse("plugins.signature.revoked = nope\n").unwrap_err().to_string();
+        assert!(err.contains("16 hex digits"), "{err}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The syntax of each value in clusterhost.properties (numbers, durations,
-//! names, ports, host lists) and the file's decoding; each parser's error
+//! names, ports, host lists, signature modes, key ids) and the file's decoding; each parser's error
 //! says what it expected.
 
 use std::time::Duration;
@@ -88,4 +88,32 @@ pub(super) fn count(value: &str, max: u32) -> Result<u32, String> {
         return Err(format!("expected a whole number between 0 and {max}"));
     }
     Ok(n as u32)
+}
+
+/// `plugins.signature`: `off`, `warn` or `require`.
+pub(super) fn signature_mode(value: &str) -> Result<crate::plugins::signature::SignatureMode, String> {
+    use crate::plugins::signature::SignatureMode;
+    match value.to_ascii_lowercase().as_str() {
+        "off" => Ok(SignatureMode::Off),
+        "warn" => Ok(SignatureMode::Warn),
+        "require" => Ok(SignatureMode::Require),
+        _ => Err("expected off, warn or require".into()),
+    }
+}
+
+/// `plugins.signature.revoked`: minisign key ids, comma-separated (upper-cased).
+pub(super) fn key_ids(value: &str) -> Result<Vec<String>, String> {
+    let mut ids = Vec::new();
+    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match crate::plugins::signature::parse_key_id(part) {
+            Some(id) => ids.push(id),
+            None => {
+                return Err(format!(
+                    "{} is not a minisign key id (16 hex digits, as clusterhost plugins verify prints it); list several with commas",
+                    crate::text::clip_debug(part)
+                ))
+            }
+        }
+    }
+    Ok(ids)
 }

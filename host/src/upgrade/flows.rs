@@ -46,7 +46,7 @@ pub(super) fn upload(member: &Member, file: &PluginFile, out: &mut dyn FnMut(&st
 /// One upload: its outcome, or why not (with the node's refusal, if it refused).
 fn upload_once(member: &Member, file: &PluginFile) -> Result<UploadOutcome, (String, Option<Refusal>)> {
     let path = format!("/api/plugins?name={}", segment(&member.file));
-    let answer = member.client.post(&path, &file.bytes).map_err(|e| {
+    let answer = member.client.post_signed(&path, &file.bytes, file.signature.as_deref()).map_err(|e| {
         let refusal = e.refusal();
         (api_error(e), refusal)
     })?;

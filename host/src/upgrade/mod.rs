@@ -79,6 +79,10 @@ pub struct UpgradeOptions {
 pub enum UpgradeError {
     #[error("{what} {}: {source}", path.display())]
     PluginFile { what: &'static str, path: PathBuf, source: InspectError },
+    #[error("the signature beside {} could not be read: {detail}; fix or remove it before the upgrade", path.display())]
+    Signature { path: PathBuf, detail: String },
+    #[error("member {name} ({url}) requires signed plugins (plugins.signature = require), but {} has no signature beside it; sign it (clusterhost plugins sign {} --key KEY) and run the upgrade again; no member was changed", path.display(), path.display())]
+    Unsigned { name: String, url: String, path: PathBuf },
     #[error("no members: pass every member's admin API URL with --nodes URL,URL,...")]
     NoMembers,
     #[error(

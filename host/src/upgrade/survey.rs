@@ -17,6 +17,10 @@ pub(super) struct PluginFile {
     pub(super) manifest: Manifest,
     pub(super) bytes: Vec<u8>,
     pub(super) sha256: String,
+    /// FILE.minisig, read once beside the file when it exists: carried to
+    /// every member with the file, so a node under `plugins.signature =
+    /// require` can trust it.
+    pub(super) signature: Option<String>,
 }
 
 impl PluginFile {
@@ -28,7 +32,9 @@ impl PluginFile {
             source,
         })?;
         let sha256 = digest::sha256_hex(&bytes);
-        Ok(PluginFile { path: path.to_owned(), manifest, bytes, sha256 })
+        let signature = crate::plugins::signature::read_signature_of(path)
+            .map_err(|e| UpgradeError::Signature { path: path.to_owned(), detail: e.to_string() })?;
+        Ok(PluginFile { path: path.to_owned(), manifest, bytes, sha256, signature })
     }
 
     /// "id version".
@@ -100,6 +106,18 @@ pub(super) fn survey(options: &UpgradeOptions, new: &PluginFile) -> Result<(Vec<
             return Err(UpgradeError::NoActivePlugin { name, url: url.clone(), id: new.manifest.id.clone() });
         };
         let file = record.file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        // An unsigned build would be refused there, and left in its plugins/:
+        // stop before the first upload instead.
+        if new.signature.is_none() {
+            let required = client
+                .properties()
+                .ok()
+                .and_then(|p| p.effective.get("plugins.signature").cloned())
+                .is_some_and(|mode| mode == "require");
+            if required {
+                return Err(UpgradeError::Unsigned { name, url: url.clone(), path: new.path.clone() });
+            }
+        }
         members.push(Member {
             senior: status.senior.as_deref() == Some(name.as_str()),
             url: url.clone(),

@@ -108,6 +108,7 @@ mod tests {
             reason: None,
             sha256: Some("ab".into()),
             changed_at_ms: 7,
+            signature: None,
         }
     }
 

@@ -16,6 +16,7 @@ use crate::admin::limits::CappedBody;
 use crate::admin::{file_name, AdminState};
 use crate::plugins::outcome::{LoadEnd, LoadOutcome, RefusalCause};
 use crate::plugins::registry::{now_ms, PluginRecord, PluginState};
+use crate::plugins::signature::{decode_from_header, signature_path, SIGNATURE_HEADER, SIGNATURE_SUFFIX};
 
 pub(in crate::admin) async fn plugins(State(state): State<AdminState>) -> Json<Vec<PluginRecord>> {
     Json(state.ctx().plugins.records())
@@ -45,6 +46,46 @@ fn plugin_name(name: &str) -> Result<&str, ApiError> {
     }
 }
 
+/// The detached signature an upload carries in [`SIGNATURE_HEADER`], if
+/// any: refused (nothing written) unless it is a readable minisign signature.
+fn signature_of(name: &str, headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(SIGNATURE_HEADER) else { return Ok(None) };
+    let refused = |why: &str| {
+        ApiError::bad_request(format!(
+            "plugin {name} refused before it was written: the {SIGNATURE_HEADER} header {why}; send the base64 of the plugin's .minisig file (clusterhost plugins install sends FILE.minisig)"
+        ))
+    };
+    let text = decode_from_header(value.as_bytes()).ok_or_else(|| refused("is not base64 of a signature file"))?;
+    minisign::SignatureBox::from_string(&text).map_err(|e| refused(&format!("is not a minisign signature ({e})")))?;
+    Ok(Some(text))
+}
+
+/// Writes `plugins/NAME.so.minisig` atomically (a hidden temporary file
+/// renamed over it), or removes it when `signature` is `None`.
+fn write_signature(dir: &std::path::Path, name: &str, signature: Option<&str>) -> Result<(), ApiError> {
+    let target = signature_path(&dir.join(name));
+    let failed = |e: std::io::Error| {
+        ApiError::internal(format!(
+            "could not write {}: {e}; check the disk space and permissions of the node's plugins directory; plugins/{name} was not changed",
+            target.display()
+        ))
+    };
+    let Some(signature) = signature else {
+        return match std::fs::remove_file(&target) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(failed(e)),
+            _ => Ok(()),
+        };
+    };
+    let mut pending = tempfile::Builder::new()
+        .prefix(&format!(".{name}{SIGNATURE_SUFFIX}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(failed)?;
+    std::io::Write::write_all(&mut pending, signature.as_bytes()).map_err(failed)?;
+    pending.persist(&target).map_err(|e| failed(e.error))?;
+    Ok(())
+}
+
 fn record_for(state: &AdminState, name: &str) -> Option<PluginRecord> {
     state.ctx().plugins.records().into_iter().find(|r| file_name(&r.file) == name)
 }
@@ -68,7 +109,8 @@ async fn wait_for<T>(state: &AdminState, mut found: impl FnMut() -> Option<T>) -
     }
 }
 
-/// `POST /api/plugins?name=X.so`, body = the file: streamed (within
+/// `POST /api/plugins?name=X.so`, body = the file (and, in
+/// [`SIGNATURE_HEADER`], its detached signature): streamed (within
 /// `admin.max.upload.bytes`) into a private copy and a unique hidden
 /// temporary file in plugins/, checked, then renamed into place under the
 /// name's write lock; the node's watcher loads it (a replace is a hot
@@ -82,6 +124,7 @@ pub(in crate::admin) async fn install_plugin(
         ApiError::bad_request("POST /api/plugins needs ?name=FILE.so, the name to publish the plugin under")
     })?;
     let name = plugin_name(name)?;
+    let signature = signature_of(name, request.headers())?;
     let cap = state.shared.limits.upload_cap();
     let body = CappedBody::new(request.into_body(), cap, axum::http::Method::POST, "/api/plugins");
     let dir = crate::home::plugins_dir(&state.ctx().home);
@@ -92,10 +135,18 @@ pub(in crate::admin) async fn install_plugin(
     let sha256 = upload.sha256.clone();
     if let Some(record) = record_for(&state, name) {
         if record.state == PluginState::Active && record.sha256.as_deref() == Some(sha256.as_str()) {
+            // The same content: a signature sent with it is kept for the
+            // next load (e.g. the node's next start); none sent keeps the old.
+            if let Some(signature) = &signature {
+                write_signature(&dir, name, Some(signature))?;
+            }
             let uploaded = Uploaded { note: None, outcome: UploadOutcome::Unchanged, plugin: Some(record) };
             return Ok(answer(&uploaded).into_response());
         }
     }
+    // Beside the file before it is published, so its load reads it; a new
+    // file without one leaves no signature of the old file behind.
+    write_signature(&dir, name, signature.as_deref())?;
     let replacing = target.exists();
     let since_ms = now_ms();
     let (id, version) = (upload.manifest.id.clone(), upload.manifest.version.clone());
@@ -159,6 +210,7 @@ pub(in crate::admin) async fn remove_plugin(
         Err(e) => return Err(ApiError::internal(format!("could not remove {}: {e}", target.display()))),
     }
     tracing::info!(file = %target.display(), "plugin file removed through the admin API");
+    let _ = tokio::fs::remove_file(signature_path(&target)).await;
     let was_active = before.as_ref().is_some_and(|r| r.state == PluginState::Active);
     let record = if was_active {
         let stopped = |r: &PluginRecord| {

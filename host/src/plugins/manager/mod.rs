@@ -21,9 +21,11 @@ pub use crate::plugins::outcome::{LoadEnd, LoadError, LoadOutcome, LoadReport, R
 use crate::plugins::registry::{
     admit, check_rolling_wire, now_ms, Admission, HostVersions, PluginRecord, PluginState, Registry,
 };
+use crate::plugins::signature::{SignatureError, SignaturePolicy, SignatureStatus};
 
 mod prepared;
 mod replace;
+mod trust;
 
 use prepared::Prepared;
 
@@ -46,14 +48,20 @@ pub struct ManagerConfig {
     pub values: crate::properties::NodeValues,
     /// Where cluster strategies go once their plugin is active.
     pub cluster: Option<crate::cluster::ClusterManager>,
+    /// `plugins.signature` and `plugins.signature.revoked` at creation
+    /// (later changes: [`PluginManager::apply_signature`]).
+    pub signature: SignaturePolicy,
+    /// The trusted public keys (`conf/trusted-keys/`), read at each load.
+    pub trusted_keys_dir: PathBuf,
 }
 
 impl ManagerConfig {
     /// Defaults for a node whose home is `home`.
     pub fn new(home: impl Into<PathBuf>) -> Self {
-        let home = home.into();
+        let home: PathBuf = home.into();
         ManagerConfig {
             config_dir: crate::home::conf_dir(&home),
+            trusted_keys_dir: crate::home::trusted_keys_dir(&home),
             home,
             lifecycle_budget: Duration::from_secs(30),
             allow_downgrade: false,
@@ -61,6 +69,7 @@ impl ManagerConfig {
             versions: HostVersions::current(),
             values: crate::properties::NodeValues::default(),
             cluster: None,
+            signature: SignaturePolicy::default(),
         }
     }
 }
@@ -95,6 +104,9 @@ struct Shared {
     config: ManagerConfig,
     /// Settings that a properties reload changes: (lifecycle budget, allow downgrade).
     live: Mutex<(Duration, bool)>,
+    /// The signature policy in force; a properties reload replaces it and
+    /// the next load reads it.
+    signature: Mutex<SignaturePolicy>,
     /// Where every library is copied before it is mapped.
     store: PrivateStore,
     /// Active plugins in activation order; held across a whole operation.
@@ -120,6 +132,7 @@ impl PluginManager {
         Ok(PluginManager {
             shared: Arc::new(Shared {
                 live: Mutex::new((config.lifecycle_budget, config.allow_downgrade)),
+                signature: Mutex::new(config.signature.clone()),
                 config,
                 store,
                 ops: tokio::sync::Mutex::new(Vec::new()),
@@ -237,6 +250,7 @@ impl PluginManager {
                     let mut record = PluginRecord::discovered(file);
                     record.id = Some(running.manifest.id.clone());
                     record.version = Some(running.manifest.version.clone());
+                    record.signature = before.as_ref().and_then(|b| b.signature.clone());
                     record.sha256 = before.and_then(|b| b.sha256);
                     record.state = PluginState::Active;
                     record.reason = Some(format!("still running; the replacement file was refused: {error}"));
@@ -269,19 +283,25 @@ impl PluginManager {
             return Err(InspectError::NotRegularFile { path: file.to_owned() }.into());
         }
         // An upload was copied, hashed and parsed as it came in: not again.
-        let (copy, sha256, manifest) = match self.take_prepared(file) {
-            Some(prepared) => (prepared.copy, prepared.sha256, Ok(prepared.manifest)),
+        // The signature is read (and its key matched) first; its check of
+        // every byte runs on the copy's bytes, beside their hashing and writing.
+        let begun = self.begin_signature(file);
+        let (copy, sha256, manifest, verified) = match self.take_prepared(file) {
+            Some(prepared) => {
+                let verified = Self::run_signature_on_copy(&begun.1, &prepared.copy);
+                (prepared.copy, prepared.sha256, Ok(prepared.manifest), verified)
+            }
             None => {
-                let copy = self
+                let (copy, verified) = self
                     .shared
                     .store
-                    .copy_in(file)
+                    .copy_in_checked(file, |bytes| begun.1.run(std::io::Cursor::new(bytes)))
                     .map_err(|source| LoadError::Copy { path: file.to_owned(), source })?;
                 let manifest = manifest::manifest_from_bytes(file, &copy.bytes);
-                (copy.path, copy.sha256, manifest)
+                (copy.path, copy.sha256, manifest, verified)
             }
         };
-        record.sha256 = Some(sha256);
+        record.sha256 = Some(sha256.clone());
         self.put_record(record.clone());
         // A copy refused before dlopen was never mapped: remove it.
         let discard = |error: LoadError| {
@@ -292,6 +312,17 @@ impl PluginManager {
         record.id = Some(manifest.id.clone());
         record.version = Some(manifest.version.clone());
         self.put_record(record.clone());
+
+        // Trust before fit: the signature was checked on the copy's bytes,
+        // which nothing but this node can change before they are mapped.
+        let checked = self.finish_signature(file, begun, verified, &sha256, &manifest);
+        record.signature = Some(match &checked {
+            Ok(status) => status.clone(),
+            Err(SignatureError::Unsigned { .. }) => SignatureStatus::Unsigned,
+            Err(e) => SignatureStatus::Untrusted { key_id: e.key_id().map(str::to_string), problem: e.to_string() },
+        });
+        self.put_record(record.clone());
+        checked.map_err(|e| discard(e.into()))?;
 
         let admission = admit(active.iter().map(|a| &a.manifest), &manifest, &config.versions, self.allow_downgrade())
             .map_err(|e| discard(e.into()))?;
