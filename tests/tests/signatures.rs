@@ -261,7 +261,12 @@ async fn a_plugin_file_swapped_between_its_check_and_its_load_never_runs() {
     let (mut loaded, mut refused) = (0, 0);
     for _ in 0..LOADS {
         match home.manager.load(&target).await {
-            Ok(_) => loaded += 1,
+            Ok(_) => {
+                loaded += 1;
+                // Unloaded again, so the next accepted load maps the file
+                // anew (a second load of the same bytes would be a no-op).
+                home.manager.unload(&target, "the next round").await;
+            }
             Err(LoadError::Signature(e)) => {
                 assert!(matches!(e, SignatureError::OtherFile { .. }), "{e}");
                 refused += 1;
@@ -404,4 +409,37 @@ fn the_upload_api_and_plugins_install_carry_the_signature() {
     clusterhost_tests::wait_until("late.so to load once its signature is published", DEADLINE, || {
         record_of("late.so").is_some_and(|r| r["state"] == "active" && r["signature"]["key_id"] == signer.id.as_str())
     });
+
+    // The token that uploads plugins cannot loosen the policy: lowering
+    // plugins.signature or taking a key id off the revocation list through
+    // the API is refused (403); tightening is allowed.
+    let properties = format!("{url}/api/properties");
+    let patch = |body: &str| call("PATCH", &properties, Some(TOKEN), Some(body.as_bytes()));
+    let (status, body) = patch(r#"{"plugins.signature": "off"}"#);
+    assert_eq!(status, 403, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("can only tighten plugin trust"), "{body}");
+    let (status, body) = call("PUT", &properties, Some(TOKEN), Some(b"plugins.signature = warn\n"));
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = patch(r#"{"plugins.signature.revoked": "00000000000000AA"}"#);
+    assert_eq!(status, 200, "adding a revoked key id tightens: {body}");
+    let (status, body) = patch(r#"{"plugins.signature.revoked": null}"#);
+    assert_eq!(status, 403, "{body}");
+    assert!(std::fs::read_to_string(conf.join("clusterhost.properties"))
+        .unwrap()
+        .contains("plugins.signature = require"));
+
+    // A FIFO where a signature should be: refused at once, and the node
+    // goes on loading (it neither blocks on it nor stops).
+    let fifo_plugin = home.path().join("plugins/fifo.so");
+    let fifo = signature_path(&fifo_plugin);
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
+    assert!(made.success());
+    restamp(&plugin("hello"), &fifo_plugin, |m| m.id = "fifo".into());
+    clusterhost_tests::wait_until("fifo.so to be refused", DEADLINE, || {
+        record_of("fifo.so").is_some_and(|r| r["state"] == "rejected")
+    });
+    let refused = record_of("fifo.so").unwrap();
+    assert!(refused.to_string().contains("not a regular file"), "{refused}");
+    let (status, body) = call("GET", &format!("{url}/api/plugins"), None, None);
+    assert_eq!(status, 200, "the node still answers: {body}");
 }

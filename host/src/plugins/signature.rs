@@ -173,11 +173,19 @@ pub fn plugin_of_signature(path: &Path) -> Option<PathBuf> {
 pub fn read_signature_of(file: &Path) -> Result<Option<String>, SignatureError> {
     let path = signature_path(file);
     let unreadable = |e: std::io::Error| SignatureError::Unreadable { path: path.clone(), detail: e.to_string() };
-    let handle = match std::fs::File::open(&path) {
+    // Non-blocking, and only a regular file: a FIFO (or device) under the
+    // name would otherwise block the load, and every load after it.
+    use std::os::unix::fs::OpenOptionsExt;
+    let handle = match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&path) {
         Ok(handle) => handle,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(unreadable(e)),
     };
+    if !handle.metadata().map_err(unreadable)?.is_file() {
+        return Err(unreadable(std::io::Error::other(
+            "it is not a regular file; replace it with the .minisig that plugins sign wrote",
+        )));
+    }
     let mut bytes = Vec::new();
     handle.take(MAX_SIGNATURE_BYTES + 1).read_to_end(&mut bytes).map_err(unreadable)?;
     if bytes.len() as u64 > MAX_SIGNATURE_BYTES {

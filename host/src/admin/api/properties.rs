@@ -62,6 +62,42 @@ fn restart_keys<'k>(keys: impl IntoIterator<Item = &'k String>) -> Vec<String> {
     keys.into_iter().filter(|k| crate::properties::is_restart_key(k)).cloned().collect()
 }
 
+/// Why a new properties text loosens plugin trust compared with the old
+/// one (a lower `plugins.signature`, a key id taken off
+/// `plugins.signature.revoked`); `None` when it does not. The admin API may
+/// only tighten it: the token that may upload a plugin must not be able to
+/// switch off the check that the plugin is signed.
+fn loosens_trust(old: &Properties, new: &Properties) -> Option<String> {
+    let rank = |p: &Properties| match p.signature.as_str() {
+        "off" => 0,
+        "warn" => 1,
+        _ => 2,
+    };
+    if rank(new) < rank(old) {
+        return Some(format!(
+            "this would lower plugins.signature from {} to {}",
+            old.signature.as_str(),
+            new.signature.as_str()
+        ));
+    }
+    let dropped: Vec<&String> = old.signature_revoked.iter().filter(|id| !new.signature_revoked.contains(id)).collect();
+    if !dropped.is_empty() {
+        return Some(format!("this would take {dropped:?} off plugins.signature.revoked"));
+    }
+    None
+}
+
+/// The answer to a write that loosens plugin trust.
+fn trust_refused(file: &std::path::Path, why: String) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::FORBIDDEN,
+        format!(
+            "{why}: the admin API can only tighten plugin trust (raise plugins.signature, add revoked key ids); loosen it by editing {} on the node itself; the file was not changed",
+            file.display()
+        ),
+    )
+}
+
 const APPLY_NOTE: &str =
     "the node applies the file within about a second; admin.*, node.* and cluster.port apply from the next start";
 
@@ -92,9 +128,15 @@ pub(in crate::admin) async fn put_properties(
                 .into(),
         ));
     }
-    let (_, unknown) = Properties::parse(&file, text.as_bytes()).map_err(|e| not_changed(e.to_string()))?;
+    let (new_properties, unknown) =
+        Properties::parse(&file, text.as_bytes()).map_err(|e| not_changed(e.to_string()))?;
     let _writing = state.lock_target(&file).await;
     let old = read_properties_text(&file).await?;
+    if let Ok((old_properties, _)) = Properties::parse(&file, old.as_bytes()) {
+        if let Some(why) = loosens_trust(&old_properties, &new_properties) {
+            return Err(trust_refused(&file, why));
+        }
+    }
     let old_keys = crate::properties::file_keys(old.as_bytes());
     let new_keys = crate::properties::file_keys(text.as_bytes());
     let reset: Vec<&String> = old_keys.difference(&new_keys).collect();
@@ -169,7 +211,13 @@ pub(in crate::admin) async fn patch_properties(
     let text = crate::properties::patch_text(&old, &edits);
     // The file as a whole must still parse (a hand edit since the node
     // read it may have broken it): refused then, with the parser's reason.
-    let (_, unknown) = Properties::parse(&file, text.as_bytes()).map_err(|e| not_changed(e.to_string()))?;
+    let (new_properties, unknown) =
+        Properties::parse(&file, text.as_bytes()).map_err(|e| not_changed(e.to_string()))?;
+    // The file in force as the node reads it (a broken old file: the defaults).
+    let old_properties = Properties::parse(&file, old.as_bytes()).map(|(p, _)| p).unwrap_or_default();
+    if let Some(why) = loosens_trust(&old_properties, &new_properties) {
+        return Err(trust_refused(&file, why));
+    }
     write_properties(&file, &text).await?;
     let set: Vec<String> = edits.iter().filter(|(_, v)| v.is_some()).map(|(k, _)| k.clone()).collect();
     let removed: Vec<String> = edits.iter().filter(|(_, v)| v.is_none()).map(|(k, _)| k.clone()).collect();
