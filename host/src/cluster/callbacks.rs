@@ -42,7 +42,7 @@ impl ClusterCallbacks for Callbacks {
         let Some(commands) = self.commands.upgrade() else { return };
         match event.decode() {
             Some(event) => {
-                if let Some(tap) = self.shared.upgrade().and_then(|s| s.tap.get().cloned()) {
+                if let Some(tap) = self.shared.upgrade().as_deref().and_then(|s| s.tap.get()) {
                     tap.record(self.generation, &event);
                 }
                 let _ = commands.send(Command::Event { generation: self.generation, event });

@@ -30,7 +30,7 @@ pub(super) async fn cancellation(ctx: Ctx) -> Result<(), Failure> {
             )))
         }
         Ok(result) => {
-            let value = result?;
+            result?;
             wait_until("b to read the value written after the dropped calls", FOLLOW_UP, || {
                 let b = b.clone();
                 async move {
@@ -39,7 +39,6 @@ pub(super) async fn cancellation(ctx: Ctx) -> Result<(), Failure> {
                 }
             })
             .await?;
-            let _ = value;
         }
     }
 
@@ -49,36 +48,15 @@ pub(super) async fn cancellation(ctx: Ctx) -> Result<(), Failure> {
             let _ = tokio::time::timeout(Duration::from_millis(100), b.lock("cancel-lock")).await;
             ensure!(held.unlock().await?, "a's lock was not held when it released it");
             // Free again at once: the dropped wait on b may not keep it.
-            let free = tokio::time::timeout(FOLLOW_UP, a.try_lock("cancel-lock", Duration::from_secs(1))).await;
-            match free {
-                Err(_) => {
-                    return Err(Failure::failed(
-                        "after a dropped lock wait, try_lock did not answer (the strategy hangs)",
-                    ))
-                }
-                Ok(result) => {
-                    let lock = result?;
-                    ensure!(lock.is_some(), "a lock wait on b, dropped before it was granted, kept the lock for more than 1 s after a released it");
-                    if let Some(lock) = lock {
-                        lock.unlock().await?;
-                    }
-                }
-            }
-            let again = tokio::time::timeout(FOLLOW_UP, a.try_lock("cancel-lock", Duration::from_secs(5))).await;
-            match again {
-                Err(_) => {
-                    return Err(Failure::failed(
-                        "after a dropped lock wait, try_lock did not answer (the strategy hangs)",
-                    ))
-                }
-                Ok(result) => {
-                    let lock = result?;
-                    ensure!(lock.is_some(), "a dropped lock wait on b took the lock: a cannot get it back");
-                    if let Some(lock) = lock {
-                        lock.unlock().await?;
-                    }
-                }
-            }
+            let kept =
+                "a lock wait on b, dropped before it was granted, kept the lock for more than 1 s after a released it";
+            take_and_release(&a, Duration::from_secs(1), kept).await?;
+            take_and_release(
+                &a,
+                Duration::from_secs(5),
+                "a dropped lock wait on b took the lock: a cannot get it back",
+            )
+            .await?;
         }
         Err(crate::cluster::ClusterError::Unsupported { .. }) => {}
         Err(e) => return Err(e.into()),
@@ -100,5 +78,16 @@ pub(super) async fn cancellation(ctx: Ctx) -> Result<(), Failure> {
             ensure_eq!(outcomes, vec![("b".to_string(), Ok(2))], "the task call after a dropped one");
         }
     }
+    Ok(())
+}
+
+/// `a` takes lock `cancel-lock` within `wait` and releases it; fails with
+/// `kept` when it cannot, and when the strategy does not answer at all.
+async fn take_and_release(a: &crate::cluster::ClusterManager, wait: Duration, kept: &str) -> Result<(), Failure> {
+    let Ok(result) = tokio::time::timeout(FOLLOW_UP, a.try_lock("cancel-lock", wait)).await else {
+        return Err(Failure::failed("after a dropped lock wait, try_lock did not answer (the strategy hangs)"));
+    };
+    let lock = result?.ok_or_else(|| Failure::failed(kept))?;
+    lock.unlock().await?;
     Ok(())
 }
