@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clusterhost::cluster::{ClusterConfig, ClusterManager, ClusterState};
-use clusterhost::properties::{NodeValues, Properties};
+use clusterhost::properties::NodeValues;
 use clusterhost::{LoadOutcome, ManagerConfig, PluginManager};
 use clusterhost_tests::{plugin, restamp};
 use semver::Version;
@@ -118,14 +118,7 @@ fn manager_with(
         std::fs::create_dir_all(&conf).expect("conf/ can be made");
         std::fs::write(conf.join("cluster.key"), "7e".repeat(32)).expect("the key can be written");
         std::fs::write(conf.join("gossip.toml"), "[discovery.multicast]\nenabled = false\n").expect("gossip.toml");
-        let values = NodeValues::default();
-        let port = clusterhost_tests::cluster::free_member_port();
-        values.update(&Properties {
-            node_name: Some("bench".into()),
-            cluster_port: Some(port),
-            ..Properties::default()
-        });
-        config.values = values;
+        config.values = NodeValues::member("bench", clusterhost_tests::cluster::free_member_port());
         let cluster = runtime.block_on(async {
             let quick = ClusterConfig { startup_delay: Duration::ZERO, ..ClusterConfig::default() };
             ClusterManager::start("bench", quick, true, false).0

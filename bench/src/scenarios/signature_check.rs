@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use clusterhost::plugins::loader::PrivateStore;
 use clusterhost::plugins::signature::{self, SignatureMode, SignaturePolicy};
-use clusterhost::properties::{NodeValues, Properties};
+use clusterhost::properties::NodeValues;
 use clusterhost::{ManagerConfig, PluginManager};
 use clusterhost_tests::plugin;
 use clusterhost_tests::signing::Signer;
@@ -62,14 +62,7 @@ impl Scenario for SignatureCheck {
             let mut config = ManagerConfig::new(&home);
             config.private_dir = Some(ctx.work.to_owned());
             config.signature = SignaturePolicy { mode, revoked: Vec::new() };
-            let values = NodeValues::default();
-            let port = clusterhost_tests::cluster::free_member_port();
-            values.update(&Properties {
-                node_name: Some("bench".into()),
-                cluster_port: Some(port),
-                ..Properties::default()
-            });
-            config.values = values;
+            config.values = NodeValues::member("bench", clusterhost_tests::cluster::free_member_port());
             let manager = PluginManager::new(config).expect("a manager");
             let started = Instant::now();
             runtime.block_on(manager.load(&file)).expect("the signed gossip plugin loads");

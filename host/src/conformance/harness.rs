@@ -15,7 +15,7 @@ use clusterhost_plugin_api::ClusterHost;
 
 use super::check::{wait_for, Failure};
 use crate::cluster::{ClusterConfig, ClusterManager, ClusterState, EventTap};
-use crate::properties::{NodeValues, Properties};
+use crate::properties::NodeValues;
 use crate::{ManagerConfig, PluginManager};
 
 /// The strategy under test.
@@ -265,12 +265,8 @@ impl Nodes {
         let setup = MemberSetup { conf: &conf, name, port: node.port, ports: &ports, namespace: &namespace };
         (plugin.configure)(&setup)
             .map_err(|e| Failure::failed(format!("could not write member {name}'s configuration: {e}")))?;
-        let values = NodeValues::default();
-        let properties =
-            Properties { node_name: Some(name.to_string()), cluster_port: Some(node.port), ..Properties::default() };
-        values.update(&properties);
         let mut config = ManagerConfig::new(home.path());
-        config.values = values;
+        config.values = NodeValues::member(name, node.port);
         config.cluster = Some(node.cluster.clone());
         config.lifecycle_budget = Duration::from_secs(20);
         let plugins = PluginManager::new(config)

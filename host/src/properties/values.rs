@@ -28,6 +28,19 @@ struct ValuesState {
 }
 
 impl NodeValues {
+    /// The values of a node named `name` whose strategy listens on `port`,
+    /// every other key at its default (a member a test or the conformance
+    /// suite runs in-process).
+    pub fn member(name: &str, port: u16) -> NodeValues {
+        let values = NodeValues::default();
+        values.update(&Properties {
+            node_name: Some(name.to_string()),
+            cluster_port: Some(port),
+            ..Properties::default()
+        });
+        values
+    }
+
     /// Takes `properties` as the settings in force, but for the restart
     /// keys after the first call: those keep their start values, and the
     /// differing new ones are [`pending`](Self::pending).
