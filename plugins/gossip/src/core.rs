@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::crypto::Sealer;
 use crate::handler::Requests;
 use crate::join::JoinState;
+use crate::liveness::Liveness;
 use crate::locked;
 use crate::locks::Locks;
 use crate::membership::{self, Membership, MembershipConfig, Peer};
@@ -47,6 +48,8 @@ pub struct Core {
     pub(crate) view: ViewState,
     /// What the lock decisions share (locks.rs).
     pub(crate) locks: Locks,
+    /// The watchers of the other members' connections (liveness.rs).
+    pub(crate) liveness: Liveness,
     /// When this run of the member started (ms): chitchat's generation, so
     /// a restarted member is a new node to gossip.
     pub(crate) generation: u64,
@@ -145,6 +148,7 @@ impl Core {
             joining: JoinState::default(),
             view: ViewState::default(),
             locks: Locks::default(),
+            liveness: Liveness::default(),
             generation,
             gossip_addr,
             background: Mutex::new(Vec::new()),
@@ -224,6 +228,7 @@ impl Core {
     /// Stops everything (the plugin stops).
     pub async fn shutdown(&self) {
         self.joining.set_left();
+        self.liveness.stop();
         if let Some(mut m) = self.membership.lock().await.take() {
             m.shutdown().await;
         }
