@@ -88,25 +88,43 @@ impl Core {
         self.is_joined() && self.join_of(id) == Some((generation, epoch))
     }
 
-    /// Tries `id`'s port: once, and again while it refuses, up to
-    /// `process_death_probes` tries in all.
+    /// Tries `id`'s port until it is open, or has refused
+    /// `process_death_probes` times (`process_death_probe_interval_ms`
+    /// apart). A try whose connect gets no answer within that interval, or
+    /// whose connection is reset before the `Hello` is answered (a dying
+    /// process's listener outlives its connections by a few milliseconds,
+    /// and resets what it had queued), is made again and not counted; after
+    /// four times as many tries as refusals wanted, nothing is concluded.
     async fn probe(&self, id: &str, addr: SocketAddr) -> Probe {
         let detection = &self.config.failure_detection;
+        let interval = Duration::from_millis(detection.process_death_probe_interval_ms.max(1));
         let timeout = self.config.operation_timeout();
-        for attempt in 1..=detection.process_death_probes.max(1) {
-            match self.net.watch(id, addr, timeout).await {
+        let wanted = detection.process_death_probes.max(1);
+        let mut refused = 0;
+        for _ in 0..wanted * 4 {
+            match self.net.watch(id, addr, interval, timeout).await {
                 Ok(ended) => return Probe::Open(ended),
-                Err(NetError::NotListening { .. }) => {}
-                Err(e) => {
+                Err(NetError::NotListening { .. }) => {
+                    refused += 1;
+                    if refused >= wanted {
+                        return Probe::Gone;
+                    }
+                    tokio::time::sleep(interval).await;
+                }
+                // The protocol's own answer: the member lives.
+                Err(e @ NetError::Refused { .. }) => {
                     tracing::debug!(member = %id, "cannot watch the connection to member {id}: {e}");
                     return Probe::Unknown;
                 }
-            }
-            if attempt < detection.process_death_probes {
-                tokio::time::sleep(Duration::from_millis(detection.process_death_probe_interval_ms)).await;
+                // No answer in time, or a connection reset during the
+                // Hello (a dying listener's queue): tried again, not counted.
+                Err(e) => {
+                    tracing::debug!(member = %id, "trying the port of member {id} again: {e}");
+                    tokio::time::sleep(interval).await;
+                }
             }
         }
-        Probe::Gone
+        Probe::Unknown
     }
 
     /// `id`'s process is gone: out of this member's view now, and every

@@ -57,6 +57,8 @@ pub enum NetError {
     Closed { member: String },
     #[error("member {member} at {addr} refused the connection: nothing listens on its member port")]
     NotListening { member: String, addr: SocketAddr },
+    #[error("could not connect to member {member} at {addr}: no answer within {timeout:?}")]
+    Unanswered { member: String, addr: SocketAddr, timeout: Duration },
 }
 
 /// Traffic counters, for `stats`.
@@ -363,7 +365,15 @@ impl Net {
         let _ = writer.await;
     }
 
-    async fn connect(&self, member: &str, addr: SocketAddr, timeout: Duration) -> Result<Arc<Conn>, NetError> {
+    /// The open connection to `member`, or a new one: its TCP connect
+    /// answered within `connect_timeout`, its `Hello` within `timeout`.
+    async fn connect(
+        &self,
+        member: &str,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        timeout: Duration,
+    ) -> Result<Arc<Conn>, NetError> {
         let slot = locked(&self.conns).entry(member.to_string()).or_default().clone();
         let mut slot = slot.lock().await;
         if let Some(conn) = slot.as_ref() {
@@ -374,9 +384,9 @@ impl Net {
         // A broken connection is closed before its replacement is made.
         *slot = None;
         let connect_error = |detail: String| NetError::Connect { member: member.into(), addr, detail };
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
             .await
-            .map_err(|_| connect_error(format!("no answer within {timeout:?}")))?
+            .map_err(|_| NetError::Unanswered { member: member.into(), addr, timeout: connect_timeout })?
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::ConnectionRefused => NetError::NotListening { member: member.into(), addr },
                 _ => connect_error(e.to_string()),
@@ -453,15 +463,18 @@ impl Net {
         Ok(conn)
     }
 
-    /// Makes sure a connection to `member` is open, and returns what fires
-    /// when it ends (closed by the peer, or dropped here).
+    /// Makes sure a connection to `member` is open (a new one's TCP
+    /// connect answered within `connect_timeout`, its `Hello` within
+    /// `timeout`), and returns what fires when it ends (closed by the peer,
+    /// or dropped here).
     pub async fn watch(
         &self,
         member: &str,
         addr: SocketAddr,
+        connect_timeout: Duration,
         timeout: Duration,
     ) -> Result<tokio_util::sync::CancellationToken, NetError> {
-        Ok(self.connect(member, addr, timeout).await?.shared.ended.clone())
+        Ok(self.connect(member, addr, connect_timeout, timeout).await?.shared.ended.clone())
     }
 
     /// A fresh request id.
@@ -479,7 +492,7 @@ impl Net {
         timeout: Duration,
     ) -> Result<Msg, NetError> {
         let work = async {
-            let conn = self.connect(member, addr, timeout).await?;
+            let conn = self.connect(member, addr, timeout, timeout).await?;
             let (tx, rx) = oneshot::channel();
             locked(&conn.shared.pending).insert(req, tx);
             if conn.tx.send(self.seal(&msg)).is_err() {
@@ -495,7 +508,7 @@ impl Net {
 
     /// Sends `msg` without waiting for an answer.
     pub async fn send(&self, member: &str, addr: SocketAddr, msg: Msg, timeout: Duration) -> Result<(), NetError> {
-        let conn = self.connect(member, addr, timeout).await?;
+        let conn = self.connect(member, addr, timeout, timeout).await?;
         conn.tx.send(self.seal(&msg)).map_err(|_| NetError::Closed { member: member.into() })
     }
 
