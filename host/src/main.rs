@@ -148,6 +148,12 @@ enum ClusterCommand {
         /// The longest a member may take to pass a health gate, in seconds.
         #[arg(long, value_name = "SECONDS", default_value_t = 60)]
         gate_timeout: u64,
+        /// How long each member is not ready (/readyz 503) before its plugin
+        /// is replaced, and how long the flow waits after it is ready again:
+        /// at least a load balancer's fall x inter (docs/load-balancing.md).
+        /// 0: no drain.
+        #[arg(long, value_name = "SECONDS", default_value = "3", value_parser = drain_seconds)]
+        drain: std::time::Duration,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -275,6 +281,15 @@ impl TrustArgs {
     }
 }
 
+/// `--drain SECONDS`: 0 to 60 (a node refuses a longer drain).
+fn drain_seconds(text: &str) -> Result<std::time::Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .and_then(|secs| std::time::Duration::try_from_secs_f64(secs).ok())
+        .filter(|d| *d <= std::time::Duration::from_secs(60))
+        .ok_or_else(|| format!("{text:?} is not a number of seconds from 0 to 60; e.g. --drain 3"))
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run { home, node_name, bind, cluster_port, admin_port, admin_bind } => {
@@ -299,7 +314,7 @@ fn main() -> ExitCode {
             ClusterCommand::Status { admin } => cli::cluster::status(&admin.target()),
             ClusterCommand::Enable { admin } => cli::cluster::switch(&admin.target(), true),
             ClusterCommand::Disable { admin } => cli::cluster::switch(&admin.target(), false),
-            ClusterCommand::Upgrade { plugin, mode, nodes, previous, dry_run, gate_timeout, admin } => {
+            ClusterCommand::Upgrade { plugin, mode, nodes, previous, dry_run, gate_timeout, drain, admin } => {
                 let options = upgrade::UpgradeOptions {
                     plugin,
                     previous,
@@ -312,6 +327,7 @@ fn main() -> ExitCode {
                     token: None,
                     dry_run,
                     gate_timeout: std::time::Duration::from_secs(gate_timeout),
+                    drain,
                 };
                 cli::cluster::upgrade(&admin.target(), options)
             }

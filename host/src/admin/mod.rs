@@ -10,6 +10,7 @@ mod console;
 pub mod contract;
 mod details;
 mod guard;
+mod health;
 mod limits;
 mod metrics;
 pub mod token;
@@ -84,6 +85,9 @@ struct Shared {
     /// target's lock, so parallel writers never interleave and each answer
     /// is about its own body. Entries nobody holds are dropped as it grows.
     writers: std::sync::Mutex<std::collections::HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+    /// Uploads that asked the node to drain first (`?drain=SECONDS`): the
+    /// node is not ready while one is in flight.
+    drains: Arc<health::Drains>,
 }
 
 impl AdminState {
@@ -136,6 +140,7 @@ impl AdminServer {
                 sessions: auth::Sessions::default(),
                 cookie: auth::cookie_name(addr.port()),
                 writers: Default::default(),
+                drains: Default::default(),
             }),
         };
         let app = router(state);
@@ -173,6 +178,13 @@ impl Drop for AdminServer {
 }
 
 fn router(state: AdminState) -> Router {
+    // The checks of a load balancer: no token (not even read: no file is
+    // opened for a stranger's request), behind the same Host, body-length
+    // and connection limits as every route.
+    let health = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), limits::check_length));
     let api = Router::new()
         .route("/api/cluster", get(api::cluster))
         .route("/api/cluster/enable", post(api::enable))
@@ -191,14 +203,16 @@ fn router(state: AdminState) -> Router {
         .route("/logout", post(console::logout))
         .route("/console.js", get(console::script))
         .route("/console.css", get(console::style))
-        .fallback(api::not_found);
+        .fallback(api::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), limits::check_length))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
     // Run in this order (the last layer added runs first): the linger
     // (after the answer, drops what the client still sends), Host and
-    // Origin (which also add the answer's headers), the token, the body's
-    // length; none of them reads the body before the answer. Each handler
-    // reads its body through limits::CappedBody, within the route's cap.
-    api.layer(axum::middleware::from_fn_with_state(state.clone(), limits::check_length))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token))
+    // Origin (which also add the answer's headers), the token (every route
+    // but the health checks), the body's length; none of them reads the
+    // body before the answer. Each handler reads its body through
+    // limits::CappedBody, within the route's cap.
+    api.merge(health)
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard::check_host_and_origin))
         .layer(axum::middleware::from_fn_with_state(state.clone(), limits::linger))
         .with_state(state)

@@ -16,6 +16,12 @@
 //! `--previous`; the admin API does not serve plugin files), each with its
 //! own gate. `--dry-run` prints the plan and changes nothing.
 //!
+//! Before its plugin is replaced a member drains: the upload asks it to be
+//! not ready (`/readyz` 503) for `--drain` seconds first, so a load
+//! balancer stops sending it requests; once it passed its gate and is
+//! ready again, the flow waits as long again before the next member, so
+//! the balancer has put it back (docs/load-balancing.md).
+//!
 //! [`survey`] finds the members, [`plan`] says what will happen, [`gates`]
 //! wait for a member's health, [`flows`] replace the plugin member by
 //! member, [`rollback`] brings the previous file back.
@@ -72,6 +78,11 @@ pub struct UpgradeOptions {
     pub dry_run: bool,
     /// The longest a member may take to pass a gate.
     pub gate_timeout: Duration,
+    /// How long a member is not ready (`/readyz` 503) before its plugin is
+    /// replaced, so a load balancer stops sending it requests first; and
+    /// how long the flow waits after it is ready again before the next
+    /// member drains, so the balancer has put it back. Zero: no drain.
+    pub drain: Duration,
 }
 
 /// Why the upgrade stopped: what happened, to what, and what to do.
