@@ -96,9 +96,14 @@ struct AdminArgs {
     /// The node's admin API.
     #[arg(long = "admin", value_name = "URL", env = "CLUSTERHOST_ADMIN", default_value = client::DEFAULT_URL)]
     admin: String,
-    /// The node's admin token file, for writes (and reads off loopback); default: conf/admin.token when it exists.
+    /// The admin token file, for writes (and reads off loopback): one token for every node not in --tokens.
+    /// Default: the token of the node whose home is the current directory, when it is the node asked
+    /// (its run/admin.json), else conf/admin.token when no node runs here.
     #[arg(long, value_name = "FILE", env = "CLUSTERHOST_ADMIN_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// A map of admin URLs to tokens, `URL TOKEN` per line, for members with tokens of their own.
+    #[arg(long, value_name = "FILE", env = "CLUSTERHOST_ADMIN_TOKENS")]
+    tokens: Option<PathBuf>,
     /// Print the API's JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -106,7 +111,7 @@ struct AdminArgs {
 
 impl AdminArgs {
     fn target(self) -> AdminTarget {
-        AdminTarget { url: self.admin, token_file: self.token_file, json: self.json }
+        AdminTarget { url: self.admin, token_file: self.token_file, tokens_file: self.tokens, json: self.json }
     }
 }
 
@@ -324,7 +329,7 @@ fn main() -> ExitCode {
                         UpgradeMode::Offline => upgrade::Mode::Offline,
                     },
                     nodes,
-                    token: None,
+                    tokens: Default::default(),
                     dry_run,
                     gate_timeout: std::time::Duration::from_secs(gate_timeout),
                     drain,

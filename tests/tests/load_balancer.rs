@@ -289,10 +289,14 @@ fn haproxy_in_front_of_three_members_fails_no_request_during_rolling_upgrades() 
     haproxy.wait_all_up(3);
 
     // The key every read asks for, on every member before the loop starts.
-    let (status, body) = call("PUT", &format!("{}/api/caches/sessions/probe", haproxy.url), Some(TOKEN), Some(b"known"));
+    let (status, body) =
+        call("PUT", &format!("{}/api/caches/sessions/probe", haproxy.url), Some(TOKEN), Some(b"known"));
     assert_eq!(status, 200, "{body}");
     wait_until("every member to read the probe key", DEADLINE, || {
-        cluster.nodes.iter().all(|n| call("GET", &format!("{}/api/caches/sessions/probe", n.admin_url()), None, None).0 == 200)
+        cluster
+            .nodes
+            .iter()
+            .all(|n| call("GET", &format!("{}/api/caches/sessions/probe", n.admin_url()), None, None).0 == 200)
     });
     let client = Client::start(&haproxy.url);
     client.wait_served(100);
@@ -350,9 +354,7 @@ fn haproxy_in_front_of_three_members_fails_no_request_during_rolling_upgrades() 
             if down.is_none() && haproxy.status_of(&name).starts_with("DOWN") {
                 down = Some(Instant::now());
             }
-            if dropped.is_none()
-                && cluster.nodes.iter().enumerate().all(|(i, n)| i == victim || members_seen(n) == 2)
-            {
+            if dropped.is_none() && cluster.nodes.iter().enumerate().all(|(i, n)| i == victim || members_seen(n) == 2) {
                 dropped = Some(Instant::now());
             }
             down.is_some() && dropped.is_some()

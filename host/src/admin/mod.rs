@@ -14,6 +14,7 @@ mod health;
 mod limits;
 mod metrics;
 pub mod token;
+pub mod tokens;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -114,6 +115,8 @@ pub struct AdminServer {
     stop: Option<oneshot::Sender<()>>,
     /// The serving task, awaited (briefly) by [`AdminServer::stop`].
     served: Option<tokio::task::JoinHandle<()>>,
+    /// `run/admin.json`, removed when the server stops.
+    endpoint_file: PathBuf,
 }
 
 impl AdminServer {
@@ -143,6 +146,18 @@ impl AdminServer {
                 drains: Default::default(),
             }),
         };
+        let endpoint = tokens::AdminEndpoint {
+            pid: std::process::id(),
+            url: format!("http://{addr}"),
+            token_file: token_file.clone(),
+        };
+        let endpoint_file = crate::home::admin_file(&state.shared.ctx.home);
+        if let Err(e) = endpoint.write(&state.shared.ctx.home) {
+            tracing::warn!(
+                "could not write {}: {e}; the CLI run in this home will not find this node's token",
+                endpoint_file.display()
+            );
+        }
         let app = router(state);
         let (stop, stopped) = oneshot::channel::<()>();
         let served = tokio::spawn(connections::serve(listener, app, connections, stopped));
@@ -152,12 +167,13 @@ impl AdminServer {
             "admin API and console on http://{addr}/ (writes{} need the token)",
             if loopback { "" } else { " and reads" }
         );
-        Ok(AdminServer { stop: Some(stop), served: Some(served) })
+        Ok(AdminServer { stop: Some(stop), served: Some(served), endpoint_file })
     }
 
     /// Stops accepting requests and waits (at most 5 s) for those in flight,
     /// so no write is acknowledged once the node starts leaving.
     pub async fn stop(mut self) {
+        let _ = std::fs::remove_file(&self.endpoint_file);
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -171,6 +187,7 @@ impl AdminServer {
 
 impl Drop for AdminServer {
     fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.endpoint_file);
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -296,6 +296,22 @@ impl ClusterManager {
         self.shared.released.load(Ordering::Acquire)
     }
 
+    /// Why the attached strategy does not serve while clustering is asked
+    /// for: a cluster start attempt failed and another is coming, or the
+    /// node gave up or lost the cluster. `(its plugin id, the reason)`;
+    /// `None` while it serves, starts for the first time, or clustering is
+    /// disabled. Shown as the reason of the strategy plugin's record.
+    pub fn strategy_problem(&self) -> Option<(String, String)> {
+        let plugin = lock(&self.shared.attached).as_ref()?.plugin.clone();
+        let (state, enabled, _) = self.snapshot();
+        let problem = match state {
+            ClusterState::Starting { attempt, detail, .. } if attempt > 1 => detail,
+            ClusterState::Standalone { reason: Some(reason) } if enabled && self.released() => reason,
+            _ => return None,
+        };
+        Some((plugin, problem))
+    }
+
     /// The status snapshot as the actor last published it: (state,
     /// clustering enabled, the attached strategy's label). One read of a
     /// watch channel, no call into the strategy: cheap enough for a

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use super::api_error;
-use crate::admin::client::ClientError;
 use super::survey::Member;
+use crate::admin::client::ClientError;
 use crate::admin::contract::state_and_reason;
 
 /// What one member reports: (state, enabled, members seen, its strategy version).

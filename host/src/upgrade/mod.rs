@@ -72,8 +72,8 @@ pub struct UpgradeOptions {
     pub mode: Mode,
     /// Every member's admin API URL.
     pub nodes: Vec<String>,
-    /// The admin token (the same on every member).
-    pub token: Option<String>,
+    /// Which admin token goes to which member (one for all, or a map).
+    pub tokens: crate::admin::tokens::Tokens,
     /// Print the plan; change nothing.
     pub dry_run: bool,
     /// The longest a member may take to pass a gate.

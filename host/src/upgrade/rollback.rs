@@ -44,12 +44,7 @@ fn wait_property(member: &Member, value: &str) -> Result<(), String> {
 }
 
 /// Uploads the previous file back on `member` (downgrades allowed for it).
-fn restore(
-    member: &Member,
-    previous: &PluginFile,
-    drain: Duration,
-    out: &mut dyn FnMut(&str),
-) -> Result<(), String> {
+fn restore(member: &Member, previous: &PluginFile, drain: Duration, out: &mut dyn FnMut(&str)) -> Result<(), String> {
     let original = allow_downgrade(member)?;
     let uploaded = upload(member, previous, drain, out);
     if let Some(text) = original {

@@ -70,7 +70,7 @@ pub(super) fn survey(options: &UpgradeOptions, new: &PluginFile) -> Result<(Vec<
     let mut members = Vec::new();
     let mut size = None;
     for url in &options.nodes {
-        let client = AdminClient::new(url, options.token.clone());
+        let client = AdminClient::new(url, options.tokens.for_url(url));
         let cluster = client
             .cluster()
             .map_err(|source| UpgradeError::Unreachable { url: url.clone(), source: Box::new(source) })?;

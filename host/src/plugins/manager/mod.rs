@@ -185,9 +185,24 @@ impl PluginManager {
         clusterhost_plugin_api::sync::lock(&self.shared.live).1
     }
 
-    /// Every plugin file seen, with state and reason.
+    /// Every plugin file seen, with state and reason. The active strategy
+    /// plugin's reason also says why it does not serve when clustering is
+    /// asked for but cannot start (e.g. its engine is unreachable: `cluster
+    /// start attempt 2 of 2 in 10.0 s; attempt 1 failed: ...`), from the
+    /// cluster manager's state: the record alone would say `active`.
     pub fn records(&self) -> Vec<PluginRecord> {
-        self.registry().records()
+        let mut records = self.registry().records();
+        let problem = self.shared.config.cluster.as_ref().and_then(|c| c.strategy_problem());
+        if let Some((plugin, problem)) = problem {
+            let serving = |r: &PluginRecord| r.state == PluginState::Active && r.id.as_deref() == Some(plugin.as_str());
+            for record in records.iter_mut().filter(|r| serving(r)) {
+                record.reason = Some(match record.reason.take() {
+                    Some(own) => format!("{problem} ({own})"),
+                    None => problem.clone(),
+                });
+            }
+        }
+        records
     }
 
     /// The record for one file.
