@@ -115,6 +115,8 @@ pub enum UpgradeError {
         "member {name} ({url}) sees {count} members, {first} sees {first_count}; wait until the cluster has settled"
     )]
     SizesDiffer { name: String, url: String, count: usize, first: String, first_count: usize },
+    #[error("member {name} ({url}) refuses the admin token sent to it: {detail}; give every member the same token (admin.token.file, then --token-file FILE) or list each member's own with --tokens FILE (`URL TOKEN` per line); no member was changed")]
+    TokenRefused { name: String, url: String, detail: String },
     #[error("member {name} ({url}): {source}")]
     Plugins { name: String, url: String, source: Box<ClientError> },
     #[error("member {name} ({url}) has no active {id} plugin; an upgrade replaces a running plugin: install it with `clusterhost plugins install`")]
