@@ -6,6 +6,7 @@
 //! - a token per member: `--tokens FILE` maps each admin URL to its token;
 //!   `cluster upgrade --tokens` and writes to each member work; the CLI run
 //!   in one member's home sends its token to that member only.
+//!
 //! And the redis strategy, loaded but unable to reach its server: its
 //! plugin record says why (`plugins list`, `GET /api/plugins`).
 
