@@ -176,11 +176,7 @@ impl Client {
         let thread = {
             let (url, stop, seen) = (url.to_string(), stop.clone(), seen.clone());
             std::thread::spawn(move || {
-                let agent: ureq::Agent = ureq::Agent::config_builder()
-                    .http_status_as_error(false)
-                    .timeout_global(Some(Duration::from_secs(10)))
-                    .build()
-                    .into();
+                let agent = crate::admin::agent(Duration::from_secs(10));
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     i += 1;

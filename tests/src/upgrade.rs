@@ -231,11 +231,7 @@ impl ClientLoad {
             .map(|(index, url)| {
                 let (url, cache, stop, report) = (url.clone(), cache.to_string(), stop.clone(), report.clone());
                 std::thread::spawn(move || {
-                    let agent: ureq::Agent = ureq::Agent::config_builder()
-                        .http_status_as_error(false)
-                        .timeout_global(Some(Duration::from_secs(10)))
-                        .build()
-                        .into();
+                    let agent = crate::admin::agent(Duration::from_secs(10));
                     let mut last_served = Instant::now();
                     let mut mine: Vec<(String, String)> = Vec::new();
                     let mut i = 0u64;
