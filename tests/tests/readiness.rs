@@ -205,3 +205,49 @@ fn health_checks_need_no_token_off_loopback_and_carry_only_state_and_reason() {
     );
     assert_eq!(status, 421, "{text}");
 }
+
+/// `clusterhost cluster upgrade` drains the member before it replaces its
+/// strategy: not ready (draining) while the running version still serves,
+/// then not ready until it re-joined on the new one, then ready.
+#[test]
+fn cluster_upgrade_turns_the_member_not_ready_before_the_replace_and_ready_after_the_rejoin() {
+    let home = home_with_strategy("cluster.startup.delay.seconds = 1\n");
+    let previous = home.path().join("strat-1.0.0.so");
+    std::fs::copy(home.path().join("plugins/strategy.so"), &previous).unwrap();
+    let new = home.path().join("strat-1.1.0.so");
+    strategy_build(&new, "1.1.0");
+    let node = NodeProcess::start_with(home.path(), &["--node-name", "u1"], &[]);
+    node.wait_for_admin(DEADLINE);
+    let url = node.admin_url();
+    let poller = Poller::start(&url);
+    poller.wait_for(200, "clustered (strat 1.0.0)");
+    poller.take();
+    let token = home.path().join("conf/admin.token");
+    let run = clusterhost_tests::upgrade::cli(&[
+        "cluster",
+        "upgrade",
+        "--mode",
+        "rolling",
+        "--plugin",
+        new.to_str().unwrap(),
+        "--previous",
+        previous.to_str().unwrap(),
+        "--nodes",
+        &url,
+        "--token-file",
+        token.to_str().unwrap(),
+        "--drain",
+        "1.5",
+    ]);
+    assert!(run.success, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("drains for 1.5 s first"), "{}", run.stdout);
+    poller.wait_for(200, "clustered (strat 1.1.0)");
+    let seen = poller.take();
+    let drain = position(&seen, 0, 503, "draining: the upload of plugins/strategy.so (strat 1.1.0)")
+        .unwrap_or_else(|| panic!("{seen:#?}"));
+    let ready = position(&seen, drain, 200, "clustered (strat 1.1.0)").unwrap_or_else(|| panic!("{seen:#?}"));
+    assert!(!seen[..drain].iter().any(|(s, _, _)| *s != 200), "ready until the drain: {seen:#?}");
+    assert!(!seen[drain..ready].iter().any(|(s, _, _)| *s == 200), "not ready from the drain to the rejoin: {seen:#?}");
+    let (unhealthy, _) = poller.finish();
+    assert!(unhealthy.is_empty(), "{unhealthy:?}");
+}
