@@ -261,10 +261,9 @@ impl Actor {
             }
             None => format!("cluster start attempt {attempt} of {attempts} in {:.1} s", wait.as_secs_f64()),
             Some(error) => format!(
-                "cluster start attempt {attempt} of {attempts} in {:.1} s; attempt {} failed: {}",
+                "cluster start attempt {attempt} of {attempts} in {:.1} s; attempt {} failed: {error}",
                 wait.as_secs_f64(),
-                attempt - 1,
-                crate::text::clip(error)
+                attempt - 1
             ),
         };
         self.set_state(ClusterState::Starting { attempt, attempts, next_in_ms: wait.as_millis() as u64, detail });
