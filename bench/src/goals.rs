@@ -159,6 +159,13 @@ pub const GOALS: &[Goal] = &[
         bound: Bound::Below(1.0),
     },
     Goal {
+        issue: 20,
+        text: "requests failed through HAProxy during a rolling upgrade of 3 members: 0",
+        figure: "lb.upgrade.failed",
+        stat: Stat::Max,
+        bound: Bound::Below(1.0),
+    },
+    Goal {
         issue: 21,
         text: "signature check of the gossip plugin < 5 ms",
         figure: "signature.check",

@@ -49,6 +49,12 @@ pub fn run_dir(home: &Path) -> PathBuf {
     home.join(RUN_DIR)
 }
 
+/// `HOME/run/admin.json`: where a running node's admin API listens and
+/// which token file it reads (for the CLI run in its home).
+pub fn admin_file(home: &Path) -> PathBuf {
+    run_dir(home).join("admin.json")
+}
+
 /// `HOME/conf/clusterhost.properties`.
 pub fn properties_file(home: &Path) -> PathBuf {
     conf_dir(home).join(PROPERTIES_FILE_NAME)

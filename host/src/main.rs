@@ -96,9 +96,14 @@ struct AdminArgs {
     /// The node's admin API.
     #[arg(long = "admin", value_name = "URL", env = "CLUSTERHOST_ADMIN", default_value = client::DEFAULT_URL)]
     admin: String,
-    /// The node's admin token file, for writes (and reads off loopback); default: conf/admin.token when it exists.
+    /// The admin token file, for writes (and reads off loopback): one token for every node not in --tokens.
+    /// Default: the token of the node whose home is the current directory, when it is the node asked
+    /// (its run/admin.json), else conf/admin.token when no node runs here.
     #[arg(long, value_name = "FILE", env = "CLUSTERHOST_ADMIN_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// A map of admin URLs to tokens, `URL TOKEN` per line, for members with tokens of their own.
+    #[arg(long, value_name = "FILE", env = "CLUSTERHOST_ADMIN_TOKENS")]
+    tokens: Option<PathBuf>,
     /// Print the API's JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -106,7 +111,7 @@ struct AdminArgs {
 
 impl AdminArgs {
     fn target(self) -> AdminTarget {
-        AdminTarget { url: self.admin, token_file: self.token_file, json: self.json }
+        AdminTarget { url: self.admin, token_file: self.token_file, tokens_file: self.tokens, json: self.json }
     }
 }
 
@@ -148,6 +153,12 @@ enum ClusterCommand {
         /// The longest a member may take to pass a health gate, in seconds.
         #[arg(long, value_name = "SECONDS", default_value_t = 60)]
         gate_timeout: u64,
+        /// How long each member is not ready (/readyz 503) before its plugin
+        /// is replaced, and how long the flow waits after it is ready again:
+        /// at least a load balancer's fall x inter (docs/load-balancing.md).
+        /// 0: no drain.
+        #[arg(long, value_name = "SECONDS", default_value = "3", value_parser = drain_seconds)]
+        drain: std::time::Duration,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -275,6 +286,15 @@ impl TrustArgs {
     }
 }
 
+/// `--drain SECONDS`: 0 to 60 (a node refuses a longer drain).
+fn drain_seconds(text: &str) -> Result<std::time::Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .and_then(|secs| std::time::Duration::try_from_secs_f64(secs).ok())
+        .filter(|d| *d <= std::time::Duration::from_secs(60))
+        .ok_or_else(|| format!("{text:?} is not a number of seconds from 0 to 60; e.g. --drain 3"))
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run { home, node_name, bind, cluster_port, admin_port, admin_bind } => {
@@ -299,7 +319,7 @@ fn main() -> ExitCode {
             ClusterCommand::Status { admin } => cli::cluster::status(&admin.target()),
             ClusterCommand::Enable { admin } => cli::cluster::switch(&admin.target(), true),
             ClusterCommand::Disable { admin } => cli::cluster::switch(&admin.target(), false),
-            ClusterCommand::Upgrade { plugin, mode, nodes, previous, dry_run, gate_timeout, admin } => {
+            ClusterCommand::Upgrade { plugin, mode, nodes, previous, dry_run, gate_timeout, drain, admin } => {
                 let options = upgrade::UpgradeOptions {
                     plugin,
                     previous,
@@ -309,9 +329,10 @@ fn main() -> ExitCode {
                         UpgradeMode::Offline => upgrade::Mode::Offline,
                     },
                     nodes,
-                    token: None,
+                    tokens: Default::default(),
                     dry_run,
                     gate_timeout: std::time::Duration::from_secs(gate_timeout),
+                    drain,
                 };
                 cli::cluster::upgrade(&admin.target(), options)
             }

@@ -92,6 +92,12 @@ pub fn active_version(url: &str, id: &str) -> Option<String> {
         .and_then(|r| r["version"].as_str().map(str::to_string))
 }
 
+/// An HTTP client that returns every status as an answer and gives up on
+/// a request after `timeout`.
+pub fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(timeout)).build().into()
+}
+
 /// One HTTP call: (status, JSON body, or `{"text": body}` when it is not JSON).
 pub fn call(method: &str, url: &str, token: Option<&str>, body: Option<&[u8]>) -> (u16, Value) {
     let (status, text) = call_text(method, url, token, body);
@@ -111,11 +117,7 @@ pub fn call_text(method: &str, url: &str, token: Option<&str>, body: Option<&[u8
 
 /// One HTTP call with extra headers: (status, body text).
 pub fn call_with_headers(method: &str, url: &str, headers: &[(&str, String)], body: Option<&[u8]>) -> (u16, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(120)))
-        .build()
-        .into();
+    let agent = agent(Duration::from_secs(120));
     let result = match method {
         "GET" => headers.iter().fold(agent.get(url), |r, (k, v)| r.header(*k, v)).call(),
         "DELETE" => headers.iter().fold(agent.delete(url), |r, (k, v)| r.header(*k, v)).call(),

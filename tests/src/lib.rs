@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod cluster;
+pub mod haproxy;
 pub mod netns;
 pub mod procfs;
 pub mod redis;

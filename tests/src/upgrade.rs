@@ -29,6 +29,8 @@ pub fn gossip_build(dst: &Path, version: &str, wire: &str) -> PathBuf {
 pub struct GossipCluster {
     pub nodes: Vec<NodeProcess>,
     pub names: Vec<String>,
+    /// Each member's gossip port (its `--cluster-port`).
+    pub ports: Vec<u16>,
     /// Temporary homes and builds; removed when dropped (after the processes).
     pub dir: tempfile::TempDir,
 }
@@ -83,11 +85,25 @@ impl GossipCluster {
         for node in &nodes {
             node.wait_for_admin(DEADLINE);
         }
-        let cluster = GossipCluster { nodes, names, dir };
+        let cluster = GossipCluster { nodes, names, ports, dir };
         wait_until(&format!("every member to see {n} members"), Duration::from_secs(60), || {
             cluster.nodes.iter().all(|node| members_seen(node) == n)
         });
         cluster
+    }
+
+    /// Starts member `i` again on its home, name and ports (after a kill
+    /// or a stop); waits until its admin API answers.
+    pub fn restart(&mut self, i: usize) {
+        let (name, port, admin) = (&self.names[i], self.ports[i].to_string(), self.nodes[i].admin_port.to_string());
+        let home = self.nodes[i].home.clone();
+        let node = NodeProcess::start_with(
+            &home,
+            &["--node-name", name, "--cluster-port", &port, "--admin-port", &admin],
+            &[],
+        );
+        node.wait_for_admin(DEADLINE);
+        self.nodes[i] = node;
     }
 
     /// Every member's admin URL, comma-separated (for --nodes).
@@ -215,11 +231,7 @@ impl ClientLoad {
             .map(|(index, url)| {
                 let (url, cache, stop, report) = (url.clone(), cache.to_string(), stop.clone(), report.clone());
                 std::thread::spawn(move || {
-                    let agent: ureq::Agent = ureq::Agent::config_builder()
-                        .http_status_as_error(false)
-                        .timeout_global(Some(Duration::from_secs(10)))
-                        .build()
-                        .into();
+                    let agent = crate::admin::agent(Duration::from_secs(10));
                     let mut last_served = Instant::now();
                     let mut mine: Vec<(String, String)> = Vec::new();
                     let mut i = 0u64;

@@ -8,6 +8,7 @@ mod drop_active;
 mod failure;
 mod hot_upgrade;
 mod join;
+mod load_balancer;
 pub mod partition;
 mod plugin_load;
 mod redis;
@@ -72,6 +73,7 @@ pub fn registry() -> Vec<Box<dyn Scenario>> {
         Box::new(cache_ops::CacheOps),
         Box::new(join::Join),
         Box::new(failure::Failure),
+        Box::new(load_balancer::LoadBalancer),
         Box::new(partition::Partition),
         Box::new(soak::Soak),
         Box::new(scaling::Scaling),

@@ -29,6 +29,8 @@ pub enum ClientError {
     Unreadable { url: String, detail: String },
     #[error("could not read the admin token file {}: {detail}; pass --token-file with the node's token file (admin.token.file, default conf/admin.token in its home)", file.display())]
     TokenFile { file: PathBuf, detail: String },
+    #[error("the token map {} (--tokens) is not usable: {detail}; each line is `URL TOKEN`: a member's admin URL, a space, its token", file.display())]
+    TokenMap { file: PathBuf, detail: String },
 }
 
 impl ClientError {

@@ -271,6 +271,28 @@ pub struct ErrorBody {
     pub refusal: Option<Refusal>,
 }
 
+/// `GET /healthz` and `GET /readyz`: a state and why, nothing else.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// `serving` (healthz), `ready` or `not_ready` (readyz).
+    pub state: HealthState,
+    /// Why (readyz always says; healthz has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The state in a [`Health`] answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthState {
+    /// The process serves (`/healthz`, always 200).
+    Serving,
+    /// Ready for client traffic (`/readyz` 200).
+    Ready,
+    /// Not ready (`/readyz` 503).
+    NotReady,
+}
+
 /// A clustering state as its name and reason, as the console and the CLI
 /// show it: `starting` gives its detail as the reason.
 pub fn state_and_reason(state: &ClusterState) -> (&'static str, Option<&str>) {

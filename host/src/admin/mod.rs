@@ -10,9 +10,11 @@ mod console;
 pub mod contract;
 mod details;
 mod guard;
+mod health;
 mod limits;
 mod metrics;
 pub mod token;
+pub mod tokens;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -84,6 +86,9 @@ struct Shared {
     /// target's lock, so parallel writers never interleave and each answer
     /// is about its own body. Entries nobody holds are dropped as it grows.
     writers: std::sync::Mutex<std::collections::HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+    /// Uploads that asked the node to drain first (`?drain=SECONDS`): the
+    /// node is not ready while one is in flight.
+    drains: Arc<health::Drains>,
 }
 
 impl AdminState {
@@ -110,6 +115,8 @@ pub struct AdminServer {
     stop: Option<oneshot::Sender<()>>,
     /// The serving task, awaited (briefly) by [`AdminServer::stop`].
     served: Option<tokio::task::JoinHandle<()>>,
+    /// `run/admin.json`, removed when the server stops.
+    endpoint_file: PathBuf,
 }
 
 impl AdminServer {
@@ -136,8 +143,21 @@ impl AdminServer {
                 sessions: auth::Sessions::default(),
                 cookie: auth::cookie_name(addr.port()),
                 writers: Default::default(),
+                drains: Default::default(),
             }),
         };
+        let endpoint = tokens::AdminEndpoint {
+            pid: std::process::id(),
+            url: format!("http://{addr}"),
+            token_file: token_file.clone(),
+        };
+        let endpoint_file = crate::home::admin_file(&state.shared.ctx.home);
+        if let Err(e) = endpoint.write(&state.shared.ctx.home) {
+            tracing::warn!(
+                "could not write {}: {e}; the CLI run in this home will not find this node's token",
+                endpoint_file.display()
+            );
+        }
         let app = router(state);
         let (stop, stopped) = oneshot::channel::<()>();
         let served = tokio::spawn(connections::serve(listener, app, connections, stopped));
@@ -147,12 +167,13 @@ impl AdminServer {
             "admin API and console on http://{addr}/ (writes{} need the token)",
             if loopback { "" } else { " and reads" }
         );
-        Ok(AdminServer { stop: Some(stop), served: Some(served) })
+        Ok(AdminServer { stop: Some(stop), served: Some(served), endpoint_file })
     }
 
     /// Stops accepting requests and waits (at most 5 s) for those in flight,
     /// so no write is acknowledged once the node starts leaving.
     pub async fn stop(mut self) {
+        let _ = std::fs::remove_file(&self.endpoint_file);
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -166,6 +187,7 @@ impl AdminServer {
 
 impl Drop for AdminServer {
     fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.endpoint_file);
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -173,6 +195,13 @@ impl Drop for AdminServer {
 }
 
 fn router(state: AdminState) -> Router {
+    // The checks of a load balancer: no token (not even read: no file is
+    // opened for a stranger's request), behind the same Host, body-length
+    // and connection limits as every route.
+    let health = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), limits::check_length));
     let api = Router::new()
         .route("/api/cluster", get(api::cluster))
         .route("/api/cluster/enable", post(api::enable))
@@ -191,14 +220,16 @@ fn router(state: AdminState) -> Router {
         .route("/logout", post(console::logout))
         .route("/console.js", get(console::script))
         .route("/console.css", get(console::style))
-        .fallback(api::not_found);
+        .fallback(api::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), limits::check_length))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
     // Run in this order (the last layer added runs first): the linger
     // (after the answer, drops what the client still sends), Host and
-    // Origin (which also add the answer's headers), the token, the body's
-    // length; none of them reads the body before the answer. Each handler
-    // reads its body through limits::CappedBody, within the route's cap.
-    api.layer(axum::middleware::from_fn_with_state(state.clone(), limits::check_length))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token))
+    // Origin (which also add the answer's headers), the token (every route
+    // but the health checks), the body's length; none of them reads the
+    // body before the answer. Each handler reads its body through
+    // limits::CappedBody, within the route's cap.
+    api.merge(health)
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard::check_host_and_origin))
         .layer(axum::middleware::from_fn_with_state(state.clone(), limits::linger))
         .with_state(state)

@@ -37,11 +37,11 @@ pub fn switch(admin: &AdminTarget, enabled: bool) -> ExitCode {
     )
 }
 
-/// `cluster upgrade`: `options` without the token, which comes from `admin`;
+/// `cluster upgrade`: `options` without the tokens, which come from `admin`;
 /// `nodes` empty means `--admin` alone. Progress goes to stdout line by line.
 pub fn upgrade(admin: &AdminTarget, mut options: upgrade::UpgradeOptions) -> ExitCode {
-    options.token = match admin.token() {
-        Ok(token) => token,
+    options.tokens = match admin.tokens() {
+        Ok(tokens) => tokens,
         Err(e) => return fail(e.to_string()),
     };
     if options.nodes.is_empty() {

@@ -10,33 +10,38 @@ pub mod run;
 pub mod signing;
 pub mod strategy;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use serde_json::Value;
 
-use crate::admin::client::{self, AdminClient, Answer, ClientError};
+use crate::admin::client::{AdminClient, Answer, ClientError};
+use crate::admin::tokens::Tokens;
 
-/// How to reach a node's admin API, from `--admin`, `--token-file` and `--json`.
+/// How to reach a node's admin API, from `--admin`, `--token-file`,
+/// `--tokens` and `--json`.
 #[derive(Debug, Clone)]
 pub struct AdminTarget {
     /// The node's admin API URL.
     pub url: String,
-    /// The token file given; when `None`, [`crate::home::TOKEN_FILE`] in the
-    /// current directory is read if it exists.
+    /// `--token-file`: one token for every node not in the token map.
     pub token_file: Option<PathBuf>,
+    /// `--tokens`: a map of admin URLs to their tokens.
+    pub tokens_file: Option<PathBuf>,
     /// Print the API's JSON instead of text.
     pub json: bool,
 }
 
 impl AdminTarget {
-    /// The token: from the file given (which must read), else from the
-    /// current directory's `conf/admin.token` when it reads.
+    /// Which token goes to which node (see [`crate::admin::tokens`]):
+    /// the files given must read.
+    pub fn tokens(&self) -> Result<Tokens, ClientError> {
+        Tokens::load(self.token_file.as_deref(), self.tokens_file.as_deref())
+    }
+
+    /// The token for the node at `--admin`, if any.
     pub fn token(&self) -> Result<Option<String>, ClientError> {
-        match &self.token_file {
-            Some(file) => Ok(Some(client::read_token_file(file)?)),
-            None => Ok(client::read_token_file(Path::new(crate::home::TOKEN_FILE)).ok()),
-        }
+        Ok(self.tokens()?.for_url(&self.url))
     }
 
     fn client(&self) -> Result<AdminClient, ClientError> {

@@ -240,7 +240,7 @@ impl Actor {
     fn begin_delay(&mut self) {
         let delay = self.config().startup_delay;
         self.stage = Stage::Waiting { at: Instant::now() + delay, attempt: 1 };
-        self.set_starting(1, delay);
+        self.set_starting(1, delay, None);
     }
 
     async fn publish_enabled(&self, strategy: &StrategyRef) {
@@ -250,12 +250,21 @@ impl Actor {
         }
     }
 
-    fn set_starting(&self, attempt: u32, wait: Duration) {
+    /// Starting: attempt `attempt` comes in `wait`; `failed` is why the
+    /// attempt before it failed (so the state, and the strategy plugin's
+    /// record, say why the node is not clustered yet).
+    fn set_starting(&self, attempt: u32, wait: Duration, failed: Option<&str>) {
         let attempts = self.config().retry_count + 1;
-        let detail = if attempt == 1 {
-            format!("clustering starts in {:.1} s (cluster.startup.delay.seconds)", wait.as_secs_f64())
-        } else {
-            format!("cluster start attempt {attempt} of {attempts} in {:.1} s", wait.as_secs_f64())
+        let detail = match failed {
+            None if attempt == 1 => {
+                format!("clustering starts in {:.1} s (cluster.startup.delay.seconds)", wait.as_secs_f64())
+            }
+            None => format!("cluster start attempt {attempt} of {attempts} in {:.1} s", wait.as_secs_f64()),
+            Some(error) => format!(
+                "cluster start attempt {attempt} of {attempts} in {:.1} s; attempt {} failed: {error}",
+                wait.as_secs_f64(),
+                attempt - 1
+            ),
         };
         self.set_state(ClusterState::Starting { attempt, attempts, next_in_ms: wait.as_millis() as u64, detail });
     }
@@ -317,7 +326,7 @@ impl Actor {
         if attempt < attempts {
             tracing::warn!("cluster start attempt {attempt} of {attempts} failed: {error}");
             self.stage = Stage::Waiting { at: Instant::now() + config.retry_interval, attempt: attempt + 1 };
-            self.set_starting(attempt + 1, config.retry_interval);
+            self.set_starting(attempt + 1, config.retry_interval, Some(&error));
         } else {
             self.stage = Stage::Idle;
             let reason = format!(
@@ -458,7 +467,7 @@ impl Actor {
         } else if self.attached.is_some() && !self.held && matches!(self.stage, Stage::Idle) {
             // Re-enabled: start now (the startup delay is for a strategy's arrival).
             self.stage = Stage::Waiting { at: Instant::now(), attempt: 1 };
-            self.set_starting(1, Duration::ZERO);
+            self.set_starting(1, Duration::ZERO, None);
         } else if self.attached.is_none() {
             self.set_state(ClusterState::Standalone { reason: None });
         }

@@ -25,7 +25,7 @@ mod task_stats;
 mod tasks;
 mod types;
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use clusterhost_plugin_api::cluster::{Member, StrategyBox};
@@ -88,6 +88,10 @@ struct Shared {
     /// Every event a strategy emits, recorded as it arrives, once
     /// [`ClusterManager::tap_events`] installed it (the conformance suite).
     tap: std::sync::OnceLock<EventTap>,
+    /// Whether the hold is over (the node's initial plugin scan is done):
+    /// set by [`ClusterManager::release`], with the command that ends the
+    /// actor's hold; read by the readiness check.
+    released: AtomicBool,
 }
 
 /// The raw events this node's strategies emitted, before the host filters
@@ -145,6 +149,7 @@ impl ClusterManager {
             next_generation: AtomicU64::new(1),
             runtime,
             tap: std::sync::OnceLock::new(),
+            released: AtomicBool::new(!held),
         });
         Actor::spawn(shared.clone(), faults, enabled, held, rx);
         (ClusterManager { shared, commands }, fault_rx)
@@ -281,7 +286,38 @@ impl ClusterManager {
 
     /// Ends the hold: a strategy already attached starts its startup delay now.
     pub fn release(&self) {
+        self.shared.released.store(true, Ordering::Release);
         let _ = self.commands.send(Command::Release);
+    }
+
+    /// Whether the hold is over: the node's initial plugin scan is done
+    /// (always, for a manager started without a hold).
+    pub fn released(&self) -> bool {
+        self.shared.released.load(Ordering::Acquire)
+    }
+
+    /// Why the attached strategy does not serve while clustering is asked
+    /// for: a cluster start attempt failed and another is coming, or the
+    /// node gave up or lost the cluster. `(its plugin id, the reason)`;
+    /// `None` while it serves, starts for the first time, or clustering is
+    /// disabled. Shown as the reason of the strategy plugin's record.
+    pub fn strategy_problem(&self) -> Option<(String, String)> {
+        let plugin = lock(&self.shared.attached).as_ref()?.plugin.clone();
+        let (state, enabled, _) = self.snapshot();
+        let problem = match state {
+            ClusterState::Starting { attempt, detail, .. } if attempt > 1 => detail,
+            ClusterState::Standalone { reason: Some(reason) } if enabled && self.released() => reason,
+            _ => return None,
+        };
+        Some((plugin, problem))
+    }
+
+    /// The status snapshot as the actor last published it: (state,
+    /// clustering enabled, the attached strategy's label). One read of a
+    /// watch channel, no call into the strategy: cheap enough for a
+    /// health check.
+    pub fn snapshot(&self) -> (ClusterState, bool, Option<String>) {
+        self.shared.status.borrow().clone()
     }
 
     /// Leaves the cluster (caches kept) and stops the event thread.

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::gates::{clustered_check, gate, in_cluster, standalone, Seen};
+use super::gates::{clustered_check, gate, in_cluster, ready_gate, standalone, Seen};
 use super::rollback::{rollback, rollback_timeout, split_brain_rollback};
 use super::survey::{Member, PluginFile};
 use super::{api_error, secs, UpgradeError, UpgradeOptions};
@@ -32,20 +32,32 @@ pub(super) struct Run<'r> {
 /// version (the host restarts it); that upload is retried once after a
 /// second, since the usual cause is a resource the stopped version had not
 /// released yet (e.g. its member port). Admission refusals are not retried.
-pub(super) fn upload(member: &Member, file: &PluginFile, out: &mut dyn FnMut(&str)) -> Result<UploadOutcome, String> {
-    match upload_once(member, file) {
+pub(super) fn upload(
+    member: &Member,
+    file: &PluginFile,
+    drain: Duration,
+    out: &mut dyn FnMut(&str),
+) -> Result<UploadOutcome, String> {
+    match upload_once(member, file, drain) {
         Err((why, Some(Refusal { cause: RefusalCause::FailedInStart, kept_running: true }))) => {
             out(&format!("[retry] {}: the new version failed to start and the running one was kept ({why}); uploading again in 1 s", member.label()));
             std::thread::sleep(Duration::from_secs(1));
-            upload_once(member, file).map_err(|(why, _)| why)
+            upload_once(member, file, drain).map_err(|(why, _)| why)
         }
         other => other.map_err(|(why, _)| why),
     }
 }
 
 /// One upload: its outcome, or why not (with the node's refusal, if it refused).
-fn upload_once(member: &Member, file: &PluginFile) -> Result<UploadOutcome, (String, Option<Refusal>)> {
-    let path = format!("/api/plugins?name={}", segment(&member.file));
+fn upload_once(
+    member: &Member,
+    file: &PluginFile,
+    drain: Duration,
+) -> Result<UploadOutcome, (String, Option<Refusal>)> {
+    let mut path = format!("/api/plugins?name={}", segment(&member.file));
+    if !drain.is_zero() {
+        path.push_str(&format!("&drain={}", drain.as_secs_f64()));
+    }
     let answer = member.client.post_signed(&path, &file.bytes, file.signature.as_deref()).map_err(|e| {
         let refusal = e.refusal();
         (api_error(e), refusal)
@@ -87,8 +99,18 @@ fn replace_each<'r>(flow: Flow, run: &Run<'r>, out: &mut dyn FnMut(&str)) -> Res
         let name = if flow == Flow::Rolling { "rolling" } else { "split-brain" };
         let step = format!("[{name}] {}/{total} {}", i + 1, m.label());
         let t = Instant::now();
-        out(&format!("{step}: upload {} as plugins/{} ...", new.label(), m.file));
-        if let Err(why) = upload(m, new, out) {
+        let drain = run.options.drain;
+        if drain.is_zero() {
+            out(&format!("{step}: upload {} as plugins/{} ...", new.label(), m.file));
+        } else {
+            out(&format!(
+                "{step}: upload {} as plugins/{} (the member drains for {} first: not ready, so a load balancer stops sending it requests) ...",
+                new.label(),
+                m.file,
+                secs(drain)
+            ));
+        }
+        if let Err(why) = upload(m, new, drain, out) {
             // A refused replacement leaves the member on its running version.
             let (line, reason) = match flow {
                 Flow::Rolling => {
@@ -130,7 +152,13 @@ fn replace_each<'r>(flow: Flow, run: &Run<'r>, out: &mut dyn FnMut(&str)) -> Res
         };
         match gated {
             Ok(_) if flow == Flow::Rolling => {
-                out(&format!("{step}: gate passed ({} for the member)", secs(t.elapsed())))
+                out(&format!("{step}: gate passed ({} for the member)", secs(t.elapsed())));
+                if let Err(why) = back_in_service(run.options, m, i + 1 < total, &step, out) {
+                    out(&format!("{step}: {why}"));
+                    let reason =
+                        format!("member {} failed its gate after the upgrade to {}: {why}", m.label(), new.label());
+                    return Err(Failed { changed, reason });
+                }
             }
             Ok(_) => out(&format!("{step}: replaced, standalone on {version} ({})", secs(t.elapsed()))),
             Err(why) => {
@@ -144,6 +172,31 @@ fn replace_each<'r>(flow: Flow, run: &Run<'r>, out: &mut dyn FnMut(&str)) -> Res
                 return Err(Failed { changed, reason });
             }
         }
+    }
+    Ok(())
+}
+
+/// After a member passed its gate: waits until it is ready (`/readyz`),
+/// then, when another member drains next, waits the drain once more so a
+/// load balancer's rising checks have put this one back first.
+fn back_in_service(
+    options: &UpgradeOptions,
+    m: &Member,
+    another_follows: bool,
+    step: &str,
+    out: &mut dyn FnMut(&str),
+) -> Result<(), String> {
+    if options.drain.is_zero() {
+        return Ok(());
+    }
+    let waited = ready_gate(options.gate_timeout, m)?;
+    if another_follows {
+        out(&format!(
+            "{step}: ready again ({}); waiting {} before the next member drains, so a load balancer has put it back",
+            secs(waited),
+            secs(options.drain)
+        ));
+        std::thread::sleep(options.drain);
     }
     Ok(())
 }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::api_error;
 use super::survey::Member;
+use crate::admin::client::ClientError;
 use crate::admin::contract::state_and_reason;
 
 /// What one member reports: (state, enabled, members seen, its strategy version).
@@ -50,6 +51,30 @@ pub(super) fn gate(
         }
     }
 }
+/// Waits until `member` answers `/readyz` with 200 (ready for client
+/// traffic); a node without the endpoint (404, an older host) passes.
+pub(super) fn ready_gate(timeout: Duration, member: &Member) -> Result<Duration, String> {
+    let started = Instant::now();
+    loop {
+        let why = match member.client.get("/readyz") {
+            Ok(_) | Err(ClientError::Api { status: 404, .. }) => return Ok(started.elapsed()),
+            Err(ClientError::Api { body, .. }) => {
+                body["reason"].as_str().unwrap_or("the node gave no reason").to_string()
+            }
+            Err(e) => api_error(e),
+        };
+        if started.elapsed() >= timeout {
+            return Err(format!(
+                "gate not passed within {} s: {}: not ready: {}",
+                timeout.as_secs(),
+                member.label(),
+                crate::text::clip(&why)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// The gate of a member in the cluster: clustered, `size` members, `version`.
 pub(super) fn clustered_check(size: usize, version: String) -> impl Fn(&Member, &Seen) -> Result<(), String> {
     move |_, (state, _, seen, running)| {

@@ -16,6 +16,12 @@
 //! `--previous`; the admin API does not serve plugin files), each with its
 //! own gate. `--dry-run` prints the plan and changes nothing.
 //!
+//! Before its plugin is replaced a member drains: the upload asks it to be
+//! not ready (`/readyz` 503) for `--drain` seconds first, so a load
+//! balancer stops sending it requests; once it passed its gate and is
+//! ready again, the flow waits as long again before the next member, so
+//! the balancer has put it back (docs/load-balancing.md).
+//!
 //! [`survey`] finds the members, [`plan`] says what will happen, [`gates`]
 //! wait for a member's health, [`flows`] replace the plugin member by
 //! member, [`rollback`] brings the previous file back.
@@ -66,12 +72,17 @@ pub struct UpgradeOptions {
     pub mode: Mode,
     /// Every member's admin API URL.
     pub nodes: Vec<String>,
-    /// The admin token (the same on every member).
-    pub token: Option<String>,
+    /// Which admin token goes to which member (one for all, or a map).
+    pub tokens: crate::admin::tokens::Tokens,
     /// Print the plan; change nothing.
     pub dry_run: bool,
     /// The longest a member may take to pass a gate.
     pub gate_timeout: Duration,
+    /// How long a member is not ready (`/readyz` 503) before its plugin is
+    /// replaced, so a load balancer stops sending it requests first; and
+    /// how long the flow waits after it is ready again before the next
+    /// member drains, so the balancer has put it back. Zero: no drain.
+    pub drain: Duration,
 }
 
 /// Why the upgrade stopped: what happened, to what, and what to do.
@@ -106,6 +117,8 @@ pub enum UpgradeError {
         "member {name} ({url}) sees {count} members, {first} sees {first_count}; wait until the cluster has settled"
     )]
     SizesDiffer { name: String, url: String, count: usize, first: String, first_count: usize },
+    #[error("member {name} ({url}) refuses the admin token sent to it: {detail}; give every member the same token (admin.token.file, then --token-file FILE) or list each member's own with --tokens FILE (`URL TOKEN` per line); no member was changed")]
+    TokenRefused { name: String, url: String, detail: String },
     #[error("member {name} ({url}): {source}")]
     Plugins { name: String, url: String, source: Box<ClientError> },
     #[error("member {name} ({url}) has no active {id} plugin; an upgrade replaces a running plugin: install it with `clusterhost plugins install`")]

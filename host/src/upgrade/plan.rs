@@ -20,6 +20,12 @@ pub(super) fn print_plan(
         new.label(),
         options.gate_timeout.as_secs()
     );
+    let drain = if options.drain.is_zero() {
+        String::new()
+    } else {
+        let secs = options.drain.as_secs_f64();
+        format!("drain {secs:.1} s (not ready, so a load balancer stops sending it requests), ")
+    };
     let mut step = 0;
     let mut plan = |line: String| {
         step += 1;
@@ -29,7 +35,7 @@ pub(super) fn print_plan(
         Mode::Rolling => {
             for m in todo {
                 plan(format!(
-                    "{}: upload {} as plugins/{} (hot replace of {}); {gate}",
+                    "{}: {drain}upload {} as plugins/{} (hot replace of {}); {gate}",
                     m.label(),
                     new.path.display(),
                     m.file,

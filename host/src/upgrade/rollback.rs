@@ -44,9 +44,9 @@ fn wait_property(member: &Member, value: &str) -> Result<(), String> {
 }
 
 /// Uploads the previous file back on `member` (downgrades allowed for it).
-fn restore(member: &Member, previous: &PluginFile, out: &mut dyn FnMut(&str)) -> Result<(), String> {
+fn restore(member: &Member, previous: &PluginFile, drain: Duration, out: &mut dyn FnMut(&str)) -> Result<(), String> {
     let original = allow_downgrade(member)?;
-    let uploaded = upload(member, previous, out);
+    let uploaded = upload(member, previous, drain, out);
     if let Some(text) = original {
         let restored = member.client.put_properties(&text).map_err(api_error);
         restored.and_then(|_| wait_property(member, "false"))?;
@@ -76,7 +76,7 @@ pub(super) fn rollback(
     let mut failed = Vec::new();
     for m in changed.iter().rev() {
         out(&format!("[rollback] {}: upload {} back ...", m.label(), previous.label()));
-        let result = restore(m, previous, out).and_then(|_| {
+        let result = restore(m, previous, options.drain, out).and_then(|_| {
             gate(
                 rollback_timeout(options),
                 &[m],
@@ -109,7 +109,7 @@ pub(super) fn split_brain_rollback(
     let mut failed = Vec::new();
     for m in changed.iter().rev() {
         out(&format!("[rollback] {}: upload {} back (standalone) ...", m.label(), previous.label()));
-        match restore(m, previous, out) {
+        match restore(m, previous, options.drain, out) {
             Ok(()) => out(&format!("[rollback] {}: back on {}", m.label(), previous.label())),
             Err(why) => {
                 out(&format!("[rollback] {}: {why}", m.label()));

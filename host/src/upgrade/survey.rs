@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use clusterhost_plugin_api::Manifest;
 
 use super::{UpgradeError, UpgradeOptions};
-use crate::admin::client::AdminClient;
+use crate::admin::client::{AdminClient, ClientError};
 use crate::admin::contract::state_and_reason;
 use crate::plugins::registry::PluginState;
 use crate::plugins::{digest, manifest};
@@ -74,7 +74,7 @@ pub(super) fn survey(
     let mut members = Vec::new();
     let mut size = None;
     for url in &options.nodes {
-        let client = AdminClient::new(url, options.token.clone());
+        let client = AdminClient::new(url, options.tokens.for_url(url));
         let cluster = client
             .cluster()
             .map_err(|source| UpgradeError::Unreachable { url: url.clone(), source: Box::new(source) })?;
@@ -110,6 +110,17 @@ pub(super) fn survey(
             return Err(UpgradeError::NoActivePlugin { name, url: url.clone(), id: new.manifest.id.clone() });
         };
         let file = record.file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        // The token this member gets must open its writes, or the flow would
+        // stop half-way: an empty upload (refused for its body, changing
+        // nothing) is refused at its headers when the token is not the one.
+        let probe = format!("/api/plugins?name={}", crate::admin::client::segment(&file));
+        if let Err(ClientError::Api { status: status @ (401 | 403 | 421), message, .. }) = client.post(&probe, b"") {
+            return Err(UpgradeError::TokenRefused {
+                name,
+                url: url.clone(),
+                detail: format!("{message} (HTTP {status})"),
+            });
+        }
         // An unsigned build would be refused there, and left in its plugins/
         // (an unsigned --previous: its rollback would be refused): stop
         // before the first upload instead. A member whose policy cannot be

@@ -46,6 +46,23 @@ fn plugin_name(name: &str) -> Result<&str, ApiError> {
     }
 }
 
+/// The drain an upload asks for (`?drain=SECONDS`, at most
+/// [`MAX_DRAIN`](crate::admin::health::MAX_DRAIN)): how long the node is
+/// not ready before it acts on the file.
+fn drain_of(name: &str, query: &HashMap<String, String>) -> Result<Option<Duration>, ApiError> {
+    let Some(value) = query.get("drain") else { return Ok(None) };
+    let max = crate::admin::health::MAX_DRAIN;
+    match value.parse::<f64>() {
+        Ok(secs) if (0.0..=max.as_secs_f64()).contains(&secs) => Ok(Some(Duration::from_secs_f64(secs))),
+        _ => Err(ApiError::bad_request(format!(
+            "plugin {name} refused before it was written: drain={} is not a number of seconds from 0 to {}; \
+             pass how long the node stays not ready before it acts on the upload, e.g. drain=3",
+            crate::text::clip_debug(value),
+            max.as_secs()
+        ))),
+    }
+}
+
 /// The detached signature an upload carries in [`SIGNATURE_HEADER`], if
 /// any: refused (nothing written) unless it is a readable minisign signature.
 fn signature_of(name: &str, headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
@@ -124,6 +141,7 @@ pub(in crate::admin) async fn install_plugin(
         ApiError::bad_request("POST /api/plugins needs ?name=FILE.so, the name to publish the plugin under")
     })?;
     let name = plugin_name(name)?;
+    let drain = drain_of(name, &query)?;
     let signature = signature_of(name, request.headers())?;
     let cap = state.shared.limits.upload_cap();
     let body = CappedBody::new(request.into_body(), cap, axum::http::Method::POST, "/api/plugins");
@@ -160,6 +178,18 @@ pub(in crate::admin) async fn install_plugin(
             let uploaded = Uploaded { note: None, outcome: UploadOutcome::Unchanged, plugin: Some(record) };
             return Ok(answer(&uploaded).into_response());
         }
+    }
+    // Not ready from here until this request ends: first for the drain
+    // (a load balancer's checks see it and stop sending requests), then
+    // while the node acts on the file (the readiness of the plugin
+    // manager's strategy change and of clustering take over from there).
+    let _draining = drain.map(|wait| {
+        let what = format!("the upload of plugins/{name} ({} {})", upload.manifest.id, upload.manifest.version);
+        state.shared.drains.begin(what, wait)
+    });
+    if let Some(wait) = drain {
+        tracing::info!(file = %target.display(), "draining for {:.1} s before acting on the upload", wait.as_secs_f64());
+        tokio::time::sleep(wait).await;
     }
     // Beside the file before it is published, so its load reads it; a new
     // file without one leaves no signature of the old file behind. The old

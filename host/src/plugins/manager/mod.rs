@@ -123,6 +123,33 @@ struct Shared {
     /// Bumped after every change of a record or report, so a waiter wakes
     /// on the change instead of polling.
     changes: tokio::sync::watch::Sender<u64>,
+    /// What happens to the cluster strategy right now (`gossip 0.1.0 is
+    /// being replaced by 0.2.0`), while a load that brings one in service
+    /// runs: held by a [`StrategyChange`] guard from its admission until the
+    /// load returns, so the readiness check sees the whole replacement,
+    /// also the moment between the old strategy's detach and the new one's
+    /// attach, when the cluster manager has no strategy.
+    strategy_change: Mutex<Option<String>>,
+}
+
+/// While alive, [`PluginManager::strategy_change`] says what is happening
+/// to the cluster strategy; dropped when the load that made it returns
+/// (whatever its outcome), so it cannot outlive the change.
+struct StrategyChange<'m> {
+    manager: &'m PluginManager,
+}
+
+impl<'m> StrategyChange<'m> {
+    fn begin(manager: &'m PluginManager, what: String) -> Self {
+        *clusterhost_plugin_api::sync::lock(&manager.shared.strategy_change) = Some(what);
+        StrategyChange { manager }
+    }
+}
+
+impl Drop for StrategyChange<'_> {
+    fn drop(&mut self) {
+        *clusterhost_plugin_api::sync::lock(&self.manager.shared.strategy_change) = None;
+    }
 }
 
 impl PluginManager {
@@ -140,6 +167,7 @@ impl PluginManager {
                 reports: Mutex::default(),
                 prepared: Mutex::default(),
                 changes: tokio::sync::watch::Sender::new(0),
+                strategy_change: Mutex::new(None),
             }),
         })
     }
@@ -157,9 +185,24 @@ impl PluginManager {
         clusterhost_plugin_api::sync::lock(&self.shared.live).1
     }
 
-    /// Every plugin file seen, with state and reason.
+    /// Every plugin file seen, with state and reason. The active strategy
+    /// plugin's reason also says why it does not serve when clustering is
+    /// asked for but cannot start (e.g. its engine is unreachable: `cluster
+    /// start attempt 2 of 2 in 10.0 s; attempt 1 failed: ...`), from the
+    /// cluster manager's state: the record alone would say `active`.
     pub fn records(&self) -> Vec<PluginRecord> {
-        self.registry().records()
+        let mut records = self.registry().records();
+        let problem = self.shared.config.cluster.as_ref().and_then(|c| c.strategy_problem());
+        if let Some((plugin, problem)) = problem {
+            let serving = |r: &PluginRecord| r.state == PluginState::Active && r.id.as_deref() == Some(plugin.as_str());
+            for record in records.iter_mut().filter(|r| serving(r)) {
+                record.reason = Some(match record.reason.take() {
+                    Some(own) => format!("{problem} ({own})"),
+                    None => problem.clone(),
+                });
+            }
+        }
+        records
     }
 
     /// The record for one file.
@@ -183,6 +226,14 @@ impl PluginManager {
     pub async fn active(&self) -> Vec<(String, Version)> {
         let active = self.shared.ops.lock().await;
         active.iter().map(|a| (a.manifest.id.clone(), a.manifest.version.clone())).collect()
+    }
+
+    /// What is happening to the cluster strategy while a load that brings
+    /// one into service runs (e.g. `cluster strategy gossip 0.1.0 is being
+    /// replaced by 0.2.0`); `None` otherwise. Never waits: readable while
+    /// the load runs.
+    pub fn strategy_change(&self) -> Option<String> {
+        clusterhost_plugin_api::sync::lock(&self.shared.strategy_change).clone()
     }
 
     /// Where private copies are kept.
@@ -350,6 +401,15 @@ impl PluginManager {
             }
             return Ok(LoadOutcome::Unchanged { id: manifest.id, version: manifest.version });
         }
+        let _changing = manifest.provides.iter().any(|p| p == CLUSTER_STRATEGY).then(|| {
+            let what = match &admission {
+                Admission::Replace { from } => {
+                    format!("cluster strategy {} {from} is being replaced by {}", manifest.id, manifest.version)
+                }
+                _ => format!("cluster strategy {} {} is being loaded", manifest.id, manifest.version),
+            };
+            StrategyChange::begin(self, what)
+        });
         self.set_state(file, PluginState::Validated, None);
 
         let id = manifest.id.clone();

@@ -1,0 +1,250 @@
+//! `/healthz` and `/readyz`: what a load balancer or a container
+//! orchestrator checks, without a token. `healthz`: the process serves.
+//! `readyz`: the node is ready for client traffic, derived from the state
+//! the node is really in (the cluster manager's published state, the
+//! plugin manager's strategy change in progress, the drains of uploads in
+//! flight); never a flag of its own. Both answer only a state and a reason,
+//! from values already in memory: no lock waited for, no file read, no
+//! call into a plugin, so a stranger cannot make them expensive. See
+//! docs/load-balancing.md.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::contract::{Health, HealthState};
+use super::AdminState;
+use crate::cluster::ClusterState;
+
+/// The longest drain an upload may ask for (`?drain=SECONDS`).
+pub(super) const MAX_DRAIN: Duration = Duration::from_secs(60);
+
+/// Uploads that asked the node to drain before it acts on them: while one
+/// is registered the node is not ready. Each registration is a
+/// [`Draining`] guard owned by its request, so it ends with the request
+/// (answered, failed or dropped by a client that went away).
+#[derive(Debug, Default)]
+pub(super) struct Drains {
+    next: AtomicU64,
+    /// id → (what drains, until when it waits before acting).
+    open: Mutex<BTreeMap<u64, (String, Instant)>>,
+}
+
+/// One drain; removed from [`Drains`] when dropped.
+pub(super) struct Draining {
+    drains: Arc<Drains>,
+    id: u64,
+}
+
+impl Drains {
+    /// Registers a drain of `what` that waits `wait` before the node acts.
+    pub(super) fn begin(self: &Arc<Self>, what: String, wait: Duration) -> Draining {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        clusterhost_plugin_api::sync::lock(&self.open).insert(id, (what, Instant::now() + wait));
+        Draining { drains: self.clone(), id }
+    }
+
+    /// The reason of the oldest drain in progress, if any.
+    fn reason(&self) -> Option<String> {
+        let open = clusterhost_plugin_api::sync::lock(&self.open);
+        let (what, until) = open.values().next()?;
+        let left = until.saturating_duration_since(Instant::now());
+        Some(if left.is_zero() {
+            format!("draining: {what} is in progress")
+        } else {
+            format!(
+                "draining: {what} starts in {:.1} s, so a load balancer stops sending requests first",
+                left.as_secs_f64()
+            )
+        })
+    }
+}
+
+impl Drop for Draining {
+    fn drop(&mut self) {
+        clusterhost_plugin_api::sync::lock(&self.drains.open).remove(&self.id);
+    }
+}
+
+/// Everything readiness is derived from, read once per check.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Inputs {
+    /// The initial plugin scan is done (the cluster manager's hold is over).
+    pub scanned: bool,
+    /// A drain of an upload in flight, with its reason.
+    pub draining: Option<String>,
+    /// A strategy load or replacement in progress, with its reason.
+    pub strategy_change: Option<String>,
+    /// The cluster manager's published state.
+    pub state: ClusterState,
+    /// Whether clustering is enabled (cluster-wide once a strategy is in service).
+    pub enabled: bool,
+    /// The strategy in service, if any.
+    pub strategy: Option<String>,
+}
+
+/// Whether a node in `inputs` is ready for client traffic, and why.
+///
+/// Ready: clustered; or standalone as asked (clustering disabled, or no
+/// strategy plugin in service). Not ready: before the initial scan ends,
+/// while an upload drains, while a strategy is being loaded or replaced,
+/// while clustering starts, after it gave up or lost the cluster while
+/// enabled, and when the strategy faulted.
+pub(crate) fn readiness(inputs: &Inputs) -> Health {
+    let not_ready = |reason: String| Health { state: HealthState::NotReady, reason: Some(crate::text::clip(&reason)) };
+    let ready = |reason: String| Health { state: HealthState::Ready, reason: Some(crate::text::clip(&reason)) };
+    if !inputs.scanned {
+        return not_ready("the initial plugin scan is not done".into());
+    }
+    if let Some(reason) = &inputs.draining {
+        return not_ready(reason.clone());
+    }
+    if let Some(change) = &inputs.strategy_change {
+        return not_ready(format!("{change}; ready again once it is in the state the properties ask for"));
+    }
+    let label = inputs.strategy.as_deref().unwrap_or("no strategy");
+    match &inputs.state {
+        ClusterState::Clustered => ready(format!("clustered ({label})")),
+        ClusterState::Starting { detail, .. } => not_ready(format!("clustering is starting ({label}): {detail}")),
+        ClusterState::Faulted { reason } => not_ready(format!("clustering faulted: {reason}")),
+        ClusterState::Standalone { reason } => {
+            let reason = reason.as_deref();
+            match (&inputs.strategy, inputs.enabled) {
+                (None, _) => ready(format!(
+                    "standalone: no cluster strategy plugin is in service{}",
+                    reason.map(|r| format!(" ({r})")).unwrap_or_default()
+                )),
+                (Some(_), false) => {
+                    ready(format!("standalone, as asked: {}", reason.unwrap_or("clustering is disabled")))
+                }
+                (Some(label), true) => not_ready(format!(
+                    "clustering is enabled with {label} but this node is standalone: {}",
+                    reason.unwrap_or("it has not joined")
+                )),
+            }
+        }
+    }
+}
+
+impl AdminState {
+    /// This node's readiness now.
+    pub(super) fn readiness(&self) -> Health {
+        let ctx = self.ctx();
+        let (state, enabled, strategy) = ctx.cluster.snapshot();
+        readiness(&Inputs {
+            scanned: ctx.cluster.released(),
+            draining: self.shared.drains.reason(),
+            strategy_change: ctx.plugins.strategy_change(),
+            state,
+            enabled,
+            strategy,
+        })
+    }
+}
+
+/// `GET /healthz`: 200 while the process serves.
+pub(super) async fn healthz() -> Json<Health> {
+    Json(Health { state: HealthState::Serving, reason: None })
+}
+
+/// `GET /readyz`: 200 when ready for client traffic, 503 otherwise; the
+/// body says which and why.
+pub(super) async fn readyz(State(state): State<AdminState>) -> Response {
+    let health = state.readiness();
+    let status = match health.state {
+        HealthState::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+        HealthState::Ready | HealthState::Serving => StatusCode::OK,
+    };
+    (status, Json(health)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clustered() -> Inputs {
+        Inputs {
+            scanned: true,
+            draining: None,
+            strategy_change: None,
+            state: ClusterState::Clustered,
+            enabled: true,
+            strategy: Some("gossip 0.1.0".into()),
+        }
+    }
+
+    fn standalone(reason: &str, enabled: bool, strategy: Option<&str>) -> Inputs {
+        Inputs {
+            state: ClusterState::Standalone { reason: Some(reason.into()) },
+            enabled,
+            strategy: strategy.map(str::to_string),
+            ..clustered()
+        }
+    }
+
+    fn verdict(inputs: Inputs) -> (HealthState, String) {
+        let health = readiness(&inputs);
+        (health.state, health.reason.unwrap_or_default())
+    }
+
+    #[test]
+    fn ready_only_in_the_state_the_properties_ask_for() {
+        assert_eq!(verdict(clustered()).0, HealthState::Ready);
+        let (state, reason) = verdict(Inputs { scanned: false, ..clustered() });
+        assert!(state == HealthState::NotReady && reason.contains("initial plugin scan"), "{reason}");
+        let (state, reason) = verdict(Inputs { draining: Some("draining: x".into()), ..clustered() });
+        assert!(state == HealthState::NotReady && reason == "draining: x", "{reason}");
+        let starting = ClusterState::Starting { attempt: 1, attempts: 2, next_in_ms: 0, detail: "attempt 1".into() };
+        let (state, reason) = verdict(Inputs { state: starting, ..clustered() });
+        assert!(state == HealthState::NotReady && reason.contains("starting"), "{reason}");
+        let (state, _) = verdict(Inputs { state: ClusterState::Faulted { reason: "hung".into() }, ..clustered() });
+        assert_eq!(state, HealthState::NotReady);
+        // Gave up or lost the cluster while enabled: not as asked.
+        let (state, reason) = verdict(standalone("the strategy lost the cluster", true, Some("gossip 0.1.0")));
+        assert!(state == HealthState::NotReady && reason.contains("lost the cluster"), "{reason}");
+        // Disabled cluster-wide: standalone is what was asked.
+        let (state, reason) = verdict(standalone("clustering was disabled cluster-wide by n1", false, Some("g 1")));
+        assert!(state == HealthState::Ready && reason.contains("as asked") && reason.contains("by n1"), "{reason}");
+        // No strategy plugin at all: a node runs alone by default.
+        let (state, _) = verdict(Inputs { strategy: None, ..standalone("x", true, None) });
+        assert_eq!(state, HealthState::Ready);
+    }
+
+    #[test]
+    fn a_strategy_change_is_not_ready_also_between_detach_and_attach() {
+        // Between the old strategy's detach and the new one's attach the
+        // cluster manager has no strategy, which alone would read as ready.
+        let detached = standalone("gossip was stopped", true, None);
+        assert_eq!(verdict(detached.clone()).0, HealthState::Ready);
+        let change = Some("cluster strategy gossip 0.1.0 is being replaced by 0.2.0".to_string());
+        let (state, reason) = verdict(Inputs { strategy_change: change, ..detached });
+        assert!(state == HealthState::NotReady && reason.contains("being replaced by 0.2.0"), "{reason}");
+    }
+
+    #[test]
+    fn a_drain_ends_with_its_guard_and_says_how_long_is_left() {
+        let drains = Arc::new(Drains::default());
+        assert_eq!(drains.reason(), None);
+        let first = drains.begin("the upload of plugins/gossip.so".into(), Duration::from_secs(30));
+        let second = drains.begin("another".into(), Duration::ZERO);
+        let reason = drains.reason().unwrap();
+        assert!(reason.contains("plugins/gossip.so starts in") && reason.contains(" s"), "{reason}");
+        drop(first);
+        assert!(drains.reason().unwrap().contains("another is in progress"));
+        drop(second);
+        assert_eq!(drains.reason(), None);
+    }
+
+    #[test]
+    fn an_outside_reason_is_clipped() {
+        let long = "x".repeat(10_000);
+        let health = readiness(&Inputs { state: ClusterState::Faulted { reason: long }, ..clustered() });
+        assert!(health.reason.unwrap().len() < 400);
+    }
+}
