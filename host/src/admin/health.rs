@@ -81,6 +81,9 @@ pub(crate) struct Inputs {
     pub draining: Option<String>,
     /// A strategy load or replacement in progress, with its reason.
     pub strategy_change: Option<String>,
+    /// Why the strategy that was in service is gone (faulted, or lost in a
+    /// failed upgrade), though the operator did not remove it.
+    pub strategy_lost: Option<String>,
     /// The cluster manager's published state.
     pub state: ClusterState,
     /// Whether clustering is enabled (cluster-wide once a strategy is in service).
@@ -96,37 +99,83 @@ pub(crate) struct Inputs {
 /// while an upload drains, while a strategy is being loaded or replaced,
 /// while clustering starts, after it gave up or lost the cluster while
 /// enabled, and when the strategy faulted.
-pub(crate) fn readiness(inputs: &Inputs) -> Health {
-    let not_ready = |reason: String| Health { state: HealthState::NotReady, reason: Some(crate::text::clip(&reason)) };
-    let ready = |reason: String| Health { state: HealthState::Ready, reason: Some(crate::text::clip(&reason)) };
+/// A readiness verdict: the [`Health`] with the full reason, and the same
+/// verdict's fixed summary, which is all a caller that could not read
+/// `/api/cluster` is told (a reason can carry an engine's error text, with
+/// its addresses, or a URL with a password in it).
+pub(crate) struct Verdict {
+    pub health: Health,
+    pub summary: &'static str,
+}
+
+impl Verdict {
+    /// The answer for a caller who may (`detailed`) or may not read the
+    /// node's state through the API.
+    pub(crate) fn answer(self, detailed: bool) -> Health {
+        if detailed {
+            self.health
+        } else {
+            Health { state: self.health.state, reason: Some(self.summary.to_string()) }
+        }
+    }
+}
+
+pub(crate) fn readiness(inputs: &Inputs) -> Verdict {
+    let verdict = |state: HealthState, summary: &'static str, reason: String| Verdict {
+        health: Health { state, reason: Some(crate::text::clip(&reason)) },
+        summary,
+    };
+    let not_ready = |summary, reason| verdict(HealthState::NotReady, summary, reason);
+    let ready = |summary, reason| verdict(HealthState::Ready, summary, reason);
     if !inputs.scanned {
-        return not_ready("the initial plugin scan is not done".into());
+        let why = "the initial plugin scan is not done";
+        return not_ready(why, why.into());
     }
     if let Some(reason) = &inputs.draining {
-        return not_ready(reason.clone());
+        return not_ready("draining before a plugin upload", reason.clone());
     }
     if let Some(change) = &inputs.strategy_change {
-        return not_ready(format!("{change}; ready again once it is in the state the properties ask for"));
+        return not_ready(
+            "the cluster strategy is being loaded or replaced",
+            format!("{change}; ready again once it is in the state the properties ask for"),
+        );
     }
     let label = inputs.strategy.as_deref().unwrap_or("no strategy");
     match &inputs.state {
-        ClusterState::Clustered => ready(format!("clustered ({label})")),
-        ClusterState::Starting { detail, .. } => not_ready(format!("clustering is starting ({label}): {detail}")),
-        ClusterState::Faulted { reason } => not_ready(format!("clustering faulted: {reason}")),
+        ClusterState::Clustered => ready("clustered", format!("clustered ({label})")),
+        ClusterState::Starting { detail, .. } => {
+            not_ready("clustering is starting", format!("clustering is starting ({label}): {detail}"))
+        }
+        ClusterState::Faulted { reason } => not_ready("clustering faulted", format!("clustering faulted: {reason}")),
         ClusterState::Standalone { reason } => {
             let reason = reason.as_deref();
             match (&inputs.strategy, inputs.enabled) {
-                (None, _) => ready(format!(
-                    "standalone: no cluster strategy plugin is in service{}",
-                    reason.map(|r| format!(" ({r})")).unwrap_or_default()
-                )),
-                (Some(_), false) => {
-                    ready(format!("standalone, as asked: {}", reason.unwrap_or("clustering is disabled")))
-                }
-                (Some(label), true) => not_ready(format!(
-                    "clustering is enabled with {label} but this node is standalone: {}",
-                    reason.unwrap_or("it has not joined")
-                )),
+                // The strategy in service is gone, but nobody removed it.
+                (None, true) if inputs.strategy_lost.is_some() => not_ready(
+                    "clustering is enabled but the cluster strategy is out of service",
+                    format!(
+                        "{}; this node is standalone while clustering is enabled: fix or replace the plugin",
+                        inputs.strategy_lost.as_deref().unwrap_or_default()
+                    ),
+                ),
+                (None, _) => ready(
+                    "standalone: no cluster strategy plugin is in service",
+                    format!(
+                        "standalone: no cluster strategy plugin is in service{}",
+                        reason.map(|r| format!(" ({r})")).unwrap_or_default()
+                    ),
+                ),
+                (Some(_), false) => ready(
+                    "standalone, as asked",
+                    format!("standalone, as asked: {}", reason.unwrap_or("clustering is disabled")),
+                ),
+                (Some(label), true) => not_ready(
+                    "clustering is enabled but this node is standalone",
+                    format!(
+                        "clustering is enabled with {label} but this node is standalone: {}",
+                        reason.unwrap_or("it has not joined")
+                    ),
+                ),
             }
         }
     }
@@ -134,13 +183,14 @@ pub(crate) fn readiness(inputs: &Inputs) -> Health {
 
 impl AdminState {
     /// This node's readiness now.
-    pub(super) fn readiness(&self) -> Health {
+    pub(super) fn readiness(&self) -> Verdict {
         let ctx = self.ctx();
         let (state, enabled, strategy) = ctx.cluster.snapshot();
         readiness(&Inputs {
             scanned: ctx.cluster.released(),
             draining: self.shared.drains.reason(),
             strategy_change: ctx.plugins.strategy_change(),
+            strategy_lost: ctx.plugins.strategy_lost(),
             state,
             enabled,
             strategy,
@@ -155,8 +205,12 @@ pub(super) async fn healthz() -> Json<Health> {
 
 /// `GET /readyz`: 200 when ready for client traffic, 503 otherwise; the
 /// body says which and why.
+///
+/// The reason is the full one where reads need no token (an admin API
+/// bound to loopback: `/api/cluster` tells as much); elsewhere it is the
+/// verdict's fixed summary, since no token is asked here.
 pub(super) async fn readyz(State(state): State<AdminState>) -> Response {
-    let health = state.readiness();
+    let health = state.readiness().answer(state.shared.loopback);
     let status = match health.state {
         HealthState::NotReady => StatusCode::SERVICE_UNAVAILABLE,
         HealthState::Ready | HealthState::Serving => StatusCode::OK,
@@ -173,6 +227,7 @@ mod tests {
             scanned: true,
             draining: None,
             strategy_change: None,
+            strategy_lost: None,
             state: ClusterState::Clustered,
             enabled: true,
             strategy: Some("gossip 0.1.0".into()),
@@ -189,7 +244,7 @@ mod tests {
     }
 
     fn verdict(inputs: Inputs) -> (HealthState, String) {
-        let health = readiness(&inputs);
+        let health = readiness(&inputs).health;
         (health.state, health.reason.unwrap_or_default())
     }
 
@@ -244,7 +299,43 @@ mod tests {
     #[test]
     fn an_outside_reason_is_clipped() {
         let long = "x".repeat(10_000);
-        let health = readiness(&Inputs { state: ClusterState::Faulted { reason: long }, ..clustered() });
+        let health = readiness(&Inputs { state: ClusterState::Faulted { reason: long }, ..clustered() }).health;
         assert!(health.reason.unwrap().len() < 400);
+    }
+
+    /// A caller who cannot read the API gets the fixed summary only: an
+    /// engine's error (here a Redis URL with its password) never reaches it.
+    #[test]
+    fn without_reads_only_the_summary_is_told() {
+        let detail = "attempt 1 failed: could not reach Redis at redis://:hunter2@10.0.0.9:6379".to_string();
+        let starting = ClusterState::Starting { attempt: 2, attempts: 2, next_in_ms: 0, detail };
+        let inputs = Inputs { state: starting, ..clustered() };
+        let full = readiness(&inputs).answer(true);
+        assert!(full.reason.unwrap().contains("hunter2"));
+        let told = readiness(&inputs).answer(false);
+        assert_eq!((told.state, told.reason.as_deref()), (HealthState::NotReady, Some("clustering is starting")));
+        for inputs in [
+            standalone("lost the cluster: redis://:hunter2@h", true, Some("redis 0.1.0")),
+            Inputs { state: ClusterState::Faulted { reason: "hunter2".into() }, ..clustered() },
+            Inputs { draining: Some("draining: the upload of plugins/secret-name.so".into()), ..clustered() },
+        ] {
+            let told = readiness(&inputs).answer(false).reason.unwrap();
+            assert!(!told.contains("hunter2") && !told.contains("secret-name") && !told.contains("0.1.0"), "{told}");
+        }
+    }
+
+    /// A strategy that faulted, or was lost in a failed upgrade, leaves the
+    /// node standalone with no strategy: not ready while clustering is
+    /// enabled (only the operator's removal makes standalone what is asked).
+    #[test]
+    fn a_lost_strategy_is_not_ready() {
+        let lost = Inputs {
+            strategy_lost: Some("cluster strategy gossip was taken out of service: hung".into()),
+            ..standalone("gossip was stopped", true, None)
+        };
+        let (state, reason) = verdict(lost.clone());
+        assert!(state == HealthState::NotReady && reason.contains("taken out of service"), "{reason}");
+        // Disabled: standalone is what is asked, lost or not.
+        assert_eq!(verdict(Inputs { enabled: false, ..lost }).0, HealthState::Ready);
     }
 }

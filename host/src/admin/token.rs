@@ -60,8 +60,16 @@ pub enum TokenFileError {
 }
 
 /// The token in `file`: its first line, trimmed.
+/// The most of a token file read.
+const MAX_TOKEN_FILE_BYTES: u64 = 4096;
+
 pub fn read(file: &Path) -> Result<String, TokenFileError> {
-    let text = std::fs::read_to_string(file)?;
+    use std::io::Read;
+    // A token is one short line: what follows the first few KiB is never
+    // read (a token file pointing at /dev/zero costs nothing).
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)?.take(MAX_TOKEN_FILE_BYTES).read_to_end(&mut bytes)?;
+    let text = String::from_utf8_lossy(&bytes);
     let token = text.lines().next().unwrap_or_default().trim().to_string();
     if token.is_empty() {
         return Err(TokenFileError::Empty);

@@ -6,12 +6,13 @@
 //! 2. the token of `--token-file FILE`, for every other node (one token for
 //!    the cluster: every member's `admin.token.file` holds the same one);
 //! 3. otherwise the token of the node whose home is the current directory,
-//!    when that node is the one at the URL: a running node writes
-//!    `run/admin.json` (its admin URL and the token file it reads, whatever
-//!    `admin.token.file` says). From the home of another node, no token is
-//!    sent (it would be that node's, not this one's). From a directory
-//!    with no running node, `conf/admin.token` when it reads (a copy of
-//!    the cluster's token, say).
+//!    when that node is the one at the URL: a node writes `run/admin.json`
+//!    when it starts (its admin URL and the token file it reads, whatever
+//!    `admin.token.file` says), and it is followed whether that node runs
+//!    now or not, only when this user owns it. To any other node, no token
+//!    is sent from a node's home (it would be that node's, not the other
+//!    one's). From a directory that is no node's home, `conf/admin.token`
+//!    when it reads (a copy of the cluster's token, say).
 
 use std::path::{Path, PathBuf};
 
@@ -23,7 +24,7 @@ use super::client::{read_token_file, ClientError};
 /// listens and which token file it reads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdminEndpoint {
-    /// The node process (a file left by a node that is gone is ignored).
+    /// The node process that wrote it.
     pub pid: u32,
     /// `http://ADDRESS:PORT` as bound (e.g. `http://0.0.0.0:9090`).
     pub url: String,
@@ -41,12 +42,19 @@ impl AdminEndpoint {
         crate::atomic_file::replace(&crate::home::admin_file(home), &json, false)
     }
 
-    /// The endpoint of the node running with home `home`, if one runs.
-    pub fn read(home: &Path) -> Option<AdminEndpoint> {
+    /// The endpoint the node with home `home` wrote when it last ran,
+    /// running or not; only from a file this user owns (one planted in a
+    /// directory others can write to is not followed).
+    pub fn read_any(home: &Path) -> Option<AdminEndpoint> {
+        use std::os::unix::fs::MetadataExt;
         let file = crate::home::admin_file(home);
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if std::fs::symlink_metadata(&file).ok()?.uid() != me {
+            return None;
+        }
         let bytes = read_capped(&file, MAX_MAP_BYTES).ok()?;
-        let endpoint: AdminEndpoint = serde_json::from_slice(&bytes).ok()?;
-        crate::process::is_running(endpoint.pid).then_some(endpoint)
+        serde_json::from_slice(&bytes).ok()
     }
 }
 
@@ -94,6 +102,11 @@ fn is_loopback(host: &str) -> bool {
 /// address answers on loopback too).
 pub fn same_node(a: &str, b: &str) -> bool {
     let (Some((ha, pa)), Some((hb, pb))) = (host_port(a), host_port(b)) else { return false };
+    // A token listed for https:// never goes out over plain http://.
+    let scheme = |u: &str| u.trim().starts_with("https://");
+    if scheme(a) != scheme(b) {
+        return false;
+    }
     let local = |h: &str| is_loopback(h) || h == "0.0.0.0" || h == "::";
     pa == pb && (ha == hb || (local(&ha) && is_loopback(&hb)) || (is_loopback(&ha) && local(&hb)))
 }
@@ -142,9 +155,10 @@ impl Tokens {
         if let Some(token) = &self.shared {
             return Some(token.clone());
         }
-        match AdminEndpoint::read(&self.here) {
+        // The node whose home this is, running or stopped: its token goes
+        // to it and to no other node.
+        match AdminEndpoint::read_any(&self.here) {
             Some(endpoint) if same_node(&endpoint.url, url) => read_token_file(&endpoint.token_file).ok(),
-            // The node running here is another one: its token is not this node's.
             Some(_) => None,
             None => read_token_file(&self.here.join(crate::home::TOKEN_FILE)).ok(),
         }

@@ -114,7 +114,10 @@ pub(super) fn survey(
         // stop half-way: an empty upload (refused for its body, changing
         // nothing) is refused at its headers when the token is not the one.
         let probe = format!("/api/plugins?name={}", crate::admin::client::segment(&file));
-        if let Err(ClientError::Api { status: status @ (401 | 403 | 421), message, .. }) = client.post(&probe, b"") {
+        // 503: the member has no token file to check writes against.
+        if let Err(ClientError::Api { status: status @ (401 | 403 | 421 | 503), message, .. }) =
+            client.post(&probe, b"")
+        {
             return Err(UpgradeError::TokenRefused {
                 name,
                 url: url.clone(),

@@ -130,6 +130,11 @@ struct Shared {
     /// also the moment between the old strategy's detach and the new one's
     /// attach, when the cluster manager has no strategy.
     strategy_change: Mutex<Option<String>>,
+    /// Why no cluster strategy is in service although one was and the
+    /// operator did not remove it (it faulted, or a failed upgrade could
+    /// not restart the old version); cleared when one is attached again or
+    /// its file is removed.
+    strategy_lost: Mutex<Option<String>>,
 }
 
 /// While alive, [`PluginManager::strategy_change`] says what is happening
@@ -168,6 +173,7 @@ impl PluginManager {
                 prepared: Mutex::default(),
                 changes: tokio::sync::watch::Sender::new(0),
                 strategy_change: Mutex::new(None),
+                strategy_lost: Mutex::new(None),
             }),
         })
     }
@@ -234,6 +240,20 @@ impl PluginManager {
     /// the load runs.
     pub fn strategy_change(&self) -> Option<String> {
         clusterhost_plugin_api::sync::lock(&self.shared.strategy_change).clone()
+    }
+
+    /// Why the node has no cluster strategy in service although it had
+    /// one that was not removed (faulted, or lost in a failed upgrade);
+    /// `None` otherwise. Never waits.
+    pub fn strategy_lost(&self) -> Option<String> {
+        clusterhost_plugin_api::sync::lock(&self.shared.strategy_lost).clone()
+    }
+
+    /// Records (or, with `None`, clears) why the cluster strategy is lost.
+    pub(super) fn set_strategy_lost(&self, manifest: &Manifest, why: Option<String>) {
+        if manifest.provides.iter().any(|p| p == CLUSTER_STRATEGY) {
+            *clusterhost_plugin_api::sync::lock(&self.shared.strategy_lost) = why;
+        }
     }
 
     /// Where private copies are kept.
@@ -467,6 +487,8 @@ impl PluginManager {
             return false;
         };
         let plugin = active.remove(index);
+        // Taken out by the operator: standalone is what is asked now.
+        self.set_strategy_lost(&plugin.manifest, None);
         self.stop_one(plugin, reason).await;
         true
     }
@@ -511,6 +533,7 @@ impl PluginManager {
         let outcome = match instance.cluster_strategy(callbacks).into_result() {
             Ok(ROption::RSome(strategy)) => {
                 cluster.attach(&id, &manifest.version.to_string(), strategy, generation).await;
+                self.set_strategy_lost(manifest, None);
                 return Ok(());
             }
             Ok(ROption::RNone) => failed(format!(
@@ -539,6 +562,10 @@ impl PluginManager {
         let mut active = self.shared.ops.lock().await;
         let Some(index) = active.iter().position(|a| a.manifest.id == id) else { return };
         let plugin = active.remove(index);
+        self.set_strategy_lost(
+            &plugin.manifest,
+            Some(format!("cluster strategy {id} was taken out of service: {}", crate::text::clip(reason))),
+        );
         self.detach_strategy(&plugin.manifest).await;
         if let Err(e) = loader::call(id, &plugin.instance, LifecycleCall::Stop, self.budget()).await {
             tracing::warn!(plugin = %id, "{e}");

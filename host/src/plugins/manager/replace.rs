@@ -86,6 +86,13 @@ impl PluginManager {
                     }
                     Err(e) => {
                         tracing::error!(plugin = %id, "could not restart {id} {from} after the failed upgrade: {e}");
+                        self.set_strategy_lost(
+                            &old.manifest,
+                            Some(format!(
+                                "cluster strategy {id} is out of service: the upgrade to {} failed and {from} could not be restarted",
+                                manifest.version
+                            )),
+                        );
                         self.set_state(
                             &old.file,
                             PluginState::Faulted,
