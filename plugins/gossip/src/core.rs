@@ -14,6 +14,7 @@ use crate::crypto::Sealer;
 use crate::handler::Requests;
 use crate::join::JoinState;
 use crate::locked;
+use crate::atomic::Decisions;
 use crate::locks::Locks;
 use crate::membership::{self, Membership, MembershipConfig, Peer};
 use crate::net::{Handler, Net};
@@ -47,6 +48,8 @@ pub struct Core {
     pub(crate) view: ViewState,
     /// What the lock decisions share (locks.rs).
     pub(crate) locks: Locks,
+    /// Serialises the atomic operations this member decides as senior (atomic.rs).
+    pub(crate) decisions: Decisions,
     /// When this run of the member started (ms): chitchat's generation, so
     /// a restarted member is a new node to gossip.
     pub(crate) generation: u64,
@@ -145,6 +148,7 @@ impl Core {
             joining: JoinState::default(),
             view: ViewState::default(),
             locks: Locks::default(),
+            decisions: Decisions::default(),
             generation,
             gossip_addr,
             background: Mutex::new(Vec::new()),
