@@ -305,7 +305,10 @@ impl RawCache {
     /// The value under `key` with its version (which changes on every
     /// write of the key: compare it with [`replace_if`](Self::replace_if)).
     pub async fn get_versioned(&self, key: &[u8]) -> Result<Option<Versioned>, ClusterError> {
-        self.factory.serving.read().await.get_versioned(&self.core.cache, key).await
+        let found = self.factory.serving.read().await.get_versioned(&self.core.cache, key).await?;
+        let hit = found.is_some() as u64;
+        self.core.count(hit, 1 - hit);
+        Ok(found)
     }
 
     /// Writes `value` under `key` only if the key is absent, atomically
