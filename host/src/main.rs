@@ -342,9 +342,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Cache { command } => match command {
-            CacheCommand::Get { cache, key, version, admin } => {
-                cli::cache::get(&admin.target(), &cache, &key, version)
-            }
+            CacheCommand::Get { cache, key, version, admin } => cli::cache::get(&admin.target(), &cache, &key, version),
             CacheCommand::Put { cache, key, value, if_absent, if_version, admin } => {
                 let condition = match (if_absent, if_version) {
                     (true, _) => cli::cache::Condition::Absent,

@@ -225,8 +225,7 @@ impl LocalCaches {
 
     /// See [`LocalCache::remove_if`].
     pub fn remove_if(&self, name: &str, key: Vec<u8>, expected: &Expected) -> CasOutcome {
-        self.read(name, |c| c.remove_if(key.clone(), expected))
-            .unwrap_or_else(|| CasOutcome { applied: false, current: None })
+        self.read(name, |c| c.remove_if(key, expected)).unwrap_or(CasOutcome { applied: false, current: None })
     }
 
     /// Removes `key`; true if it was there.
@@ -394,7 +393,10 @@ mod tests {
     fn every_write_of_a_key_changes_its_version_and_conditional_writes_check_it() {
         let cache = LocalCache::default();
         let first = cache.put_if_absent(b"k".to_vec(), b"a".to_vec(), 100);
-        assert_eq!(first, CasOutcome { applied: true, current: Some(Versioned { value: b"a".to_vec(), version: 100 }) });
+        assert_eq!(
+            first,
+            CasOutcome { applied: true, current: Some(Versioned { value: b"a".to_vec(), version: 100 }) }
+        );
         let lost = cache.put_if_absent(b"k".to_vec(), b"b".to_vec(), 100);
         assert!(!lost.applied);
         assert_eq!(lost.current, first.current, "the loser sees the winner's entry");
@@ -407,11 +409,14 @@ mod tests {
         let replaced = cache.replace_if(b"k".to_vec(), &Expected::Version(101), b"d".to_vec(), 100);
         assert_eq!(replaced.current, Some(Versioned { value: b"d".to_vec(), version: 102 }));
         assert!(!cache.remove_if(b"k".to_vec(), &Expected::Value(b"c".to_vec())).applied);
-        assert_eq!(cache.remove_if(b"k".to_vec(), &Expected::Value(b"d".to_vec())), CasOutcome {
-            applied: true,
-            current: None
-        });
-        assert!(!cache.replace_if(b"k".to_vec(), &Expected::Version(102), b"e".to_vec(), 100).applied, "absent never matches");
+        assert_eq!(
+            cache.remove_if(b"k".to_vec(), &Expected::Value(b"d".to_vec())),
+            CasOutcome { applied: true, current: None }
+        );
+        assert!(
+            !cache.replace_if(b"k".to_vec(), &Expected::Version(102), b"e".to_vec(), 100).applied,
+            "absent never matches"
+        );
         assert_eq!(cache.get(b"k"), None);
     }
 

@@ -614,10 +614,7 @@ impl<S: Strategy> ClusterStrategy for StrategyAdapter<S> {
     ) -> Fut<FfiCasOutcome> {
         let Some(expected) = expected.decode() else { return unknown_expectation() };
         let (cache, key, value) = (cache.as_str().to_owned(), key.into_vec(), value.into_vec());
-        self.call(
-            move |s| async move { s.cache_replace_if(&cache, key, expected, value).await },
-            FfiCasOutcome::from,
-        )
+        self.call(move |s| async move { s.cache_replace_if(&cache, key, expected, value).await }, FfiCasOutcome::from)
     }
 
     fn cache_remove_if(&self, cache: RStr<'_>, key: RVec<u8>, expected: FfiExpected) -> Fut<FfiCasOutcome> {

@@ -13,10 +13,7 @@ use clusterhost_tests::old_api_plugin;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_strategy_built_before_atomic_operations_loads_works_and_is_refused_them_by_name() {
-    let subject = Arc::new(Subject::Plugin(PluginSubject {
-        file: old_api_plugin(),
-        configure: Arc::new(|_| Ok(())),
-    }));
+    let subject = Arc::new(Subject::Plugin(PluginSubject { file: old_api_plugin(), configure: Arc::new(|_| Ok(())) }));
     let nodes = Nodes::alone(subject, "a").await.unwrap_or_else(|e| panic!("the old strategy did not join: {e:?}"));
     let a = nodes.node("a");
     let status = a.status();

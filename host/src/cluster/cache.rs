@@ -320,7 +320,12 @@ impl RawCache {
 
     /// Writes `value` under `key` only if the entry there is `expected`
     /// (its bytes, or its version); an absent key never matches.
-    pub async fn replace_if(&self, key: Vec<u8>, expected: Expected, value: Vec<u8>) -> Result<CasOutcome, ClusterError> {
+    pub async fn replace_if(
+        &self,
+        key: Vec<u8>,
+        expected: Expected,
+        value: Vec<u8>,
+    ) -> Result<CasOutcome, ClusterError> {
         let outcome = self.factory.serving.read().await.replace_if(&self.core.cache, key, expected, value).await?;
         Ok(self.counted(outcome))
     }

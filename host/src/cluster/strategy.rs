@@ -182,7 +182,12 @@ impl StrategyRef {
     }
 
     /// Writes `value` under `key` if the key is absent, atomically.
-    pub async fn put_if_absent(&self, cache: &CacheRef, key: Vec<u8>, value: Vec<u8>) -> Result<CasOutcome, ClusterError> {
+    pub async fn put_if_absent(
+        &self,
+        cache: &CacheRef,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    ) -> Result<CasOutcome, ClusterError> {
         self.require_atomic("cache put_if_absent")?;
         let name = cache.name();
         either!(
@@ -216,7 +221,12 @@ impl StrategyRef {
     }
 
     /// Removes `key` if the entry there is `expected`, atomically.
-    pub async fn remove_if(&self, cache: &CacheRef, key: Vec<u8>, expected: Expected) -> Result<CasOutcome, ClusterError> {
+    pub async fn remove_if(
+        &self,
+        cache: &CacheRef,
+        key: Vec<u8>,
+        expected: Expected,
+    ) -> Result<CasOutcome, ClusterError> {
         self.require_atomic("cache remove_if")?;
         let name = cache.name();
         either!(

@@ -13,6 +13,7 @@ use std::time::Duration;
 use abi_stable::library::{lib_header_from_path, LibraryError};
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{ROption, RResult, RStr, RString};
+use abi_stable::type_layout::TypeLayout;
 use clusterhost_plugin_api::abi::{HostServices, HostServicesBox, HostServices_TO, LogLevel, PluginBox, PluginModRef};
 use clusterhost_plugin_api::{PluginError, PluginErrorKind};
 
@@ -281,8 +282,12 @@ pub fn open(id: &str, copy: &Path) -> Result<PluginModRef, AbiError> {
                     host_api,
                 });
             };
-            abi_stable::abi_stability::abi_checking::check_layout_compatibility(frozen_layout(), layout).map_err(
-                |e| AbiError::LayoutMismatch { id: id.into(), detail: first_lines(&e.to_string(), 12), host_api: host_api.clone() },
+            abi_stable::abi_stability::abi_checking::check_layout_compatibility(frozen_layout, layout).map_err(
+                |e| AbiError::LayoutMismatch {
+                    id: id.into(),
+                    detail: first_lines(&e.to_string(), 12),
+                    host_api: host_api.clone(),
+                },
             )?;
             // SAFETY: the library's root module has the layout of API
             // `built_with`, checked just above; this API's layout is that one
@@ -310,8 +315,8 @@ pub fn open(id: &str, copy: &Path) -> Result<PluginModRef, AbiError> {
 /// its root module's layout, frozen (frozen-api/VERSION: a copy of
 /// that API's sources, never updated). A version appended to the contract
 /// adds its predecessor here.
-const FROZEN: &[(&str, fn() -> &'static abi_stable::type_layout::TypeLayout)] =
-    &[("0.1.0", || <plugin_api_0_1_0::abi::PluginModRef as abi_stable::StableAbi>::LAYOUT)];
+const FROZEN: &[(&str, &TypeLayout)] =
+    &[("0.1.0", <plugin_api_0_1_0::abi::PluginModRef as abi_stable::StableAbi>::LAYOUT)];
 
 fn first_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().take(n).collect();

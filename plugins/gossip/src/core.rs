@@ -9,12 +9,12 @@ use std::time::Duration;
 use clusterhost_plugin_api::cluster::{now_ms, StrategyEvent};
 use clusterhost_plugin_api::ClusterHost;
 
+use crate::atomic::Decisions;
 use crate::config::Config;
 use crate::crypto::Sealer;
 use crate::handler::Requests;
 use crate::join::JoinState;
 use crate::locked;
-use crate::atomic::Decisions;
 use crate::locks::Locks;
 use crate::membership::{self, Membership, MembershipConfig, Peer};
 use crate::net::{Handler, Net};

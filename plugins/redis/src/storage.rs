@@ -238,7 +238,12 @@ impl Core {
     }
 
     /// Removes `key` if its entry is `expected`.
-    pub(crate) async fn cache_remove_if(&self, cache: &str, key: &[u8], expected: &Expected) -> Result<CasOutcome, Error> {
+    pub(crate) async fn cache_remove_if(
+        &self,
+        cache: &str,
+        key: &[u8],
+        expected: &Expected,
+    ) -> Result<CasOutcome, Error> {
         let (condition, expected) = condition(expected);
         self.write_if(cache, key, condition, &expected, None, 0, false).await
     }

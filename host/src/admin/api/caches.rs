@@ -58,7 +58,9 @@ fn condition(query: Option<&str>, absent_allowed: bool) -> Result<Condition, Api
     }
     match query.split_once('=').unwrap_or((query, "")) {
         ("if-absent", "" | "true") if absent_allowed => Ok(Condition::Absent),
-        ("if-version", n) => n.parse().map(Condition::Version).map_err(|_| refused("the version is not a whole number")),
+        ("if-version", n) => {
+            n.parse().map(Condition::Version).map_err(|_| refused("the version is not a whole number"))
+        }
         _ => Err(refused("unknown condition")),
     }
 }

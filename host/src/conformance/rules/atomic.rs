@@ -25,7 +25,11 @@ pub(super) async fn atomic_alone(ctx: Ctx) -> Result<(), Failure> {
     let cache = a.caches().cache::<String, String>("atomic");
     let k = "k".to_string();
     ensure_eq!(cache.put_if_absent(&k, &"first".into()).await?, None, "put_if_absent on an absent key");
-    ensure_eq!(cache.put_if_absent(&k, &"second".into()).await?, Some("first".into()), "put_if_absent on a present key");
+    ensure_eq!(
+        cache.put_if_absent(&k, &"second".into()).await?,
+        Some("first".into()),
+        "put_if_absent on a present key"
+    );
     let (value, v1) = cache.get_versioned(&k).await?.ok_or_else(|| Failure::failed("get_versioned found nothing"))?;
     ensure_eq!(value, "first", "get_versioned's value");
     // A plain put changes the version, even within the same millisecond.
@@ -33,7 +37,10 @@ pub(super) async fn atomic_alone(ctx: Ctx) -> Result<(), Failure> {
     let (_, v2) = cache.get_versioned(&k).await?.ok_or_else(|| Failure::failed("the put's entry is missing"))?;
     ensure!(v2 > v1, "a put did not raise the version ({v1} then {v2})");
     ensure!(!cache.replace_if_version(&k, v1, &"stale".into()).await?, "replace_if matched a replaced version");
-    ensure!(!cache.replace_if_value(&k, &"first".into(), &"stale".into()).await?, "replace_if matched a replaced value");
+    ensure!(
+        !cache.replace_if_value(&k, &"first".into(), &"stale".into()).await?,
+        "replace_if matched a replaced value"
+    );
     ensure!(cache.replace_if_version(&k, v2, &"by-version".into()).await?, "replace_if missed the current version");
     ensure!(cache.replace_if_value(&k, &"by-version".into(), &"by-value".into()).await?, "replace_if missed the value");
     let (value, v3) = cache.get_versioned(&k).await?.ok_or_else(|| Failure::failed("the entry is missing"))?;
@@ -93,8 +100,16 @@ pub(super) async fn atomic_put_if_absent_race(ctx: Ctx) -> Result<(), Failure> {
         let last = caches.len() - 1;
         let (_, version) =
             caches[0].get_versioned(&key).await?.ok_or_else(|| Failure::failed("the winner's entry is missing"))?;
-        ensure!(caches[last].replace_if_version(&key, version, &"replaced".into()).await?, "round {round}: {} could not replace by the version {} read", names[last], names[0]);
-        ensure!(!caches[0].replace_if_version(&key, version, &"stale".into()).await?, "round {round}: a stale version replaced the entry");
+        ensure!(
+            caches[last].replace_if_version(&key, version, &"replaced".into()).await?,
+            "round {round}: {} could not replace by the version {} read",
+            names[last],
+            names[0]
+        );
+        ensure!(
+            !caches[0].replace_if_version(&key, version, &"stale".into()).await?,
+            "round {round}: a stale version replaced the entry"
+        );
     }
     Ok(())
 }
