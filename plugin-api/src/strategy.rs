@@ -554,7 +554,7 @@ impl<S: Strategy> ClusterStrategy for StrategyAdapter<S> {
     }
 
     fn send_task(&self, target: FfiTarget, name: RStr<'_>, payload: RVec<u8>) -> Fut<()> {
-        let Some(target) = target.decode() else { return unknown_target() };
+        let Some(target) = target.decode() else { return unknown_kind("a task target") };
         let (name, payload) = (name.as_str().to_owned(), payload.into_vec());
         self.call(move |s| async move { s.send_task(target, &name, payload).await }, unchanged)
     }
@@ -566,7 +566,7 @@ impl<S: Strategy> ClusterStrategy for StrategyAdapter<S> {
         payload: RVec<u8>,
         timeout_ms: u64,
     ) -> Fut<RVec<FfiTaskReply>> {
-        let Some(target) = target.decode() else { return unknown_target() };
+        let Some(target) = target.decode() else { return unknown_kind("a task target") };
         let (name, payload) = (name.as_str().to_owned(), payload.into_vec());
         let timeout = Duration::from_millis(timeout_ms);
         self.call(
@@ -612,29 +612,21 @@ impl<S: Strategy> ClusterStrategy for StrategyAdapter<S> {
         expected: FfiExpected,
         value: RVec<u8>,
     ) -> Fut<FfiCasOutcome> {
-        let Some(expected) = expected.decode() else { return unknown_expectation() };
+        let Some(expected) = expected.decode() else { return unknown_kind("a kind of expected entry") };
         let (cache, key, value) = (cache.as_str().to_owned(), key.into_vec(), value.into_vec());
         self.call(move |s| async move { s.cache_replace_if(&cache, key, expected, value).await }, FfiCasOutcome::from)
     }
 
     fn cache_remove_if(&self, cache: RStr<'_>, key: RVec<u8>, expected: FfiExpected) -> Fut<FfiCasOutcome> {
-        let Some(expected) = expected.decode() else { return unknown_expectation() };
+        let Some(expected) = expected.decode() else { return unknown_kind("a kind of expected entry") };
         let (cache, key) = (cache.as_str().to_owned(), key.into_vec());
         self.call(move |s| async move { s.cache_remove_if(&cache, key, expected).await }, FfiCasOutcome::from)
     }
 }
 
-fn unknown_expectation<T: 'static>() -> Fut<T> {
-    async {
-        RErr(PluginError::failed(
-            "the host sent a kind of expected entry this plugin does not know; upgrade the plugin",
-        ))
-    }
-    .into_ffi()
-}
-
-fn unknown_target<T: 'static>() -> Fut<T> {
-    async { RErr(PluginError::failed("the host sent a task target this plugin does not know; upgrade the plugin")) }
+/// The answer to a call carrying a kind this plugin does not know (`what`).
+fn unknown_kind<T: 'static>(what: &'static str) -> Fut<T> {
+    async move { RErr(PluginError::failed(format!("the host sent {what} this plugin does not know; upgrade the plugin"))) }
         .into_ffi()
 }
 
