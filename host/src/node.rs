@@ -245,16 +245,18 @@ async fn watch_plugins(
             match change {
                 // A signature published after its plugin: the plugin's last
                 // load was refused (unsigned, say), so it is loaded again.
-                Change::Ready(file) if is_signature_file(file) => {
+                // The signature of a running plugin changed: its record
+                // shows the new signer (or its absence) from now on.
+                Change::Ready(file) | Change::Removed(file) if is_signature_file(file) => {
                     let Some(plugin) = crate::plugins::signature::plugin_of_signature(file) else { continue };
                     let refused = manager.last_load(&plugin).is_some_and(|r| matches!(r.end, LoadEnd::Refused { .. }));
-                    if refused && plugin.is_file() {
+                    if refused && plugin.is_file() && matches!(change, Change::Ready(_)) {
                         tracing::info!(file = %plugin.display(), "signature published for a plugin whose last load was refused; loading it again");
                         let _ = manager.load(&plugin).await;
+                    } else {
+                        manager.refresh_signature(&plugin).await;
                     }
                 }
-                // A signature is read by its plugin's next load; nothing to do now.
-                Change::Removed(file) if is_signature_file(file) => {}
                 Change::Ready(file) => {
                     tracing::info!(file = %file.display(), "plugin file added or replaced");
                     let _ = manager.load(file).await;

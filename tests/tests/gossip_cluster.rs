@@ -225,6 +225,7 @@ fn a_killed_member_is_dropped_and_a_killed_senior_is_replaced_by_exactly_one() {
         }
     }
     println!("figure: SIGKILL of {victim_name} -> 'member left' on each survivor: {detections:?}");
+    assert_process_death_seen(&nodes, &marks, &victim_name);
 
     // SIGKILL the senior: exactly one new senior, the same on every survivor.
     let senior_index = nodes.iter().position(|n| n.name == senior).expect("the senior is one of the nodes");
@@ -249,6 +250,7 @@ fn a_killed_member_is_dropped_and_a_killed_senior_is_replaced_by_exactly_one() {
         }
     }
     println!("figure: SIGKILL of the senior {senior} -> 'member left' on each survivor: {detections:?}");
+    assert_process_death_seen(&nodes, &marks, &senior);
     // The data written before the kills is still there, and writes go on.
     for node in &survivors {
         assert_eq!(node.get("sessions", "before").as_deref(), Some("kill"), "on {}", node.name);
@@ -259,6 +261,58 @@ fn a_killed_member_is_dropped_and_a_killed_senior_is_replaced_by_exactly_one() {
     }
     // Locks held by a killed member: the admin API has no lock endpoint, so
     // this is covered in-process (tests/tests/cluster_core.rs against gossip).
+}
+
+/// The killed member was removed by the process-death path (its closed
+/// connection, its port refusing), not by the accrual detector: a survivor
+/// logged it since `marks`; the other may have heard it from that one.
+fn assert_process_death_seen(nodes: &[Node], marks: &[usize], victim: &str) {
+    let parts = ["process is gone", &format!("member={victim}")];
+    let seen =
+        nodes.iter().zip(marks).filter(|(n, mark)| n.name != victim && log_time(&n.process, **mark, &parts).is_some());
+    assert!(
+        seen.count() >= 1,
+        "no survivor saw {victim}'s process gone: {:?}",
+        nodes.iter().map(|n| n.process.log()).collect::<Vec<_>>()
+    );
+}
+
+/// A member paused with SIGSTOP for a second, 20 times, is never removed
+/// with the default settings: its sockets stay open while it is stopped, so
+/// the process-death path never fires, and a second is well inside the
+/// accrual detector's patience.
+#[test]
+fn a_member_paused_for_a_second_twenty_times_is_never_removed() {
+    let cluster = unique_cluster("pause");
+    let key = random_key();
+    let ports = ports(3);
+    let members = loopback_members(&ports);
+    let names = ["ps-a", "ps-b", "ps-c"];
+    let nodes = start_all(&cluster, &key, &names, &ports, &members);
+    let refs: Vec<&Node> = nodes.iter().collect();
+    wait_for_view(&refs, &names);
+    let paused = &nodes[1];
+    let marks: Vec<usize> = nodes.iter().map(|n| n.process.log_len()).collect();
+    let signal = |sig: libc::c_int| {
+        // SAFETY: kill(2) takes plain integers; the pid is our own live child.
+        assert_eq!(unsafe { libc::kill(paused.process.pid() as libc::pid_t, sig) }, 0);
+    };
+    for round in 0..20 {
+        signal(libc::SIGSTOP);
+        std::thread::sleep(Duration::from_secs(1));
+        signal(libc::SIGCONT);
+        // Every member still sees all three (the paused one answers again).
+        for node in [&nodes[0], &nodes[2]] {
+            let (seen, _) = view_of(&node.status().expect("a status")).expect("a view");
+            assert_eq!(seen.len(), 3, "round {round}: {} sees {seen:?}", node.name);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    for (node, mark) in nodes.iter().zip(&marks) {
+        let left =
+            node.process.log()[*mark..].iter().filter(|l| l.contains("member left")).cloned().collect::<Vec<_>>();
+        assert!(left.is_empty(), "{} saw a member leave during the pauses: {left:?}", node.name);
+    }
 }
 
 #[test]

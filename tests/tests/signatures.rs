@@ -311,6 +311,13 @@ fn keygen_sign_verify_and_inspect_from_the_cli() {
     let untrusted = cli(&["plugins", "verify", file_s, "--home", home.to_str().unwrap()]);
     assert!(!untrusted.success);
     assert!(untrusted.stderr.contains(&id) && untrusted.stderr.contains("does not trust"), "{}", untrusted.stderr);
+    // A home whose properties cannot be read: an error, not "nothing revoked".
+    let properties = clusterhost::home::properties_file(&home);
+    std::fs::create_dir_all(&properties).unwrap();
+    let unreadable = cli(&["plugins", "verify", file_s, "--home", home.to_str().unwrap()]);
+    assert!(!unreadable.success);
+    assert!(unreadable.stderr.contains("plugins.signature.revoked cannot be honoured"), "{}", unreadable.stderr);
+    std::fs::remove_dir(&properties).unwrap();
     let inspected = cli(&["plugins", "inspect", file_s, "--key", public.to_str().unwrap()]);
     assert!(
         inspected.stdout.contains(&format!("signature:     signed by {id} (trusted: release.pub)")),
@@ -375,7 +382,7 @@ fn the_upload_api_and_plugins_install_carry_the_signature() {
     assert!(body["error"].as_str().unwrap().contains("hello.so is unsigned"), "{body}");
     assert!(!signature_path(&published).exists());
     // With its signature in the header: a hot upgrade.
-    let signature = clusterhost::plugins::signature::encode_for_header(&signer.signature_of(&v2));
+    let signature = header_signature(&signer, &v2);
     let auth = ("authorization", format!("Bearer {TOKEN}"));
     let headers = [auth.clone(), ("x-clusterhost-signature", signature)];
     let (status, text) = call_with_headers("POST", &upload, &headers, Some(&std::fs::read(&v2).unwrap()));
@@ -387,6 +394,41 @@ fn the_upload_api_and_plugins_install_carry_the_signature() {
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("is not a minisign signature"), "{text}");
     assert!(std::fs::read_to_string(signature_path(&published)).unwrap().contains("plugin:hello 0.2.0"));
+    // The same content again, with a signature `require` refuses (an
+    // untrusted key's): 422, and the good signature beside it is kept.
+    let v2_bytes = std::fs::read(&v2).unwrap();
+    let kept = std::fs::read_to_string(signature_path(&published)).unwrap();
+    let stranger = Signer::new();
+    let foreign = header_signature(&stranger, &v2);
+    let headers = [auth.clone(), ("x-clusterhost-signature", foreign)];
+    let (status, text) = call_with_headers("POST", &upload, &headers, Some(&v2_bytes));
+    assert_eq!(status, 422, "{text}");
+    assert!(text.contains("was refused and not written") && text.contains(&stranger.id), "{text}");
+    assert_eq!(std::fs::read_to_string(signature_path(&published)).unwrap(), kept);
+    // The same content with a signature by another trusted key (a key
+    // rotation): written, and the running plugin's record names the new signer.
+    let rotated = Signer::new();
+    rotated.trust(home.path(), "next");
+    let next_text = rotated.signature_of(&v2);
+    let by_next = clusterhost::plugins::signature::encode_for_header(&next_text);
+    let headers = [auth.clone(), ("x-clusterhost-signature", by_next)];
+    let (status, text) = call_with_headers("POST", &upload, &headers, Some(&v2_bytes));
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"unchanged\"") && text.contains(&rotated.id), "{text}");
+    assert_eq!(std::fs::read_to_string(signature_path(&published)).unwrap(), next_text);
+    // An upload that cannot be published (a directory holds its name): the
+    // signature that was beside that name is put back as it was.
+    let blocked = home.path().join("plugins/blocked.so");
+    std::fs::create_dir(&blocked).unwrap();
+    std::fs::write(signature_path(&blocked), "the old signature\n").unwrap();
+    let headers = [auth.clone(), ("x-clusterhost-signature", header_signature(&rotated, &v2))];
+    let blocked_upload = format!("{url}/api/plugins?name=blocked.so");
+    let (status, text) = call_with_headers("POST", &blocked_upload, &headers, Some(&v2_bytes));
+    assert_eq!(status, 500, "{text}");
+    assert!(text.contains("could not rename the upload of blocked.so"), "{text}");
+    assert_eq!(std::fs::read_to_string(signature_path(&blocked)).unwrap(), "the old signature\n");
+    std::fs::remove_dir(&blocked).unwrap();
+    std::fs::remove_file(signature_path(&blocked)).unwrap();
     // DELETE takes the signature with the file.
     let (status, body) = call("DELETE", &format!("{url}/api/plugins/hello.so"), Some(TOKEN), None);
     assert_eq!(status, 200, "{body}");
@@ -409,6 +451,20 @@ fn the_upload_api_and_plugins_install_carry_the_signature() {
     clusterhost_tests::wait_until("late.so to load once its signature is published", DEADLINE, || {
         record_of("late.so").is_some_and(|r| r["state"] == "active" && r["signature"]["key_id"] == signer.id.as_str())
     });
+    // Its signature replaced by hand (re-signed by the rotated key) while it
+    // runs: the record names the new signer, without a reload; removed: the
+    // record says unsigned, and the plugin keeps running.
+    let loaded_at = record_of("late.so").unwrap()["changed_at_ms"].clone();
+    std::fs::write(&pending, rotated.signature_of(&late)).unwrap();
+    std::fs::rename(&pending, signature_path(&late)).unwrap();
+    clusterhost_tests::wait_until("late.so's record to name the new signer", DEADLINE, || {
+        record_of("late.so").is_some_and(|r| r["state"] == "active" && r["signature"]["key_id"] == rotated.id.as_str())
+    });
+    std::fs::remove_file(signature_path(&late)).unwrap();
+    clusterhost_tests::wait_until("late.so's record to say unsigned", DEADLINE, || {
+        record_of("late.so").is_some_and(|r| r["state"] == "active" && r["signature"]["status"] == "unsigned")
+    });
+    assert_eq!(record_of("late.so").unwrap()["changed_at_ms"], loaded_at, "the plugin was not loaded again");
 
     // The token that uploads plugins cannot loosen the policy: lowering
     // plugins.signature or taking a key id off the revocation list through
@@ -442,4 +498,9 @@ fn the_upload_api_and_plugins_install_carry_the_signature() {
     assert!(refused.to_string().contains("not a regular file"), "{refused}");
     let (status, body) = call("GET", &format!("{url}/api/plugins"), None, None);
     assert_eq!(status, 200, "the node still answers: {body}");
+}
+
+/// `signer`'s signature of `file`, as the upload header carries it.
+fn header_signature(signer: &Signer, file: &Path) -> String {
+    clusterhost::plugins::signature::encode_for_header(&signer.signature_of(file))
 }

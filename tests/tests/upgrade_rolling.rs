@@ -166,8 +166,8 @@ fn rolling_upgrade_of_three_members_under_client_load() {
 /// Under `plugins.signature = require`, 3 members run a gossip build signed
 /// with `clusterhost plugins sign`; `cluster upgrade --plugin FILE` carries
 /// FILE.minisig to each member with the file, and every member ends on the
-/// new build, verified as signed by the release key. An unsigned build is
-/// refused before any member is changed.
+/// new build, verified as signed by the release key. An unsigned build, or
+/// an unsigned `--previous`, is refused before any member is changed.
 #[test]
 fn rolling_upgrade_of_a_signed_gossip_build_under_require() {
     let dir = tempfile::tempdir().unwrap();
@@ -230,6 +230,20 @@ fn rolling_upgrade_of_a_signed_gossip_build_under_require() {
     assert!(said.contains("requires signed plugins (plugins.signature = require)"), "{said}");
     assert!(
         said.contains("gossip-0.3.0.so has no signature beside it") && said.contains("no member was changed"),
+        "{said}"
+    );
+    // A signed build with an unsigned --previous: its rollback would be
+    // refused, so the upgrade is refused before any upload too.
+    let signed = cli(&["plugins", "sign", v3.to_str().unwrap(), "--key", secret.to_str().unwrap()]);
+    assert!(signed.success, "{}", signed.stderr);
+    let unsigned_previous = v2.parent().unwrap().join("unsigned/gossip-0.2.0.so");
+    std::fs::create_dir_all(unsigned_previous.parent().unwrap()).unwrap();
+    std::fs::copy(&v2, &unsigned_previous).unwrap();
+    let run = upgrade(&v3, &unsigned_previous);
+    assert!(!run.success, "an unsigned --previous must be refused: {}", run.stdout);
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        said.contains("but --previous") && said.contains("unsigned/gossip-0.2.0.so has no signature beside it"),
         "{said}"
     );
     for node in &cluster.nodes {

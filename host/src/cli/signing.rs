@@ -132,9 +132,10 @@ impl TrustSource {
             return Ok((keys, key.clone(), Vec::new()));
         }
         let dir = crate::home::trusted_keys_dir(&self.home);
+        // Unreadable properties are an error, not "nothing revoked".
         let revoked = Properties::load(&crate::home::properties_file(&self.home))
             .map(|(p, _)| p.signature_revoked)
-            .unwrap_or_default();
+            .map_err(|e| format!("{e}; its plugins.signature.revoked cannot be honoured: fix it, or pass --key PUB"))?;
         Ok((signature::trusted_keys(&dir), dir, revoked))
     }
 

@@ -3,10 +3,11 @@
 //! against the keys in `conf/trusted-keys/`, on the bytes of the private copy.
 //!
 //! Only bytes are read here; the plugin's code never runs. The format and
-//! the Ed25519 / BLAKE2b checks are the `minisign` crate's.
+//! the Ed25519 checks are the `minisign` crate's; the BLAKE2b-512 prehash
+//! of the plugin's bytes is `blake2b_simd`'s (see [`Pending::run`]).
 
 use std::collections::BTreeMap;
-use std::io::{Read, Seek};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -126,6 +127,17 @@ pub enum SignatureError {
         "the signature of {file} (key {key_id}) is bad: {detail}; it was damaged or forged: sign the plugin again"
     )]
     BadSignature { file: String, key_id: String, detail: String },
+    #[error("could not read the bytes of {file} to check its signature (key {key_id}): {detail}; nothing of it was loaded: check the disk and the private copy directory, then load it again")]
+    BytesUnreadable { file: String, key_id: String, detail: String },
+}
+
+/// Why the byte-reading part of a check ([`Pending::run`]) did not verify.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BytesError {
+    /// The bytes could not be read: nothing is known of the signature.
+    Read(String),
+    /// The bytes were read and the signature does not verify over them.
+    Verify(String),
 }
 
 impl SignatureError {
@@ -138,7 +150,8 @@ impl SignatureError {
             | SignatureError::OtherFile { key_id, .. }
             | SignatureError::ModifiedAfterSigning { key_id, .. }
             | SignatureError::Mismatch { key_id, .. }
-            | SignatureError::BadSignature { key_id, .. } => Some(key_id),
+            | SignatureError::BadSignature { key_id, .. }
+            | SignatureError::BytesUnreadable { key_id, .. } => Some(key_id),
             _ => None,
         }
     }
@@ -265,6 +278,9 @@ pub struct Pending {
     file: String,
     /// The parsed `.minisig`.
     sig: minisign::SignatureBox,
+    /// The same signature read as one over the prehash itself (see
+    /// [`over_prehash`]).
+    over_digest: minisign::SignatureBox,
     /// The signer's key id.
     key_id: String,
     /// The trusted key's file in `conf/trusted-keys/`.
@@ -286,10 +302,22 @@ pub fn match_key(
     let file = file.to_string();
     let sig = minisign::SignatureBox::from_string(signature)
         .map_err(|e| SignatureError::Garbage { path: signature_file.to_owned(), detail: e.to_string() })?;
+    // minisign slices the global signature as 64 bytes without checking
+    // (a shorter one panics in its Ed25519 check): its length is checked here.
+    let global = signature.lines().nth(3).map(|line| {
+        use ct_codecs::Decoder;
+        ct_codecs::Base64::decode_to_vec(line.trim().as_bytes(), None).map(|b| b.len()).unwrap_or(0)
+    });
+    if global != Some(ED25519_SIGNATURE_BYTES) {
+        let detail = format!("its global signature has {} bytes, not {ED25519_SIGNATURE_BYTES}", global.unwrap_or(0));
+        return Err(SignatureError::Garbage { path: signature_file.to_owned(), detail });
+    }
     let key_id = key_id(sig.keynum());
     if !sig.is_prehashed() {
         return Err(SignatureError::Legacy { file });
     }
+    let over_digest = over_prehash(signature)
+        .map_err(|detail| SignatureError::Garbage { path: signature_file.to_owned(), detail })?;
     if revoked.iter().any(|r| r.eq_ignore_ascii_case(&key_id)) {
         return Err(SignatureError::RevokedKey { file, key_id });
     }
@@ -300,24 +328,85 @@ pub fn match_key(
         let known = keys.iter().map(|(id, k)| format!("{id} ({})", k.file)).collect::<Vec<_>>().join(", ");
         return Err(SignatureError::UnknownKey { file, key_id, dir: keys_dir.to_owned(), known });
     };
-    Ok(Pending { file, sig, key_id, key_file: trusted.file.clone(), key: trusted.key.clone() })
+    Ok(Pending { file, sig, over_digest, key_id, key_file: trusted.file.clone(), key: trusted.key.clone() })
+}
+
+/// The length of an Ed25519 signature.
+const ED25519_SIGNATURE_BYTES: usize = 64;
+
+/// The length of minisign's prehash: BLAKE2b-512.
+const PREHASH_BYTES: usize = 64;
+
+/// A prehashed (`ED`) minisign signature, re-read as the same signature
+/// over its message itself (`Ed`): a prehashed signature is the Ed25519
+/// signature of the file's BLAKE2b-512 digest, so verifying this one over
+/// the digest is the check `minisign::verify` makes after hashing. The
+/// global signature (over the signature bytes and the trusted comment, not
+/// the algorithm tag) is unchanged and still verified. This lets the digest
+/// be computed by `blake2b_simd` while every Ed25519 check stays minisign's.
+fn over_prehash(signature: &str) -> Result<minisign::SignatureBox, String> {
+    use ct_codecs::{Decoder, Encoder};
+    let lines: Vec<&str> = signature.lines().collect();
+    let Some(encoded) = lines.get(1) else { return Err("no signature line".into()) };
+    let mut bytes = ct_codecs::Base64::decode_to_vec(encoded.trim().as_bytes(), None).map_err(|e| e.to_string())?;
+    match bytes.get_mut(..2) {
+        Some(alg) if alg == b"ED" => alg.copy_from_slice(b"Ed"),
+        _ => return Err("not a prehashed signature".into()),
+    }
+    let encoded = ct_codecs::Base64::encode_to_string(&bytes).map_err(|e| e.to_string())?;
+    let mut text = String::with_capacity(signature.len());
+    for (n, line) in lines.iter().enumerate() {
+        text.push_str(if n == 1 { &encoded } else { line });
+        text.push('\n');
+    }
+    minisign::SignatureBox::from_string(&text).map_err(|e| e.to_string())
+}
+
+/// BLAKE2b-512 of everything `data` reads, as minisign prehashes a file.
+fn prehash(mut data: impl Read) -> std::io::Result<[u8; PREHASH_BYTES]> {
+    let mut state = blake2b_simd::Params::new().hash_length(PREHASH_BYTES).to_state();
+    let mut buf = vec![0u8; 1 << 18];
+    loop {
+        match data.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                state.update(&buf[..n]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let mut digest = [0u8; PREHASH_BYTES];
+    digest.copy_from_slice(state.finalize().as_bytes());
+    Ok(digest)
 }
 
 impl Pending {
     /// Verifies the signature over `data` (the private copy's bytes, read to
-    /// the end); `Err` holds minisign's reason.
-    pub fn run(&self, mut data: impl Read + Seek) -> Result<(), String> {
-        minisign::verify(&self.key, &self.sig, &mut data, true, false, false).map_err(|e| e.to_string())
+    /// the end): their BLAKE2b-512 digest, then minisign's two Ed25519
+    /// checks over it (see [`over_prehash`]); `Err` holds the reason.
+    pub fn run(&self, data: impl Read) -> Result<(), BytesError> {
+        let digest = prehash(data).map_err(|e| BytesError::Read(e.to_string()))?;
+        // Legacy is allowed only for this box: `match_key` refused a `.minisig`
+        // that was not prehashed, and this one is its re-reading.
+        minisign::verify(&self.key, &self.over_digest, std::io::Cursor::new(&digest[..]), true, false, true)
+            .map_err(|e| BytesError::Verify(e.to_string()))
     }
 
     /// The verdict from [`run`](Self::run)'s outcome; a failure is told
     /// apart (modified, another file's, bad) with `subject`.
-    pub fn finish(self, outcome: Result<(), String>, subject: &Subject<'_>) -> Result<SignatureStatus, SignatureError> {
+    pub fn finish(
+        self,
+        outcome: Result<(), BytesError>,
+        subject: &Subject<'_>,
+    ) -> Result<SignatureStatus, SignatureError> {
         let Pending { file, sig, key_id, key_file, .. } = self;
         // The comment is read before it is verified, only to explain a failure.
         let comment = sig.trusted_comment().unwrap_or_default();
-        let Err(detail) = outcome else {
-            return Ok(SignatureStatus::Verified { key_id, key_file, trusted_comment: comment });
+        let detail = match outcome {
+            Ok(()) => return Ok(SignatureStatus::Verified { key_id, key_file, trusted_comment: comment }),
+            Err(BytesError::Read(detail)) => return Err(SignatureError::BytesUnreadable { file, key_id, detail }),
+            Err(BytesError::Verify(detail)) => detail,
         };
         let signed_sha = comment_field(&comment, "sha256");
         let signed_plugin = comment_field(&comment, "plugin");
@@ -350,7 +439,7 @@ pub fn verify(
     subject: &Subject<'_>,
     signature: &str,
     signature_file: &Path,
-    data: impl Read + Seek,
+    data: impl Read,
     keys: &BTreeMap<String, TrustedKey>,
     keys_dir: &Path,
     revoked: &[String],
@@ -366,8 +455,8 @@ pub enum Begun {
     Off,
     /// Already decided: no signature, or one that cannot make it trusted.
     Failed(SignatureError),
-    /// A trusted key to verify the bytes with.
-    Ready(Pending),
+    /// A trusted key to verify the bytes with (boxed: two parsed signatures).
+    Ready(Box<Pending>),
 }
 
 /// The part of a load's check made before the bytes are read: the policy,
@@ -376,22 +465,30 @@ pub fn begin(policy: &SignaturePolicy, published: &Path, keys_dir: &Path) -> Beg
     if policy.mode == SignatureMode::Off {
         return Begun::Off;
     }
+    match read_signature_of(published) {
+        Ok(text) => begin_with(policy, published, text.as_deref(), keys_dir),
+        Err(e) => Begun::Failed(e),
+    }
+}
+
+/// [`begin`] with `signature` as the text of `published`'s `.minisig`
+/// (`None`: there is none), e.g. one that came with an upload.
+pub fn begin_with(policy: &SignaturePolicy, published: &Path, signature: Option<&str>, keys_dir: &Path) -> Begun {
+    if policy.mode == SignatureMode::Off {
+        return Begun::Off;
+    }
     let file = published.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let text = match read_signature_of(published) {
-        Ok(Some(text)) => text,
-        Ok(None) => return Begun::Failed(SignatureError::Unsigned { file }),
-        Err(e) => return Begun::Failed(e),
-    };
+    let Some(text) = signature else { return Begun::Failed(SignatureError::Unsigned { file }) };
     let keys = trusted_keys(keys_dir);
-    match match_key(&file, &text, &signature_path(published), &keys, keys_dir, &policy.revoked) {
-        Ok(pending) => Begun::Ready(pending),
+    match match_key(&file, text, &signature_path(published), &keys, keys_dir, &policy.revoked) {
+        Ok(pending) => Begun::Ready(Box::new(pending)),
         Err(e) => Begun::Failed(e),
     }
 }
 
 impl Begun {
     /// Runs the byte-reading part, if any (see [`Pending::run`]).
-    pub fn run(&self, data: impl Read + Seek) -> Option<Result<(), String>> {
+    pub fn run(&self, data: impl Read) -> Option<Result<(), BytesError>> {
         match self {
             Begun::Ready(pending) => Some(pending.run(data)),
             _ => None,
@@ -404,15 +501,14 @@ impl Begun {
     pub fn finish(
         self,
         policy: &SignaturePolicy,
-        outcome: Option<Result<(), String>>,
+        outcome: Option<Result<(), BytesError>>,
         subject: &Subject<'_>,
     ) -> Result<SignatureStatus, SignatureError> {
         let verdict = match self {
             Begun::Off => return Ok(SignatureStatus::NotChecked),
             Begun::Failed(e) => Err(e),
-            Begun::Ready(pending) => {
-                pending.finish(outcome.unwrap_or_else(|| Err("the bytes were not read".into())), subject)
-            }
+            Begun::Ready(pending) => (*pending)
+                .finish(outcome.unwrap_or_else(|| Err(BytesError::Read("they were not read".into()))), subject),
         };
         match (verdict, policy.mode) {
             (Ok(status), _) => Ok(status),
@@ -431,7 +527,7 @@ pub fn check(
     policy: &SignaturePolicy,
     published: &Path,
     subject: &Subject<'_>,
-    data: impl Read + Seek,
+    data: impl Read,
     keys_dir: &Path,
 ) -> Result<SignatureStatus, SignatureError> {
     let begun = begin(policy, published, keys_dir);
@@ -505,6 +601,93 @@ mod tests {
         assert!(matches!(run("garbage", &data, &subject, &[]), Err(SignatureError::Garbage { .. })));
         let (_stranger, foreign) = signed(&data, &comment);
         assert!(matches!(run(&foreign, &data, &subject, &[]), Err(SignatureError::UnknownKey { .. })));
+    }
+
+    /// The digest-then-verify path agrees with `minisign::verify` (which
+    /// hashes with its own BLAKE2b) on every verdict: many sizes around the
+    /// buffer and block boundaries, each byte flip, a damaged signature.
+    #[test]
+    fn the_prehash_path_agrees_with_minisign() {
+        let pair = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
+        let keys = keys(&pair);
+        let dir = Path::new("conf/trusted-keys");
+        for len in [0usize, 1, 127, 128, 129, 1 << 18, (1 << 18) + 1, 3 * (1 << 18) - 5] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let sig = minisign::sign(Some(&pair.pk), &pair.sk, &data[..], Some("c"), None).unwrap();
+            let text = sig.to_string();
+            let pending = match_key("p.so", &text, Path::new("p.so.minisig"), &keys, dir, &[]).unwrap();
+            let theirs = |data: &[u8]| minisign::verify(&pair.pk, &sig, std::io::Cursor::new(data), true, false, false);
+            assert_eq!(pending.run(&data[..]), Ok(()), "{len} bytes");
+            assert!(theirs(&data).is_ok());
+            for at in [0, len / 2, len.saturating_sub(1)].into_iter().filter(|_| len > 0) {
+                let mut flipped = data.clone();
+                flipped[at] ^= 1;
+                assert!(matches!(pending.run(&flipped[..]), Err(BytesError::Verify(_))), "{len} bytes, flip at {at}");
+                assert!(theirs(&flipped).is_err());
+            }
+            let mut longer = data.clone();
+            longer.push(0);
+            assert!(matches!(pending.run(&longer[..]), Err(BytesError::Verify(_))), "{len} bytes + 1");
+        }
+        // The signature bytes themselves damaged: refused by both.
+        let data = b"the plugin".to_vec();
+        let sig = minisign::sign(Some(&pair.pk), &pair.sk, &data[..], Some("c"), None).unwrap().to_string();
+        let lines: Vec<&str> = sig.lines().collect();
+        let mut raw = {
+            use ct_codecs::Decoder;
+            ct_codecs::Base64::decode_to_vec(lines[1], None).unwrap()
+        };
+        raw[20] ^= 0x40;
+        let damaged = {
+            use ct_codecs::Encoder;
+            format!(
+                "{}\n{}\n{}\n{}\n",
+                lines[0],
+                ct_codecs::Base64::encode_to_string(&raw).unwrap(),
+                lines[2],
+                lines[3]
+            )
+        };
+        let pending = match_key("p.so", &damaged, Path::new("p.so.minisig"), &keys, dir, &[]).unwrap();
+        assert!(matches!(pending.run(&data[..]), Err(BytesError::Verify(_))));
+        // A global signature of the wrong length: refused as garbage (it
+        // made minisign panic), whatever its length.
+        for len in [0usize, 14, 63, 65] {
+            let short = {
+                use ct_codecs::Encoder;
+                ct_codecs::Base64::encode_to_string(vec![7u8; len]).unwrap()
+            };
+            let text = format!("{}\n{}\n{}\n{short}\n", lines[0], lines[1], lines[2]);
+            let got = match_key("p.so", &text, Path::new("p.so.minisig"), &keys, dir, &[]);
+            assert!(matches!(got, Err(SignatureError::Garbage { .. })), "{len} bytes");
+        }
+        // A trusted comment changed: the global signature no longer verifies.
+        let forged = sig.replacen(lines[2], "trusted comment: forged", 1);
+        let pending = match_key("p.so", &forged, Path::new("p.so.minisig"), &keys, dir, &[]).unwrap();
+        assert!(matches!(pending.run(&data[..]), Err(BytesError::Verify(_))));
+    }
+
+    /// A read error is told as one, never as a bad signature.
+    #[test]
+    fn unreadable_bytes_are_not_a_bad_signature() {
+        struct Failing;
+        impl Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("the disk is gone"))
+            }
+        }
+        let data = b"the plugin".to_vec();
+        let sha = crate::plugins::digest::sha256_hex(&data);
+        let (pair, sig) = signed(&data, &trusted_comment(1, "p.so", "p 1.0.0", &sha));
+        let subject = Subject { file: "p.so", sha256: &sha, plugin: "p 1.0.0" };
+        let dir = Path::new("conf/trusted-keys");
+        let got = verify(&subject, &sig, Path::new("p.so.minisig"), Failing, &keys(&pair), dir, &[]);
+        match got {
+            Err(e @ SignatureError::BytesUnreadable { .. }) => {
+                assert!(e.to_string().contains("the disk is gone"), "{e}")
+            }
+            other => panic!("expected BytesUnreadable, got {other:?}"),
+        }
     }
 
     #[test]

@@ -81,8 +81,10 @@ pub enum UpgradeError {
     PluginFile { what: &'static str, path: PathBuf, source: InspectError },
     #[error("the signature beside {} could not be read: {detail}; fix or remove it before the upgrade", path.display())]
     Signature { path: PathBuf, detail: String },
-    #[error("member {name} ({url}) requires signed plugins (plugins.signature = require), but {} has no signature beside it; sign it (clusterhost plugins sign {} --key KEY) and run the upgrade again; no member was changed", path.display(), path.display())]
-    Unsigned { name: String, url: String, path: PathBuf },
+    #[error("member {name} ({url}) requires signed plugins (plugins.signature = require), but {what}{} has no signature beside it; sign it (clusterhost plugins sign {} --key KEY) and run the upgrade again; no member was changed", path.display(), path.display())]
+    Unsigned { name: String, url: String, what: &'static str, path: PathBuf },
+    #[error("member {name} ({url}): could not read its plugins.signature to know whether it accepts an unsigned build ({source}); sign the build, or fix the member's admin API and run the upgrade again; no member was changed")]
+    Policy { name: String, url: String, source: Box<ClientError> },
     #[error("no members: pass every member's admin API URL with --nodes URL,URL,...")]
     NoMembers,
     #[error(
@@ -149,7 +151,7 @@ pub fn run(options: &UpgradeOptions, out: &mut dyn FnMut(&str)) -> Result<(), Up
         }
         None => None,
     };
-    let (mut members, size) = survey::survey(options, &new)?;
+    let (mut members, size) = survey::survey(options, &new, previous.as_ref())?;
     // Members already on the new file (an earlier run that stopped half-way).
     let (done, mut todo): (Vec<Member>, Vec<Member>) =
         members.drain(..).partition(|m| m.sha256 == new.sha256 && m.version == new.manifest.version.to_string());

@@ -66,7 +66,11 @@ impl Member {
 
 /// Asks every member for its state and its strategy plugin; returns them and
 /// the cluster size every member must agree on.
-pub(super) fn survey(options: &UpgradeOptions, new: &PluginFile) -> Result<(Vec<Member>, usize), UpgradeError> {
+pub(super) fn survey(
+    options: &UpgradeOptions,
+    new: &PluginFile,
+    previous: Option<&PluginFile>,
+) -> Result<(Vec<Member>, usize), UpgradeError> {
     let mut members = Vec::new();
     let mut size = None;
     for url in &options.nodes {
@@ -106,16 +110,19 @@ pub(super) fn survey(options: &UpgradeOptions, new: &PluginFile) -> Result<(Vec<
             return Err(UpgradeError::NoActivePlugin { name, url: url.clone(), id: new.manifest.id.clone() });
         };
         let file = record.file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        // An unsigned build would be refused there, and left in its plugins/:
-        // stop before the first upload instead.
-        if new.signature.is_none() {
-            let required = client
-                .properties()
-                .ok()
-                .and_then(|p| p.effective.get("plugins.signature").cloned())
-                .is_some_and(|mode| mode == "require");
-            if required {
-                return Err(UpgradeError::Unsigned { name, url: url.clone(), path: new.path.clone() });
+        // An unsigned build would be refused there, and left in its plugins/
+        // (an unsigned --previous: its rollback would be refused): stop
+        // before the first upload instead. A member whose policy cannot be
+        // read is not taken to allow unsigned plugins.
+        if let Some(unsigned) = std::iter::once(new).chain(previous).find(|f| f.signature.is_none()) {
+            let properties = client.properties().map_err(|source| UpgradeError::Policy {
+                name: name.clone(),
+                url: url.clone(),
+                source: Box::new(source),
+            })?;
+            if properties.effective.get("plugins.signature").is_some_and(|mode| mode == "require") {
+                let what = if std::ptr::eq(unsigned, new) { "" } else { "--previous " };
+                return Err(UpgradeError::Unsigned { name, url: url.clone(), what, path: unsigned.path.clone() });
             }
         }
         members.push(Member {

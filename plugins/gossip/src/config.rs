@@ -89,6 +89,13 @@ pub struct FailureDetection {
     pub phi_threshold: f64,
     /// How long a dead member is remembered before it is forgotten.
     pub dead_grace_ms: u64,
+    /// When a member's data-plane connection closes, how many times its
+    /// port is tried again before it is taken for dead: every try refused
+    /// (nothing listens: the process is gone) removes it at once, on every
+    /// member, without waiting for the accrual detector. 0: off.
+    pub process_death_probes: u32,
+    /// The pause between those tries.
+    pub process_death_probe_interval_ms: u64,
 }
 
 /// `[timeouts]`.
@@ -155,7 +162,13 @@ impl Default for Multicast {
 
 impl Default for FailureDetection {
     fn default() -> Self {
-        FailureDetection { gossip_interval_ms: 250, phi_threshold: 20.0, dead_grace_ms: 60_000 }
+        FailureDetection {
+            gossip_interval_ms: 250,
+            phi_threshold: 20.0,
+            dead_grace_ms: 60_000,
+            process_death_probes: 3,
+            process_death_probe_interval_ms: 25,
+        }
     }
 }
 

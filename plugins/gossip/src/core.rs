@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::crypto::Sealer;
 use crate::handler::Requests;
 use crate::join::JoinState;
+use crate::liveness::Liveness;
 use crate::locked;
 use crate::locks::Locks;
 use crate::membership::{self, Membership, MembershipConfig, Peer};
@@ -50,6 +51,8 @@ pub struct Core {
     pub(crate) locks: Locks,
     /// Serialises the atomic operations this member decides as senior (atomic.rs).
     pub(crate) decisions: Decisions,
+    /// The watchers of the other members' connections (liveness.rs).
+    pub(crate) liveness: Liveness,
     /// When this run of the member started (ms): chitchat's generation, so
     /// a restarted member is a new node to gossip.
     pub(crate) generation: u64,
@@ -149,6 +152,7 @@ impl Core {
             view: ViewState::default(),
             locks: Locks::default(),
             decisions: Decisions::default(),
+            liveness: Liveness::default(),
             generation,
             gossip_addr,
             background: Mutex::new(Vec::new()),
@@ -228,6 +232,7 @@ impl Core {
     /// Stops everything (the plugin stops).
     pub async fn shutdown(&self) {
         self.joining.set_left();
+        self.liveness.stop();
         if let Some(mut m) = self.membership.lock().await.take() {
             m.shutdown().await;
         }

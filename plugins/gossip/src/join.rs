@@ -113,6 +113,7 @@ impl Core {
         }
         while notices.join_next().await.is_some() {}
         self.joining.set_left();
+        self.liveness.stop();
         // The connections of this join end with it (a re-join makes new
         // ones); the notices queued above are flushed first.
         self.net.forget_all().await;

@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod discovery;
 mod handler;
 mod join;
+mod liveness;
 mod locks;
 pub mod membership;
 pub mod net;

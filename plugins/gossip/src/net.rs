@@ -55,6 +55,8 @@ pub enum NetError {
     Timeout { member: String, timeout: Duration },
     #[error("the connection to member {member} closed before it answered")]
     Closed { member: String },
+    #[error("member {member} at {addr} refused the connection: nothing listens on its member port")]
+    NotListening { member: String, addr: SocketAddr },
 }
 
 /// Traffic counters, for `stats`.
@@ -98,11 +100,15 @@ struct ConnShared {
     closed: std::sync::atomic::AtomicBool,
     /// Requests waiting for their reply, by request id.
     pending: Mutex<HashMap<u64, oneshot::Sender<Msg>>>,
+    /// Fired when the connection ends, by the peer or by dropping it here
+    /// ([`Net::watch`]).
+    ended: tokio_util::sync::CancellationToken,
 }
 
 impl Drop for Conn {
     fn drop(&mut self) {
         self.reader.abort();
+        self.shared.ended.cancel();
     }
 }
 
@@ -371,7 +377,10 @@ impl Net {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| connect_error(format!("no answer within {timeout:?}")))?
-            .map_err(|e| connect_error(e.to_string()))?;
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => NetError::NotListening { member: member.into(), addr },
+                _ => connect_error(e.to_string()),
+            })?;
         let _ = stream.set_nodelay(true);
         let mut framed = Framed::new(stream, codec());
         let hello = Msg::Hello {
@@ -437,10 +446,22 @@ impl Net {
             reader_shared.closed.store(true, Ordering::SeqCst);
             locked(&reader_shared.pending).clear();
             peer_gone.cancel();
+            reader_shared.ended.cancel();
         });
         let conn = Arc::new(Conn { tx, shared, reader: reader.abort_handle() });
         *slot = Some(conn.clone());
         Ok(conn)
+    }
+
+    /// Makes sure a connection to `member` is open, and returns what fires
+    /// when it ends (closed by the peer, or dropped here).
+    pub async fn watch(
+        &self,
+        member: &str,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<tokio_util::sync::CancellationToken, NetError> {
+        Ok(self.connect(member, addr, timeout).await?.shared.ended.clone())
     }
 
     /// A fresh request id.

@@ -240,6 +240,7 @@ impl Strategy for Gossip {
             ("connections_out".into(), outgoing as u64),
             ("connections_in".into(), incoming as u64),
             ("packets_dropped".into(), self.0.sealer.dropped.load(Ordering::Relaxed)),
+            ("process_deaths_confirmed".into(), self.0.liveness.confirmed.load(Ordering::Relaxed)),
         ]
     }
 }

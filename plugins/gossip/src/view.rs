@@ -224,6 +224,7 @@ impl Core {
         let current = View { members, senior, settings };
         let (previous, events) = self.view.replace(current.clone(), &self.member, self_joined);
         self.announce_settings(&previous, &current);
+        self.watch_members(&current.members);
         let left = self.announce_members(events).await;
         if !left.is_empty() {
             self.release_locks_after(left, current.senior.as_deref());
@@ -317,6 +318,11 @@ impl Core {
             .filter(|p| p.id != self.member)
             .filter_map(|p| p.data_addr.map(|a| (p.id.clone(), a)))
             .collect()
+    }
+
+    /// The join (generation, epoch) of member `member`, if it is in the view.
+    pub(crate) fn join_of(&self, member: &str) -> Option<(u64, u64)> {
+        locked(&self.view.current).members.get(member).map(|p| (p.generation, p.epoch))
     }
 
     /// Member `member`'s data-plane address, if it is in the view.

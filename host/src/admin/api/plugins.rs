@@ -135,22 +135,46 @@ pub(in crate::admin) async fn install_plugin(
     let sha256 = upload.sha256.clone();
     if let Some(record) = record_for(&state, name) {
         if record.state == PluginState::Active && record.sha256.as_deref() == Some(sha256.as_str()) {
-            // The same content: a signature sent with it is kept for the
-            // next load (e.g. the node's next start); none sent keeps the old.
-            if let Some(signature) = &signature {
-                write_signature(&dir, name, Some(signature))?;
-            }
+            // The same content: a signature sent with it is judged on these
+            // bytes now (one `require` refuses is not written), then kept for
+            // the next load and shown in the record; none sent keeps the old.
+            let Some(signature) = &signature else {
+                let uploaded = Uploaded { note: None, outcome: UploadOutcome::Unchanged, plugin: Some(record) };
+                return Ok(answer(&uploaded).into_response());
+            };
+            let bytes = upload.bytes().map_err(|e| {
+                ApiError::internal(format!(
+                    "could not read back the upload of {name}: {e}; plugins/{name} was not changed"
+                ))
+            })?;
+            let label = format!("{} {}", upload.manifest.id, upload.manifest.version);
+            manager.judge_signature(&target, Some(signature), &bytes, &sha256, &label).map_err(|e| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("the signature sent with {name} was refused and not written: {e}; plugins/{name} and its running plugin were not changed"),
+                )
+            })?;
+            write_signature(&dir, name, Some(signature))?;
+            let record =
+                manager.refresh_signature(&target).await.and_then(|_| record_for(&state, name)).unwrap_or(record);
             let uploaded = Uploaded { note: None, outcome: UploadOutcome::Unchanged, plugin: Some(record) };
             return Ok(answer(&uploaded).into_response());
         }
     }
     // Beside the file before it is published, so its load reads it; a new
-    // file without one leaves no signature of the old file behind.
+    // file without one leaves no signature of the old file behind. The old
+    // signature is put back if the file cannot be published.
+    let previous = crate::plugins::signature::read_signature_of(&target).ok().flatten();
     write_signature(&dir, name, signature.as_deref())?;
     let replacing = target.exists();
     let since_ms = now_ms();
     let (id, version) = (upload.manifest.id.clone(), upload.manifest.version.clone());
-    upload.publish(name, &target, manager)?;
+    if let Err(e) = upload.publish(name, &target, manager) {
+        if let Err(restore) = write_signature(&dir, name, previous.as_deref()) {
+            tracing::warn!(file = %target.display(), "could not put back the previous signature of {name}: {}", restore.body.error);
+        }
+        return Err(e);
+    }
     tracing::info!(file = %target.display(), plugin = %id, version = %version, replacing, "plugin uploaded through the admin API");
     // This file's outcome: the end of a load of this content (or of one
     // that could not read it) since the rename.
@@ -165,6 +189,15 @@ pub(in crate::admin) async fn install_plugin(
     };
     let refusal = match report.end {
         LoadEnd::Done(LoadOutcome::Activated { .. } | LoadOutcome::Replaced { .. }) => None,
+        // The same content under this name runs now. It did not when this
+        // upload began (that answered above), so another load activated it
+        // since: the one its signature, written first, set off when the
+        // file's last load had been refused. This upload is what it ran.
+        LoadEnd::Done(LoadOutcome::Unchanged { .. })
+            if record.state == PluginState::Active && record.sha256.as_deref() == Some(sha256.as_str()) =>
+        {
+            None
+        }
         // The same content under this name already runs: its record is kept.
         LoadEnd::Done(LoadOutcome::Unchanged { .. }) if record.state == PluginState::Active => {
             let uploaded = Uploaded { note: None, outcome: UploadOutcome::Unchanged, plugin: Some(record) };

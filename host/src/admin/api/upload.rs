@@ -144,6 +144,11 @@ fn not_elf(name: &str) -> ApiError {
 }
 
 impl Upload {
+    /// The bytes received (read back from the private copy).
+    pub(super) fn bytes(&self) -> std::io::Result<Vec<u8>> {
+        std::fs::read(&self.copy)
+    }
+
     /// Renames the file into place as `target`, after telling the manager
     /// that its load may use this copy, hash and manifest. The caller holds
     /// the target's write lock.

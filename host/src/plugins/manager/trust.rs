@@ -6,7 +6,10 @@ use std::path::Path;
 use clusterhost_plugin_api::Manifest;
 
 use super::PluginManager;
-use crate::plugins::signature::{self, Begun, SignatureError, SignatureMode, SignaturePolicy, SignatureStatus};
+use crate::plugins::registry::PluginState;
+use crate::plugins::signature::{
+    self, Begun, BytesError, SignatureError, SignatureMode, SignaturePolicy, SignatureStatus,
+};
 
 impl PluginManager {
     /// Applies a reloaded signature policy; it counts from the next load.
@@ -38,10 +41,10 @@ impl PluginManager {
     /// Verifies a prepared upload's copy, read back from the file: written by
     /// this node, in its own 0700 directory, through the only handle ever
     /// open for writing (closed since).
-    pub(super) fn run_signature_on_copy(begun: &Begun, copy: &Path) -> Option<Result<(), String>> {
+    pub(super) fn run_signature_on_copy(begun: &Begun, copy: &Path) -> Option<Result<(), BytesError>> {
         match std::fs::File::open(copy) {
-            Ok(handle) => begun.run(std::io::BufReader::new(handle)),
-            Err(e) => Some(Err(format!("could not read the private copy {}: {e}", copy.display()))),
+            Ok(handle) => begun.run(handle),
+            Err(e) => Some(Err(BytesError::Read(format!("could not open the private copy {}: {e}", copy.display())))),
         }
     }
 
@@ -51,7 +54,7 @@ impl PluginManager {
         &self,
         file: &Path,
         (policy, begun): (SignaturePolicy, Begun),
-        outcome: Option<Result<(), String>>,
+        outcome: Option<Result<(), BytesError>>,
         sha256: &str,
         manifest: &Manifest,
     ) -> Result<SignatureStatus, SignatureError> {
@@ -72,5 +75,70 @@ impl PluginManager {
             SignatureStatus::NotChecked => {}
         }
         Ok(status)
+    }
+
+    /// What `signature` (a `.minisig` text; `None`: none) makes of `data`,
+    /// the bytes of the active plugin published as `file`, under the policy
+    /// in force: `Err` when `require` would refuse them. Reads no file.
+    pub fn judge_signature(
+        &self,
+        file: &Path,
+        signature: Option<&str>,
+        data: &[u8],
+        sha256: &str,
+        plugin: &str,
+    ) -> Result<SignatureStatus, SignatureError> {
+        let policy = clusterhost_plugin_api::sync::lock(&self.shared.signature).clone();
+        let begun = signature::begin_with(&policy, file, signature, &self.shared.config.trusted_keys_dir);
+        let outcome = begun.run(data);
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        begun.finish(&policy, outcome, &signature::Subject { file: &name, sha256, plugin })
+    }
+
+    /// The signature beside the active plugin `file` changed (written,
+    /// replaced or removed) while its bytes did not: its record is brought
+    /// up to date, so `plugins list` shows the signer the file now has. The
+    /// running code was checked when it loaded and keeps running; what the
+    /// record now says is what its next load will find. `None` when `file`
+    /// is not active, or its bytes are not the active ones (their own load
+    /// follows). Runs between loads, never beside one.
+    pub async fn refresh_signature(&self, file: &Path) -> Option<SignatureStatus> {
+        let _between_loads = self.shared.ops.lock().await;
+        let record = self.record(file).filter(|r| r.state == PluginState::Active)?;
+        let (sha256, id, version) = (record.sha256.clone()?, record.id.clone()?, record.version.clone()?);
+        let (manager, path) = (self.clone(), file.to_owned());
+        let judged = tokio::task::spawn_blocking(move || {
+            let data = std::fs::read(&path).ok()?;
+            if crate::plugins::digest::sha256_hex(&data) != sha256 {
+                return None;
+            }
+            Some(match signature::read_signature_of(&path) {
+                Ok(text) => manager.judge_signature(&path, text.as_deref(), &data, &sha256, &format!("{id} {version}")),
+                Err(e) => Err(e),
+            })
+        })
+        .await
+        .ok()??;
+        let status = match judged {
+            Ok(status) => status,
+            Err(SignatureError::Unsigned { .. }) => SignatureStatus::Unsigned,
+            Err(e) => SignatureStatus::Untrusted { key_id: e.key_id().map(str::to_string), problem: e.to_string() },
+        };
+        let label = record.label();
+        match &status {
+            SignatureStatus::Verified { key_id, .. } => {
+                tracing::info!(file = %file.display(), "the signature of {label} changed: signed by trusted key {key_id}")
+            }
+            SignatureStatus::NotChecked => {}
+            other => tracing::warn!(
+                file = %file.display(),
+                "the signature of {label} changed: {}; it keeps running (it was checked when it loaded), and its next load will be judged on this signature",
+                other.summary()
+            ),
+        }
+        let mut record = record;
+        record.signature = Some(status.clone());
+        self.put_record(record);
+        Some(status)
     }
 }

@@ -1,0 +1,159 @@
+//! Process death, noticed at once: a data-plane connection is kept open to
+//! every other member of the view, and when one ends its member port is
+//! tried again. A port that refuses every try has nothing listening: the
+//! member's process (or its plugin) is gone, which a live but stalled
+//! process never shows (its kernel keeps its sockets; a SIGSTOPped member
+//! still accepts). Such a member is removed from the view at once and the
+//! others are told with the `Leaving` notice a member sends for itself
+//! when it leaves; a port that does not answer at all (a host down, a cable
+//! out) proves nothing, and chitchat's accrual detector decides as before.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::core::Core;
+use crate::locked;
+use crate::membership::Peer;
+use crate::net::NetError;
+use crate::wire::Msg;
+
+/// The watchers of the other members' connections. Part of [`Core`].
+#[derive(Default)]
+pub(crate) struct Liveness {
+    /// One watcher per member of the view, for the join it watches.
+    watching: Mutex<HashMap<String, Watch>>,
+    /// Members removed because their process was found gone (a stat).
+    pub(crate) confirmed: AtomicU64,
+}
+
+/// The watcher of one member's join.
+struct Watch {
+    generation: u64,
+    epoch: u64,
+    task: tokio::task::AbortHandle,
+}
+
+impl Liveness {
+    /// Stops every watcher (this member leaves or stops).
+    pub(crate) fn stop(&self) {
+        for (_, watch) in locked(&self.watching).drain() {
+            watch.task.abort();
+        }
+    }
+}
+
+/// What trying a member's port showed.
+enum Probe {
+    /// A connection is open; fires when it ends.
+    Open(CancellationToken),
+    /// Every try was refused: nothing listens there.
+    Gone,
+    /// No answer, or an error that proves nothing.
+    Unknown,
+}
+
+impl Core {
+    /// Keeps one watcher for each other member of `members` (the view just
+    /// made), for its current join; stops the others.
+    pub(crate) fn watch_members(self: &Arc<Self>, members: &std::collections::BTreeMap<String, Peer>) {
+        if self.config.failure_detection.process_death_probes == 0 {
+            return;
+        }
+        let mut watching = locked(&self.liveness.watching);
+        watching.retain(|id, watch| {
+            let same = members.get(id).is_some_and(|p| p.generation == watch.generation && p.epoch == watch.epoch);
+            if !same {
+                watch.task.abort();
+            }
+            same
+        });
+        for peer in members.values().filter(|p| p.id != self.member) {
+            let Some(addr) = peer.data_addr.filter(|_| !watching.contains_key(&peer.id)) else { continue };
+            let task =
+                tokio::spawn(watch_one(Arc::downgrade(self), peer.id.clone(), addr, peer.generation, peer.epoch));
+            watching.insert(
+                peer.id.clone(),
+                Watch { generation: peer.generation, epoch: peer.epoch, task: task.abort_handle() },
+            );
+        }
+    }
+
+    /// Whether `id`'s join (`generation`, `epoch`) is in this joined member's view.
+    fn watches(&self, id: &str, generation: u64, epoch: u64) -> bool {
+        self.is_joined() && self.join_of(id) == Some((generation, epoch))
+    }
+
+    /// Tries `id`'s port: once, and again while it refuses, up to
+    /// `process_death_probes` tries in all.
+    async fn probe(&self, id: &str, addr: SocketAddr) -> Probe {
+        let detection = &self.config.failure_detection;
+        let timeout = self.config.operation_timeout();
+        for attempt in 1..=detection.process_death_probes.max(1) {
+            match self.net.watch(id, addr, timeout).await {
+                Ok(ended) => return Probe::Open(ended),
+                Err(NetError::NotListening { .. }) => {}
+                Err(e) => {
+                    tracing::debug!(member = %id, "cannot watch the connection to member {id}: {e}");
+                    return Probe::Unknown;
+                }
+            }
+            if attempt < detection.process_death_probes {
+                tokio::time::sleep(Duration::from_millis(detection.process_death_probe_interval_ms)).await;
+            }
+        }
+        Probe::Gone
+    }
+
+    /// `id`'s process is gone: out of this member's view now, and every
+    /// other member is told (the `Leaving` notice of that join).
+    async fn confirm_death(self: &Arc<Self>, id: &str, addr: SocketAddr, generation: u64, epoch: u64) {
+        if !self.watches(id, generation, epoch) {
+            return;
+        }
+        let tries = self.config.failure_detection.process_death_probes;
+        tracing::warn!(
+            member = %id,
+            "member {id}'s process is gone: its connection closed and its member port {addr} refused {tries} tries; it is removed now and the other members are told"
+        );
+        self.liveness.confirmed.fetch_add(1, Ordering::Relaxed);
+        self.view.record_departure(id.to_string(), generation, epoch);
+        let timeout = Duration::from_millis(500).min(self.config.operation_timeout());
+        for (other, other_addr) in self.others().into_iter().filter(|(other, _)| other != id) {
+            let (net, msg) = (self.net.clone(), Msg::Leaving { member: id.to_string(), generation, epoch });
+            tokio::spawn(async move {
+                if let Err(e) = net.send(&other, other_addr, msg, timeout).await {
+                    tracing::debug!(member = %other, "could not tell member {other} that a member is gone: {e}");
+                }
+            });
+        }
+    }
+}
+
+/// Watches member `id`'s join (`generation`, `epoch`) at `addr` until it is
+/// out of the view, or found gone.
+async fn watch_one(weak: Weak<Core>, id: String, addr: SocketAddr, generation: u64, epoch: u64) {
+    loop {
+        let Some(core) = weak.upgrade() else { return };
+        if !core.watches(&id, generation, epoch) {
+            return;
+        }
+        let pause = core.config.gossip_interval();
+        match core.probe(&id, addr).await {
+            Probe::Open(ended) => {
+                // Not held while waiting: the member may stop meanwhile.
+                drop(core);
+                ended.cancelled().await;
+            }
+            Probe::Gone => return core.confirm_death(&id, addr, generation, epoch).await,
+            Probe::Unknown => {
+                drop(core);
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+}
