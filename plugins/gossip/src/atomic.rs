@@ -59,18 +59,38 @@ impl From<WireCasOutcome> for CasOutcome {
     }
 }
 
-/// Serialises the senior's decisions: the next one sees the last one's
-/// write, which is on every member before the gate opens (an async mutex:
-/// a decision awaits its replication).
-#[derive(Default)]
+/// Gates the senior takes its decisions under, by key: one decision at a
+/// time per key (the next sees the last one's write, which is on every
+/// member before the gate opens), while keys on other gates proceed at
+/// once. Async mutexes: a decision awaits its replication.
 pub(crate) struct Decisions {
-    gate: tokio::sync::Mutex<()>,
+    gates: [tokio::sync::Mutex<()>; GATES],
+}
+
+/// How many gates the keys are spread over (a fixed array: nothing to
+/// clean up, and two keys on one gate only wait for each other).
+const GATES: usize = 64;
+
+impl Default for Decisions {
+    fn default() -> Self {
+        Decisions { gates: std::array::from_fn(|_| tokio::sync::Mutex::new(())) }
+    }
+}
+
+impl Decisions {
+    /// The gate of `key` in `cache`.
+    fn gate(&self, cache: &str, key: &[u8]) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (cache, key).hash(&mut hasher);
+        &self.gates[hasher.finish() as usize % GATES]
+    }
 }
 
 impl Core {
     /// On the senior: checks `op` against the entry here and applies it.
     pub(crate) async fn decide(&self, cache: &str, key: Vec<u8>, op: CasOp) -> Result<WireCasOutcome, String> {
-        let _gate = self.decisions.gate.lock().await;
+        let _gate = self.decisions.gate(cache, &key).lock().await;
         if self.view.senior().as_deref() != Some(self.member.as_str()) {
             return Err(NOT_SENIOR.into());
         }
