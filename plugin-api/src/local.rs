@@ -12,6 +12,21 @@ use crate::cluster::{next_version, CacheSize, CasOutcome, Entry, Expected, Versi
 /// greater ([`next_version`]); merges keep the latest.
 pub type CacheMap = HashMap<Vec<u8>, (Vec<u8>, u64)>;
 
+/// Writes `key` with the version [`next_version`] gives from `now` (one
+/// lookup of the key).
+fn stamp(map: &mut CacheMap, key: Vec<u8>, value: Vec<u8>, now: u64) {
+    use std::collections::hash_map::Entry as Slot;
+    match map.entry(key) {
+        Slot::Occupied(mut slot) => {
+            let version = next_version(Some(slot.get().1), now);
+            slot.insert((value, version));
+        }
+        Slot::Vacant(slot) => {
+            slot.insert((value, now));
+        }
+    }
+}
+
 /// One cache in memory: its entries behind one mutex, never held across an
 /// await. A handle to it ([`LocalCaches::cache`]) reaches it without the
 /// name lookup, for callers that make many calls on one cache.
@@ -32,9 +47,7 @@ impl LocalCache {
 
     /// Writes `key` at cluster time `now` (its version: [`next_version`]).
     pub fn put(&self, key: Vec<u8>, value: Vec<u8>, now: u64) {
-        let mut map = self.map();
-        let version = next_version(map.get(&key).map(|(_, v)| *v), now);
-        map.insert(key, (value, version));
+        stamp(&mut self.map(), key, value, now);
     }
 
     /// The value under `key` with its version.
@@ -127,9 +140,7 @@ impl LocalCache {
     pub fn put_all(&self, entries: Vec<Entry>, now: u64) {
         let mut map = self.map();
         for e in entries {
-            let stamp = if e.version == 0 { now } else { e.version };
-            let version = next_version(map.get(&e.key).map(|(_, v)| *v), stamp);
-            map.insert(e.key, (e.value, version));
+            stamp(&mut map, e.key, e.value, if e.version == 0 { now } else { e.version });
         }
     }
 
