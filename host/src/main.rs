@@ -177,6 +177,9 @@ enum CacheCommand {
     Get {
         cache: String,
         key: String,
+        /// Also print the entry's version (what --if-version expects).
+        #[arg(long)]
+        version: bool,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -185,6 +188,12 @@ enum CacheCommand {
         cache: String,
         key: String,
         value: String,
+        /// Only if KEY holds nothing (atomic across the cluster); exit 3 if it holds a value.
+        #[arg(long, conflicts_with = "if_version")]
+        if_absent: bool,
+        /// Only if KEY's entry carries version N (see `cache get --version`); exit 3 if not.
+        #[arg(long, value_name = "N")]
+        if_version: Option<u64>,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -192,6 +201,9 @@ enum CacheCommand {
     Remove {
         cache: String,
         key: String,
+        /// Only if KEY's entry carries version N; exit 3 if not.
+        #[arg(long, value_name = "N")]
+        if_version: Option<u64>,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -351,9 +363,19 @@ fn main() -> ExitCode {
             }
         },
         Command::Cache { command } => match command {
-            CacheCommand::Get { cache, key, admin } => cli::cache::get(&admin.target(), &cache, &key),
-            CacheCommand::Put { cache, key, value, admin } => cli::cache::put(&admin.target(), &cache, &key, &value),
-            CacheCommand::Remove { cache, key, admin } => cli::cache::remove(&admin.target(), &cache, &key),
+            CacheCommand::Get { cache, key, version, admin } => cli::cache::get(&admin.target(), &cache, &key, version),
+            CacheCommand::Put { cache, key, value, if_absent, if_version, admin } => {
+                let condition = match (if_absent, if_version) {
+                    (true, _) => cli::cache::Condition::Absent,
+                    (false, Some(n)) => cli::cache::Condition::Version(n),
+                    (false, None) => cli::cache::Condition::None,
+                };
+                cli::cache::put(&admin.target(), &cache, &key, &value, condition)
+            }
+            CacheCommand::Remove { cache, key, if_version, admin } => {
+                let condition = if_version.map_or(cli::cache::Condition::None, cli::cache::Condition::Version);
+                cli::cache::remove(&admin.target(), &cache, &key, condition)
+            }
         },
     }
 }

@@ -81,6 +81,68 @@ pub struct TaskReply {
     pub outcome: TaskOutcome,
 }
 
+/// An entry's value with its version. Every write of a key stamps a
+/// version greater than the one it replaces (the cluster time in ms, or
+/// the previous version + 1 when that is not greater), so a version names
+/// one write of the key for as long as the entry exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    pub value: Vec<u8>,
+    pub version: u64,
+}
+
+/// What a conditional write expects to find under its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expected {
+    /// The entry holds exactly these bytes.
+    Value(Vec<u8>),
+    /// The entry carries this version (see [`Versioned`]).
+    Version(u64),
+}
+
+impl Expected {
+    /// Whether `current` is what this expects.
+    pub fn matches(&self, current: &Versioned) -> bool {
+        match self {
+            Expected::Value(value) => *value == current.value,
+            Expected::Version(version) => *version == current.version,
+        }
+    }
+}
+
+/// How an atomic cache operation ended: whether it applied, and the entry
+/// under the key afterwards (the new one when it applied, the one that
+/// stopped it when it did not; `None` when there is none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CasOutcome {
+    pub applied: bool,
+    pub current: Option<Versioned>,
+}
+
+/// The optional capabilities a strategy reports ([`Strategy::capabilities`](crate::Strategy::capabilities)).
+/// Later additions to the contract (bounded caches, entry events) each get
+/// a bit of their own here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capabilities(pub u64);
+
+impl Capabilities {
+    /// None of the optional capabilities.
+    pub const NONE: Capabilities = Capabilities(0);
+    /// Atomic cache operations: `cache_get_versioned`, `cache_put_if_absent`,
+    /// `cache_replace_if`, `cache_remove_if`, each atomic per key.
+    pub const ATOMIC: Capabilities = Capabilities(capability::ATOMIC);
+
+    /// Whether every capability of `other` is in `self`.
+    pub fn contains(self, other: Capabilities) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Both sets together.
+    pub fn with(self, other: Capabilities) -> Capabilities {
+        Capabilities(self.0 | other.0)
+    }
+}
+
 /// Size of a cache as held by this member.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheSize {
@@ -104,6 +166,20 @@ pub mod target_kind {
     pub const OTHERS: u32 = 2;
     pub const MEMBER: u32 = 3;
     pub const SENIOR: u32 = 4;
+}
+
+/// Capability bits of [`ClusterStrategy::capabilities`] (API 0.1.1).
+pub mod capability {
+    /// Atomic cache operations (put-if-absent, replace-if, remove-if, get with version).
+    pub const ATOMIC: u64 = 1;
+}
+
+/// Kinds of [`FfiExpected::kind`].
+pub mod expected_kind {
+    /// The entry holds `value`.
+    pub const VALUE: u32 = 1;
+    /// The entry carries `version`.
+    pub const VERSION: u32 = 2;
 }
 
 /// Outcome kinds of [`FfiTaskReply::outcome`].
@@ -163,8 +239,44 @@ pub struct FfiCacheSize {
     pub bytes: u64,
 }
 
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct FfiVersioned {
+    pub value: RVec<u8>,
+    pub version: u64,
+}
+
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct FfiExpected {
+    /// An [`expected_kind`].
+    pub kind: u32,
+    /// The value expected (kind VALUE); empty otherwise.
+    pub value: RVec<u8>,
+    /// The version expected (kind VERSION); 0 otherwise.
+    pub version: u64,
+}
+
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct FfiCasOutcome {
+    pub applied: bool,
+    pub current: ROption<FfiVersioned>,
+}
+
 /// A boundary future resolving to `T` or a plugin error.
 pub type Fut<T> = FfiFuture<RResult<T, PluginError>>;
+
+/// What an appended method answers when the plugin's strategy predates it
+/// (abi_stable calls the trait's default body when the plugin's vtable is
+/// shorter). The host checks [`ClusterStrategy::capabilities`] first and
+/// refuses with a message naming the strategy, so this is a last resort.
+fn predates<T: 'static>(method: &str) -> Fut<T> {
+    let error = PluginError::unsupported(format!(
+        "the strategy was built against a plugin API without {method} (added in API 0.1.1); upgrade it"
+    ));
+    async_ffi::FutureExt::into_ffi(async move { RResult::RErr(error) })
+}
 
 /// A cluster strategy, as the host sees it. Every method is bounded by the
 /// host; reads a strategy answers from its own memory complete as ready
@@ -232,6 +344,43 @@ pub trait ClusterStrategy: Send + Sync {
     /// Named counters (messages, bytes, drops...), for status and metrics.
     #[sabi(last_prefix_field)]
     fn stats(&self) -> RVec<Tuple2<RString, u64>>;
+
+    // ---- Appended in API 0.1.1. A plugin built against an older API has
+    // none of these in its vtable: abi_stable then runs the default body
+    // written here, on the host's side. Each has one, and the host asks
+    // `capabilities` before calling any other. ----
+
+    /// The optional capabilities this strategy offers ([`capability`] bits);
+    /// 0 for a strategy built before API 0.1.1.
+    fn capabilities(&self) -> u64 {
+        0
+    }
+    /// The value under `key` with its version.
+    fn cache_get_versioned(&self, cache: RStr<'_>, key: RSlice<'_, u8>) -> Fut<ROption<FfiVersioned>> {
+        let _ = (cache, key);
+        predates("cache_get_versioned")
+    }
+    /// Writes `value` under `key` only if the key is absent (atomic per key).
+    fn cache_put_if_absent(&self, cache: RStr<'_>, key: RVec<u8>, value: RVec<u8>) -> Fut<FfiCasOutcome> {
+        let _ = (cache, key, value);
+        predates("cache_put_if_absent")
+    }
+    /// Writes `value` under `key` only if the entry there is `expected` (atomic per key).
+    fn cache_replace_if(
+        &self,
+        cache: RStr<'_>,
+        key: RVec<u8>,
+        expected: FfiExpected,
+        value: RVec<u8>,
+    ) -> Fut<FfiCasOutcome> {
+        let _ = (cache, key, expected, value);
+        predates("cache_replace_if")
+    }
+    /// Removes `key` only if the entry there is `expected` (atomic per key).
+    fn cache_remove_if(&self, cache: RStr<'_>, key: RVec<u8>, expected: FfiExpected) -> Fut<FfiCasOutcome> {
+        let _ = (cache, key, expected);
+        predates("cache_remove_if")
+    }
 }
 
 /// The owned form of a strategy.
@@ -359,6 +508,61 @@ impl From<FfiTaskReply> for TaskReply {
             other => TaskOutcome::Error(format!("the strategy sent an unknown task outcome ({other})")),
         };
         TaskReply { member: r.member.into(), outcome }
+    }
+}
+
+impl From<Versioned> for FfiVersioned {
+    fn from(v: Versioned) -> Self {
+        FfiVersioned { value: v.value.into(), version: v.version }
+    }
+}
+
+impl From<FfiVersioned> for Versioned {
+    fn from(v: FfiVersioned) -> Self {
+        Versioned { value: v.value.into(), version: v.version }
+    }
+}
+
+impl From<Expected> for FfiExpected {
+    fn from(e: Expected) -> Self {
+        match e {
+            Expected::Value(value) => FfiExpected { kind: expected_kind::VALUE, value: value.into(), version: 0 },
+            Expected::Version(version) => FfiExpected { kind: expected_kind::VERSION, value: RVec::new(), version },
+        }
+    }
+}
+
+impl FfiExpected {
+    /// The expectation, or `None` for a kind this version does not know.
+    pub fn decode(self) -> Option<Expected> {
+        match self.kind {
+            expected_kind::VALUE => Some(Expected::Value(self.value.into())),
+            expected_kind::VERSION => Some(Expected::Version(self.version)),
+            _ => None,
+        }
+    }
+}
+
+impl From<CasOutcome> for FfiCasOutcome {
+    fn from(o: CasOutcome) -> Self {
+        FfiCasOutcome { applied: o.applied, current: o.current.map(Into::into).into() }
+    }
+}
+
+impl From<FfiCasOutcome> for CasOutcome {
+    fn from(o: FfiCasOutcome) -> Self {
+        CasOutcome { applied: o.applied, current: o.current.into_option().map(Into::into) }
+    }
+}
+
+/// The version a write stamps on a key that held `previous`: the cluster
+/// time `now`, or one more than the previous version when `now` is not
+/// greater (two writes in one millisecond, or a clock behind the writer
+/// before). The rule every strategy follows (see [`Versioned`]).
+pub fn next_version(previous: Option<u64>, now: u64) -> u64 {
+    match previous {
+        Some(previous) if previous >= now => previous.saturating_add(1),
+        _ => now,
     }
 }
 

@@ -5,11 +5,27 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::cluster::{CacheSize, Entry};
+use crate::cluster::{next_version, CacheSize, CasOutcome, Entry, Expected, Versioned};
 
-/// One cache's entries: key → (value, version). The version is the cluster
-/// time of the write (ms since the epoch); merges keep the latest.
+/// One cache's entries: key → (value, version). A write stamps the cluster
+/// time (ms since the epoch), or the previous version + 1 when that is not
+/// greater ([`next_version`]); merges keep the latest.
 pub type CacheMap = HashMap<Vec<u8>, (Vec<u8>, u64)>;
+
+/// Writes `key` with the version [`next_version`] gives from `now` (one
+/// lookup of the key).
+fn stamp(map: &mut CacheMap, key: Vec<u8>, value: Vec<u8>, now: u64) {
+    use std::collections::hash_map::Entry as Slot;
+    match map.entry(key) {
+        Slot::Occupied(mut slot) => {
+            let version = next_version(Some(slot.get().1), now);
+            slot.insert((value, version));
+        }
+        Slot::Vacant(slot) => {
+            slot.insert((value, now));
+        }
+    }
+}
 
 /// One cache in memory: its entries behind one mutex, never held across an
 /// await. A handle to it ([`LocalCaches::cache`]) reaches it without the
@@ -29,9 +45,58 @@ impl LocalCache {
         self.map().get(key).map(|(v, _)| v.clone())
     }
 
-    /// Writes `key` with `version`.
-    pub fn put(&self, key: Vec<u8>, value: Vec<u8>, version: u64) {
-        self.map().insert(key, (value, version));
+    /// Writes `key` at cluster time `now` (its version: [`next_version`]).
+    pub fn put(&self, key: Vec<u8>, value: Vec<u8>, now: u64) {
+        stamp(&mut self.map(), key, value, now);
+    }
+
+    /// The value under `key` with its version.
+    pub fn get_versioned(&self, key: &[u8]) -> Option<Versioned> {
+        self.map().get(key).map(|(value, version)| Versioned { value: value.clone(), version: *version })
+    }
+
+    /// Writes `value` under `key` at cluster time `now` if the key is absent.
+    pub fn put_if_absent(&self, key: Vec<u8>, value: Vec<u8>, now: u64) -> CasOutcome {
+        self.write_if(key, |current| current.is_none(), Some(value), now)
+    }
+
+    /// Writes `value` under `key` at cluster time `now` if the entry there is `expected`.
+    pub fn replace_if(&self, key: Vec<u8>, expected: &Expected, value: Vec<u8>, now: u64) -> CasOutcome {
+        self.write_if(key, |current| current.is_some_and(|c| expected.matches(c)), Some(value), now)
+    }
+
+    /// Removes `key` if the entry there is `expected`.
+    pub fn remove_if(&self, key: Vec<u8>, expected: &Expected) -> CasOutcome {
+        self.write_if(key, |current| current.is_some_and(|c| expected.matches(c)), None, 0)
+    }
+
+    /// The one atomic step behind the conditional writes: under the lock,
+    /// if `matches` holds for the current entry, writes `value` (removes the
+    /// key for `None`).
+    fn write_if(
+        &self,
+        key: Vec<u8>,
+        matches: impl FnOnce(Option<&Versioned>) -> bool,
+        value: Option<Vec<u8>>,
+        now: u64,
+    ) -> CasOutcome {
+        let mut map = self.map();
+        let current = map.get(&key).map(|(value, version)| Versioned { value: value.clone(), version: *version });
+        if !matches(current.as_ref()) {
+            return CasOutcome { applied: false, current };
+        }
+        let current = match value {
+            Some(value) => {
+                let version = next_version(current.map(|c| c.version), now);
+                map.insert(key, (value.clone(), version));
+                Some(Versioned { value, version })
+            }
+            None => {
+                map.remove(&key);
+                None
+            }
+        };
+        CasOutcome { applied: true, current }
     }
 
     /// Removes `key`; true if it was there.
@@ -70,11 +135,12 @@ impl LocalCache {
         keys.iter().map(|k| map.get(k).map(|(v, _)| v.clone())).collect()
     }
 
-    /// Writes every entry; an entry with version 0 gets `now`.
+    /// Writes every entry; an entry with version 0 gets `now` (each
+    /// version as [`next_version`] makes it).
     pub fn put_all(&self, entries: Vec<Entry>, now: u64) {
         let mut map = self.map();
         for e in entries {
-            map.insert(e.key, (e.value, if e.version == 0 { now } else { e.version }));
+            stamp(&mut map, e.key, e.value, if e.version == 0 { now } else { e.version });
         }
     }
 
@@ -148,9 +214,29 @@ impl LocalCaches {
         self.read(name, |c| c.get(key)).flatten()
     }
 
-    /// Writes `key` with `version`.
-    pub fn put(&self, name: &str, key: Vec<u8>, value: Vec<u8>, version: u64) {
-        self.write(name, |c| c.put(key, value, version));
+    /// Writes `key` at cluster time `now`.
+    pub fn put(&self, name: &str, key: Vec<u8>, value: Vec<u8>, now: u64) {
+        self.write(name, |c| c.put(key, value, now));
+    }
+
+    /// The value under `key` with its version.
+    pub fn get_versioned(&self, name: &str, key: &[u8]) -> Option<Versioned> {
+        self.read(name, |c| c.get_versioned(key)).flatten()
+    }
+
+    /// See [`LocalCache::put_if_absent`].
+    pub fn put_if_absent(&self, name: &str, key: Vec<u8>, value: Vec<u8>, now: u64) -> CasOutcome {
+        self.write(name, |c| c.put_if_absent(key, value, now))
+    }
+
+    /// See [`LocalCache::replace_if`].
+    pub fn replace_if(&self, name: &str, key: Vec<u8>, expected: &Expected, value: Vec<u8>, now: u64) -> CasOutcome {
+        self.write(name, |c| c.replace_if(key, expected, value, now))
+    }
+
+    /// See [`LocalCache::remove_if`].
+    pub fn remove_if(&self, name: &str, key: Vec<u8>, expected: &Expected) -> CasOutcome {
+        self.read(name, |c| c.remove_if(key, expected)).unwrap_or(CasOutcome { applied: false, current: None })
     }
 
     /// Removes `key`; true if it was there.
@@ -312,6 +398,37 @@ mod tests {
         caches.put_all("c", vec![entry("a", "1", 0)], 42);
         assert_eq!(caches.entries("c"), vec![entry("a", "1", 42)]);
         assert_eq!(caches.names(), vec!["c".to_string()]);
+    }
+
+    #[test]
+    fn every_write_of_a_key_changes_its_version_and_conditional_writes_check_it() {
+        let cache = LocalCache::default();
+        let first = cache.put_if_absent(b"k".to_vec(), b"a".to_vec(), 100);
+        assert_eq!(
+            first,
+            CasOutcome { applied: true, current: Some(Versioned { value: b"a".to_vec(), version: 100 }) }
+        );
+        let lost = cache.put_if_absent(b"k".to_vec(), b"b".to_vec(), 100);
+        assert!(!lost.applied);
+        assert_eq!(lost.current, first.current, "the loser sees the winner's entry");
+        // Same millisecond, even an earlier clock: the version still moves on.
+        cache.put(b"k".to_vec(), b"c".to_vec(), 90);
+        let now = cache.get_versioned(b"k").expect("k is there");
+        assert_eq!(now, Versioned { value: b"c".to_vec(), version: 101 });
+        assert!(!cache.replace_if(b"k".to_vec(), &Expected::Version(100), b"x".to_vec(), 100).applied);
+        assert!(!cache.replace_if(b"k".to_vec(), &Expected::Value(b"a".to_vec()), b"x".to_vec(), 100).applied);
+        let replaced = cache.replace_if(b"k".to_vec(), &Expected::Version(101), b"d".to_vec(), 100);
+        assert_eq!(replaced.current, Some(Versioned { value: b"d".to_vec(), version: 102 }));
+        assert!(!cache.remove_if(b"k".to_vec(), &Expected::Value(b"c".to_vec())).applied);
+        assert_eq!(
+            cache.remove_if(b"k".to_vec(), &Expected::Value(b"d".to_vec())),
+            CasOutcome { applied: true, current: None }
+        );
+        assert!(
+            !cache.replace_if(b"k".to_vec(), &Expected::Version(102), b"e".to_vec(), 100).applied,
+            "absent never matches"
+        );
+        assert_eq!(cache.get(b"k"), None);
     }
 
     #[tokio::test]

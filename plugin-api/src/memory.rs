@@ -420,4 +420,43 @@ impl Strategy for MemoryStrategy {
     fn stats(&self) -> Vec<(String, u64)> {
         self.with(|s| vec![("members".to_string(), joined_in_order(s).len() as u64)])
     }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::ATOMIC
+    }
+
+    fn cache_get_versioned(
+        &self,
+        cache: &str,
+        key: &[u8],
+    ) -> impl Future<Output = PluginResult<Option<Versioned>>> + Send {
+        ready(Ok(self.caches().get_versioned(cache, key)))
+    }
+
+    fn cache_put_if_absent(
+        &self,
+        cache: &str,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    ) -> impl Future<Output = PluginResult<CasOutcome>> + Send {
+        ready(Ok(self.caches().put_if_absent(cache, key, value, now_ms())))
+    }
+
+    fn cache_replace_if(
+        &self,
+        cache: &str,
+        key: Vec<u8>,
+        expected: Expected,
+        value: Vec<u8>,
+    ) -> impl Future<Output = PluginResult<CasOutcome>> + Send {
+        ready(Ok(self.caches().replace_if(cache, key, &expected, value, now_ms())))
+    }
+
+    fn cache_remove_if(
+        &self,
+        cache: &str,
+        key: Vec<u8>,
+        expected: Expected,
+    ) -> impl Future<Output = PluginResult<CasOutcome>> + Send {
+        ready(Ok(self.caches().remove_if(cache, key, &expected)))
+    }
 }

@@ -173,6 +173,56 @@ pub trait Strategy: Send + Sync + 'static {
     fn stats(&self) -> Vec<(String, u64)> {
         Vec::new()
     }
+
+    /// The optional capabilities this strategy offers. Report
+    /// [`Capabilities::ATOMIC`] only with the four atomic operations below
+    /// implemented: the host sends them only to a strategy that reports it.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::NONE
+    }
+
+    /// The value under `key` with its version.
+    fn cache_get_versioned(
+        &self,
+        cache: &str,
+        key: &[u8],
+    ) -> impl Future<Output = PluginResult<Option<Versioned>>> + Send {
+        let _ = (cache, key);
+        async { Err(Unsupported::capability("atomic cache operations").into()) }
+    }
+    /// Writes `value` under `key` only if the key is absent, atomically
+    /// with respect to every other write of the key on any member.
+    fn cache_put_if_absent(
+        &self,
+        cache: &str,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    ) -> impl Future<Output = PluginResult<CasOutcome>> + Send {
+        let _ = (cache, key, value);
+        async { Err(Unsupported::capability("atomic cache operations").into()) }
+    }
+    /// Writes `value` under `key` only if the entry there is `expected`
+    /// (an absent key never matches), atomically per key.
+    fn cache_replace_if(
+        &self,
+        cache: &str,
+        key: Vec<u8>,
+        expected: Expected,
+        value: Vec<u8>,
+    ) -> impl Future<Output = PluginResult<CasOutcome>> + Send {
+        let _ = (cache, key, expected, value);
+        async { Err(Unsupported::capability("atomic cache operations").into()) }
+    }
+    /// Removes `key` only if the entry there is `expected`, atomically per key.
+    fn cache_remove_if(
+        &self,
+        cache: &str,
+        key: Vec<u8>,
+        expected: Expected,
+    ) -> impl Future<Output = PluginResult<CasOutcome>> + Send {
+        let _ = (cache, key, expected);
+        async { Err(Unsupported::capability("atomic cache operations").into()) }
+    }
 }
 
 /// The host's side, as a strategy sees it: events out, tasks in.
@@ -504,7 +554,7 @@ impl<S: Strategy> ClusterStrategy for StrategyAdapter<S> {
     }
 
     fn send_task(&self, target: FfiTarget, name: RStr<'_>, payload: RVec<u8>) -> Fut<()> {
-        let Some(target) = target.decode() else { return unknown_target() };
+        let Some(target) = target.decode() else { return unknown_kind("a task target") };
         let (name, payload) = (name.as_str().to_owned(), payload.into_vec());
         self.call(move |s| async move { s.send_task(target, &name, payload).await }, unchanged)
     }
@@ -516,7 +566,7 @@ impl<S: Strategy> ClusterStrategy for StrategyAdapter<S> {
         payload: RVec<u8>,
         timeout_ms: u64,
     ) -> Fut<RVec<FfiTaskReply>> {
-        let Some(target) = target.decode() else { return unknown_target() };
+        let Some(target) = target.decode() else { return unknown_kind("a task target") };
         let (name, payload) = (name.as_str().to_owned(), payload.into_vec());
         let timeout = Duration::from_millis(timeout_ms);
         self.call(
@@ -537,10 +587,46 @@ impl<S: Strategy> ClusterStrategy for StrategyAdapter<S> {
     fn stats(&self) -> RVec<Tuple2<RString, u64>> {
         self.sync(|s| s.stats(), Vec::new()).into_iter().map(|(k, v)| Tuple2(k.into(), v)).collect()
     }
+
+    fn capabilities(&self) -> u64 {
+        self.sync(|s| s.capabilities(), Capabilities::NONE).0
+    }
+
+    fn cache_get_versioned(&self, cache: RStr<'_>, key: RSlice<'_, u8>) -> Fut<ROption<FfiVersioned>> {
+        let (cache, key) = (cache.as_str().to_owned(), key.to_vec());
+        self.call(
+            move |s| async move { s.cache_get_versioned(&cache, &key).await },
+            |v: Option<Versioned>| v.map(FfiVersioned::from).into(),
+        )
+    }
+
+    fn cache_put_if_absent(&self, cache: RStr<'_>, key: RVec<u8>, value: RVec<u8>) -> Fut<FfiCasOutcome> {
+        let (cache, key, value) = (cache.as_str().to_owned(), key.into_vec(), value.into_vec());
+        self.call(move |s| async move { s.cache_put_if_absent(&cache, key, value).await }, FfiCasOutcome::from)
+    }
+
+    fn cache_replace_if(
+        &self,
+        cache: RStr<'_>,
+        key: RVec<u8>,
+        expected: FfiExpected,
+        value: RVec<u8>,
+    ) -> Fut<FfiCasOutcome> {
+        let Some(expected) = expected.decode() else { return unknown_kind("a kind of expected entry") };
+        let (cache, key, value) = (cache.as_str().to_owned(), key.into_vec(), value.into_vec());
+        self.call(move |s| async move { s.cache_replace_if(&cache, key, expected, value).await }, FfiCasOutcome::from)
+    }
+
+    fn cache_remove_if(&self, cache: RStr<'_>, key: RVec<u8>, expected: FfiExpected) -> Fut<FfiCasOutcome> {
+        let Some(expected) = expected.decode() else { return unknown_kind("a kind of expected entry") };
+        let (cache, key) = (cache.as_str().to_owned(), key.into_vec());
+        self.call(move |s| async move { s.cache_remove_if(&cache, key, expected).await }, FfiCasOutcome::from)
+    }
 }
 
-fn unknown_target<T: 'static>() -> Fut<T> {
-    async { RErr(PluginError::failed("the host sent a task target this plugin does not know; upgrade the plugin")) }
+/// The answer to a call carrying a kind this plugin does not know (`what`).
+fn unknown_kind<T: 'static>(what: &'static str) -> Fut<T> {
+    async move { RErr(PluginError::failed(format!("the host sent {what} this plugin does not know; upgrade the plugin"))) }
         .into_ffi()
 }
 

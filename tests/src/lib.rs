@@ -77,6 +77,36 @@ pub fn artifacts() -> &'static Path {
     })
 }
 
+/// The strategy built against plugin API 0.1.0, before any method was
+/// appended to the strategy contract (tests/fixtures/old-api: its own
+/// workspace around a frozen copy of that API). Built once per process
+/// into the same target directory; `libfixture_old_api.so`.
+pub fn old_api_plugin() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let profile_dir = artifacts().to_owned();
+            if std::env::var_os(ARTIFACTS_ENV).is_none() {
+                let target_dir = profile_dir.parent().expect("a profile dir is inside the target dir");
+                let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+                let mut command = Command::new(cargo);
+                command
+                    .args(["build", "--quiet", "--manifest-path"])
+                    .arg(workspace_root().join("tests/fixtures/old-api/Cargo.toml"))
+                    .env("CARGO_TARGET_DIR", target_dir);
+                if profile_dir.file_name().is_some_and(|n| n == "release") {
+                    command.arg("--release");
+                }
+                let status = command.status().expect("cargo can be run from the tests");
+                assert!(status.success(), "building tests/fixtures/old-api failed: {status}");
+            }
+            let path = profile_dir.join("libfixture_old_api.so");
+            assert!(path.is_file(), "{} was not built", path.display());
+            path
+        })
+        .clone()
+}
+
 /// A built plugin library, e.g. `plugin("fixture_plugin")`.
 pub fn plugin(lib_name: &str) -> PathBuf {
     let path = artifacts().join(format!("lib{lib_name}.so"));

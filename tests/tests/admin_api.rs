@@ -106,6 +106,46 @@ fn caches_get_put_remove_with_the_token_for_writes_and_bad_input_refused() {
 }
 
 #[test]
+fn conditional_cache_writes_apply_only_when_their_condition_holds() {
+    let home = home_with_strategy(QUICK);
+    let node = start_clustered(home.path(), "n1");
+    let url = |query: &str| format!("/api/caches/sessions/s1{query}");
+
+    let (status, body) = write(&node, "PUT", &url("?if-absent"), Some(TOKEN), b"ada");
+    assert_eq!(status, 200, "{body}");
+    let first = body["version"].as_u64().expect("a conditional write answers the new version");
+    let (status, body) = write(&node, "PUT", &url("?if-absent"), Some(TOKEN), b"bob");
+    assert_eq!(status, 409, "{body}");
+    assert!(error_of(&body).contains(&format!("it holds version {first}")), "{body}");
+    let (status, body) = get(&node, &url(""));
+    assert_eq!((status, body["value"].as_str(), body["version"].as_u64()), (200, Some("ada"), Some(first)), "{body}");
+
+    let (status, body) = write(&node, "PUT", &url(&format!("?if-version={first}")), Some(TOKEN), b"cy");
+    assert_eq!(status, 200, "{body}");
+    let second = body["version"].as_u64().expect("the replaced entry's version");
+    assert!(second > first, "{first} then {second}");
+    let (status, body) = write(&node, "PUT", &url(&format!("?if-version={first}")), Some(TOKEN), b"stale");
+    assert_eq!(status, 409, "a stale version is refused: {body}");
+    let (status, body) = write(&node, "DELETE", &url(&format!("?if-version={first}")), Some(TOKEN), b"");
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(get(&node, &url("")).1["value"], "cy", "refused writes changed nothing");
+    let (status, body) = write(&node, "DELETE", &url(&format!("?if-version={second}")), Some(TOKEN), b"");
+    assert_eq!((status, &body["removed"]), (200, &Value::Bool(true)), "{body}");
+    let (status, body) = write(&node, "PUT", &url("?if-version=1"), Some(TOKEN), b"x");
+    assert_eq!(status, 409, "an absent key never matches: {body}");
+    assert!(error_of(&body).contains("it holds nothing"), "{body}");
+
+    for bad in ["?if-version=abc", "?when=now", "?if-absent=maybe"] {
+        let (status, body) = write(&node, "PUT", &url(bad), Some(TOKEN), b"x");
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(error_of(&body).contains("?if-absent or ?if-version=N"), "{body}");
+    }
+    let (status, body) = write(&node, "DELETE", &url("?if-absent"), Some(TOKEN), b"");
+    assert_eq!(status, 400, "a remove takes no if-absent: {body}");
+    assert_eq!(get(&node, &url("")).0, 404, "nothing was written by the refused requests");
+}
+
+#[test]
 fn node_detail_shows_the_members_caches_with_stats_and_its_plugins() {
     let home = home_with_strategy(QUICK);
     let node = start_clustered(home.path(), "n1");
@@ -264,6 +304,7 @@ fn metrics_parse_as_prometheus_text_and_are_404_while_disabled() {
     assert_eq!(write(&node, "PUT", "/api/caches/c1/k", Some(TOKEN), b"v").0, 200);
     assert_eq!(get(&node, "/api/caches/c1/k").0, 200);
     assert_eq!(get(&node, "/api/caches/c1/nope").0, 404);
+    assert_eq!(write(&node, "PUT", "/api/caches/c1/k?if-absent", Some(TOKEN), b"w").0, 409);
     // Alone, the status asks no member through a task (this node's detail
     // is computed locally): the task figures are there, at zero.
     // tests/tests/cluster_status.rs counts a real call among members.
@@ -292,6 +333,7 @@ fn metrics_parse_as_prometheus_text_and_are_404_while_disabled() {
     assert_eq!(value("clusterhost_cache_entries", Some(("cache", "c1"))), 1.0);
     assert_eq!(value("clusterhost_cache_hits_total", Some(("cache", "c1"))), 1.0);
     assert_eq!(value("clusterhost_cache_misses_total", Some(("cache", "c1"))), 1.0);
+    assert_eq!(value("clusterhost_cache_cas_conflicts_total", Some(("cache", "c1"))), 1.0);
     assert_eq!(value("clusterhost_plugins", Some(("state", "active"))), 1.0);
     assert_eq!(value("clusterhost_plugin_info", Some(("id", "strat"))), 1.0);
     assert_eq!(value("clusterhost_task_replies_total", Some(("outcome", "value"))), 0.0);

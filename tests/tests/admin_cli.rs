@@ -130,6 +130,22 @@ fn cache_get_put_remove_from_the_cli() {
     let json: Value =
         serde_json::from_str(&ok(cli(&node, None, &["cache", "get", "sessions", "s 1", "--json"]))).unwrap();
     assert_eq!(json["value"], "ada");
+    // Conditional writes: a refused one exits 3 and changes nothing.
+    let out = cli(&node, Some(&token), &["cache", "put", "sessions", "s 1", "bob", "--if-absent"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("HTTP 409") && stderr(&out).contains("nothing was changed"), "{}", stderr(&out));
+    let shown = ok(cli(&node, None, &["cache", "get", "sessions", "s 1", "--version"]));
+    let version: u64 =
+        shown.strip_prefix("ada\nversion ").and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| panic!("{shown}"));
+    let stale = (version - 1).to_string();
+    let out = cli(&node, Some(&token), &["cache", "put", "sessions", "s 1", "cy", "--if-version", &stale]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let set =
+        ok(cli(&node, Some(&token), &["cache", "put", "sessions", "s 1", "cy", "--if-version", &version.to_string()]));
+    assert!(set.contains("sessions/s 1 set (version "), "{set}");
+    assert!(ok(cli(&node, Some(&token), &["cache", "put", "sessions", "new", "v", "--if-absent"]))
+        .contains("sessions/new set"));
+    assert_eq!(ok(cli(&node, None, &["cache", "get", "sessions", "s 1"])), "cy\n");
     ok(cli(&node, Some(&token), &["cache", "remove", "sessions", "s 1"]));
     let out = cli(&node, None, &["cache", "get", "sessions", "s 1"]);
     assert!(!out.status.success());

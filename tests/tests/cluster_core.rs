@@ -49,7 +49,7 @@ macro_rules! every_strategy {
 }
 
 every_strategy!(
-    alone: [alone_caches, alone_tasks, alone_locks, alone_settings],
+    alone: [alone_caches, alone_tasks, alone_locks, alone_settings, atomic_alone],
     clustered: [
         membership_converges,
         join_events,
@@ -64,6 +64,8 @@ every_strategy!(
         settings_everywhere,
         clustering_switch,
         cancellation,
+        atomic_put_if_absent_race,
+        atomic_update_counter,
     ],
 );
 

@@ -70,7 +70,9 @@ fn the_shared_dir_example_passes_every_rule_but_tasks_and_locks() {
     let config = home.path().join("shared-dir.toml");
     std::fs::write(&config, format!("dir = \"{}/{{namespace}}\"\n", home.path().display())).unwrap();
     let run = verify(&[path(&plugin("shared_dir_strategy")), "--config", path(&config)]);
-    assert_passes("shared-dir", run, &["alone-tasks", "alone-locks", "tasks-every-target", "locks"]);
+    let unsupported = ["alone-tasks", "alone-locks", "tasks-every-target", "locks"];
+    let atomic = ["atomic-alone", "atomic-put-if-absent-race", "atomic-update-counter"];
+    assert_passes("shared-dir", run, &[&unsupported[..], &atomic[..]].concat());
 }
 
 #[test]
@@ -85,9 +87,17 @@ fn the_broken_strategy_fails_the_rules_it_breaks() {
         .filter(|r| r["verdict"] == "failed")
         .map(|r| r["rule"].as_str().expect("a rule name"))
         .collect();
-    // Its four bugs: its own Left from stop, every member senior, Joined
-    // for members already there, a hang once a put is dropped.
-    for rule in ["stop-emits-no-own-left", "membership-converges", "join-events", "cancellation"] {
+    // Its five bugs: its own Left from stop, every member senior, Joined
+    // for members already there, a hang once a put is dropped, atomic
+    // operations that check, pause, then write.
+    for rule in [
+        "stop-emits-no-own-left",
+        "membership-converges",
+        "join-events",
+        "cancellation",
+        "atomic-put-if-absent-race",
+        "atomic-update-counter",
+    ] {
         assert!(failed.contains(&rule), "{rule} did not fail: {failed:?}\n{text}");
     }
     // Rules its bugs do not touch still pass.
@@ -98,7 +108,7 @@ fn the_broken_strategy_fails_the_rules_it_breaks() {
         .filter(|r| r["verdict"] == "passed")
         .map(|r| r["rule"].as_str().unwrap())
         .collect();
-    for rule in ["alone-caches", "cache-across-members", "settings-everywhere"] {
+    for rule in ["alone-caches", "cache-across-members", "settings-everywhere", "atomic-alone"] {
         assert!(passed.contains(&rule), "{rule} did not pass: {passed:?}");
     }
     assert_eq!(report["failed"].as_u64(), Some(failed.len() as u64));

@@ -2,6 +2,7 @@
 //! measures a group of related figures into the [`Report`]; adding one is
 //! adding its module and one line to [`registry`].
 
+mod atomic;
 mod boundary;
 pub mod cache_ops;
 mod drop_active;
@@ -71,6 +72,7 @@ pub fn registry() -> Vec<Box<dyn Scenario>> {
         Box::new(upgrade_load::UpgradeUnderLoad),
         Box::new(upgrade_soak::UpgradeSoak),
         Box::new(cache_ops::CacheOps),
+        Box::new(atomic::Atomic),
         Box::new(join::Join),
         Box::new(failure::Failure),
         Box::new(load_balancer::LoadBalancer),

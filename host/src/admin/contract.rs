@@ -163,6 +163,10 @@ pub struct CacheValue {
     pub key: String,
     /// The value stored under it.
     pub value: String,
+    /// The entry's version (it changes on every write of the key), when
+    /// the strategy offers atomic operations: what `?if-version=N` expects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
 }
 
 /// `DELETE /api/caches/C/K`.

@@ -117,6 +117,13 @@ pub(super) async fn metrics(State(state): State<AdminState>) -> Response {
         "Reads on this member that did not find the key, by cache.",
         &per_cache(&|c| c.misses),
     );
+    family(
+        &mut out,
+        "clusterhost_cache_cas_conflicts_total",
+        "counter",
+        "Atomic operations on this member whose condition did not hold (put-if-absent on a present key, replace-if or remove-if on another entry), by cache.",
+        &per_cache(&|c| c.conflicts),
+    );
 
     let tasks = ctx.cluster.task_stats();
     family(

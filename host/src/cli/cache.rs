@@ -1,46 +1,101 @@
 //! `clusterhost cache`: read and write cache entries (string keys and
-//! values) through the admin API.
+//! values) through the admin API; a put or remove may carry a condition
+//! (`--if-absent`, `--if-version N`), applied atomically by the strategy.
 
 use std::process::ExitCode;
 
 use super::{api, AdminTarget};
-use crate::admin::client::segment;
+use crate::admin::client::{segment, ClientError};
 use crate::admin::contract::CacheValue;
+
+/// The exit code of a conditional write whose condition did not hold.
+pub const CONFLICT_EXIT: u8 = 3;
+
+/// A put's or remove's condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    None,
+    /// `--if-absent`.
+    Absent,
+    /// `--if-version N`.
+    Version(u64),
+}
+
+impl Condition {
+    fn query(self) -> String {
+        match self {
+            Condition::None => String::new(),
+            Condition::Absent => "?if-absent".into(),
+            Condition::Version(n) => format!("?if-version={n}"),
+        }
+    }
+}
 
 fn cache_path(cache: &str, key: &str) -> String {
     format!("/api/caches/{}/{}", segment(cache), segment(key))
 }
 
-/// `cache get CACHE KEY`: prints the value.
-pub fn get(admin: &AdminTarget, cache: &str, key: &str) -> ExitCode {
+/// As [`api`], a 409 (the condition did not hold) exiting with [`CONFLICT_EXIT`].
+fn conditional(
+    admin: &AdminTarget,
+    call: impl FnOnce(&crate::admin::client::AdminClient) -> Result<crate::admin::client::Answer, ClientError>,
+    text: impl FnOnce(&crate::admin::client::Answer) -> Result<(), ClientError>,
+) -> ExitCode {
+    let mut conflict = false;
+    let code = api(
+        admin,
+        |c| {
+            let answer = call(c);
+            conflict = matches!(answer, Err(ClientError::Api { status: 409, .. }));
+            answer
+        },
+        text,
+    );
+    if conflict {
+        ExitCode::from(CONFLICT_EXIT)
+    } else {
+        code
+    }
+}
+
+/// `cache get CACHE KEY [--version]`: prints the value (and its version).
+pub fn get(admin: &AdminTarget, cache: &str, key: &str, with_version: bool) -> ExitCode {
     let path = cache_path(cache, key);
     api(
         admin,
         |c| c.get(&path),
         |answer| {
-            println!("{}", answer.view::<CacheValue>()?.value);
+            let entry = answer.view::<CacheValue>()?;
+            match (with_version, entry.version) {
+                (true, Some(version)) => println!("{}\nversion {version}", entry.value),
+                (true, None) => println!("{}\nversion unknown (the strategy has no atomic operations)", entry.value),
+                (false, _) => println!("{}", entry.value),
+            }
             Ok(())
         },
     )
 }
 
-/// `cache put CACHE KEY VALUE`.
-pub fn put(admin: &AdminTarget, cache: &str, key: &str, value: &str) -> ExitCode {
-    let path = cache_path(cache, key);
-    api(
+/// `cache put CACHE KEY VALUE [--if-absent | --if-version N]`.
+pub fn put(admin: &AdminTarget, cache: &str, key: &str, value: &str, condition: Condition) -> ExitCode {
+    let path = format!("{}{}", cache_path(cache, key), condition.query());
+    conditional(
         admin,
         |c| c.put(&path, value.as_bytes()),
-        |_| {
-            println!("{cache}/{key} set");
+        |answer| {
+            match answer.view::<CacheValue>()?.version {
+                Some(version) => println!("{cache}/{key} set (version {version})"),
+                None => println!("{cache}/{key} set"),
+            }
             Ok(())
         },
     )
 }
 
-/// `cache remove CACHE KEY`.
-pub fn remove(admin: &AdminTarget, cache: &str, key: &str) -> ExitCode {
-    let path = cache_path(cache, key);
-    api(
+/// `cache remove CACHE KEY [--if-version N]`.
+pub fn remove(admin: &AdminTarget, cache: &str, key: &str, condition: Condition) -> ExitCode {
+    let path = format!("{}{}", cache_path(cache, key), condition.query());
+    conditional(
         admin,
         |c| c.delete(&path),
         |_| {

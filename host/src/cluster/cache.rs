@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use clusterhost_plugin_api::cluster::{now_ms, Entry};
+use clusterhost_plugin_api::cluster::{now_ms, Capabilities, CasOutcome, Entry, Expected, Versioned};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -39,6 +39,9 @@ struct CacheCore {
     cache: CacheRef,
     hits: AtomicU64,
     misses: AtomicU64,
+    /// Atomic operations on this member that did not apply (the entry was
+    /// not what they expected): the CAS conflicts of the metrics.
+    conflicts: AtomicU64,
 }
 
 impl CacheCore {
@@ -68,6 +71,9 @@ pub struct CacheStats {
     pub hits: u64,
     /// Reads on this member that found none.
     pub misses: u64,
+    /// Atomic operations on this member that did not apply (CAS conflicts).
+    #[serde(default)]
+    pub conflicts: u64,
 }
 
 impl CacheFactory {
@@ -91,7 +97,12 @@ impl CacheFactory {
                     Some(local) => CacheRef::resolved(name, local),
                     None => CacheRef::named(name),
                 };
-                Arc::new(CacheCore { cache, hits: AtomicU64::new(0), misses: AtomicU64::new(0) })
+                Arc::new(CacheCore {
+                    cache,
+                    hits: AtomicU64::new(0),
+                    misses: AtomicU64::new(0),
+                    conflicts: AtomicU64::new(0),
+                })
             })
             .clone()
     }
@@ -113,6 +124,12 @@ impl CacheFactory {
     /// Whether caches are clustered right now.
     pub async fn is_clustered(&self) -> bool {
         !self.inner.serving.read().await.is_standalone()
+    }
+
+    /// What the strategy serving caches now offers beyond the basic
+    /// operations (atomic operations, ...).
+    pub async fn strategy_capabilities(&self) -> Capabilities {
+        self.inner.serving.read().await.capabilities()
     }
 
     /// Whether caches are clustered right now, without waiting: false while
@@ -137,6 +154,7 @@ impl CacheFactory {
                 bytes: size.bytes,
                 hits: core.hits.load(Ordering::Relaxed),
                 misses: core.misses.load(Ordering::Relaxed),
+                conflicts: core.conflicts.load(Ordering::Relaxed),
             });
         }
         stats
@@ -275,6 +293,90 @@ impl RawCache {
         let entries = entries.into_iter().map(|(key, value)| Entry { key, value, version: now }).collect();
         self.factory.serving.read().await.put_all(&self.core.cache, entries).await
     }
+
+    /// Counts an atomic operation that did not apply.
+    fn counted(&self, outcome: CasOutcome) -> CasOutcome {
+        if !outcome.applied {
+            self.core.conflicts.fetch_add(1, Ordering::Relaxed);
+        }
+        outcome
+    }
+
+    /// The value under `key` with its version (which changes on every
+    /// write of the key: compare it with [`replace_if`](Self::replace_if)).
+    pub async fn get_versioned(&self, key: &[u8]) -> Result<Option<Versioned>, ClusterError> {
+        let found = self.factory.serving.read().await.get_versioned(&self.core.cache, key).await?;
+        let hit = found.is_some() as u64;
+        self.core.count(hit, 1 - hit);
+        Ok(found)
+    }
+
+    /// Writes `value` under `key` only if the key is absent, atomically
+    /// across the cluster; the outcome carries the entry that is there now.
+    pub async fn put_if_absent(&self, key: Vec<u8>, value: Vec<u8>) -> Result<CasOutcome, ClusterError> {
+        let outcome = self.factory.serving.read().await.put_if_absent(&self.core.cache, key, value).await?;
+        Ok(self.counted(outcome))
+    }
+
+    /// Writes `value` under `key` only if the entry there is `expected`
+    /// (its bytes, or its version); an absent key never matches.
+    pub async fn replace_if(
+        &self,
+        key: Vec<u8>,
+        expected: Expected,
+        value: Vec<u8>,
+    ) -> Result<CasOutcome, ClusterError> {
+        let outcome = self.factory.serving.read().await.replace_if(&self.core.cache, key, expected, value).await?;
+        Ok(self.counted(outcome))
+    }
+
+    /// Removes `key` only if the entry there is `expected`.
+    pub async fn remove_if(&self, key: Vec<u8>, expected: Expected) -> Result<CasOutcome, ClusterError> {
+        let outcome = self.factory.serving.read().await.remove_if(&self.core.cache, key, expected).await?;
+        Ok(self.counted(outcome))
+    }
+
+    /// Sets `key` to `change(current value)` atomically: reads the entry,
+    /// writes the new value only if the entry is still the one read (by
+    /// version; put-if-absent for a missing key), and on a conflict tries
+    /// again with the entry that won, up to `attempts` times, pausing a
+    /// little longer after each loss. Returns the value written.
+    pub async fn update(
+        &self,
+        key: &[u8],
+        attempts: u32,
+        mut change: impl FnMut(Option<&[u8]>) -> Result<Vec<u8>, ClusterError>,
+    ) -> Result<Vec<u8>, ClusterError> {
+        let mut current = self.get_versioned(key).await?;
+        for attempt in 0..attempts {
+            let value = change(current.as_ref().map(|c| c.value.as_slice()))?;
+            let outcome = match &current {
+                None => self.put_if_absent(key.to_vec(), value.clone()).await?,
+                Some(c) => self.replace_if(key.to_vec(), Expected::Version(c.version), value.clone()).await?,
+            };
+            if outcome.applied {
+                return Ok(value);
+            }
+            current = outcome.current;
+            if attempt + 1 < attempts {
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+        }
+        Err(ClusterError::Contended { cache: self.name().to_string(), attempts })
+    }
+}
+
+/// How many times [`Cache::update`] tries before it gives up.
+pub const UPDATE_ATTEMPTS: u32 = 100;
+
+/// The pause after the `attempt`-th lost update: random, up to 2^attempt
+/// times 100 µs (at most 25.6 ms), so racing writers spread out.
+fn backoff(attempt: u32) -> std::time::Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let ceiling_us = 100u64 << attempt.min(8);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(attempt);
+    std::time::Duration::from_micros(hasher.finish() % (ceiling_us + 1))
 }
 
 /// A typed cache: keys and values are encoded with postcard.
@@ -356,5 +458,74 @@ impl<K: Serialize, V: Serialize + DeserializeOwned> Cache<K, V> {
         let entries =
             entries.iter().map(|(k, v)| Ok((encode(name, k)?, encode(name, v)?))).collect::<Result<Vec<_>, _>>()?;
         self.raw.put_all(entries).await
+    }
+
+    /// The value under `key` with its version.
+    pub async fn get_versioned(&self, key: &K) -> Result<Option<(V, u64)>, ClusterError> {
+        let name = self.raw.name();
+        match self.raw.get_versioned(&encode(name, key)?).await? {
+            Some(v) => Ok(Some((decode(name, &v.value)?, v.version))),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes `value` only if `key` is absent; `Ok(None)` when it was
+    /// written, `Ok(Some(value there))` when another write got there first.
+    pub async fn put_if_absent(&self, key: &K, value: &V) -> Result<Option<V>, ClusterError> {
+        let name = self.raw.name();
+        let outcome = self.raw.put_if_absent(encode(name, key)?, encode(name, value)?).await?;
+        self.lost(outcome)
+    }
+
+    /// Writes `value` only if `key` holds `expected`; true if it did.
+    pub async fn replace_if_value(&self, key: &K, expected: &V, value: &V) -> Result<bool, ClusterError> {
+        let name = self.raw.name();
+        let expected = Expected::Value(encode(name, expected)?);
+        Ok(self.raw.replace_if(encode(name, key)?, expected, encode(name, value)?).await?.applied)
+    }
+
+    /// Writes `value` only if `key`'s entry carries `version`; true if it did.
+    pub async fn replace_if_version(&self, key: &K, version: u64, value: &V) -> Result<bool, ClusterError> {
+        let name = self.raw.name();
+        Ok(self.raw.replace_if(encode(name, key)?, Expected::Version(version), encode(name, value)?).await?.applied)
+    }
+
+    /// Removes `key` only if it holds `expected`; true if it did.
+    pub async fn remove_if_value(&self, key: &K, expected: &V) -> Result<bool, ClusterError> {
+        let name = self.raw.name();
+        Ok(self.raw.remove_if(encode(name, key)?, Expected::Value(encode(name, expected)?)).await?.applied)
+    }
+
+    /// Removes `key` only if its entry carries `version`; true if it did.
+    pub async fn remove_if_version(&self, key: &K, version: u64) -> Result<bool, ClusterError> {
+        Ok(self.raw.remove_if(encode(self.raw.name(), key)?, Expected::Version(version)).await?.applied)
+    }
+
+    /// Sets `key` to `change(current)` without losing a concurrent write:
+    /// retried on conflict up to [`UPDATE_ATTEMPTS`] times, then
+    /// [`ClusterError::Contended`]. `change` may run more than once.
+    /// Returns the value written.
+    pub async fn update(&self, key: &K, mut change: impl FnMut(Option<V>) -> V) -> Result<V, ClusterError> {
+        let name = self.raw.name();
+        let mut written = None;
+        self.raw
+            .update(&encode(name, key)?, UPDATE_ATTEMPTS, |old| {
+                let old = old.map(|bytes| decode(name, bytes)).transpose()?;
+                let new = change(old);
+                let bytes = encode(name, &new)?;
+                written = Some(new);
+                Ok(bytes)
+            })
+            .await?;
+        Ok(written.expect("a successful update ran `change` at least once"))
+    }
+
+    /// The value of a put-if-absent that did not apply.
+    fn lost(&self, outcome: CasOutcome) -> Result<Option<V>, ClusterError> {
+        if outcome.applied {
+            return Ok(None);
+        }
+        let name = self.raw.name();
+        outcome.current.map(|c| decode(name, &c.value)).transpose()
     }
 }

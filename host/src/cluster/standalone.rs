@@ -7,7 +7,9 @@ use std::future::{ready, Future};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use clusterhost_plugin_api::cluster::{now_ms, CacheSize, Entry, Member, TaskOutcome, TaskReply, TaskTarget};
+use clusterhost_plugin_api::cluster::{
+    now_ms, CacheSize, Capabilities, CasOutcome, Entry, Expected, Member, TaskOutcome, TaskReply, TaskTarget, Versioned,
+};
 use clusterhost_plugin_api::local::{LocalCache, LocalCaches, LocalLocks};
 use clusterhost_plugin_api::membership::resolve_target;
 use clusterhost_plugin_api::sync::lock;
@@ -206,5 +208,44 @@ impl Strategy for Standalone {
         let mut settings = lock(&self.settings);
         settings.insert(key.to_string(), value.to_string());
         ready(Ok(()))
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::ATOMIC
+    }
+
+    fn cache_get_versioned(
+        &self,
+        cache: &str,
+        key: &[u8],
+    ) -> impl Future<Output = PluginResult<Option<Versioned>>> + Send {
+        ready(Ok(self.caches.get_versioned(cache, key)))
+    }
+
+    fn cache_put_if_absent(
+        &self,
+        cache: &str,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    ) -> impl Future<Output = PluginResult<CasOutcome>> + Send {
+        ready(Ok(self.caches.put_if_absent(cache, key, value, now_ms())))
+    }
+
+    fn cache_replace_if(
+        &self,
+        cache: &str,
+        key: Vec<u8>,
+        expected: Expected,
+        value: Vec<u8>,
+    ) -> impl Future<Output = PluginResult<CasOutcome>> + Send {
+        ready(Ok(self.caches.replace_if(cache, key, &expected, value, now_ms())))
+    }
+
+    fn cache_remove_if(
+        &self,
+        cache: &str,
+        key: Vec<u8>,
+        expected: Expected,
+    ) -> impl Future<Output = PluginResult<CasOutcome>> + Send {
+        ready(Ok(self.caches.remove_if(cache, key, &expected)))
     }
 }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use abi_stable::std_types::{RSlice, RStr, RVec};
-use clusterhost_plugin_api::cluster::{now_ms, CacheSize, Entry, Member, StrategyBox, TaskReply, TaskTarget};
+use clusterhost_plugin_api::cluster::{
+    now_ms, CacheSize, Capabilities, CasOutcome, Entry, Expected, Member, StrategyBox, TaskReply, TaskTarget, Versioned,
+};
 use clusterhost_plugin_api::local::LocalCache;
 use clusterhost_plugin_api::{PluginError, PluginErrorKind, PluginResult, Strategy, Unsupported};
 
@@ -21,6 +23,9 @@ pub struct StrategyRef {
     pub plugin: String,
     /// The plugin's version, for messages.
     pub version: String,
+    /// What it offers beyond the basic contract, asked once: 0 for a
+    /// plugin built before the contract had the question (API 0.1.1).
+    capabilities: Capabilities,
     inner: Imp,
 }
 
@@ -84,7 +89,10 @@ impl CacheRef {
 impl StrategyRef {
     /// A plugin's strategy.
     pub fn new(plugin: String, version: String, inner: StrategyBox) -> Self {
-        StrategyRef { plugin, version, inner: Imp::Plugin(inner) }
+        // A plugin built before API 0.1.1 lacks the method: abi_stable runs
+        // the contract's default body, which answers 0.
+        let capabilities = Capabilities(inner.capabilities());
+        StrategyRef { plugin, version, capabilities, inner: Imp::Plugin(inner) }
     }
 
     /// The built-in standalone strategy.
@@ -92,6 +100,7 @@ impl StrategyRef {
         StrategyRef {
             plugin: "standalone".into(),
             version: env!("CARGO_PKG_VERSION").into(),
+            capabilities: strategy.capabilities(),
             inner: Imp::Standalone(strategy),
         }
     }
@@ -136,6 +145,98 @@ impl StrategyRef {
             panicked: e.kind == PluginErrorKind::Panicked,
             message: e.message.into(),
         }
+    }
+
+    /// What the strategy offers beyond the basic contract.
+    pub fn capabilities(&self) -> Capabilities {
+        self.capabilities
+    }
+
+    /// Refuses `op` unless the strategy reports `wanted`, naming the
+    /// strategy and what it lacks (an older plugin is never called for a
+    /// method its build does not have).
+    fn require(&self, wanted: Capabilities, what: &'static str, op: &'static str) -> Result<(), ClusterError> {
+        if self.capabilities.contains(wanted) {
+            Ok(())
+        } else {
+            Err(ClusterError::Lacks { plugin: self.label(), what, op })
+        }
+    }
+
+    fn require_atomic(&self, op: &'static str) -> Result<(), ClusterError> {
+        self.require(Capabilities::ATOMIC, "atomic operations", op)
+    }
+
+    /// The value under `key` with its version.
+    pub async fn get_versioned(&self, cache: &CacheRef, key: &[u8]) -> Result<Option<Versioned>, ClusterError> {
+        self.require_atomic("cache get_versioned")?;
+        let name = cache.name();
+        either!(
+            self,
+            "cache get_versioned",
+            cache,
+            |p| p.cache_get_versioned(RStr::from_str(name), RSlice::from_slice(key)) => |v| v.into_option().map(Into::into),
+            |b| b.cache_get_versioned(name, key),
+            |l| l.get_versioned(key)
+        )
+    }
+
+    /// Writes `value` under `key` if the key is absent, atomically.
+    pub async fn put_if_absent(
+        &self,
+        cache: &CacheRef,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    ) -> Result<CasOutcome, ClusterError> {
+        self.require_atomic("cache put_if_absent")?;
+        let name = cache.name();
+        either!(
+            self,
+            "cache put_if_absent",
+            cache,
+            |p| p.cache_put_if_absent(RStr::from_str(name), key.into(), value.into()) => Into::into,
+            |b| b.cache_put_if_absent(name, key, value),
+            |l| l.put_if_absent(key, value, now_ms())
+        )
+    }
+
+    /// Writes `value` under `key` if the entry there is `expected`, atomically.
+    pub async fn replace_if(
+        &self,
+        cache: &CacheRef,
+        key: Vec<u8>,
+        expected: Expected,
+        value: Vec<u8>,
+    ) -> Result<CasOutcome, ClusterError> {
+        self.require_atomic("cache replace_if")?;
+        let name = cache.name();
+        either!(
+            self,
+            "cache replace_if",
+            cache,
+            |p| p.cache_replace_if(RStr::from_str(name), key.into(), expected.into(), value.into()) => Into::into,
+            |b| b.cache_replace_if(name, key, expected, value),
+            |l| l.replace_if(key, &expected, value, now_ms())
+        )
+    }
+
+    /// Removes `key` if the entry there is `expected`, atomically.
+    pub async fn remove_if(
+        &self,
+        cache: &CacheRef,
+        key: Vec<u8>,
+        expected: Expected,
+    ) -> Result<CasOutcome, ClusterError> {
+        self.require_atomic("cache remove_if")?;
+        let name = cache.name();
+        either!(
+            self,
+            "cache remove_if",
+            cache,
+            |p| p.cache_remove_if(RStr::from_str(name), key.into(), expected.into()) => Into::into,
+            |b| b.cache_remove_if(name, key, expected),
+            |l| l.remove_if(key, &expected)
+        )
     }
 
     /// Joins the cluster (a no-op for standalone).

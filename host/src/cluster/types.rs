@@ -17,6 +17,13 @@ pub enum ClusterError {
     /// The strategy does not offer this capability (tasks, locks).
     #[error("cluster strategy {plugin} does not support {op}: {message}; use a strategy that does, or do without it")]
     Unsupported { plugin: String, op: &'static str, message: String },
+    /// The strategy does not offer `what` (it reports no such capability,
+    /// e.g. a plugin built before the contract had it), so `op` was not sent.
+    #[error("strategy {plugin} has no {what}, so {op} cannot run; upgrade it to a version that offers them (plugin API 0.1.1 or later), or use another strategy")]
+    Lacks { plugin: String, what: &'static str, op: &'static str },
+    /// `update` of a key lost the race to other writers `attempts` times in a row.
+    #[error("cache {cache}: update gave up after {attempts} attempts, each lost to another write of the same key; retry later, or write the key less often from many members")]
+    Contended { cache: String, attempts: u32 },
     /// A typed cache's key or value did not encode or decode.
     #[error("cache {cache}: could not encode or decode a key or value: {detail}; every member must use the same types for a cache")]
     Codec { cache: String, detail: String },

@@ -2,18 +2,21 @@
 //! --builtin broken` and the suite's own test: the in-memory strategy,
 //! wrapped so that it emits its own `Left` from `stop_clustering`, calls
 //! every member senior (itself), announces `Joined` for members already
-//! there when it joins, and hangs for good once a put is dropped early.
+//! there when it joins, hangs for good once a put is dropped early, and
+//! claims atomic operations it does as read, pause, then write.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use clusterhost_plugin_api::cluster::{CacheSize, Entry, Member, StrategyEvent, TaskReply, TaskTarget};
+use clusterhost_plugin_api::cluster::{
+    CacheSize, Capabilities, CasOutcome, Entry, Expected, Member, StrategyEvent, TaskReply, TaskTarget, Versioned,
+};
 use clusterhost_plugin_api::memory::MemoryStrategy;
 use clusterhost_plugin_api::{ClusterHost, PluginResult, Strategy};
 
-/// The in-memory strategy with four bugs.
+/// The in-memory strategy with five bugs.
 pub struct Broken {
     inner: Arc<MemoryStrategy>,
     host: ClusterHost,
@@ -166,5 +169,63 @@ impl Strategy for Broken {
 
     fn put_setting(&self, key: &str, value: &str) -> impl Future<Output = PluginResult<()>> + Send {
         self.inner.put_setting(key, value)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::ATOMIC
+    }
+
+    fn cache_get_versioned(
+        &self,
+        cache: &str,
+        key: &[u8],
+    ) -> impl Future<Output = PluginResult<Option<Versioned>>> + Send {
+        self.inner.cache_get_versioned(cache, key)
+    }
+
+    async fn cache_put_if_absent(&self, cache: &str, key: Vec<u8>, value: Vec<u8>) -> PluginResult<CasOutcome> {
+        let current = self.inner.cache_get_versioned(cache, &key).await?;
+        self.check_then_write(cache, key, current.is_none().then_some(()), value).await
+    }
+
+    async fn cache_replace_if(
+        &self,
+        cache: &str,
+        key: Vec<u8>,
+        expected: Expected,
+        value: Vec<u8>,
+    ) -> PluginResult<CasOutcome> {
+        let current = self.inner.cache_get_versioned(cache, &key).await?;
+        let matches = current.as_ref().is_some_and(|c| expected.matches(c));
+        self.check_then_write(cache, key, matches.then_some(()), value).await
+    }
+
+    fn cache_remove_if(
+        &self,
+        cache: &str,
+        key: Vec<u8>,
+        expected: Expected,
+    ) -> impl Future<Output = PluginResult<CasOutcome>> + Send {
+        self.inner.cache_remove_if(cache, key, expected)
+    }
+}
+
+impl Broken {
+    /// Bug: the check was made before this pause and the write after it,
+    /// so racing writers all pass the check.
+    async fn check_then_write(
+        &self,
+        cache: &str,
+        key: Vec<u8>,
+        passed: Option<()>,
+        value: Vec<u8>,
+    ) -> PluginResult<CasOutcome> {
+        if passed.is_none() {
+            let current = self.inner.cache_get_versioned(cache, &key).await?;
+            return Ok(CasOutcome { applied: false, current });
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        self.inner.cache_put(cache, key.clone(), value).await?;
+        Ok(CasOutcome { applied: true, current: self.inner.cache_get_versioned(cache, &key).await? })
     }
 }

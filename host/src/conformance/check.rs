@@ -32,6 +32,8 @@ impl From<ClusterError> for Failure {
             ClusterError::Unsupported { op, .. } => Failure::Failed(format!(
                 "{e} (only locks and tasks are optional: {op} is required, see docs/strategy-authoring.md)"
             )),
+            // An optional capability the strategy does not report.
+            ClusterError::Lacks { .. } => Failure::Unsupported(e.to_string()),
             other => Failure::Failed(other.to_string()),
         }
     }

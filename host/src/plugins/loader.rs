@@ -13,6 +13,7 @@ use std::time::Duration;
 use abi_stable::library::{lib_header_from_path, LibraryError};
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{ROption, RResult, RStr, RString};
+use abi_stable::type_layout::TypeLayout;
 use clusterhost_plugin_api::abi::{HostServices, HostServicesBox, HostServices_TO, LogLevel, PluginBox, PluginModRef};
 use clusterhost_plugin_api::{PluginError, PluginErrorKind};
 
@@ -253,6 +254,14 @@ fn mapping(line: &str) -> Option<(usize, usize, &str)> {
 
 /// Maps the library at `copy` and checks its root module's version and layout.
 ///
+/// A plugin built against this API is checked against this API's layout.
+/// One built against an earlier 0.1.x is checked against that version's
+/// layout, kept frozen ([`FROZEN`]): abi_stable's check refuses a library
+/// whose prefix types (the strategy's vtable) have fewer members than the
+/// host's, although reading an appended member is safe. The accessors of
+/// appended members check the plugin's own vtable, so the host sees them
+/// as missing and falls back (docs/cluster.md, "How the contract grows").
+///
 /// The library stays mapped for the life of the process (abi_stable never
 /// unloads), even when a check here fails.
 pub fn open(id: &str, copy: &Path) -> Result<PluginModRef, AbiError> {
@@ -261,7 +270,35 @@ pub fn open(id: &str, copy: &Path) -> Result<PluginModRef, AbiError> {
         LibraryError::GetSymbolError { .. } => AbiError::MissingRootModule { id: id.into(), detail: e.to_string() },
         other => AbiError::Open { id: id.into(), path: copy.to_owned(), detail: other.to_string() },
     })?;
-    header.init_root_module::<PluginModRef>().map_err(|e| match e {
+    let built_with = header.version_strings().version;
+    let frozen = FROZEN.iter().find(|(version, _)| *version == built_with && *version != host_api);
+    let loaded = match frozen {
+        None => header.init_root_module::<PluginModRef>(),
+        Some((_, frozen_layout)) => {
+            let Some(layout) = header.layout() else {
+                return Err(AbiError::LayoutMismatch {
+                    id: id.into(),
+                    detail: "its root module carries no layout to check".into(),
+                    host_api,
+                });
+            };
+            abi_stable::abi_stability::abi_checking::check_layout_compatibility(frozen_layout, layout).map_err(
+                |e| AbiError::LayoutMismatch {
+                    id: id.into(),
+                    detail: first_lines(&e.to_string(), 12),
+                    host_api: host_api.clone(),
+                },
+            )?;
+            // SAFETY: the library's root module has the layout of API
+            // `built_with`, checked just above; this API's layout is that one
+            // with members appended after the `last_prefix_field` of its
+            // prefix types (the growth rule), and every appended member is
+            // read through an accessor that checks the library's own
+            // vtable, which reports it missing.
+            unsafe { header.init_root_module_with_unchecked_layout::<PluginModRef>() }
+        }
+    };
+    loaded.map_err(|e| match e {
         LibraryError::IncompatibleVersionNumber { .. } | LibraryError::ParseVersionError(_) => {
             AbiError::VersionMismatch { id: id.into(), detail: e.to_string(), host_api: host_api.clone() }
         }
@@ -273,6 +310,13 @@ pub fn open(id: &str, copy: &Path) -> Result<PluginModRef, AbiError> {
         other => AbiError::RootModuleFailed { id: id.into(), detail: other.to_string() },
     })
 }
+
+/// The earlier plugin APIs a plugin may have been built against, each with
+/// its root module's layout, frozen (frozen-api/VERSION: a copy of
+/// that API's sources, never updated). A version appended to the contract
+/// adds its predecessor here.
+const FROZEN: &[(&str, &TypeLayout)] =
+    &[("0.1.0", <plugin_api_0_1_0::abi::PluginModRef as abi_stable::StableAbi>::LAYOUT)];
 
 fn first_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().take(n).collect();

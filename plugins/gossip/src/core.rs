@@ -9,6 +9,7 @@ use std::time::Duration;
 use clusterhost_plugin_api::cluster::{now_ms, StrategyEvent};
 use clusterhost_plugin_api::ClusterHost;
 
+use crate::atomic::Decisions;
 use crate::config::Config;
 use crate::crypto::Sealer;
 use crate::handler::Requests;
@@ -48,6 +49,8 @@ pub struct Core {
     pub(crate) view: ViewState,
     /// What the lock decisions share (locks.rs).
     pub(crate) locks: Locks,
+    /// Serialises the atomic operations this member decides as senior (atomic.rs).
+    pub(crate) decisions: Decisions,
     /// The watchers of the other members' connections (liveness.rs).
     pub(crate) liveness: Liveness,
     /// When this run of the member started (ms): chitchat's generation, so
@@ -148,6 +151,7 @@ impl Core {
             joining: JoinState::default(),
             view: ViewState::default(),
             locks: Locks::default(),
+            decisions: Decisions::default(),
             liveness: Liveness::default(),
             generation,
             gossip_addr,

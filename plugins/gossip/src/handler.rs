@@ -44,6 +44,9 @@ impl Handler for Requests {
                     let released = core.release(&name, &owner).await.unwrap_or(false);
                     Some(Msg::UnlockReply { req, released })
                 }
+                Msg::Cas { req, cache, key, op } => {
+                    Some(Msg::CasReply { req, outcome: core.decide(&cache, key, op).await })
+                }
                 Msg::Task { req, name, payload, from: sender, fire_and_forget } => {
                     core.run_sent_task(req, sender, name, payload, fire_and_forget).await
                 }

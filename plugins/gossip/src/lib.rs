@@ -3,6 +3,7 @@
 //! member-to-member data plane for cache replication, locks and tasks;
 //! discovery by multicast or a static member list. See docs/gossip.md.
 
+mod atomic;
 pub mod config;
 pub mod core;
 pub mod crypto;
@@ -111,6 +112,6 @@ declare_plugin! {
     host_req: "^0.1",
     provides: ["cluster-strategy"],
     conflicts: [],
-    wire_protocol: "1.1",
+    wire_protocol: "1.2",
     create: create,
 }

@@ -133,6 +133,13 @@ impl Store {
         self.caches().get(cache)?.get(key)?.value.clone()
     }
 
+    /// The value of `key` in `cache` with the version of its write.
+    pub fn get_versioned(&self, cache: &str, key: &[u8]) -> Option<(Vec<u8>, Version)> {
+        let caches = self.caches();
+        let slot = caches.get(cache)?.get(key)?;
+        Some((slot.value.clone()?, slot.version))
+    }
+
     /// Whether `cache` holds a value for `key`.
     pub fn contains(&self, cache: &str, key: &[u8]) -> bool {
         self.caches().get(cache).and_then(|m| m.get(key)).is_some_and(|s| s.value.is_some())

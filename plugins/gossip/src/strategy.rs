@@ -6,9 +6,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clusterhost_plugin_api::cluster::{now_ms, CacheSize, Entry, Member, TaskReply, TaskTarget};
+use clusterhost_plugin_api::cluster::{
+    now_ms, CacheSize, Capabilities, CasOutcome, Entry, Expected, Member, TaskReply, TaskTarget, Versioned,
+};
 use clusterhost_plugin_api::{PluginResult, Strategy};
 
+use crate::atomic::CasOp;
 use crate::core::Core;
 use crate::membership::setting_key;
 use crate::store::WireEntry;
@@ -70,6 +73,47 @@ impl Strategy for Gossip {
     fn cache_put(&self, cache: &str, key: Vec<u8>, value: Vec<u8>) -> impl Future<Output = PluginResult<()>> + Send {
         let (core, entry) = (self.0.clone(), self.0.replica.entry(cache, key, Some(value)));
         async move { core.replicate(vec![entry]).await }
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::ATOMIC
+    }
+
+    fn cache_get_versioned(
+        &self,
+        cache: &str,
+        key: &[u8],
+    ) -> impl Future<Output = PluginResult<Option<Versioned>>> + Send {
+        let held = self.0.replica.store.get_versioned(cache, key);
+        ready(Ok(held.map(|(value, version)| Versioned { value, version: version.hlc })))
+    }
+
+    fn cache_put_if_absent(
+        &self,
+        cache: &str,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    ) -> impl Future<Output = PluginResult<CasOutcome>> + Send {
+        self.0.clone().atomic(cache.to_string(), key, CasOp::PutIfAbsent { value })
+    }
+
+    fn cache_replace_if(
+        &self,
+        cache: &str,
+        key: Vec<u8>,
+        expected: Expected,
+        value: Vec<u8>,
+    ) -> impl Future<Output = PluginResult<CasOutcome>> + Send {
+        self.0.clone().atomic(cache.to_string(), key, CasOp::ReplaceIf { expected: expected.into(), value })
+    }
+
+    fn cache_remove_if(
+        &self,
+        cache: &str,
+        key: Vec<u8>,
+        expected: Expected,
+    ) -> impl Future<Output = PluginResult<CasOutcome>> + Send {
+        self.0.clone().atomic(cache.to_string(), key, CasOp::RemoveIf { expected: expected.into() })
     }
 
     fn cache_remove(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send {

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::atomic::{CasOp, WireCasOutcome};
 use crate::store::WireEntry;
 
 /// What this build speaks when its manifest does not say (the manifest's
@@ -10,7 +11,9 @@ use crate::store::WireEntry;
 pub const WIRE_MAJOR: u16 = 1;
 /// Minor 1 added paged state transfer (`StatePageRequest` / `StatePage`);
 /// a member asks a peer of minor 0 with the one-frame `StateRequest`.
-pub const WIRE_MINOR: u16 = 1;
+/// Minor 2 added atomic operations (`Cas` / `CasReply`), sent only to a
+/// senior of minor 2 or later.
+pub const WIRE_MINOR: u16 = 2;
 
 /// A wire-protocol version; peers talk when the majors match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +84,11 @@ pub enum Msg {
     StatePageRequest { req: u64, after: Option<(String, Vec<u8>)>, max_bytes: u64 },
     /// One page; `more` when entries after its last one remain.
     StatePage { req: u64, entries: Vec<WireEntry>, more: bool },
+    // Wire 1.2.
+    /// To the senior: decide one atomic operation on `key` of `cache`.
+    Cas { req: u64, cache: String, key: Vec<u8>, op: CasOp },
+    /// The decision, or why the receiver could not decide (not the senior).
+    CasReply { req: u64, outcome: Result<WireCasOutcome, String> },
 }
 
 impl Msg {
@@ -92,7 +100,8 @@ impl Msg {
             | Msg::StatePage { req, .. }
             | Msg::LockReply { req, .. }
             | Msg::UnlockReply { req, .. }
-            | Msg::TaskReply { req, .. } => Some(*req),
+            | Msg::TaskReply { req, .. }
+            | Msg::CasReply { req, .. } => Some(*req),
             _ => None,
         }
     }

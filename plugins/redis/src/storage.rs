@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::sync::{LazyLock, Mutex};
 
-use clusterhost_plugin_api::cluster::{CacheSize, Entry};
+use clusterhost_plugin_api::cluster::{CacheSize, CasOutcome, Entry, Expected, Versioned};
 use redis::Script;
 
 use crate::core::{lock, Core};
@@ -27,6 +27,69 @@ return n
 "#,
     )
 });
+
+/// Every write of one entry, atomic in Redis (one script on one key, so it
+/// works unchanged when a cache's entries spread over Redis Cluster slots):
+/// checks the condition on the stored entry, then sets the value with the
+/// version rule (the caller's cluster time, or the stored version + 1 when
+/// that is not greater) or deletes it. Returns {applied, entry after} where
+/// the entry is the stored value (version prefix included) or false.
+///
+/// KEYS[1] the cache's hash; ARGV: field, condition (`put`: none, `absent`,
+/// `value`, `version`), expected (value bytes, or the version in 16 hex
+/// digits), `set` or `del`, the caller's time in 16 hex digits, the value.
+static WRITE_IF: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local cond = ARGV[2]
+local ok
+if cond == 'put' then ok = true
+elseif cond == 'absent' then ok = not cur
+elseif not cur then ok = false
+elseif cond == 'value' then ok = string.sub(cur, 17) == ARGV[3]
+else ok = string.sub(cur, 1, 16) == ARGV[3] end
+if not ok then return {0, cur} end
+if ARGV[4] == 'del' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return {1, false}
+end
+local version = ARGV[5]
+if cur and string.sub(cur, 1, 16) >= version then
+  version = string.format('%016x', tonumber(string.sub(cur, 1, 16), 16) + 1)
+end
+local stored = version .. ARGV[6]
+redis.call('HSET', KEYS[1], ARGV[1], stored)
+return {1, stored}
+"#,
+    )
+});
+
+/// Sets many entries, each by the version rule from the caller's time
+/// (ARGV[1], 16 hex digits); then field, value pairs.
+static PUT_ALL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+for i = 2, #ARGV, 2 do
+  local cur = redis.call('HGET', KEYS[1], ARGV[i])
+  local version = ARGV[1]
+  if cur and string.sub(cur, 1, 16) >= version then
+    version = string.format('%016x', tonumber(string.sub(cur, 1, 16), 16) + 1)
+  end
+  redis.call('HSET', KEYS[1], ARGV[i], version .. ARGV[i + 1])
+end
+return 0
+"#,
+    )
+});
+
+/// [`WRITE_IF`]'s condition and expected bytes for `expected`.
+fn condition(expected: &Expected) -> (&'static [u8], Vec<u8>) {
+    match expected {
+        Expected::Value(value) => (b"value", value.clone()),
+        Expected::Version(version) => (b"version", format!("{version:016x}").into_bytes()),
+    }
+}
 
 /// Entries per merge script: in batches, so one script never blocks Redis for long.
 const MERGE_BATCH: usize = 500;
@@ -98,14 +161,91 @@ impl Core {
         })
     }
 
-    /// Sets one value, stamped with `version` (the cluster time of the call).
-    pub(crate) async fn cache_put(&self, cache: &str, key: Vec<u8>, value: &[u8], version: u64) -> Result<(), Error> {
-        let mut hset = redis::cmd("HSET");
-        hset.arg(self.keys.cache(cache)).arg(key).arg(encode(version, value));
+    /// Sets one value, stamped by the version rule from `now` (the cluster
+    /// time of the call): [`WRITE_IF`] without a condition.
+    pub(crate) async fn cache_put(&self, cache: &str, key: Vec<u8>, value: &[u8], now: u64) -> Result<(), Error> {
+        self.write_if(cache, &key, b"put", &[], Some(value), now, true).await.map(|_| ())
+    }
+
+    /// One [`WRITE_IF`] run: `value` to set (`None` deletes) if `condition`
+    /// holds. `retry` only for an unconditional put (running it twice
+    /// writes the same value).
+    #[allow(clippy::too_many_arguments)]
+    async fn write_if(
+        &self,
+        cache: &str,
+        key: &[u8],
+        condition: &[u8],
+        expected: &[u8],
+        value: Option<&[u8]>,
+        now: u64,
+        retry: bool,
+    ) -> Result<CasOutcome, Error> {
         self.fail_fast()?;
-        self.register_cache(cache).await?;
-        self.query::<i64>(&hset).await?;
-        Ok(())
+        if value.is_some() {
+            self.register_cache(cache).await?;
+        }
+        let hash = self.keys.cache(cache);
+        let now = format!("{now:016x}");
+        let op: &[u8] = if value.is_some() { b"set" } else { b"del" };
+        let args = [key, condition, expected, op, now.as_bytes(), value.unwrap_or_default()];
+        let (applied, stored): (i64, Option<Vec<u8>>) = self.script(&WRITE_IF, &[&hash], &args, retry).await?;
+        let current = match stored {
+            Some(stored) => {
+                let (version, value) = decode(stored)?;
+                Some(Versioned { value, version })
+            }
+            None => None,
+        };
+        Ok(CasOutcome { applied: applied == 1, current })
+    }
+
+    /// The value under `key` with its version.
+    pub(crate) async fn cache_get_versioned(&self, cache: &str, key: &[u8]) -> Result<Option<Versioned>, Error> {
+        self.fail_fast()?;
+        let stored: Option<Vec<u8>> = self.query(redis::cmd("HGET").arg(self.keys.cache(cache)).arg(key)).await?;
+        Ok(match stored {
+            Some(s) => {
+                let (version, value) = decode(s)?;
+                Some(Versioned { value, version })
+            }
+            None => None,
+        })
+    }
+
+    /// Sets `value` if `key` is absent.
+    pub(crate) async fn cache_put_if_absent(
+        &self,
+        cache: &str,
+        key: &[u8],
+        value: &[u8],
+        now: u64,
+    ) -> Result<CasOutcome, Error> {
+        self.write_if(cache, key, b"absent", &[], Some(value), now, false).await
+    }
+
+    /// Sets `value` if the entry under `key` is `expected`.
+    pub(crate) async fn cache_replace_if(
+        &self,
+        cache: &str,
+        key: &[u8],
+        expected: &Expected,
+        value: &[u8],
+        now: u64,
+    ) -> Result<CasOutcome, Error> {
+        let (condition, expected) = condition(expected);
+        self.write_if(cache, key, condition, &expected, Some(value), now, false).await
+    }
+
+    /// Removes `key` if its entry is `expected`.
+    pub(crate) async fn cache_remove_if(
+        &self,
+        cache: &str,
+        key: &[u8],
+        expected: &Expected,
+    ) -> Result<CasOutcome, Error> {
+        let (condition, expected) = condition(expected);
+        self.write_if(cache, key, condition, &expected, None, 0, false).await
     }
 
     pub(crate) async fn cache_remove(&self, cache: &str, key: &[u8]) -> Result<bool, Error> {
@@ -152,17 +292,20 @@ impl Core {
         Ok(values)
     }
 
-    /// Sets every entry, each stamped with `version` (the cluster time of the call).
-    pub(crate) async fn cache_put_all(&self, cache: &str, entries: &[Entry], version: u64) -> Result<(), Error> {
-        let mut hset = redis::cmd("HSET");
-        hset.arg(self.keys.cache(cache));
-        for e in entries {
-            hset.arg(&e.key).arg(encode(version, &e.value));
-        }
+    /// Sets every entry, each stamped by the version rule from `now` (the
+    /// cluster time of the call), in batches of [`MERGE_BATCH`].
+    pub(crate) async fn cache_put_all(&self, cache: &str, entries: &[Entry], now: u64) -> Result<(), Error> {
         self.fail_fast()?;
-        if !entries.is_empty() {
-            self.register_cache(cache).await?;
-            self.query::<i64>(&hset).await?;
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.register_cache(cache).await?;
+        let hash = self.keys.cache(cache);
+        let now = format!("{now:016x}").into_bytes();
+        for chunk in entries.chunks(MERGE_BATCH) {
+            let mut args: Vec<&[u8]> = vec![&now];
+            args.extend(chunk.iter().flat_map(|e| [e.key.as_slice(), e.value.as_slice()]));
+            let _: i64 = self.script(&PUT_ALL, &[&hash], &args, true).await?;
         }
         Ok(())
     }

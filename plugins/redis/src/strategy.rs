@@ -6,7 +6,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clusterhost_plugin_api::cluster::{CacheSize, Entry, Member, TaskReply, TaskTarget};
+use clusterhost_plugin_api::cluster::{
+    CacheSize, Capabilities, CasOutcome, Entry, Expected, Member, TaskReply, TaskTarget, Versioned,
+};
 use clusterhost_plugin_api::{PluginResult, Strategy};
 
 use crate::core::Core;
@@ -53,8 +55,54 @@ impl Strategy for RedisStrategy {
     fn cache_put(&self, cache: &str, key: Vec<u8>, value: Vec<u8>) -> impl Future<Output = PluginResult<()>> + Send {
         let (core, cache) = (self.0.clone(), cache.to_string());
         // Versioned when called, not when polled.
-        let version = core.cluster_time_ms();
-        async move { Ok(core.cache_put(&cache, key, &value, version).await?) }
+        let now = core.cluster_time_ms();
+        async move { Ok(core.cache_put(&cache, key, &value, now).await?) }
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::ATOMIC
+    }
+
+    fn cache_get_versioned(
+        &self,
+        cache: &str,
+        key: &[u8],
+    ) -> impl Future<Output = PluginResult<Option<Versioned>>> + Send {
+        let (core, cache, key) = (self.0.clone(), cache.to_string(), key.to_vec());
+        async move { Ok(core.cache_get_versioned(&cache, &key).await?) }
+    }
+
+    fn cache_put_if_absent(
+        &self,
+        cache: &str,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    ) -> impl Future<Output = PluginResult<CasOutcome>> + Send {
+        let (core, cache) = (self.0.clone(), cache.to_string());
+        let now = core.cluster_time_ms();
+        async move { Ok(core.cache_put_if_absent(&cache, &key, &value, now).await?) }
+    }
+
+    fn cache_replace_if(
+        &self,
+        cache: &str,
+        key: Vec<u8>,
+        expected: Expected,
+        value: Vec<u8>,
+    ) -> impl Future<Output = PluginResult<CasOutcome>> + Send {
+        let (core, cache) = (self.0.clone(), cache.to_string());
+        let now = core.cluster_time_ms();
+        async move { Ok(core.cache_replace_if(&cache, &key, &expected, &value, now).await?) }
+    }
+
+    fn cache_remove_if(
+        &self,
+        cache: &str,
+        key: Vec<u8>,
+        expected: Expected,
+    ) -> impl Future<Output = PluginResult<CasOutcome>> + Send {
+        let (core, cache) = (self.0.clone(), cache.to_string());
+        async move { Ok(core.cache_remove_if(&cache, &key, &expected).await?) }
     }
 
     fn cache_remove(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send {

@@ -130,7 +130,7 @@ mod tests {
             json!({ "removed": "hello.so", "plugin": Option::<PluginRecord>::None }),
         );
         same_bytes(
-            &CacheValue { cache: "c".into(), key: "k".into(), value: "v".into() },
+            &CacheValue { cache: "c".into(), key: "k".into(), value: "v".into(), version: None },
             json!({ "cache": "c", "key": "k", "value": "v" }),
         );
         let patched = PropertiesPatched {

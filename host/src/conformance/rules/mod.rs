@@ -3,6 +3,7 @@
 //! it; `?` on a cluster call turns `Unsupported` into that verdict.
 
 mod alone;
+mod atomic;
 mod caches;
 mod cancellation;
 mod coordination;
@@ -36,6 +37,9 @@ pub(super) static ALL: &[Rule] = &[
     rule!("settings-everywhere", false, "a cluster-wide setting reaches every member", coordination::settings_everywhere),
     rule!("clustering-switch", false, "disabling and enabling on one member changes every member, keeping entries", coordination::clustering_switch),
     rule!("cancellation", false, "futures dropped early leak nothing and break nothing", cancellation::cancellation),
+    rule!("atomic-alone", true, "put_if_absent, replace_if and remove_if by value or version; every write changes the version; update counts", atomic::atomic_alone),
+    rule!("atomic-put-if-absent-race", false, "racing put_if_absent on every member: exactly one winner, seen by every loser and member", atomic::atomic_put_if_absent_race),
+    rule!("atomic-update-counter", false, "16 concurrent update increments of one counter from 3 members end at 16", atomic::atomic_update_counter),
 ];
 
 /// What every rule file uses.

@@ -1,0 +1,49 @@
+//! The strategy contract grows without breaking older plugins: a strategy
+//! built against plugin API 0.1.0 (tests/fixtures/old-api, a frozen copy of
+//! that API, never updated) still loads into this host, passes the layout
+//! check, serves every operation it has, and is refused the operations
+//! appended since with a message naming it and its version.
+
+use std::sync::Arc;
+
+use clusterhost::cluster::ClusterError;
+use clusterhost::conformance::{Nodes, PluginSubject, Subject};
+use clusterhost_plugin_api::cluster::Capabilities;
+use clusterhost_tests::old_api_plugin;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strategy_built_before_atomic_operations_loads_works_and_is_refused_them_by_name() {
+    let subject = Arc::new(Subject::Plugin(PluginSubject { file: old_api_plugin(), configure: Arc::new(|_| Ok(())) }));
+    let nodes = Nodes::alone(subject, "a").await.unwrap_or_else(|e| panic!("the old strategy did not join: {e:?}"));
+    let a = nodes.node("a");
+    let status = a.status();
+    assert_eq!(status.strategy.as_deref(), Some("old-api 0.1.0"), "{status:?}");
+    assert_eq!(a.caches().strategy_capabilities().await, Capabilities::NONE);
+
+    // The operations it was built with work through the new host.
+    let cache = a.caches().cache::<String, u32>("counters");
+    cache.put(&"k".into(), &1).await.expect("put");
+    assert_eq!(cache.get(&"k".into()).await.expect("get"), Some(1));
+    assert!(cache.remove(&"k".into()).await.expect("remove"));
+    assert_eq!(cache.len().await.expect("len"), 0);
+
+    // The appended ones are refused before any call reaches the plugin.
+    let refusals = [
+        ("cache put_if_absent", cache.put_if_absent(&"k".into(), &2).await.map(|_| ())),
+        ("cache replace_if", cache.replace_if_value(&"k".into(), &1, &2).await.map(|_| ())),
+        ("cache remove_if", cache.remove_if_version(&"k".into(), 1).await.map(|_| ())),
+        ("cache get_versioned", cache.get_versioned(&"k".into()).await.map(|_| ())),
+        ("cache get_versioned", cache.update(&"k".into(), |n| n.unwrap_or(0) + 1).await.map(|_| ())),
+    ];
+    for (op, refused) in refusals {
+        let error = refused.expect_err("an old strategy has no atomic operations");
+        assert_eq!(error, ClusterError::Lacks { plugin: "old-api 0.1.0".into(), what: "atomic operations", op });
+        let message = error.to_string();
+        assert!(message.starts_with("strategy old-api 0.1.0 has no atomic operations"), "{message}");
+        assert!(message.contains("upgrade it"), "{message}");
+    }
+    assert_eq!(cache.len().await.expect("len"), 0, "nothing was written by the refused operations");
+    // Still serving after the refusals.
+    cache.put(&"k".into(), &3).await.expect("put after the refusals");
+    assert_eq!(cache.get(&"k".into()).await.expect("get"), Some(3));
+}
