@@ -387,6 +387,18 @@ impl Pending {
     /// checks over it (see [`over_prehash`]); `Err` holds the reason.
     pub fn run(&self, data: impl Read) -> Result<(), BytesError> {
         let digest = prehash(data).map_err(|e| BytesError::Read(e.to_string()))?;
+        self.verify_digest(&digest)
+    }
+
+    /// [`run`](Self::run) over bytes in memory, hashed where they lie (no
+    /// copy through a read buffer: a load's copy is already in memory).
+    pub fn run_bytes(&self, data: &[u8]) -> Result<(), BytesError> {
+        let mut digest = [0u8; PREHASH_BYTES];
+        digest.copy_from_slice(blake2b_simd::Params::new().hash_length(PREHASH_BYTES).hash(data).as_bytes());
+        self.verify_digest(&digest)
+    }
+
+    fn verify_digest(&self, digest: &[u8; PREHASH_BYTES]) -> Result<(), BytesError> {
         // Legacy is allowed only for this box: `match_key` refused a `.minisig`
         // that was not prehashed, and this one is its re-reading.
         minisign::verify(&self.key, &self.over_digest, std::io::Cursor::new(&digest[..]), true, false, true)
@@ -495,6 +507,14 @@ impl Begun {
         }
     }
 
+    /// [`run`](Self::run) over bytes in memory ([`Pending::run_bytes`]).
+    pub fn run_bytes(&self, data: &[u8]) -> Option<Result<(), BytesError>> {
+        match self {
+            Begun::Ready(pending) => Some(pending.run_bytes(data)),
+            _ => None,
+        }
+    }
+
     /// The verdict under `policy`: `Ok` with what to record (a problem
     /// under `warn` is recorded, not returned), `Err` when the plugin must
     /// be refused. `outcome` is what [`run`](Self::run) gave.
@@ -527,11 +547,11 @@ pub fn check(
     policy: &SignaturePolicy,
     published: &Path,
     subject: &Subject<'_>,
-    data: impl Read,
+    data: &[u8],
     keys_dir: &Path,
 ) -> Result<SignatureStatus, SignatureError> {
     let begun = begin(policy, published, keys_dir);
-    let outcome = begun.run(data);
+    let outcome = begun.run_bytes(data);
     begun.finish(policy, outcome, subject)
 }
 
@@ -618,11 +638,13 @@ mod tests {
             let pending = match_key("p.so", &text, Path::new("p.so.minisig"), &keys, dir, &[]).unwrap();
             let theirs = |data: &[u8]| minisign::verify(&pair.pk, &sig, std::io::Cursor::new(data), true, false, false);
             assert_eq!(pending.run(&data[..]), Ok(()), "{len} bytes");
+            assert_eq!(pending.run_bytes(&data), Ok(()), "{len} bytes, in memory");
             assert!(theirs(&data).is_ok());
             for at in [0, len / 2, len.saturating_sub(1)].into_iter().filter(|_| len > 0) {
                 let mut flipped = data.clone();
                 flipped[at] ^= 1;
                 assert!(matches!(pending.run(&flipped[..]), Err(BytesError::Verify(_))), "{len} bytes, flip at {at}");
+                assert!(matches!(pending.run_bytes(&flipped), Err(BytesError::Verify(_))), "{len} bytes, flip at {at}");
                 assert!(theirs(&flipped).is_err());
             }
             let mut longer = data.clone();

@@ -366,7 +366,7 @@ impl PluginManager {
                 let (copy, verified) = self
                     .shared
                     .store
-                    .copy_in_checked(file, |bytes| begun.1.run(std::io::Cursor::new(bytes)))
+                    .copy_in_checked(file, |bytes| begun.1.run_bytes(bytes))
                     .map_err(|source| LoadError::Copy { path: file.to_owned(), source })?;
                 let manifest = manifest::manifest_from_bytes(file, &copy.bytes);
                 (copy.path, copy.sha256, manifest, verified)
