@@ -85,6 +85,15 @@ pub enum SignatureStatus {
 }
 
 impl SignatureStatus {
+    /// What a record says of a plugin whose signature did not make it
+    /// trusted: `unsigned`, or `untrusted` with the key and the problem.
+    pub fn of_failure(error: &SignatureError) -> SignatureStatus {
+        match error {
+            SignatureError::Unsigned { .. } => SignatureStatus::Unsigned,
+            e => SignatureStatus::Untrusted { key_id: e.key_id().map(str::to_string), problem: e.to_string() },
+        }
+    }
+
     /// One line for tables: `KEYID`, `unsigned`, `untrusted (KEYID)`, `-`.
     pub fn summary(&self) -> String {
         match self {
@@ -533,10 +542,7 @@ impl Begun {
         match (verdict, policy.mode) {
             (Ok(status), _) => Ok(status),
             (Err(e), SignatureMode::Require) => Err(e),
-            (Err(SignatureError::Unsigned { .. }), _) => Ok(SignatureStatus::Unsigned),
-            (Err(e), _) => {
-                Ok(SignatureStatus::Untrusted { key_id: e.key_id().map(str::to_string), problem: e.to_string() })
-            }
+            (Err(e), _) => Ok(SignatureStatus::of_failure(&e)),
         }
     }
 }

@@ -21,7 +21,7 @@ pub use crate::plugins::outcome::{LoadEnd, LoadError, LoadOutcome, LoadReport, R
 use crate::plugins::registry::{
     admit, check_rolling_wire, now_ms, Admission, HostVersions, PluginRecord, PluginState, Registry,
 };
-use crate::plugins::signature::{SignatureError, SignaturePolicy, SignatureStatus};
+use crate::plugins::signature::{SignaturePolicy, SignatureStatus};
 
 mod prepared;
 mod replace;
@@ -389,8 +389,7 @@ impl PluginManager {
         let checked = self.finish_signature(file, begun, verified, &sha256, &manifest);
         record.signature = Some(match &checked {
             Ok(status) => status.clone(),
-            Err(SignatureError::Unsigned { .. }) => SignatureStatus::Unsigned,
-            Err(e) => SignatureStatus::Untrusted { key_id: e.key_id().map(str::to_string), problem: e.to_string() },
+            Err(e) => SignatureStatus::of_failure(e),
         });
         self.put_record(record.clone());
         checked.map_err(|e| discard(e.into()))?;

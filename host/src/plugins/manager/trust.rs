@@ -119,11 +119,7 @@ impl PluginManager {
         })
         .await
         .ok()??;
-        let status = match judged {
-            Ok(status) => status,
-            Err(SignatureError::Unsigned { .. }) => SignatureStatus::Unsigned,
-            Err(e) => SignatureStatus::Untrusted { key_id: e.key_id().map(str::to_string), problem: e.to_string() },
-        };
+        let status = judged.unwrap_or_else(|e| SignatureStatus::of_failure(&e));
         let label = record.label();
         match &status {
             SignatureStatus::Verified { key_id, .. } => {
