@@ -99,18 +99,29 @@ impl Core {
         Ok(received)
     }
 
+    /// Sends the `Leaving` notice of `member`'s join (`generation`,
+    /// `epoch`) to every other member of the view but `member`, each in
+    /// a task of the set returned (await it to know they were sent).
+    pub(crate) fn tell_departure(&self, member: &str, generation: u64, epoch: u64) -> tokio::task::JoinSet<()> {
+        let timeout = Duration::from_millis(500).min(self.config.operation_timeout());
+        let mut notices = tokio::task::JoinSet::new();
+        for (other, addr) in self.others().into_iter().filter(|(other, _)| other != member) {
+            let (net, msg) = (self.net.clone(), Msg::Leaving { member: member.to_string(), generation, epoch });
+            notices.spawn(async move {
+                if let Err(e) = net.send(&other, addr, msg, timeout).await {
+                    tracing::debug!(member = %other, "could not send member {other} a Leaving notice: {e}");
+                }
+            });
+        }
+        notices
+    }
+
     /// Leaves the cluster; the member keeps running and may join again.
     pub async fn leave(self: &Arc<Self>) {
         // Tell the others first, so none of them sends this member a write
         // it can no longer acknowledge (gossip alone takes a round or two).
-        let others = self.others();
-        let mut notices = tokio::task::JoinSet::new();
-        for (id, addr) in others {
-            let (net, timeout) = (self.net.clone(), Duration::from_millis(500).min(self.config.operation_timeout()));
-            let epoch = self.joining.epoch.load(Ordering::SeqCst);
-            let msg = Msg::Leaving { member: self.member.clone(), generation: self.generation, epoch };
-            notices.spawn(async move { net.send(&id, addr, msg, timeout).await });
-        }
+        let epoch = self.joining.epoch.load(Ordering::SeqCst);
+        let mut notices = self.tell_departure(&self.member, self.generation, epoch);
         while notices.join_next().await.is_some() {}
         self.joining.set_left();
         self.liveness.stop();

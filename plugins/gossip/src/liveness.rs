@@ -20,7 +20,6 @@ use crate::core::Core;
 use crate::locked;
 use crate::membership::Peer;
 use crate::net::NetError;
-use crate::wire::Msg;
 
 /// The watchers of the other members' connections. Part of [`Core`].
 #[derive(Default)]
@@ -140,15 +139,8 @@ impl Core {
         );
         self.liveness.confirmed.fetch_add(1, Ordering::Relaxed);
         self.view.record_departure(id.to_string(), generation, epoch);
-        let timeout = Duration::from_millis(500).min(self.config.operation_timeout());
-        for (other, other_addr) in self.others().into_iter().filter(|(other, _)| other != id) {
-            let (net, msg) = (self.net.clone(), Msg::Leaving { member: id.to_string(), generation, epoch });
-            tokio::spawn(async move {
-                if let Err(e) = net.send(&other, other_addr, msg, timeout).await {
-                    tracing::debug!(member = %other, "could not tell member {other} that a member is gone: {e}");
-                }
-            });
-        }
+        // Not waited for: the notices go out while this watcher ends.
+        self.tell_departure(id, generation, epoch).detach_all();
     }
 }
 
