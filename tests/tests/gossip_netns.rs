@@ -12,7 +12,12 @@
 //!
 //! - a partition (one member's link down) and its healing: one cluster and
 //!   one senior again, caches merged by the policy (latest wins);
-//! - multicast discovery: three members with no static list form a cluster.
+//! - multicast discovery: three members with no static list form a cluster;
+//! - DNS discovery: members listed by one name form a cluster, and a member
+//!   added to the name later is found by the others' next resolution. The
+//!   name lives in each namespace's own `/etc/netns/NS/hosts`, which
+//!   `ip netns exec` mounts over `/etc/hosts` for the member (what the
+//!   system resolver reads, as it reads a cluster DNS server's answer).
 
 mod gossip_kit;
 
@@ -144,5 +149,96 @@ fn three_members_with_no_static_list_find_each_other_by_multicast() {
     nodes[1].put("sessions", "found", "by-multicast");
     for node in &nodes {
         assert_eq!(node.get("sessions", "found").as_deref(), Some("by-multicast"), "on {}", node.name);
+    }
+}
+
+/// Each member namespace's own hosts file (`/etc/netns/NS/hosts`, mounted
+/// over `/etc/hosts` by `ip netns exec`); the directories are removed on
+/// drop. Rewritten in place, so a running member reads the new contents.
+struct HostsFiles {
+    dirs: Vec<std::path::PathBuf>,
+}
+
+impl HostsFiles {
+    fn new(lab: &Lab) -> HostsFiles {
+        let dirs: Vec<_> = lab.members.iter().map(|ns| std::path::Path::new("/etc/netns").join(ns)).collect();
+        for dir in &dirs {
+            std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{} cannot be made: {e}", dir.display()));
+        }
+        let files = HostsFiles { dirs };
+        for i in 0..files.dirs.len() {
+            files.list(i, "", &[]);
+        }
+        files
+    }
+
+    /// In namespace `i`, `name` lists `addresses`.
+    fn list(&self, i: usize, name: &str, addresses: &[String]) {
+        let mut text = String::from("127.0.0.1 localhost\n");
+        for address in addresses {
+            text.push_str(&format!("{address} {name}\n"));
+        }
+        let file = self.dirs[i].join("hosts");
+        std::fs::write(&file, text).unwrap_or_else(|e| panic!("{} cannot be written: {e}", file.display()));
+    }
+}
+
+impl Drop for HostsFiles {
+    fn drop(&mut self) {
+        for dir in &self.dirs {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+#[test]
+fn members_listed_by_one_dns_name_form_a_cluster_and_find_a_member_added_to_the_name() {
+    let test = "members_listed_by_one_dns_name_form_a_cluster_and_find_a_member_added_to_the_name";
+    if !namespaces_available(test) {
+        return;
+    }
+    let lab = Lab::new(PREFIX, SUBNET, "dns", 4);
+    let hosts = HostsFiles::new(&lab);
+    let cluster = unique_cluster("dns");
+    let key = random_key();
+    let name = format!("members-{}.clusterhost.test", std::process::id());
+    let addresses: Vec<String> = (0..4).map(|i| lab.address(i)).collect();
+    // The name lists three members; the fourth's own resolver lists only itself.
+    for i in 0..3 {
+        hosts.list(i, &name, &addresses[..3]);
+    }
+    hosts.list(3, &name, &addresses[3..]);
+    let names = ["dn-a", "dn-b", "dn-c", "dn-d"];
+    let nodes: Vec<Node> = names
+        .iter()
+        .enumerate()
+        .map(|(i, member)| {
+            let home = gossip_home(&HomeSpec::new(&cluster, &key, &[]));
+            let conf = home.path().join("conf/gossip.toml");
+            let text = std::fs::read_to_string(&conf).expect("gossip.toml was written");
+            let text = text
+                .replace("[discovery]\n", &format!("[discovery]\ndns = \"{name}:{PORT}\"\ndns_interval_ms = 300\n"));
+            std::fs::write(&conf, text).expect("gossip.toml can be rewritten");
+            start_in_netns(&lab.members[i], member, &lab.address(i), PORT, home)
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let first: Vec<&Node> = nodes[..3].iter().collect();
+    wait_for_view(&first, &names[..3]);
+    println!("figure: 3 members listed by one name -> one cluster: {:?}", started.elapsed());
+    wait_for_view(&[&nodes[3]], &names[3..]);
+    nodes[0].process.wait_for_log(&["dns discovery", &name, "resolves to"], Duration::from_secs(5));
+
+    // The name gains the fourth member: the others' next resolution finds it.
+    for i in 0..4 {
+        hosts.list(i, &name, &addresses);
+    }
+    let added = std::time::Instant::now();
+    let all: Vec<&Node> = nodes.iter().collect();
+    wait_for_view(&all, &names);
+    println!("figure: a fourth member added to the name -> one cluster of 4: {:?}", added.elapsed());
+    nodes[3].put("sessions", "found", "by-dns");
+    for node in &nodes {
+        assert_eq!(node.get("sessions", "found").as_deref(), Some("by-dns"), "on {}", node.name);
     }
 }

@@ -58,12 +58,23 @@ pub struct Network {
 }
 
 /// `[discovery]`: how members find each other.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Discovery {
     /// Static member list, `host:port` entries (this member may be in it).
     pub members: Vec<String>,
+    /// A DNS name listing the members, `name:port` (every address it
+    /// resolves to is a member), resolved again every `dns_interval_ms`.
+    pub dns: Option<String>,
+    /// How often `dns` is resolved again.
+    pub dns_interval_ms: u64,
     pub multicast: Multicast,
+}
+
+impl Default for Discovery {
+    fn default() -> Self {
+        Discovery { members: Vec::new(), dns: None, dns_interval_ms: 5000, multicast: Multicast::default() }
+    }
 }
 
 /// `[discovery.multicast]`: announcements on a multicast group.
@@ -234,6 +245,12 @@ impl Config {
                 ));
             }
         }
+        if let Some(dns) = &self.discovery.dns {
+            crate::dns::check(dns).map_err(|e| source.invalid("dns", e))?;
+        }
+        if !(100..=3_600_000).contains(&self.discovery.dns_interval_ms) {
+            return Err(source.invalid("dns_interval_ms", "dns_interval_ms must be from 100 to 3600000 (an hour)"));
+        }
         if !self.discovery.multicast.group.is_multicast() {
             return Err(
                 source.invalid("group", format!("{} is not a multicast address", self.discovery.multicast.group))
@@ -327,6 +344,17 @@ mod tests {
         assert!(err.starts_with("conf/gossip.toml:4: unknown field `prot`"), "{err}");
         let err = parse("[discovery.multicast]\ngroup = \"10.0.0.1\"\n").unwrap_err().to_string();
         assert!(err.contains(":2: 10.0.0.1 is not a multicast address"), "{err}");
+    }
+
+    #[test]
+    fn a_dns_name_is_checked_at_load_and_resolved_later() {
+        let c = parse("[discovery]\ndns = \"members.invalid:5701\"\ndns_interval_ms = 500\n").unwrap();
+        assert_eq!(c.discovery.dns.as_deref(), Some("members.invalid:5701"));
+        assert_eq!(c.discovery.dns_interval_ms, 500);
+        let err = parse("[discovery]\n\ndns = \"members\"\n").unwrap_err().to_string();
+        assert!(err.starts_with("conf/gossip.toml:3: dns \"members\" is not name:port"), "{err}");
+        let err = parse("[discovery]\ndns_interval_ms = 10\n").unwrap_err().to_string();
+        assert!(err.contains(":2: dns_interval_ms must be from 100"), "{err}");
     }
 
     #[test]

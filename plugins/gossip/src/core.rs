@@ -164,6 +164,9 @@ impl Core {
         if core.config.discovery.multicast.enabled {
             core.start_multicast(bind);
         }
+        if let Some(name) = core.config.discovery.dns.clone() {
+            core.start_dns(name);
+        }
         tracing::info!(
             member = %core.member,
             gossip = %gossip_addr,
@@ -208,6 +211,26 @@ impl Core {
                 tracing::warn!("multicast discovery stopped: {e}; only the static member list is used");
             }
         });
+        locked(&self.background).push(task);
+    }
+
+    /// Resolves `name` now and every `dns_interval_ms`, and gossips with
+    /// each address it lists that is not a live member yet.
+    fn start_dns(self: &Arc<Self>, name: String) {
+        let weak = Arc::downgrade(self);
+        let found: crate::dns::Found = Arc::new(move |addrs| {
+            let Some(core) = weak.upgrade() else { return };
+            tokio::spawn(async move {
+                let known: Vec<SocketAddr> = core.peers().await.iter().map(|p| p.gossip_addr).collect();
+                if let Some(m) = core.membership.lock().await.as_ref() {
+                    for addr in addrs.into_iter().filter(|a| !known.contains(a)) {
+                        m.gossip_with(addr);
+                    }
+                }
+            });
+        });
+        let interval = Duration::from_millis(self.config.discovery.dns_interval_ms);
+        let task = tokio::spawn(crate::dns::run(name, interval, self.gossip_addr, found));
         locked(&self.background).push(task);
     }
 

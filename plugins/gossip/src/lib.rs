@@ -8,6 +8,7 @@ pub mod config;
 pub mod core;
 pub mod crypto;
 pub mod discovery;
+pub mod dns;
 mod handler;
 mod join;
 mod liveness;
