@@ -96,6 +96,12 @@ fn three_nodes_on_one_redis_share_caches_and_drop_a_killed_member() {
     assert_eq!(wait_for_view(&refs, &["ra", "rb", "rc"]), senior, "the senior did not change");
     for node in &nodes {
         assert_eq!(node.strategy_counter("redis_lost"), Some(0), "{} left over a dropped connection", node.name);
+        assert_eq!(
+            node.strategy_counter("process_deaths_confirmed"),
+            Some(0),
+            "{} took a member with dropped connections for dead",
+            node.name
+        );
     }
     // Pub/sub came back too: a cluster task (the status's per-member
     // details) reaches every member.
@@ -107,7 +113,9 @@ fn three_nodes_on_one_redis_share_caches_and_drop_a_killed_member() {
         })
     });
 
-    // SIGKILL the senior: its key expires, the others drop it and agree on one new senior.
+    // SIGKILL the senior: Redis drops its connections, and the first
+    // survivor to see that (and its key missing two refreshes) removes it
+    // for all, without waiting for the key to expire; they agree on one new senior.
     let index = nodes.iter().position(|n| n.name == senior).expect("the senior is a node");
     let mut dead = nodes.remove(index);
     let killed_at = Instant::now();
@@ -117,6 +125,8 @@ fn three_nodes_on_one_redis_share_caches_and_drop_a_killed_member() {
     let new_senior = wait_for_view(&rest, &names);
     println!("figure: senior SIGKILLed -> the others agree on a new senior: {:?}", killed_at.elapsed());
     assert_ne!(new_senior, senior);
+    let confirmed: u64 = nodes.iter().map(|n| n.strategy_counter("process_deaths_confirmed").unwrap_or(0)).sum();
+    assert_eq!(confirmed, 1, "one survivor removed the killed senior on its closed connections (not its TTL)");
     for node in &nodes {
         node.process.wait_for_log(&["member left", &senior], DEADLINE);
         assert_eq!(node.get("sessions", "s1").as_deref(), Some("ada"), "data outlives members, on {}", node.name);
@@ -137,6 +147,8 @@ fn restart_redis(server: &mut RedisServer, prefix: &str) -> (Vec<Node>, bool) {
     let lost_at = Instant::now();
     for node in &nodes {
         wait_until(&format!("{} to go standalone", node.name), DEADLINE, || state_of(node) == "standalone");
+        // Out before its key could expire, not after.
+        node.process.wait_for_log(&["leaving the cluster before it expires"], DEADLINE);
         let status = node.status().expect("a status");
         let reason = status["state"]["reason"].as_str().unwrap_or_default();
         assert!(reason.contains("lost the cluster"), "{} standalone because: {status}", node.name);

@@ -5,9 +5,11 @@
 use std::time::{Duration, Instant};
 
 use clusterhost_tests::admin::call;
-use clusterhost_tests::plugin;
+use clusterhost_tests::cluster::write_redis_conf;
+use clusterhost_tests::redis::RedisServer;
 use clusterhost_tests::upgrade::GossipCluster;
 use clusterhost_tests::wait_until;
+use clusterhost_tests::{plugin, NodeProcess};
 
 use super::drop_active::wait_for_line;
 use super::{Ctx, Scenario};
@@ -26,7 +28,10 @@ impl Scenario for Failure {
          detection is the time from the kill to each survivor logging `member left` for it (one sample per \
          survivor). Then the senior is killed, twice in a row: failover is the time from the kill to the last \
          survivor logging `member left` for it; the gossip strategy names the next senior in that same view \
-         change, and every survivor's admin API is then checked (untimed) to name one and the same new senior."
+         change, and every survivor's admin API is then checked (untimed) to name one and the same new senior. \
+         Then the same kill on redis: 3 `clusterhost run` processes on one redis-server (default redis.toml: \
+         heartbeat 250 ms, member TTL 3 s, process-death evidence on), a member that is not the senior killed, \
+         the time to each survivor logging `member left` for it."
     }
 
     fn run(&self, ctx: &Ctx, report: &mut Report) {
@@ -58,6 +63,17 @@ impl Scenario for Failure {
             &detections,
             "5 members, per survivor",
         );
+        let mut redis = Vec::new();
+        for _ in 0..ctx.pick(6, 1) {
+            redis.extend(redis_kill(ctx));
+        }
+        report.add_durations(
+            "failure.redis_detect",
+            "redis: failure detection (SIGKILL → `member left` on a survivor)",
+            Unit::Seconds,
+            &redis,
+            "3 members on one redis-server, per survivor; its connections closed and its key two refreshes stale",
+        );
         report.add_durations(
             "failure.failover",
             "senior failover (SIGKILL of the senior → new senior on all)",
@@ -66,6 +82,55 @@ impl Scenario for Failure {
             "5 then 4 members, per kill",
         );
     }
+}
+
+/// 3 members on the redis strategy (one redis-server of their own); kills
+/// one that is not the senior and returns how long after the kill each
+/// survivor logged that it left.
+fn redis_kill(ctx: &Ctx) -> Vec<Duration> {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir_in(ctx.work).expect("a scratch directory");
+    let plugin_file = plugin("redis_strategy");
+    let names = ["r1", "r2", "r3"];
+    let mut nodes: Vec<NodeProcess> = names
+        .iter()
+        .map(|name| {
+            let home = dir.path().join(name);
+            let conf = home.join("conf");
+            std::fs::create_dir_all(home.join("plugins")).expect("plugins/ can be made");
+            write_redis_conf(&conf, "single", &[server.url()], "bench-failure");
+            std::fs::write(conf.join("clusterhost.properties"), "cluster.startup.delay.seconds = 0\n")
+                .expect("the properties can be written");
+            std::fs::copy(&plugin_file, home.join("plugins/redis_strategy.so")).expect("the plugin can be copied");
+            NodeProcess::start_with(&home, &["--node-name", name], &[])
+        })
+        .collect();
+    for node in &nodes {
+        node.wait_for_admin(Duration::from_secs(60));
+    }
+    let views = |nodes: &[&NodeProcess]| -> Vec<serde_json::Value> {
+        nodes.iter().map(|n| call("GET", &format!("{}/api/cluster", n.admin_url()), None, None).1).collect()
+    };
+    let mut senior = String::new();
+    wait_until("the 3 redis members to agree on one senior", Duration::from_secs(60), || {
+        let all = views(&nodes.iter().collect::<Vec<_>>());
+        senior = all[0]["senior"].as_str().unwrap_or_default().to_string();
+        !senior.is_empty()
+            && all.iter().all(|v| {
+                v["members"].as_array().map(Vec::len) == Some(3) && v["senior"].as_str() == Some(senior.as_str())
+            })
+    });
+    let victim = names.iter().position(|n| *n != senior).expect("a member that is not the senior");
+    let marks: Vec<usize> = nodes.iter().map(NodeProcess::log_len).collect();
+    let killed = Instant::now();
+    nodes[victim].kill();
+    let member = format!("member={}", names[victim]);
+    let times = (0..nodes.len())
+        .filter(|i| *i != victim)
+        .map(|i| wait_for_line(&nodes[i], marks[i], &["member left", &member]) - killed)
+        .collect();
+    drop(nodes);
+    times
 }
 
 /// Kills member `index`; returns how long after the kill each survivor logged it left.

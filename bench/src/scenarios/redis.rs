@@ -204,7 +204,7 @@ impl Scenario for Redis {
                 "redis: a member leaves → every member has dropped it",
                 Unit::Millis,
                 &leaves,
-                "from the start of its clean leave; a crashed member takes member_ttl_ms (3 s) instead",
+                "from the start of its clean leave (a killed member: failure.redis_detect)",
             );
         });
     }

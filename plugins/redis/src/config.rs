@@ -51,6 +51,15 @@ pub struct Membership {
     /// A member whose key was not refreshed for this long is gone; a
     /// member that could not reach Redis for this long leaves on its own.
     pub member_ttl_ms: u64,
+    /// Process-death evidence (single and sentinel modes): a member whose
+    /// connections Redis no longer holds (no subscriber on its task
+    /// channel, on two checks `presence_confirm_ms` apart) and whose key
+    /// missed two refreshes is removed at once by the first member that
+    /// sees it, without waiting for `member_ttl_ms`. A paused process
+    /// keeps its connections, so only the TTL removes it.
+    pub presence: bool,
+    /// The pause between the two checks.
+    pub presence_confirm_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -80,7 +89,7 @@ impl Default for Config {
 
 impl Default for Membership {
     fn default() -> Self {
-        Membership { heartbeat_ms: 500, member_ttl_ms: 3_000 }
+        Membership { heartbeat_ms: 250, member_ttl_ms: 3_000, presence: true, presence_confirm_ms: 100 }
     }
 }
 
@@ -162,16 +171,33 @@ impl Config {
         if m.heartbeat_ms == 0 || self.timeouts.connect_ms == 0 || self.timeouts.response_ms == 0 {
             return Err(invalid("_ms", "intervals and timeouts must be above 0".into()));
         }
-        if m.member_ttl_ms < 2 * m.heartbeat_ms {
+        if !(10..=10_000).contains(&m.presence_confirm_ms) {
+            return Err(invalid("presence_confirm_ms", "presence_confirm_ms must be from 10 to 10000".into()));
+        }
+        if m.member_ttl_ms < 4 * m.heartbeat_ms {
             return Err(invalid(
                 "member_ttl_ms",
                 format!(
-                    "member_ttl_ms ({}) must be at least twice heartbeat_ms ({}), or members flap",
+                    "member_ttl_ms ({}) must be at least 4 times heartbeat_ms ({}), or members flap",
                     m.member_ttl_ms, m.heartbeat_ms
                 ),
             ));
         }
         Ok(())
+    }
+
+    /// How long after its last refresh was sent a member that cannot
+    /// refresh its key leaves on its own: a heartbeat and 100 ms before
+    /// the key can expire, so it is out before the others may take it for
+    /// gone (a refresh is cut short at that point rather than waited for).
+    pub fn self_fence_after(&self) -> Duration {
+        self.member_ttl().saturating_sub(self.heartbeat() + Duration::from_millis(100))
+    }
+
+    /// How stale a member's key must be (two missed refreshes and the
+    /// confirmation pause) before process-death evidence may remove it.
+    pub fn presence_stale(&self) -> Duration {
+        self.heartbeat() * 2 + Duration::from_millis(self.membership.presence_confirm_ms)
     }
 
     pub fn heartbeat(&self) -> Duration {
@@ -221,7 +247,7 @@ mod tests {
         let err = parse("mode = \"ring\"\n").unwrap_err().to_string();
         assert!(err.starts_with("conf/redis.toml:1: unknown variant `ring`"), "{err}");
         let err = parse("\n[membership]\nheartbeat_ms = 1000\nmember_ttl_ms = 1500\n").unwrap_err().to_string();
-        assert!(err.starts_with("conf/redis.toml:4: member_ttl_ms (1500) must be at least twice"), "{err}");
+        assert!(err.starts_with("conf/redis.toml:4: member_ttl_ms (1500) must be at least 4 times"), "{err}");
         let err = parse("urls = [\"redis://a:1\", \"redis://b:2\"]\n").unwrap_err().to_string();
         assert!(err.contains(":1: mode = \"single\" takes one URL, 2 given"), "{err}");
         let err = parse("key_prefix = \"a{b}\"\n").unwrap_err().to_string();

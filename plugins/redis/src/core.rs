@@ -121,6 +121,7 @@ impl Core {
             ("redis_errors".into(), self.link.errors()),
             ("redis_lost".into(), self.membership.redis_lost()),
             ("rejoins".into(), self.membership.rejoins()),
+            ("process_deaths_confirmed".into(), self.membership.deaths()),
             ("tasks_sent".into(), self.tasks.sent()),
             ("tasks_received".into(), self.tasks.received()),
             ("locks_held".into(), self.locks.count()),

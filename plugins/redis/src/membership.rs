@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clusterhost_plugin_api::cluster::{now_ms, Member, StrategyEvent};
 use clusterhost_plugin_api::membership::AnnouncedView;
@@ -30,6 +30,24 @@ for i, id in ipairs(ARGV) do
   end
 end
 return removed
+"#,
+    )
+});
+
+/// Removes a member found dead by [`Core::check_presence`] (KEYS[1] its
+/// key, KEYS[2] the join order; ARGV[1] its id, ARGV[2] the most its key's
+/// PTTL may be): only while the key is still that stale, so a member that
+/// refreshed it (or re-registered) since is left alone.
+static REMOVE_DEAD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local left = redis.call('PTTL', KEYS[1])
+if left >= 0 and left <= tonumber(ARGV[2]) then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
 "#,
     )
 });
@@ -83,7 +101,8 @@ struct Joined {
     in_cluster: bool,
     /// The strategy left on its own (Redis lost): the next join is a rejoin.
     lost: bool,
-    /// Last successful refresh of the member key.
+    /// When the last successful refresh of the member key was sent (the
+    /// key lives at least `member_ttl_ms` from then).
     last_ok: Option<Instant>,
 }
 
@@ -106,6 +125,11 @@ pub(crate) struct Membership {
     redis_lost: AtomicU64,
     /// Times it rejoined after that (the `rejoins` stat).
     rejoins: AtomicU64,
+    /// Members this one removed on process-death evidence (the `process_deaths_confirmed` stat).
+    deaths: AtomicU64,
+    /// Set once the server refused the presence check (an ACL without
+    /// PUBSUB): the TTL alone removes members then.
+    presence_refused: AtomicBool,
 }
 
 impl Membership {
@@ -120,6 +144,8 @@ impl Membership {
             announced: Mutex::new(AnnouncedView::new()),
             redis_lost: AtomicU64::new(0),
             rejoins: AtomicU64::new(0),
+            deaths: AtomicU64::new(0),
+            presence_refused: AtomicBool::new(false),
         }
     }
 
@@ -131,6 +157,11 @@ impl Membership {
     /// Times it rejoined so far.
     pub(crate) fn rejoins(&self) -> u64 {
         self.rejoins.load(Ordering::Relaxed)
+    }
+
+    /// Members removed on process-death evidence so far.
+    pub(crate) fn deaths(&self) -> u64 {
+        self.deaths.load(Ordering::Relaxed)
     }
 }
 
@@ -190,16 +221,17 @@ impl Core {
             return Err(e);
         }
         let deadline = Instant::now() + self.config.member_ttl() + self.config.heartbeat();
-        loop {
+        let sent = loop {
+            let sent = Instant::now();
             if self.register().await? {
-                break;
+                break sent;
             }
             if Instant::now() >= deadline {
                 return Err(Error::NamesakeLive { member: self.member.clone(), key: self.keys.member(&self.member) });
             }
             tokio::time::sleep(self.config.heartbeat()).await;
-        }
-        *joined = Joined { wanted: true, in_cluster: true, lost: false, last_ok: Some(Instant::now()) };
+        };
+        *joined = Joined { wanted: true, in_cluster: true, lost: false, last_ok: Some(sent) };
         self.membership.in_cluster.store(true, Ordering::SeqCst);
         drop(joined);
         self.storage.forget_registered();
@@ -245,6 +277,8 @@ impl Core {
         loop {
             let Some(core) = weak.upgrade() else { return };
             let interval = core.config.heartbeat();
+            // Before a reconnect that may take the connect timeout.
+            core.fence_if_stale().await;
             if let Err(e) = core.ensure_connected().await {
                 let e = e.to_string();
                 if e != reported {
@@ -264,30 +298,62 @@ impl Core {
         }
     }
 
+    /// Leaves if this member's key may expire before a refresh could
+    /// reach Redis ([`Config::self_fence_after`] since the last one was
+    /// sent): it stops acting as a member before the others may take it
+    /// for gone.
+    async fn fence_if_stale(&self) {
+        let mut joined = self.membership.joined.lock().await;
+        if joined.wanted && joined.in_cluster && self.stale(&joined) {
+            self.fence(&mut joined);
+        }
+    }
+
+    /// Whether the key may expire before a refresh sent now arrives.
+    fn stale(&self, joined: &Joined) -> bool {
+        joined.last_ok.is_some_and(|t| t.elapsed() >= self.config.self_fence_after())
+    }
+
+    fn fence(&self, joined: &mut Joined) {
+        let silent = joined.last_ok.map(|t| t.elapsed()).unwrap_or_default();
+        tracing::warn!(
+            "could not refresh this member's key in Redis for {} ms (its key lives {} ms): leaving the cluster before it expires, until Redis answers again",
+            silent.as_millis(),
+            self.config.membership.member_ttl_ms
+        );
+        self.lost(joined);
+    }
+
     /// One heartbeat: refresh or re-register the key, extend held locks,
-    /// re-read the view.
+    /// re-read the view, look for members whose process is gone.
     async fn beat(self: &Arc<Self>) {
         let mut joined = self.membership.joined.lock().await;
         if joined.wanted && joined.in_cluster {
             let key = self.keys.member(&self.member);
             let ttl = self.config.membership.member_ttl_ms;
             let record = serde_json::to_string(&self.membership.record).unwrap_or_default();
-            match self
-                .query::<Option<String>>(redis::cmd("SET").arg(&key).arg(record).arg("XX").arg("PX").arg(ttl))
-                .await
-            {
-                Ok(Some(_)) => joined.last_ok = Some(Instant::now()),
-                Ok(None) => {
-                    tracing::warn!("this member's key expired in Redis (it was unreachable or too slow for member_ttl_ms); leaving and rejoining");
+            // Waited for only until the fence point: a refresh that arrives
+            // later may find the key gone, and the member must be out by then.
+            let sent = Instant::now();
+            let budget = joined
+                .last_ok
+                .map(|t| self.config.self_fence_after().saturating_sub(t.elapsed()))
+                .unwrap_or(self.config.response_timeout())
+                .min(self.config.response_timeout());
+            let mut set = redis::cmd("SET");
+            set.arg(&key).arg(record).arg("XX").arg("PX").arg(ttl);
+            match tokio::time::timeout(budget, self.query::<Option<String>>(&set)).await {
+                Ok(Ok(Some(_))) => joined.last_ok = Some(sent),
+                Ok(Ok(None)) => {
+                    tracing::warn!("this member's key is gone from Redis (it expired: Redis was unreachable or too slow for member_ttl_ms, or another member found this one's connections closed); leaving and rejoining");
                     self.lost(&mut joined);
                 }
-                Err(e) => {
-                    let silent = joined.last_ok.map(|t| t.elapsed()).unwrap_or_default();
-                    if silent >= self.config.member_ttl() {
-                        tracing::warn!("lost Redis for {silent:?} (member_ttl_ms): leaving the cluster until it is back; last error: {e}");
-                        self.lost(&mut joined);
-                    }
+                Ok(Err(e)) if self.stale(&joined) => {
+                    tracing::warn!("the refresh of this member's key failed: {e}");
+                    self.fence(&mut joined);
                 }
+                Err(_) if self.stale(&joined) => self.fence(&mut joined),
+                Ok(Err(_)) | Err(_) => {}
             }
         } else if joined.wanted && joined.lost {
             match self.register().await {
@@ -314,6 +380,76 @@ impl Core {
         self.extend_locks().await;
         if let Err(e) = self.refresh_view().await {
             tracing::debug!("could not read the member list: {e}");
+        }
+        self.check_presence().await;
+    }
+
+    /// The other members whose task channel has no subscriber: Redis no
+    /// longer holds their pub/sub connection.
+    async fn unsubscribed(&self, members: &[String]) -> Result<Vec<String>, Error> {
+        let mut numsub = redis::cmd("PUBSUB");
+        numsub.arg("NUMSUB");
+        for id in members {
+            numsub.arg(self.keys.tasks(id));
+        }
+        let counts: Vec<(String, u64)> = self.query(&numsub).await?;
+        Ok(members
+            .iter()
+            .filter(|id| counts.iter().any(|(channel, n)| *n == 0 && *channel == self.keys.tasks(id)))
+            .cloned()
+            .collect())
+    }
+
+    /// Process-death evidence (see `membership.presence`): removes each
+    /// other member whose pub/sub connection Redis no longer holds, on two
+    /// checks `presence_confirm_ms` apart, and whose key missed two
+    /// refreshes; tells every member at once. Single and sentinel modes
+    /// (in cluster mode a member's subscription lives on one node of
+    /// several: the TTL alone decides there).
+    async fn check_presence(self: &Arc<Self>) {
+        let m = &self.config.membership;
+        if !m.presence
+            || self.config.mode == crate::config::Mode::Cluster
+            || !self.in_cluster()
+            || self.membership.presence_refused.load(Ordering::Relaxed)
+        {
+            return;
+        }
+        let others: Vec<String> = self.view().ids().filter(|id| **id != self.member).cloned().collect();
+        if others.is_empty() {
+            return;
+        }
+        let suspects = match self.unsubscribed(&others).await {
+            Ok(suspects) if suspects.is_empty() => return,
+            Ok(suspects) => suspects,
+            Err(e) => {
+                if e.to_string().contains("NOPERM") || e.to_string().contains("unknown command") {
+                    tracing::warn!("Redis refused PUBSUB NUMSUB ({e}): members are removed by their key's TTL only (member_ttl_ms); allow the command for faster detection");
+                    self.membership.presence_refused.store(true, Ordering::Relaxed);
+                }
+                return;
+            }
+        };
+        tokio::time::sleep(Duration::from_millis(m.presence_confirm_ms)).await;
+        let Ok(confirmed) = self.unsubscribed(&suspects).await else { return };
+        let stale = self.config.member_ttl().saturating_sub(self.config.presence_stale());
+        let mut removed = false;
+        for id in confirmed {
+            let (key, joins) = (self.keys.member(&id), self.keys.joins());
+            let max_pttl = stale.as_millis().to_string();
+            match self.script::<i64>(&REMOVE_DEAD, &[&key, &joins], &[id.as_bytes(), max_pttl.as_bytes()], true).await {
+                Ok(1) => {
+                    tracing::info!(member = %id, "member {id} is gone: Redis holds none of its connections and its key missed two refreshes; removed without waiting for its key to expire");
+                    self.membership.deaths.fetch_add(1, Ordering::Relaxed);
+                    self.publish_event(&format!("left\n{id}")).await;
+                    removed = true;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!("could not remove member {id}: {e}"),
+            }
+        }
+        if removed {
+            let _ = self.refresh_view().await;
         }
     }
 
