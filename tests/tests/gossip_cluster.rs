@@ -279,8 +279,10 @@ fn assert_process_death_seen(nodes: &[Node], marks: &[usize], victim: &str) {
 
 /// A member paused with SIGSTOP for a second, 20 times, is never removed
 /// with the default settings: its sockets stay open while it is stopped, so
-/// the process-death path never fires, and a second is well inside the
-/// accrual detector's patience.
+/// the process-death path never fires; it is silent for longer than
+/// `silent_after_ms`, but its kernel still accepts a connection to its
+/// member port, so the silent path keeps it; and a second is well inside
+/// the accrual detector's patience.
 #[test]
 fn a_member_paused_for_a_second_twenty_times_is_never_removed() {
     let cluster = unique_cluster("pause");
@@ -312,6 +314,18 @@ fn a_member_paused_for_a_second_twenty_times_is_never_removed() {
         let left =
             node.process.log()[*mark..].iter().filter(|l| l.contains("member left")).cloned().collect::<Vec<_>>();
         assert!(left.is_empty(), "{} saw a member leave during the pauses: {left:?}", node.name);
+    }
+    // The pauses were long enough to make the paused member silent: its
+    // member port was tried, and its host answering kept it.
+    let kept: u64 = [&nodes[0], &nodes[2]].iter().map(|n| n.strategy_counter("silent_members_kept").unwrap_or(0)).sum();
+    assert!(kept > 0, "no survivor ever found the paused member silent: the pauses did not test the silent path");
+    for node in [&nodes[0], &nodes[2]] {
+        assert_eq!(
+            node.strategy_counter("silent_members_confirmed"),
+            Some(0),
+            "{} took the paused member for gone",
+            node.name
+        );
     }
 }
 

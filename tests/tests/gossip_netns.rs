@@ -82,11 +82,23 @@ fn a_healed_partition_leaves_one_cluster_one_senior_and_caches_merged_latest_win
     nodes[0].put("sessions", "before", "split");
     assert_eq!(nodes[2].get("sessions", "before").as_deref(), Some("split"));
 
-    // Cut pa-c off: each side goes on as a cluster of its own.
+    // Cut pa-c off: each side goes on as a cluster of its own. Each member
+    // finds the other side silent (no gossip heartbeat, a member port that
+    // does not answer) and takes it out of its view before chitchat's
+    // accrual detector would.
+    let cut = std::time::Instant::now();
     lab.link(2, false);
     let (ab, c) = (vec![&nodes[0], &nodes[1]], vec![&nodes[2]]);
     wait_for_view(&ab, &["pa-a", "pa-b"]);
     wait_for_view(&c, &["pa-c"]);
+    println!("figure: link cut -> both sides apart: {:?}", cut.elapsed());
+    for (i, node) in nodes.iter().enumerate() {
+        let silent: &[&str] = if i == 2 { &["pa-a", "pa-b"] } else { &["pa-c"] };
+        for other in silent {
+            let says = format!("member {other} is silent: no member has heard from it");
+            node.process.wait_for_log(&[&says], Duration::from_secs(10));
+        }
+    }
 
     // Writes on both sides. "both" is written on the majority side first,
     // then on pa-c (pa-c's is later: it wins); "both-2" the other way round.

@@ -32,7 +32,8 @@ impl Scenario for Partition {
 
     fn about(&self) -> &'static str {
         "3 `clusterhost run` processes, each in its own network namespace linked to a bridge by a veth pair. \
-         One member's link is cut until both sides have a view of their own; each side writes a key; the link \
+         One member's link is cut until both sides have a view of their own (cut → dropped: from the cut to \
+         the last member of either side logging `member left` for the other side); each side writes a key; the link \
          is brought up again. Heal → one view: from the link up to the last member logging `member joined` for \
          the other side. Heal → merged: to every member reading both sides' keys (polled every 20 ms). Needs \
          root; not measured otherwise."
@@ -42,6 +43,12 @@ impl Scenario for Partition {
         if let Some(why) = netns::unavailable() {
             println!("  SKIPPED partition: {why}");
             let why = format!("not measured: {why}");
+            report.not_measured(
+                "partition.detect",
+                "link cut → the other side dropped on all (silent member)",
+                Unit::Seconds,
+                &why,
+            );
             report.not_measured("partition.view", "partition heal → one view on all", Unit::Seconds, &why);
             report.not_measured("partition.merged", "partition heal → caches merged on all", Unit::Seconds, &why);
             return;
@@ -76,9 +83,21 @@ impl Scenario for Partition {
         let sees = |i: usize, n: usize| members_seen(&lab.members[i]) == n;
         wait_until("3 members on all", DEADLINE, || (0..3).all(|i| sees(i, 3)));
 
-        let (mut views, mut merged) = (Vec::new(), Vec::new());
+        let (mut views, mut merged, mut detected) = (Vec::new(), Vec::new(), Vec::new());
         for cycle in 0..cycles {
+            let marks: Vec<usize> = nodes.iter().map(NodeProcess::log_len).collect();
+            let cut = Instant::now();
             lab.link(2, false);
+            // Each side drops the other: pa and pb drop pc, pc drops both.
+            let mut last = cut;
+            for (i, node) in nodes.iter().enumerate() {
+                let others: Vec<&str> = if i == 2 { vec!["pa", "pb"] } else { vec!["pc"] };
+                for other in others {
+                    let member = format!("member={other}");
+                    last = last.max(wait_for_line(node, marks[i], &["member left", &member]));
+                }
+            }
+            detected.push(last - cut);
             wait_until("the two sides apart", DEADLINE, || sees(0, 2) && sees(1, 2) && sees(2, 1));
             let (ab_key, c_key) = (format!("ab-{cycle}"), format!("c-{cycle}"));
             put(&lab.members[0], &ab_key);
@@ -110,6 +129,13 @@ impl Scenario for Partition {
         }
         drop(nodes);
         drop(lab);
+        report.add_durations(
+            "partition.detect",
+            "link cut → the other side dropped on all (silent member)",
+            Unit::Seconds,
+            &detected,
+            "3 members, per cut: the last `member left` of both sides",
+        );
         report.add_durations(
             "partition.view",
             "partition heal → one view on all",

@@ -107,6 +107,14 @@ pub struct FailureDetection {
     pub process_death_probes: u32,
     /// The pause between those tries.
     pub process_death_probe_interval_ms: u64,
+    /// A member that no member has heard from (its gossip heartbeat has
+    /// not moved) for this long has its member port tried: no answer
+    /// within `silent_probe_timeout_ms` (a host down, a link cut) takes it
+    /// out of the view until it is heard from again; a host that accepts
+    /// (a paused or slow process) keeps it. 0: off (the accrual detector alone).
+    pub silent_after_ms: u64,
+    /// How long that try waits for the member's host to answer.
+    pub silent_probe_timeout_ms: u64,
 }
 
 /// `[timeouts]`.
@@ -179,6 +187,8 @@ impl Default for FailureDetection {
             dead_grace_ms: 60_000,
             process_death_probes: 3,
             process_death_probe_interval_ms: 25,
+            silent_after_ms: 750,
+            silent_probe_timeout_ms: 250,
         }
     }
 }
@@ -279,6 +289,19 @@ impl Config {
                 "max_connections",
                 "max_connections, max_connections_per_address and hello_timeout_ms must be above 0",
             ));
+        }
+        let detection = &self.failure_detection;
+        if detection.silent_after_ms != 0 && detection.silent_after_ms < 2 * detection.gossip_interval_ms {
+            return Err(source.invalid(
+                "silent_after_ms",
+                format!(
+                    "silent_after_ms ({}) must be 0 (off) or at least twice gossip_interval_ms ({}): a member is heard from once a round",
+                    detection.silent_after_ms, detection.gossip_interval_ms
+                ),
+            ));
+        }
+        if !(10..=10_000).contains(&detection.silent_probe_timeout_ms) {
+            return Err(source.invalid("silent_probe_timeout_ms", "silent_probe_timeout_ms must be from 10 to 10000"));
         }
         if self.failure_detection.phi_threshold.is_nan() || self.failure_detection.phi_threshold <= 0.0 {
             return Err(source.invalid("phi_threshold", "phi_threshold must be above 0"));

@@ -5,14 +5,24 @@
 //! process never shows (its kernel keeps its sockets; a SIGSTOPped member
 //! still accepts). Such a member is removed from the view at once and the
 //! others are told with the `Leaving` notice a member sends for itself
-//! when it leaves; a port that does not answer at all (a host down, a cable
-//! out) proves nothing, and chitchat's accrual detector decides as before.
+//! when it leaves.
+//!
+//! A silent member (a host down, a cable out, a partition) leaves no such
+//! evidence. When no member has heard from it for `silent_after_ms` (its
+//! gossip heartbeat, which every member passes on, has not moved: the
+//! indirect check, through everyone), its member port is tried once. A
+//! host that accepts the connection is up: the process is paused or slow
+//! (a SIGSTOPped process's kernel still completes the handshake), and it
+//! stays. No answer within `silent_probe_timeout_ms`, or an error, takes
+//! its join out of this member's view until its heartbeat moves again
+//! (then it is back, as after chitchat's own verdict). Every member decides
+//! so on its own, from the same gossip.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +38,18 @@ pub(crate) struct Liveness {
     watching: Mutex<HashMap<String, Watch>>,
     /// Members removed because their process was found gone (a stat).
     pub(crate) confirmed: AtomicU64,
+    /// Each other member's gossip heartbeat as last seen: (generation,
+    /// heartbeat, when it last moved).
+    heard: Mutex<HashMap<String, (u64, u64, Instant)>>,
+    /// Members whose port is being tried because they are silent.
+    probing: Mutex<HashSet<String>>,
+    /// Joins found silent: (generation, epoch, heartbeat then); out of the
+    /// view while the heartbeat stays there.
+    silenced: Mutex<HashMap<String, (u64, u64, u64)>>,
+    /// Members taken out of the view for being silent (a stat).
+    pub(crate) silent: AtomicU64,
+    /// Silent members kept because their host answered (a stat).
+    pub(crate) silent_kept: AtomicU64,
 }
 
 /// The watcher of one member's join.
@@ -141,6 +163,97 @@ impl Core {
         self.view.record_departure(id.to_string(), generation, epoch);
         // Not waited for: the notices go out while this watcher ends.
         self.tell_departure(id, generation, epoch).detach_all();
+    }
+}
+
+impl Core {
+    /// Notes every other member's gossip heartbeat (each view update).
+    pub(crate) fn note_heartbeats(&self, newest: &BTreeMap<String, Peer>) {
+        let now = Instant::now();
+        let mut heard = locked(&self.liveness.heard);
+        heard.retain(|id, _| newest.contains_key(id));
+        locked(&self.liveness.silenced).retain(|id, _| newest.contains_key(id));
+        for peer in newest.values().filter(|p| p.id != self.member) {
+            match heard.get(&peer.id) {
+                Some((generation, heartbeat, _)) if *generation == peer.generation && *heartbeat == peer.heartbeat => {}
+                _ => {
+                    heard.insert(peer.id.clone(), (peer.generation, peer.heartbeat, now));
+                }
+            }
+        }
+    }
+
+    /// Whether `peer`'s join was found silent and nobody has heard from it
+    /// since; a silenced member heard from again is forgotten (and back).
+    pub(crate) fn is_silenced(&self, peer: &Peer) -> bool {
+        let mut silenced = locked(&self.liveness.silenced);
+        let Some(&(generation, epoch, heartbeat)) = silenced.get(&peer.id) else { return false };
+        if (generation, epoch, heartbeat) == (peer.generation, peer.epoch, peer.heartbeat) {
+            return true;
+        }
+        silenced.remove(&peer.id);
+        tracing::info!(member = %peer.id, "member {} is heard from again", peer.id);
+        false
+    }
+
+    /// Tries the member port of each other member of the view that nobody
+    /// has heard from for `silent_after_ms` (one try at a time per member).
+    pub(crate) fn probe_silent(self: &Arc<Self>, members: &BTreeMap<String, Peer>) {
+        let after = Duration::from_millis(self.config.failure_detection.silent_after_ms);
+        if after.is_zero() {
+            return;
+        }
+        let heard = locked(&self.liveness.heard);
+        let mut probing = locked(&self.liveness.probing);
+        for peer in members.values().filter(|p| p.id != self.member) {
+            let Some(addr) = peer.data_addr else { continue };
+            let Some(&(generation, heartbeat, since)) = heard.get(&peer.id) else { continue };
+            let silent = generation == peer.generation && heartbeat == peer.heartbeat && since.elapsed() >= after;
+            if silent && probing.insert(peer.id.clone()) {
+                tokio::spawn(probe_silent_one(Arc::downgrade(self), peer.clone(), addr, since));
+            }
+        }
+    }
+}
+
+/// Tries silent member `peer`'s port at `addr` (silent since `since`):
+/// its host answering keeps it (and counts as hearing from it); anything
+/// else takes its join out of the view until its heartbeat moves.
+async fn probe_silent_one(weak: Weak<Core>, peer: Peer, addr: SocketAddr, since: Instant) {
+    let Some(core) = weak.upgrade() else { return };
+    let timeout = Duration::from_millis(core.config.failure_detection.silent_probe_timeout_ms);
+    let why = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Some(format!("its member port {addr} refused the connection (nothing listens)"))
+        }
+        Ok(Err(e)) => Some(format!("connecting to its member port {addr} failed ({e})")),
+        Err(_) => Some(format!("its member port {addr} gave no answer within {} ms", timeout.as_millis())),
+    };
+    locked(&core.liveness.probing).remove(&peer.id);
+    let (id, silent_ms) = (&peer.id, since.elapsed().as_millis());
+    let mut heard = locked(&core.liveness.heard);
+    // Heard from meanwhile, or no longer in the view: nothing to decide.
+    let still = heard.get(id).is_some_and(|&(g, h, _)| (g, h) == (peer.generation, peer.heartbeat));
+    if !still || !core.watches(id, peer.generation, peer.epoch) {
+        return;
+    }
+    match why {
+        None => {
+            tracing::debug!(member = %id, "member {id} is silent for {silent_ms} ms but its host accepts connections (paused or slow): it stays");
+            heard.insert(id.clone(), (peer.generation, peer.heartbeat, Instant::now()));
+            core.liveness.silent_kept.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(why) => {
+            drop(heard);
+            tracing::warn!(
+                member = %id,
+                "member {id} is silent: no member has heard from it for {silent_ms} ms and {why}; it is out of this member's view until it is heard from again"
+            );
+            locked(&core.liveness.silenced).insert(id.clone(), (peer.generation, peer.epoch, peer.heartbeat));
+            core.liveness.silent.fetch_add(1, Ordering::Relaxed);
+            core.view.recompute();
+        }
     }
 }
 

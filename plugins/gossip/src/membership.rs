@@ -55,6 +55,9 @@ pub struct Peer {
     pub epoch: u64,
     /// The cluster-wide settings it publishes: key (without the prefix) -> raw value.
     pub settings: Vec<(String, String)>,
+    /// Its gossip heartbeat as this member knows it (from it or through
+    /// others): it moves while anyone hears from the member.
+    pub heartbeat: u64,
 }
 
 /// The chitchat side of a member.
@@ -173,6 +176,7 @@ fn peer_of(id: &ChitchatId, state: &NodeState) -> Peer {
         joined: state.get(KEY_JOINED).is_some_and(|v| v != "0"),
         epoch: state.get(KEY_JOINED).and_then(|v| v.parse().ok()).unwrap_or(0),
         settings,
+        heartbeat: state.heartbeat().into(),
     }
 }
 

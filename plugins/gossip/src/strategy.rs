@@ -241,6 +241,8 @@ impl Strategy for Gossip {
             ("connections_in".into(), incoming as u64),
             ("packets_dropped".into(), self.0.sealer.dropped.load(Ordering::Relaxed)),
             ("process_deaths_confirmed".into(), self.0.liveness.confirmed.load(Ordering::Relaxed)),
+            ("silent_members_confirmed".into(), self.0.liveness.silent.load(Ordering::Relaxed)),
+            ("silent_members_kept".into(), self.0.liveness.silent_kept.load(Ordering::Relaxed)),
         ]
     }
 }

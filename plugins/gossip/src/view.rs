@@ -217,6 +217,7 @@ impl Core {
         // joined view without the members already there).
         let self_joined = self.is_joined();
         let newest = newest_generations(self.peers().await);
+        self.note_heartbeats(&newest);
         let settings = effective_settings(&newest);
         let members = self.admitted(&newest, self_joined);
         self.republish_settings(&newest, &settings).await;
@@ -225,6 +226,7 @@ impl Core {
         let (previous, events) = self.view.replace(current.clone(), &self.member, self_joined);
         self.announce_settings(&previous, &current);
         self.watch_members(&current.members);
+        self.probe_silent(&current.members);
         let left = self.announce_members(events).await;
         if !left.is_empty() {
             self.release_locks_after(left, current.senior.as_deref());
@@ -248,7 +250,7 @@ impl Core {
                 }
                 continue;
             }
-            let departed = self.view.has_departed(peer);
+            let departed = self.view.has_departed(peer) || (!is_self && self.is_silenced(peer));
             if (is_self && self_joined) || (!is_self && peer.joined && !departed && peer.data_addr.is_some()) {
                 members.insert(peer.id.clone(), peer.clone());
             }
