@@ -29,9 +29,11 @@ impl Scenario for Failure {
          survivor). Then the senior is killed, twice in a row: failover is the time from the kill to the last \
          survivor logging `member left` for it; the gossip strategy names the next senior in that same view \
          change, and every survivor's admin API is then checked (untimed) to name one and the same new senior. \
+         On all survivors: clusters of 3 and of 10 members, a member that is not the senior killed, the time to \
+         the last survivor logging `member left` for it. \
          Then the same kill on redis: 3 `clusterhost run` processes on one redis-server (default redis.toml: \
          heartbeat 250 ms, member TTL 3 s, process-death evidence on), a member that is not the senior killed, \
-         the time to each survivor logging `member left` for it."
+         the time to the last survivor logging `member left` for it."
     }
 
     fn run(&self, ctx: &Ctx, report: &mut Report) {
@@ -63,16 +65,40 @@ impl Scenario for Failure {
             &detections,
             "5 members, per survivor",
         );
+        // On all survivors: the last of them to drop a killed member that is
+        // not the senior, at 3 and 10 members.
+        for n in ctx.pick(vec![3, 10], vec![3]) {
+            let mut all = Vec::new();
+            for _ in 0..runs {
+                let dir = tempfile::tempdir_in(ctx.work).expect("a scratch directory");
+                let mut cluster = GossipCluster::start(n, &gossip, dir);
+                let mut alive: Vec<usize> = (0..n).collect();
+                let senior = senior_of(&cluster, &alive);
+                let victim =
+                    *alive.iter().find(|i| cluster.names[**i] != senior).expect("a member that is not the senior");
+                let times = kill(&mut cluster, &mut alive, victim);
+                all.push(times.into_iter().max().expect("there are survivors"));
+            }
+            report.add_durations(
+                &format!("failure.detect_all.{n}"),
+                &format!(
+                    "failure detection on all survivors (SIGKILL → the last survivor's `member left`), {n} members"
+                ),
+                Unit::Seconds,
+                &all,
+                "per kill of a member that is not the senior",
+            );
+        }
         let mut redis = Vec::new();
         for _ in 0..ctx.pick(6, 1) {
-            redis.extend(redis_kill(ctx));
+            redis.push(redis_kill(ctx).into_iter().max().expect("there are survivors"));
         }
         report.add_durations(
             "failure.redis_detect",
-            "redis: failure detection (SIGKILL → `member left` on a survivor)",
+            "redis: failure detection on all survivors (SIGKILL → the last survivor's `member left`)",
             Unit::Seconds,
             &redis,
-            "3 members on one redis-server, per survivor; its connections closed and its key two refreshes stale",
+            "3 members on one redis-server, per kill; removed on its closed connections once its key is two refreshes stale",
         );
         report.add_durations(
             "failure.failover",

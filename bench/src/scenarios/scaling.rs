@@ -100,6 +100,13 @@ impl Scenario for Scaling {
                         &numbers("wire_per_put"),
                         &format!("namespace loopback tx; idle {idle:.0} B/s subtracted"),
                     );
+                    report.add(
+                        &format!("scaling.idle.{n}"),
+                        &format!("idle bytes/s on the wire per member, {}", members(n)),
+                        Unit::Bytes,
+                        &[idle / n as f64],
+                        "namespace loopback tx with no puts (chitchat's gossip, the data plane's idle connections), ÷ members",
+                    );
                 }
                 Some(why) => report.not_measured(
                     &format!("scaling.wire.{n}"),
