@@ -142,7 +142,7 @@ pub struct Trigger {
     /// Keeps the channel open while polling, so waiting on it waits.
     _tx: Option<mpsc::UnboundedSender<Vec<PathBuf>>>,
     /// Keeps the inotify watch alive; `None` when polling.
-    _debouncer: Option<Box<dyn std::any::Any + Send>>,
+    _watcher: Option<Box<dyn std::any::Any + Send>>,
     /// The poll interval when polling; `None` with inotify.
     poll: Option<Duration>,
 }
@@ -168,12 +168,12 @@ impl Trigger {
         let (tx, rx) = mpsc::unbounded_channel();
         if mode == WatchMode::Notify {
             let sender = tx.clone();
-            let handler = move |events: notify_debouncer_full::DebounceEventResult| {
-                let wake = match events {
-                    Ok(events) => {
-                        let relevant: Vec<Vec<PathBuf>> = events.iter().filter_map(|e| completed(e)).collect();
-                        (!relevant.is_empty()).then(|| relevant.into_iter().flatten().collect())
-                    }
+            // Each event wakes the reconciler at once (no debounce: a file
+            // closed after writing or renamed into place is acted on as soon
+            // as inotify says so); a burst queues up and one scan takes it all.
+            let handler = move |event: notify::Result<notify::Event>| {
+                let wake = match event {
+                    Ok(event) => completed(&event),
                     // An error (e.g. a queue overflow): scan to be safe.
                     Err(_) => Some(Vec::new()),
                 };
@@ -181,11 +181,12 @@ impl Trigger {
                     let _ = sender.send(complete);
                 }
             };
-            let watched = notify_debouncer_full::new_debouncer(Duration::from_millis(20), None, handler)
-                .and_then(|mut debouncer| debouncer.watch(dir, RecursiveMode::NonRecursive).map(|()| debouncer));
+            let watched = notify::recommended_watcher(handler).and_then(|mut watcher| {
+                notify::Watcher::watch(&mut watcher, dir, RecursiveMode::NonRecursive).map(|()| watcher)
+            });
             match watched {
-                Ok(debouncer) => {
-                    return Trigger { rx, _tx: None, _debouncer: Some(Box::new(debouncer)), poll: None };
+                Ok(watcher) => {
+                    return Trigger { rx, _tx: None, _watcher: Some(Box::new(watcher)), poll: None };
                 }
                 Err(e) => tracing::warn!(
                     dir = %dir.display(),
@@ -194,7 +195,7 @@ impl Trigger {
                 ),
             }
         }
-        Trigger { rx, _tx: Some(tx), _debouncer: None, poll: Some(poll_interval) }
+        Trigger { rx, _tx: Some(tx), _watcher: None, poll: Some(poll_interval) }
     }
 
     /// Whether this trigger polls.
