@@ -115,6 +115,7 @@ impl Scenario for Failure {
 /// survivor logged that it left.
 fn redis_kill(ctx: &Ctx) -> Vec<Duration> {
     let server = RedisServer::start();
+    let server_up = Instant::now();
     let dir = tempfile::tempdir_in(ctx.work).expect("a scratch directory");
     let plugin_file = plugin("redis_strategy");
     let names = ["r1", "r2", "r3"];
@@ -147,6 +148,10 @@ fn redis_kill(ctx: &Ctx) -> Vec<Duration> {
             })
     });
     let victim = names.iter().position(|n| *n != senior).expect("a member that is not the senior");
+    // The process-death check trusts a server only once it has run for
+    // member_ttl_ms (3 s): nobody is subscribed on a fresh one yet.
+    let armed = server_up + Duration::from_secs(4);
+    std::thread::sleep(armed.saturating_duration_since(Instant::now()));
     let marks: Vec<usize> = nodes.iter().map(NodeProcess::log_len).collect();
     let killed = Instant::now();
     nodes[victim].kill();

@@ -3,7 +3,8 @@
 //! Two triggers feed ONE reconciler: `notify` events (inotify) or a poll
 //! timer, so both modes act identically. A file is acted on once it is
 //! complete: at once when inotify saw it closed after writing or renamed
-//! into place, otherwise once its size, mtime and inode have stayed the same
+//! into place and it has not changed since (its stamp then is its stamp
+//! now), otherwise once its size, mtime and inode have stayed the same
 //! for the settle window. A file still being written is never taken, and
 //! `cp` over a file or write-then-rename both show up as a change.
 
@@ -87,8 +88,10 @@ impl Reconciler {
     }
 
     /// As [`scan`](Self::scan); `complete` are files known to be complete
-    /// (closed after writing, or renamed into place): they skip the settle window.
-    pub fn scan_with(&mut self, now: Instant, complete: &[PathBuf]) -> Vec<Change> {
+    /// (closed after writing, or renamed into place), each with its stamp
+    /// when that was seen: one still the same skips the settle window (a
+    /// file written again since settles like any other).
+    pub fn scan_with(&mut self, now: Instant, complete: &[(PathBuf, Stamp)]) -> Vec<Change> {
         let mut present = Vec::new();
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for entry in entries.flatten() {
@@ -107,7 +110,7 @@ impl Reconciler {
                 continue;
             }
             // Not a file that could still be being written: nothing to settle.
-            let known_complete = complete.contains(path) || !stamp.regular;
+            let known_complete = complete.iter().any(|(done, at)| done == path && *at == stamp) || !stamp.regular;
             match self.pending.get(path) {
                 _ if known_complete => {
                     self.pending.remove(path);
@@ -137,10 +140,10 @@ impl Reconciler {
 
 /// Wakes the reconciler: on filesystem events, or every poll interval.
 pub struct Trigger {
-    /// Each wake carries the files inotify saw completed.
-    rx: mpsc::UnboundedReceiver<Vec<PathBuf>>,
+    /// Each wake carries the files inotify saw completed, with their stamp then.
+    rx: mpsc::UnboundedReceiver<Vec<(PathBuf, Stamp)>>,
     /// Keeps the channel open while polling, so waiting on it waits.
-    _tx: Option<mpsc::UnboundedSender<Vec<PathBuf>>>,
+    _tx: Option<mpsc::UnboundedSender<Vec<(PathBuf, Stamp)>>>,
     /// Keeps the inotify watch alive; `None` when polling.
     _watcher: Option<Box<dyn std::any::Any + Send>>,
     /// The poll interval when polling; `None` with inotify.
@@ -173,7 +176,10 @@ impl Trigger {
             // as inotify says so); a burst queues up and one scan takes it all.
             let handler = move |event: notify::Result<notify::Event>| {
                 let wake = match event {
-                    Ok(event) => completed(&event),
+                    // Stamped now: a write after this event changes the
+                    // stamp, so the scan lets that file settle instead.
+                    Ok(event) => completed(&event)
+                        .map(|paths| paths.into_iter().filter_map(|p| Stamp::of(&p).map(|stamp| (p, stamp))).collect()),
                     // An error (e.g. a queue overflow): scan to be safe.
                     Err(_) => Some(Vec::new()),
                 };
@@ -204,8 +210,9 @@ impl Trigger {
     }
 
     /// Waits for the next reason to scan; `soon` bounds the wait (a file is
-    /// settling). Returns the files inotify saw completed meanwhile.
-    pub async fn next(&mut self, soon: Option<Duration>) -> Vec<PathBuf> {
+    /// settling). Returns the files inotify saw completed meanwhile, each
+    /// with its stamp when it was.
+    pub async fn next(&mut self, soon: Option<Duration>) -> Vec<(PathBuf, Stamp)> {
         let wait = match (self.poll, soon) {
             (Some(p), Some(s)) => Some(p.min(s)),
             (p, s) => p.or(s),
@@ -228,6 +235,25 @@ impl Trigger {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_completion_is_taken_only_for_the_content_it_saw() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.so");
+        std::fs::write(&file, b"first").unwrap();
+        let seen = Stamp::of(&file).unwrap();
+        let mut reconciler = Reconciler::new(dir.path(), Duration::from_secs(60), |_| true);
+        let now = Instant::now();
+        assert_eq!(reconciler.scan_with(now, &[(file.clone(), seen)]), vec![Change::Ready(file.clone())]);
+        // Written again after the event was stamped (a second `cp` mid-way):
+        // the old completion does not skip the settle window for it.
+        std::fs::write(&file, b"second, longer").unwrap();
+        assert!(reconciler.scan_with(now, &[(file.clone(), seen)]).is_empty());
+        assert!(reconciler.has_pending());
+        // Its own completion does.
+        let again = Stamp::of(&file).unwrap();
+        assert_eq!(reconciler.scan_with(now, &[(file.clone(), again)]), vec![Change::Ready(file)]);
+    }
 
     #[tokio::test]
     async fn a_poll_trigger_waits_its_interval() {
@@ -260,6 +286,7 @@ mod tests {
         // A completed write does, and names the file.
         std::fs::write(dir.path().join("b.so"), b"y").unwrap();
         let complete = tokio::time::timeout(Duration::from_secs(10), trigger.next(None)).await.unwrap();
-        assert!(complete.contains(&dir.path().join("b.so")), "{complete:?}");
+        let b = dir.path().join("b.so");
+        assert!(complete.iter().any(|(p, stamp)| *p == b && Some(*stamp) == Stamp::of(&b)), "{complete:?}");
     }
 }

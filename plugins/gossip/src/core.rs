@@ -165,6 +165,11 @@ impl Core {
             core.start_multicast(bind);
         }
         if let Some(name) = core.config.discovery.dns.clone() {
+            if bind.is_loopback() || bind.is_unspecified() {
+                tracing::warn!(
+                    "dns discovery of {name} with this member bound to {bind}: other hosts cannot reach {bind}, and this member cannot tell its own entry in the name from the others'; bind it to the address the name lists for it (--bind / node.bind, e.g. the pod IP)"
+                );
+            }
             core.start_dns(name);
         }
         tracing::info!(

@@ -4,8 +4,10 @@
 //! the rest). The name is what a Kubernetes headless service or a Consul
 //! service gives: one A/AAAA record per member, changing as members come
 //! and go. Resolution goes through the system resolver (`getaddrinfo`:
-//! `/etc/hosts`, `/etc/resolv.conf`), each try bounded in time, its
-//! answer bounded in count.
+//! `/etc/hosts`, `/etc/resolv.conf`), one lookup at a time, each waited
+//! for a bounded time, its answer bounded in count. The member must be
+//! bound to the address the name lists for it (`--bind` / `node.bind`,
+//! e.g. the pod IP): that is how its own entry is told from the others.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -37,30 +39,61 @@ pub fn check(target: &str) -> Result<(), String> {
     }
 }
 
-/// Resolves `target` once, within `timeout`: its addresses in order, at
-/// most [`MAX_ADDRESSES`], duplicates dropped.
-pub async fn resolve(target: &str, timeout: Duration) -> Result<Vec<SocketAddr>, String> {
-    match tokio::time::timeout(timeout, tokio::net::lookup_host(target)).await {
-        Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
-        Ok(Err(e)) => Err(e.to_string()),
-        Ok(Ok(addrs)) => {
-            let unique: BTreeSet<SocketAddr> = addrs.take(MAX_ADDRESSES).collect();
-            Ok(unique.into_iter().collect())
-        }
+/// One lookup of `target` on a blocking thread (the system resolver
+/// blocks): its addresses in order, at most [`MAX_ADDRESSES`], duplicates
+/// dropped.
+fn lookup(target: &str) -> tokio::task::JoinHandle<Result<Vec<SocketAddr>, String>> {
+    let target = target.to_string();
+    tokio::task::spawn_blocking(move || {
+        use std::net::ToSocketAddrs;
+        let addrs = target.to_socket_addrs().map_err(|e| e.to_string())?;
+        let unique: BTreeSet<SocketAddr> = addrs.take(MAX_ADDRESSES).collect();
+        Ok(unique.into_iter().collect())
+    })
+}
+
+/// Waits up to `timeout` for `lookup`; `None` while it is still running
+/// (it is then left to finish: a blocking lookup cannot be stopped).
+async fn answer(
+    lookup: &mut tokio::task::JoinHandle<Result<Vec<SocketAddr>, String>>,
+    timeout: Duration,
+) -> Option<Result<Vec<SocketAddr>, String>> {
+    match tokio::time::timeout(timeout, lookup).await {
+        Err(_) => None,
+        Ok(Err(e)) => Some(Err(format!("the lookup failed: {e}"))),
+        Ok(Ok(result)) => Some(result),
     }
+}
+
+/// Resolves `target` once, within `timeout`.
+pub async fn resolve(target: &str, timeout: Duration) -> Result<Vec<SocketAddr>, String> {
+    answer(&mut lookup(target), timeout)
+        .await
+        .unwrap_or_else(|| Err(format!("no answer within {} ms", timeout.as_millis())))
 }
 
 /// Resolves `target` every `interval` (the first time at once) and calls
 /// `found` with each answer, `own` left out, until the task is dropped.
-/// A failure is logged when it starts and when it ends, not every round.
+/// One lookup at a time: a lookup that outlives its wait (a resolver that
+/// does not answer) is waited for in the next rounds rather than joined
+/// by another. A failure is logged when it starts and when it ends, not
+/// every round.
 pub async fn run(target: String, interval: Duration, own: SocketAddr, found: Found) {
     let timeout = interval.clamp(Duration::from_millis(100), Duration::from_secs(5));
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last: Option<Result<Vec<SocketAddr>, String>> = None;
+    let mut in_flight: Option<tokio::task::JoinHandle<Result<Vec<SocketAddr>, String>>> = None;
     loop {
         tick.tick().await;
-        let answer = resolve(&target, timeout).await;
+        let mut running = in_flight.take().unwrap_or_else(|| lookup(&target));
+        let answer = match answer(&mut running, timeout).await {
+            Some(answer) => answer,
+            None => {
+                in_flight = Some(running);
+                Err(format!("no answer within {} ms", timeout.as_millis()))
+            }
+        };
         if last.as_ref() != Some(&answer) {
             match &answer {
                 Ok(addrs) => tracing::info!(

@@ -188,7 +188,9 @@ impl Core {
     pub(crate) fn is_silenced(&self, peer: &Peer) -> bool {
         let mut silenced = locked(&self.liveness.silenced);
         let Some(&(generation, epoch, heartbeat)) = silenced.get(&peer.id) else { return false };
-        if (generation, epoch, heartbeat) == (peer.generation, peer.epoch, peer.heartbeat) {
+        // Back only on a newer heartbeat (or another join): not on a copy of
+        // an older one that reaches this member late through a third.
+        if (generation, epoch) == (peer.generation, peer.epoch) && peer.heartbeat <= heartbeat {
             return true;
         }
         silenced.remove(&peer.id);
@@ -216,19 +218,47 @@ impl Core {
     }
 }
 
+/// How many connects a silent member's port gets at once.
+const SILENT_PROBE_TRIES: usize = 3;
+
+/// The first connect of `tries` to succeed (`Ok`), or the last error once
+/// every one failed.
+async fn first_answer<F>(tries: impl Iterator<Item = F>) -> std::io::Result<()>
+where
+    F: std::future::Future<Output = std::io::Result<tokio::net::TcpStream>> + Unpin,
+{
+    let mut pending: Vec<F> = tries.collect();
+    let mut last = std::io::Error::other("no connect was made");
+    while !pending.is_empty() {
+        let (result, _, rest) = futures_util::future::select_all(pending).await;
+        match result {
+            Ok(_) => return Ok(()),
+            Err(e) => last = e,
+        }
+        pending = rest;
+    }
+    Err(last)
+}
+
 /// Tries silent member `peer`'s port at `addr` (silent since `since`):
 /// its host answering keeps it (and counts as hearing from it); anything
 /// else takes its join out of the view until its heartbeat moves.
 async fn probe_silent_one(weak: Weak<Core>, peer: Peer, addr: SocketAddr, since: Instant) {
     let Some(core) = weak.upgrade() else { return };
     let timeout = Duration::from_millis(core.config.failure_detection.silent_probe_timeout_ms);
-    let why = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
-        Ok(Ok(_)) => None,
+    // Three connects at once, so one lost SYN (whose retry would come only
+    // after a second) does not decide: the host answering any keeps it.
+    let tries = (0..SILENT_PROBE_TRIES).map(|_| Box::pin(tokio::net::TcpStream::connect(addr)));
+    let why = match tokio::time::timeout(timeout, first_answer(tries)).await {
+        Ok(Ok(())) => None,
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
             Some(format!("its member port {addr} refused the connection (nothing listens)"))
         }
         Ok(Err(e)) => Some(format!("connecting to its member port {addr} failed ({e})")),
-        Err(_) => Some(format!("its member port {addr} gave no answer within {} ms", timeout.as_millis())),
+        Err(_) => Some(format!(
+            "its member port {addr} gave no answer to {SILENT_PROBE_TRIES} connects within {} ms",
+            timeout.as_millis()
+        )),
     };
     locked(&core.liveness.probing).remove(&peer.id);
     let (id, silent_ms) = (&peer.id, since.elapsed().as_millis());

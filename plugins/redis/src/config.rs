@@ -171,14 +171,23 @@ impl Config {
         if m.heartbeat_ms == 0 || self.timeouts.connect_ms == 0 || self.timeouts.response_ms == 0 {
             return Err(invalid("_ms", "intervals and timeouts must be above 0".into()));
         }
-        if !(10..=10_000).contains(&m.presence_confirm_ms) {
-            return Err(invalid("presence_confirm_ms", "presence_confirm_ms must be from 10 to 10000".into()));
+        if m.presence_confirm_ms < 10 {
+            return Err(invalid("presence_confirm_ms", "presence_confirm_ms must be at least 10".into()));
         }
-        if m.member_ttl_ms < 4 * m.heartbeat_ms {
+        if m.presence_confirm_ms >= m.heartbeat_ms {
+            return Err(invalid(
+                "presence_confirm_ms",
+                format!(
+                    "presence_confirm_ms ({}) must be below heartbeat_ms ({}): the second check runs inside a heartbeat",
+                    m.presence_confirm_ms, m.heartbeat_ms
+                ),
+            ));
+        }
+        if m.member_ttl_ms < 4 * m.heartbeat_ms || m.member_ttl_ms < 3 * m.heartbeat_ms + 100 {
             return Err(invalid(
                 "member_ttl_ms",
                 format!(
-                    "member_ttl_ms ({}) must be at least 4 times heartbeat_ms ({}), or members flap",
+                    "member_ttl_ms ({}) must be at least 4 times heartbeat_ms ({}) and 3 times it plus 100 ms, or members flap",
                     m.member_ttl_ms, m.heartbeat_ms
                 ),
             ));

@@ -73,8 +73,9 @@ impl Core {
     pub fn run(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
         let heartbeat = tokio::spawn(Core::heartbeat_loop(weak.clone()));
+        let fence = tokio::spawn(Core::fence_loop(weak.clone()));
         let pubsub = tokio::spawn(Core::pubsub_loop(weak));
-        lock(&self.background).extend([heartbeat, pubsub]);
+        lock(&self.background).extend([heartbeat, fence, pubsub]);
     }
 
     /// Hands the strategy to a host (at start, or a new host after an upgrade).

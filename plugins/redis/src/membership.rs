@@ -128,8 +128,14 @@ pub(crate) struct Membership {
     /// Members this one removed on process-death evidence (the `process_deaths_confirmed` stat).
     deaths: AtomicU64,
     /// Set once the server refused the presence check (an ACL without
-    /// PUBSUB): the TTL alone removes members then.
+    /// PUBSUB or INFO): the TTL alone removes members then.
     presence_refused: AtomicBool,
+    /// The Redis server run the presence check last saw (`run_id`), and
+    /// since when it serves (its uptime at the first look; the moment this
+    /// member saw the run change after that): after a restart or a
+    /// failover nobody is subscribed there yet, so the check waits
+    /// `member_ttl_ms` on a new run.
+    server_run: Mutex<Option<(String, Instant)>>,
 }
 
 impl Membership {
@@ -146,6 +152,7 @@ impl Membership {
             rejoins: AtomicU64::new(0),
             deaths: AtomicU64::new(0),
             presence_refused: AtomicBool::new(false),
+            server_run: Mutex::new(None),
         }
     }
 
@@ -298,6 +305,19 @@ impl Core {
         }
     }
 
+    /// Checks the fence twice a heartbeat, apart from the heartbeat (whose
+    /// reads and reconnects may take their timeouts), until the core is
+    /// dropped or `shutdown` aborts it.
+    pub(crate) async fn fence_loop(weak: Weak<Core>) {
+        loop {
+            let Some(core) = weak.upgrade() else { return };
+            let pause = core.config.heartbeat() / 2;
+            core.fence_if_stale().await;
+            drop(core);
+            tokio::time::sleep(pause).await;
+        }
+    }
+
     /// Leaves if this member's key may expire before a refresh could
     /// reach Redis ([`Config::self_fence_after`] since the last one was
     /// sent): it stops acting as a member before the others may take it
@@ -356,11 +376,13 @@ impl Core {
                 Ok(Err(_)) | Err(_) => {}
             }
         } else if joined.wanted && joined.lost {
+            // Its key lives from the SET in the registration, not from its end.
+            let sent = Instant::now();
             match self.register().await {
                 Ok(true) => {
                     joined.in_cluster = true;
                     joined.lost = false;
-                    joined.last_ok = Some(Instant::now());
+                    joined.last_ok = Some(sent);
                     self.membership.in_cluster.store(true, Ordering::SeqCst);
                     self.storage.forget_registered();
                     self.membership.rejoins.fetch_add(1, Ordering::Relaxed);
@@ -400,11 +422,56 @@ impl Core {
             .collect())
     }
 
+    /// The members of `members` whose key missed two refreshes (its PTTL
+    /// at most `max_pttl` ms), after checking that the server has run
+    /// (same `run_id`) for at least `member_ttl_ms`: none otherwise.
+    async fn stale_members(&self, members: &[String], max_pttl: u64) -> Result<Vec<String>, Error> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("INFO").arg("server");
+        for id in members {
+            pipe.cmd("PTTL").arg(self.keys.member(id));
+        }
+        let (info, pttls): (String, Vec<i64>) = {
+            let mut all: Vec<redis::Value> = self.pipe(&pipe).await?;
+            if all.is_empty() {
+                return Ok(Vec::new());
+            }
+            let info = redis::from_redis_value(all.remove(0)).unwrap_or_default();
+            (info, all.into_iter().map(|v| redis::from_redis_value(v).unwrap_or(-2)).collect())
+        };
+        let field = |name: &str| info.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
+        let run = field("run_id:").unwrap_or_default().to_string();
+        let uptime = Duration::from_secs(field("uptime_in_seconds:").and_then(|u| u.parse().ok()).unwrap_or(0));
+        {
+            let mut server = lock(&self.membership.server_run);
+            let since = match &*server {
+                Some((known, since)) if *known == run => *since,
+                // A server this member had seen before under another run:
+                // restarted, or a failover to another server.
+                Some(_) => Instant::now(),
+                // The first look: as long as the server has been up.
+                None => Instant::now().checked_sub(uptime).unwrap_or_else(Instant::now),
+            };
+            *server = Some((run, since));
+            if since.elapsed() < self.config.member_ttl() {
+                return Ok(Vec::new());
+            }
+        }
+        Ok(members
+            .iter()
+            .zip(pttls)
+            .filter(|(_, pttl)| (0..=max_pttl as i64).contains(pttl))
+            .map(|(id, _)| id.clone())
+            .collect())
+    }
+
     /// Process-death evidence (see `membership.presence`): removes each
-    /// other member whose pub/sub connection Redis no longer holds, on two
-    /// checks `presence_confirm_ms` apart, and whose key missed two
-    /// refreshes; tells every member at once. Single and sentinel modes
-    /// (in cluster mode a member's subscription lives on one node of
+    /// other member whose key missed two refreshes and whose pub/sub
+    /// connection Redis no longer holds, on two checks
+    /// `presence_confirm_ms` apart; tells every member at once. Only on a
+    /// server that has run for `member_ttl_ms` (after a restart or a
+    /// failover, nobody is subscribed there yet). Single and sentinel
+    /// modes (in cluster mode a member's subscription lives on one node of
     /// several: the TTL alone decides there).
     async fn check_presence(self: &Arc<Self>) {
         let m = &self.config.membership;
@@ -419,12 +486,18 @@ impl Core {
         if others.is_empty() {
             return;
         }
-        let suspects = match self.unsubscribed(&others).await {
+        let max_pttl = self.config.member_ttl().saturating_sub(self.config.presence_stale()).as_millis() as u64;
+        let checked = match self.stale_members(&others, max_pttl).await {
+            Ok(stale) if stale.is_empty() => return,
+            Ok(stale) => self.unsubscribed(&stale).await,
+            Err(e) => Err(e),
+        };
+        let suspects = match checked {
             Ok(suspects) if suspects.is_empty() => return,
             Ok(suspects) => suspects,
             Err(e) => {
                 if e.to_string().contains("NOPERM") || e.to_string().contains("unknown command") {
-                    tracing::warn!("Redis refused PUBSUB NUMSUB ({e}): members are removed by their key's TTL only (member_ttl_ms); allow the command for faster detection");
+                    tracing::warn!("Redis refused the presence check ({e}): members are removed by their key's TTL only (member_ttl_ms); allow PUBSUB and INFO for faster detection");
                     self.membership.presence_refused.store(true, Ordering::Relaxed);
                 }
                 return;
@@ -432,11 +505,10 @@ impl Core {
         };
         tokio::time::sleep(Duration::from_millis(m.presence_confirm_ms)).await;
         let Ok(confirmed) = self.unsubscribed(&suspects).await else { return };
-        let stale = self.config.member_ttl().saturating_sub(self.config.presence_stale());
         let mut removed = false;
         for id in confirmed {
             let (key, joins) = (self.keys.member(&id), self.keys.joins());
-            let max_pttl = stale.as_millis().to_string();
+            let max_pttl = max_pttl.to_string();
             match self.script::<i64>(&REMOVE_DEAD, &[&key, &joins], &[id.as_bytes(), max_pttl.as_bytes()], true).await {
                 Ok(1) => {
                     tracing::info!(member = %id, "member {id} is gone: Redis holds none of its connections and its key missed two refreshes; removed without waiting for its key to expire");
