@@ -10,6 +10,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use super::strategy::StrategyRef;
+use crate::event_log::What;
 use super::{lock, ClusterConfig, ClusterError, ClusterEvent, ClusterState, FaultReport, Shared, CLUSTERING_ENABLED};
 
 /// The value of the cluster-wide `clustering.enabled` setting.
@@ -178,6 +179,9 @@ impl Actor {
             ClusterState::Starting { detail, .. } => tracing::info!("{detail}"),
             _ => {}
         }
+        let (name, reason) = crate::admin::contract::state_and_reason(&state);
+        let what = What::Clustering { state: name.to_string(), reason: reason.map(str::to_string) };
+        self.shared.events.record(what);
         self.shared.status.send_replace((state, enabled, label));
     }
 
@@ -196,7 +200,7 @@ impl Actor {
             format!(
                 "clustering was disabled cluster-wide by {} at {}",
                 self.enabled.by,
-                crate::logging::human_time(self.enabled.at_ms)
+                crate::text::local_time(self.enabled.at_ms)
             )
         }
     }
@@ -473,8 +477,18 @@ impl Actor {
         }
     }
 
-    /// Calls every listener in order; failures are reported, never fatal.
+    /// Records the event in the node's event log, then calls every
+    /// listener in order; failures are reported, never fatal.
     fn dispatch(&self, event: ClusterEvent) {
+        let what = match &event {
+            ClusterEvent::JoinedCluster { member, local } => What::MemberJoined { member: member.clone(), local: *local },
+            ClusterEvent::LeftCluster { member, local } => What::MemberLeft { member: member.clone(), local: *local },
+            ClusterEvent::MarkedSeniorClusterMember { member, local } => {
+                What::SeniorChanged { member: member.clone(), local: *local }
+            }
+            ClusterEvent::SettingChanged { key, value } => What::SettingChanged { key: key.clone(), value: value.clone() },
+        };
+        self.shared.events.record(what);
         self.shared.listeners.dispatch(event);
     }
 }
