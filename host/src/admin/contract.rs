@@ -11,6 +11,55 @@ use crate::cluster::{CacheStats, ClusterState, ClusterStatus};
 use crate::plugins::outcome::RefusalCause;
 use crate::plugins::registry::{PluginRecord, PluginState};
 
+/// `GET /api/events[?after=SEQ]` as JSON: the history after a number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventsView {
+    /// The node whose log this is.
+    pub node: String,
+    /// The events after the number asked for, oldest first.
+    pub events: Vec<crate::event_log::NodeEvent>,
+    /// The number of the last event in `events` (or the number asked
+    /// for, when none came after it): what to pass as `?after=` next.
+    pub last_seq: u64,
+    /// Events after the number asked for that the history no longer holds.
+    pub missed: u64,
+}
+
+/// The data of an event stream's `missed`, `lagged` and `closing` events:
+/// events the reader did not get, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamGap {
+    /// How many events the reader did not get.
+    pub missed: u64,
+    /// Why (and what to do).
+    pub reason: String,
+}
+
+/// `GET /api/samples`: this node's recent history, one sample per
+/// interval, oldest first (what the console's charts draw).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SamplesView {
+    /// The time between two samples, in milliseconds.
+    pub interval_ms: u64,
+    /// The samples kept (at most 10 minutes' worth).
+    pub samples: Vec<Sample>,
+}
+
+/// One sample of [`SamplesView`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sample {
+    /// When it was taken, milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// Members of the cluster this node sees (0 while it is standalone).
+    pub members: u32,
+    /// Cache operations counted on this node since the sample before
+    /// (reads that hit or missed, and atomic operations that conflicted),
+    /// per second.
+    pub cache_ops_per_second: u64,
+    /// Plugins replaced (hot upgrades) on this node since the sample before.
+    pub plugin_swaps: u32,
+}
+
 /// `GET /api/cluster`: the status, each member's own state and strategy plugin.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClusterView {
