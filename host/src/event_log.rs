@@ -13,12 +13,14 @@ use clusterhost_plugin_api::sync::lock;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use crate::text::{clip, duration_ms, local_time};
+use crate::text::{clip_at, duration_ms, local_time};
 
 /// How many events the history keeps.
 pub const HISTORY_EVENTS: usize = 1000;
 /// How many bytes (of their JSON) the history keeps at most.
 pub const HISTORY_BYTES: usize = 512 * 1024;
+/// How many characters of a reason or value an event keeps.
+pub const KEPT_CHARS: usize = 1000;
 /// How many live events a subscriber may fall behind before it is dropped.
 pub const SUBSCRIBER_LAG: usize = 256;
 
@@ -34,8 +36,8 @@ pub struct NodeEvent {
     pub what: What,
 }
 
-/// What happened, by kind (`"kind"` in JSON). Reasons and values from
-/// outside are cut with [`clip`] before they are kept.
+/// What happened, by kind (`"kind"` in JSON). Reasons and values are cut
+/// to [`KEPT_CHARS`] characters before they are kept.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum What {
@@ -93,6 +95,18 @@ impl What {
             ),
             What::PluginFaulted { plugin, reason } => format!("plugin {plugin} faulted: {reason}"),
             What::PluginRemoved { plugin, version, reason } => format!("plugin {plugin} {version} stopped: {reason}"),
+            What::SettingChanged { key, value } if key == crate::cluster::CLUSTERING_ENABLED => {
+                // The switch's value is JSON: {"enabled":…,"at_ms":…,"by":…}.
+                match serde_json::from_str::<serde_json::Value>(value) {
+                    Ok(v) if v["enabled"].is_boolean() => format!(
+                        "clustering {} cluster-wide by {} at {}",
+                        if v["enabled"] == true { "enabled" } else { "disabled" },
+                        v["by"].as_str().unwrap_or("?"),
+                        local_time(v["at_ms"].as_u64().unwrap_or(0))
+                    ),
+                    _ => format!("cluster-wide setting {key} = {value}"),
+                }
+            }
             What::SettingChanged { key, value } => format!("cluster-wide setting {key} = {value}"),
             What::PropertiesReloaded { file } => format!("properties reloaded from {file}"),
             What::DrainStarted { what, wait_ms } => {
@@ -104,7 +118,7 @@ impl What {
 
     /// The same event with every text from outside cut to a readable length.
     fn clipped(self) -> What {
-        let c = |s: String| clip(&s);
+        let c = |s: String| clip_at(&s, KEPT_CHARS);
         match self {
             What::Clustering { state, reason } => What::Clustering { state, reason: reason.map(c) },
             What::PluginRefused { file, cause, reason, kept_running } => {
@@ -271,7 +285,7 @@ mod tests {
         log.record(What::PluginFaulted { plugin: "p".into(), reason: "x".repeat(1 << 20) });
         let kept = &log.after(0)[0];
         let What::PluginFaulted { reason, .. } = &kept.what else { panic!("{kept:?}") };
-        assert!(reason.len() < 1000 && reason.ends_with("(1048576 bytes)"), "{} bytes", reason.len());
+        assert!(reason.len() < 2 * KEPT_CHARS && reason.ends_with("(1048576 bytes)"), "{} bytes", reason.len());
     }
 
     #[test]

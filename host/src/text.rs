@@ -10,7 +10,13 @@ pub const SHOWN_CHARS: usize = 200;
 /// `text` whole when it is short; else its first [`SHOWN_CHARS`] characters,
 /// then `… (N bytes)`. The one helper for every value a message echoes.
 pub fn clip(text: &str) -> String {
-    match text.char_indices().nth(SHOWN_CHARS) {
+    clip_at(text, SHOWN_CHARS)
+}
+
+/// [`clip`] at `chars` characters instead of [`SHOWN_CHARS`] (for a kept
+/// reason, whose advice at its end should survive).
+pub fn clip_at(text: &str, chars: usize) -> String {
+    match text.char_indices().nth(chars) {
         None => text.to_string(),
         Some((cut, _)) => format!("{}… ({} bytes)", &text[..cut], text.len()),
     }
