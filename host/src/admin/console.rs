@@ -156,7 +156,7 @@ pub(super) async fn cluster_page(
                 senior = if m.senior { " <span class=\"badge senior\" title=\"the senior member\">★ senior</span>" } else { "" },
                 local = if m.local { " <span class=\"badge\">this node</span>" } else { "" },
                 addr = esc(&m.address),
-                started = m.started_at_ms,
+                started = crate::text::local_time(m.started_at_ms),
                 version = esc(&m.plugin_version),
                 pstate = plugin.map(|p| badge(&p.state.to_string())).unwrap_or_default(),
                 state = badge(&state),

@@ -113,8 +113,8 @@ impl DetailMissing {
     /// The member did not answer within `wait`.
     pub fn timed_out(wait: std::time::Duration) -> Self {
         let reason = format!(
-            "did not answer within {:.1} s; check that the member is running and reachable",
-            wait.as_secs_f64()
+            "did not answer within {}; check that the member is running and reachable",
+            crate::text::duration(wait)
         );
         DetailMissing { cause: MissingCause::TimedOut, reason }
     }

@@ -72,8 +72,8 @@ impl Drains {
             format!("draining: {what} is in progress")
         } else {
             format!(
-                "draining: {what} starts in {:.1} s, so a load balancer stops sending requests first",
-                left.as_secs_f64()
+                "draining: {what} starts in {}, so a load balancer stops sending requests first",
+                crate::text::duration(left)
             )
         })
     }

@@ -261,12 +261,12 @@ impl Actor {
         let attempts = self.config().retry_count + 1;
         let detail = match failed {
             None if attempt == 1 => {
-                format!("clustering starts in {:.1} s (cluster.startup.delay.seconds)", wait.as_secs_f64())
+                format!("clustering starts in {} (cluster.startup.delay.seconds)", crate::text::duration(wait))
             }
-            None => format!("cluster start attempt {attempt} of {attempts} in {:.1} s", wait.as_secs_f64()),
+            None => format!("cluster start attempt {attempt} of {attempts} in {}", crate::text::duration(wait)),
             Some(error) => format!(
-                "cluster start attempt {attempt} of {attempts} in {:.1} s; attempt {} failed: {error}",
-                wait.as_secs_f64(),
+                "cluster start attempt {attempt} of {attempts} in {}; attempt {} failed: {error}",
+                crate::text::duration(wait),
                 attempt - 1
             ),
         };
