@@ -31,6 +31,10 @@ pub struct NodeEvent {
     pub seq: u64,
     /// When it was recorded, milliseconds since the Unix epoch.
     pub at_ms: u64,
+    /// What happened, in a line for a person ([`What::summary`]), so the
+    /// console and the CLI show the same words.
+    #[serde(default)]
+    pub text: String,
     /// What happened.
     #[serde(flatten)]
     pub what: What,
@@ -137,7 +141,7 @@ impl What {
 impl NodeEvent {
     /// One line for a person: `2026-12-01 20:15:03.120  #12 n2 joined the cluster`.
     pub fn line(&self) -> String {
-        format!("{}  #{:<4} {}", local_time(self.at_ms), self.seq, self.what.summary())
+        format!("{}  #{:<4} {}", local_time(self.at_ms), self.seq, self.text)
     }
 }
 
@@ -212,9 +216,10 @@ impl EventLog {
         let mut history = lock(&self.shared.history);
         let seq = history.next;
         history.next += 1;
-        let event = NodeEvent { seq, at_ms, what };
+        let text = what.summary();
+        let event = NodeEvent { seq, at_ms, text, what };
         let size = serde_json::to_string(&event).map(|s| s.len()).unwrap_or(0);
-        tracing::debug!(seq, kind = %event.what.kind(), "{}", event.what.summary());
+        tracing::debug!(seq, kind = %event.what.kind(), "{}", event.text);
         history.events.push_back((event.clone(), size));
         history.bytes += size;
         while history.events.len() > self.shared.max_events

@@ -234,7 +234,17 @@ impl AdminClient {
     /// `GET path` as a server-sent-events stream: `on_frame` gets each
     /// event as it arrives and returns false to stop; returns when it did,
     /// or when the node ended the stream.
-    pub fn stream(&self, path: &str, mut on_frame: impl FnMut(StreamFrame) -> bool) -> Result<(), ClientError> {
+    pub fn stream(&self, path: &str, on_frame: impl FnMut(StreamFrame) -> bool) -> Result<(), ClientError> {
+        self.stream_with(path, &[], on_frame)
+    }
+
+    /// [`stream`](Self::stream) with more request headers (`Last-Event-ID`).
+    pub fn stream_with(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        mut on_frame: impl FnMut(StreamFrame) -> bool,
+    ) -> Result<(), ClientError> {
         use std::io::{BufRead, Read};
         let url = format!("{}{path}", self.base);
         let unreachable = |detail: String| ClientError::Unreachable { url: self.base.clone(), detail };
@@ -246,10 +256,11 @@ impl AdminClient {
             .build()
             .into();
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
-        let mut response = with_auth(agent.get(&url), &auth)
-            .header("Accept", "text/event-stream")
-            .call()
-            .map_err(|e| unreachable(e.to_string()))?;
+        let mut request = with_auth(agent.get(&url), &auth).header("Accept", "text/event-stream");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let mut response = request.call().map_err(|e| unreachable(e.to_string()))?;
         let status = response.status().as_u16();
         if !(200..300).contains(&status) {
             let text = response.body_mut().with_config().limit(1024 * 1024).read_to_string().unwrap_or_default();

@@ -30,6 +30,7 @@ use crate::cluster::ClusterManager;
 use crate::properties::{NodeValues, Properties};
 use crate::PluginManager;
 pub use details::NODE_DETAIL_TASK;
+pub use events::MAX_STREAMS as MAX_EVENT_STREAMS;
 
 /// What the admin server works on: the node's managers and files.
 #[derive(Clone)]
