@@ -65,9 +65,10 @@ code{background:#eef0f4;padding:0 .25rem}
 figure.chart{margin:0;background:#fff;border:1px solid #d8dce3;padding:.4rem .6rem}
 figure.chart figcaption{font-size:.85rem;font-weight:600;display:flex;justify-content:space-between}
 figure.chart figcaption[data-now]::after{content:\"now \" attr(data-now);font-weight:400;color:#5d6678}
+figure.chart figcaption[data-total]::after{content:attr(data-total) \" in 10 min\";font-weight:400;color:#5d6678}
 figure.chart svg{width:100%;height:7.5rem;display:block}
 svg .axis{stroke:#d8dce3;stroke-width:1}svg .line{fill:none;stroke:#3653c9;stroke-width:2}
-svg .dot{fill:#3653c9}svg .bar{fill:#c96b36}svg text{font-size:11px;fill:#5d6678}
+svg .dot{fill:#3653c9}svg .bar{fill:#c96b36}svg text{font-size:17px;fill:#5d6678}
 #timeline{list-style:none;padding:0;margin:.3rem 0;max-height:26rem;overflow-y:auto;background:#fff;border:1px solid #d8dce3}
 #timeline li{padding:.25rem .6rem;border-bottom:1px solid #eef0f4;font-size:.9rem;display:flex;gap:.6rem;align-items:baseline}
 #timeline time{font-family:ui-monospace,monospace;font-size:.8rem;color:#5d6678;white-space:nowrap}
@@ -560,7 +561,7 @@ if (timeline && window.EventSource) {
 // The charts: the node's samples (one a second, the last 10 minutes),
 // drawn as inline SVG, polled: they are figures, not events.
 function draw(svg, samples) {
-  const field = svg.dataset.field, W = 600, H = 120, L = 34, B = 16;
+  const field = svg.dataset.field, W = 600, H = 120, L = 44, B = 22;
   const values = samples.map((s) => s[field] || 0);
   const max = Math.max(1, ...values);
   const t0 = samples.length ? samples[0].at_ms : 0, t1 = samples.length ? samples[samples.length - 1].at_ms : 1;
@@ -577,11 +578,11 @@ function draw(svg, samples) {
   svg.replaceChildren();
   el('line', { class: 'axis', x1: L, y1: H - B, x2: W, y2: H - B });
   el('line', { class: 'axis', x1: L, y1: 4, x2: L, y2: H - B });
-  el('text', { x: 2, y: 12 }, String(max));
+  el('text', { x: 2, y: 18 }, String(max));
   el('text', { x: 2, y: H - B }, '0');
   if (samples.length) {
     el('text', { x: L, y: H - 2 }, localTime(t0).slice(11, 19));
-    el('text', { x: W - 52, y: H - 2 }, localTime(t1).slice(11, 19));
+    el('text', { x: W - 2, y: H - 2, 'text-anchor': 'end' }, localTime(t1).slice(11, 19));
   }
   if (svg.hasAttribute('data-bars')) {
     samples.forEach((s, i) => { if (values[i] > 0) el('rect', { class: 'bar', x: x(s.at_ms) - 2, y: y(values[i]), width: 4, height: H - B - y(values[i]) }); });
@@ -590,7 +591,8 @@ function draw(svg, samples) {
     if (samples.length) { const i = samples.length - 1; el('circle', { class: 'dot', cx: x(samples[i].at_ms), cy: y(values[i]), r: 3 }); }
   }
   const cap = svg.parentElement.querySelector('figcaption');
-  if (cap && samples.length) cap.dataset.now = String(values[values.length - 1]);
+  if (cap && samples.length && svg.hasAttribute('data-bars')) cap.dataset.total = String(values.reduce((a, b) => a + b, 0));
+  else if (cap && samples.length) cap.dataset.now = String(values[values.length - 1]);
   svg.dataset.points = String(samples.length);
 }
 const charts = document.getElementById('charts');
