@@ -129,7 +129,9 @@ impl What {
                 What::PluginRefused { file: c(file), cause, reason: c(reason), kept_running }
             }
             What::PluginFaulted { plugin, reason } => What::PluginFaulted { plugin, reason: c(reason) },
-            What::PluginRemoved { plugin, version, reason } => What::PluginRemoved { plugin, version, reason: c(reason) },
+            What::PluginRemoved { plugin, version, reason } => {
+                What::PluginRemoved { plugin, version, reason: c(reason) }
+            }
             What::SettingChanged { key, value } => What::SettingChanged { key: c(key), value: c(value) },
             What::DrainStarted { what, wait_ms } => What::DrainStarted { what: c(what), wait_ms },
             What::DrainEnded { what, lasted_ms } => What::DrainEnded { what: c(what), lasted_ms },

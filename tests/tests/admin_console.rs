@@ -184,7 +184,10 @@ async fn the_console_switches_clustering_off_and_on_cluster_wide() {
     wait_for(&client, "#chart-members[data-points] polyline").await;
     wait_for(&client, "figure.chart figcaption[data-now='2']").await;
     let points = client
-        .execute("return document.querySelector('#chart-members polyline').getAttribute('points').trim().split(' ').length", vec![])
+        .execute(
+            "return document.querySelector('#chart-members polyline').getAttribute('points').trim().split(' ').length",
+            vec![],
+        )
         .await
         .unwrap();
     assert!(points.as_u64().is_some_and(|n| n >= 1), "the members chart has data points: {points}");
@@ -213,13 +216,18 @@ async fn the_console_switches_clustering_off_and_on_cluster_wide() {
     // A change made elsewhere shows without a reload: the page polls, and
     // its events come in on the stream.
     open_cluster_page(&client, &n1, "clustered").await;
-    let newest = "return Math.max(0, ...[...document.querySelectorAll('#timeline li[data-seq]')].map((li) => +li.dataset.seq))";
+    let newest =
+        "return Math.max(0, ...[...document.querySelectorAll('#timeline li[data-seq]')].map((li) => +li.dataset.seq))";
     wait_for(&client, "#timeline li[data-seq]").await;
     let before = client.execute(newest, vec![]).await.unwrap().as_u64().unwrap();
     let disable = format!("{}/api/cluster/disable", n1.admin_url());
     assert_eq!(call("POST", &disable, Some(TOKEN), Some(b"")).0, 200);
     wait_for(&client, "#cluster-state[data-state='standalone']").await;
-    let live = format!("#timeline li.kind-member_left[data-seq='{}'], #timeline li.kind-member_left[data-seq='{}']", before + 1, before + 2);
+    let live = format!(
+        "#timeline li.kind-member_left[data-seq='{}'], #timeline li.kind-member_left[data-seq='{}']",
+        before + 1,
+        before + 2
+    );
     let left = wait_for(&client, &live).await.text().await.unwrap();
     assert!(left.contains("n1 (this node) left the cluster"), "{left}");
     assert_eq!(call("POST", &format!("{}/api/cluster/enable", n1.admin_url()), Some(TOKEN), Some(b"")).0, 200);

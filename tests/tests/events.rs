@@ -65,7 +65,9 @@ fn read_until(rx: &mpsc::Receiver<Report>, seen: &mut Vec<NodeEvent>, what: &str
                 assert_eq!(frame.id, Some(event.seq.to_string()), "the SSE id is the sequence number");
                 seen.push(event);
             }
-            Ok(Report::Frame(frame)) => panic!("an unexpected {} frame while waiting for {what}: {}", frame.event, frame.data),
+            Ok(Report::Frame(frame)) => {
+                panic!("an unexpected {} frame while waiting for {what}: {}", frame.event, frame.data)
+            }
             Ok(Report::Ended(how)) => panic!("the stream ended ({how:?}) while waiting for {what}; got {seen:#?}"),
             Err(_) => panic!("timed out after {DEADLINE:?} waiting for {what}; got {seen:#?}"),
         }
@@ -151,11 +153,14 @@ fn the_event_stream_and_the_cli_deliver_joins_a_leave_and_a_plugin_swap_in_order
     });
     assert_contiguous(&seen, 1);
     let joined = position(&seen, "ev-b's join", |w| matches!(w, What::MemberJoined { member, .. } if member == "ev-b"));
-    let joined_c = position(&seen, "ev-c's join", |w| matches!(w, What::MemberJoined { member, .. } if member == "ev-c"));
+    let joined_c =
+        position(&seen, "ev-c's join", |w| matches!(w, What::MemberJoined { member, .. } if member == "ev-c"));
     let left = position(&seen, "ev-c's leave", |w| matches!(w, What::MemberLeft { member, .. } if member == "ev-c"));
-    let swapped = position(&seen, "the swap", |w| {
-        matches!(w, What::PluginReplaced { plugin, to, .. } if plugin == "gossip" && *to == newer.to_string())
-    });
+    let swapped = position(
+        &seen,
+        "the swap",
+        |w| matches!(w, What::PluginReplaced { plugin, to, .. } if plugin == "gossip" && *to == newer.to_string()),
+    );
     assert!(joined < left && joined_c < left && left < swapped, "join, leave, swap in order: {seen:#?}");
 
     // The CLI printed the same, in order, with local times.
@@ -163,9 +168,13 @@ fn the_event_stream_and_the_cli_deliver_joins_a_leave_and_a_plugin_swap_in_order
     let mut printed: Vec<String> = Vec::new();
     while !printed.iter().any(|l| l.contains("replaced by")) {
         let left = deadline.saturating_duration_since(Instant::now());
-        printed.push(lines.recv_timeout(left).unwrap_or_else(|_| panic!("the CLI printed no swap; it printed {printed:#?}")));
+        printed.push(
+            lines.recv_timeout(left).unwrap_or_else(|_| panic!("the CLI printed no swap; it printed {printed:#?}")),
+        );
     }
-    let at = |part: &str| printed.iter().position(|l| l.contains(part)).unwrap_or_else(|| panic!("no {part:?} in {printed:#?}"));
+    let at = |part: &str| {
+        printed.iter().position(|l| l.contains(part)).unwrap_or_else(|| panic!("no {part:?} in {printed:#?}"))
+    };
     assert!(at("ev-b joined the cluster") < at("ev-c left the cluster"), "{printed:#?}");
     assert!(at("ev-c left the cluster") < at(&format!("replaced by {newer}")), "{printed:#?}");
     assert!(printed.iter().all(|l| has_local_time(l)), "every line starts with a local time: {printed:#?}");
@@ -249,7 +258,9 @@ fn the_event_stream_and_the_cli_deliver_joins_a_leave_and_a_plugin_swap_in_order
     let mut rest: Vec<String> = Vec::new();
     while !rest.iter().any(|l| l.contains("the node is stopping")) {
         let left = deadline.saturating_duration_since(Instant::now());
-        rest.push(lines.recv_timeout(left).unwrap_or_else(|_| panic!("the CLI did not say the node stopped: {rest:#?}")));
+        rest.push(
+            lines.recv_timeout(left).unwrap_or_else(|_| panic!("the CLI did not say the node stopped: {rest:#?}")),
+        );
     }
     drop(b);
 }

@@ -149,12 +149,8 @@ fn event_stream(
             crate::event_log::HISTORY_EVENTS
         ),
     });
-    let feed = Feed {
-        phase: Phase::Backlog { gap, events: sub.backlog.into() },
-        live: sub.live,
-        closing,
-        _permit: permit,
-    };
+    let feed =
+        Feed { phase: Phase::Backlog { gap, events: sub.backlog.into() }, live: sub.live, closing, _permit: permit };
     futures_util::stream::unfold(feed, |mut feed| async move {
         loop {
             match &mut feed.phase {

@@ -59,8 +59,7 @@ pub(super) async fn sample(ctx: AdminContext, samples: Arc<Samples>, mut closing
             changed = closing.changed() => if changed.is_err() || *closing.borrow() { return },
         }
         let log = ctx.cluster.event_log();
-        let cache_ops: u64 =
-            ctx.cluster.caches().stats().await.iter().map(|c| c.hits + c.misses + c.conflicts).sum();
+        let cache_ops: u64 = ctx.cluster.caches().stats().await.iter().map(|c| c.hits + c.misses + c.conflicts).sum();
         let event_seq = log.last_seq();
         let now = Instant::now();
         let (cache_ops_per_second, plugin_swaps) = match &last {

@@ -10,8 +10,8 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use super::strategy::StrategyRef;
-use crate::event_log::What;
 use super::{lock, ClusterConfig, ClusterError, ClusterEvent, ClusterState, FaultReport, Shared, CLUSTERING_ENABLED};
+use crate::event_log::What;
 
 /// The value of the cluster-wide `clustering.enabled` setting.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -481,12 +481,16 @@ impl Actor {
     /// listener in order; failures are reported, never fatal.
     fn dispatch(&self, event: ClusterEvent) {
         let what = match &event {
-            ClusterEvent::JoinedCluster { member, local } => What::MemberJoined { member: member.clone(), local: *local },
+            ClusterEvent::JoinedCluster { member, local } => {
+                What::MemberJoined { member: member.clone(), local: *local }
+            }
             ClusterEvent::LeftCluster { member, local } => What::MemberLeft { member: member.clone(), local: *local },
             ClusterEvent::MarkedSeniorClusterMember { member, local } => {
                 What::SeniorChanged { member: member.clone(), local: *local }
             }
-            ClusterEvent::SettingChanged { key, value } => What::SettingChanged { key: key.clone(), value: value.clone() },
+            ClusterEvent::SettingChanged { key, value } => {
+                What::SettingChanged { key: key.clone(), value: value.clone() }
+            }
         };
         self.shared.events.record(what);
         self.shared.listeners.dispatch(event);

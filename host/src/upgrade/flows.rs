@@ -160,7 +160,9 @@ fn replace_each<'r>(flow: Flow, run: &Run<'r>, out: &mut dyn FnMut(&str)) -> Res
                     return Err(Failed { changed, reason });
                 }
             }
-            Ok(_) => out(&format!("{step}: replaced, standalone on {version} ({})", crate::text::duration(t.elapsed()))),
+            Ok(_) => {
+                out(&format!("{step}: replaced, standalone on {version} ({})", crate::text::duration(t.elapsed())))
+            }
             Err(why) => {
                 out(&format!("{step}: {why}"));
                 let reason = match flow {
@@ -286,6 +288,9 @@ pub(super) fn enable_all(
         out(&format!("[split-brain] {n} had not heard the switch; enabled there too"));
     }
     let passed = result?;
-    out(&format!("[split-brain] gate passed: every member clustered, {size} members ({})", crate::text::duration(passed)));
+    out(&format!(
+        "[split-brain] gate passed: every member clustered, {size} members ({})",
+        crate::text::duration(passed)
+    ));
     Ok(())
 }

@@ -365,7 +365,10 @@ impl PluginManager {
             }
             Ok(LoadOutcome::Unchanged { .. }) => return,
             Err(error) => What::PluginRefused {
-                file: file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| file.display().to_string()),
+                file: file
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| file.display().to_string()),
                 cause: serde_json::to_value(error.cause())
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string))
