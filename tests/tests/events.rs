@@ -193,6 +193,18 @@ fn the_event_stream_and_the_cli_deliver_joins_a_leave_and_a_plugin_swap_in_order
     read_until(&reconnect, &mut again, "the resumed stream", |events| events.iter().any(|e| e.seq >= last));
     assert_contiguous(&again, after + 1);
     assert_eq!(again[..seen.len() - joined - 1], seen[joined + 1..]);
+    // And `cluster events --after K --json`: one JSON object a line, epoch ms.
+    let out = Command::new(clusterhost_bin())
+        .args(["cluster", "events", "--json", "--after", &after.to_string(), "--admin", &url])
+        .output()
+        .expect("the CLI runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed: Vec<NodeEvent> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not one event a line ({e}): {l}")))
+        .collect();
+    assert_contiguous(&printed, after + 1);
+    assert_eq!(printed[..seen.len() - joined - 1], seen[joined + 1..]);
     // Bad numbers are refused with a reason.
     let (status, body) = call("GET", &format!("{url}/api/events?after=soon"), None, None);
     assert!(status == 400 && body["error"].as_str().unwrap().contains("not an event sequence number"), "{body}");
