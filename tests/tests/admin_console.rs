@@ -223,12 +223,20 @@ async fn the_console_switches_clustering_off_and_on_cluster_wide() {
     let disable = format!("{}/api/cluster/disable", n1.admin_url());
     assert_eq!(call("POST", &disable, Some(TOKEN), Some(b"")).0, 200);
     wait_for(&client, "#cluster-state[data-state='standalone']").await;
-    let live = format!(
-        "#timeline li.kind-member_left[data-seq='{}'], #timeline li.kind-member_left[data-seq='{}']",
-        before + 1,
-        before + 2
+    // A leave newer than what the page showed before the switch, added live.
+    let newer_leave = format!(
+        "return [...document.querySelectorAll('#timeline li.kind-member_left')].filter((li) => +li.dataset.seq > {before}).map((li) => li.textContent).join(' | ')"
     );
-    let left = wait_for(&client, &live).await.text().await.unwrap();
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let left = loop {
+        let found = client.execute(&newer_leave, vec![]).await.unwrap();
+        let found = found.as_str().unwrap_or_default().to_string();
+        if !found.is_empty() {
+            break found;
+        }
+        assert!(std::time::Instant::now() < deadline, "no leave after #{before} appeared on the timeline");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(left.contains("n1 (this node) left the cluster"), "{left}");
     assert_eq!(call("POST", &format!("{}/api/cluster/enable", n1.admin_url()), Some(TOKEN), Some(b"")).0, 200);
     wait_for(&client, "#cluster-state[data-state='clustered']").await;
