@@ -13,6 +13,7 @@ use clusterhost_plugin_api::sync::lock;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+use crate::plugins::outcome::RefusalCause;
 use crate::text::{clip_at, duration_ms, local_time};
 
 /// How many events the history keeps.
@@ -60,7 +61,7 @@ pub enum What {
     PluginReplaced { plugin: String, from: String, to: String },
     /// A plugin file was refused (`cause`: rejected, failed_in_start,
     /// faulted); `kept_running` when the version it was to replace still runs.
-    PluginRefused { file: String, cause: String, reason: String, kept_running: bool },
+    PluginRefused { file: String, cause: RefusalCause, reason: String, kept_running: bool },
     /// A running plugin was taken out of service.
     PluginFaulted { plugin: String, reason: String },
     /// A plugin was stopped because its file was removed (or it was detached).

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::cluster::state_and_reason;
 use crate::cluster::{CacheStats, ClusterState, ClusterStatus};
 use crate::plugins::outcome::RefusalCause;
 use crate::plugins::registry::{PluginRecord, PluginState};
@@ -344,17 +345,6 @@ pub enum HealthState {
     Ready,
     /// Not ready (`/readyz` 503).
     NotReady,
-}
-
-/// A clustering state as its name and reason, as the console and the CLI
-/// show it: `starting` gives its detail as the reason.
-pub fn state_and_reason(state: &ClusterState) -> (&'static str, Option<&str>) {
-    match state {
-        ClusterState::Standalone { reason } => ("standalone", reason.as_deref()),
-        ClusterState::Starting { detail, .. } => ("starting", Some(detail.as_str())),
-        ClusterState::Clustered => ("clustered", None),
-        ClusterState::Faulted { reason } => ("faulted", Some(reason.as_str())),
-    }
 }
 
 impl std::fmt::Display for UploadOutcome {

@@ -179,7 +179,7 @@ impl Actor {
             ClusterState::Starting { detail, .. } => tracing::info!("{detail}"),
             _ => {}
         }
-        let (name, reason) = crate::admin::contract::state_and_reason(&state);
+        let (name, reason) = super::state_and_reason(&state);
         let what = What::Clustering { state: name.to_string(), reason: reason.map(str::to_string) };
         self.shared.events.record(what);
         self.shared.status.send_replace((state, enabled, label));

@@ -41,7 +41,8 @@ pub use strategy::{CacheRef, StrategyRef};
 pub use task_stats::{TaskStats, LATENCY_BUCKETS};
 pub use tasks::{TaskFailure, TaskResult};
 pub use types::{
-    ClusterConfig, ClusterError, ClusterState, ClusterStatus, FaultReport, MemberStatus, CLUSTERING_ENABLED,
+    state_and_reason, ClusterConfig, ClusterError, ClusterState, ClusterStatus, FaultReport, MemberStatus,
+    CLUSTERING_ENABLED,
 };
 
 /// What the status watchers see: state, whether clustering is enabled, and

@@ -369,10 +369,7 @@ impl PluginManager {
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_else(|| file.display().to_string()),
-                cause: serde_json::to_value(error.cause())
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default(),
+                cause: error.cause(),
                 reason: error.to_string(),
                 kept_running,
             },
