@@ -11,6 +11,7 @@ pub mod atomic_file;
 pub mod cli;
 pub mod cluster;
 pub mod conformance;
+pub mod event_log;
 pub mod home;
 pub mod logging;
 pub mod node;
@@ -21,7 +22,6 @@ pub mod status;
 pub mod text;
 pub mod upgrade;
 
-pub use logging::human_time;
 pub use plugins::manager::{LoadError, LoadOutcome, ManagerConfig, PluginManager};
 pub use plugins::registry::{PluginRecord, PluginState};
 

@@ -132,6 +132,19 @@ enum ClusterCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// This node's events (joins, leaves, senior, clustering state, plugins,
+    /// settings, drains), one a line with its local time; --json: one JSON
+    /// object a line with epoch milliseconds.
+    Events {
+        /// Then print every new event as it happens, until the node stops or Ctrl-C.
+        #[arg(long)]
+        follow: bool,
+        /// Only the events after this sequence number (each line shows its #number).
+        #[arg(long, value_name = "SEQ", default_value_t = 0)]
+        after: u64,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Upgrade the cluster-strategy plugin on every member (docs/upgrade.md).
     Upgrade {
         /// The new plugin file.
@@ -331,6 +344,7 @@ fn main() -> ExitCode {
             ClusterCommand::Status { admin } => cli::cluster::status(&admin.target()),
             ClusterCommand::Enable { admin } => cli::cluster::switch(&admin.target(), true),
             ClusterCommand::Disable { admin } => cli::cluster::switch(&admin.target(), false),
+            ClusterCommand::Events { follow, after, admin } => cli::cluster::events(&admin.target(), follow, after),
             ClusterCommand::Upgrade { plugin, mode, nodes, previous, dry_run, gate_timeout, drain, admin } => {
                 let options = upgrade::UpgradeOptions {
                     plugin,

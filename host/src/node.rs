@@ -311,6 +311,9 @@ async fn watch_properties(
                     cluster.apply(cluster_config(&properties));
                     values.update(&properties);
                     tracing::info!(file = %file.display(), "properties reloaded: {properties:?}");
+                    cluster
+                        .event_log()
+                        .record(crate::event_log::What::PropertiesReloaded { file: file.display().to_string() });
                     if properties.clustering_enabled != current.clustering_enabled {
                         if let Err(e) = cluster.set_enabled(properties.clustering_enabled).await {
                             tracing::warn!("could not switch clustering as clustering.enabled asks: {e}");

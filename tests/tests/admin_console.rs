@@ -2,7 +2,9 @@
 //! 2-node cluster (two `clusterhost` processes with the gossip strategy);
 //! clustering is switched off on one member's page and both members' pages
 //! show them standalone, then on again from the other member's page and both
-//! show the 2-member cluster.
+//! show the 2-member cluster. The cluster page's timeline shows joins (and
+//! a leave as it happens) from the event stream, and its charts draw the
+//! node's samples as inline SVG.
 //!
 //! With `CLUSTERHOST_SCREENSHOTS=DIR` it saves a screenshot of every page
 //! (docs/screenshots/ holds the committed ones). In CI (CI=true) a missing
@@ -172,6 +174,23 @@ async fn the_console_switches_clustering_off_and_on_cluster_wide() {
     let members = wait_for(&client, "#members-table").await.text().await.unwrap();
     assert!(members.contains("n1") && members.contains("n2"), "both members are listed: {members}");
     assert!(members.contains("senior"), "the senior member is marked: {members}");
+    let started = wait_for(&client, "#members-table tr[data-member='n1'] td:nth-child(3)").await.text().await.unwrap();
+    assert!(started.starts_with("20") && started.contains(':') && !started.contains("ms"), "a local time: {started}");
+    // The timeline: this node's events from the event stream, joins among them.
+    let joined = wait_for(&client, "#timeline li.kind-member_joined").await.text().await.unwrap();
+    assert!(joined.contains("joined the cluster"), "{joined}");
+    // The charts: inline SVG drawn from the node's samples; the members
+    // chart ends at the 2 members.
+    wait_for(&client, "#chart-members[data-points] polyline").await;
+    wait_for(&client, "figure.chart figcaption[data-now='2']").await;
+    let points = client
+        .execute(
+            "return document.querySelector('#chart-members polyline').getAttribute('points').trim().split(' ').length",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(points.as_u64().is_some_and(|n| n >= 1), "the members chart has data points: {points}");
     screenshot(&client, "cluster.png").await;
 
     // Off on n1's page: n2's page shows it off too (cluster-wide).
@@ -194,13 +213,51 @@ async fn the_console_switches_clustering_off_and_on_cluster_wide() {
     let members = wait_for(&client, "#members-table").await.text().await.unwrap();
     assert!(members.contains("n1") && members.contains("n2"), "{members}");
 
-    // A change made elsewhere shows without a reload: the page polls.
+    // A change made elsewhere shows without a reload: the page polls, and
+    // its events come in on the stream.
     open_cluster_page(&client, &n1, "clustered").await;
+    let newest =
+        "return Math.max(0, ...[...document.querySelectorAll('#timeline li[data-seq]')].map((li) => +li.dataset.seq))";
+    wait_for(&client, "#timeline li[data-seq]").await;
+    let before = client.execute(newest, vec![]).await.unwrap().as_u64().unwrap();
     let disable = format!("{}/api/cluster/disable", n1.admin_url());
     assert_eq!(call("POST", &disable, Some(TOKEN), Some(b"")).0, 200);
     wait_for(&client, "#cluster-state[data-state='standalone']").await;
+    // A leave newer than what the page showed before the switch, added live.
+    let newer_leave = format!(
+        "return [...document.querySelectorAll('#timeline li.kind-member_left')].filter((li) => +li.dataset.seq > {before}).map((li) => li.textContent).join(' | ')"
+    );
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let left = loop {
+        let found = client.execute(&newer_leave, vec![]).await.unwrap();
+        let found = found.as_str().unwrap_or_default().to_string();
+        if !found.is_empty() {
+            break found;
+        }
+        assert!(std::time::Instant::now() < deadline, "no leave after #{before} appeared on the timeline");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(left.contains("n1 (this node) left the cluster"), "{left}");
     assert_eq!(call("POST", &format!("{}/api/cluster/enable", n1.admin_url()), Some(TOKEN), Some(b"")).0, 200);
     wait_for(&client, "#cluster-state[data-state='clustered']").await;
+    // Some cache reads for the operations chart, then its picture.
+    for _ in 0..40 {
+        assert_eq!(call("GET", &format!("{}/api/caches/sessions/s1", n1.admin_url()), None, None).0, 200);
+    }
+    // And a hot swap (hello replaced by a newer build) for the swaps chart.
+    let hello = clusterhost_tests::manifest_of(&plugin("hello"));
+    let newer = home1.path().join("hello-newer.so");
+    clusterhost_tests::restamp(&plugin("hello"), &newer, |m| m.version.patch = hello.version.patch + 1);
+    clusterhost_tests::admin::publish_file(home1.path(), &newer, "hello.so");
+    let swapped = wait_for(&client, "#timeline li.kind-plugin_replaced").await.text().await.unwrap();
+    assert!(swapped.contains("plugin hello") && swapped.contains("replaced by"), "{swapped}");
+    wait_for(&client, "#chart-plugin-swaps rect.bar").await;
+    wait_for(&client, "figure.chart figcaption[data-now='2']").await;
+    wait_for(&client, "#chart-cache-ops[data-points] polyline").await;
+    let charts = wait_for(&client, "#charts").await;
+    client.execute("document.getElementById('charts').scrollIntoView()", vec![]).await.unwrap();
+    assert!(charts.is_displayed().await.unwrap());
+    screenshot(&client, "cluster-history.png").await;
 
     // The other pages render their tables.
     client.goto(&format!("{}/node", n1.admin_url())).await.unwrap();

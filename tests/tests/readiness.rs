@@ -250,4 +250,31 @@ fn cluster_upgrade_turns_the_member_not_ready_before_the_replace_and_ready_after
     assert!(!seen[drain..ready].iter().any(|(s, _, _)| *s == 200), "not ready from the drain to the rejoin: {seen:#?}");
     let (unhealthy, _) = poller.finish();
     assert!(unhealthy.is_empty(), "{unhealthy:?}");
+    // The node's event log tells the upgrade's steps on it, in order: the
+    // drain, the replace, the rejoin.
+    let (status, body) = call("GET", &format!("{url}/api/events"), None, None);
+    assert_eq!(status, 200, "{body}");
+    let kinds: Vec<(String, String)> = body["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            (e["kind"].as_str().unwrap_or_default().to_string(), e["text"].as_str().unwrap_or_default().to_string())
+        })
+        .collect();
+    let at = |kind: &str, from: usize| {
+        kinds
+            .iter()
+            .skip(from)
+            .position(|(k, _)| k == kind)
+            .map(|i| i + from)
+            .unwrap_or_else(|| panic!("no {kind} in {kinds:#?}"))
+    };
+    let drained = at("drain_started", 0);
+    let replaced = at("plugin_replaced", drained);
+    let rejoined = at("member_joined", replaced);
+    assert!(kinds[drained].1.contains("acting in 1.5 s"), "{kinds:#?}");
+    assert!(kinds[replaced].1.contains("strat 1.0.0 replaced by 1.1.0"), "{kinds:#?}");
+    assert!(kinds[rejoined].1.contains("u1 (this node) joined"), "{kinds:#?}");
+    at("drain_ended", drained);
 }

@@ -89,7 +89,7 @@ fn clustering_starts_after_the_initial_scan_and_the_delay() {
     let first_attempt = lines.iter().position(|l| l.starts_with("strat cluster-start 1 ")).expect("an attempt");
     assert!(slow_done < first_attempt, "clustering began before the initial scan finished: {lines:?}");
     assert_eq!(attempts(home.path()).len(), 1);
-    node.wait_for_log(&["clustering starts in 0.5 s"], DEADLINE);
+    node.wait_for_log(&["clustering starts in 500 ms"], DEADLINE);
 }
 
 #[test]

@@ -6,6 +6,7 @@ mod atomic;
 mod boundary;
 pub mod cache_ops;
 mod drop_active;
+mod events;
 mod failure;
 mod hot_upgrade;
 mod join;
@@ -75,6 +76,7 @@ pub fn registry() -> Vec<Box<dyn Scenario>> {
         Box::new(atomic::Atomic),
         Box::new(join::Join),
         Box::new(failure::Failure),
+        Box::new(events::Events),
         Box::new(load_balancer::LoadBalancer),
         Box::new(partition::Partition),
         Box::new(soak::Soak),

@@ -1,7 +1,10 @@
 //! The web console: server-rendered pages (cluster, node, plugins,
 //! properties). A few lines of script poll the page's JSON endpoint and,
 //! when it changed, re-fetch the page and swap its live sections, so a page
-//! follows the node without a manual refresh. Writes go through the JSON API
+//! follows the node without a manual refresh. The cluster page also draws
+//! the node's last 10 minutes (`/api/samples`) as inline SVG charts and
+//! keeps a timeline of its events, fed by the event stream (`/api/events`).
+//! Writes go through the JSON API
 //! on a login session (an HttpOnly cookie set by the login form; see auth.rs):
 //! the token itself never stays in the browser.
 
@@ -57,6 +60,22 @@ th{background:#eef0f4}
 .switch input{width:2.6rem;height:1.3rem}
 textarea{width:100%;min-height:22rem;font-family:ui-monospace,monospace;font-size:.85rem}
 code{background:#eef0f4;padding:0 .25rem}
+.muted{color:#5d6678;font-size:.85rem}
+#charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(18rem,1fr));gap:.8rem}
+figure.chart{margin:0;background:#fff;border:1px solid #d8dce3;padding:.4rem .6rem}
+figure.chart figcaption{font-size:.85rem;font-weight:600;display:flex;justify-content:space-between}
+figure.chart figcaption[data-now]::after{content:\"now \" attr(data-now);font-weight:400;color:#5d6678}
+figure.chart figcaption[data-total]::after{content:attr(data-total) \" in 10 min\";font-weight:400;color:#5d6678}
+figure.chart svg{width:100%;height:7.5rem;display:block}
+svg .axis{stroke:#d8dce3;stroke-width:1}svg .line{fill:none;stroke:#3653c9;stroke-width:2}
+svg .dot{fill:#3653c9}svg .bar{fill:#c96b36}svg text{font-size:17px;fill:#5d6678}
+#timeline{list-style:none;padding:0;margin:.3rem 0;max-height:26rem;overflow-y:auto;background:#fff;border:1px solid #d8dce3}
+#timeline li{padding:.25rem .6rem;border-bottom:1px solid #eef0f4;font-size:.9rem;display:flex;gap:.6rem;align-items:baseline}
+#timeline time{font-family:ui-monospace,monospace;font-size:.8rem;color:#5d6678;white-space:nowrap}
+#timeline .gap{background:#fff1cc}
+.kind-member_joined .badge,.kind-plugin_loaded .badge{background:#d3f5dc;color:#135c2a}
+.kind-member_left .badge,.kind-plugin_refused .badge,.kind-plugin_faulted .badge{background:#ffd9d9;color:#8a1010}
+.kind-plugin_replaced .badge,.kind-senior_changed .badge{background:#dfe6ff;color:#1f3a99}
 ";
 
 fn nav(here: &str, viewer: Viewer) -> String {
@@ -156,7 +175,7 @@ pub(super) async fn cluster_page(
                 senior = if m.senior { " <span class=\"badge senior\" title=\"the senior member\">★ senior</span>" } else { "" },
                 local = if m.local { " <span class=\"badge\">this node</span>" } else { "" },
                 addr = esc(&m.address),
-                started = m.started_at_ms,
+                started = crate::text::local_time(m.started_at_ms),
                 version = esc(&m.plugin_version),
                 pstate = plugin.map(|p| badge(&p.state.to_string())).unwrap_or_default(),
                 state = badge(&state),
@@ -166,6 +185,16 @@ pub(super) async fn cluster_page(
         body.push_str("</table>");
     }
     body.push_str("</section>");
+    // Drawn and fed by the script, not refreshed with the live sections:
+    // the charts from /api/samples, the timeline from the event stream.
+    body.push_str(
+        "<h2>Last 10 minutes on this node</h2><section id=\"charts\" data-samples=\"/api/samples\">\
+         <figure class=\"chart\"><figcaption>Members</figcaption><svg id=\"chart-members\" data-field=\"members\" viewBox=\"0 0 600 120\" role=\"img\" aria-label=\"members over time\"></svg></figure>\
+         <figure class=\"chart\"><figcaption>Cache operations per second</figcaption><svg id=\"chart-cache-ops\" data-field=\"cache_ops_per_second\" viewBox=\"0 0 600 120\" role=\"img\" aria-label=\"cache operations per second\"></svg></figure>\
+         <figure class=\"chart\"><figcaption>Plugin swaps</figcaption><svg id=\"chart-plugin-swaps\" data-field=\"plugin_swaps\" data-bars viewBox=\"0 0 600 120\" role=\"img\" aria-label=\"plugin swaps\"></svg></figure>\
+         </section><h2>Timeline</h2><section id=\"timeline-box\"><p id=\"timeline-state\" class=\"muted\">connecting to the event stream…</p>\
+         <ol id=\"timeline\" data-stream=\"/api/events\" reversed></ol></section>",
+    );
     page("Cluster", "/", "/api/cluster", viewer, &body)
 }
 
@@ -485,6 +514,95 @@ async function refresh(force) {
 }
 setInterval(() => refresh(false), 1000);
 refresh(false);
+// Times as a person reads them: the browser's local date and time to the ms.
+function localTime(ms) {
+  const d = new Date(ms), p = (n, w) => String(n).padStart(w || 2, '0');
+  return d.getFullYear() + '-' + p(d.getMonth() + 1) + '-' + p(d.getDate()) + ' ' + p(d.getHours()) + ':' +
+    p(d.getMinutes()) + ':' + p(d.getSeconds()) + '.' + p(d.getMilliseconds(), 3);
+}
+// The timeline: the node's events from its event stream (history first,
+// then live; the browser resumes with Last-Event-ID after a break).
+const timeline = document.getElementById('timeline');
+function addLine(cls, when, label, text, seq) {
+  const li = document.createElement('li');
+  li.className = cls;
+  if (seq) li.dataset.seq = seq;
+  const t = document.createElement('time');
+  t.textContent = when;
+  const b = document.createElement('span');
+  b.className = 'badge';
+  b.textContent = label;
+  const x = document.createElement('span');
+  x.textContent = text;
+  li.append(t, b, x);
+  timeline.prepend(li);
+  while (timeline.children.length > 500) timeline.lastElementChild.remove();
+}
+if (timeline && window.EventSource) {
+  const state = document.getElementById('timeline-state');
+  const source = new EventSource(timeline.dataset.stream);
+  source.onopen = () => { state.textContent = 'live: new events appear at the top'; };
+  source.onerror = () => { state.textContent = 'the event stream is interrupted; reconnecting…'; };
+  source.onmessage = (m) => {
+    let e;
+    try { e = JSON.parse(m.data); } catch (err) { return; }
+    if (timeline.querySelector('[data-seq="' + e.seq + '"]')) return;
+    addLine('kind-' + e.kind, localTime(e.at_ms), e.kind.replace(/_/g, ' '), e.text, e.seq);
+    document.body.dataset.events = String(timeline.children.length);
+  };
+  for (const kind of ['missed', 'lagged', 'closing']) {
+    source.addEventListener(kind, (m) => {
+      let g = {};
+      try { g = JSON.parse(m.data); } catch (err) { g = { reason: m.data }; }
+      addLine('gap', localTime(Date.now()), kind, g.reason || '');
+    });
+  }
+}
+// The charts: the node's samples (one a second, the last 10 minutes),
+// drawn as inline SVG, polled: they are figures, not events.
+function draw(svg, samples) {
+  const field = svg.dataset.field, W = 600, H = 120, L = 44, B = 22;
+  const values = samples.map((s) => s[field] || 0);
+  const max = Math.max(1, ...values);
+  const t0 = samples.length ? samples[0].at_ms : 0, t1 = samples.length ? samples[samples.length - 1].at_ms : 1;
+  const x = (t) => L + (W - L - 4) * (t1 > t0 ? (t - t0) / (t1 - t0) : 1);
+  const y = (v) => 4 + (H - B - 4) * (1 - v / max);
+  const ns = 'http://www.w3.org/2000/svg';
+  const el = (name, attrs, text) => {
+    const e = document.createElementNS(ns, name);
+    for (const k in attrs) e.setAttribute(k, attrs[k]);
+    if (text !== undefined) e.textContent = text;
+    svg.appendChild(e);
+    return e;
+  };
+  svg.replaceChildren();
+  el('line', { class: 'axis', x1: L, y1: H - B, x2: W, y2: H - B });
+  el('line', { class: 'axis', x1: L, y1: 4, x2: L, y2: H - B });
+  el('text', { x: 2, y: 18 }, String(max));
+  el('text', { x: 2, y: H - B }, '0');
+  if (samples.length) {
+    el('text', { x: L, y: H - 2 }, localTime(t0).slice(11, 19));
+    el('text', { x: W - 2, y: H - 2, 'text-anchor': 'end' }, localTime(t1).slice(11, 19));
+  }
+  if (svg.hasAttribute('data-bars')) {
+    samples.forEach((s, i) => { if (values[i] > 0) el('rect', { class: 'bar', x: x(s.at_ms) - 2, y: y(values[i]), width: 4, height: H - B - y(values[i]) }); });
+  } else {
+    el('polyline', { class: 'line', points: samples.map((s, i) => x(s.at_ms).toFixed(1) + ',' + y(values[i]).toFixed(1)).join(' ') });
+    if (samples.length) { const i = samples.length - 1; el('circle', { class: 'dot', cx: x(samples[i].at_ms), cy: y(values[i]), r: 3 }); }
+  }
+  const cap = svg.parentElement.querySelector('figcaption');
+  if (cap && samples.length && svg.hasAttribute('data-bars')) cap.dataset.total = String(values.reduce((a, b) => a + b, 0));
+  else if (cap && samples.length) cap.dataset.now = String(values[values.length - 1]);
+  svg.dataset.points = String(samples.length);
+}
+const charts = document.getElementById('charts');
+async function drawCharts() {
+  try {
+    const view = await (await fetch(charts.dataset.samples)).json();
+    for (const svg of charts.querySelectorAll('svg[data-field]')) draw(svg, view.samples);
+  } catch (e) { /* the node may be restarting: the next tick tries again */ }
+}
+if (charts) { drawCharts(); setInterval(drawCharts, 2000); }
 document.addEventListener('change', (ev) => {
   const t = ev.target;
   if (t.id === 'clustering-switch') {

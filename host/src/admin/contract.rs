@@ -7,9 +7,59 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::cluster::state_and_reason;
 use crate::cluster::{CacheStats, ClusterState, ClusterStatus};
 use crate::plugins::outcome::RefusalCause;
 use crate::plugins::registry::{PluginRecord, PluginState};
+
+/// `GET /api/events[?after=SEQ]` as JSON: the history after a number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventsView {
+    /// The node whose log this is.
+    pub node: String,
+    /// The events after the number asked for, oldest first.
+    pub events: Vec<crate::event_log::NodeEvent>,
+    /// The number of the last event in `events` (or the number asked
+    /// for, when none came after it): what to pass as `?after=` next.
+    pub last_seq: u64,
+    /// Events after the number asked for that the history no longer holds.
+    pub missed: u64,
+}
+
+/// The data of an event stream's `missed`, `lagged` and `closing` events:
+/// events the reader did not get, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamGap {
+    /// How many events the reader did not get.
+    pub missed: u64,
+    /// Why (and what to do).
+    pub reason: String,
+}
+
+/// `GET /api/samples`: this node's recent history, one sample per
+/// interval, oldest first (what the console's charts draw).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SamplesView {
+    /// The time between two samples, in milliseconds.
+    pub interval_ms: u64,
+    /// The samples kept (at most 10 minutes' worth).
+    pub samples: Vec<Sample>,
+}
+
+/// One sample of [`SamplesView`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sample {
+    /// When it was taken, milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// Members of the cluster this node sees (0 while it is standalone).
+    pub members: u32,
+    /// Cache operations counted on this node since the sample before
+    /// (reads that hit or missed, and atomic operations that conflicted),
+    /// per second.
+    pub cache_ops_per_second: u64,
+    /// Plugins replaced (hot upgrades) on this node since the sample before.
+    pub plugin_swaps: u32,
+}
 
 /// `GET /api/cluster`: the status, each member's own state and strategy plugin.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,8 +114,8 @@ impl DetailMissing {
     /// The member did not answer within `wait`.
     pub fn timed_out(wait: std::time::Duration) -> Self {
         let reason = format!(
-            "did not answer within {:.1} s; check that the member is running and reachable",
-            wait.as_secs_f64()
+            "did not answer within {}; check that the member is running and reachable",
+            crate::text::duration(wait)
         );
         DetailMissing { cause: MissingCause::TimedOut, reason }
     }
@@ -295,17 +345,6 @@ pub enum HealthState {
     Ready,
     /// Not ready (`/readyz` 503).
     NotReady,
-}
-
-/// A clustering state as its name and reason, as the console and the CLI
-/// show it: `starting` gives its detail as the reason.
-pub fn state_and_reason(state: &ClusterState) -> (&'static str, Option<&str>) {
-    match state {
-        ClusterState::Standalone { reason } => ("standalone", reason.as_deref()),
-        ClusterState::Starting { detail, .. } => ("starting", Some(detail.as_str())),
-        ClusterState::Clustered => ("clustered", None),
-        ClusterState::Faulted { reason } => ("faulted", Some(reason.as_str())),
-    }
 }
 
 impl std::fmt::Display for UploadOutcome {

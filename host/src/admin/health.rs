@@ -36,18 +36,31 @@ pub(super) struct Drains {
     open: Mutex<BTreeMap<u64, (String, Instant)>>,
 }
 
-/// One drain; removed from [`Drains`] when dropped.
+/// One drain; removed from [`Drains`] (and its end recorded in the
+/// node's event log) when dropped.
 pub(super) struct Draining {
     drains: Arc<Drains>,
     id: u64,
+    /// Where its start was recorded, and its end will be.
+    events: crate::event_log::EventLog,
+    what: String,
+    began: Instant,
 }
 
 impl Drains {
-    /// Registers a drain of `what` that waits `wait` before the node acts.
-    pub(super) fn begin(self: &Arc<Self>, what: String, wait: Duration) -> Draining {
+    /// Registers a drain of `what` that waits `wait` before the node acts,
+    /// recorded in `events` as it starts and ends.
+    pub(super) fn begin(
+        self: &Arc<Self>,
+        what: String,
+        wait: Duration,
+        events: &crate::event_log::EventLog,
+    ) -> Draining {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        clusterhost_plugin_api::sync::lock(&self.open).insert(id, (what, Instant::now() + wait));
-        Draining { drains: self.clone(), id }
+        let began = Instant::now();
+        clusterhost_plugin_api::sync::lock(&self.open).insert(id, (what.clone(), began + wait));
+        events.record(crate::event_log::What::DrainStarted { what: what.clone(), wait_ms: wait.as_millis() as u64 });
+        Draining { drains: self.clone(), id, events: events.clone(), what, began }
     }
 
     /// The reason of the oldest drain in progress, if any.
@@ -59,8 +72,8 @@ impl Drains {
             format!("draining: {what} is in progress")
         } else {
             format!(
-                "draining: {what} starts in {:.1} s, so a load balancer stops sending requests first",
-                left.as_secs_f64()
+                "draining: {what} starts in {}, so a load balancer stops sending requests first",
+                crate::text::duration(left)
             )
         })
     }
@@ -69,6 +82,8 @@ impl Drains {
 impl Drop for Draining {
     fn drop(&mut self) {
         clusterhost_plugin_api::sync::lock(&self.drains.open).remove(&self.id);
+        let lasted_ms = self.began.elapsed().as_millis() as u64;
+        self.events.record(crate::event_log::What::DrainEnded { what: std::mem::take(&mut self.what), lasted_ms });
     }
 }
 
@@ -285,15 +300,18 @@ mod tests {
     #[test]
     fn a_drain_ends_with_its_guard_and_says_how_long_is_left() {
         let drains = Arc::new(Drains::default());
+        let events = crate::event_log::EventLog::default();
         assert_eq!(drains.reason(), None);
-        let first = drains.begin("the upload of plugins/gossip.so".into(), Duration::from_secs(30));
-        let second = drains.begin("another".into(), Duration::ZERO);
+        let first = drains.begin("the upload of plugins/gossip.so".into(), Duration::from_secs(30), &events);
+        let second = drains.begin("another".into(), Duration::ZERO, &events);
         let reason = drains.reason().unwrap();
         assert!(reason.contains("plugins/gossip.so starts in") && reason.contains(" s"), "{reason}");
         drop(first);
         assert!(drains.reason().unwrap().contains("another is in progress"));
         drop(second);
         assert_eq!(drains.reason(), None);
+        let kinds: Vec<String> = events.after(0).iter().map(|e| e.what.kind()).collect();
+        assert_eq!(kinds, ["drain_started", "drain_started", "drain_ended", "drain_ended"]);
     }
 
     #[test]

@@ -9,10 +9,12 @@ mod connections;
 mod console;
 pub mod contract;
 mod details;
+mod events;
 mod guard;
 mod health;
 mod limits;
 mod metrics;
+mod samples;
 pub mod token;
 pub mod tokens;
 
@@ -28,6 +30,7 @@ use crate::cluster::ClusterManager;
 use crate::properties::{NodeValues, Properties};
 use crate::PluginManager;
 pub use details::NODE_DETAIL_TASK;
+pub use events::MAX_STREAMS as MAX_EVENT_STREAMS;
 
 /// What the admin server works on: the node's managers and files.
 #[derive(Clone)]
@@ -89,6 +92,10 @@ struct Shared {
     /// Uploads that asked the node to drain first (`?drain=SECONDS`): the
     /// node is not ready while one is in flight.
     drains: Arc<health::Drains>,
+    /// The event streams open now (bounded), ended when the server stops.
+    streams: events::Streams,
+    /// The recent samples the console's charts draw.
+    samples: Arc<samples::Samples>,
 }
 
 impl AdminState {
@@ -117,6 +124,9 @@ pub struct AdminServer {
     served: Option<tokio::task::JoinHandle<()>>,
     /// `run/admin.json`, removed when the server stops.
     endpoint_file: PathBuf,
+    /// Set to true when the server stops: event streams and the sampler end,
+    /// so the graceful stop does not wait on a stream that never finishes.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl AdminServer {
@@ -132,6 +142,9 @@ impl AdminServer {
         let addr = listener.local_addr().map_err(|source| AdminError::Bind { addr, source })?;
         details::register_detail_task(&ctx);
         let connections = connections::Connections::new(connections::ConnectionLimits::new(properties));
+        let (closing, closed) = tokio::sync::watch::channel(false);
+        let samples = Arc::new(samples::Samples::default());
+        tokio::spawn(samples::sample(ctx.clone(), samples.clone(), closed.clone()));
         let state = AdminState {
             shared: Arc::new(Shared {
                 ctx,
@@ -144,6 +157,8 @@ impl AdminServer {
                 cookie: auth::cookie_name(addr.port()),
                 writers: Default::default(),
                 drains: Default::default(),
+                streams: events::Streams::new(closed),
+                samples,
             }),
         };
         let endpoint = tokens::AdminEndpoint {
@@ -167,13 +182,14 @@ impl AdminServer {
             "admin API and console on http://{addr}/ (writes{} need the token)",
             if loopback { "" } else { " and reads" }
         );
-        Ok(AdminServer { stop: Some(stop), served: Some(served), endpoint_file })
+        Ok(AdminServer { stop: Some(stop), served: Some(served), endpoint_file, closing })
     }
 
     /// Stops accepting requests and waits (at most 5 s) for those in flight,
     /// so no write is acknowledged once the node starts leaving.
     pub async fn stop(mut self) {
         let _ = std::fs::remove_file(&self.endpoint_file);
+        self.closing.send_replace(true);
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -188,6 +204,7 @@ impl AdminServer {
 impl Drop for AdminServer {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.endpoint_file);
+        self.closing.send_replace(true);
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -207,6 +224,8 @@ fn router(state: AdminState) -> Router {
         .route("/api/cluster/enable", post(api::enable))
         .route("/api/cluster/disable", post(api::disable))
         .route("/api/node", get(api::node))
+        .route("/api/events", get(events::events))
+        .route("/api/samples", get(samples::samples))
         .route("/api/plugins", get(api::plugins).post(api::install_plugin))
         .route("/api/plugins/{name}", axum::routing::delete(api::remove_plugin))
         .route("/api/properties", get(api::properties).put(api::put_properties).patch(api::patch_properties))

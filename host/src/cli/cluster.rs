@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use super::render::print_cluster;
 use super::{api, fail, AdminTarget};
-use crate::admin::contract::ClusterView;
+use crate::admin::contract::{ClusterView, EventsView, StreamGap};
+use crate::event_log::NodeEvent;
 use crate::upgrade;
 
 /// `cluster status`.
@@ -56,5 +57,79 @@ pub fn upgrade(admin: &AdminTarget, mut options: upgrade::UpgradeOptions) -> Exi
     match upgrade::run(&options, &mut out) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e.to_string()),
+    }
+}
+
+/// `cluster events [--after SEQ] [--follow]`: the node's events after
+/// `after`, one a line (text with local times, or with `--json` one JSON
+/// object a line with epoch milliseconds); with `follow`, then every new
+/// one as it happens, until the node stops or the command is interrupted.
+/// A reader that fell behind resumes after the last event it printed.
+pub fn events(admin: &AdminTarget, follow: bool, after: u64) -> ExitCode {
+    let client = match admin.client() {
+        Ok(client) => client,
+        Err(e) => return fail(e.to_string()),
+    };
+    let json = admin.json;
+    let print_event = |event: &NodeEvent| {
+        if json {
+            println!("{}", serde_json::to_string(event).unwrap_or_default());
+        } else {
+            println!("{}", event.line());
+        }
+    };
+    let print_gap = |kind: &str, gap: &StreamGap| {
+        if json {
+            println!("{}", serde_json::json!({ "gap": kind, "missed": gap.missed, "reason": gap.reason }));
+        } else {
+            println!("-- {}", gap.reason);
+        }
+    };
+    if !follow {
+        let view = match client.get(&format!("/api/events?after={after}")).and_then(|a| a.view::<EventsView>()) {
+            Ok(view) => view,
+            Err(e) => return fail(e.to_string()),
+        };
+        if view.missed > 0 {
+            let reason = format!("{} event(s) after #{after} are no longer in the node's history", view.missed);
+            print_gap("missed", &StreamGap { missed: view.missed, reason });
+        }
+        view.events.iter().for_each(print_event);
+        return ExitCode::SUCCESS;
+    }
+    let mut last = after;
+    loop {
+        let mut ended = None;
+        let streamed = client.stream(&format!("/api/events?after={last}"), |frame| {
+            match frame.event.as_str() {
+                "message" => match serde_json::from_str::<NodeEvent>(&frame.data) {
+                    Ok(event) => {
+                        last = event.seq;
+                        print_event(&event);
+                    }
+                    Err(e) => eprintln!("warning: skipped an event this client cannot read ({e}): {}", frame.data),
+                },
+                kind @ ("missed" | "lagged" | "closing") => {
+                    let gap = serde_json::from_str::<StreamGap>(&frame.data)
+                        .unwrap_or(StreamGap { missed: 0, reason: frame.data.clone() });
+                    print_gap(kind, &gap);
+                    if kind != "missed" {
+                        ended = Some(kind.to_string());
+                        return false;
+                    }
+                }
+                _ => {}
+            }
+            true
+        });
+        if let Err(e) = streamed {
+            return fail(e.to_string());
+        }
+        match ended.as_deref() {
+            // Fell behind: read on from the last event printed.
+            Some("lagged") => continue,
+            Some(_) => return ExitCode::SUCCESS,
+            None => return fail(format!("the node at {} ended the event stream; is it stopping?", admin.url)),
+        }
     }
 }

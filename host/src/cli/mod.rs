@@ -44,7 +44,7 @@ impl AdminTarget {
         Ok(self.tokens()?.for_url(&self.url))
     }
 
-    fn client(&self) -> Result<AdminClient, ClientError> {
+    pub(crate) fn client(&self) -> Result<AdminClient, ClientError> {
         Ok(AdminClient::new(&self.url, self.token()?))
     }
 }

@@ -161,9 +161,10 @@ pub fn verify(options: VerifyOptions) -> ExitCode {
 
 /// One rule's line: verdict, name, time, reason.
 fn line(report: &RuleReport) -> String {
+    let took = crate::text::duration(std::time::Duration::from_secs_f64(report.seconds.max(0.0)));
     match &report.verdict {
-        Verdict::Passed => format!("passed       {} ({:.1} s)", report.rule, report.seconds),
-        Verdict::Failed(reason) => format!("FAILED       {} ({:.1} s): {reason}", report.rule, report.seconds),
-        Verdict::Unsupported(reason) => format!("unsupported  {} ({:.1} s): {reason}", report.rule, report.seconds),
+        Verdict::Passed => format!("passed       {} ({took})", report.rule),
+        Verdict::Failed(reason) => format!("FAILED       {} ({took}): {reason}", report.rule),
+        Verdict::Unsupported(reason) => format!("unsupported  {} ({took}): {reason}", report.rule),
     }
 }

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::strategy::StrategyRef;
 use super::{lock, ClusterConfig, ClusterError, ClusterEvent, ClusterState, FaultReport, Shared, CLUSTERING_ENABLED};
+use crate::event_log::What;
 
 /// The value of the cluster-wide `clustering.enabled` setting.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -178,6 +179,9 @@ impl Actor {
             ClusterState::Starting { detail, .. } => tracing::info!("{detail}"),
             _ => {}
         }
+        let (name, reason) = super::state_and_reason(&state);
+        let what = What::Clustering { state: name.to_string(), reason: reason.map(str::to_string) };
+        self.shared.events.record(what);
         self.shared.status.send_replace((state, enabled, label));
     }
 
@@ -196,7 +200,7 @@ impl Actor {
             format!(
                 "clustering was disabled cluster-wide by {} at {}",
                 self.enabled.by,
-                crate::logging::human_time(self.enabled.at_ms)
+                crate::text::local_time(self.enabled.at_ms)
             )
         }
     }
@@ -257,12 +261,12 @@ impl Actor {
         let attempts = self.config().retry_count + 1;
         let detail = match failed {
             None if attempt == 1 => {
-                format!("clustering starts in {:.1} s (cluster.startup.delay.seconds)", wait.as_secs_f64())
+                format!("clustering starts in {} (cluster.startup.delay.seconds)", crate::text::duration(wait))
             }
-            None => format!("cluster start attempt {attempt} of {attempts} in {:.1} s", wait.as_secs_f64()),
+            None => format!("cluster start attempt {attempt} of {attempts} in {}", crate::text::duration(wait)),
             Some(error) => format!(
-                "cluster start attempt {attempt} of {attempts} in {:.1} s; attempt {} failed: {error}",
-                wait.as_secs_f64(),
+                "cluster start attempt {attempt} of {attempts} in {}; attempt {} failed: {error}",
+                crate::text::duration(wait),
                 attempt - 1
             ),
         };
@@ -473,8 +477,22 @@ impl Actor {
         }
     }
 
-    /// Calls every listener in order; failures are reported, never fatal.
+    /// Records the event in the node's event log, then calls every
+    /// listener in order; failures are reported, never fatal.
     fn dispatch(&self, event: ClusterEvent) {
+        let what = match &event {
+            ClusterEvent::JoinedCluster { member, local } => {
+                What::MemberJoined { member: member.clone(), local: *local }
+            }
+            ClusterEvent::LeftCluster { member, local } => What::MemberLeft { member: member.clone(), local: *local },
+            ClusterEvent::MarkedSeniorClusterMember { member, local } => {
+                What::SeniorChanged { member: member.clone(), local: *local }
+            }
+            ClusterEvent::SettingChanged { key, value } => {
+                What::SettingChanged { key: key.clone(), value: value.clone() }
+            }
+        };
+        self.shared.events.record(what);
         self.shared.listeners.dispatch(event);
     }
 }

@@ -41,7 +41,8 @@ pub use strategy::{CacheRef, StrategyRef};
 pub use task_stats::{TaskStats, LATENCY_BUCKETS};
 pub use tasks::{TaskFailure, TaskResult};
 pub use types::{
-    ClusterConfig, ClusterError, ClusterState, ClusterStatus, FaultReport, MemberStatus, CLUSTERING_ENABLED,
+    state_and_reason, ClusterConfig, ClusterError, ClusterState, ClusterStatus, FaultReport, MemberStatus,
+    CLUSTERING_ENABLED,
 };
 
 /// What the status watchers see: state, whether clustering is enabled, and
@@ -92,6 +93,10 @@ struct Shared {
     /// set by [`ClusterManager::release`], with the command that ends the
     /// actor's hold; read by the readiness check.
     released: AtomicBool,
+    /// The node's event log: the actor records joins, leaves, the senior,
+    /// settings and state changes in it; the plugin manager and the admin
+    /// API record theirs.
+    events: crate::event_log::EventLog,
 }
 
 /// The raw events this node's strategies emitted, before the host filters
@@ -150,6 +155,7 @@ impl ClusterManager {
             runtime,
             tap: std::sync::OnceLock::new(),
             released: AtomicBool::new(!held),
+            events: crate::event_log::EventLog::default(),
         });
         Actor::spawn(shared.clone(), faults, enabled, held, rx);
         (ClusterManager { shared, commands }, fault_rx)
@@ -158,6 +164,11 @@ impl ClusterManager {
     /// This node's name (its member id).
     pub fn node(&self) -> &str {
         &self.shared.node
+    }
+
+    /// The node's event log.
+    pub fn event_log(&self) -> &crate::event_log::EventLog {
+        &self.shared.events
     }
 
     /// The cache factory.

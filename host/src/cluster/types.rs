@@ -49,6 +49,17 @@ pub enum ClusterState {
     Faulted { reason: String },
 }
 
+/// A clustering state as its name and reason, as the console, the CLI and
+/// the event log show it: `starting` gives its detail as the reason.
+pub fn state_and_reason(state: &ClusterState) -> (&'static str, Option<&str>) {
+    match state {
+        ClusterState::Standalone { reason } => ("standalone", reason.as_deref()),
+        ClusterState::Starting { detail, .. } => ("starting", Some(detail.as_str())),
+        ClusterState::Clustered => ("clustered", None),
+        ClusterState::Faulted { reason } => ("faulted", Some(reason.as_str())),
+    }
+}
+
 /// A snapshot of the node's clustering.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ClusterStatus {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::gates::{clustered_check, gate, in_cluster, ready_gate, standalone, Seen};
 use super::rollback::{rollback, rollback_timeout, split_brain_rollback};
 use super::survey::{Member, PluginFile};
-use super::{api_error, secs, UpgradeError, UpgradeOptions};
+use super::{api_error, UpgradeError, UpgradeOptions};
 use crate::admin::client::segment;
 use crate::admin::contract::{Refusal, UploadOutcome, Uploaded};
 use crate::plugins::outcome::RefusalCause;
@@ -107,7 +107,7 @@ fn replace_each<'r>(flow: Flow, run: &Run<'r>, out: &mut dyn FnMut(&str)) -> Res
                 "{step}: upload {} as plugins/{} (the member drains for {} first: not ready, so a load balancer stops sending it requests) ...",
                 new.label(),
                 m.file,
-                secs(drain)
+                crate::text::duration(drain)
             ));
         }
         if let Err(why) = upload(m, new, drain, out) {
@@ -129,7 +129,7 @@ fn replace_each<'r>(flow: Flow, run: &Run<'r>, out: &mut dyn FnMut(&str)) -> Res
             Flow::Rolling => {
                 out(&format!(
                     "{step}: replaced ({}); gate: back in the cluster, {size} members, on {version} ...",
-                    secs(t.elapsed())
+                    crate::text::duration(t.elapsed())
                 ));
                 gate(run.options.gate_timeout, &[m], |_, _| {}, clustered_check(size, version.clone()))
                     .and_then(|_| gate(run.options.gate_timeout, run.all, |_, _| {}, in_cluster(size)))
@@ -152,7 +152,7 @@ fn replace_each<'r>(flow: Flow, run: &Run<'r>, out: &mut dyn FnMut(&str)) -> Res
         };
         match gated {
             Ok(_) if flow == Flow::Rolling => {
-                out(&format!("{step}: gate passed ({} for the member)", secs(t.elapsed())));
+                out(&format!("{step}: gate passed ({} for the member)", crate::text::duration(t.elapsed())));
                 if let Err(why) = back_in_service(run.options, m, i + 1 < total, &step, out) {
                     out(&format!("{step}: {why}"));
                     let reason =
@@ -160,7 +160,9 @@ fn replace_each<'r>(flow: Flow, run: &Run<'r>, out: &mut dyn FnMut(&str)) -> Res
                     return Err(Failed { changed, reason });
                 }
             }
-            Ok(_) => out(&format!("{step}: replaced, standalone on {version} ({})", secs(t.elapsed()))),
+            Ok(_) => {
+                out(&format!("{step}: replaced, standalone on {version} ({})", crate::text::duration(t.elapsed())))
+            }
             Err(why) => {
                 out(&format!("{step}: {why}"));
                 let reason = match flow {
@@ -193,8 +195,8 @@ fn back_in_service(
     if another_follows {
         out(&format!(
             "{step}: ready again ({}); waiting {} before the next member drains, so a load balancer has put it back",
-            secs(waited),
-            secs(options.drain)
+            crate::text::duration(waited),
+            crate::text::duration(options.drain)
         ));
         std::thread::sleep(options.drain);
     }
@@ -223,7 +225,7 @@ pub(super) fn split_brain(run: &Run<'_>, out: &mut dyn FnMut(&str)) -> Result<()
         let _ = enable_all(rollback_timeout(options), all, size, None, out);
         return Err(UpgradeError::NotStandalone { why });
     }
-    out(&format!("[split-brain] every member standalone ({})", secs(t.elapsed())));
+    out(&format!("[split-brain] every member standalone ({})", crate::text::duration(t.elapsed())));
     if let Err(failed) = replace_each(Flow::SplitBrain, run, out) {
         return Err(split_brain_rollback(options, run.previous, &failed.changed, all, size, out, &failed.reason));
     }
@@ -286,6 +288,9 @@ pub(super) fn enable_all(
         out(&format!("[split-brain] {n} had not heard the switch; enabled there too"));
     }
     let passed = result?;
-    out(&format!("[split-brain] gate passed: every member clustered, {size} members ({})", secs(passed)));
+    out(&format!(
+        "[split-brain] gate passed: every member clustered, {size} members ({})",
+        crate::text::duration(passed)
+    ));
     Ok(())
 }

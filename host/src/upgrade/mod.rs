@@ -214,11 +214,11 @@ pub fn run(options: &UpgradeOptions, out: &mut dyn FnMut(&str)) -> Result<(), Up
     };
     match &result {
         Ok(()) => out(&format!(
-            "[{mode}] done: {size} members run {} ({:.1} s)",
+            "[{mode}] done: {size} members run {} ({})",
             new.label(),
-            started.elapsed().as_secs_f64()
+            crate::text::duration(started.elapsed())
         )),
-        Err(e) => out(&format!("[{mode}] failed after {:.1} s: {e}", started.elapsed().as_secs_f64())),
+        Err(e) => out(&format!("[{mode}] failed after {}: {e}", crate::text::duration(started.elapsed()))),
     }
     result
 }
@@ -226,11 +226,6 @@ pub fn run(options: &UpgradeOptions, out: &mut dyn FnMut(&str)) -> Result<(), Up
 /// The first 12 hex digits of a hash, as messages show it.
 fn short(sha: &str) -> &str {
     &sha[..sha.len().min(12)]
-}
-
-/// A duration as progress lines show it.
-fn secs(d: Duration) -> String {
-    format!("{:.1} s", d.as_secs_f64())
 }
 
 /// An admin API error as a gate or step reports it.

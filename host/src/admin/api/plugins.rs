@@ -185,7 +185,7 @@ pub(in crate::admin) async fn install_plugin(
     // manager's strategy change and of clustering take over from there).
     let _draining = drain.map(|wait| {
         let what = format!("the upload of plugins/{name} ({} {})", upload.manifest.id, upload.manifest.version);
-        state.shared.drains.begin(what, wait)
+        state.shared.drains.begin(what, wait, state.ctx().cluster.event_log())
     });
     if let Some(wait) = drain {
         tracing::info!(file = %target.display(), "draining for {:.1} s before acting on the upload", wait.as_secs_f64());

@@ -80,9 +80,13 @@ pub(super) async fn clustering_switch(ctx: Ctx) -> Result<(), Failure> {
             panic!("{} is not standalone with a reason: {:?}", node.name, node.cluster.state())
         };
         assert!(reason.contains("disabled cluster-wide by a"), "{reason}");
-        // When, as a person reads it (issue 14, finding 15): a UTC date, not epoch milliseconds.
-        let when = reason.rsplit(" at ").next().unwrap_or_default();
-        assert!(when.len() == 20 && when.ends_with('Z') && when.as_bytes()[10] == b'T', "{reason}");
+        // When, as a person reads it (issue 14, finding 15; issue 20): a local
+        // date and time to the millisecond, not epoch milliseconds.
+        let when = reason.rsplit(" at ").next().unwrap_or_default().as_bytes();
+        assert!(
+            when.len() == 23 && when[10] == b' ' && when[19] == b'.' && when[..4].iter().all(u8::is_ascii_digit),
+            "{reason}"
+        );
         assert!(!node.cluster.enabled());
         // Each kept the clustered entry as a standalone one.
         let mine = node.cluster.caches().cache::<String, u64>("counters");

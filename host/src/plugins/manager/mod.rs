@@ -135,6 +135,9 @@ struct Shared {
     /// not restart the old version); cleared when one is attached again or
     /// its file is removed.
     strategy_lost: Mutex<Option<String>>,
+    /// Where loads, refusals, faults and removals are recorded: the
+    /// cluster manager's log (the node's one), or one of its own without one.
+    events: crate::event_log::EventLog,
 }
 
 /// While alive, [`PluginManager::strategy_change`] says what is happening
@@ -161,8 +164,10 @@ impl PluginManager {
     /// Creates a manager; fails only if the private copy directory cannot be made.
     pub fn new(config: ManagerConfig) -> std::io::Result<Self> {
         let store = PrivateStore::new(config.private_dir.as_deref())?;
+        let events = config.cluster.as_ref().map(|c| c.event_log().clone()).unwrap_or_default();
         Ok(PluginManager {
             shared: Arc::new(Shared {
+                events,
                 live: Mutex::new((config.lifecycle_budget, config.allow_downgrade)),
                 signature: Mutex::new(config.signature.clone()),
                 config,
@@ -332,6 +337,7 @@ impl PluginManager {
                 None => self.set_state(file, error.state(), Some(error.to_string())),
             }
         }
+        self.record_load(file, &result, kept_running);
         let end = match &result {
             Ok(outcome) => LoadEnd::Done(outcome.clone()),
             Err(error) => LoadEnd::Refused { cause: error.cause(), kept_running },
@@ -340,6 +346,35 @@ impl PluginManager {
         clusterhost_plugin_api::sync::lock(&self.shared.reports).insert(file.to_owned(), report);
         self.shared.changes.send_modify(|n| *n += 1);
         result
+    }
+
+    /// The node's event log (the cluster manager's, when it has one).
+    pub fn event_log(&self) -> &crate::event_log::EventLog {
+        &self.shared.events
+    }
+
+    /// Records how a load ended in the event log (an unchanged republish is no event).
+    fn record_load(&self, file: &Path, result: &Result<LoadOutcome, LoadError>, kept_running: bool) {
+        use crate::event_log::What;
+        let what = match result {
+            Ok(LoadOutcome::Activated { id, version }) => {
+                What::PluginLoaded { plugin: id.clone(), version: version.to_string() }
+            }
+            Ok(LoadOutcome::Replaced { id, from, to }) => {
+                What::PluginReplaced { plugin: id.clone(), from: from.to_string(), to: to.to_string() }
+            }
+            Ok(LoadOutcome::Unchanged { .. }) => return,
+            Err(error) => What::PluginRefused {
+                file: file
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| file.display().to_string()),
+                cause: error.cause(),
+                reason: error.to_string(),
+                kept_running,
+            },
+        };
+        self.shared.events.record(what);
     }
 
     async fn load_locked(&self, active: &mut Vec<Active>, file: &Path) -> Result<LoadOutcome, LoadError> {
@@ -488,7 +523,10 @@ impl PluginManager {
         let plugin = active.remove(index);
         // Taken out by the operator: standalone is what is asked now.
         self.set_strategy_lost(&plugin.manifest, None);
+        let (id, version) = (plugin.manifest.id.clone(), plugin.manifest.version.to_string());
         self.stop_one(plugin, reason).await;
+        let what = crate::event_log::What::PluginRemoved { plugin: id, version, reason: reason.to_string() };
+        self.shared.events.record(what);
         true
     }
 
@@ -570,6 +608,8 @@ impl PluginManager {
             tracing::warn!(plugin = %id, "{e}");
         }
         self.set_state(&plugin.file, PluginState::Faulted, Some(reason.to_string()));
+        let what = crate::event_log::What::PluginFaulted { plugin: id.to_string(), reason: reason.to_string() };
+        self.shared.events.record(what);
     }
 
     async fn stop_one(&self, plugin: Active, reason: &str) {
