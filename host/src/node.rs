@@ -206,6 +206,7 @@ fn cluster_config(properties: &Properties) -> ClusterConfig {
         retry_count: properties.startup_retry_count,
         retry_interval: properties.startup_retry_interval,
         max_execution: properties.max_execution,
+        protection: properties.protection.clone(),
     }
 }
 

@@ -79,6 +79,20 @@ fn a_healed_partition_leaves_one_cluster_one_senior_and_caches_merged_latest_win
     let nodes = start_members(&lab, &cluster, &key, &names, &members, false);
     let all: Vec<&Node> = nodes.iter().collect();
     wait_for_view(&all, &names);
+    // Split-brain protection on cache "guarded": at least 2 members (the
+    // properties are reloaded live).
+    for node in &nodes {
+        let file = node.home.path().join("conf/clusterhost.properties");
+        let mut text = std::fs::read_to_string(&file).expect("the properties are readable");
+        text.push_str("cache.guarded.min.members = 2\n");
+        std::fs::write(&file, text).expect("the properties can be written");
+    }
+    for node in &nodes {
+        wait_until(&format!("{} to apply the protection", node.name), DEADLINE, || {
+            node.status().is_some_and(|s| s["protection"][0]["cache"] == "guarded")
+        });
+    }
+    nodes[0].put("guarded", "before", "all-three");
     nodes[0].put("sessions", "before", "split");
     assert_eq!(nodes[2].get("sessions", "before").as_deref(), Some("split"));
 
@@ -110,6 +124,17 @@ fn a_healed_partition_leaves_one_cluster_one_senior_and_caches_merged_latest_win
     nodes[1].put("rooms", "only-b", "b");
     nodes[2].put("sessions", "only-c", "c");
     nodes[2].put("rooms", "only-c", "c");
+    // The protected cache: the pair writes it, the single member refuses,
+    // naming the rule and the sizes, and still reads.
+    nodes[0].put("guarded", "during", "the-pair");
+    let refused = nodes[2].try_put("guarded", "during", "alone").expect_err("pa-c alone wrote a protected cache");
+    assert!(
+        refused.contains("cache.guarded.min.members = 2") && refused.contains("sees 1 member"),
+        "the refusal names the rule and sizes: {refused}"
+    );
+    assert_eq!(nodes[2].get("guarded", "before").as_deref(), Some("all-three"), "reads stay allowed");
+    let status = nodes[2].status().expect("a status");
+    assert_eq!(status["protection"][0]["refusing"], true, "the status shows the protection active: {status}");
     assert_eq!(nodes[1].get("sessions", "both").as_deref(), Some("from-ab"));
     assert_eq!(nodes[2].get("sessions", "both").as_deref(), Some("from-c"));
     assert_eq!(nodes[0].get("sessions", "only-c"), None, "the sides are apart");
@@ -121,6 +146,8 @@ fn a_healed_partition_leaves_one_cluster_one_senior_and_caches_merged_latest_win
     // Caches merged: distinct keys from both sides everywhere; a key written
     // on both sides holds the later write.
     let expected = [
+        ("guarded", "before", "all-three"),
+        ("guarded", "during", "the-pair"),
         ("sessions", "before", "split"),
         ("sessions", "both", "from-c"),
         ("sessions", "both-2", "from-ab"),

@@ -79,6 +79,11 @@ pub(super) fn print_cluster(view: &ClusterView) {
     if let Some(warn) = &view.warn {
         println!("warning: {warn}");
     }
+    for p in &status.protection {
+        let seen = p.members_seen.map_or("not clustering".to_string(), |n| format!("{n} seen"));
+        let what = if p.refusing { "PROTECTED: writes refused" } else { "ok" };
+        println!("split-brain protection: cache {} needs {} members ({seen}): {what}", p.cache, p.min_members);
+    }
     if status.members.is_empty() {
         println!("no members: this node is not in a cluster right now");
         return;

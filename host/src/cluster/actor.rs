@@ -179,10 +179,27 @@ impl Actor {
             ClusterState::Starting { detail, .. } => tracing::info!("{detail}"),
             _ => {}
         }
+        self.count_members(&state);
         let (name, reason) = super::state_and_reason(&state);
         let what = What::Clustering { state: name.to_string(), reason: reason.map(str::to_string) };
         self.shared.events.record(what);
         self.shared.status.send_replace((state, enabled, label));
+    }
+
+    /// What split-brain protection counts in `state`: the members the
+    /// serving strategy lists while clustered, this node alone while it is
+    /// meant to be clustered (a strategy in service, clustering enabled),
+    /// nothing otherwise.
+    fn count_members(&self, state: &ClusterState) {
+        let seen = match state {
+            ClusterState::Clustered => {
+                let serving = lock(&self.shared.serving).clone();
+                Some(serving.members().len().max(1))
+            }
+            _ if self.attached.is_some() && self.enabled.enabled => Some(1),
+            _ => None,
+        };
+        self.shared.caches.set_members_seen(seen);
     }
 
     fn set_attached(&mut self, attached: Option<Attached>) {
@@ -191,6 +208,8 @@ impl Actor {
         if self.attached.is_none() {
             self.stage = Stage::Idle;
         }
+        let state = self.shared.status.borrow().0.clone();
+        self.count_members(&state);
     }
 
     fn disabled_reason(&self) -> String {
@@ -421,9 +440,11 @@ impl Actor {
                 }
             }
             StrategyEvent::Joined { member } if clustered => {
+                self.count_members(&ClusterState::Clustered);
                 self.dispatch(ClusterEvent::JoinedCluster { member, local: false })
             }
             StrategyEvent::Left { member } if clustered => {
+                self.count_members(&ClusterState::Clustered);
                 self.dispatch(ClusterEvent::LeftCluster { member, local: false })
             }
             StrategyEvent::SeniorChanged { member } if clustered => {

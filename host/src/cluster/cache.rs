@@ -31,6 +31,8 @@ struct FactoryInner {
     serving: async_lock::RwLock<Arc<StrategyRef>>,
     /// Every cache a handle was made for, by name.
     caches: Mutex<HashMap<String, Arc<CacheCore>>>,
+    /// Split-brain protection's rules and member count.
+    protection: super::protection::Guard,
 }
 
 /// One cache: how strategies are told which (its name, and the standalone
@@ -84,6 +86,7 @@ impl CacheFactory {
                 serving: async_lock::RwLock::new(standalone.clone()),
                 standalone,
                 caches: Mutex::new(HashMap::new()),
+                protection: Default::default(),
             }),
         }
     }
@@ -119,6 +122,21 @@ impl CacheFactory {
     /// The cache `name`, typed (keys and values encoded with postcard).
     pub fn cache<K: Serialize, V: Serialize + DeserializeOwned>(&self, name: &str) -> Cache<K, V> {
         Cache { raw: self.raw(name), _types: PhantomData }
+    }
+
+    /// Replaces split-brain protection's rules (a properties reload).
+    pub(crate) fn apply_protection(&self, protection: super::protection::Protection) {
+        self.inner.protection.apply(protection);
+    }
+
+    /// The members split-brain protection counts (`None`: not clustering).
+    pub(crate) fn set_members_seen(&self, members: Option<usize>) {
+        self.inner.protection.set_members(members);
+    }
+
+    /// The protected caches and where this node stands against each.
+    pub fn protection(&self) -> Vec<super::protection::ProtectedCache> {
+        self.inner.protection.status()
     }
 
     /// Whether caches are clustered right now.
@@ -227,6 +245,11 @@ pub struct RawCache {
 }
 
 impl RawCache {
+    /// Split-brain protection's verdict on a `write` (or read) of this cache now.
+    fn protected(&self, write: bool) -> Result<(), ClusterError> {
+        self.factory.protection.check(self.core.cache.name(), write)
+    }
+
     /// The cache's name.
     pub fn name(&self) -> &str {
         self.core.cache.name()
@@ -234,6 +257,7 @@ impl RawCache {
 
     /// The value under `key`.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ClusterError> {
+        self.protected(false)?;
         let serving = self.factory.serving.read().await;
         let value = match serving.get_now(&self.core.cache, key) {
             Some(value) => value,
@@ -246,21 +270,25 @@ impl RawCache {
 
     /// Writes `value` under `key`.
     pub async fn put(&self, key: Vec<u8>, value: Vec<u8>) -> Result<(), ClusterError> {
+        self.protected(true)?;
         self.factory.serving.read().await.put(&self.core.cache, key, value).await
     }
 
     /// True if the key was present.
     pub async fn remove(&self, key: &[u8]) -> Result<bool, ClusterError> {
+        self.protected(true)?;
         self.factory.serving.read().await.remove(&self.core.cache, key).await
     }
 
     /// Whether `key` is present.
     pub async fn contains(&self, key: &[u8]) -> Result<bool, ClusterError> {
+        self.protected(false)?;
         self.factory.serving.read().await.contains(&self.core.cache, key).await
     }
 
     /// Entries in the cache (the whole cluster's, while clustered).
     pub async fn len(&self) -> Result<u64, ClusterError> {
+        self.protected(false)?;
         self.factory.serving.read().await.size(&self.core.cache).await
     }
 
@@ -271,16 +299,19 @@ impl RawCache {
 
     /// Removes every entry.
     pub async fn clear(&self) -> Result<(), ClusterError> {
+        self.protected(true)?;
         self.factory.serving.read().await.clear(&self.core.cache).await
     }
 
     /// Every key (the whole cluster's, while clustered).
     pub async fn keys(&self) -> Result<Vec<Vec<u8>>, ClusterError> {
+        self.protected(false)?;
         self.factory.serving.read().await.keys(&self.core.cache).await
     }
 
     /// The values under `keys`, in order.
     pub async fn get_all(&self, keys: Vec<Vec<u8>>) -> Result<Vec<Option<Vec<u8>>>, ClusterError> {
+        self.protected(false)?;
         let values = self.factory.serving.read().await.get_all(&self.core.cache, keys).await?;
         let hits = values.iter().filter(|v| v.is_some()).count() as u64;
         self.core.count(hits, values.len() as u64 - hits);
@@ -289,6 +320,7 @@ impl RawCache {
 
     /// Writes every entry, all with the same version.
     pub async fn put_all(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), ClusterError> {
+        self.protected(true)?;
         let now = now_ms();
         let entries = entries.into_iter().map(|(key, value)| Entry { key, value, version: now }).collect();
         self.factory.serving.read().await.put_all(&self.core.cache, entries).await
@@ -305,6 +337,7 @@ impl RawCache {
     /// The value under `key` with its version (which changes on every
     /// write of the key: compare it with [`replace_if`](Self::replace_if)).
     pub async fn get_versioned(&self, key: &[u8]) -> Result<Option<Versioned>, ClusterError> {
+        self.protected(false)?;
         let found = self.factory.serving.read().await.get_versioned(&self.core.cache, key).await?;
         let hit = found.is_some() as u64;
         self.core.count(hit, 1 - hit);
@@ -314,6 +347,7 @@ impl RawCache {
     /// Writes `value` under `key` only if the key is absent, atomically
     /// across the cluster; the outcome carries the entry that is there now.
     pub async fn put_if_absent(&self, key: Vec<u8>, value: Vec<u8>) -> Result<CasOutcome, ClusterError> {
+        self.protected(true)?;
         let outcome = self.factory.serving.read().await.put_if_absent(&self.core.cache, key, value).await?;
         Ok(self.counted(outcome))
     }
@@ -326,12 +360,14 @@ impl RawCache {
         expected: Expected,
         value: Vec<u8>,
     ) -> Result<CasOutcome, ClusterError> {
+        self.protected(true)?;
         let outcome = self.factory.serving.read().await.replace_if(&self.core.cache, key, expected, value).await?;
         Ok(self.counted(outcome))
     }
 
     /// Removes `key` only if the entry there is `expected`.
     pub async fn remove_if(&self, key: Vec<u8>, expected: Expected) -> Result<CasOutcome, ClusterError> {
+        self.protected(true)?;
         let outcome = self.factory.serving.read().await.remove_if(&self.core.cache, key, expected).await?;
         Ok(self.counted(outcome))
     }

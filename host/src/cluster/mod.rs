@@ -19,6 +19,7 @@ mod cache;
 mod callbacks;
 mod events;
 mod locks;
+pub mod protection;
 mod standalone;
 mod strategy;
 mod task_stats;
@@ -178,6 +179,7 @@ impl ClusterManager {
 
     /// Replaces the startup / execution settings; they apply from the next start.
     pub fn apply(&self, config: ClusterConfig) {
+        self.shared.caches.apply_protection(config.protection.clone());
         *lock(&self.shared.config) = config;
     }
 
@@ -227,7 +229,8 @@ impl ClusterManager {
                 plugin_version: m.plugin_version,
             })
             .collect();
-        ClusterStatus { node: self.shared.node.clone(), state, enabled, strategy, members, senior }
+        let protection = self.shared.caches.protection();
+        ClusterStatus { node: self.shared.node.clone(), state, enabled, strategy, members, senior, protection }
     }
 
     /// Records every event this node's strategies emit from now on, as

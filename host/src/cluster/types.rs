@@ -30,6 +30,9 @@ pub enum ClusterError {
     /// A typed task's request or reply did not encode or decode.
     #[error("task {task}: could not encode or decode its request or reply: {detail}")]
     TaskCodec { task: String, detail: String },
+    /// Split-brain protection: this node sees fewer members than `rule` asks for `cache`.
+    #[error("cache {cache} is protected against split brain ({rule}) and this node sees {seen} member(s): {op} refused until it sees at least {min} (a partition healing, members coming back)")]
+    Protected { cache: String, rule: String, min: u32, seen: u32, op: &'static str },
     /// The manager's actor has ended.
     #[error("the cluster manager has stopped (the node is shutting down)")]
     Stopped,
@@ -75,6 +78,9 @@ pub struct ClusterStatus {
     pub members: Vec<MemberStatus>,
     /// The senior member (none while standalone).
     pub senior: Option<String>,
+    /// Split-brain protection: the protected caches and whether each is refusing now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protection: Vec<super::protection::ProtectedCache>,
 }
 
 /// One member in a status.
@@ -105,6 +111,8 @@ pub struct ClusterConfig {
     pub retry_interval: Duration,
     /// The budget of one strategy call: a join, a leave, a task (`cluster.max.execution.seconds`).
     pub max_execution: Duration,
+    /// Split-brain protection (`cache.<name>.min.members`, `cache.protection.reads`); applies at once.
+    pub protection: super::protection::Protection,
 }
 
 impl Default for ClusterConfig {
@@ -114,6 +122,7 @@ impl Default for ClusterConfig {
             retry_count: 1,
             retry_interval: Duration::from_secs(10),
             max_execution: Duration::from_secs(30),
+            protection: Default::default(),
         }
     }
 }

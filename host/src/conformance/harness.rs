@@ -130,6 +130,7 @@ pub fn quick_config() -> ClusterConfig {
         retry_count: 1,
         retry_interval: Duration::from_millis(100),
         max_execution: Duration::from_secs(2),
+        ..ClusterConfig::default()
     }
 }
 

@@ -96,7 +96,15 @@ pub struct Properties {
     /// `admin.max.connections.per.address` (64): open admin connections
     /// from one client IP address (loopback counts too); more are closed at once.
     pub admin_max_connections_per_address: usize,
+    /// Split-brain protection: `cache.<name>.min.members` (none; `*` for
+    /// every cache without its own), the fewest members this node must see
+    /// for a write to that cache; `cache.protection.reads` (`allow`):
+    /// `refuse` refuses reads of a protected cache too.
+    pub protection: crate::cluster::protection::Protection,
 }
+
+/// The most caches `cache.<name>.min.members` may name.
+pub const MAX_PROTECTED_CACHES: usize = 1000;
 
 impl Default for Properties {
     fn default() -> Self {
@@ -126,6 +134,7 @@ impl Default for Properties {
             admin_header_timeout: DEFAULT_HEADER_TIMEOUT,
             admin_max_connections: DEFAULT_MAX_CONNECTIONS,
             admin_max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            protection: Default::default(),
         }
     }
 }
@@ -263,7 +272,33 @@ impl Properties {
             "admin.header.timeout.seconds" => self.admin_header_timeout = seconds(value, 0.1, 3600.0)?,
             "admin.max.connections" => self.admin_max_connections = connections(value)?,
             "admin.max.connections.per.address" => self.admin_max_connections_per_address = connections(value)?,
-            _ => return Ok(false),
+            "cache.protection.reads" => {
+                self.protection.refuse_reads = match value {
+                    "allow" => false,
+                    "refuse" => true,
+                    _ => return Err("expected allow or refuse".into()),
+                }
+            }
+            _ => match key.strip_prefix("cache.").and_then(|k| k.strip_suffix(".min.members")) {
+                Some(cache) => {
+                    if cache.is_empty()
+                        || cache.len() > 200
+                        || cache.chars().any(|c| c.is_whitespace() || c.is_control())
+                    {
+                        return Err("expected a cache name of 1 to 200 characters without spaces (or *) in cache.<name>.min.members".into());
+                    }
+                    let min = count(value, 1000)?;
+                    if min == 0 {
+                        return Err("expected a number of members from 1 to 1000".into());
+                    }
+                    let known = self.protection.min_members.contains_key(cache);
+                    if !known && self.protection.min_members.len() >= MAX_PROTECTED_CACHES {
+                        return Err(format!("at most {MAX_PROTECTED_CACHES} caches can be protected"));
+                    }
+                    self.protection.min_members.insert(cache.to_string(), min);
+                }
+                None => return Ok(false),
+            },
         }
         Ok(true)
     }
@@ -356,6 +391,10 @@ impl Properties {
         put("admin.header.timeout.seconds", secs(self.admin_header_timeout));
         put("admin.max.connections", self.admin_max_connections.to_string());
         put("admin.max.connections.per.address", self.admin_max_connections_per_address.to_string());
+        put("cache.protection.reads", if self.protection.refuse_reads { "refuse" } else { "allow" }.to_string());
+        for (cache, min) in &self.protection.min_members {
+            put(&format!("cache.{cache}.min.members"), min.to_string());
+        }
         values
     }
 

@@ -157,6 +157,32 @@ impl Node {
         }
     }
 
+    /// Writes `cache/key = value` through the admin API: Err with what the
+    /// node answered when it refused.
+    pub fn try_put(&self, cache: &str, key: &str, value: &str) -> Result<(), String> {
+        match &self.access {
+            Access::Http(url) => {
+                let (status, body) =
+                    call_text("PUT", &format!("{url}/api/caches/{cache}/{key}"), Some(TOKEN), Some(value.as_bytes()));
+                if status == 200 {
+                    Ok(())
+                } else {
+                    Err(format!("{status} {body}"))
+                }
+            }
+            Access::Netns { ns, url, token_file } => {
+                let token = token_file.to_str().expect("a UTF-8 path");
+                let (ok, out, err) =
+                    cli_in(ns, &["cache", "put", cache, key, value, "--admin", url, "--token-file", token]);
+                if ok {
+                    Ok(())
+                } else {
+                    Err(format!("{out}{err}"))
+                }
+            }
+        }
+    }
+
     /// Writes `cache/key = value` through the admin API; panics on refusal.
     pub fn put(&self, cache: &str, key: &str, value: &str) {
         match &self.access {

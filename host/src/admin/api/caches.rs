@@ -15,6 +15,7 @@ fn cache_error(action: &str, cache: &str, key: &str, e: crate::cluster::ClusterE
     let status = match e {
         crate::cluster::ClusterError::Codec { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         crate::cluster::ClusterError::Lacks { .. } => StatusCode::NOT_IMPLEMENTED,
+        crate::cluster::ClusterError::Protected { .. } => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::BAD_GATEWAY,
     };
     ApiError::new(
