@@ -131,6 +131,9 @@ impl Capabilities {
     /// Atomic cache operations: `cache_get_versioned`, `cache_put_if_absent`,
     /// `cache_replace_if`, `cache_remove_if`, each atomic per key.
     pub const ATOMIC: Capabilities = Capabilities(capability::ATOMIC);
+    /// Fenced locks (API 0.1.2): `lock_fence` answers the fencing number
+    /// of a held lock.
+    pub const FENCED_LOCKS: Capabilities = Capabilities(capability::FENCED_LOCKS);
 
     /// Whether every capability of `other` is in `self`.
     pub fn contains(self, other: Capabilities) -> bool {
@@ -172,6 +175,8 @@ pub mod target_kind {
 pub mod capability {
     /// Atomic cache operations (put-if-absent, replace-if, remove-if, get with version).
     pub const ATOMIC: u64 = 1;
+    /// Fencing numbers for held locks ([`ClusterStrategy::lock_fence`](super::ClusterStrategy::lock_fence), API 0.1.2).
+    pub const FENCED_LOCKS: u64 = 4;
 }
 
 /// Kinds of [`FfiExpected::kind`].
@@ -272,8 +277,13 @@ pub type Fut<T> = FfiFuture<RResult<T, PluginError>>;
 /// shorter). The host checks [`ClusterStrategy::capabilities`] first and
 /// refuses with a message naming the strategy, so this is a last resort.
 fn predates<T: 'static>(method: &str) -> Fut<T> {
+    predates_in(method, "0.1.1")
+}
+
+/// [`predates`] for a method added in API `version`.
+fn predates_in<T: 'static>(method: &str, version: &str) -> Fut<T> {
     let error = PluginError::unsupported(format!(
-        "the strategy was built against a plugin API without {method} (added in API 0.1.1); upgrade it"
+        "the strategy was built against a plugin API without {method} (added in API {version}); upgrade it"
     ));
     async_ffi::FutureExt::into_ffi(async move { RResult::RErr(error) })
 }
@@ -380,6 +390,17 @@ pub trait ClusterStrategy: Send + Sync {
     fn cache_remove_if(&self, cache: RStr<'_>, key: RVec<u8>, expected: FfiExpected) -> Fut<FfiCasOutcome> {
         let _ = (cache, key, expected);
         predates("cache_remove_if")
+    }
+
+    // ---- Appended in API 0.1.2 (same rule as above). ----
+
+    /// The fencing number of the grant of lock `name` that `owner` holds
+    /// now: greater than every number any earlier grant of the lock got,
+    /// across senior changes and restarts of the lock's store; 0 when
+    /// `owner` does not hold it. The host asks right after a grant.
+    fn lock_fence(&self, name: RStr<'_>, owner: RStr<'_>) -> Fut<u64> {
+        let _ = (name, owner);
+        predates_in("lock_fence", "0.1.2")
     }
 }
 

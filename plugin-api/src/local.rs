@@ -301,6 +301,10 @@ impl LocalCaches {
 pub struct LocalLocks {
     /// lock name → (owner token, member id).
     held: Mutex<HashMap<String, (String, String)>>,
+    /// lock name → the fencing number of its current grant.
+    fences: Mutex<HashMap<String, u64>>,
+    /// The last fencing number handed out (any lock).
+    last_fence: Mutex<u64>,
     released: tokio::sync::Notify,
 }
 
@@ -317,9 +321,21 @@ impl LocalLocks {
             Some((holder, _)) => holder == owner,
             None => {
                 held.insert(name.to_string(), (owner.to_string(), member.to_string()));
+                // Greater than every number handed out before, and never
+                // below the clock, so it still grows after a restart.
+                let mut last = crate::sync::lock(&self.last_fence);
+                *last = (*last + 1).max(crate::cluster::now_ms());
+                crate::sync::lock(&self.fences).insert(name.to_string(), *last);
                 true
             }
         }
+    }
+
+    /// The fencing number of `owner`'s grant of `name`, if it holds it.
+    pub fn fence(&self, name: &str, owner: &str) -> Option<u64> {
+        let held = self.held();
+        let mine = held.get(name).is_some_and(|(holder, _)| holder == owner);
+        mine.then(|| crate::sync::lock(&self.fences).get(name).copied()).flatten()
     }
 
     /// Waits until `owner` holds `name`.

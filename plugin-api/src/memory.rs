@@ -358,6 +358,10 @@ impl Strategy for MemoryStrategy {
         ready(Ok(self.fabric.locks.unlock(name, owner)))
     }
 
+    fn lock_fence(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<Option<u64>>> + Send {
+        ready(Ok(self.fabric.locks.fence(name, owner)))
+    }
+
     fn send_task(
         &self,
         target: TaskTarget,
@@ -421,7 +425,7 @@ impl Strategy for MemoryStrategy {
         self.with(|s| vec![("members".to_string(), joined_in_order(s).len() as u64)])
     }
     fn capabilities(&self) -> Capabilities {
-        Capabilities::ATOMIC
+        Capabilities::ATOMIC.with(Capabilities::FENCED_LOCKS)
     }
 
     fn cache_get_versioned(

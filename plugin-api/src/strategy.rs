@@ -223,6 +223,18 @@ pub trait Strategy: Send + Sync + 'static {
         let _ = (cache, key, expected);
         async { Err(Unsupported::capability("atomic cache operations").into()) }
     }
+
+    /// The fencing number of the grant of lock `name` that `owner` holds
+    /// now (`None` when it does not hold it): greater than every number an
+    /// earlier grant of the lock got, on any member, across senior changes
+    /// and restarts of the lock's store. Report [`Capabilities::FENCED_LOCKS`]
+    /// with it; the host asks right after each grant and hands the number
+    /// out with the lock, so a resource can refuse a holder older than the
+    /// last one it served (docs/cluster.md, "Locks and fencing numbers").
+    fn lock_fence(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<Option<u64>>> + Send {
+        let _ = (name, owner);
+        async { Err(Unsupported::capability("fenced locks").into()) }
+    }
 }
 
 /// The host's side, as a strategy sees it: events out, tasks in.
@@ -621,6 +633,11 @@ impl<S: Strategy> ClusterStrategy for StrategyAdapter<S> {
         let Some(expected) = expected.decode() else { return unknown_kind("a kind of expected entry") };
         let (cache, key) = (cache.as_str().to_owned(), key.into_vec());
         self.call(move |s| async move { s.cache_remove_if(&cache, key, expected).await }, FfiCasOutcome::from)
+    }
+
+    fn lock_fence(&self, name: RStr<'_>, owner: RStr<'_>) -> Fut<u64> {
+        let (name, owner) = (name.as_str().to_owned(), owner.as_str().to_owned());
+        self.call(move |s| async move { s.lock_fence(&name, &owner).await }, |fence: Option<u64>| fence.unwrap_or(0))
     }
 }
 

@@ -61,6 +61,7 @@ every_strategy!(
         join_and_leave_keep_entries,
         tasks_every_target,
         locks,
+        fenced_locks,
         settings_everywhere,
         clustering_switch,
         cancellation,

@@ -66,11 +66,12 @@ fn the_in_memory_strategy_passes_every_rule() {
 
 #[test]
 fn the_shared_dir_example_passes_every_rule_but_tasks_and_locks() {
+    // (fenced-locks included: no locks, so no fencing numbers)
     let home = tempfile::tempdir().unwrap();
     let config = home.path().join("shared-dir.toml");
     std::fs::write(&config, format!("dir = \"{}/{{namespace}}\"\n", home.path().display())).unwrap();
     let run = verify(&[path(&plugin("shared_dir_strategy")), "--config", path(&config)]);
-    let unsupported = ["alone-tasks", "alone-locks", "tasks-every-target", "locks"];
+    let unsupported = ["alone-tasks", "alone-locks", "tasks-every-target", "locks", "fenced-locks"];
     let atomic = ["atomic-alone", "atomic-put-if-absent-race", "atomic-update-counter"];
     assert_passes("shared-dir", run, &[&unsupported[..], &atomic[..]].concat());
 }

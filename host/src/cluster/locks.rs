@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use clusterhost_plugin_api::cluster::Capabilities;
+
 use super::strategy::StrategyRef;
 use super::{ClusterError, ClusterManager};
 
@@ -24,15 +26,42 @@ impl ClusterManager {
         let owner = self.shared.owners.next(&self.shared.node);
         let via = self.serving();
         via.lock(name, &owner).await?;
-        Ok(ClusterLock::new(name, owner, via, self.shared.runtime.clone()))
+        self.granted(name, owner, via).await
     }
 
     /// Takes the lock `name` if that happens within `timeout`.
     pub async fn try_lock(&self, name: &str, timeout: Duration) -> Result<Option<ClusterLock>, ClusterError> {
         let owner = self.shared.owners.next(&self.shared.node);
         let via = self.serving();
-        let taken = via.try_lock(name, &owner, timeout).await?;
-        Ok(taken.then(|| ClusterLock::new(name, owner, via, self.shared.runtime.clone())))
+        if !via.try_lock(name, &owner, timeout).await? {
+            return Ok(None);
+        }
+        self.granted(name, owner, via).await.map(Some)
+    }
+
+    /// The guard of a grant, with its fencing number when the strategy
+    /// offers them. A grant lost before its number could be read (its
+    /// holder left the cluster meanwhile) is an error, not a guard.
+    async fn granted(&self, name: &str, owner: String, via: Arc<StrategyRef>) -> Result<ClusterLock, ClusterError> {
+        let fenced = via.capabilities().contains(Capabilities::FENCED_LOCKS);
+        let fence = via.lock_fence(name, &owner).await;
+        let mut lock = ClusterLock::new(name, owner, via, self.shared.runtime.clone());
+        match fence {
+            // Not held any more: the guard's drop sends a release anyway.
+            Ok(None) if fenced => {
+                Err(ClusterError::Strategy {
+                    plugin: lock.via.label(),
+                    op: "lock_fence",
+                    panicked: false,
+                    message: format!("lock {name} was granted but no longer held when its fencing number was read (this member left the cluster meanwhile?); take it again"),
+                })
+            }
+            Ok(fence) => {
+                lock.fence = fence;
+                Ok(lock)
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -46,11 +75,24 @@ pub struct ClusterLock {
     /// Where a dropped lock's release runs.
     runtime: tokio::runtime::Handle,
     released: bool,
+    /// The grant's fencing number, when the strategy offers them.
+    fence: Option<u64>,
 }
 
 impl ClusterLock {
     fn new(name: &str, owner: String, via: Arc<StrategyRef>, runtime: tokio::runtime::Handle) -> Self {
-        ClusterLock { name: name.to_string(), owner, via, runtime, released: false }
+        ClusterLock { name: name.to_string(), owner, via, runtime, released: false, fence: None }
+    }
+
+    /// The grant's fencing number: greater than every number an earlier
+    /// grant of this lock got, on any member (also across a senior's
+    /// failover). Send it with every write to a resource the lock guards;
+    /// the resource refuses a number lower than the highest it has seen,
+    /// so a holder that lost the lock (paused, cut off) cannot overwrite
+    /// its successor's work. `None` when the strategy offers no fencing
+    /// numbers (one built before plugin API 0.1.2).
+    pub fn fence(&self) -> Option<u64> {
+        self.fence
     }
 
     /// The lock's owner token.

@@ -160,6 +160,10 @@ impl Strategy for Standalone {
         ready(Ok(self.locks.unlock(name, owner)))
     }
 
+    fn lock_fence(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<Option<u64>>> + Send {
+        ready(Ok(self.locks.fence(name, owner)))
+    }
+
     fn send_task(
         &self,
         target: TaskTarget,
@@ -210,7 +214,7 @@ impl Strategy for Standalone {
         ready(Ok(()))
     }
     fn capabilities(&self) -> Capabilities {
-        Capabilities::ATOMIC
+        Capabilities::ATOMIC.with(Capabilities::FENCED_LOCKS)
     }
 
     fn cache_get_versioned(

@@ -447,6 +447,16 @@ impl StrategyRef {
             .try_lock(name, owner, timeout))
     }
 
+    /// The fencing number of `owner`'s grant of lock `name` (`None`: the
+    /// strategy offers none, or `owner` no longer holds it).
+    pub async fn lock_fence(&self, name: &str, owner: &str) -> Result<Option<u64>, ClusterError> {
+        if !self.capabilities.contains(Capabilities::FENCED_LOCKS) {
+            return Ok(None);
+        }
+        either!(self, "lock_fence", |p| p.lock_fence(RStr::from_str(name), RStr::from_str(owner)) => |f| (f != 0).then_some(f), |b| b
+            .lock_fence(name, owner))
+    }
+
     pub async fn unlock(&self, name: &str, owner: &str) -> Result<bool, ClusterError> {
         either!(self, "unlock", |p| p.unlock(RStr::from_str(name), RStr::from_str(owner)), |b| b.unlock(name, owner))
     }

@@ -45,6 +45,20 @@ fn holder(store: &Store, name: &str) -> Option<(String, String)> {
 }
 
 impl Core {
+    /// The fencing number of `owner`'s grant of `name`, read from this
+    /// member's replica: the version (hybrid logical clock) of the lock
+    /// table's entry the grant wrote. The senior writes a grant only after
+    /// every member has the table's last write, and its clock follows
+    /// every version it received, so a grant (also by a new senior after a
+    /// failover) always carries a greater version than the grants before;
+    /// and a requester asks after the grant reached it (the senior answers
+    /// once every member acknowledged it).
+    pub(crate) fn lock_fence(&self, name: &str, owner: &str) -> Option<u64> {
+        let (value, version) = self.replica.store.get_versioned(LOCKS, name.as_bytes())?;
+        let (holder, _) = postcard::from_bytes::<(String, String)>(&value).ok()?;
+        (holder == owner).then_some(version.hlc)
+    }
+
     /// After `left` left the view: waiters look again, and the senior (in
     /// the view they left) releases the locks those members held.
     pub(crate) fn release_locks_after(self: &Arc<Self>, left: Vec<String>, senior: Option<&str>) {

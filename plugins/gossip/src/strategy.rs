@@ -76,7 +76,7 @@ impl Strategy for Gossip {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::ATOMIC
+        Capabilities::ATOMIC.with(Capabilities::FENCED_LOCKS)
     }
 
     fn cache_get_versioned(
@@ -187,6 +187,10 @@ impl Strategy for Gossip {
 
     fn unlock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<bool>> + Send {
         self.0.clone().unlock(name.to_string(), owner.to_string())
+    }
+
+    fn lock_fence(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<Option<u64>>> + Send {
+        ready(Ok(self.0.lock_fence(name, owner)))
     }
 
     fn send_task(

@@ -88,6 +88,15 @@ impl Locks {
 }
 
 impl Core {
+    /// The fencing number of `owner`'s grant of `name`, as this member
+    /// took it (the `INCR` of `P:fence:{name}` in the taking script, never
+    /// below the cluster time): `None` when it does not hold it.
+    pub(crate) fn lock_fence(&self, name: &str, owner: &str) -> Option<u64> {
+        let held = lock(&self.locks.held);
+        let (holder, value) = held.get(name)?;
+        (holder == owner).then(|| value.rsplit('\n').next()?.parse().ok()).flatten()
+    }
+
     async fn try_acquire(&self, name: &str, owner: &str) -> Result<bool, Error> {
         let (key, fence) = (self.keys.lock(name), self.keys.fence(name));
         let holder = format!("{}\n{owner}", self.member);

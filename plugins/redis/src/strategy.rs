@@ -60,7 +60,7 @@ impl Strategy for RedisStrategy {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::ATOMIC
+        Capabilities::ATOMIC.with(Capabilities::FENCED_LOCKS)
     }
 
     fn cache_get_versioned(
@@ -182,6 +182,10 @@ impl Strategy for RedisStrategy {
     fn unlock(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<bool>> + Send {
         let (core, name, owner) = (self.0.clone(), name.to_string(), owner.to_string());
         async move { Ok(core.release(&name, &owner).await?) }
+    }
+
+    fn lock_fence(&self, name: &str, owner: &str) -> impl Future<Output = PluginResult<Option<u64>>> + Send {
+        std::future::ready(Ok(self.0.lock_fence(name, owner)))
     }
 
     fn send_task(

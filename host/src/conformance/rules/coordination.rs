@@ -150,6 +150,49 @@ pub(super) async fn locks(ctx: Ctx) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Rule `fenced-locks` (capability `FENCED_LOCKS`): every grant of a lock
+/// carries a fencing number above every earlier grant's, whoever holds it,
+/// also after the senior dies; a lock a living member holds survives the
+/// senior's death.
+pub(super) async fn fenced_locks(ctx: Ctx) -> Result<(), Failure> {
+    use clusterhost_plugin_api::cluster::Capabilities;
+    let mut cluster = Nodes::clustered(ctx.subject.clone(), &["a", "b", "c"]).await?;
+    let a = cluster.node("a").clone();
+    if !a.caches().strategy_capabilities().await.contains(Capabilities::FENCED_LOCKS) {
+        let strategy = a.status().strategy.unwrap_or_else(|| "standalone".into());
+        return Err(Failure::Unsupported(format!("strategy {strategy} reports no fenced locks")));
+    }
+    let senior = a.status().senior.ok_or_else(|| Failure::failed("no senior once every member is clustered"))?;
+    // The holder and the next taker are members that are not the senior.
+    let others: Vec<String> = ["a", "b", "c"].iter().filter(|n| **n != senior).map(|n| n.to_string()).collect();
+    let (holder, taker) = (cluster.node(&others[0]).clone(), cluster.node(&others[1]).clone());
+    let mut fences = Vec::new();
+    for node in [&holder, &taker, &holder] {
+        let lock = node.lock("fenced").await?;
+        fences.push(lock.fence().ok_or_else(|| Failure::failed("a granted lock carries no fencing number"))?);
+        ensure!(lock.unlock().await?, "the holder releases its lock");
+    }
+    let held = holder.lock("fenced").await?;
+    let before = held.fence().ok_or_else(|| Failure::failed("a granted lock carries no fencing number"))?;
+    fences.push(before);
+    ensure!(fences.windows(2).all(|w| w[0] < w[1]), "every grant's fencing number is above the one before: {fences:?}");
+    // The senior dies: the living holder keeps its lock.
+    cluster.crash(&senior).await;
+    wait_for("the others to see the senior gone", Duration::from_secs(30), || {
+        holder.status().members.len() == 2 && taker.status().members.len() == 2
+    })
+    .await?;
+    ensure!(
+        taker.try_lock("fenced", Duration::from_millis(300)).await?.is_none(),
+        "the lock held by a living member survives the senior's death"
+    );
+    ensure!(held.unlock().await?, "the holder still holds its lock after the senior's death and releases it");
+    let after = taker.lock("fenced").await?;
+    let next = after.fence().ok_or_else(|| Failure::failed("a granted lock carries no fencing number"))?;
+    ensure!(next > before, "a grant after the senior's death ({next}) is above the one before it ({before})");
+    Ok(())
+}
+
 pub(super) async fn settings_everywhere(ctx: Ctx) -> Result<(), Failure> {
     let cluster = Nodes::clustered(ctx.subject.clone(), &["a", "b"]).await?;
     let log: Log = Arc::default();
