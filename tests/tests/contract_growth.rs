@@ -37,7 +37,10 @@ async fn a_strategy_built_before_atomic_operations_loads_works_and_is_refused_th
     ];
     for (op, refused) in refusals {
         let error = refused.expect_err("an old strategy has no atomic operations");
-        assert_eq!(error, ClusterError::Lacks { plugin: "old-api 0.1.0".into(), what: "atomic operations", op });
+        assert_eq!(
+            error,
+            ClusterError::Lacks { plugin: "old-api 0.1.0".into(), what: "atomic operations", op, since: "0.1.1" }
+        );
         let message = error.to_string();
         assert!(message.starts_with("strategy old-api 0.1.0 has no atomic operations"), "{message}");
         assert!(message.contains("upgrade it"), "{message}");
