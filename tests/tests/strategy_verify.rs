@@ -87,9 +87,10 @@ fn the_broken_strategy_fails_the_rules_it_breaks() {
         .filter(|r| r["verdict"] == "failed")
         .map(|r| r["rule"].as_str().expect("a rule name"))
         .collect();
-    // Its five bugs: its own Left from stop, every member senior, Joined
+    // Its six bugs: its own Left from stop, every member senior, Joined
     // for members already there, a hang once a put is dropped, atomic
-    // operations that check, pause, then write.
+    // operations that check, pause, then write, entry events that all
+    // claim the member reporting them as their origin.
     for rule in [
         "stop-emits-no-own-left",
         "membership-converges",
@@ -97,6 +98,7 @@ fn the_broken_strategy_fails_the_rules_it_breaks() {
         "cancellation",
         "atomic-put-if-absent-race",
         "atomic-update-counter",
+        "entry-events-across-members",
     ] {
         assert!(failed.contains(&rule), "{rule} did not fail: {failed:?}\n{text}");
     }
@@ -108,7 +110,7 @@ fn the_broken_strategy_fails_the_rules_it_breaks() {
         .filter(|r| r["verdict"] == "passed")
         .map(|r| r["rule"].as_str().unwrap())
         .collect();
-    for rule in ["alone-caches", "cache-across-members", "settings-everywhere", "atomic-alone"] {
+    for rule in ["alone-caches", "cache-across-members", "settings-everywhere", "atomic-alone", "entry-events-alone"] {
         assert!(passed.contains(&rule), "{rule} did not pass: {passed:?}");
     }
     assert_eq!(report["failed"].as_u64(), Some(failed.len() as u64));
