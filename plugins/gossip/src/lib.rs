@@ -8,6 +8,7 @@ pub mod config;
 pub mod core;
 pub mod crypto;
 pub mod discovery;
+mod entry_events;
 mod handler;
 mod join;
 mod liveness;

@@ -76,7 +76,7 @@ impl Strategy for Gossip {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::ATOMIC
+        Capabilities::ATOMIC.with(Capabilities::ENTRY_EVENTS)
     }
 
     fn cache_get_versioned(
