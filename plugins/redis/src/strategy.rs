@@ -60,7 +60,7 @@ impl Strategy for RedisStrategy {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::ATOMIC
+        Capabilities::ATOMIC.with(Capabilities::ENTRY_EVENTS)
     }
 
     fn cache_get_versioned(
