@@ -215,6 +215,111 @@ impl AdminClient {
     }
 }
 
+/// One server-sent event as the stream carried it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamFrame {
+    /// Its `event:` (`message` when none was given).
+    pub event: String,
+    /// Its `id:`, when given.
+    pub id: Option<String>,
+    /// Its `data:` lines, joined with newlines.
+    pub data: String,
+}
+
+/// The longest line of an event stream this client reads; a longer one ends
+/// the stream with an error (the node's events are a few hundred bytes).
+const MAX_STREAM_LINE: u64 = 1024 * 1024;
+
+impl AdminClient {
+    /// `GET path` as a server-sent-events stream: `on_frame` gets each
+    /// event as it arrives and returns false to stop; returns when it did,
+    /// or when the node ended the stream.
+    pub fn stream(&self, path: &str, on_frame: impl FnMut(StreamFrame) -> bool) -> Result<(), ClientError> {
+        self.stream_with(path, &[], on_frame)
+    }
+
+    /// [`stream`](Self::stream) with more request headers (`Last-Event-ID`).
+    pub fn stream_with(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        mut on_frame: impl FnMut(StreamFrame) -> bool,
+    ) -> Result<(), ClientError> {
+        use std::io::{BufRead, Read};
+        let url = format!("{}{path}", self.base);
+        let unreachable = |detail: String| ClientError::Unreachable { url: self.base.clone(), detail };
+        // No overall deadline: a stream lasts as long as the reader wants.
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .timeout_recv_response(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let mut request = with_auth(agent.get(&url), &auth).header("Accept", "text/event-stream");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let mut response = request.call().map_err(|e| unreachable(e.to_string()))?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            let text = response.body_mut().with_config().limit(1024 * 1024).read_to_string().unwrap_or_default();
+            let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            let message = body["error"].as_str().unwrap_or("the node gave no reason").to_string();
+            return Err(ClientError::Api { method: "GET", url, status, message, body });
+        }
+        let mut reader = std::io::BufReader::new(response.into_body().into_reader());
+        let mut frame = StreamFrame::default();
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let read = (&mut reader)
+                .take(MAX_STREAM_LINE)
+                .read_until(b'\n', &mut line)
+                .map_err(|e| unreachable(format!("the event stream broke: {e}")))?;
+            if read == 0 {
+                return Ok(());
+            }
+            if line.last() != Some(&b'\n') && read as u64 == MAX_STREAM_LINE {
+                return Err(ClientError::Unreadable {
+                    url,
+                    detail: format!("an event stream line is longer than {MAX_STREAM_LINE} bytes"),
+                });
+            }
+            let text = String::from_utf8_lossy(&line);
+            let text = text.trim_end_matches(['\n', '\r']);
+            if text.is_empty() {
+                if !frame.data.is_empty() || frame.id.is_some() {
+                    let mut done = std::mem::take(&mut frame);
+                    if done.event.is_empty() {
+                        done.event = "message".into();
+                    }
+                    if !on_frame(done) {
+                        return Ok(());
+                    }
+                }
+                continue;
+            }
+            if text.starts_with(':') {
+                continue; // a keep-alive comment
+            }
+            let (field, value) = text.split_once(':').unwrap_or((text, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "event" => frame.event = value.to_string(),
+                "id" => frame.id = Some(value.to_string()),
+                "data" => {
+                    if !frame.data.is_empty() {
+                        frame.data.push('\n');
+                    }
+                    frame.data.push_str(value);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
 fn with_auth<B>(request: ureq::RequestBuilder<B>, auth: &Option<String>) -> ureq::RequestBuilder<B> {
     match auth {
         Some(value) => request.header("Authorization", value),

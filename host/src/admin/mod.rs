@@ -89,6 +89,8 @@ struct Shared {
     /// Uploads that asked the node to drain first (`?drain=SECONDS`): the
     /// node is not ready while one is in flight.
     drains: Arc<health::Drains>,
+    /// The cache entry event streams open now (bounded), ended when the server stops.
+    entry_streams: api::EntryStreams,
 }
 
 impl AdminState {
@@ -117,6 +119,9 @@ pub struct AdminServer {
     served: Option<tokio::task::JoinHandle<()>>,
     /// `run/admin.json`, removed when the server stops.
     endpoint_file: PathBuf,
+    /// Set to true when the server stops: event streams end, so the
+    /// graceful stop does not wait on a stream that never finishes.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl AdminServer {
@@ -132,6 +137,7 @@ impl AdminServer {
         let addr = listener.local_addr().map_err(|source| AdminError::Bind { addr, source })?;
         details::register_detail_task(&ctx);
         let connections = connections::Connections::new(connections::ConnectionLimits::new(properties));
+        let (closing, closed) = tokio::sync::watch::channel(false);
         let state = AdminState {
             shared: Arc::new(Shared {
                 ctx,
@@ -144,6 +150,7 @@ impl AdminServer {
                 cookie: auth::cookie_name(addr.port()),
                 writers: Default::default(),
                 drains: Default::default(),
+                entry_streams: api::EntryStreams::new(closed),
             }),
         };
         let endpoint = tokens::AdminEndpoint {
@@ -167,13 +174,14 @@ impl AdminServer {
             "admin API and console on http://{addr}/ (writes{} need the token)",
             if loopback { "" } else { " and reads" }
         );
-        Ok(AdminServer { stop: Some(stop), served: Some(served), endpoint_file })
+        Ok(AdminServer { stop: Some(stop), served: Some(served), endpoint_file, closing })
     }
 
     /// Stops accepting requests and waits (at most 5 s) for those in flight,
     /// so no write is acknowledged once the node starts leaving.
     pub async fn stop(mut self) {
         let _ = std::fs::remove_file(&self.endpoint_file);
+        self.closing.send_replace(true);
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -188,6 +196,7 @@ impl AdminServer {
 impl Drop for AdminServer {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.endpoint_file);
+        self.closing.send_replace(true);
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -210,6 +219,13 @@ fn router(state: AdminState) -> Router {
         .route("/api/plugins", get(api::plugins).post(api::install_plugin))
         .route("/api/plugins/{name}", axum::routing::delete(api::remove_plugin))
         .route("/api/properties", get(api::properties).put(api::put_properties).patch(api::patch_properties))
+        // GET .../events is the cache's event stream; a key named `events`
+        // is still written and removed there (read it as JSON: GET
+        // /api/caches/C/events with Accept: application/json).
+        .route(
+            "/api/caches/{cache}/events",
+            get(api::cache_events).put(api::events_key_put).delete(api::events_key_remove),
+        )
         .route("/api/caches/{cache}/{key}", get(api::cache_get).put(api::cache_put).delete(api::cache_remove))
         .route("/metrics", get(metrics::metrics))
         .route("/", get(console::cluster_page))

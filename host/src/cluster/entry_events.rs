@@ -107,9 +107,10 @@ struct Slot {
     scope: ListenScope,
     with_value: bool,
     tx: mpsc::Sender<Delivery>,
-    /// Events dropped since the last one queued; told as `Lagged` first.
-    /// The lock also keeps one listener's sends in order.
-    missed: Mutex<u64>,
+    /// Events dropped since the last one queued; told as `Lagged` first
+    /// (by the next send, or by the receiver once its queue is empty). The
+    /// lock also keeps one listener's sends in order.
+    missed: Arc<Mutex<u64>>,
 }
 
 #[derive(Default)]
@@ -206,10 +207,12 @@ impl EntryEvents {
     pub(crate) fn register(self: &Arc<Self>, cache: &str, options: ListenOptions) -> EntryListener {
         let (tx, rx) = mpsc::channel(options.queue.max(1));
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let missed = Arc::new(Mutex::new(0));
         let slot =
-            Arc::new(Slot { id, scope: options.scope, with_value: options.with_value, tx, missed: Mutex::new(0) });
+            Arc::new(Slot { id, scope: options.scope, with_value: options.with_value, tx, missed: missed.clone() });
         write(&self.cache(cache).slots).push(slot);
-        EntryListener { rx, registration: Registration { hub: Arc::downgrade(self), cache: cache.to_string(), id } }
+        let registration = Registration { hub: Arc::downgrade(self), cache: cache.to_string(), id };
+        EntryListener { rx, missed, registration }
     }
 
     fn unregister(&self, cache: &str, id: u64) {
@@ -332,18 +335,33 @@ impl Drop for Registration {
 /// A registered entry listener: receive its events; dropping it unregisters it.
 pub struct EntryListener {
     rx: mpsc::Receiver<Delivery>,
+    /// The slot's count of dropped events, told once the queue is empty.
+    missed: Arc<Mutex<u64>>,
     registration: Registration,
 }
 
 impl EntryListener {
     /// The next delivery; `None` once the cluster manager is gone.
     pub async fn recv(&mut self) -> Option<Delivery> {
+        if let Some(ready) = self.try_recv() {
+            return Some(ready);
+        }
+        // The queue is empty, so nothing is dropped until this returns.
         self.rx.recv().await
     }
 
-    /// The next delivery if one is queued.
+    /// The next delivery if one is queued, or, once the queue is empty,
+    /// the `Lagged` notice of what was dropped since the last one.
     pub fn try_recv(&mut self) -> Option<Delivery> {
-        self.rx.try_recv().ok()
+        if let Ok(queued) = self.rx.try_recv() {
+            return Some(queued);
+        }
+        // Under the senders' lock: none queues or drops meanwhile.
+        let mut missed = lock(&self.missed);
+        if let Ok(queued) = self.rx.try_recv() {
+            return Some(queued);
+        }
+        (*missed > 0).then(|| Delivery::Lagged { missed: std::mem::take(&mut *missed) })
     }
 
     /// The cache listened to.
@@ -390,11 +408,23 @@ mod tests {
         for key in ["1", "2", "3", "4"] {
             put(&hub, key, "b");
         }
-        assert_eq!(keys(&mut slow), ["1", "2"]);
+        assert_eq!(keys(&mut slow), ["1", "2", "lagged 2"], "once the queue is empty, what was dropped");
         put(&hub, "5", "b");
         put(&hub, "6", "b");
-        assert_eq!(keys(&mut slow), ["lagged 2", "5"], "the notice comes in order, then what fits");
-        assert_eq!(hub.counts(), vec![("c".into(), EntryEventCounts { delivered: 3, dropped: 3 })]);
+        put(&hub, "7", "b");
+        assert_eq!(keys(&mut slow), ["5", "6", "lagged 1"]);
+        drop(slow);
+        let mut slow = hub.register("c", ListenOptions::clustered().queue(2));
+        for key in ["8", "9", "10"] {
+            put(&hub, key, "b");
+        }
+        let first = slow.try_recv();
+        put(&hub, "11", "b");
+        assert!(matches!(first, Some(Delivery::Event(_))));
+        // 10 was dropped; the send of 11 queued that notice in the free
+        // place (so it comes before anything sent later) and 11 was dropped.
+        assert_eq!(keys(&mut slow), ["9", "lagged 1", "lagged 1"]);
+        assert_eq!(hub.counts(), vec![("c".into(), EntryEventCounts { delivered: 6, dropped: 5 })]);
     }
 
     #[tokio::test]
