@@ -23,6 +23,9 @@ use gossip_kit::{
 };
 use serde_json::Value;
 
+/// Numbers the marker keys, so each is new (an `added`).
+static MARKERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// A `cache watch --json` process and the lines it printed, as they come.
 struct Watch {
     child: Child,
@@ -67,7 +70,7 @@ impl Watch {
         let mut n = 0;
         loop {
             n += 1;
-            let key = format!("marker-{}-{n}", node.name);
+            let key = format!("marker-{}-{}", MARKERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed), n);
             marker.put(cache, &key, "m");
             if let Ok(event) = watch.lines.recv_timeout(Duration::from_millis(500)) {
                 assert_eq!(event["kind"], "added", "{}: {event}", watch.what);
