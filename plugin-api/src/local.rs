@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::cluster::{next_version, CacheSize, CasOutcome, EntryEventKind, Entry, Expected, Versioned};
+use crate::cluster::{next_version, CacheSize, CasOutcome, Entry, EntryEventKind, Expected, Versioned};
 
 /// One cache's entries: key → (value, version). A write stamps the cluster
 /// time (ms since the epoch), or the previous version + 1 when that is not
@@ -32,7 +32,13 @@ pub type Observer = Arc<dyn Fn(LocalChange<'_>) + Send + Sync>;
 
 /// Writes `key` with the version [`next_version`] gives from `now` (one
 /// lookup of the key), telling `observe` what changed.
-fn stamp(map: &mut CacheMap, key: Vec<u8>, value: Vec<u8>, now: u64, observe: impl FnOnce(EntryEventKind, &[u8], &[u8], u64)) {
+fn stamp(
+    map: &mut CacheMap,
+    key: Vec<u8>,
+    value: Vec<u8>,
+    now: u64,
+    observe: impl FnOnce(EntryEventKind, &[u8], &[u8], u64),
+) {
     use std::collections::hash_map::Entry as Slot;
     match map.entry(key) {
         Slot::Occupied(mut slot) => {
@@ -509,7 +515,13 @@ mod tests {
         let told = Arc::new(Mutex::new(Vec::new()));
         let sink = told.clone();
         let caches = LocalCaches::observed(Arc::new(move |c: LocalChange<'_>| {
-            sink.lock().unwrap().push((c.cache.to_string(), c.kind, c.key.to_vec(), c.value.map(<[u8]>::to_vec), c.version));
+            sink.lock().unwrap().push((
+                c.cache.to_string(),
+                c.kind,
+                c.key.to_vec(),
+                c.value.map(<[u8]>::to_vec),
+                c.version,
+            ));
         }));
         caches.put("c", b"k".to_vec(), b"1".to_vec(), 10);
         caches.put("c", b"k".to_vec(), b"2".to_vec(), 10);

@@ -109,7 +109,12 @@ impl Drop for Watch {
 /// "added k=v by a": an event in a line.
 fn line(event: &Value) -> String {
     let value = event["value"].as_str().map(|v| format!("={v}")).unwrap_or_default();
-    format!("{} {}{value} by {}", event["kind"].as_str().unwrap_or("?"), event["key"].as_str().unwrap_or("?"), event["origin"].as_str().unwrap_or("?"))
+    format!(
+        "{} {}{value} by {}",
+        event["kind"].as_str().unwrap_or("?"),
+        event["key"].as_str().unwrap_or("?"),
+        event["origin"].as_str().unwrap_or("?")
+    )
 }
 
 fn remove(node: &Node, cache: &str, key: &str) {

@@ -125,7 +125,10 @@ pub fn watch(admin: &AdminTarget, cache: &str, local: bool) -> ExitCode {
                 let end = serde_json::from_str::<CacheStreamEnd>(&frame.data)
                     .unwrap_or(CacheStreamEnd { missed: 0, reason: frame.data.clone() });
                 if json {
-                    println!("{}", serde_json::json!({ "end": frame.event, "missed": end.missed, "reason": end.reason }));
+                    println!(
+                        "{}",
+                        serde_json::json!({ "end": frame.event, "missed": end.missed, "reason": end.reason })
+                    );
                 } else {
                     println!("-- {}", end.reason);
                 }

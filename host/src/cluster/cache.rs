@@ -11,7 +11,9 @@ use clusterhost_plugin_api::cluster::{now_ms, Capabilities, CasOutcome, Entry, E
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::entry_events::{Delivery, EntryEventKind, EntryEvents, EntryListener, ListenOptions, ListenScope, ListenerHandle};
+use super::entry_events::{
+    Delivery, EntryEventKind, EntryEvents, EntryListener, ListenOptions, ListenScope, ListenerHandle,
+};
 use super::strategy::{CacheRef, StrategyRef};
 use super::{lock, ClusterError};
 

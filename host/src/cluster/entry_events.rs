@@ -89,7 +89,9 @@ pub enum Delivery {
     Event(EntryEvent),
     /// `missed` events were dropped because this listener's queue was full
     /// (it did not keep up); the events after this one are complete again.
-    Lagged { missed: u64 },
+    Lagged {
+        missed: u64,
+    },
 }
 
 /// Counters of one cache's entry events on this member.

@@ -379,11 +379,13 @@ mod tests {
         let permit = Arc::new(tokio::sync::Semaphore::new(1)).try_acquire_owned().expect("a permit");
         let stream = entry_stream(listener, closing, permit);
         for i in 0..5u32 {
-            cache.put(postcard::to_allocvec("k").unwrap(), postcard::to_allocvec(&i.to_string()).unwrap()).await.unwrap();
+            cache
+                .put(postcard::to_allocvec("k").unwrap(), postcard::to_allocvec(&i.to_string()).unwrap())
+                .await
+                .unwrap();
         }
         // An Event's Debug form is its wire text (quotes escaped).
-        let frames: Vec<String> =
-            stream.map(|e| format!("{:?}", e.unwrap()).replace("\\\"", "\"")).collect().await;
+        let frames: Vec<String> = stream.map(|e| format!("{:?}", e.unwrap()).replace("\\\"", "\"")).collect().await;
         assert_eq!(frames.len(), 3, "{frames:?}");
         assert!(frames[0].contains("event: added") && frames[0].contains(r#""value":"0""#), "{frames:?}");
         assert!(frames[1].contains("event: updated") && frames[1].contains(r#""origin":"a""#), "{frames:?}");

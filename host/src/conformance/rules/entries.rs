@@ -80,7 +80,10 @@ pub(super) async fn entry_events_alone(ctx: Ctx) -> Result<(), Failure> {
         ensure!(!cache.put_if_absent(b"n".to_vec(), b"5".to_vec()).await?.applied, "put_if_absent on a present key");
         cache.put(b"n".to_vec(), b"6".to_vec()).await?;
         ensure_eq!(
-            [line(&next(&mut clustered, "after put_if_absent").await?), line(&next(&mut clustered, "after a put").await?)],
+            [
+                line(&next(&mut clustered, "after put_if_absent").await?),
+                line(&next(&mut clustered, "after a put").await?)
+            ],
             ["added n=4 by a", "updated n=6 by a"],
             "a put_if_absent that applied, one that did not, then a put"
         );
@@ -117,7 +120,8 @@ pub(super) async fn entry_events_across_members(ctx: Ctx) -> Result<(), Failure>
     }
     let mut last_version = 0;
     loop {
-        let event = next(&mut on_b, &format!("{last}'s listener, during {WRITES} writes of one key on {first}")).await?;
+        let event =
+            next(&mut on_b, &format!("{last}'s listener, during {WRITES} writes of one key on {first}")).await?;
         ensure!(event.key == b"seq", "an event for another key came in: {}", line(&event));
         ensure!(
             event.version > last_version,
