@@ -59,7 +59,7 @@ async fn a_strategy_built_before_entry_events_gets_local_listeners_from_the_host
     assert!(!a.caches().strategy_capabilities().await.contains(Capabilities::ENTRY_EVENTS));
     let cache = a.caches().raw("sessions");
 
-    let refused = cache.listen(ListenOptions::clustered()).await.err().expect("no clustered listener on it");
+    let refused = cache.listen(ListenOptions::clustered()).await.expect_err("no clustered listener on it");
     assert_eq!(
         refused,
         ClusterError::Lacks {

@@ -342,6 +342,12 @@ pub struct EntryListener {
     registration: Registration,
 }
 
+impl std::fmt::Debug for EntryListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EntryListener").field("cache", &self.registration.cache).finish_non_exhaustive()
+    }
+}
+
 impl EntryListener {
     /// The next delivery; `None` once the cluster manager is gone.
     pub async fn recv(&mut self) -> Option<Delivery> {

@@ -410,7 +410,7 @@ mod tests {
         let options = stream_options(Some("local&values=false")).expect("valid");
         assert_eq!((options.scope, options.with_value), (crate::cluster::ListenScope::Local, false));
         assert_eq!(stream_options(None).expect("valid").scope, crate::cluster::ListenScope::Clustered);
-        let refused = stream_options(Some("since=3")).err().expect("refused");
+        let refused = stream_options(Some("since=3")).expect_err("refused");
         assert!(refused.message().contains("?local"), "{}", refused.message());
     }
 }
