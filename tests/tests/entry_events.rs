@@ -15,11 +15,12 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use clusterhost_tests::admin::{active_version, call_text, publish_file};
-use clusterhost_tests::cluster::{loopback_members, write_redis_conf};
+use clusterhost_tests::cluster::loopback_members;
 use clusterhost_tests::redis::RedisServer;
 use clusterhost_tests::{clusterhost_bin, plugin, restamped_versions, wait_until};
 use gossip_kit::{
-    free_member_port, gossip_home, random_key, start_local, unique_cluster, wait_for_view, HomeSpec, Node, DEADLINE,
+    free_member_port, gossip_home, random_key, start_local, start_redis_members, unique_cluster, wait_for_view,
+    HomeSpec, Node, DEADLINE,
 };
 use serde_json::Value;
 
@@ -178,19 +179,7 @@ fn listeners_on_three_gossip_processes_see_a_put_with_the_member_it_came_from() 
 #[test]
 fn listeners_on_redis_processes_see_a_put_with_the_member_it_came_from() {
     let server = RedisServer::start();
-    let prefix = unique_cluster("entries");
-    let mut ports = Vec::new();
-    let nodes: Vec<Node> = ["ra", "rb"]
-        .iter()
-        .map(|name| {
-            let port = free_member_port(&ports);
-            ports.push(port);
-            let home = clusterhost_tests::admin::member_home(&plugin("redis_strategy"), "redis_strategy.so", |conf| {
-                write_redis_conf(conf, "single", &[server.url()], &prefix)
-            });
-            start_local(name, port, home)
-        })
-        .collect();
+    let nodes = start_redis_members(&server.url(), &unique_cluster("entries"), &["ra", "rb"]);
     wait_for_view(&nodes.iter().collect::<Vec<_>>(), &["ra", "rb"]);
     a_put_on_one_member_reaches_the_others_with_its_origin(&nodes);
 }
