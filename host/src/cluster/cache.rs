@@ -175,18 +175,28 @@ impl CacheFactory {
         let standalone = &self.inner.standalone;
         let cores: Vec<Arc<CacheCore>> = standalone.cache_names().await?.iter().map(|name| self.core(name)).collect();
         let mut moved = 0;
-        for core in &cores {
-            let entries = standalone.entries(&core.cache).await?;
-            if entries.is_empty() {
-                continue;
+        // This node's entries moving into the cluster: what the strategy
+        // reports of them here (origin: this node) is a move, not a change.
+        self.inner.entries.set_moving(true);
+        let merged = async {
+            for core in &cores {
+                let entries = standalone.entries(&core.cache).await?;
+                if entries.is_empty() {
+                    continue;
+                }
+                let count = entries.len();
+                strategy.merge(&core.cache, entries).await?;
+                moved += count;
             }
-            let count = entries.len();
-            strategy.merge(&core.cache, entries).await?;
-            moved += count;
+            Ok::<(), ClusterError>(())
+        }
+        .await;
+        if let Err(e) = merged {
+            self.inner.entries.set_moving(false);
+            return Err(e);
         }
         // Only once every cache merged: the local copies are now in the
         // cluster. A move, not a removal: listeners are not told.
-        self.inner.entries.set_moving(true);
         let mut cleared = Ok(());
         for core in &cores {
             cleared = cleared.and(standalone.clear(&core.cache).await);

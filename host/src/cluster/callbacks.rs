@@ -61,6 +61,10 @@ impl ClusterCallbacks for Callbacks {
         if !entries.takes(self.generation) || !entries.listened(event.cache.as_str()) {
             return;
         }
+        // This node's own entries merged into the cluster on its join: moved, not changed.
+        if entries.moving() && event.origin.as_str() == entries.node() {
+            return;
+        }
         let Some(kind) = EntryEventKind::from_code(event.kind) else {
             tracing::debug!(kind = event.kind, "ignored an entry event of a kind this host does not know");
             return;

@@ -133,7 +133,9 @@ pub(crate) struct EntryEvents {
     /// that does not serve this node, are ignored.
     generation: AtomicU64,
     /// Set while the cache factory moves entries between the standalone
-    /// strategy and the cluster (a join or leave): moves are not changes.
+    /// strategy and the cluster (a join or leave): moves are not changes,
+    /// neither the standalone caches' nor what the strategy reports of
+    /// this node's own entries merged in.
     moving: AtomicBool,
     next_id: AtomicU64,
     /// Listener callbacks that panicked ([`RawCache::listen_with`](super::RawCache::listen_with)).
