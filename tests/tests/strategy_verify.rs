@@ -65,14 +65,15 @@ fn the_in_memory_strategy_passes_every_rule() {
 }
 
 #[test]
-fn the_shared_dir_example_passes_every_rule_but_tasks_and_locks() {
+fn the_shared_dir_example_passes_every_rule_but_tasks_locks_atomic_operations_and_entry_events() {
     let home = tempfile::tempdir().unwrap();
     let config = home.path().join("shared-dir.toml");
     std::fs::write(&config, format!("dir = \"{}/{{namespace}}\"\n", home.path().display())).unwrap();
     let run = verify(&[path(&plugin("shared_dir_strategy")), "--config", path(&config)]);
     let unsupported = ["alone-tasks", "alone-locks", "tasks-every-target", "locks"];
     let atomic = ["atomic-alone", "atomic-put-if-absent-race", "atomic-update-counter"];
-    assert_passes("shared-dir", run, &[&unsupported[..], &atomic[..]].concat());
+    let events = ["entry-events-alone", "entry-events-across-members"];
+    assert_passes("shared-dir", run, &[&unsupported[..], &atomic[..], &events[..]].concat());
 }
 
 #[test]
