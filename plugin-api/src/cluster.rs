@@ -505,6 +505,15 @@ pub trait ClusterCallbacks: Send + Sync + Clone {
     fn cache_event(&self, event: FfiCacheEvent) {
         let _ = event;
     }
+
+    /// Whether this node has an entry listener on `cache` now: a strategy
+    /// that reports changes only to its own host may skip building them
+    /// while it has none. An older host has no listeners: the default
+    /// answers false.
+    fn cache_listened(&self, cache: RStr<'_>) -> bool {
+        let _ = cache;
+        false
+    }
 }
 
 /// The shared form of the host's callbacks.

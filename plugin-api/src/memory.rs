@@ -64,7 +64,7 @@ impl MemoryFabric {
                 let hosts: Vec<ClusterHost> =
                     fabric.state().members.values().filter(|s| s.joined.is_some()).map(|s| s.host.clone()).collect();
                 let origin = crate::sync::lock(&origin).clone();
-                for host in hosts {
+                for host in hosts.into_iter().filter(|host| host.cache_listened(change.cache)) {
                     host.emit_cache_event(CacheEvent {
                         kind: change.kind,
                         cache: change.cache.to_string(),

@@ -292,6 +292,14 @@ impl ClusterHost {
         self.callbacks.cache_event(event.into());
     }
 
+    /// Whether the host has an entry listener on `cache` now (API 0.1.2):
+    /// a strategy that tells only this host of a change may skip building
+    /// the event when it has none (a listener registered later gets the
+    /// changes from then on). Never blocks.
+    pub fn cache_listened(&self, cache: &str) -> bool {
+        self.callbacks.cache_listened(cache.into())
+    }
+
     /// Runs the host's handler for task `name`, sent by member `from`.
     pub fn run_task(
         &self,

@@ -73,6 +73,11 @@ impl ClusterCallbacks for Callbacks {
         entries.dispatch(event.cache.as_str(), kind, &event.key, value, event.version, event.origin.as_str());
     }
 
+    fn cache_listened(&self, cache: RStr<'_>) -> bool {
+        let Some(shared) = self.shared.upgrade() else { return false };
+        shared.entries.takes(self.generation) && shared.entries.listened(cache.as_str())
+    }
+
     fn run_task(&self, from: RStr<'_>, name: RStr<'_>, payload: RVec<u8>) -> FfiFuture<RResult<RVec<u8>, RString>> {
         let Some(shared) = self.shared.upgrade() else {
             return async { RResult::RErr(RString::from("the node is shutting down")) }.into_ffi();

@@ -38,6 +38,10 @@ impl ClusterCallbacks for OwnOrigin {
         self.inner.run_task(from, name, payload)
     }
 
+    fn cache_listened(&self, cache: RStr<'_>) -> bool {
+        self.inner.cache_listened(cache)
+    }
+
     fn cache_event(&self, mut event: FfiCacheEvent) {
         event.origin = self.id.clone();
         self.inner.cache_event(event);

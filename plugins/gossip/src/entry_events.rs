@@ -45,6 +45,10 @@ pub(crate) fn observe(core: &Arc<Core>) {
         // The caller holds the core (it is applying a write to its store).
         let Some(core) = weak.upgrade() else { return };
         let Some(host) = core.host() else { return };
+        // Nothing is built for a cache no one on this node listens to.
+        if !host.cache_listened(change.cache) {
+            return;
+        }
         host.emit_cache_event(CacheEvent {
             kind: change.kind,
             cache: change.cache.to_string(),
