@@ -228,4 +228,11 @@ pub const GOALS: &[Goal] = &[
         stat: Stat::Median,
         bound: Bound::Below(1.0),
     },
+    Goal {
+        issue: 18,
+        text: "entry event latency, put on A → listener on B, p99 ≤ 2 ms on loopback (gossip)",
+        figure: "entries.latency.gossip3",
+        stat: Stat::P99,
+        bound: Bound::Below(2.0),
+    },
 ];

@@ -1,11 +1,13 @@
 //! What the redis strategy reads back from Redis: cache values (a 16-digit
 //! hex version, then the value), member records (JSON) and the task/reply
-//! channel messages (postcard).
+//! channel messages (postcard), and entry event messages (`P:entries`).
 //!
 //! First byte picks the mode: 0, the rest is a stored cache value
 //! (`decode`); 1, the rest is a version (8 bytes, little-endian) and a value
 //! that must survive `encode` then `decode`; 2, the rest is a member key's
-//! JSON record; 3, the rest is a pub/sub task or reply.
+//! JSON record; 3, the rest is a pub/sub task or reply; 4, the rest is an
+//! entry event message (`entry_events::decode`: never a panic, and what it
+//! takes fits in the message).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -13,7 +15,7 @@ use redis_strategy::{decode, encode, Record, Wire};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else { return };
-    match mode % 4 {
+    match mode % 5 {
         0 => {
             if let Ok((version, value)) = decode(rest.to_vec()) {
                 assert_eq!(value, rest[16..]);
@@ -33,6 +35,12 @@ fuzz_target!(|data: &[u8]| {
             if let Ok(record) = serde_json::from_str::<Record>(text) {
                 let json = serde_json::to_string(&record).expect("a record always encodes");
                 assert_eq!(serde_json::from_str::<Record>(&json).expect("its JSON reads back"), record);
+            }
+        }
+        4 => {
+            if let Some(event) = redis_strategy::entry_events::decode(rest) {
+                let carried = event.key.len() + event.cache.len() + event.origin.len();
+                assert!(carried + event.value.map_or(0, |v| v.len()) <= rest.len());
             }
         }
         _ => {

@@ -220,6 +220,16 @@ enum CacheCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Print CACHE's entry events as they happen (every member's, each with
+    /// the member it came from), one a line, until interrupted or the node stops.
+    Watch {
+        cache: String,
+        /// Only the changes made through this node.
+        #[arg(long)]
+        local: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -390,6 +400,7 @@ fn main() -> ExitCode {
                 let condition = if_version.map_or(cli::cache::Condition::None, cli::cache::Condition::Version);
                 cli::cache::remove(&admin.target(), &cache, &key, condition)
             }
+            CacheCommand::Watch { cache, local, admin } => cli::cache::watch(&admin.target(), &cache, local),
         },
     }
 }

@@ -120,8 +120,8 @@ pub struct CasOutcome {
 }
 
 /// The optional capabilities a strategy reports ([`Strategy::capabilities`](crate::Strategy::capabilities)).
-/// Later additions to the contract (bounded caches, entry events) each get
-/// a bit of their own here.
+/// Later additions to the contract (bounded caches) each get a bit of
+/// their own here.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Capabilities(pub u64);
 
@@ -134,6 +134,9 @@ impl Capabilities {
     /// Fenced locks (API 0.1.2): `lock_fence` answers the fencing number
     /// of a held lock.
     pub const FENCED_LOCKS: Capabilities = Capabilities(capability::FENCED_LOCKS);
+    /// Entry events (API 0.1.2): the strategy reports every change of an
+    /// entry it applies, on any member, through [`ClusterHost::emit_cache_event`](crate::ClusterHost::emit_cache_event).
+    pub const ENTRY_EVENTS: Capabilities = Capabilities(capability::ENTRY_EVENTS);
 
     /// Whether every capability of `other` is in `self`.
     pub fn contains(self, other: Capabilities) -> bool {
@@ -144,6 +147,75 @@ impl Capabilities {
     pub fn with(self, other: Capabilities) -> Capabilities {
         Capabilities(self.0 | other.0)
     }
+}
+
+/// What happened to an entry ([`CacheEvent::kind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EntryEventKind {
+    /// The key had no entry on this member; it has one now.
+    Added,
+    /// The key's entry was replaced by a newer one.
+    Updated,
+    /// The key's entry was removed (a remove, a clear, a remove-if).
+    Removed,
+    /// The entry outlived its time to live (reserved for bounded caches).
+    Expired,
+    /// The entry was evicted by a bound (reserved for bounded caches).
+    Evicted,
+}
+
+impl EntryEventKind {
+    /// The kind as it crosses ([`entry_kind`]).
+    pub fn code(self) -> u32 {
+        match self {
+            EntryEventKind::Added => entry_kind::ADDED,
+            EntryEventKind::Updated => entry_kind::UPDATED,
+            EntryEventKind::Removed => entry_kind::REMOVED,
+            EntryEventKind::Expired => entry_kind::EXPIRED,
+            EntryEventKind::Evicted => entry_kind::EVICTED,
+        }
+    }
+
+    /// The kind of `code`, or `None` for one this version does not know.
+    pub fn from_code(code: u32) -> Option<Self> {
+        Some(match code {
+            entry_kind::ADDED => EntryEventKind::Added,
+            entry_kind::UPDATED => EntryEventKind::Updated,
+            entry_kind::REMOVED => EntryEventKind::Removed,
+            entry_kind::EXPIRED => EntryEventKind::Expired,
+            entry_kind::EVICTED => EntryEventKind::Evicted,
+            _ => return None,
+        })
+    }
+
+    /// Its name in event streams and logs (`added`, `updated`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            EntryEventKind::Added => "added",
+            EntryEventKind::Updated => "updated",
+            EntryEventKind::Removed => "removed",
+            EntryEventKind::Expired => "expired",
+            EntryEventKind::Evicted => "evicted",
+        }
+    }
+}
+
+/// A change of one entry, as a strategy reports it to the host (API
+/// 0.1.2, with [`Capabilities::ENTRY_EVENTS`]): on the member that made it
+/// and on every member that applied it. Report the changes of one key in
+/// the order they were applied to what this member holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheEvent {
+    pub kind: EntryEventKind,
+    pub cache: String,
+    pub key: Vec<u8>,
+    /// The new value (added, updated); `None` for a removal, or when the
+    /// strategy did not carry it (say so in its docs).
+    pub value: Option<Vec<u8>>,
+    /// The version of the write (of the entry removed, for a removal; 0 when unknown).
+    pub version: u64,
+    /// The member the change came from (whose API call made it).
+    pub origin: String,
 }
 
 /// Size of a cache as held by this member.
@@ -171,12 +243,25 @@ pub mod target_kind {
     pub const SENIOR: u32 = 4;
 }
 
-/// Capability bits of [`ClusterStrategy::capabilities`] (API 0.1.1).
+/// Capability bits of [`ClusterStrategy::capabilities`] (API 0.1.1 and later).
 pub mod capability {
     /// Atomic cache operations (put-if-absent, replace-if, remove-if, get with version).
     pub const ATOMIC: u64 = 1;
+    /// Entry events through [`ClusterCallbacks::cache_event`](super::ClusterCallbacks::cache_event) (API 0.1.2).
+    pub const ENTRY_EVENTS: u64 = 2;
     /// Fencing numbers for held locks ([`ClusterStrategy::lock_fence`](super::ClusterStrategy::lock_fence), API 0.1.2).
     pub const FENCED_LOCKS: u64 = 4;
+}
+
+/// Kinds of [`FfiCacheEvent::kind`] (API 0.1.2).
+pub mod entry_kind {
+    pub const ADDED: u32 = 1;
+    pub const UPDATED: u32 = 2;
+    pub const REMOVED: u32 = 3;
+    /// Reserved for bounded caches (time to live).
+    pub const EXPIRED: u32 = 4;
+    /// Reserved for bounded caches (eviction).
+    pub const EVICTED: u32 = 5;
 }
 
 /// Kinds of [`FfiExpected::kind`].
@@ -267,6 +352,19 @@ pub struct FfiExpected {
 pub struct FfiCasOutcome {
     pub applied: bool,
     pub current: ROption<FfiVersioned>,
+}
+
+/// A change of one entry, as it crosses (API 0.1.2; see [`CacheEvent`]).
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct FfiCacheEvent {
+    /// An [`entry_kind`].
+    pub kind: u32,
+    pub cache: RString,
+    pub key: RVec<u8>,
+    pub value: ROption<RVec<u8>>,
+    pub version: u64,
+    pub origin: RString,
 }
 
 /// A boundary future resolving to `T` or a plugin error.
@@ -417,6 +515,26 @@ pub trait ClusterCallbacks: Send + Sync + Clone {
     /// The handler runs on the host's runtime; the future only waits for it.
     #[sabi(last_prefix_field)]
     fn run_task(&self, from: RStr<'_>, name: RStr<'_>, payload: RVec<u8>) -> FfiFuture<RResult<RVec<u8>, RString>>;
+
+    // ---- Appended in API 0.1.2. A host built against an older API has
+    // none of these in its vtable: abi_stable then runs the default body
+    // written here, on the plugin's side. ----
+
+    /// An entry changed (on this member or another): queued for the
+    /// host's entry listeners, never blocks, never drops a strategy. A
+    /// host older than 0.1.2 has no listeners for it: the default drops it.
+    fn cache_event(&self, event: FfiCacheEvent) {
+        let _ = event;
+    }
+
+    /// Whether this node has an entry listener on `cache` now: a strategy
+    /// that reports changes only to its own host may skip building them
+    /// while it has none. An older host has no listeners: the default
+    /// answers false.
+    fn cache_listened(&self, cache: RStr<'_>) -> bool {
+        let _ = cache;
+        false
+    }
 }
 
 /// The shared form of the host's callbacks.
@@ -529,6 +647,33 @@ impl From<FfiTaskReply> for TaskReply {
             other => TaskOutcome::Error(format!("the strategy sent an unknown task outcome ({other})")),
         };
         TaskReply { member: r.member.into(), outcome }
+    }
+}
+
+impl From<CacheEvent> for FfiCacheEvent {
+    fn from(e: CacheEvent) -> Self {
+        FfiCacheEvent {
+            kind: e.kind.code(),
+            cache: e.cache.into(),
+            key: e.key.into(),
+            value: e.value.map(RVec::from).into(),
+            version: e.version,
+            origin: e.origin.into(),
+        }
+    }
+}
+
+impl FfiCacheEvent {
+    /// The event, or `None` for a kind this version does not know.
+    pub fn decode(self) -> Option<CacheEvent> {
+        Some(CacheEvent {
+            kind: EntryEventKind::from_code(self.kind)?,
+            cache: self.cache.into(),
+            key: self.key.into(),
+            value: self.value.into_option().map(Into::into),
+            version: self.version,
+            origin: self.origin.into(),
+        })
     }
 }
 

@@ -5,24 +5,50 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::cluster::{next_version, CacheSize, CasOutcome, Entry, Expected, Versioned};
+use crate::cluster::{next_version, CacheSize, CasOutcome, Entry, EntryEventKind, Expected, Versioned};
 
 /// One cache's entries: key → (value, version). A write stamps the cluster
 /// time (ms since the epoch), or the previous version + 1 when that is not
 /// greater ([`next_version`]); merges keep the latest.
 pub type CacheMap = HashMap<Vec<u8>, (Vec<u8>, u64)>;
 
+/// A change of one entry of a [`LocalCache`], told to its observer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalChange<'a> {
+    /// The cache's name.
+    pub cache: &'a str,
+    pub kind: EntryEventKind,
+    pub key: &'a [u8],
+    /// The new value (`None` for a removal).
+    pub value: Option<&'a [u8]>,
+    /// The new entry's version (the removed one's, for a removal).
+    pub version: u64,
+}
+
+/// Told every change of every entry of the caches it observes, under the
+/// cache's lock (so the changes of one key arrive in the order they were
+/// made): it must be quick and must not call back into the cache.
+pub type Observer = Arc<dyn Fn(LocalChange<'_>) + Send + Sync>;
+
 /// Writes `key` with the version [`next_version`] gives from `now` (one
-/// lookup of the key).
-fn stamp(map: &mut CacheMap, key: Vec<u8>, value: Vec<u8>, now: u64) {
+/// lookup of the key), telling `observe` what changed.
+fn stamp(
+    map: &mut CacheMap,
+    key: Vec<u8>,
+    value: Vec<u8>,
+    now: u64,
+    observe: impl FnOnce(EntryEventKind, &[u8], &[u8], u64),
+) {
     use std::collections::hash_map::Entry as Slot;
     match map.entry(key) {
         Slot::Occupied(mut slot) => {
             let version = next_version(Some(slot.get().1), now);
             slot.insert((value, version));
+            observe(EntryEventKind::Updated, slot.key(), &slot.get().0, version);
         }
         Slot::Vacant(slot) => {
-            slot.insert((value, now));
+            let slot = slot.insert_entry((value, now));
+            observe(EntryEventKind::Added, slot.key(), &slot.get().0, now);
         }
     }
 }
@@ -33,11 +59,32 @@ fn stamp(map: &mut CacheMap, key: Vec<u8>, value: Vec<u8>, now: u64) {
 #[derive(Default)]
 pub struct LocalCache {
     entries: Mutex<CacheMap>,
+    /// Its name, for the observer.
+    name: String,
+    /// Told every change, under the lock (entry events).
+    observer: Option<Observer>,
 }
 
 impl LocalCache {
+    /// An empty cache named `name` whose changes `observer` is told.
+    pub fn observed(name: &str, observer: Option<Observer>) -> Self {
+        LocalCache { entries: Mutex::default(), name: name.to_string(), observer }
+    }
+
     fn map(&self) -> MutexGuard<'_, CacheMap> {
         crate::sync::lock(&self.entries)
+    }
+
+    /// Tells the observer, if any, of one change (called under the lock).
+    fn tell(&self, kind: EntryEventKind, key: &[u8], value: Option<&[u8]>, version: u64) {
+        if let Some(observer) = &self.observer {
+            observer(LocalChange { cache: &self.name, kind, key, value, version });
+        }
+    }
+
+    /// [`stamp`], telling the observer.
+    fn stamp(&self, map: &mut CacheMap, key: Vec<u8>, value: Vec<u8>, now: u64) {
+        stamp(map, key, value, now, |kind, key, value, version| self.tell(kind, key, Some(value), version));
     }
 
     /// The value under `key`.
@@ -47,7 +94,7 @@ impl LocalCache {
 
     /// Writes `key` at cluster time `now` (its version: [`next_version`]).
     pub fn put(&self, key: Vec<u8>, value: Vec<u8>, now: u64) {
-        stamp(&mut self.map(), key, value, now);
+        self.stamp(&mut self.map(), key, value, now);
     }
 
     /// The value under `key` with its version.
@@ -87,12 +134,16 @@ impl LocalCache {
         }
         let current = match value {
             Some(value) => {
+                let kind = if current.is_some() { EntryEventKind::Updated } else { EntryEventKind::Added };
                 let version = next_version(current.map(|c| c.version), now);
+                self.tell(kind, &key, Some(&value), version);
                 map.insert(key, (value.clone(), version));
                 Some(Versioned { value, version })
             }
             None => {
-                map.remove(&key);
+                if let Some((_, version)) = map.remove(&key) {
+                    self.tell(EntryEventKind::Removed, &key, None, version);
+                }
                 None
             }
         };
@@ -101,7 +152,14 @@ impl LocalCache {
 
     /// Removes `key`; true if it was there.
     pub fn remove(&self, key: &[u8]) -> bool {
-        self.map().remove(key).is_some()
+        let mut map = self.map();
+        match map.remove(key) {
+            Some((_, version)) => {
+                self.tell(EntryEventKind::Removed, key, None, version);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Whether `key` is there.
@@ -121,7 +179,14 @@ impl LocalCache {
 
     /// Removes every entry.
     pub fn clear(&self) {
-        self.map().clear();
+        let mut map = self.map();
+        if self.observer.is_some() {
+            for (key, (_, version)) in map.drain() {
+                self.tell(EntryEventKind::Removed, &key, None, version);
+            }
+        } else {
+            map.clear();
+        }
     }
 
     /// Every key.
@@ -140,7 +205,7 @@ impl LocalCache {
     pub fn put_all(&self, entries: Vec<Entry>, now: u64) {
         let mut map = self.map();
         for e in entries {
-            stamp(&mut map, e.key, e.value, if e.version == 0 { now } else { e.version });
+            self.stamp(&mut map, e.key, e.value, if e.version == 0 { now } else { e.version });
         }
     }
 
@@ -149,10 +214,13 @@ impl LocalCache {
     pub fn merge(&self, entries: Vec<Entry>) {
         let mut map = self.map();
         for e in entries {
-            let newer = map.get(&e.key).is_none_or(|(_, version)| e.version > *version);
-            if newer {
-                map.insert(e.key, (e.value, e.version));
-            }
+            let kind = match map.get(&e.key) {
+                None => EntryEventKind::Added,
+                Some((_, version)) if e.version > *version => EntryEventKind::Updated,
+                Some(_) => continue,
+            };
+            self.tell(kind, &e.key, Some(&e.value), e.version);
+            map.insert(e.key, (e.value, e.version));
         }
     }
 
@@ -179,11 +247,22 @@ type Caches = HashMap<String, Arc<LocalCache>, foldhash::fast::RandomState>;
 #[derive(Default)]
 pub struct LocalCaches {
     caches: Mutex<Caches>,
+    /// Given to every cache made here.
+    observer: Option<Observer>,
 }
 
 impl LocalCaches {
+    /// Caches whose every change `observer` is told (see [`Observer`]).
+    pub fn observed(observer: Observer) -> Self {
+        LocalCaches { caches: Mutex::default(), observer: Some(observer) }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Caches> {
         crate::sync::lock(&self.caches)
+    }
+
+    fn make(&self, name: &str) -> Arc<LocalCache> {
+        Arc::new(LocalCache::observed(name, self.observer.clone()))
     }
 
     /// The cache `name`, made empty if it does not exist.
@@ -191,7 +270,7 @@ impl LocalCaches {
         let mut caches = self.lock();
         match caches.get(name) {
             Some(cache) => cache.clone(),
-            None => caches.entry(name.to_string()).or_default().clone(),
+            None => caches.entry(name.to_string()).or_insert_with(|| self.make(name)).clone(),
         }
     }
 
@@ -205,7 +284,7 @@ impl LocalCaches {
         let mut caches = self.lock();
         match caches.get(name) {
             Some(cache) => f(cache),
-            None => f(caches.entry(name.to_string()).or_default()),
+            None => f(caches.entry(name.to_string()).or_insert_with(|| self.make(name))),
         }
     }
 
@@ -445,6 +524,43 @@ mod tests {
             "absent never matches"
         );
         assert_eq!(cache.get(b"k"), None);
+    }
+
+    #[test]
+    fn every_change_is_told_to_the_observer_with_its_kind_and_version() {
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let sink = told.clone();
+        let caches = LocalCaches::observed(Arc::new(move |c: LocalChange<'_>| {
+            sink.lock().unwrap().push((
+                c.cache.to_string(),
+                c.kind,
+                c.key.to_vec(),
+                c.value.map(<[u8]>::to_vec),
+                c.version,
+            ));
+        }));
+        caches.put("c", b"k".to_vec(), b"1".to_vec(), 10);
+        caches.put("c", b"k".to_vec(), b"2".to_vec(), 10);
+        assert!(!caches.put_if_absent("c", b"k".to_vec(), b"x".to_vec(), 20).applied, "not applied: not told");
+        caches.replace_if("c", b"k".to_vec(), &Expected::Version(11), b"3".to_vec(), 20);
+        caches.merge("c", vec![entry("k", "old", 5), entry("m", "m", 7)]);
+        assert!(caches.remove("c", b"k"));
+        assert!(!caches.remove("c", b"k"), "nothing removed: not told");
+        caches.clear("c");
+        use EntryEventKind::*;
+        let v = |s: &str| Some(s.as_bytes().to_vec());
+        let told = told.lock().unwrap().clone();
+        assert_eq!(
+            told,
+            vec![
+                ("c".into(), Added, b"k".to_vec(), v("1"), 10),
+                ("c".into(), Updated, b"k".to_vec(), v("2"), 11),
+                ("c".into(), Updated, b"k".to_vec(), v("3"), 20),
+                ("c".into(), Added, b"m".to_vec(), v("m"), 7),
+                ("c".into(), Removed, b"k".to_vec(), None, 20),
+                ("c".into(), Removed, b"m".to_vec(), None, 7),
+            ]
+        );
     }
 
     #[tokio::test]

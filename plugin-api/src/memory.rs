@@ -11,17 +11,23 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::cluster::*;
-use crate::local::{LocalCaches, LocalLocks};
+use crate::local::{LocalCaches, LocalChange, LocalLocks};
 use crate::membership::{resolve_target, AnnouncedView};
 use crate::plugin::PluginResult;
 use crate::strategy::{ClusterHost, Strategy};
 
 /// The shared "network" of an in-memory cluster.
-#[derive(Default)]
 pub struct MemoryFabric {
     state: Mutex<Fabric>,
-    /// The cluster's caches: one copy, shared by every member.
+    /// The cluster's caches: one copy, shared by every member; every
+    /// change is told to every joined member's host (entry events).
     caches: LocalCaches,
+    /// Writes one at a time, so the member a change comes from is known
+    /// to the caches' observer (`writer`), and a key's changes reach every
+    /// host in the order they were made.
+    writes: Mutex<()>,
+    /// The member whose write is in progress (set under `writes`).
+    writer: Arc<Mutex<String>>,
     /// The cluster's locks, each held on behalf of a member.
     locks: LocalLocks,
     next_seq: AtomicU64,
@@ -50,7 +56,34 @@ struct Slot {
 impl MemoryFabric {
     /// A new, empty fabric.
     pub fn new() -> Arc<Self> {
-        Arc::new(MemoryFabric::default())
+        Arc::new_cyclic(|fabric: &std::sync::Weak<MemoryFabric>| {
+            let (fabric, writer) = (fabric.clone(), Arc::new(Mutex::new(String::new())));
+            let origin = writer.clone();
+            let observer = move |change: LocalChange<'_>| {
+                let Some(fabric) = fabric.upgrade() else { return };
+                let hosts: Vec<ClusterHost> =
+                    fabric.state().members.values().filter(|s| s.joined.is_some()).map(|s| s.host.clone()).collect();
+                let origin = crate::sync::lock(&origin).clone();
+                for host in hosts.into_iter().filter(|host| host.cache_listened(change.cache)) {
+                    host.emit_cache_event(CacheEvent {
+                        kind: change.kind,
+                        cache: change.cache.to_string(),
+                        key: change.key.to_vec(),
+                        value: change.value.map(<[u8]>::to_vec),
+                        version: change.version,
+                        origin: origin.clone(),
+                    });
+                }
+            };
+            MemoryFabric {
+                state: Mutex::default(),
+                caches: LocalCaches::observed(Arc::new(observer)),
+                writes: Mutex::new(()),
+                writer,
+                locks: LocalLocks::default(),
+                next_seq: AtomicU64::new(0),
+            }
+        })
     }
 
     fn state(&self) -> MutexGuard<'_, Fabric> {
@@ -182,6 +215,13 @@ impl MemoryStrategy {
         &self.fabric.caches
     }
 
+    /// Runs a write on the caches as this member's (see `MemoryFabric::writes`).
+    fn write<T>(&self, f: impl FnOnce(&LocalCaches) -> T) -> T {
+        let _one_at_a_time = crate::sync::lock(&self.fabric.writes);
+        self.id.clone_into(&mut crate::sync::lock(&self.fabric.writer));
+        f(&self.fabric.caches)
+    }
+
     fn targets(&self, target: &TaskTarget) -> (Vec<(String, ClusterHost)>, Vec<TaskReply>) {
         self.with(|s| {
             let joined = joined_ids(s);
@@ -287,12 +327,12 @@ impl Strategy for MemoryStrategy {
     }
 
     fn cache_put(&self, cache: &str, key: Vec<u8>, value: Vec<u8>) -> impl Future<Output = PluginResult<()>> + Send {
-        self.caches().put(cache, key, value, now_ms());
+        self.write(|c| c.put(cache, key, value, now_ms()));
         ready(Ok(()))
     }
 
     fn cache_remove(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send {
-        ready(Ok(self.caches().remove(cache, key)))
+        ready(Ok(self.write(|c| c.remove(cache, key))))
     }
 
     fn cache_contains(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<bool>> + Send {
@@ -304,7 +344,7 @@ impl Strategy for MemoryStrategy {
     }
 
     fn cache_clear(&self, cache: &str) -> impl Future<Output = PluginResult<()>> + Send {
-        self.caches().clear(cache);
+        self.write(|c| c.clear(cache));
         ready(Ok(()))
     }
 
@@ -321,12 +361,12 @@ impl Strategy for MemoryStrategy {
     }
 
     fn cache_put_all(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send {
-        self.caches().put_all(cache, entries, now_ms());
+        self.write(|c| c.put_all(cache, entries, now_ms()));
         ready(Ok(()))
     }
 
     fn cache_merge(&self, cache: &str, entries: Vec<Entry>) -> impl Future<Output = PluginResult<()>> + Send {
-        self.caches().merge(cache, entries);
+        self.write(|c| c.merge(cache, entries));
         ready(Ok(()))
     }
 
@@ -425,7 +465,7 @@ impl Strategy for MemoryStrategy {
         self.with(|s| vec![("members".to_string(), joined_in_order(s).len() as u64)])
     }
     fn capabilities(&self) -> Capabilities {
-        Capabilities::ATOMIC.with(Capabilities::FENCED_LOCKS)
+        Capabilities::ATOMIC.with(Capabilities::ENTRY_EVENTS).with(Capabilities::FENCED_LOCKS)
     }
 
     fn cache_get_versioned(
@@ -442,7 +482,7 @@ impl Strategy for MemoryStrategy {
         key: Vec<u8>,
         value: Vec<u8>,
     ) -> impl Future<Output = PluginResult<CasOutcome>> + Send {
-        ready(Ok(self.caches().put_if_absent(cache, key, value, now_ms())))
+        ready(Ok(self.write(|c| c.put_if_absent(cache, key, value, now_ms()))))
     }
 
     fn cache_replace_if(
@@ -452,7 +492,7 @@ impl Strategy for MemoryStrategy {
         expected: Expected,
         value: Vec<u8>,
     ) -> impl Future<Output = PluginResult<CasOutcome>> + Send {
-        ready(Ok(self.caches().replace_if(cache, key, &expected, value, now_ms())))
+        ready(Ok(self.write(|c| c.replace_if(cache, key, &expected, value, now_ms()))))
     }
 
     fn cache_remove_if(
@@ -461,6 +501,6 @@ impl Strategy for MemoryStrategy {
         key: Vec<u8>,
         expected: Expected,
     ) -> impl Future<Output = PluginResult<CasOutcome>> + Send {
-        ready(Ok(self.caches().remove_if(cache, key, &expected)))
+        ready(Ok(self.write(|c| c.remove_if(cache, key, &expected))))
     }
 }

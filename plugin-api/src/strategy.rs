@@ -177,6 +177,10 @@ pub trait Strategy: Send + Sync + 'static {
     /// The optional capabilities this strategy offers. Report
     /// [`Capabilities::ATOMIC`] only with the four atomic operations below
     /// implemented: the host sends them only to a strategy that reports it.
+    /// Report [`Capabilities::ENTRY_EVENTS`] only when every change this
+    /// member applies (its own writes and those it receives) is reported
+    /// through [`ClusterHost::emit_cache_event`]: the host offers clustered
+    /// entry listeners only then.
     fn capabilities(&self) -> Capabilities {
         Capabilities::NONE
     }
@@ -289,6 +293,23 @@ impl ClusterHost {
     /// Queues an event for the host (never blocks).
     pub fn emit(&self, event: StrategyEvent) {
         self.callbacks.event(event.into());
+    }
+
+    /// Reports a change of an entry to the host's entry listeners (API
+    /// 0.1.2; report [`Capabilities::ENTRY_EVENTS`] when every change is
+    /// reported). Never blocks, and never releases a strategy, so it may
+    /// be called while holding the lock that orders a key's writes (which
+    /// is how the changes of one key reach the host in order).
+    pub fn emit_cache_event(&self, event: CacheEvent) {
+        self.callbacks.cache_event(event.into());
+    }
+
+    /// Whether the host has an entry listener on `cache` now (API 0.1.2):
+    /// a strategy that tells only this host of a change may skip building
+    /// the event when it has none (a listener registered later gets the
+    /// changes from then on). Never blocks.
+    pub fn cache_listened(&self, cache: &str) -> bool {
+        self.callbacks.cache_listened(cache.into())
     }
 
     /// Runs the host's handler for task `name`, sent by member `from`.

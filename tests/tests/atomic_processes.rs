@@ -9,11 +9,12 @@
 mod gossip_kit;
 
 use clusterhost_tests::admin::{call_text, TOKEN};
-use clusterhost_tests::cluster::{loopback_members, write_redis_conf};
+use clusterhost_tests::cluster::loopback_members;
 use clusterhost_tests::redis::RedisServer;
-use clusterhost_tests::{plugin, wait_until};
+use clusterhost_tests::wait_until;
 use gossip_kit::{
-    free_member_port, gossip_home, random_key, start_local, unique_cluster, wait_for_view, HomeSpec, Node, DEADLINE,
+    free_member_port, gossip_home, random_key, start_local, start_redis_members, unique_cluster, wait_for_view,
+    HomeSpec, Node, DEADLINE,
 };
 
 /// Increments per counter (the acceptance).
@@ -88,19 +89,7 @@ fn sixteen_concurrent_increments_on_three_gossip_processes_lose_none() {
 #[test]
 fn sixteen_concurrent_increments_on_three_redis_processes_lose_none() {
     let server = RedisServer::start();
-    let prefix = unique_cluster("atomic");
-    let mut ports = Vec::new();
-    let nodes: Vec<Node> = ["ra", "rb", "rc"]
-        .iter()
-        .map(|name| {
-            let port = free_member_port(&ports);
-            ports.push(port);
-            let home = clusterhost_tests::admin::member_home(&plugin("redis_strategy"), "redis_strategy.so", |conf| {
-                write_redis_conf(conf, "single", &[server.url()], &prefix)
-            });
-            start_local(name, port, home)
-        })
-        .collect();
+    let nodes = start_redis_members(&server.url(), &unique_cluster("atomic"), &["ra", "rb", "rc"]);
     let refs: Vec<&Node> = nodes.iter().collect();
     wait_for_view(&refs, &["ra", "rb", "rc"]);
     sixteen_increments_lose_nothing(&nodes);

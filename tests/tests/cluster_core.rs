@@ -49,7 +49,7 @@ macro_rules! every_strategy {
 }
 
 every_strategy!(
-    alone: [alone_caches, alone_tasks, alone_locks, alone_settings, atomic_alone],
+    alone: [alone_caches, alone_tasks, alone_locks, alone_settings, atomic_alone, entry_events_alone],
     clustered: [
         membership_converges,
         join_events,
@@ -67,6 +67,7 @@ every_strategy!(
         cancellation,
         atomic_put_if_absent_race,
         atomic_update_counter,
+        entry_events_across_members,
     ],
 );
 
@@ -327,4 +328,49 @@ async fn a_lock_released_after_its_strategy_plugin_stopped_answers_without_a_pan
             "the release says the strategy stopped (or that the lock was already released): {message}"
         );
     }
+}
+
+/// The next entry event of `listener` as "kind key by origin", within 10 s.
+async fn next_entry(listener: &mut clusterhost::cluster::EntryListener) -> String {
+    use clusterhost::cluster::Delivery;
+    match tokio::time::timeout(Duration::from_secs(10), listener.recv()).await {
+        Ok(Some(Delivery::Event(e))) => {
+            format!("{} {} by {}", e.kind.name(), String::from_utf8_lossy(&e.key), e.origin)
+        }
+        other => panic!("expected an entry event, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entry_listeners_stay_registered_across_a_strategy_replacement_and_standalone_clustered_switches() {
+    use clusterhost::cluster::ListenOptions;
+    let mut cluster = TestCluster::clustered(Backend::Memory, &["a", "b"]).await;
+    let on_b = cluster.node("b").caches().raw("c");
+    let mut listener = on_b.listen(ListenOptions::clustered()).await.expect("a clustered listener on b");
+    let a = cluster.node("a").caches().raw("c");
+    a.put(b"k1".to_vec(), b"1".to_vec()).await.unwrap();
+    assert_eq!(next_entry(&mut listener).await, "added k1 by a");
+
+    // b's strategy replaced by a new instance (a hot replacement: the old
+    // one out of service, then the new one in).
+    cluster.detach("b").await;
+    cluster.attach("b").await;
+    cluster.wait_all(ClusterState::Clustered).await;
+    cluster.wait_members(2).await;
+    a.put(b"k2".to_vec(), b"2".to_vec()).await.unwrap();
+    assert_eq!(next_entry(&mut listener).await, "added k2 by a", "b's leave and rejoin moved entries: no event");
+
+    // Standalone: b's own changes.
+    cluster.node("a").set_enabled(false).await.unwrap();
+    cluster.wait_all(ClusterState::Standalone { reason: None }).await;
+    on_b.put(b"k3".to_vec(), b"3".to_vec()).await.unwrap();
+    assert_eq!(next_entry(&mut listener).await, "added k3 by b");
+
+    // Clustered again: b's standalone k3 merged into the cluster is a move here.
+    cluster.node("b").set_enabled(true).await.unwrap();
+    cluster.wait_all(ClusterState::Clustered).await;
+    cluster.wait_members(2).await;
+    a.put(b"k4".to_vec(), b"4".to_vec()).await.unwrap();
+    assert_eq!(next_entry(&mut listener).await, "added k4 by a");
+    assert!(listener.try_recv().is_none(), "nothing more");
 }

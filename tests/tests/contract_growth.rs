@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use clusterhost::cluster::ClusterError;
+use clusterhost::cluster::{ClusterError, Delivery, EntryEventKind, ListenOptions};
 use clusterhost::conformance::{Nodes, PluginSubject, Subject};
 use clusterhost_plugin_api::cluster::Capabilities;
 use clusterhost_tests::old_api_plugin;
@@ -37,7 +37,10 @@ async fn a_strategy_built_before_atomic_operations_loads_works_and_is_refused_th
     ];
     for (op, refused) in refusals {
         let error = refused.expect_err("an old strategy has no atomic operations");
-        assert_eq!(error, ClusterError::Lacks { plugin: "old-api 0.1.0".into(), what: "atomic operations", op });
+        assert_eq!(
+            error,
+            ClusterError::Lacks { plugin: "old-api 0.1.0".into(), what: "atomic operations", op, since: "0.1.1" }
+        );
         let message = error.to_string();
         assert!(message.starts_with("strategy old-api 0.1.0 has no atomic operations"), "{message}");
         assert!(message.contains("upgrade it"), "{message}");
@@ -46,4 +49,50 @@ async fn a_strategy_built_before_atomic_operations_loads_works_and_is_refused_th
     // Still serving after the refusals.
     cache.put(&"k".into(), &3).await.expect("put after the refusals");
     assert_eq!(cache.get(&"k".into()).await.expect("get"), Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strategy_built_before_entry_events_gets_local_listeners_from_the_host_and_refuses_clustered_ones() {
+    let subject = Arc::new(Subject::Plugin(PluginSubject { file: old_api_plugin(), configure: Arc::new(|_| Ok(())) }));
+    let nodes = Nodes::alone(subject, "a").await.unwrap_or_else(|e| panic!("the old strategy did not join: {e:?}"));
+    let a = nodes.node("a");
+    assert!(!a.caches().strategy_capabilities().await.contains(Capabilities::ENTRY_EVENTS));
+    let cache = a.caches().raw("sessions");
+
+    let refused = cache.listen(ListenOptions::clustered()).await.expect_err("no clustered listener on it");
+    assert_eq!(
+        refused,
+        ClusterError::Lacks {
+            plugin: "old-api 0.1.0".into(),
+            what: "entry events",
+            op: "a clustered entry listener",
+            since: "0.1.2"
+        }
+    );
+    let message = refused.to_string();
+    assert!(message.starts_with("strategy old-api 0.1.0 has no entry events"), "{message}");
+    assert!(message.contains("plugin API 0.1.2 or later"), "{message}");
+
+    // Local listeners: the host tells them what this node's calls changed.
+    let mut local = cache.listen(ListenOptions::local()).await.expect("a local listener");
+    cache.put(b"k".to_vec(), b"1".to_vec()).await.expect("put");
+    cache.put(b"k".to_vec(), b"2".to_vec()).await.expect("put again");
+    assert!(cache.remove(b"k").await.expect("remove"));
+    assert!(!cache.remove(b"k").await.expect("remove again"), "nothing left to remove");
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), local.recv()).await {
+            Ok(Some(Delivery::Event(e))) => seen.push((e.kind, e.value, e.origin)),
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (EntryEventKind::Added, Some(b"1".to_vec()), "a".to_string()),
+            (EntryEventKind::Updated, Some(b"2".to_vec()), "a".to_string()),
+            (EntryEventKind::Removed, None, "a".to_string()),
+        ]
+    );
+    assert!(local.try_recv().is_none(), "a remove of nothing is no event");
 }

@@ -65,7 +65,7 @@ fn the_in_memory_strategy_passes_every_rule() {
 }
 
 #[test]
-fn the_shared_dir_example_passes_every_rule_but_tasks_and_locks() {
+fn the_shared_dir_example_passes_every_rule_but_tasks_locks_atomic_operations_and_entry_events() {
     // (fenced-locks included: no locks, so no fencing numbers)
     let home = tempfile::tempdir().unwrap();
     let config = home.path().join("shared-dir.toml");
@@ -73,7 +73,8 @@ fn the_shared_dir_example_passes_every_rule_but_tasks_and_locks() {
     let run = verify(&[path(&plugin("shared_dir_strategy")), "--config", path(&config)]);
     let unsupported = ["alone-tasks", "alone-locks", "tasks-every-target", "locks", "fenced-locks"];
     let atomic = ["atomic-alone", "atomic-put-if-absent-race", "atomic-update-counter"];
-    assert_passes("shared-dir", run, &[&unsupported[..], &atomic[..]].concat());
+    let events = ["entry-events-alone", "entry-events-across-members"];
+    assert_passes("shared-dir", run, &[&unsupported[..], &atomic[..], &events[..]].concat());
 }
 
 #[test]
@@ -88,9 +89,10 @@ fn the_broken_strategy_fails_the_rules_it_breaks() {
         .filter(|r| r["verdict"] == "failed")
         .map(|r| r["rule"].as_str().expect("a rule name"))
         .collect();
-    // Its five bugs: its own Left from stop, every member senior, Joined
+    // Its six bugs: its own Left from stop, every member senior, Joined
     // for members already there, a hang once a put is dropped, atomic
-    // operations that check, pause, then write.
+    // operations that check, pause, then write, entry events that all
+    // claim the member reporting them as their origin.
     for rule in [
         "stop-emits-no-own-left",
         "membership-converges",
@@ -98,6 +100,7 @@ fn the_broken_strategy_fails_the_rules_it_breaks() {
         "cancellation",
         "atomic-put-if-absent-race",
         "atomic-update-counter",
+        "entry-events-across-members",
     ] {
         assert!(failed.contains(&rule), "{rule} did not fail: {failed:?}\n{text}");
     }
@@ -109,7 +112,7 @@ fn the_broken_strategy_fails_the_rules_it_breaks() {
         .filter(|r| r["verdict"] == "passed")
         .map(|r| r["rule"].as_str().unwrap())
         .collect();
-    for rule in ["alone-caches", "cache-across-members", "settings-everywhere", "atomic-alone"] {
+    for rule in ["alone-caches", "cache-across-members", "settings-everywhere", "atomic-alone", "entry-events-alone"] {
         assert!(passed.contains(&rule), "{rule} did not pass: {passed:?}");
     }
     assert_eq!(report["failed"].as_u64(), Some(failed.len() as u64));

@@ -6,6 +6,7 @@ mod atomic;
 mod boundary;
 pub mod cache_ops;
 mod drop_active;
+mod entry_events;
 mod events;
 mod failure;
 mod hot_upgrade;
@@ -74,6 +75,7 @@ pub fn registry() -> Vec<Box<dyn Scenario>> {
         Box::new(upgrade_soak::UpgradeSoak),
         Box::new(cache_ops::CacheOps),
         Box::new(atomic::Atomic),
+        Box::new(entry_events::EntryEvents),
         Box::new(join::Join),
         Box::new(failure::Failure),
         Box::new(events::Events),

@@ -204,6 +204,38 @@ pub struct Switched {
     pub status: ClusterStatus,
 }
 
+/// One event of `GET /api/caches/C/events` (its SSE `data:`; the SSE
+/// `event:` is the kind). Keys and values are the API's strings; an entry
+/// written as other bytes (not a postcard string, e.g. by an embedding
+/// server's typed cache) shows them as lossy UTF-8 with `raw: true`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheEventView {
+    pub cache: String,
+    /// `added`, `updated`, `removed` (`expired`, `evicted` with bounded caches).
+    pub kind: String,
+    pub key: String,
+    /// The new value (not for `removed`, nor with `?values=false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// The write's version (the removed entry's for `removed`; 0 when the
+    /// strategy did not say).
+    pub version: u64,
+    /// The member the change came from.
+    pub origin: String,
+    /// Whether the key or value were not API strings (shown lossily).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub raw: bool,
+}
+
+/// The last event of a `GET /api/caches/C/events` stream the node ended:
+/// `dropped` (the reader did not keep up) or `closing` (the node stops).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheStreamEnd {
+    /// Events this reader missed (for `dropped`).
+    pub missed: u64,
+    pub reason: String,
+}
+
 /// `GET` and `PUT /api/caches/C/K`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheValue {

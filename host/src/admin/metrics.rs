@@ -124,6 +124,31 @@ pub(super) async fn metrics(State(state): State<AdminState>) -> Response {
         "Atomic operations on this member whose condition did not hold (put-if-absent on a present key, replace-if or remove-if on another entry), by cache.",
         &per_cache(&|c| c.conflicts),
     );
+    let (events, listener_panics) = ctx.cluster.entry_event_counts();
+    let per_listened = |f: &dyn Fn(&crate::cluster::EntryEventCounts) -> u64| -> Vec<(String, f64)> {
+        events.iter().map(|(name, c)| (format!("{{cache=\"{}\"}}", label(name)), f(c) as f64)).collect()
+    };
+    family(
+        &mut out,
+        "clusterhost_cache_entry_events_delivered_total",
+        "counter",
+        "Entry events put into a listener's queue on this member, by cache (caches that had a listener).",
+        &per_listened(&|c| c.delivered),
+    );
+    family(
+        &mut out,
+        "clusterhost_cache_entry_events_dropped_total",
+        "counter",
+        "Entry events dropped on this member because a listener's queue was full (it did not keep up), by cache.",
+        &per_listened(&|c| c.dropped),
+    );
+    family(
+        &mut out,
+        "clusterhost_cache_entry_listener_panics_total",
+        "counter",
+        "Entry listener callbacks on this member that panicked (each kept receiving).",
+        &one(listener_panics as f64),
+    );
 
     let tasks = ctx.cluster.task_stats();
     family(

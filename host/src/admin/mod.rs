@@ -96,6 +96,8 @@ struct Shared {
     streams: events::Streams,
     /// The recent samples the console's charts draw.
     samples: Arc<samples::Samples>,
+    /// The cache entry event streams open now (bounded), ended when the server stops.
+    entry_streams: api::EntryStreams,
 }
 
 impl AdminState {
@@ -157,8 +159,9 @@ impl AdminServer {
                 cookie: auth::cookie_name(addr.port()),
                 writers: Default::default(),
                 drains: Default::default(),
-                streams: events::Streams::new(closed),
+                streams: events::Streams::new(closed.clone()),
                 samples,
+                entry_streams: api::EntryStreams::new(closed),
             }),
         };
         let endpoint = tokens::AdminEndpoint {
@@ -229,6 +232,13 @@ fn router(state: AdminState) -> Router {
         .route("/api/plugins", get(api::plugins).post(api::install_plugin))
         .route("/api/plugins/{name}", axum::routing::delete(api::remove_plugin))
         .route("/api/properties", get(api::properties).put(api::put_properties).patch(api::patch_properties))
+        // GET .../events is the cache's event stream; a key named `events`
+        // is still written and removed there (read it as JSON: GET
+        // /api/caches/C/events with Accept: application/json).
+        .route(
+            "/api/caches/{cache}/events",
+            get(api::cache_events).put(api::events_key_put).delete(api::events_key_remove),
+        )
         .route("/api/caches/{cache}/{key}", get(api::cache_get).put(api::cache_put).delete(api::cache_remove))
         .route("/metrics", get(metrics::metrics))
         .route("/", get(console::cluster_page))

@@ -104,3 +104,57 @@ pub fn remove(admin: &AdminTarget, cache: &str, key: &str, condition: Condition)
         },
     )
 }
+
+/// `cache watch CACHE [--local] [--json]`: the cache's entry events as
+/// they happen, one a line (`added k=v by a (version N)`, or with
+/// `--json` one [`CacheEventView`](crate::admin::contract::CacheEventView)
+/// a line), until interrupted or the node ends the stream. A reader the
+/// node dropped for falling behind says so and exits non-zero.
+pub fn watch(admin: &AdminTarget, cache: &str, local: bool) -> ExitCode {
+    use crate::admin::contract::{CacheEventView, CacheStreamEnd};
+    let client = match admin.client() {
+        Ok(client) => client,
+        Err(e) => return super::fail(e.to_string()),
+    };
+    let json = admin.json;
+    let path = format!("/api/caches/{}/events{}", segment(cache), if local { "?local" } else { "" });
+    let mut ended: Option<(String, CacheStreamEnd)> = None;
+    let streamed = client.stream(&path, |frame| {
+        match frame.event.as_str() {
+            "dropped" | "closing" => {
+                let end = serde_json::from_str::<CacheStreamEnd>(&frame.data)
+                    .unwrap_or(CacheStreamEnd { missed: 0, reason: frame.data.clone() });
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({ "end": frame.event, "missed": end.missed, "reason": end.reason })
+                    );
+                } else {
+                    println!("-- {}", end.reason);
+                }
+                ended = Some((frame.event.clone(), end));
+                return false;
+            }
+            _ => match serde_json::from_str::<CacheEventView>(&frame.data) {
+                Ok(event) if json => println!("{}", serde_json::to_string(&event).unwrap_or_default()),
+                Ok(event) => {
+                    let value = event.value.as_deref().map(|v| format!("={v}")).unwrap_or_default();
+                    println!("{} {}{value} by {} (version {})", event.kind, event.key, event.origin, event.version);
+                }
+                Err(e) => eprintln!("warning: skipped an event this client cannot read ({e}): {}", frame.data),
+            },
+        }
+        // Each line reaches a pipe as it happens.
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        true
+    });
+    if let Err(e) = streamed {
+        return super::fail(e.to_string());
+    }
+    match ended {
+        Some((kind, _)) if kind == "closing" => ExitCode::SUCCESS,
+        Some((_, end)) => super::fail(format!("the node dropped this watch: {}", end.reason)),
+        None => super::fail(format!("the node at {} ended the event stream; is it stopping?", admin.url)),
+    }
+}

@@ -204,6 +204,9 @@ impl Actor {
 
     fn set_attached(&mut self, attached: Option<Attached>) {
         *lock(&self.shared.attached) = attached.as_ref().map(|a| a.strategy.clone());
+        if attached.is_none() {
+            self.shared.entries.take_from(0);
+        }
         self.attached = attached;
         if self.attached.is_none() {
             self.stage = Stage::Idle;
@@ -232,6 +235,13 @@ impl Actor {
         }
         let strategy = Arc::new(StrategyRef::new(plugin, version, strategy));
         tracing::info!(strategy = %strategy.label(), "cluster strategy available");
+        let clustered_listeners = self.shared.entries.clustered_listeners();
+        if clustered_listeners > 0 && strategy.require_entry_events("clustered entry listeners").is_err() {
+            tracing::warn!(
+                strategy = %strategy.label(),
+                "the strategy reports no entry events (built before plugin API 0.1.2): {clustered_listeners} clustered entry listener(s) get only this node's own changes while it serves; upgrade the strategy"
+            );
+        }
         self.generation = generation;
         self.set_attached(Some(Attached { strategy: strategy.clone() }));
         // The cluster-wide switch, if the cluster has one, wins when newer
@@ -308,6 +318,8 @@ impl Actor {
         let config = self.config();
         let attempts = config.retry_count + 1;
         tracing::info!(strategy = %strategy.label(), "starting clustering (attempt {attempt} of {attempts})");
+        // A join's state transfer is told to the entry listeners too.
+        self.shared.entries.take_from(self.generation);
         let start = tokio::time::timeout(config.max_execution, strategy.start_clustering());
         tokio::pin!(start);
         let outcome = loop {
@@ -369,6 +381,7 @@ impl Actor {
 
     /// This node is in the cluster: caches first, then listeners.
     async fn join(&mut self, strategy: &Arc<StrategyRef>) -> Result<(), ClusterError> {
+        self.shared.entries.take_from(self.generation);
         match self.shared.caches.join(strategy.clone()).await {
             Ok(moved) => tracing::info!(
                 "joined the cluster; {moved} cache entries held on this node (written while it was alone, or kept from its last join) merged into it"
@@ -398,6 +411,8 @@ impl Actor {
             self.stage = Stage::Idle;
             return;
         }
+        // The strategy's late entry events no longer describe what this node holds.
+        self.shared.entries.take_from(0);
         let kept = self.shared.caches.leave().await;
         *lock(&self.shared.serving) = self.shared.standalone.clone();
         self.stage = Stage::Idle;

@@ -11,6 +11,9 @@ use clusterhost_plugin_api::cluster::{now_ms, Capabilities, CasOutcome, Entry, E
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::entry_events::{
+    Delivery, EntryEventKind, EntryEvents, EntryListener, ListenOptions, ListenScope, ListenerHandle,
+};
 use super::strategy::{CacheRef, StrategyRef};
 use super::{lock, ClusterError};
 
@@ -33,6 +36,9 @@ struct FactoryInner {
     caches: Mutex<HashMap<String, Arc<CacheCore>>>,
     /// Split-brain protection's rules and member count.
     protection: super::protection::Guard,
+    /// The entry listeners (the standalone caches tell them every change;
+    /// for a strategy without entry events the handles here do).
+    entries: Arc<EntryEvents>,
 }
 
 /// One cache: how strategies are told which (its name, and the standalone
@@ -80,13 +86,14 @@ pub struct CacheStats {
 
 impl CacheFactory {
     /// A factory whose caches `standalone` serves until a join.
-    pub(crate) fn new(standalone: Arc<StrategyRef>) -> Self {
+    pub(crate) fn new(standalone: Arc<StrategyRef>, entries: Arc<EntryEvents>) -> Self {
         CacheFactory {
             inner: Arc::new(FactoryInner {
                 serving: async_lock::RwLock::new(standalone.clone()),
                 standalone,
                 caches: Mutex::new(HashMap::new()),
                 protection: Default::default(),
+                entries,
             }),
         }
     }
@@ -186,19 +193,34 @@ impl CacheFactory {
         let standalone = &self.inner.standalone;
         let cores: Vec<Arc<CacheCore>> = standalone.cache_names().await?.iter().map(|name| self.core(name)).collect();
         let mut moved = 0;
-        for core in &cores {
-            let entries = standalone.entries(&core.cache).await?;
-            if entries.is_empty() {
-                continue;
+        // This node's entries moving into the cluster: what the strategy
+        // reports of them here (origin: this node) is a move, not a change.
+        self.inner.entries.set_moving(true);
+        let merged = async {
+            for core in &cores {
+                let entries = standalone.entries(&core.cache).await?;
+                if entries.is_empty() {
+                    continue;
+                }
+                let count = entries.len();
+                strategy.merge(&core.cache, entries).await?;
+                moved += count;
             }
-            let count = entries.len();
-            strategy.merge(&core.cache, entries).await?;
-            moved += count;
+            Ok::<(), ClusterError>(())
         }
-        // Only once every cache merged: the local copies are now in the cluster.
+        .await;
+        if let Err(e) = merged {
+            self.inner.entries.set_moving(false);
+            return Err(e);
+        }
+        // Only once every cache merged: the local copies are now in the
+        // cluster. A move, not a removal: listeners are not told.
+        let mut cleared = Ok(());
         for core in &cores {
-            standalone.clear(&core.cache).await?;
+            cleared = cleared.and(standalone.clear(&core.cache).await);
         }
+        self.inner.entries.set_moving(false);
+        cleared?;
         *serving = strategy;
         Ok(moved)
     }
@@ -218,6 +240,8 @@ impl CacheFactory {
         }
         let standalone = &self.inner.standalone;
         let mut kept = 0;
+        // Copies of what this node held: moves, not changes (not told).
+        self.inner.entries.set_moving(true);
         for name in names {
             let cache = &self.core(&name).cache;
             let copied = match serving.entries(cache).await {
@@ -232,6 +256,7 @@ impl CacheFactory {
                 Err(e) => tracing::error!(cache = %name, "could not copy the cache's entries while leaving: {e}"),
             }
         }
+        self.inner.entries.set_moving(false);
         *serving = standalone.clone();
         kept
     }
@@ -268,16 +293,95 @@ impl RawCache {
         Ok(value)
     }
 
+    /// Registers an entry listener on this cache (see [`ListenOptions`]):
+    /// `Local` gets the changes made through this member's API, `Clustered`
+    /// every change in the cluster with the member it came from, each
+    /// key's changes in the order they were applied. It stays registered
+    /// across strategy replacements and joins and leaves until dropped. A
+    /// `Clustered` one needs a strategy that reports entry events: on one
+    /// that does not (built before plugin API 0.1.2) it is refused with
+    /// [`ClusterError::Lacks`] naming the strategy and its version.
+    pub async fn listen(&self, options: ListenOptions) -> Result<EntryListener, ClusterError> {
+        if options.scope == ListenScope::Clustered {
+            self.factory.serving.read().await.require_entry_events("a clustered entry listener")?;
+        }
+        Ok(self.factory.entries.register(self.name(), options))
+    }
+
+    /// As [`listen`](Self::listen), running `handler` for every delivery on
+    /// a task of its own (on the current runtime): a slow handler fills
+    /// only its own queue (then events are dropped and it gets
+    /// [`Delivery::Lagged`]); a panic is logged and counted and the next
+    /// delivery still comes. Dropping the handle unregisters it.
+    pub async fn listen_with(
+        &self,
+        options: ListenOptions,
+        handler: impl Fn(&Delivery) + Send + Sync + 'static,
+    ) -> Result<ListenerHandle, ClusterError> {
+        let listener = self.listen(options).await?;
+        Ok(self.factory.entries.run_handler(listener, handler))
+    }
+
+    /// Whether this handle must tell local listeners itself: the serving
+    /// strategy reports no entry events (built before plugin API 0.1.2).
+    fn emulates(&self, serving: &StrategyRef) -> bool {
+        !serving.capabilities().contains(Capabilities::ENTRY_EVENTS)
+            && self.factory.entries.listened_locally(self.name())
+    }
+
+    /// Tells local listeners of a change this handle made (emulation, see
+    /// [`emulates`](Self::emulates)): the version is not known (0).
+    fn tell(&self, kind: EntryEventKind, key: &[u8], value: Option<&[u8]>, version: u64) {
+        let entries = &self.factory.entries;
+        entries.dispatch(self.name(), kind, key, value, version, entries.node());
+    }
+
+    /// The kind of a write of `key` about to be made, for the emulation: a
+    /// read first, so another member's write in between can make an
+    /// `added` an `updated` (a strategy with entry events has no such gap).
+    async fn kind_of_write(&self, serving: &StrategyRef, key: &[u8]) -> EntryEventKind {
+        match serving.contains(&self.core.cache, key).await {
+            Ok(true) => EntryEventKind::Updated,
+            _ => EntryEventKind::Added,
+        }
+    }
+
+    /// Tells local listeners of an atomic operation's outcome (emulation).
+    fn tell_outcome(&self, key: &[u8], outcome: &CasOutcome, existed: bool) {
+        if !outcome.applied {
+            return;
+        }
+        match &outcome.current {
+            Some(c) => {
+                let kind = if existed { EntryEventKind::Updated } else { EntryEventKind::Added };
+                self.tell(kind, key, Some(&c.value), c.version);
+            }
+            None => self.tell(EntryEventKind::Removed, key, None, 0),
+        }
+    }
+
     /// Writes `value` under `key`.
     pub async fn put(&self, key: Vec<u8>, value: Vec<u8>) -> Result<(), ClusterError> {
         self.protected(true)?;
-        self.factory.serving.read().await.put(&self.core.cache, key, value).await
+        let serving = self.factory.serving.read().await;
+        if !self.emulates(&serving) {
+            return serving.put(&self.core.cache, key, value).await;
+        }
+        let kind = self.kind_of_write(&serving, &key).await;
+        serving.put(&self.core.cache, key.clone(), value.clone()).await?;
+        self.tell(kind, &key, Some(&value), 0);
+        Ok(())
     }
 
     /// True if the key was present.
     pub async fn remove(&self, key: &[u8]) -> Result<bool, ClusterError> {
         self.protected(true)?;
-        self.factory.serving.read().await.remove(&self.core.cache, key).await
+        let serving = self.factory.serving.read().await;
+        let removed = serving.remove(&self.core.cache, key).await?;
+        if removed && self.emulates(&serving) {
+            self.tell(EntryEventKind::Removed, key, None, 0);
+        }
+        Ok(removed)
     }
 
     /// Whether `key` is present.
@@ -300,7 +404,16 @@ impl RawCache {
     /// Removes every entry.
     pub async fn clear(&self) -> Result<(), ClusterError> {
         self.protected(true)?;
-        self.factory.serving.read().await.clear(&self.core.cache).await
+        let serving = self.factory.serving.read().await;
+        if !self.emulates(&serving) {
+            return serving.clear(&self.core.cache).await;
+        }
+        let keys = serving.keys(&self.core.cache).await?;
+        serving.clear(&self.core.cache).await?;
+        for key in keys {
+            self.tell(EntryEventKind::Removed, &key, None, 0);
+        }
+        Ok(())
     }
 
     /// Every key (the whole cluster's, while clustered).
@@ -322,8 +435,20 @@ impl RawCache {
     pub async fn put_all(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), ClusterError> {
         self.protected(true)?;
         let now = now_ms();
-        let entries = entries.into_iter().map(|(key, value)| Entry { key, value, version: now }).collect();
-        self.factory.serving.read().await.put_all(&self.core.cache, entries).await
+        let entries: Vec<Entry> = entries.into_iter().map(|(key, value)| Entry { key, value, version: now }).collect();
+        let serving = self.factory.serving.read().await;
+        if !self.emulates(&serving) {
+            return serving.put_all(&self.core.cache, entries).await;
+        }
+        let mut told = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            told.push((self.kind_of_write(&serving, &entry.key).await, entry.key.clone(), entry.value.clone()));
+        }
+        serving.put_all(&self.core.cache, entries).await?;
+        for (kind, key, value) in told {
+            self.tell(kind, &key, Some(&value), now);
+        }
+        Ok(())
     }
 
     /// Counts an atomic operation that did not apply.
@@ -348,7 +473,12 @@ impl RawCache {
     /// across the cluster; the outcome carries the entry that is there now.
     pub async fn put_if_absent(&self, key: Vec<u8>, value: Vec<u8>) -> Result<CasOutcome, ClusterError> {
         self.protected(true)?;
-        let outcome = self.factory.serving.read().await.put_if_absent(&self.core.cache, key, value).await?;
+        let serving = self.factory.serving.read().await;
+        let emulated = self.emulates(&serving).then(|| key.clone());
+        let outcome = serving.put_if_absent(&self.core.cache, key, value).await?;
+        if let Some(key) = emulated {
+            self.tell_outcome(&key, &outcome, false);
+        }
         Ok(self.counted(outcome))
     }
 
@@ -361,14 +491,24 @@ impl RawCache {
         value: Vec<u8>,
     ) -> Result<CasOutcome, ClusterError> {
         self.protected(true)?;
-        let outcome = self.factory.serving.read().await.replace_if(&self.core.cache, key, expected, value).await?;
+        let serving = self.factory.serving.read().await;
+        let emulated = self.emulates(&serving).then(|| key.clone());
+        let outcome = serving.replace_if(&self.core.cache, key, expected, value).await?;
+        if let Some(key) = emulated {
+            self.tell_outcome(&key, &outcome, true);
+        }
         Ok(self.counted(outcome))
     }
 
     /// Removes `key` only if the entry there is `expected`.
     pub async fn remove_if(&self, key: Vec<u8>, expected: Expected) -> Result<CasOutcome, ClusterError> {
         self.protected(true)?;
-        let outcome = self.factory.serving.read().await.remove_if(&self.core.cache, key, expected).await?;
+        let serving = self.factory.serving.read().await;
+        let emulated = self.emulates(&serving).then(|| key.clone());
+        let outcome = serving.remove_if(&self.core.cache, key, expected).await?;
+        if let Some(key) = emulated {
+            self.tell_outcome(&key, &outcome, true);
+        }
         Ok(self.counted(outcome))
     }
 

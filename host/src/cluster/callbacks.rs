@@ -7,7 +7,9 @@ use std::sync::Weak;
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RArc, RResult, RStr, RString, RVec};
 use async_ffi::{FfiFuture, FutureExt};
-use clusterhost_plugin_api::cluster::{ClusterCallbacks, ClusterCallbacksBox, ClusterCallbacks_TO, FfiEvent};
+use clusterhost_plugin_api::cluster::{
+    ClusterCallbacks, ClusterCallbacksBox, ClusterCallbacks_TO, EntryEventKind, FfiCacheEvent, FfiEvent,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use super::actor::Command;
@@ -49,6 +51,31 @@ impl ClusterCallbacks for Callbacks {
             }
             None => tracing::debug!("ignored a cluster event of a kind this host does not know"),
         }
+    }
+
+    fn cache_event(&self, event: FfiCacheEvent) {
+        let Some(shared) = self.shared.upgrade() else { return };
+        let entries = &shared.entries;
+        // Only the strategy that serves (or is joining) this node; nothing
+        // is built for a cache no one listens to.
+        if !entries.takes(self.generation) || !entries.listened(event.cache.as_str()) {
+            return;
+        }
+        // This node's own entries merged into the cluster on its join: moved, not changed.
+        if entries.moving() && event.origin.as_str() == entries.node() {
+            return;
+        }
+        let Some(kind) = EntryEventKind::from_code(event.kind) else {
+            tracing::debug!(kind = event.kind, "ignored an entry event of a kind this host does not know");
+            return;
+        };
+        let value = event.value.as_ref().map(|v| v.as_slice()).into_option();
+        entries.dispatch(event.cache.as_str(), kind, &event.key, value, event.version, event.origin.as_str());
+    }
+
+    fn cache_listened(&self, cache: RStr<'_>) -> bool {
+        let Some(shared) = self.shared.upgrade() else { return false };
+        shared.entries.takes(self.generation) && shared.entries.listened(cache.as_str())
     }
 
     fn run_task(&self, from: RStr<'_>, name: RStr<'_>, payload: RVec<u8>) -> FfiFuture<RResult<RVec<u8>, RString>> {

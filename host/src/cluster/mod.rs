@@ -12,11 +12,13 @@
 //! Modules by job: [`types`] (errors, state, status, settings), [`events`]
 //! (events and listeners), [`strategy`] (a strategy as the host calls it),
 //! [`standalone`], [`cache`] (the cache factory), [`tasks`], [`locks`],
-//! [`callbacks`] (what crosses the boundary back to the host), [`actor`].
+//! [`callbacks`] (what crosses the boundary back to the host), [`actor`],
+//! [`entry_events`] (per-cache entry listeners).
 
 mod actor;
 mod cache;
 mod callbacks;
+mod entry_events;
 mod events;
 mod locks;
 pub mod protection;
@@ -36,6 +38,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use actor::{Actor, Command};
 pub use cache::{Cache, CacheFactory, CacheStats, RawCache};
 pub use clusterhost_plugin_api::cluster::{Member as ClusterMember, TaskOutcome as Outcome, TaskTarget as Target};
+pub use entry_events::{
+    Delivery, EntryEvent, EntryEventCounts, EntryEventKind, EntryListener, ListenOptions, ListenScope, ListenerHandle,
+    DEFAULT_QUEUE as ENTRY_LISTENER_QUEUE,
+};
 pub use events::{ClusterEvent, ClusterListener};
 pub use locks::ClusterLock;
 pub use strategy::{CacheRef, StrategyRef};
@@ -64,6 +70,8 @@ struct Shared {
     node: String,
     /// Named caches; moves their entries on this node's join and leave.
     caches: CacheFactory,
+    /// Entry listeners, by cache, and which strategy's entry events are taken.
+    entries: Arc<entry_events::EntryEvents>,
     /// Task handlers and counters.
     tasks: Arc<tasks::Tasks>,
     /// Listeners, called by the actor in order.
@@ -140,10 +148,13 @@ impl ClusterManager {
         let (status, _) = watch::channel((ClusterState::Standalone { reason: None }, enabled, None));
         let runtime = tokio::runtime::Handle::current();
         let tasks = Arc::new(tasks::Tasks::new(node, runtime.clone()));
-        let standalone = Arc::new(StrategyRef::standalone(standalone::Standalone::new(node, tasks.clone())));
+        let entries = entry_events::EntryEvents::new(node);
+        let standalone =
+            Arc::new(StrategyRef::standalone(standalone::Standalone::new(node, tasks.clone(), entries.clone())));
         let shared = Arc::new(Shared {
             node: node.to_string(),
-            caches: CacheFactory::new(standalone.clone()),
+            caches: CacheFactory::new(standalone.clone(), entries.clone()),
+            entries,
             tasks,
             listeners: events::Listeners::default(),
             config: Mutex::new(config),
@@ -264,6 +275,13 @@ impl ClusterManager {
     /// The cluster's time (ms since the epoch); the local clock while standalone.
     pub fn cluster_time_ms(&self) -> u64 {
         self.serving().cluster_time_ms()
+    }
+
+    /// Entry events delivered to and dropped for listeners on this node,
+    /// per cache (every cache that ever had a listener), and how many
+    /// listener callbacks panicked.
+    pub fn entry_event_counts(&self) -> (Vec<(String, EntryEventCounts)>, u64) {
+        (self.shared.entries.counts(), self.shared.entries.panics())
     }
 
     /// Named counters of the attached strategy.

@@ -15,6 +15,7 @@ use clusterhost_plugin_api::membership::resolve_target;
 use clusterhost_plugin_api::sync::lock;
 use clusterhost_plugin_api::{PluginResult, Strategy};
 
+use super::entry_events::EntryEvents;
 use super::tasks::Tasks;
 
 /// This node alone: its caches and locks in memory, its tasks run here.
@@ -34,10 +35,18 @@ pub(crate) struct Standalone {
 }
 
 impl Standalone {
-    pub(crate) fn new(node: &str, tasks: Arc<Tasks>) -> Self {
+    /// This node alone; every change of its caches (except the moves of
+    /// a join or leave) goes to `entries`, with this node as the origin.
+    pub(crate) fn new(node: &str, tasks: Arc<Tasks>, entries: Arc<EntryEvents>) -> Self {
+        let observer = move |change: clusterhost_plugin_api::local::LocalChange<'_>| {
+            if !entries.moving() {
+                let (cache, key, value) = (change.cache, change.key, change.value);
+                entries.dispatch(cache, change.kind, key, value, change.version, entries.node());
+            }
+        };
         Standalone {
             node: node.to_string(),
-            caches: LocalCaches::default(),
+            caches: LocalCaches::observed(Arc::new(observer)),
             locks: Arc::default(),
             settings: Mutex::default(),
             tasks,
@@ -214,7 +223,7 @@ impl Strategy for Standalone {
         ready(Ok(()))
     }
     fn capabilities(&self) -> Capabilities {
-        Capabilities::ATOMIC.with(Capabilities::FENCED_LOCKS)
+        Capabilities::ATOMIC.with(Capabilities::ENTRY_EVENTS).with(Capabilities::FENCED_LOCKS)
     }
 
     fn cache_get_versioned(

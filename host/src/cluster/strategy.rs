@@ -155,16 +155,28 @@ impl StrategyRef {
     /// Refuses `op` unless the strategy reports `wanted`, naming the
     /// strategy and what it lacks (an older plugin is never called for a
     /// method its build does not have).
-    fn require(&self, wanted: Capabilities, what: &'static str, op: &'static str) -> Result<(), ClusterError> {
+    fn require(
+        &self,
+        wanted: Capabilities,
+        what: &'static str,
+        op: &'static str,
+        since: &'static str,
+    ) -> Result<(), ClusterError> {
         if self.capabilities.contains(wanted) {
             Ok(())
         } else {
-            Err(ClusterError::Lacks { plugin: self.label(), what, op })
+            Err(ClusterError::Lacks { plugin: self.label(), what, op, since })
         }
     }
 
     fn require_atomic(&self, op: &'static str) -> Result<(), ClusterError> {
-        self.require(Capabilities::ATOMIC, "atomic operations", op)
+        self.require(Capabilities::ATOMIC, "atomic operations", op, "0.1.1")
+    }
+
+    /// Refuses a clustered entry listener unless the strategy reports
+    /// every change it applies (`ENTRY_EVENTS`, API 0.1.2).
+    pub fn require_entry_events(&self, op: &'static str) -> Result<(), ClusterError> {
+        self.require(Capabilities::ENTRY_EVENTS, "entry events", op, "0.1.2")
     }
 
     /// The value under `key` with its version.

@@ -18,9 +18,10 @@ pub enum ClusterError {
     #[error("cluster strategy {plugin} does not support {op}: {message}; use a strategy that does, or do without it")]
     Unsupported { plugin: String, op: &'static str, message: String },
     /// The strategy does not offer `what` (it reports no such capability,
-    /// e.g. a plugin built before the contract had it), so `op` was not sent.
-    #[error("strategy {plugin} has no {what}, so {op} cannot run; upgrade it to a version that offers them (plugin API 0.1.1 or later), or use another strategy")]
-    Lacks { plugin: String, what: &'static str, op: &'static str },
+    /// e.g. a plugin built before the contract had it, in API `since`), so
+    /// `op` was not sent.
+    #[error("strategy {plugin} has no {what}, so {op} cannot run; upgrade it to a version that offers them (plugin API {since} or later), or use another strategy")]
+    Lacks { plugin: String, what: &'static str, op: &'static str, since: &'static str },
     /// `update` of a key lost the race to other writers `attempts` times in a row.
     #[error("cache {cache}: update gave up after {attempts} attempts, each lost to another write of the same key; retry later, or write the key less often from many members")]
     Contended { cache: String, attempts: u32 },

@@ -3,20 +3,57 @@
 //! wrapped so that it emits its own `Left` from `stop_clustering`, calls
 //! every member senior (itself), announces `Joined` for members already
 //! there when it joins, hangs for good once a put is dropped early, and
-//! claims atomic operations it does as read, pause, then write.
+//! claims atomic operations it does as read, pause, then write, and whose
+//! entry events all claim to come from the member that reports them.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::std_types::{RArc, RResult, RStr, RString, RVec};
+use async_ffi::FfiFuture;
 use clusterhost_plugin_api::cluster::{
-    CacheSize, Capabilities, CasOutcome, Entry, Expected, Member, StrategyEvent, TaskReply, TaskTarget, Versioned,
+    CacheSize, Capabilities, CasOutcome, ClusterCallbacks, ClusterCallbacksBox, ClusterCallbacks_TO, Entry, Expected,
+    FfiCacheEvent, FfiEvent, Member, StrategyEvent, TaskReply, TaskTarget, Versioned,
 };
 use clusterhost_plugin_api::memory::MemoryStrategy;
 use clusterhost_plugin_api::{ClusterHost, PluginResult, Strategy};
 
-/// The in-memory strategy with five bugs.
+/// The host's callbacks for the in-memory strategy under [`Broken`], with
+/// its sixth bug: every entry event claims this member as its origin.
+#[derive(Clone)]
+struct OwnOrigin {
+    inner: ClusterCallbacksBox,
+    id: RString,
+}
+
+impl ClusterCallbacks for OwnOrigin {
+    fn event(&self, event: FfiEvent) {
+        self.inner.event(event);
+    }
+
+    fn run_task(&self, from: RStr<'_>, name: RStr<'_>, payload: RVec<u8>) -> FfiFuture<RResult<RVec<u8>, RString>> {
+        self.inner.run_task(from, name, payload)
+    }
+
+    fn cache_listened(&self, cache: RStr<'_>) -> bool {
+        self.inner.cache_listened(cache)
+    }
+
+    fn cache_event(&self, mut event: FfiCacheEvent) {
+        event.origin = self.id.clone();
+        self.inner.cache_event(event);
+    }
+}
+
+/// `callbacks` with the origin bug, for the in-memory strategy [`Broken`] wraps.
+pub fn own_origin(callbacks: ClusterCallbacksBox, id: &str) -> ClusterCallbacksBox {
+    ClusterCallbacks_TO::from_ptr(RArc::new(OwnOrigin { inner: callbacks, id: id.into() }), TD_Opaque)
+}
+
+/// The in-memory strategy with six bugs.
 pub struct Broken {
     inner: Arc<MemoryStrategy>,
     host: ClusterHost,
@@ -172,7 +209,7 @@ impl Strategy for Broken {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::ATOMIC
+        Capabilities::ATOMIC.with(Capabilities::ENTRY_EVENTS)
     }
 
     fn cache_get_versioned(

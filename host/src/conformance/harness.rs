@@ -243,8 +243,12 @@ impl Nodes {
             .build()
             .expect("a strategy runtime");
         let (callbacks, generation) = node.cluster.callbacks();
-        let host = ClusterHost::new(callbacks, runtime.handle().clone());
-        let strategy = adjust(MemoryStrategy::new(fabric, host.clone(), name, "1.0.0"));
+        let host = ClusterHost::new(callbacks.clone(), runtime.handle().clone());
+        let events_to = match &*subject {
+            Subject::Broken => ClusterHost::new(super::broken::own_origin(callbacks, name), runtime.handle().clone()),
+            _ => host.clone(),
+        };
+        let strategy = adjust(MemoryStrategy::new(fabric, events_to, name, "1.0.0"));
         let boxed = match &*subject {
             Subject::Broken => host.into_boundary(super::broken::Broken::new(strategy, host.clone(), name)),
             _ => host.into_boundary(strategy),

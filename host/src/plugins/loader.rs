@@ -315,8 +315,10 @@ pub fn open(id: &str, copy: &Path) -> Result<PluginModRef, AbiError> {
 /// its root module's layout, frozen (frozen-api/VERSION: a copy of
 /// that API's sources, never updated). A version appended to the contract
 /// adds its predecessor here.
-const FROZEN: &[(&str, &TypeLayout)] =
-    &[("0.1.0", <plugin_api_0_1_0::abi::PluginModRef as abi_stable::StableAbi>::LAYOUT)];
+const FROZEN: &[(&str, &TypeLayout)] = &[
+    ("0.1.0", <plugin_api_0_1_0::abi::PluginModRef as abi_stable::StableAbi>::LAYOUT),
+    ("0.1.1", <plugin_api_0_1_1::abi::PluginModRef as abi_stable::StableAbi>::LAYOUT),
+];
 
 fn first_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().take(n).collect();

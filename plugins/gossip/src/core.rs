@@ -56,6 +56,8 @@ pub struct Core {
     /// When this run of the member started (ms): chitchat's generation, so
     /// a restarted member is a new node to gossip.
     pub(crate) generation: u64,
+    /// Member ids by the hash a version carries, for the origin of entry events.
+    pub(crate) origins: crate::entry_events::Origins,
     /// Where chitchat listens (UDP; the data plane listens on TCP at the
     /// same port number), announced by multicast discovery.
     pub gossip_addr: SocketAddr,
@@ -153,10 +155,12 @@ impl Core {
             locks: Locks::default(),
             decisions: Decisions::default(),
             liveness: Liveness::default(),
+            origins: crate::entry_events::Origins::default(),
             generation,
             gossip_addr,
             background: Mutex::new(Vec::new()),
         });
+        crate::entry_events::observe(&core);
         let handler: Arc<dyn Handler> = Arc::new(Requests(Arc::downgrade(&core)));
         let serve = tokio::spawn(net.serve(listener, handler));
         let view_loop = tokio::spawn(Core::view_loop(Arc::downgrade(&core), watcher));

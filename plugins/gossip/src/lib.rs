@@ -9,6 +9,7 @@ pub mod core;
 pub mod crypto;
 pub mod discovery;
 pub mod dns;
+mod entry_events;
 mod handler;
 mod join;
 mod liveness;

@@ -3,9 +3,9 @@
 //! merge policy whatever order writes arrive in. Removes are tombstones.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use clusterhost_plugin_api::cluster::{now_ms, CacheSize, Entry};
+use clusterhost_plugin_api::cluster::{now_ms, CacheSize, Entry, EntryEventKind};
 use serde::{Deserialize, Serialize};
 
 use crate::locked;
@@ -116,11 +116,42 @@ pub fn chunks(entries: Vec<WireEntry>, max_bytes: usize) -> Vec<Vec<WireEntry>> 
     out
 }
 
+/// A write that changed what this member holds, told to the store's
+/// observer under the store's lock (so a key's changes come in the order
+/// they were applied, which is their versions' order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreChange<'a> {
+    pub cache: &'a str,
+    pub kind: EntryEventKind,
+    pub key: &'a [u8],
+    /// The new value (`None` for a removal).
+    pub value: Option<&'a [u8]>,
+    /// The applied write's version.
+    pub version: Version,
+}
+
+/// Told every change of a cache's (not an internal `__` one's) entries.
+pub type Observer = Box<dyn Fn(StoreChange<'_>) + Send + Sync>;
+
+/// What an applied write does to a key that held `before` (`None`: no
+/// slot; `Some(None)`: a tombstone): the entry event, if any.
+fn change_kind(before: Option<&Option<Vec<u8>>>, after: Option<&[u8]>) -> Option<EntryEventKind> {
+    let held = before.is_some_and(Option::is_some);
+    match (held, after.is_some()) {
+        (false, true) => Some(EntryEventKind::Added),
+        (true, true) => Some(EntryEventKind::Updated),
+        (true, false) => Some(EntryEventKind::Removed),
+        (false, false) => None,
+    }
+}
+
 /// Every cache this member holds.
 #[derive(Default)]
 pub struct Store {
     /// The caches by name; one lock, as a write is a single insert.
     caches: Mutex<HashMap<String, Map>>,
+    /// Told every change (entry events); set once the member starts.
+    observer: OnceLock<Observer>,
 }
 
 impl Store {
@@ -145,17 +176,28 @@ impl Store {
         self.caches().get(cache).and_then(|m| m.get(key)).is_some_and(|s| s.value.is_some())
     }
 
+    /// From now on `observer` is told every change (once; a second is ignored).
+    pub fn observe(&self, observer: Observer) {
+        let _ = self.observer.set(observer);
+    }
+
     /// Applies a write if it is newer than what is held; true if applied.
+    /// A write that changes what this member holds is told to the observer.
     pub fn apply(&self, entry: WireEntry) -> bool {
         let mut caches = self.caches();
-        let map = caches.entry(entry.cache).or_default();
-        match map.get(&entry.key) {
-            Some(slot) if slot.version >= entry.version => false,
-            _ => {
-                map.insert(entry.key, Slot { value: entry.value, version: entry.version });
-                true
-            }
+        let internal = entry.cache.starts_with("__");
+        let map = caches.entry(entry.cache.clone()).or_default();
+        let before = map.get(&entry.key);
+        if before.is_some_and(|slot| slot.version >= entry.version) {
+            return false;
         }
+        let kind = change_kind(before.map(|slot| &slot.value), entry.value.as_deref());
+        if let (Some(observer), Some(kind), false) = (self.observer.get(), kind, internal) {
+            let (cache, key, value) = (entry.cache.as_str(), entry.key.as_slice(), entry.value.as_deref());
+            observer(StoreChange { cache, kind, key, value, version: entry.version });
+        }
+        map.insert(entry.key, Slot { value: entry.value, version: entry.version });
+        true
     }
 
     /// Applies many writes; returns how many were newer.
@@ -332,6 +374,36 @@ mod tests {
         assert!(!one.contains("c", b"k"));
         assert!(!one.apply(entry("k", Some("old"), 12, 2)));
         assert_eq!(one.size("c"), CacheSize { entries: 1, bytes: 2 });
+    }
+
+    #[test]
+    fn a_write_that_changes_what_is_held_is_told_once_in_order_and_stale_ones_are_not() {
+        let told = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let sink = told.clone();
+        let store = Store::default();
+        store.observe(Box::new(move |c: StoreChange<'_>| {
+            let value = c.value.map(|v| String::from_utf8_lossy(v).into_owned());
+            locked(&sink).push((c.kind, String::from_utf8_lossy(c.key).into_owned(), value, c.version.hlc));
+        }));
+        store.apply(entry("k", Some("a"), 10, 1));
+        store.apply(entry("k", Some("stale"), 9, 2));
+        store.apply(entry("k", Some("b"), 12, 2));
+        store.apply(entry("k", None, 13, 1));
+        store.apply(entry("k", None, 14, 1));
+        store.apply(entry("j", None, 1, 1));
+        let mut internal = entry("x", Some("v"), 1, 1);
+        internal.cache = "__settings".into();
+        store.apply(internal);
+        use EntryEventKind::*;
+        assert_eq!(
+            locked(&told).clone(),
+            vec![
+                (Added, "k".into(), Some("a".into()), 10),
+                (Updated, "k".into(), Some("b".into()), 12),
+                (Removed, "k".into(), None, 13),
+            ],
+            "a stale write, a tombstone over a tombstone and internal caches are not changes"
+        );
     }
 
     #[test]

@@ -76,7 +76,7 @@ impl Strategy for Gossip {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::ATOMIC.with(Capabilities::FENCED_LOCKS)
+        Capabilities::ATOMIC.with(Capabilities::ENTRY_EVENTS).with(Capabilities::FENCED_LOCKS)
     }
 
     fn cache_get_versioned(

@@ -126,6 +126,7 @@ impl Core {
             ("tasks_sent".into(), self.tasks.sent()),
             ("tasks_received".into(), self.tasks.received()),
             ("locks_held".into(), self.locks.count()),
+            ("entry_events_refused".into(), self.storage.refused_events.load(std::sync::atomic::Ordering::Relaxed)),
         ]
     }
 }

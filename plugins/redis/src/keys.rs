@@ -10,7 +10,7 @@
 //! - `P:cache:<name>`: one hash per cache (a cache lives on one slot),
 //!   each value prefixed by its version (16 hex digits, ms);
 //! - `P:lock:{<name>}` and `P:fence:{<name>}`: a lock and its fencing counter;
-//! - channels `P:events`, `P:task:<id>`, `P:reply:<id>`.
+//! - channels `P:events`, `P:entries` (entry events), `P:task:<id>`, `P:reply:<id>`.
 
 /// The names of this cluster's keys and channels, all under `key_prefix`.
 pub(crate) struct Keys {
@@ -47,6 +47,9 @@ impl Keys {
     }
     pub(crate) fn events(&self) -> String {
         format!("{}:events", self.prefix)
+    }
+    pub(crate) fn entries(&self) -> String {
+        format!("{}:entries", self.prefix)
     }
     pub(crate) fn tasks(&self, id: &str) -> String {
         format!("{}:task:{id}", self.prefix)

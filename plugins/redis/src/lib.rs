@@ -8,6 +8,7 @@ mod commands;
 pub mod config;
 pub mod conn;
 mod core;
+pub mod entry_events;
 pub mod error;
 mod keys;
 mod locks;

@@ -1,6 +1,7 @@
-//! The pub/sub side: one subscriber connection for the events channel and
-//! this member's task and reply channels, following the command connection
-//! after a failover; notices in, and notices out.
+//! The pub/sub side: one subscriber connection for the events channel, the
+//! entries channel (entry events) and this member's task and reply
+//! channels, following the command connection after a failover; notices
+//! in, and notices out.
 
 use std::sync::{Arc, Weak};
 
@@ -10,15 +11,20 @@ use crate::conn;
 use crate::core::Core;
 
 impl Core {
-    /// Keeps a pub/sub connection subscribed to the events channel and this
-    /// member's task and reply channels, following the command connection
+    /// Keeps a pub/sub connection subscribed to the events and entries
+    /// channels and this member's task and reply channels, following the command connection
     /// to a new server after a reset.
     pub(crate) async fn pubsub_loop(weak: Weak<Core>) {
         let mut reported = String::new();
         loop {
             let Some(core) = weak.upgrade() else { return };
             let config = core.config.clone();
-            let channels = [core.keys.events(), core.keys.tasks(&core.member), core.keys.replies(&core.member)];
+            let channels = [
+                core.keys.events(),
+                core.keys.entries(),
+                core.keys.tasks(&core.member),
+                core.keys.replies(&core.member),
+            ];
             let epoch = core.link.epoch();
             drop(core);
             match conn::pubsub(&config).await {
@@ -83,7 +89,27 @@ impl Core {
             }
             return;
         }
+        if channel == self.keys.entries() {
+            self.on_entry_event(payload);
+            return;
+        }
         self.on_task_message(channel, payload);
+    }
+
+    /// A change published by a writing script (any member's, this one's
+    /// included), checked before it is told to the host.
+    fn on_entry_event(&self, payload: &[u8]) {
+        match crate::entry_events::decode(payload) {
+            Some(event) => {
+                if let Some(host) = self.host() {
+                    host.emit_cache_event(event);
+                }
+            }
+            None => {
+                self.storage.refused_events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::debug!(bytes = payload.len(), "dropped a malformed or oversized entry event");
+            }
+        }
     }
 
     /// Announces a change on `P:events` (`joined`, `left`, `setting`,

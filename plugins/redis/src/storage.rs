@@ -9,17 +9,25 @@ use clusterhost_plugin_api::cluster::{CacheSize, CasOutcome, Entry, Expected, Ve
 use redis::Script;
 
 use crate::core::{lock, Core};
+use crate::entry_events::{LUA_PRELUDE, VALUE_MAX};
 use crate::error::{Error, UnversionedValue};
+
+/// A script that writes entries: [`LUA_PRELUDE`] (the event context in
+/// ARGV[1..4], `tell`) and then `body`, whose own arguments start at ARGV[5].
+fn writing_script(body: &str) -> Script {
+    Script::new(&format!("{LUA_PRELUDE}{body}"))
+}
 
 /// Latest version wins: sets each field whose stored version is older.
 static MERGE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    writing_script(
         r#"
 local n = 0
-for i = 1, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   local cur = redis.call('HGET', KEYS[1], ARGV[i])
   if (not cur) or tonumber(string.sub(cur, 1, 16), 16) < tonumber(string.sub(ARGV[i + 1], 1, 16), 16) then
     redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+    tell(cur and 'u' or 'a', ARGV[i], string.sub(ARGV[i + 1], 1, 16), string.sub(ARGV[i + 1], 17))
     n = n + 1
   end
 end
@@ -32,53 +40,74 @@ return n
 /// works unchanged when a cache's entries spread over Redis Cluster slots):
 /// checks the condition on the stored entry, then sets the value with the
 /// version rule (the caller's cluster time, or the stored version + 1 when
-/// that is not greater) or deletes it. Returns {applied, entry after} where
-/// the entry is the stored value (version prefix included) or false.
+/// that is not greater) or deletes it, and publishes the change (entry
+/// events). Returns {applied, entry after} where the entry is the stored
+/// value (version prefix included) or false; a delete of an absent key is
+/// not applied.
 ///
-/// KEYS[1] the cache's hash; ARGV: field, condition (`put`: none, `absent`,
-/// `value`, `version`), expected (value bytes, or the version in 16 hex
-/// digits), `set` or `del`, the caller's time in 16 hex digits, the value.
+/// KEYS[1] the cache's hash; ARGV after the event context: field, condition
+/// (`put`: none, `absent`, `value`, `version`), expected (value bytes, or
+/// the version in 16 hex digits), `set` or `del`, the caller's time in 16
+/// hex digits, the value.
 static WRITE_IF: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    writing_script(
         r#"
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-local cond = ARGV[2]
+local cur = redis.call('HGET', KEYS[1], ARGV[5])
+local cond = ARGV[6]
 local ok
 if cond == 'put' then ok = true
 elseif cond == 'absent' then ok = not cur
 elseif not cur then ok = false
-elseif cond == 'value' then ok = string.sub(cur, 17) == ARGV[3]
-else ok = string.sub(cur, 1, 16) == ARGV[3] end
+elseif cond == 'value' then ok = string.sub(cur, 17) == ARGV[7]
+else ok = string.sub(cur, 1, 16) == ARGV[7] end
 if not ok then return {0, cur} end
-if ARGV[4] == 'del' then
-  redis.call('HDEL', KEYS[1], ARGV[1])
+if ARGV[8] == 'del' then
+  if not cur then return {0, false} end
+  redis.call('HDEL', KEYS[1], ARGV[5])
+  tell('r', ARGV[5], string.sub(cur, 1, 16), nil)
   return {1, false}
 end
-local version = ARGV[5]
+local version = ARGV[9]
 if cur and string.sub(cur, 1, 16) >= version then
   version = string.format('%016x', tonumber(string.sub(cur, 1, 16), 16) + 1)
 end
-local stored = version .. ARGV[6]
-redis.call('HSET', KEYS[1], ARGV[1], stored)
+local stored = version .. ARGV[10]
+redis.call('HSET', KEYS[1], ARGV[5], stored)
+tell(cur and 'u' or 'a', ARGV[5], version, ARGV[10])
 return {1, stored}
 "#,
     )
 });
 
 /// Sets many entries, each by the version rule from the caller's time
-/// (ARGV[1], 16 hex digits); then field, value pairs.
+/// (ARGV[5], 16 hex digits); then field, value pairs.
 static PUT_ALL: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    writing_script(
         r#"
-for i = 2, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   local cur = redis.call('HGET', KEYS[1], ARGV[i])
-  local version = ARGV[1]
+  local version = ARGV[5]
   if cur and string.sub(cur, 1, 16) >= version then
     version = string.format('%016x', tonumber(string.sub(cur, 1, 16), 16) + 1)
   end
   redis.call('HSET', KEYS[1], ARGV[i], version .. ARGV[i + 1])
+  tell(cur and 'u' or 'a', ARGV[i], version, ARGV[i + 1])
 end
 return 0
+"#,
+    )
+});
+
+/// Removes every entry of the cache, publishing each removal.
+static CLEAR: LazyLock<Script> = LazyLock::new(|| {
+    writing_script(
+        r#"
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  tell('r', all[i], string.sub(all[i + 1], 1, 16), nil)
+end
+redis.call('DEL', KEYS[1])
+return #all / 2
 "#,
     )
 });
@@ -120,6 +149,8 @@ pub(crate) struct Storage {
     /// named once per join, not on every write. Cleared on (re)join, as
     /// Redis may have lost the set meanwhile.
     registered: Mutex<HashSet<String>>,
+    /// Entry event messages dropped as malformed or too long.
+    pub(crate) refused_events: std::sync::atomic::AtomicU64,
 }
 
 impl Storage {
@@ -130,6 +161,31 @@ impl Storage {
 }
 
 impl Core {
+    /// The event context every writing script starts with: the entries
+    /// channel, this member (the origin), the cache, the value limit.
+    fn event_args(&self, cache: &str) -> [Vec<u8>; 4] {
+        [
+            self.keys.entries().into_bytes(),
+            self.member.clone().into_bytes(),
+            cache.as_bytes().to_vec(),
+            VALUE_MAX.to_string().into_bytes(),
+        ]
+    }
+
+    /// Runs a writing script on the cache's hash: the event context, then `args`.
+    async fn write_script<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        cache: &str,
+        args: &[&[u8]],
+        retry: bool,
+    ) -> Result<T, Error> {
+        let context = self.event_args(cache);
+        let mut all: Vec<&[u8]> = context.iter().map(Vec::as_slice).collect();
+        all.extend_from_slice(args);
+        self.script(script, &[&self.keys.cache(cache)], &all, retry).await
+    }
+
     /// Cache calls fail at once while this member is out of the cluster.
     fn fail_fast(&self) -> Result<(), Error> {
         if self.in_cluster() {
@@ -185,11 +241,10 @@ impl Core {
         if value.is_some() {
             self.register_cache(cache).await?;
         }
-        let hash = self.keys.cache(cache);
         let now = format!("{now:016x}");
         let op: &[u8] = if value.is_some() { b"set" } else { b"del" };
         let args = [key, condition, expected, op, now.as_bytes(), value.unwrap_or_default()];
-        let (applied, stored): (i64, Option<Vec<u8>>) = self.script(&WRITE_IF, &[&hash], &args, retry).await?;
+        let (applied, stored): (i64, Option<Vec<u8>>) = self.write_script(&WRITE_IF, cache, &args, retry).await?;
         let current = match stored {
             Some(stored) => {
                 let (version, value) = decode(stored)?;
@@ -248,10 +303,10 @@ impl Core {
         self.write_if(cache, key, condition, &expected, None, 0, false).await
     }
 
+    /// Removes `key` ([`WRITE_IF`] unconditionally, so the removal is
+    /// published); true if it was there.
     pub(crate) async fn cache_remove(&self, cache: &str, key: &[u8]) -> Result<bool, Error> {
-        self.fail_fast()?;
-        let n: i64 = self.query(redis::cmd("HDEL").arg(self.keys.cache(cache)).arg(key)).await?;
-        Ok(n > 0)
+        Ok(self.write_if(cache, key, b"put", &[], None, 0, true).await?.applied)
     }
 
     pub(crate) async fn cache_contains(&self, cache: &str, key: &[u8]) -> Result<bool, Error> {
@@ -266,7 +321,7 @@ impl Core {
 
     pub(crate) async fn cache_clear(&self, cache: &str) -> Result<(), Error> {
         self.fail_fast()?;
-        let _: i64 = self.query(redis::cmd("DEL").arg(self.keys.cache(cache))).await?;
+        let _: i64 = self.write_script(&CLEAR, cache, &[], true).await?;
         Ok(())
     }
 
@@ -300,12 +355,11 @@ impl Core {
             return Ok(());
         }
         self.register_cache(cache).await?;
-        let hash = self.keys.cache(cache);
         let now = format!("{now:016x}").into_bytes();
         for chunk in entries.chunks(MERGE_BATCH) {
             let mut args: Vec<&[u8]> = vec![&now];
             args.extend(chunk.iter().flat_map(|e| [e.key.as_slice(), e.value.as_slice()]));
-            let _: i64 = self.script(&PUT_ALL, &[&hash], &args, true).await?;
+            let _: i64 = self.write_script(&PUT_ALL, cache, &args, true).await?;
         }
         Ok(())
     }
@@ -314,12 +368,11 @@ impl Core {
     /// Redis holds an older version (the host merges a rejoined member's
     /// standalone caches this way).
     pub(crate) async fn cache_merge(&self, cache: &str, entries: &[Entry]) -> Result<(), Error> {
-        let hash = self.keys.cache(cache);
         self.fail_fast()?;
         for chunk in entries.chunks(MERGE_BATCH) {
             let args: Vec<Vec<u8>> = chunk.iter().flat_map(|e| [e.key.clone(), encode(e.version, &e.value)]).collect();
             let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-            let _: i64 = self.script(&MERGE, &[&hash], &refs, true).await?;
+            let _: i64 = self.write_script(&MERGE, cache, &refs, true).await?;
         }
         self.register_cache(cache).await?;
         Ok(())

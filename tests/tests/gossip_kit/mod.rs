@@ -298,6 +298,23 @@ pub fn free_member_port(taken: &[u16]) -> u16 {
     }
 }
 
+/// Members `names` on 127.0.0.1, each a `clusterhost run` process with the
+/// redis plugin on the `redis-server` at `url`, under key prefix `prefix`.
+pub fn start_redis_members(url: &str, prefix: &str, names: &[&str]) -> Vec<Node> {
+    let mut ports = Vec::new();
+    names
+        .iter()
+        .map(|name| {
+            let port = free_member_port(&ports);
+            ports.push(port);
+            let home = member_home(&plugin("redis_strategy"), "redis_strategy.so", |conf| {
+                clusterhost_tests::cluster::write_redis_conf(conf, "single", &[url.to_string()], prefix)
+            });
+            start_local(name, port, home)
+        })
+        .collect()
+}
+
 #[allow(unused_imports)]
 pub use clusterhost_tests::cluster::loopback_members;
 use clusterhost_tests::cluster::write_gossip_conf;

@@ -163,3 +163,255 @@ pub(in crate::admin) async fn cache_remove(
         Err(ApiError::not_found(format!("{}; nothing was removed", no_key(&cache, &key))))
     }
 }
+
+// ---- GET /api/caches/C/events: the cache's entry events, streamed ----
+
+/// Entry event streams one node serves at once; one more is answered 503.
+pub const MAX_ENTRY_STREAMS: usize = 16;
+
+/// A stream's listener queue: a reader this many events behind is dropped.
+pub const ENTRY_STREAM_QUEUE: usize = 256;
+
+/// How often an idle stream sends a keep-alive comment.
+const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The entry event streams open now (their permits) and the admin server's stop.
+pub(in crate::admin) struct EntryStreams {
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Turns true when the admin server stops: every stream ends.
+    closing: tokio::sync::watch::Receiver<bool>,
+}
+
+impl EntryStreams {
+    pub(in crate::admin) fn new(closing: tokio::sync::watch::Receiver<bool>) -> Self {
+        EntryStreams { permits: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_ENTRY_STREAMS)), closing }
+    }
+}
+
+/// What a stream asks for: `?local` (this node's changes only),
+/// `?values=false` (no values).
+fn stream_options(query: Option<&str>) -> Result<crate::cluster::ListenOptions, ApiError> {
+    use crate::cluster::ListenOptions;
+    let mut options = ListenOptions::clustered().queue(ENTRY_STREAM_QUEUE);
+    let query = query.unwrap_or_default();
+    if query.len() > MAX_QUERY {
+        return Err(ApiError::bad_request("the query is too long; an event stream takes ?local and ?values=false"));
+    }
+    for part in query.split('&').filter(|p| !p.is_empty()) {
+        match part.split_once('=').unwrap_or((part, "")) {
+            ("local", "" | "true") => options.scope = crate::cluster::ListenScope::Local,
+            ("local", "false") => {}
+            ("values", "false") => options.with_value = false,
+            ("values", "" | "true") => {}
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "query {}: unknown; an event stream takes ?local (this node's changes only) and ?values=false",
+                    crate::text::clip_debug(part)
+                )))
+            }
+        }
+    }
+    Ok(options)
+}
+
+/// Bytes as the API shows them: the postcard string the API wrote, or
+/// (other bytes) lossy UTF-8, flagged raw.
+fn api_text(bytes: &[u8]) -> (String, bool) {
+    match postcard::from_bytes::<String>(bytes) {
+        Ok(text) => (text, false),
+        Err(_) => (String::from_utf8_lossy(bytes).into_owned(), true),
+    }
+}
+
+fn event_view(event: crate::cluster::EntryEvent) -> crate::admin::contract::CacheEventView {
+    let (key, raw_key) = api_text(&event.key);
+    let value = event.value.as_deref().map(api_text);
+    let raw = raw_key || value.as_ref().is_some_and(|(_, raw)| *raw);
+    crate::admin::contract::CacheEventView {
+        cache: event.cache,
+        kind: event.kind.name().to_string(),
+        key,
+        value: value.map(|(text, _)| text),
+        version: event.version,
+        origin: event.origin,
+        raw,
+    }
+}
+
+/// `GET /api/caches/C/events`: with `Accept: text/event-stream`, the
+/// cache's entry events as server-sent events (`event:` the kind, `data:`
+/// a [`CacheEventView`](crate::admin::contract::CacheEventView)) and
+/// keep-alive comments, until the reader falls [`ENTRY_STREAM_QUEUE`]
+/// events behind (a `dropped` event, then the end) or the node stops (a
+/// `closing` event). At most [`MAX_ENTRY_STREAMS`] at once (503 past it).
+/// Without that Accept it reads the key named `events`.
+pub(in crate::admin) async fn cache_events(
+    State(state): State<AdminState>,
+    Path(cache): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: axum::http::HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let streaming = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/event-stream"));
+    if !streaming {
+        let read = cache_get(State(state), Path((cache, "events".to_string()))).await?;
+        return Ok(read.into_response());
+    }
+    let options = stream_options(query.as_deref())?;
+    let streams = &state.shared.entry_streams;
+    let Ok(permit) = streams.permits.clone().try_acquire_owned() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{MAX_ENTRY_STREAMS} cache event streams are open on this node, the most it serves at once; close one (a `cache watch`) and try again"
+            ),
+        ));
+    };
+    let listener = state
+        .ctx()
+        .cluster
+        .caches()
+        .raw(&cache)
+        .listen(options)
+        .await
+        .map_err(|e| cache_error("watch", &cache, "(every key)", e))?;
+    let stream = entry_stream(listener, streams.closing.clone(), permit);
+    Ok(axum::response::sse::Sse::new(stream)
+        .keep_alive(axum::response::sse::KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response())
+}
+
+/// A key named `events` is written at the stream's path: `PUT /api/caches/C/events`.
+pub(in crate::admin) async fn events_key_put(
+    state: State<AdminState>,
+    Path(cache): Path<String>,
+    query: RawQuery,
+    request: axum::extract::Request,
+) -> ApiResult<serde_json::Value> {
+    cache_put(state, Path((cache, "events".to_string())), query, request).await
+}
+
+/// A key named `events` is removed at the stream's path: `DELETE /api/caches/C/events`.
+pub(in crate::admin) async fn events_key_remove(
+    state: State<AdminState>,
+    Path(cache): Path<String>,
+    query: RawQuery,
+) -> ApiResult<serde_json::Value> {
+    cache_remove(state, Path((cache, "events".to_string())), query).await
+}
+
+/// Where a stream is.
+struct Feed {
+    listener: crate::cluster::EntryListener,
+    closing: tokio::sync::watch::Receiver<bool>,
+    done: bool,
+    /// Held while the stream lives: its slot among [`MAX_ENTRY_STREAMS`].
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+fn end_event(kind: &str, missed: u64, reason: String) -> axum::response::sse::Event {
+    let end = crate::admin::contract::CacheStreamEnd { missed, reason };
+    axum::response::sse::Event::default().event(kind).data(serde_json::to_string(&end).unwrap_or_default())
+}
+
+/// The listener's events as SSE, until it lags (`dropped`, then the end)
+/// or `closing` turns true (`closing`, then the end).
+fn entry_stream(
+    listener: crate::cluster::EntryListener,
+    closing: tokio::sync::watch::Receiver<bool>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>> + Send + 'static {
+    use crate::cluster::Delivery;
+    let feed = Feed { listener, closing, done: false, _permit: permit };
+    futures_util::stream::unfold(feed, |mut feed| async move {
+        loop {
+            if feed.done {
+                return None;
+            }
+            if *feed.closing.borrow() {
+                feed.done = true;
+                return Some((Ok(end_event("closing", 0, "the node is stopping".into())), feed));
+            }
+            tokio::select! {
+                delivery = feed.listener.recv() => match delivery {
+                    Some(Delivery::Event(event)) => {
+                        let kind = event.kind.name();
+                        let data = serde_json::to_string(&event_view(event)).unwrap_or_default();
+                        return Some((Ok(axum::response::sse::Event::default().event(kind).data(data)), feed));
+                    }
+                    Some(Delivery::Lagged { missed }) => {
+                        feed.done = true;
+                        tracing::info!(cache = %feed.listener.cache(), "a cache event stream reader was dropped: it fell {missed} event(s) behind");
+                        let reason = format!(
+                            "this reader fell behind (more than {ENTRY_STREAM_QUEUE} events unread; {missed} missed) and was dropped; watch again to resume from now"
+                        );
+                        return Some((Ok(end_event("dropped", missed, reason)), feed));
+                    }
+                    None => return None,
+                },
+                changed = feed.closing.changed() => {
+                    if changed.is_err() {
+                        return None;
+                    }
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use futures_util::StreamExt;
+
+    use super::*;
+    use crate::cluster::{ClusterConfig, ClusterManager, ListenOptions};
+
+    #[tokio::test]
+    async fn a_reader_that_falls_behind_gets_a_dropped_event_and_the_end() {
+        let (manager, _faults) = ClusterManager::start("a", ClusterConfig::default(), false, false);
+        let cache = manager.caches().raw("c");
+        let listener = cache.listen(ListenOptions::clustered().queue(2)).await.expect("a listener");
+        let (_stop, closing) = tokio::sync::watch::channel(false);
+        let permit = Arc::new(tokio::sync::Semaphore::new(1)).try_acquire_owned().expect("a permit");
+        let stream = entry_stream(listener, closing, permit);
+        for i in 0..5u32 {
+            cache
+                .put(postcard::to_allocvec("k").unwrap(), postcard::to_allocvec(&i.to_string()).unwrap())
+                .await
+                .unwrap();
+        }
+        // An Event's Debug form is its wire text (quotes escaped).
+        let frames: Vec<String> = stream.map(|e| format!("{:?}", e.unwrap()).replace("\\\"", "\"")).collect().await;
+        assert_eq!(frames.len(), 3, "{frames:?}");
+        assert!(frames[0].contains("event: added") && frames[0].contains(r#""value":"0""#), "{frames:?}");
+        assert!(frames[1].contains("event: updated") && frames[1].contains(r#""origin":"a""#), "{frames:?}");
+        assert!(frames[2].contains("event: dropped") && frames[2].contains(r#""missed":3"#), "{frames:?}");
+    }
+
+    #[tokio::test]
+    async fn a_stream_ends_with_closing_when_the_server_stops() {
+        let (manager, _faults) = ClusterManager::start("a", ClusterConfig::default(), false, false);
+        let listener = manager.caches().raw("c").listen(ListenOptions::local()).await.expect("a listener");
+        let (stop, closing) = tokio::sync::watch::channel(false);
+        let permit = Arc::new(tokio::sync::Semaphore::new(1)).try_acquire_owned().expect("a permit");
+        let mut stream = Box::pin(entry_stream(listener, closing, permit));
+        stop.send(true).unwrap();
+        let last = format!("{:?}", stream.next().await.unwrap().unwrap());
+        assert!(last.contains("event: closing"), "{last}");
+        assert!(stream.next().await.is_none());
+    }
+
+    #[test]
+    fn stream_options_take_local_and_values_and_refuse_the_rest() {
+        let options = stream_options(Some("local&values=false")).expect("valid");
+        assert_eq!((options.scope, options.with_value), (crate::cluster::ListenScope::Local, false));
+        assert_eq!(stream_options(None).expect("valid").scope, crate::cluster::ListenScope::Clustered);
+        let refused = stream_options(Some("since=3")).expect_err("refused");
+        assert!(refused.message().contains("?local"), "{}", refused.message());
+    }
+}

@@ -14,7 +14,9 @@ use axum::Json;
 use serde::Serialize;
 use serde_json::Value;
 
-pub(super) use caches::{cache_get, cache_put, cache_remove};
+pub(super) use caches::{
+    cache_events, cache_get, cache_put, cache_remove, events_key_put, events_key_remove, EntryStreams,
+};
 pub(super) use cluster::{cluster, cluster_view, disable, enable, node, node_detail};
 pub(super) use plugins::{install_plugin, plugins, remove_plugin};
 pub(super) use properties::{patch_properties, properties, properties_view, put_properties};

@@ -7,6 +7,7 @@ mod atomic;
 mod caches;
 mod cancellation;
 mod coordination;
+mod entries;
 mod events;
 
 use super::{Ctx, Rule};
@@ -41,6 +42,8 @@ pub(super) static ALL: &[Rule] = &[
     rule!("atomic-alone", true, "put_if_absent, replace_if and remove_if by value or version; every write changes the version; update counts", atomic::atomic_alone),
     rule!("atomic-put-if-absent-race", false, "racing put_if_absent on every member: exactly one winner, seen by every loser and member", atomic::atomic_put_if_absent_race),
     rule!("atomic-update-counter", false, "16 concurrent update increments of one counter from 3 members end at 16", atomic::atomic_update_counter),
+    rule!("entry-events-alone", true, "every change reaches this member's listeners in order, this member the origin; values only when asked", entries::entry_events_alone),
+    rule!("entry-events-across-members", false, "a put or remove on one member reaches the clustered listeners of another with that member as origin, a key's changes in order; never a local listener elsewhere", entries::entry_events_across_members),
 ];
 
 /// What every rule file uses.
