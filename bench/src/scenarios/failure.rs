@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use clusterhost_tests::admin::call;
+use clusterhost_tests::admin::{call, member_home};
 use clusterhost_tests::cluster::write_redis_conf;
 use clusterhost_tests::redis::RedisServer;
 use clusterhost_tests::upgrade::GossipCluster;
@@ -91,7 +91,7 @@ impl Scenario for Failure {
         }
         let mut redis = Vec::new();
         for _ in 0..ctx.pick(6, 1) {
-            redis.push(redis_kill(ctx).into_iter().max().expect("there are survivors"));
+            redis.push(redis_kill().into_iter().max().expect("there are survivors"));
         }
         report.add_durations(
             "failure.redis_detect",
@@ -113,24 +113,23 @@ impl Scenario for Failure {
 /// 3 members on the redis strategy (one redis-server of their own); kills
 /// one that is not the senior and returns how long after the kill each
 /// survivor logged that it left.
-fn redis_kill(ctx: &Ctx) -> Vec<Duration> {
+fn redis_kill() -> Vec<Duration> {
     let server = RedisServer::start();
     let server_up = Instant::now();
-    let dir = tempfile::tempdir_in(ctx.work).expect("a scratch directory");
     let plugin_file = plugin("redis_strategy");
     let names = ["r1", "r2", "r3"];
+    let homes: Vec<tempfile::TempDir> = names
+        .iter()
+        .map(|_| {
+            member_home(&plugin_file, "redis_strategy.so", |conf| {
+                write_redis_conf(conf, "single", &[server.url()], "bench-failure")
+            })
+        })
+        .collect();
     let mut nodes: Vec<NodeProcess> = names
         .iter()
-        .map(|name| {
-            let home = dir.path().join(name);
-            let conf = home.join("conf");
-            std::fs::create_dir_all(home.join("plugins")).expect("plugins/ can be made");
-            write_redis_conf(&conf, "single", &[server.url()], "bench-failure");
-            std::fs::write(conf.join("clusterhost.properties"), "cluster.startup.delay.seconds = 0\n")
-                .expect("the properties can be written");
-            std::fs::copy(&plugin_file, home.join("plugins/redis_strategy.so")).expect("the plugin can be copied");
-            NodeProcess::start_with(&home, &["--node-name", name], &[])
-        })
+        .zip(&homes)
+        .map(|(name, home)| NodeProcess::start_with(home.path(), &["--node-name", name], &[]))
         .collect();
     for node in &nodes {
         node.wait_for_admin(Duration::from_secs(60));

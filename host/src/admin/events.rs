@@ -32,17 +32,44 @@ pub const MAX_STREAMS: usize = 16;
 /// How often an idle stream sends a keep-alive comment.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-/// The streams open now (their permits) and the admin server's stop.
-pub(super) struct Streams {
+/// The server-sent-event streams of one kind open now (their permits, at
+/// most `max`) and the admin server's stop. The node event log's streams
+/// and the cache entry streams each have one.
+pub(in crate::admin) struct Streams {
     permits: Arc<Semaphore>,
+    max: usize,
     /// Turns true when the admin server stops: every stream ends.
     closing: watch::Receiver<bool>,
 }
 
 impl Streams {
-    pub(super) fn new(closing: watch::Receiver<bool>) -> Self {
-        Streams { permits: Arc::new(Semaphore::new(MAX_STREAMS)), closing }
+    pub(in crate::admin) fn new(max: usize, closing: watch::Receiver<bool>) -> Self {
+        Streams { permits: Arc::new(Semaphore::new(max)), max, closing }
     }
+
+    /// A slot for one more stream (held while it lives) and the server's
+    /// stop, or 503: `full(max)` says what is open and what to do.
+    pub(in crate::admin) fn admit(
+        &self,
+        full: impl FnOnce(usize) -> String,
+    ) -> Result<(OwnedSemaphorePermit, watch::Receiver<bool>), ApiError> {
+        match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => Ok((permit, self.closing.clone())),
+            Err(_) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, full(self.max))),
+        }
+    }
+}
+
+/// Whether the request accepts `text/event-stream` (asks for a stream).
+pub(in crate::admin) fn wants_stream(headers: &HeaderMap) -> bool {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|accept| accept.contains("text/event-stream"))
+}
+
+/// `stream` as a server-sent-events response, with keep-alive comments.
+pub(in crate::admin) fn sse_response(
+    stream: impl Stream<Item = Result<Event, Infallible>> + Send + 'static,
+) -> Response {
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response()
 }
 
 /// `?after=SEQ`.
@@ -70,10 +97,7 @@ pub(super) async fn events(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let log = state.ctx().cluster.event_log().clone();
-    let streaming = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| accept.contains("text/event-stream"));
+    let streaming = wants_stream(&headers);
     let resumed = headers.get("last-event-id").and_then(|v| v.to_str().ok());
     // Last-Event-ID (a browser's reconnect) wins over the URL it reconnects to.
     let after = match (resumed, &query.after) {
@@ -91,17 +115,12 @@ pub(super) async fn events(
         };
         return Ok(Json(view).into_response());
     }
-    let streams = &state.shared.streams;
-    let Ok(permit) = streams.permits.clone().try_acquire_owned() else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "{MAX_STREAMS} event streams are open on this node, the most it serves at once; close one (a console tab or a `cluster events --follow`) or read the history with GET /api/events?after=SEQ"
-            ),
-        ));
-    };
-    let stream = event_stream(&log, after, streams.closing.clone(), permit);
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response())
+    let (permit, closing) = state.shared.streams.admit(|max| {
+        format!(
+            "{max} event streams are open on this node, the most it serves at once; close one (a console tab or a `cluster events --follow`) or read the history with GET /api/events?after=SEQ"
+        )
+    })?;
+    Ok(sse_response(event_stream(&log, after, closing, permit)))
 }
 
 /// Where a stream is.

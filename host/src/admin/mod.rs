@@ -97,7 +97,7 @@ struct Shared {
     /// The recent samples the console's charts draw.
     samples: Arc<samples::Samples>,
     /// The cache entry event streams open now (bounded), ended when the server stops.
-    entry_streams: api::EntryStreams,
+    entry_streams: events::Streams,
 }
 
 impl AdminState {
@@ -159,9 +159,9 @@ impl AdminServer {
                 cookie: auth::cookie_name(addr.port()),
                 writers: Default::default(),
                 drains: Default::default(),
-                streams: events::Streams::new(closed.clone()),
+                streams: events::Streams::new(events::MAX_STREAMS, closed.clone()),
                 samples,
-                entry_streams: api::EntryStreams::new(closed),
+                entry_streams: events::Streams::new(api::MAX_ENTRY_STREAMS, closed),
             }),
         };
         let endpoint = tokens::AdminEndpoint {

@@ -43,24 +43,22 @@ impl ClusterManager {
     /// offers them. A grant lost before its number could be read (its
     /// holder left the cluster meanwhile) is an error, not a guard.
     async fn granted(&self, name: &str, owner: String, via: Arc<StrategyRef>) -> Result<ClusterLock, ClusterError> {
-        let fenced = via.capabilities().contains(Capabilities::FENCED_LOCKS);
-        let fence = via.lock_fence(name, &owner).await;
         let mut lock = ClusterLock::new(name, owner, via, self.shared.runtime.clone());
-        match fence {
-            // Not held any more: the guard's drop sends a release anyway.
-            Ok(None) if fenced => {
-                Err(ClusterError::Strategy {
-                    plugin: lock.via.label(),
-                    op: "lock_fence",
-                    panicked: false,
-                    message: format!("lock {name} was granted but no longer held when its fencing number was read (this member left the cluster meanwhile?); take it again"),
-                })
-            }
-            Ok(fence) => {
-                lock.fence = fence;
+        if !lock.via.capabilities().contains(Capabilities::FENCED_LOCKS) {
+            return Ok(lock);
+        }
+        match lock.via.lock_fence(name, &lock.owner).await? {
+            Some(fence) => {
+                lock.fence = Some(fence);
                 Ok(lock)
             }
-            Err(e) => Err(e),
+            // Not held any more: the guard's drop sends a release anyway.
+            None => Err(ClusterError::Strategy {
+                plugin: lock.via.label(),
+                op: "lock_fence",
+                panicked: false,
+                message: format!("lock {name} was granted but no longer held when its fencing number was read (this member left the cluster meanwhile?); take it again"),
+            }),
         }
     }
 }

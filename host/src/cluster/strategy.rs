@@ -459,12 +459,10 @@ impl StrategyRef {
             .try_lock(name, owner, timeout))
     }
 
-    /// The fencing number of `owner`'s grant of lock `name` (`None`: the
-    /// strategy offers none, or `owner` no longer holds it).
+    /// The fencing number of `owner`'s grant of lock `name` (`None`:
+    /// `owner` no longer holds it); refused for a strategy without fenced locks.
     pub async fn lock_fence(&self, name: &str, owner: &str) -> Result<Option<u64>, ClusterError> {
-        if !self.capabilities.contains(Capabilities::FENCED_LOCKS) {
-            return Ok(None);
-        }
+        self.require(Capabilities::FENCED_LOCKS, "fenced locks", "lock_fence", "0.1.2")?;
         either!(self, "lock_fence", |p| p.lock_fence(RStr::from_str(name), RStr::from_str(owner)) => |f| (f != 0).then_some(f), |b| b
             .lock_fence(name, owner))
     }

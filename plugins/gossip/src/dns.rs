@@ -65,13 +65,6 @@ async fn answer(
     }
 }
 
-/// Resolves `target` once, within `timeout`.
-pub async fn resolve(target: &str, timeout: Duration) -> Result<Vec<SocketAddr>, String> {
-    answer(&mut lookup(target), timeout)
-        .await
-        .unwrap_or_else(|| Err(format!("no answer within {} ms", timeout.as_millis())))
-}
-
 /// Resolves `target` every `interval` (the first time at once) and calls
 /// `found` with each answer, `own` left out, until the task is dropped.
 /// One lookup at a time: a lookup that outlives its wait (a resolver that
@@ -117,6 +110,11 @@ pub async fn run(target: String, interval: Duration, own: SocketAddr, found: Fou
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One lookup of `target`, within `timeout`.
+    async fn resolve(target: &str, timeout: Duration) -> Result<Vec<SocketAddr>, String> {
+        answer(&mut lookup(target), timeout).await.unwrap_or_else(|| Err("no answer in time".into()))
+    }
 
     #[test]
     fn targets_are_checked_without_resolving() {

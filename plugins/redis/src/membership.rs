@@ -496,7 +496,8 @@ impl Core {
             Ok(suspects) if suspects.is_empty() => return,
             Ok(suspects) => suspects,
             Err(e) => {
-                if e.to_string().contains("NOPERM") || e.to_string().contains("unknown command") {
+                let said = e.to_string();
+                if said.contains("NOPERM") || said.contains("unknown command") {
                     tracing::warn!("Redis refused the presence check ({e}): members are removed by their key's TTL only (member_ttl_ms); allow PUBSUB and INFO for faster detection");
                     self.membership.presence_refused.store(true, Ordering::Relaxed);
                 }

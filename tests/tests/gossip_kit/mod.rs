@@ -185,18 +185,8 @@ impl Node {
 
     /// Writes `cache/key = value` through the admin API; panics on refusal.
     pub fn put(&self, cache: &str, key: &str, value: &str) {
-        match &self.access {
-            Access::Http(url) => {
-                let (status, body) =
-                    call_text("PUT", &format!("{url}/api/caches/{cache}/{key}"), Some(TOKEN), Some(value.as_bytes()));
-                assert_eq!(status, 200, "put {cache}/{key} on {}: {body}", self.name);
-            }
-            Access::Netns { ns, url, token_file } => {
-                let token = token_file.to_str().expect("a UTF-8 path");
-                let (ok, out, err) =
-                    cli_in(ns, &["cache", "put", cache, key, value, "--admin", url, "--token-file", token]);
-                assert!(ok, "put {cache}/{key} on {}: {out}{err}", self.name);
-            }
+        if let Err(refused) = self.try_put(cache, key, value) {
+            panic!("put {cache}/{key} on {}: {refused}", self.name);
         }
     }
 

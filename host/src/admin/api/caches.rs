@@ -172,22 +172,6 @@ pub const MAX_ENTRY_STREAMS: usize = 16;
 /// A stream's listener queue: a reader this many events behind is dropped.
 pub const ENTRY_STREAM_QUEUE: usize = 256;
 
-/// How often an idle stream sends a keep-alive comment.
-const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
-
-/// The entry event streams open now (their permits) and the admin server's stop.
-pub(in crate::admin) struct EntryStreams {
-    permits: std::sync::Arc<tokio::sync::Semaphore>,
-    /// Turns true when the admin server stops: every stream ends.
-    closing: tokio::sync::watch::Receiver<bool>,
-}
-
-impl EntryStreams {
-    pub(in crate::admin) fn new(closing: tokio::sync::watch::Receiver<bool>) -> Self {
-        EntryStreams { permits: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_ENTRY_STREAMS)), closing }
-    }
-}
-
 /// What a stream asks for: `?local` (this node's changes only),
 /// `?values=false` (no values).
 fn stream_options(query: Option<&str>) -> Result<crate::cluster::ListenOptions, ApiError> {
@@ -252,24 +236,16 @@ pub(in crate::admin) async fn cache_events(
     headers: axum::http::HeaderMap,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
-    let streaming = headers
-        .get(axum::http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| accept.contains("text/event-stream"));
-    if !streaming {
+    if !crate::admin::events::wants_stream(&headers) {
         let read = cache_get(State(state), Path((cache, "events".to_string()))).await?;
         return Ok(read.into_response());
     }
     let options = stream_options(query.as_deref())?;
-    let streams = &state.shared.entry_streams;
-    let Ok(permit) = streams.permits.clone().try_acquire_owned() else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "{MAX_ENTRY_STREAMS} cache event streams are open on this node, the most it serves at once; close one (a `cache watch`) and try again"
-            ),
-        ));
-    };
+    let (permit, closing) = state.shared.entry_streams.admit(|max| {
+        format!(
+            "{max} cache event streams are open on this node, the most it serves at once; close one (a `cache watch`) and try again"
+        )
+    })?;
     let listener = state
         .ctx()
         .cluster
@@ -278,10 +254,7 @@ pub(in crate::admin) async fn cache_events(
         .listen(options)
         .await
         .map_err(|e| cache_error("watch", &cache, "(every key)", e))?;
-    let stream = entry_stream(listener, streams.closing.clone(), permit);
-    Ok(axum::response::sse::Sse::new(stream)
-        .keep_alive(axum::response::sse::KeepAlive::new().interval(KEEP_ALIVE))
-        .into_response())
+    Ok(crate::admin::events::sse_response(entry_stream(listener, closing, permit)))
 }
 
 /// A key named `events` is written at the stream's path: `PUT /api/caches/C/events`.
