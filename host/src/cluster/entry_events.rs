@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 pub use clusterhost_plugin_api::cluster::EntryEventKind;
@@ -138,6 +138,9 @@ pub(crate) struct EntryEvents {
     /// this node's own entries merged in.
     moving: AtomicBool,
     next_id: AtomicU64,
+    /// Listeners registered now, on every cache: with none (the common
+    /// case) a change costs one load here, not a lookup of its cache.
+    registered: AtomicUsize,
     /// Listener callbacks that panicked ([`RawCache::listen_with`](super::RawCache::listen_with)).
     panics: AtomicU64,
 }
@@ -150,6 +153,7 @@ impl EntryEvents {
             generation: AtomicU64::new(0),
             moving: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
+            registered: AtomicUsize::new(0),
             panics: AtomicU64::new(0),
         })
     }
@@ -187,16 +191,22 @@ impl EntryEvents {
         self.moving.load(Ordering::Acquire)
     }
 
+    /// Whether any listener is registered at all.
+    fn any(&self) -> bool {
+        self.registered.load(Ordering::Acquire) > 0
+    }
+
     /// Whether anyone listens to `cache` (so a caller can skip building an event).
     pub(crate) fn listened(&self, cache: &str) -> bool {
-        read(&self.caches).get(cache).is_some_and(|c| !read(&c.slots).is_empty())
+        self.any() && read(&self.caches).get(cache).is_some_and(|c| !read(&c.slots).is_empty())
     }
 
     /// Whether anyone listens to `cache` for this node's own changes only.
     pub(crate) fn listened_locally(&self, cache: &str) -> bool {
-        read(&self.caches)
-            .get(cache)
-            .is_some_and(|c| read(&c.slots).iter().any(|slot| slot.scope == ListenScope::Local))
+        self.any()
+            && read(&self.caches)
+                .get(cache)
+                .is_some_and(|c| read(&c.slots).iter().any(|slot| slot.scope == ListenScope::Local))
     }
 
     /// How many clustered listeners are registered on any cache.
@@ -214,6 +224,7 @@ impl EntryEvents {
         let missed = Arc::new(Mutex::new(0));
         let slot =
             Arc::new(Slot { id, scope: options.scope, with_value: options.with_value, tx, missed: missed.clone() });
+        self.registered.fetch_add(1, Ordering::AcqRel);
         write(&self.cache(cache).slots).push(slot);
         let registration = Registration { hub: Arc::downgrade(self), cache: cache.to_string(), id };
         EntryListener { rx, missed, registration }
@@ -221,7 +232,12 @@ impl EntryEvents {
 
     fn unregister(&self, cache: &str, id: u64) {
         if let Some(found) = read(&self.caches).get(cache) {
-            write(&found.slots).retain(|slot| slot.id != id);
+            let mut slots = write(&found.slots);
+            let before = slots.len();
+            slots.retain(|slot| slot.id != id);
+            if slots.len() < before {
+                self.registered.fetch_sub(1, Ordering::AcqRel);
+            }
         }
     }
 
@@ -235,6 +251,9 @@ impl EntryEvents {
         version: u64,
         origin: &str,
     ) {
+        if !self.any() {
+            return;
+        }
         let Some(listeners) = read(&self.caches).get(cache).cloned() else { return };
         let slots = read(&listeners.slots);
         let local = origin == self.node;
