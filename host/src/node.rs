@@ -207,6 +207,7 @@ fn cluster_config(properties: &Properties) -> ClusterConfig {
         retry_interval: properties.startup_retry_interval,
         max_execution: properties.max_execution,
         protection: properties.protection.clone(),
+        bounds: properties.bounds.clone(),
     }
 }
 

@@ -137,6 +137,10 @@ impl Capabilities {
     /// Entry events (API 0.1.2): the strategy reports every change of an
     /// entry it applies, on any member, through [`ClusterHost::emit_cache_event`](crate::ClusterHost::emit_cache_event).
     pub const ENTRY_EVENTS: Capabilities = Capabilities(capability::ENTRY_EVENTS);
+    /// Bounded caches (API 0.1.3): `cache_configure` applies a cache's
+    /// [`CacheBounds`] and `cache_put_ttl` writes an entry with a time to
+    /// live of its own.
+    pub const BOUNDED: Capabilities = Capabilities(capability::BOUNDED);
 
     /// Whether every capability of `other` is in `self`.
     pub fn contains(self, other: Capabilities) -> bool {
@@ -158,9 +162,9 @@ pub enum EntryEventKind {
     Updated,
     /// The key's entry was removed (a remove, a clear, a remove-if).
     Removed,
-    /// The entry outlived its time to live (reserved for bounded caches).
+    /// The entry outlived its time to live or its max idle time ([`CacheBounds`]).
     Expired,
-    /// The entry was evicted by a bound (reserved for bounded caches).
+    /// The entry was evicted by a size bound ([`CacheBounds`]).
     Evicted,
 }
 
@@ -218,6 +222,65 @@ pub struct CacheEvent {
     pub origin: String,
 }
 
+/// The bounds of one cache (API 0.1.3, [`Capabilities::BOUNDED`]); 0 in a
+/// field means no bound of that kind. Configured cluster-wide (every
+/// member's host sends the same bounds, from its properties or from the
+/// code that opened the cache) and applied by the strategy: docs/cluster.md,
+/// "Bounded caches", states what each strategy does with them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct CacheBounds {
+    /// At most this many entries; beyond it the least recently used entry
+    /// is evicted (`Evicted` event).
+    pub max_entries: u64,
+    /// At most this many bytes of keys plus values; beyond it the least
+    /// recently used entries are evicted (an entry larger than the bound
+    /// alone is evicted at once).
+    pub max_bytes: u64,
+    /// Every entry expires this many ms after its write (`Expired` event),
+    /// unless it was written with a time to live of its own.
+    pub ttl_ms: u64,
+    /// An entry neither read nor written for this many ms expires.
+    pub max_idle_ms: u64,
+}
+
+impl CacheBounds {
+    /// No bound at all (an ordinary cache).
+    pub const NONE: CacheBounds = CacheBounds { max_entries: 0, max_bytes: 0, ttl_ms: 0, max_idle_ms: 0 };
+
+    /// Whether no bound is set.
+    pub fn is_none(&self) -> bool {
+        *self == CacheBounds::NONE
+    }
+
+    /// Whether a size bound (entries or bytes) is set: eviction needs the
+    /// order of use.
+    pub fn is_sized(&self) -> bool {
+        self.max_entries > 0 || self.max_bytes > 0
+    }
+}
+
+impl std::fmt::Display for CacheBounds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_none() {
+            return f.write_str("unbounded");
+        }
+        let mut parts = Vec::new();
+        if self.max_entries > 0 {
+            parts.push(format!("max {} entries", self.max_entries));
+        }
+        if self.max_bytes > 0 {
+            parts.push(format!("max {} bytes", self.max_bytes));
+        }
+        if self.ttl_ms > 0 {
+            parts.push(format!("ttl {} ms", self.ttl_ms));
+        }
+        if self.max_idle_ms > 0 {
+            parts.push(format!("max idle {} ms", self.max_idle_ms));
+        }
+        f.write_str(&parts.join(", "))
+    }
+}
+
 /// Size of a cache as held by this member.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheSize {
@@ -251,6 +314,9 @@ pub mod capability {
     pub const ENTRY_EVENTS: u64 = 2;
     /// Fencing numbers for held locks ([`ClusterStrategy::lock_fence`](super::ClusterStrategy::lock_fence), API 0.1.2).
     pub const FENCED_LOCKS: u64 = 4;
+    /// Bounded caches ([`ClusterStrategy::cache_configure`](super::ClusterStrategy::cache_configure)
+    /// and [`ClusterStrategy::cache_put_ttl`](super::ClusterStrategy::cache_put_ttl), API 0.1.3).
+    pub const BOUNDED: u64 = 8;
 }
 
 /// Kinds of [`FfiCacheEvent::kind`] (API 0.1.2).
@@ -258,9 +324,9 @@ pub mod entry_kind {
     pub const ADDED: u32 = 1;
     pub const UPDATED: u32 = 2;
     pub const REMOVED: u32 = 3;
-    /// Reserved for bounded caches (time to live).
+    /// An entry outlived its time to live or its max idle time (API 0.1.3 strategies).
     pub const EXPIRED: u32 = 4;
-    /// Reserved for bounded caches (eviction).
+    /// An entry was evicted by a size bound (API 0.1.3 strategies).
     pub const EVICTED: u32 = 5;
 }
 
@@ -365,6 +431,33 @@ pub struct FfiCacheEvent {
     pub value: ROption<RVec<u8>>,
     pub version: u64,
     pub origin: RString,
+}
+
+/// A cache's bounds, as they cross (API 0.1.3; see [`CacheBounds`]).
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct FfiCacheBounds {
+    pub max_entries: u64,
+    pub max_bytes: u64,
+    pub ttl_ms: u64,
+    pub max_idle_ms: u64,
+}
+
+impl From<CacheBounds> for FfiCacheBounds {
+    fn from(b: CacheBounds) -> Self {
+        FfiCacheBounds {
+            max_entries: b.max_entries,
+            max_bytes: b.max_bytes,
+            ttl_ms: b.ttl_ms,
+            max_idle_ms: b.max_idle_ms,
+        }
+    }
+}
+
+impl From<FfiCacheBounds> for CacheBounds {
+    fn from(b: FfiCacheBounds) -> Self {
+        CacheBounds { max_entries: b.max_entries, max_bytes: b.max_bytes, ttl_ms: b.ttl_ms, max_idle_ms: b.max_idle_ms }
+    }
 }
 
 /// A boundary future resolving to `T` or a plugin error.
@@ -499,6 +592,25 @@ pub trait ClusterStrategy: Send + Sync {
     fn lock_fence(&self, name: RStr<'_>, owner: RStr<'_>) -> Fut<u64> {
         let _ = (name, owner);
         predates_in("lock_fence", "0.1.2")
+    }
+
+    // ---- Appended in API 0.1.3 (same rule as above). ----
+
+    /// Applies `bounds` to `cache` on this member from now on, shrinking
+    /// what it holds at once (evicting, expiring) when they are tighter
+    /// than before. The host sends every configured cache's bounds when
+    /// the strategy attaches and again on every change; the same bounds
+    /// reach every member. A strategy refuses a bound it cannot keep with
+    /// an error naming it (e.g. max idle on a replicated cache).
+    fn cache_configure(&self, cache: RStr<'_>, bounds: FfiCacheBounds) -> Fut<()> {
+        let _ = (cache, bounds);
+        predates_in("cache_configure", "0.1.3")
+    }
+    /// Writes `value` under `key`, expiring `ttl_ms` after the write
+    /// (instead of the cache's own time to live).
+    fn cache_put_ttl(&self, cache: RStr<'_>, key: RVec<u8>, value: RVec<u8>, ttl_ms: u64) -> Fut<()> {
+        let _ = (cache, key, value, ttl_ms);
+        predates_in("cache_put_ttl", "0.1.3")
     }
 }
 

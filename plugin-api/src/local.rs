@@ -1,16 +1,55 @@
 //! One member's caches and locks held in memory: the engine of the host's
 //! built-in standalone strategy and of the in-memory test strategy
 //! (`memory`), written once. It knows nothing of members or the network.
+//!
+//! A cache may be bounded ([`CacheBounds`]): its entries are kept in order
+//! of use (a read moves an entry to the back only while a size or idle
+//! bound is set), so the least recently used is evicted first; an entry
+//! expires `ttl_ms` after its write (or after its own time to live), or
+//! `max_idle_ms` after its last use. An expired entry is never answered:
+//! a read that finds one removes it (`Expired`), and [`LocalCaches::sweep`]
+//! removes the rest (the owner calls it on a timer).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::cluster::{next_version, CacheSize, CasOutcome, Entry, EntryEventKind, Expected, Versioned};
+use hashlink::LinkedHashMap;
 
-/// One cache's entries: key → (value, version). A write stamps the cluster
-/// time (ms since the epoch), or the previous version + 1 when that is not
-/// greater ([`next_version`]); merges keep the latest.
-pub type CacheMap = HashMap<Vec<u8>, (Vec<u8>, u64)>;
+use crate::cluster::{
+    next_version, now_ms, CacheBounds, CacheSize, CasOutcome, Entry, EntryEventKind, Expected, Versioned,
+};
+
+/// What a local cache holds for one key.
+#[derive(Debug, Clone)]
+struct Slot {
+    value: Vec<u8>,
+    /// The write's version: the cluster time of the write in ms (or the
+    /// previous version + 1, [`next_version`]), so also when it was written.
+    version: u64,
+    /// When it expires by a time to live of its own (ms since the epoch), 0 for none.
+    deadline: u64,
+    /// When it was last read or written on this member (ms since the epoch;
+    /// kept only while the cache has a size or idle bound).
+    used: u64,
+}
+
+impl Slot {
+    fn bytes(&self, key: &[u8]) -> u64 {
+        (key.len() + self.value.len()) as u64
+    }
+
+    /// Whether it has expired at `now` under `bounds`.
+    fn expired(&self, bounds: &CacheBounds, now: u64) -> bool {
+        let deadline = match (self.deadline, bounds.ttl_ms) {
+            (0, 0) => u64::MAX,
+            (0, ttl) => self.version.saturating_add(ttl),
+            (own, _) => own,
+        };
+        let idle = bounds.max_idle_ms > 0 && self.used.saturating_add(bounds.max_idle_ms) <= now;
+        deadline <= now || idle
+    }
+}
 
 /// A change of one entry of a [`LocalCache`], told to its observer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,7 +58,7 @@ pub struct LocalChange<'a> {
     pub cache: &'a str,
     pub kind: EntryEventKind,
     pub key: &'a [u8],
-    /// The new value (`None` for a removal).
+    /// The new value (`None` for a removal, an expiry or an eviction).
     pub value: Option<&'a [u8]>,
     /// The new entry's version (the removed one's, for a removal).
     pub version: u64,
@@ -30,26 +69,48 @@ pub struct LocalChange<'a> {
 /// made): it must be quick and must not call back into the cache.
 pub type Observer = Arc<dyn Fn(LocalChange<'_>) + Send + Sync>;
 
-/// Writes `key` with the version [`next_version`] gives from `now` (one
-/// lookup of the key), telling `observe` what changed.
-fn stamp(
-    map: &mut CacheMap,
-    key: Vec<u8>,
-    value: Vec<u8>,
-    now: u64,
-    observe: impl FnOnce(EntryEventKind, &[u8], &[u8], u64),
-) {
-    use std::collections::hash_map::Entry as Slot;
-    match map.entry(key) {
-        Slot::Occupied(mut slot) => {
-            let version = next_version(Some(slot.get().1), now);
-            slot.insert((value, version));
-            observe(EntryEventKind::Updated, slot.key(), &slot.get().0, version);
+/// One cache's entries, in order of use (least recent first), with what
+/// its bounds need.
+#[derive(Default)]
+struct Entries {
+    map: LinkedHashMap<Vec<u8>, Slot>,
+    bounds: CacheBounds,
+    /// Keys plus values of every entry.
+    bytes: u64,
+    /// How many entries carry a time to live of their own.
+    own_ttls: usize,
+}
+
+impl Entries {
+    /// Whether anything here can expire (so reads must check the clock).
+    fn expiring(&self) -> bool {
+        self.bounds.ttl_ms > 0 || self.bounds.max_idle_ms > 0 || self.own_ttls > 0
+    }
+
+    /// Whether reads must keep the order of use.
+    fn ordered(&self) -> bool {
+        self.bounds.is_sized() || self.bounds.max_idle_ms > 0
+    }
+
+    fn take(&mut self, key: &[u8]) -> Option<Slot> {
+        let slot = self.map.remove(key)?;
+        self.bytes -= slot.bytes(key);
+        if slot.deadline != 0 {
+            self.own_ttls -= 1;
         }
-        Slot::Vacant(slot) => {
-            let slot = slot.insert_entry((value, now));
-            observe(EntryEventKind::Added, slot.key(), &slot.get().0, now);
+        Some(slot)
+    }
+
+    /// Puts `slot` under `key` at the back (most recently used), returning
+    /// the slot it replaced.
+    fn place(&mut self, key: Vec<u8>, slot: Slot) -> Option<Slot> {
+        let old = self.take(&key);
+        self.bytes += slot.bytes(&key);
+        if slot.deadline != 0 {
+            self.own_ttls += 1;
         }
+        self.map.insert(key, slot);
+        old
     }
 }
 
@@ -58,20 +119,32 @@ fn stamp(
 /// name lookup, for callers that make many calls on one cache.
 #[derive(Default)]
 pub struct LocalCache {
-    entries: Mutex<CacheMap>,
+    entries: Mutex<Entries>,
     /// Its name, for the observer.
     name: String,
     /// Told every change, under the lock (entry events).
     observer: Option<Observer>,
+    /// Entries evicted by a size bound, and expired, since it was made.
+    evicted: AtomicU64,
+    expired: AtomicU64,
+}
+
+/// How a write lands: its new slot's time to live of its own, if any.
+#[derive(Clone, Copy)]
+enum Ttl {
+    /// The cache's (or none).
+    Cache,
+    /// Expires this many ms after the write.
+    Own(u64),
 }
 
 impl LocalCache {
     /// An empty cache named `name` whose changes `observer` is told.
     pub fn observed(name: &str, observer: Option<Observer>) -> Self {
-        LocalCache { entries: Mutex::default(), name: name.to_string(), observer }
+        LocalCache { name: name.to_string(), observer, ..LocalCache::default() }
     }
 
-    fn map(&self) -> MutexGuard<'_, CacheMap> {
+    fn lock(&self) -> MutexGuard<'_, Entries> {
         crate::sync::lock(&self.entries)
     }
 
@@ -82,24 +155,113 @@ impl LocalCache {
         }
     }
 
-    /// [`stamp`], telling the observer.
-    fn stamp(&self, map: &mut CacheMap, key: Vec<u8>, value: Vec<u8>, now: u64) {
-        stamp(map, key, value, now, |kind, key, value, version| self.tell(kind, key, Some(value), version));
+    /// The live slot under `key`, touched as used at `now` when the order
+    /// of use matters; an expired one is removed (`Expired`) and not answered.
+    fn live<'a>(&self, entries: &'a mut Entries, key: &[u8]) -> Option<&'a mut Slot> {
+        if entries.expiring() || entries.ordered() {
+            let now = now_ms();
+            let expired = entries.map.get(key)?.expired(&entries.bounds, now);
+            if expired {
+                self.expire(entries, key);
+                return None;
+            }
+            if entries.ordered() {
+                entries.map.to_back(key);
+                let slot = entries.map.get_mut(key)?;
+                slot.used = now;
+                return Some(slot);
+            }
+        }
+        entries.map.get_mut(key)
+    }
+
+    fn expire(&self, entries: &mut Entries, key: &[u8]) {
+        if let Some(slot) = entries.take(key) {
+            self.expired.fetch_add(1, Ordering::Relaxed);
+            self.tell(EntryEventKind::Expired, key, None, slot.version);
+        }
+    }
+
+    /// Evicts the least recently used entries while a size bound is exceeded.
+    fn evict(&self, entries: &mut Entries) {
+        let CacheBounds { max_entries, max_bytes, .. } = entries.bounds;
+        while (max_entries > 0 && entries.map.len() as u64 > max_entries)
+            || (max_bytes > 0 && entries.bytes > max_bytes)
+        {
+            let Some(key) = entries.map.front().map(|(key, _)| key.clone()) else { break };
+            if let Some(slot) = entries.take(&key) {
+                self.evicted.fetch_add(1, Ordering::Relaxed);
+                self.tell(EntryEventKind::Evicted, &key, None, slot.version);
+            }
+        }
+    }
+
+    /// Removes every expired entry (an `Expired` each); how many.
+    fn sweep_locked(&self, entries: &mut Entries, now: u64) -> usize {
+        if !entries.expiring() {
+            return 0;
+        }
+        let bounds = entries.bounds;
+        let gone: Vec<Vec<u8>> =
+            entries.map.iter().filter(|(_, slot)| slot.expired(&bounds, now)).map(|(key, _)| key.clone()).collect();
+        for key in &gone {
+            self.expire(entries, key);
+        }
+        gone.len()
+    }
+
+    /// Writes `key` with `version`, telling the observer (added or
+    /// updated), then evicts beyond the size bounds.
+    fn land(&self, entries: &mut Entries, key: Vec<u8>, value: Vec<u8>, version: u64, ttl: Ttl, now: u64) {
+        let deadline = match ttl {
+            Ttl::Cache => 0,
+            Ttl::Own(ms) => now.saturating_add(ms.max(1)),
+        };
+        let slot = Slot { value, version, deadline, used: now_ms() };
+        let old = entries.place(key, slot);
+        // An expired entry that was still there counts as gone, not updated.
+        let kind = match old {
+            Some(old) if !old.expired(&entries.bounds, now_ms()) => EntryEventKind::Updated,
+            _ => EntryEventKind::Added,
+        };
+        if let Some((key, slot)) = entries.map.back() {
+            self.tell(kind, key, Some(&slot.value), slot.version);
+        }
+        self.evict(entries);
+    }
+
+    /// Writes `key` at cluster time `now` with the version [`next_version`] gives.
+    fn stamp(&self, entries: &mut Entries, key: Vec<u8>, value: Vec<u8>, now: u64, ttl: Ttl) -> u64 {
+        let previous = entries.map.get(&key).map(|slot| slot.version);
+        let version = match previous {
+            Some(previous) => next_version(Some(previous), now),
+            None => now,
+        };
+        self.land(entries, key, value, version, ttl, now);
+        version
     }
 
     /// The value under `key`.
     pub fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.map().get(key).map(|(v, _)| v.clone())
+        let mut entries = self.lock();
+        self.live(&mut entries, key).map(|slot| slot.value.clone())
     }
 
     /// Writes `key` at cluster time `now` (its version: [`next_version`]).
     pub fn put(&self, key: Vec<u8>, value: Vec<u8>, now: u64) {
-        self.stamp(&mut self.map(), key, value, now);
+        self.stamp(&mut self.lock(), key, value, now, Ttl::Cache);
+    }
+
+    /// Writes `key` at cluster time `now`, expiring `ttl_ms` later whatever
+    /// the cache's own time to live.
+    pub fn put_ttl(&self, key: Vec<u8>, value: Vec<u8>, now: u64, ttl_ms: u64) {
+        self.stamp(&mut self.lock(), key, value, now, Ttl::Own(ttl_ms));
     }
 
     /// The value under `key` with its version.
     pub fn get_versioned(&self, key: &[u8]) -> Option<Versioned> {
-        self.map().get(key).map(|(value, version)| Versioned { value: value.clone(), version: *version })
+        let mut entries = self.lock();
+        self.live(&mut entries, key).map(|slot| Versioned { value: slot.value.clone(), version: slot.version })
     }
 
     /// Writes `value` under `key` at cluster time `now` if the key is absent.
@@ -127,22 +289,22 @@ impl LocalCache {
         value: Option<Vec<u8>>,
         now: u64,
     ) -> CasOutcome {
-        let mut map = self.map();
-        let current = map.get(&key).map(|(value, version)| Versioned { value: value.clone(), version: *version });
+        let mut entries = self.lock();
+        let current =
+            self.live(&mut entries, &key).map(|slot| Versioned { value: slot.value.clone(), version: slot.version });
         if !matches(current.as_ref()) {
             return CasOutcome { applied: false, current };
         }
         let current = match value {
             Some(value) => {
-                let kind = if current.is_some() { EntryEventKind::Updated } else { EntryEventKind::Added };
                 let version = next_version(current.map(|c| c.version), now);
-                self.tell(kind, &key, Some(&value), version);
-                map.insert(key, (value.clone(), version));
-                Some(Versioned { value, version })
+                self.land(&mut entries, key.clone(), value.clone(), version, Ttl::Cache, now);
+                // Evicted at once only when it alone exceeds a bound.
+                entries.map.contains_key(&key).then_some(Versioned { value, version })
             }
             None => {
-                if let Some((_, version)) = map.remove(&key) {
-                    self.tell(EntryEventKind::Removed, &key, None, version);
+                if let Some(slot) = entries.take(&key) {
+                    self.tell(EntryEventKind::Removed, &key, None, slot.version);
                 }
                 None
             }
@@ -150,91 +312,128 @@ impl LocalCache {
         CasOutcome { applied: true, current }
     }
 
-    /// Removes `key`; true if it was there.
+    /// Removes `key`; true if it was there (and had not expired).
     pub fn remove(&self, key: &[u8]) -> bool {
-        let mut map = self.map();
-        match map.remove(key) {
-            Some((_, version)) => {
-                self.tell(EntryEventKind::Removed, key, None, version);
-                true
-            }
-            None => false,
+        let mut entries = self.lock();
+        if self.live(&mut entries, key).is_none() {
+            return false;
         }
+        let slot = entries.take(key).expect("the entry just found");
+        self.tell(EntryEventKind::Removed, key, None, slot.version);
+        true
     }
 
     /// Whether `key` is there.
     pub fn contains(&self, key: &[u8]) -> bool {
-        self.map().contains_key(key)
+        let mut entries = self.lock();
+        self.live(&mut entries, key).is_some()
     }
 
     /// How many entries the cache holds.
     pub fn len(&self) -> u64 {
-        self.map().len() as u64
+        let mut entries = self.lock();
+        self.sweep_locked(&mut entries, now_ms());
+        entries.map.len() as u64
     }
 
     /// Whether the cache holds no entry.
     pub fn is_empty(&self) -> bool {
-        self.map().is_empty()
+        self.len() == 0
     }
 
     /// Removes every entry.
     pub fn clear(&self) {
-        let mut map = self.map();
+        let mut entries = self.lock();
+        let map = std::mem::take(&mut entries.map);
+        entries.bytes = 0;
+        entries.own_ttls = 0;
         if self.observer.is_some() {
-            for (key, (_, version)) in map.drain() {
-                self.tell(EntryEventKind::Removed, &key, None, version);
+            for (key, slot) in map {
+                self.tell(EntryEventKind::Removed, &key, None, slot.version);
             }
-        } else {
-            map.clear();
         }
     }
 
     /// Every key.
     pub fn keys(&self) -> Vec<Vec<u8>> {
-        self.map().keys().cloned().collect()
+        let mut entries = self.lock();
+        self.sweep_locked(&mut entries, now_ms());
+        entries.map.keys().cloned().collect()
     }
 
     /// The values under `keys`, in order.
     pub fn get_all(&self, keys: &[Vec<u8>]) -> Vec<Option<Vec<u8>>> {
-        let map = self.map();
-        keys.iter().map(|k| map.get(k).map(|(v, _)| v.clone())).collect()
+        let mut entries = self.lock();
+        keys.iter().map(|k| self.live(&mut entries, k).map(|slot| slot.value.clone())).collect()
     }
 
     /// Writes every entry; an entry with version 0 gets `now` (each
     /// version as [`next_version`] makes it).
-    pub fn put_all(&self, entries: Vec<Entry>, now: u64) {
-        let mut map = self.map();
-        for e in entries {
-            self.stamp(&mut map, e.key, e.value, if e.version == 0 { now } else { e.version });
+    pub fn put_all(&self, batch: Vec<Entry>, now: u64) {
+        let mut entries = self.lock();
+        for e in batch {
+            self.stamp(&mut entries, e.key, e.value, if e.version == 0 { now } else { e.version }, Ttl::Cache);
         }
     }
 
     /// Merges `entries`: the latest version wins; on a tie the entry already
     /// here stays.
-    pub fn merge(&self, entries: Vec<Entry>) {
-        let mut map = self.map();
-        for e in entries {
-            let kind = match map.get(&e.key) {
-                None => EntryEventKind::Added,
-                Some((_, version)) if e.version > *version => EntryEventKind::Updated,
-                Some(_) => continue,
+    pub fn merge(&self, batch: Vec<Entry>) {
+        let mut entries = self.lock();
+        let now = now_ms();
+        for e in batch {
+            let newer = match entries.map.get(&e.key) {
+                None => true,
+                Some(slot) => e.version > slot.version,
             };
-            self.tell(kind, &e.key, Some(&e.value), e.version);
-            map.insert(e.key, (e.value, e.version));
+            if newer {
+                self.land(&mut entries, e.key, e.value, e.version, Ttl::Cache, now);
+            }
         }
+        // What arrived already past the cache's time to live goes at once.
+        self.sweep_locked(&mut entries, now);
     }
 
     /// Every entry, with its version.
     pub fn entries(&self) -> Vec<Entry> {
-        let map = self.map();
-        map.iter().map(|(k, (v, version))| Entry { key: k.clone(), value: v.clone(), version: *version }).collect()
+        let mut entries = self.lock();
+        self.sweep_locked(&mut entries, now_ms());
+        entries
+            .map
+            .iter()
+            .map(|(k, slot)| Entry { key: k.clone(), value: slot.value.clone(), version: slot.version })
+            .collect()
     }
 
     /// Entries and bytes (keys plus values).
     pub fn size(&self) -> CacheSize {
-        let map = self.map();
-        let bytes = map.iter().map(|(k, (v, _))| (k.len() + v.len()) as u64).sum();
-        CacheSize { entries: map.len() as u64, bytes }
+        let mut entries = self.lock();
+        self.sweep_locked(&mut entries, now_ms());
+        CacheSize { entries: entries.map.len() as u64, bytes: entries.bytes }
+    }
+
+    /// Applies `bounds` from now on, evicting and expiring at once what
+    /// they no longer allow.
+    pub fn configure(&self, bounds: CacheBounds) {
+        let mut entries = self.lock();
+        entries.bounds = bounds;
+        self.sweep_locked(&mut entries, now_ms());
+        self.evict(&mut entries);
+    }
+
+    /// The bounds in force.
+    pub fn bounds(&self) -> CacheBounds {
+        self.lock().bounds
+    }
+
+    /// Removes every expired entry; how many.
+    pub fn sweep(&self, now: u64) -> usize {
+        self.sweep_locked(&mut self.lock(), now)
+    }
+
+    /// Entries evicted and expired since the cache was made.
+    pub fn removed_by_bounds(&self) -> (u64, u64) {
+        (self.evicted.load(Ordering::Relaxed), self.expired.load(Ordering::Relaxed))
     }
 }
 
@@ -371,6 +570,28 @@ impl LocalCaches {
     /// Entries and bytes (keys plus values) of the cache.
     pub fn size(&self, name: &str) -> CacheSize {
         self.read(name, |c| c.size()).unwrap_or_default()
+    }
+
+    /// See [`LocalCache::put_ttl`].
+    pub fn put_ttl(&self, name: &str, key: Vec<u8>, value: Vec<u8>, now: u64, ttl_ms: u64) {
+        self.write(name, |c| c.put_ttl(key, value, now, ttl_ms));
+    }
+
+    /// Applies `bounds` to cache `name` (made empty if it does not exist).
+    pub fn configure(&self, name: &str, bounds: CacheBounds) {
+        self.write(name, |c| c.configure(bounds));
+    }
+
+    /// Removes every expired entry of every cache; how many.
+    pub fn sweep(&self, now: u64) -> usize {
+        let caches: Vec<Arc<LocalCache>> = self.lock().values().cloned().collect();
+        caches.iter().map(|cache| cache.sweep(now)).sum()
+    }
+
+    /// Entries evicted and expired, over every cache.
+    pub fn removed_by_bounds(&self) -> (u64, u64) {
+        let caches = self.lock();
+        caches.values().map(|c| c.removed_by_bounds()).fold((0, 0), |(e, x), (e2, x2)| (e + e2, x + x2))
     }
 }
 

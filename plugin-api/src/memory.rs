@@ -161,7 +161,12 @@ pub struct MemoryStrategy {
     hang_in_start: bool,
     attempts: Arc<AtomicU32>,
     on_attempt: Option<Box<dyn Fn(u32) + Send + Sync>>,
+    /// Held while the strategy lives: its sweeper stops once it is gone.
+    _alive: Arc<()>,
 }
+
+/// How often each member sweeps expired entries.
+const SWEEP_EVERY: Duration = Duration::from_millis(100);
 
 impl MemoryStrategy {
     /// Connects member `id` (running strategy `version`) to `fabric`.
@@ -173,9 +178,25 @@ impl MemoryStrategy {
             version: version.to_string(),
             announced: AnnouncedView::new(),
         };
+        let runtime = slot.host.runtime().clone();
         fabric.state().members.insert(id.to_string(), slot);
+        // Expires what outlived its time to live while this member lives
+        // (every member sweeps the one shared copy; the first to find an
+        // entry expired reports it, as its origin).
+        let alive = Arc::new(());
+        let (weak_fabric, weak_alive, member) = (Arc::downgrade(&fabric), Arc::downgrade(&alive), id.to_string());
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(SWEEP_EVERY).await;
+                let (Some(fabric), Some(_alive)) = (weak_fabric.upgrade(), weak_alive.upgrade()) else { return };
+                let _one_at_a_time = crate::sync::lock(&fabric.writes);
+                member.clone_into(&mut crate::sync::lock(&fabric.writer));
+                fabric.caches.sweep(now_ms());
+            }
+        });
         MemoryStrategy {
             fabric,
+            _alive: alive,
             id: id.to_string(),
             fail_starts: AtomicU32::new(0),
             hang_in_start: false,
@@ -462,10 +483,32 @@ impl Strategy for MemoryStrategy {
     }
 
     fn stats(&self) -> Vec<(String, u64)> {
-        self.with(|s| vec![("members".to_string(), joined_in_order(s).len() as u64)])
+        let (evicted, expired) = self.caches().removed_by_bounds();
+        let members = self.with(|s| joined_in_order(s).len() as u64);
+        vec![("members".to_string(), members), ("cache_evictions".into(), evicted), ("cache_expiries".into(), expired)]
     }
     fn capabilities(&self) -> Capabilities {
-        Capabilities::ATOMIC.with(Capabilities::ENTRY_EVENTS).with(Capabilities::FENCED_LOCKS)
+        Capabilities::ATOMIC
+            .with(Capabilities::ENTRY_EVENTS)
+            .with(Capabilities::FENCED_LOCKS)
+            .with(Capabilities::BOUNDED)
+    }
+
+    fn cache_configure(&self, cache: &str, bounds: CacheBounds) -> impl Future<Output = PluginResult<()>> + Send {
+        self.write(|c| c.configure(cache, bounds));
+        ready(Ok(()))
+    }
+
+    fn cache_put_ttl(
+        &self,
+        cache: &str,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> impl Future<Output = PluginResult<()>> + Send {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        self.write(|c| c.put_ttl(cache, key, value, now_ms(), ttl_ms));
+        ready(Ok(()))
     }
 
     fn cache_get_versioned(

@@ -239,6 +239,32 @@ pub trait Strategy: Send + Sync + 'static {
         let _ = (name, owner);
         async { Err(Unsupported::capability("fenced locks").into()) }
     }
+
+    /// Applies `bounds` to `cache` from now on (API 0.1.3; report
+    /// [`Capabilities::BOUNDED`] with this and [`cache_put_ttl`](Self::cache_put_ttl)):
+    /// evict beyond `max_entries` / `max_bytes` (least recently used first),
+    /// expire after `ttl_ms` from the write and after `max_idle_ms` without
+    /// a read or write, reporting `Evicted` / `Expired` entry events. Tighter
+    /// bounds shrink the cache at once. Refuse a bound this strategy cannot
+    /// keep with an error that names it. docs/strategy-authoring.md, rule
+    /// `bounded-caches`.
+    fn cache_configure(&self, cache: &str, bounds: CacheBounds) -> impl Future<Output = PluginResult<()>> + Send {
+        let _ = (cache, bounds);
+        async { Err(Unsupported::capability("bounded caches").into()) }
+    }
+
+    /// Writes `value` under `key`, expiring `ttl` after the write whatever
+    /// the cache's own time to live (API 0.1.3).
+    fn cache_put_ttl(
+        &self,
+        cache: &str,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> impl Future<Output = PluginResult<()>> + Send {
+        let _ = (cache, key, value, ttl);
+        async { Err(Unsupported::capability("bounded caches").into()) }
+    }
 }
 
 /// The host's side, as a strategy sees it: events out, tasks in.
@@ -659,6 +685,17 @@ impl<S: Strategy> ClusterStrategy for StrategyAdapter<S> {
     fn lock_fence(&self, name: RStr<'_>, owner: RStr<'_>) -> Fut<u64> {
         let (name, owner) = (name.as_str().to_owned(), owner.as_str().to_owned());
         self.call(move |s| async move { s.lock_fence(&name, &owner).await }, |fence: Option<u64>| fence.unwrap_or(0))
+    }
+
+    fn cache_configure(&self, cache: RStr<'_>, bounds: FfiCacheBounds) -> Fut<()> {
+        let (cache, bounds) = (cache.as_str().to_owned(), CacheBounds::from(bounds));
+        self.call(move |s| async move { s.cache_configure(&cache, bounds).await }, unchanged)
+    }
+
+    fn cache_put_ttl(&self, cache: RStr<'_>, key: RVec<u8>, value: RVec<u8>, ttl_ms: u64) -> Fut<()> {
+        let (cache, key, value) = (cache.as_str().to_owned(), key.into_vec(), value.into_vec());
+        let ttl = Duration::from_millis(ttl_ms);
+        self.call(move |s| async move { s.cache_put_ttl(&cache, key, value, ttl).await }, unchanged)
     }
 }
 

@@ -244,6 +244,14 @@ impl Actor {
         }
         self.generation = generation;
         self.set_attached(Some(Attached { strategy: strategy.clone() }));
+        // Every bounded cache's bounds, before the strategy serves.
+        let budget = self.config().max_execution;
+        for (cache, bounds) in self.shared.caches.all_bounds() {
+            let sent = self.shared.caches.send_bounds(&cache, bounds, Some(&strategy));
+            if tokio::time::timeout(budget, sent).await.is_err() {
+                tracing::warn!(cache = %cache, strategy = %strategy.label(), "the strategy did not apply the cache's bounds within {budget:?} (cluster.max.execution.seconds)");
+            }
+        }
         // The cluster-wide switch, if the cluster has one, wins when newer
         // than ours; ours is republished when newer (e.g. kept across a hot
         // replacement of the strategy).

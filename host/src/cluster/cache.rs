@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use clusterhost_plugin_api::cluster::{now_ms, Capabilities, CasOutcome, Entry, Expected, Versioned};
+use clusterhost_plugin_api::cluster::{now_ms, CacheBounds, Capabilities, CasOutcome, Entry, Expected, Versioned};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -36,6 +36,8 @@ struct FactoryInner {
     caches: Mutex<HashMap<String, Arc<CacheCore>>>,
     /// Split-brain protection's rules and member count.
     protection: super::protection::Guard,
+    /// Every cache's bounds (properties over code) and refusals.
+    bounds: Mutex<super::bounds::BoundsTable>,
     /// The entry listeners (the standalone caches tell them every change;
     /// for a strategy without entry events the handles here do).
     entries: Arc<EntryEvents>,
@@ -93,6 +95,7 @@ impl CacheFactory {
                 standalone,
                 caches: Mutex::new(HashMap::new()),
                 protection: Default::default(),
+                bounds: Mutex::default(),
                 entries,
             }),
         }
@@ -144,6 +147,68 @@ impl CacheFactory {
     /// The protected caches and where this node stands against each.
     pub fn protection(&self) -> Vec<super::protection::ProtectedCache> {
         self.inner.protection.status()
+    }
+
+    /// Replaces the properties' bounds; the caches whose bounds changed, with them.
+    pub(crate) fn apply_bounds(
+        &self,
+        configured: std::collections::BTreeMap<String, super::bounds::BoundsSetting>,
+    ) -> Vec<(String, CacheBounds)> {
+        lock(&self.inner.bounds).configure(configured)
+    }
+
+    /// Sets the bounds code asked for `cache`; those now in force.
+    pub(crate) fn code_bounds(&self, cache: &str, bounds: CacheBounds) -> CacheBounds {
+        lock(&self.inner.bounds).code(cache, bounds)
+    }
+
+    /// Every cache with bounds configured, with them.
+    pub(crate) fn all_bounds(&self) -> Vec<(String, CacheBounds)> {
+        lock(&self.inner.bounds).all()
+    }
+
+    /// The bounds in force for `cache` (unbounded when none is configured).
+    pub fn bounds_of(&self, cache: &str) -> CacheBounds {
+        lock(&self.inner.bounds).of(cache)
+    }
+
+    /// Every bounded cache, with a refusal by the strategy in service if any.
+    pub fn bounded(&self) -> Vec<super::bounds::BoundedCache> {
+        lock(&self.inner.bounds).status()
+    }
+
+    /// Applies `bounds` to `cache` on this node's standalone strategy and on
+    /// `plugin`, the strategy in service (if any); a refusal by the plugin
+    /// is kept for status, logged, and returned.
+    pub(crate) async fn send_bounds(
+        &self,
+        cache: &str,
+        bounds: CacheBounds,
+        plugin: Option<&StrategyRef>,
+    ) -> Result<(), ClusterError> {
+        self.inner.standalone.configure(cache, bounds).await?;
+        let Some(plugin) = plugin else { return Ok(()) };
+        if bounds.is_none() && plugin.require_bounded("cache bounds").is_err() {
+            // Nothing to apply on a strategy that has no bounds at all.
+            lock(&self.inner.bounds).outcome(cache, None);
+            return Ok(());
+        }
+        let outcome = plugin.configure(cache, bounds).await;
+        if let Err(e) = &outcome {
+            tracing::warn!(cache, strategy = %plugin.label(), "the strategy in service refused the cache's bounds ({bounds}): {e}; this node keeps them only while standalone");
+        }
+        lock(&self.inner.bounds).outcome(cache, outcome.as_ref().err().map(ToString::to_string));
+        outcome
+    }
+
+    /// Whether this is the last handle to the factory (its sweeper's).
+    pub(crate) fn is_last(&self) -> bool {
+        Arc::strong_count(&self.inner) == 1
+    }
+
+    /// Removes the standalone strategy's expired entries (a timer calls it).
+    pub(crate) fn sweep_standalone(&self) -> usize {
+        self.inner.standalone.sweep_standalone()
     }
 
     /// Whether caches are clustered right now.
@@ -373,6 +438,15 @@ impl RawCache {
         Ok(())
     }
 
+    /// Writes `value` under `key`, expiring `ttl` after the write whatever
+    /// the cache's own time to live (refused on a strategy without bounded
+    /// caches, built before plugin API 0.1.3).
+    pub async fn put_ttl(&self, key: Vec<u8>, value: Vec<u8>, ttl: std::time::Duration) -> Result<(), ClusterError> {
+        self.protected(true)?;
+        let serving = self.factory.serving.read().await;
+        serving.put_ttl(&self.core.cache, key, value, ttl).await
+    }
+
     /// True if the key was present.
     pub async fn remove(&self, key: &[u8]) -> Result<bool, ClusterError> {
         self.protected(true)?;
@@ -592,6 +666,12 @@ impl<K: Serialize, V: Serialize + DeserializeOwned> Cache<K, V> {
     pub async fn put(&self, key: &K, value: &V) -> Result<(), ClusterError> {
         let name = self.raw.name();
         self.raw.put(encode(name, key)?, encode(name, value)?).await
+    }
+
+    /// Writes `value` under `key`, expiring `ttl` after the write (see [`RawCache::put_ttl`]).
+    pub async fn put_ttl(&self, key: &K, value: &V, ttl: std::time::Duration) -> Result<(), ClusterError> {
+        let name = self.raw.name();
+        self.raw.put_ttl(encode(name, key)?, encode(name, value)?, ttl).await
     }
 
     pub async fn remove(&self, key: &K) -> Result<bool, ClusterError> {

@@ -16,6 +16,7 @@
 //! [`entry_events`] (per-cache entry listeners).
 
 mod actor;
+pub mod bounds;
 mod cache;
 mod callbacks;
 mod entry_events;
@@ -51,6 +52,9 @@ pub use types::{
     state_and_reason, ClusterConfig, ClusterError, ClusterState, ClusterStatus, FaultReport, MemberStatus,
     CLUSTERING_ENABLED,
 };
+
+/// How often the standalone caches' expired entries are swept.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What the status watchers see: state, whether clustering is enabled, and
 /// the attached strategy's label.
@@ -169,6 +173,23 @@ impl ClusterManager {
             released: AtomicBool::new(!held),
             events: crate::event_log::EventLog::default(),
         });
+        let bounds = shared.caches.apply_bounds(lock(&shared.config).bounds.clone());
+        let caches = shared.caches.clone();
+        shared.runtime.spawn(async move {
+            for (cache, bounds) in bounds {
+                let _ = caches.send_bounds(&cache, bounds, None).await;
+            }
+            // The standalone caches' expired entries go within this period.
+            let mut every = tokio::time::interval(SWEEP_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                every.tick().await;
+                caches.sweep_standalone();
+                if caches.is_last() {
+                    return;
+                }
+            }
+        });
         Actor::spawn(shared.clone(), faults, enabled, held, rx);
         (ClusterManager { shared, commands }, fault_rx)
     }
@@ -191,7 +212,37 @@ impl ClusterManager {
     /// Replaces the startup / execution settings; they apply from the next start.
     pub fn apply(&self, config: ClusterConfig) {
         self.shared.caches.apply_protection(config.protection.clone());
+        let changed = self.shared.caches.apply_bounds(config.bounds.clone());
         *lock(&self.shared.config) = config;
+        if !changed.is_empty() {
+            let manager = self.clone();
+            self.shared.runtime.spawn(async move {
+                let plugin = lock(&manager.shared.attached).clone();
+                for (cache, bounds) in changed {
+                    tracing::info!(cache = %cache, "cache bounds now: {bounds}");
+                    // A refusal is logged and shown in status by send_bounds.
+                    let _ = manager.shared.caches.send_bounds(&cache, bounds, plugin.as_deref()).await;
+                }
+            });
+        }
+    }
+
+    /// The cache `name`, typed, with `bounds` (each field overridden by a
+    /// `cache.<name>.*` property that sets it): applied on this node's
+    /// standalone strategy and on the strategy in service before it
+    /// returns. Every member should open it with the same bounds. Refused
+    /// ([`ClusterError::Lacks`]) on a strategy without bounded caches
+    /// (built before plugin API 0.1.3), or with the strategy's reason when
+    /// it cannot keep one of them (e.g. max idle on gossip).
+    pub async fn bounded_cache<K: serde::Serialize, V: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+        bounds: clusterhost_plugin_api::cluster::CacheBounds,
+    ) -> Result<Cache<K, V>, ClusterError> {
+        let bounds = self.shared.caches.code_bounds(name, bounds);
+        let plugin = lock(&self.shared.attached).clone();
+        self.shared.caches.send_bounds(name, bounds, plugin.as_deref()).await?;
+        Ok(self.shared.caches.cache(name))
     }
 
     fn config(&self) -> ClusterConfig {

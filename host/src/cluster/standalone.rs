@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clusterhost_plugin_api::cluster::{
-    now_ms, CacheSize, Capabilities, CasOutcome, Entry, Expected, Member, TaskOutcome, TaskReply, TaskTarget, Versioned,
+    now_ms, CacheBounds, CacheSize, Capabilities, CasOutcome, Entry, Expected, Member, TaskOutcome, TaskReply,
+    TaskTarget, Versioned,
 };
 use clusterhost_plugin_api::local::{LocalCache, LocalCaches, LocalLocks};
 use clusterhost_plugin_api::membership::resolve_target;
@@ -51,6 +52,11 @@ impl Standalone {
             settings: Mutex::default(),
             tasks,
         }
+    }
+
+    /// Removes every expired entry (the manager calls it on a timer).
+    pub(crate) fn sweep(&self) -> usize {
+        self.caches.sweep(now_ms())
     }
 
     /// The storage of cache `name` (made if new), for handles that skip the lookup by name.
@@ -223,7 +229,32 @@ impl Strategy for Standalone {
         ready(Ok(()))
     }
     fn capabilities(&self) -> Capabilities {
-        Capabilities::ATOMIC.with(Capabilities::ENTRY_EVENTS).with(Capabilities::FENCED_LOCKS)
+        Capabilities::ATOMIC
+            .with(Capabilities::ENTRY_EVENTS)
+            .with(Capabilities::FENCED_LOCKS)
+            .with(Capabilities::BOUNDED)
+    }
+
+    fn stats(&self) -> Vec<(String, u64)> {
+        let (evicted, expired) = self.caches.removed_by_bounds();
+        vec![("cache_evictions".into(), evicted), ("cache_expiries".into(), expired)]
+    }
+
+    fn cache_configure(&self, cache: &str, bounds: CacheBounds) -> impl Future<Output = PluginResult<()>> + Send {
+        self.caches.configure(cache, bounds);
+        ready(Ok(()))
+    }
+
+    fn cache_put_ttl(
+        &self,
+        cache: &str,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> impl Future<Output = PluginResult<()>> + Send {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        self.caches.put_ttl(cache, key, value, now_ms(), ttl_ms);
+        ready(Ok(()))
     }
 
     fn cache_get_versioned(

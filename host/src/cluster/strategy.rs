@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use abi_stable::std_types::{RSlice, RStr, RVec};
 use clusterhost_plugin_api::cluster::{
-    now_ms, CacheSize, Capabilities, CasOutcome, Entry, Expected, Member, StrategyBox, TaskReply, TaskTarget, Versioned,
+    now_ms, CacheBounds, CacheSize, Capabilities, CasOutcome, Entry, Expected, Member, StrategyBox, TaskReply,
+    TaskTarget, Versioned,
 };
 use clusterhost_plugin_api::local::LocalCache;
 use clusterhost_plugin_api::{PluginError, PluginErrorKind, PluginResult, Strategy, Unsupported};
@@ -111,6 +112,14 @@ impl StrategyRef {
         match &self.inner {
             Imp::Standalone(b) => Some(b.cache(name)),
             Imp::Plugin(_) => None,
+        }
+    }
+
+    /// Removes the standalone strategy's expired entries; 0 for a plugin's.
+    pub(crate) fn sweep_standalone(&self) -> usize {
+        match &self.inner {
+            Imp::Standalone(b) => b.sweep(),
+            Imp::Plugin(_) => 0,
         }
     }
 
@@ -320,6 +329,42 @@ impl StrategyRef {
             |b| b.cache_put(name, key, value),
             |l| l.put(key, value, now_ms())
         )
+    }
+
+    /// Writes `value` under `key`, expiring `ttl` after the write
+    /// (refused for a strategy without bounded caches, API 0.1.3).
+    pub async fn put_ttl(
+        &self,
+        cache: &CacheRef,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<(), ClusterError> {
+        self.require_bounded("cache put with a time to live")?;
+        let name = cache.name();
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        either!(
+            self,
+            "cache put with a time to live",
+            cache,
+            |p| p.cache_put_ttl(RStr::from_str(name), key.into(), value.into(), ttl_ms),
+            |b| b.cache_put_ttl(name, key, value, ttl),
+            |l| l.put_ttl(key, value, now_ms(), ttl_ms)
+        )
+    }
+
+    /// Applies `bounds` to cache `name` (refused for a strategy without
+    /// bounded caches, API 0.1.3).
+    pub async fn configure(&self, name: &str, bounds: CacheBounds) -> Result<(), ClusterError> {
+        self.require_bounded("cache bounds")?;
+        either!(self, "cache bounds", |p| p.cache_configure(RStr::from_str(name), bounds.into()), |b| b
+            .cache_configure(name, bounds))
+    }
+
+    /// Refuses a bound or a time to live unless the strategy reports
+    /// `BOUNDED` (API 0.1.3).
+    pub fn require_bounded(&self, op: &'static str) -> Result<(), ClusterError> {
+        self.require(Capabilities::BOUNDED, "bounded caches", op, "0.1.3")
     }
 
     /// Removes `key`; true if it was there.

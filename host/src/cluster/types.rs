@@ -114,6 +114,9 @@ pub struct ClusterConfig {
     pub max_execution: Duration,
     /// Split-brain protection (`cache.<name>.min.members`, `cache.protection.reads`); applies at once.
     pub protection: super::protection::Protection,
+    /// Bounded caches (`cache.<name>.max.entries`, `.max.bytes`, `.ttl.ms`,
+    /// `.max.idle.ms`); applies at once, on every member that has it.
+    pub bounds: std::collections::BTreeMap<String, super::bounds::BoundsSetting>,
 }
 
 impl Default for ClusterConfig {
@@ -124,6 +127,7 @@ impl Default for ClusterConfig {
             retry_interval: Duration::from_secs(10),
             max_execution: Duration::from_secs(30),
             protection: Default::default(),
+            bounds: Default::default(),
         }
     }
 }

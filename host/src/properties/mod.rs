@@ -101,9 +101,15 @@ pub struct Properties {
     /// for a write to that cache; `cache.protection.reads` (`allow`):
     /// `refuse` refuses reads of a protected cache too.
     pub protection: crate::cluster::protection::Protection,
+    /// Bounded caches: `cache.<name>.max.entries`, `cache.<name>.max.bytes`
+    /// (least recently used evicted first), `cache.<name>.ttl.ms` (expiry
+    /// after the write), `cache.<name>.max.idle.ms` (expiry after the last
+    /// use); none by default.
+    pub bounds: std::collections::BTreeMap<String, crate::cluster::bounds::BoundsSetting>,
 }
 
-/// The most caches `cache.<name>.min.members` may name.
+/// The most caches `cache.<name>.min.members` may name (and, apart, the
+/// bounds keys).
 pub const MAX_PROTECTED_CACHES: usize = 1000;
 
 impl Default for Properties {
@@ -135,6 +141,7 @@ impl Default for Properties {
             admin_max_connections: DEFAULT_MAX_CONNECTIONS,
             admin_max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
             protection: Default::default(),
+            bounds: Default::default(),
         }
     }
 }
@@ -279,6 +286,24 @@ impl Properties {
                     _ => return Err("expected allow or refuse".into()),
                 }
             }
+            _ if bound_key(key).is_some() => {
+                let Some((cache, suffix, max)) = bound_key(key) else { unreachable!() };
+                if cache.is_empty()
+                    || cache == "*"
+                    || cache.len() > 200
+                    || cache.chars().any(|c| c.is_whitespace() || c.is_control())
+                {
+                    return Err(format!("expected a cache name of 1 to 200 characters without spaces in cache.<name>.{suffix} (bounds are set per cache, not with *)"));
+                }
+                let value = value.parse::<u64>().ok().filter(|v| *v <= max).ok_or_else(|| {
+                    format!("expected a whole number from 0 (no bound) to {max} in cache.<name>.{suffix}")
+                })?;
+                let known = self.bounds.contains_key(cache);
+                if !known && self.bounds.len() >= MAX_PROTECTED_CACHES {
+                    return Err(format!("at most {MAX_PROTECTED_CACHES} caches can be bounded"));
+                }
+                self.bounds.entry(cache.to_string()).or_default().set(suffix, value);
+            }
             _ => match key.strip_prefix("cache.").and_then(|k| k.strip_suffix(".min.members")) {
                 Some(cache) => {
                     if cache.is_empty()
@@ -394,6 +419,11 @@ impl Properties {
         put("cache.protection.reads", if self.protection.refuse_reads { "refuse" } else { "allow" }.to_string());
         for (cache, min) in &self.protection.min_members {
             put(&format!("cache.{cache}.min.members"), min.to_string());
+        }
+        for (cache, setting) in &self.bounds {
+            for (suffix, value) in setting.keys() {
+                put(&format!("cache.{cache}.{suffix}"), value.to_string());
+            }
         }
         values
     }
@@ -550,4 +580,14 @@ mod tests {
         assert!(parse("admin.header.timeout.seconds = 0\n").is_err());
         assert!(is_restart_key("admin.max.connections.per.address"));
     }
+}
+
+/// The cache, key suffix and largest value of a bounds key
+/// (`cache.<name>.max.entries`, ... see [`crate::cluster::bounds::KEYS`]).
+fn bound_key(key: &str) -> Option<(&str, &'static str, u64)> {
+    let rest = key.strip_prefix("cache.")?;
+    crate::cluster::bounds::KEYS.iter().find_map(|(suffix, max)| {
+        let cache = rest.strip_suffix(suffix)?.strip_suffix('.')?;
+        Some((cache, *suffix, *max))
+    })
 }
