@@ -612,6 +612,17 @@ pub trait ClusterStrategy: Send + Sync {
         let _ = (cache, key, value, ttl_ms);
         predates_in("cache_put_ttl", "0.1.3")
     }
+    /// This node has an entry listener on `cache` now (the host calls it
+    /// when one registers, and for every listened cache when the strategy
+    /// attaches): resolves once every change made after it, on any
+    /// member, will be reported (a strategy that reports changes only
+    /// while someone listens starts doing so here). The end of listening
+    /// is not told: poll [`ClusterCallbacks::cache_listened`]. A strategy
+    /// built before it reports every change anyway: the default does nothing.
+    fn cache_listen(&self, cache: RStr<'_>) -> Fut<()> {
+        let _ = cache;
+        async_ffi::FutureExt::into_ffi(async { RResult::ROk(()) })
+    }
 }
 
 /// The owned form of a strategy.

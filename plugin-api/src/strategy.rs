@@ -265,6 +265,20 @@ pub trait Strategy: Send + Sync + 'static {
         let _ = (cache, key, value, ttl);
         async { Err(Unsupported::capability("bounded caches").into()) }
     }
+
+    /// This node has an entry listener on `cache` now (API 0.1.3): the
+    /// host calls it when one registers and, for every listened cache,
+    /// when the strategy attaches. Resolve once every change made after
+    /// it, on any member, will be reported, e.g. once this member's
+    /// interest is announced where writers look (redis publishes a
+    /// cache's changes only while some member listens to it). The end of
+    /// listening is not told: poll [`ClusterHost::cache_listened`]. The
+    /// default does nothing (right for a strategy that reports every
+    /// change anyway).
+    fn cache_listen(&self, cache: &str) -> impl Future<Output = PluginResult<()>> + Send {
+        let _ = cache;
+        async { Ok(()) }
+    }
 }
 
 /// The host's side, as a strategy sees it: events out, tasks in.
@@ -696,6 +710,11 @@ impl<S: Strategy> ClusterStrategy for StrategyAdapter<S> {
         let (cache, key, value) = (cache.as_str().to_owned(), key.into_vec(), value.into_vec());
         let ttl = Duration::from_millis(ttl_ms);
         self.call(move |s| async move { s.cache_put_ttl(&cache, key, value, ttl).await }, unchanged)
+    }
+
+    fn cache_listen(&self, cache: RStr<'_>) -> Fut<()> {
+        let cache = cache.as_str().to_owned();
+        self.call(move |s| async move { s.cache_listen(&cache).await }, unchanged)
     }
 }
 

@@ -252,6 +252,19 @@ impl Actor {
                 tracing::warn!(cache = %cache, strategy = %strategy.label(), "the strategy did not apply the cache's bounds within {budget:?} (cluster.max.execution.seconds)");
             }
         }
+        // Every listened cache, so the strategy reports their changes
+        // from the start (listeners stay across strategy replacements).
+        for cache in self.shared.entries.listened_caches() {
+            match tokio::time::timeout(budget, strategy.listen(&cache)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(cache = %cache, strategy = %strategy.label(), "the strategy could not start reporting the changes of a listened cache: {e}")
+                }
+                Err(_) => {
+                    tracing::warn!(cache = %cache, strategy = %strategy.label(), "the strategy did not start reporting the changes of a listened cache within {budget:?} (cluster.max.execution.seconds)")
+                }
+            }
+        }
         // The cluster-wide switch, if the cluster has one, wins when newer
         // than ours; ours is republished when newer (e.g. kept across a hot
         // replacement of the strategy).

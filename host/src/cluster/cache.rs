@@ -367,10 +367,17 @@ impl RawCache {
     /// that does not (built before plugin API 0.1.2) it is refused with
     /// [`ClusterError::Lacks`] naming the strategy and its version.
     pub async fn listen(&self, options: ListenOptions) -> Result<EntryListener, ClusterError> {
+        let serving = self.factory.serving.read().await;
         if options.scope == ListenScope::Clustered {
-            self.factory.serving.read().await.require_entry_events("a clustered entry listener")?;
+            serving.require_entry_events("a clustered entry listener")?;
         }
-        Ok(self.factory.entries.register(self.name(), options))
+        let listener = self.factory.entries.register(self.name(), options);
+        // Registered first, so nothing the strategy reports from now on is
+        // missed; once it answers, every member's later changes are reported.
+        if let Err(e) = serving.listen(self.name()).await {
+            tracing::warn!(cache = %self.name(), strategy = %serving.label(), "the strategy could not start reporting the cache's changes for a new listener: {e}; it gets them once the strategy has recovered");
+        }
+        Ok(listener)
     }
 
     /// As [`listen`](Self::listen), running `handler` for every delivery on

@@ -209,6 +209,11 @@ impl EntryEvents {
                 .is_some_and(|c| read(&c.slots).iter().any(|slot| slot.scope == ListenScope::Local))
     }
 
+    /// Every cache with a listener now.
+    pub(crate) fn listened_caches(&self) -> Vec<String> {
+        read(&self.caches).iter().filter(|(_, c)| !read(&c.slots).is_empty()).map(|(name, _)| name.clone()).collect()
+    }
+
     /// How many clustered listeners are registered on any cache.
     pub(crate) fn clustered_listeners(&self) -> usize {
         read(&self.caches)

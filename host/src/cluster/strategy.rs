@@ -361,6 +361,18 @@ impl StrategyRef {
             .cache_configure(name, bounds))
     }
 
+    /// Tells the strategy this node listens to `cache` now (API 0.1.3):
+    /// it returns once changes made after it, on any member, are reported.
+    /// The standalone strategy tells every change anyway.
+    pub async fn listen(&self, name: &str) -> Result<(), ClusterError> {
+        match &self.inner {
+            Imp::Plugin(p) => {
+                p.cache_listen(RStr::from_str(name)).await.into_result().map_err(|e| self.error("cache listen", e))
+            }
+            Imp::Standalone(_) => Ok(()),
+        }
+    }
+
     /// Refuses a bound or a time to live unless the strategy reports
     /// `BOUNDED` (API 0.1.3).
     pub fn require_bounded(&self, op: &'static str) -> Result<(), ClusterError> {
