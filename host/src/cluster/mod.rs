@@ -340,6 +340,16 @@ impl ClusterManager {
         lock(&self.shared.attached).as_ref().map(|s| s.stats()).unwrap_or_default()
     }
 
+    /// Entries removed by bounds on this member, over every cache: (evicted,
+    /// expired), the standalone strategy's plus the strategy in service's
+    /// (its `cache_evictions` / `cache_expiries` counters).
+    pub fn removed_by_bounds(&self) -> (u64, u64) {
+        let mut stats = self.shared.standalone.stats();
+        stats.extend(self.strategy_stats());
+        let sum = |name: &str| stats.iter().filter(|(n, _)| n == name).map(|(_, v)| v).sum();
+        (sum("cache_evictions"), sum("cache_expiries"))
+    }
+
     async fn send<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, ClusterError> {
         let (tx, rx) = oneshot::channel();
         self.commands.send(make(tx)).map_err(|_| ClusterError::Stopped)?;
