@@ -49,7 +49,7 @@ macro_rules! every_strategy {
 }
 
 every_strategy!(
-    alone: [alone_caches, alone_tasks, alone_locks, alone_settings, atomic_alone, entry_events_alone],
+    alone: [alone_caches, alone_tasks, alone_locks, alone_settings, atomic_alone, entry_events_alone, bounded_alone],
     clustered: [
         membership_converges,
         join_events,
@@ -68,6 +68,7 @@ every_strategy!(
         atomic_put_if_absent_race,
         atomic_update_counter,
         entry_events_across_members,
+        bounded_across_members,
     ],
 );
 

@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 use crate::commands::Link;
 use crate::config::Config;
 use crate::keys::Keys;
+use crate::listening::Listening;
 use crate::locks::Locks;
 use crate::membership::Membership;
 use crate::storage::Storage;
@@ -46,6 +47,8 @@ pub struct Core {
     pub(crate) tasks: Tasks,
     /// What this member knows of the caches in Redis.
     pub(crate) storage: Storage,
+    /// Which caches this member's host listens to (entry events).
+    pub(crate) listening: Listening,
     /// The heartbeat and pub/sub loops, aborted when the plugin stops.
     background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -65,6 +68,7 @@ impl Core {
             locks: Locks::default(),
             tasks: Tasks::new(),
             storage: Storage::default(),
+            listening: Listening::default(),
             background: Mutex::new(Vec::new()),
         })
     }
@@ -74,8 +78,9 @@ impl Core {
         let weak = Arc::downgrade(self);
         let heartbeat = tokio::spawn(Core::heartbeat_loop(weak.clone()));
         let fence = tokio::spawn(Core::fence_loop(weak.clone()));
-        let pubsub = tokio::spawn(Core::pubsub_loop(weak));
-        lock(&self.background).extend([heartbeat, fence, pubsub]);
+        let pubsub = tokio::spawn(Core::pubsub_loop(weak.clone()));
+        let sweep = tokio::spawn(Core::sweep_loop(weak));
+        lock(&self.background).extend([heartbeat, fence, pubsub, sweep]);
     }
 
     /// Hands the strategy to a host (at start, or a new host after an upgrade).
@@ -117,6 +122,7 @@ impl Core {
 
     /// The counters the host shows for this strategy.
     pub fn stats(&self) -> Vec<(String, u64)> {
+        let (evictions, expiries) = self.storage.removed_by_bounds();
         vec![
             ("redis_commands".into(), self.link.commands()),
             ("redis_errors".into(), self.link.errors()),
@@ -127,6 +133,9 @@ impl Core {
             ("tasks_received".into(), self.tasks.received()),
             ("locks_held".into(), self.locks.count()),
             ("entry_events_refused".into(), self.storage.refused_events.load(std::sync::atomic::Ordering::Relaxed)),
+            // By this member's scripts (reads, writes, configures and, on the senior, the sweep).
+            ("cache_evictions".into(), evictions),
+            ("cache_expiries".into(), expiries),
         ]
     }
 }

@@ -1,12 +1,15 @@
 //! Entry events over Redis: every script that writes an entry also
 //! PUBLISHes the change on the cluster's entries channel (`P:entries`), in
-//! the same script, so a key's changes are published in the order Redis
-//! applied them; every member subscribes and tells its host. A plain
+//! the same script (`tell` in [`scripts::LIB`](crate::scripts::LIB)), so a
+//! key's changes are published in the order Redis applied them, but only
+//! while some member listens to the cache (`listening`: crate::listening);
+//! a member subscribes while its host listens to any cache and tells its host. A plain
 //! PUBLISH (not a sharded SPUBLISH): on Redis Cluster it reaches every
 //! node, so one subscription anywhere hears every cache, and a cache's
 //! writes all come from its hash's one master, in order.
 //!
-//! A message: `e1`, the kind (`a` added, `u` updated, `r` removed), `1` if
+//! A message: `e1`, the kind (`a` added, `u` updated, `r` removed, `x`
+//! expired, `v` evicted), `1` if
 //! the value is carried, the version (16 hex digits), then origin, cache
 //! and key, each as a length in 8 hex digits and the bytes, then the value.
 //! A value over [`VALUE_MAX`] bytes is not carried (the event has none).
@@ -22,19 +25,6 @@ pub const VALUE_MAX: usize = 64 * 1024;
 /// the origin, cache name and key. A longer one is dropped and counted.
 pub const MESSAGE_MAX: usize = VALUE_MAX + 192 * 1024;
 
-/// The Lua every writing script starts with: the event context from
-/// ARGV[1..4] (channel, origin, cache name, value limit) and `tell`, which
-/// publishes one change. The script's own arguments start at ARGV[5].
-pub(crate) const LUA_PRELUDE: &str = r#"
-local channel, origin, cache, vmax = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local function tell(kind, field, version, value)
-  local carried = value ~= nil and #value <= vmax
-  redis.call('PUBLISH', channel, 'e1' .. kind .. (carried and '1' or '0') .. version
-    .. string.format('%08x', #origin) .. origin .. string.format('%08x', #cache) .. cache
-    .. string.format('%08x', #field) .. field .. (carried and value or ''))
-end
-"#;
-
 /// A message from the entries channel, checked: `None` for anything that
 /// is not a whole, well-formed event within [`MESSAGE_MAX`].
 #[doc(hidden)] // pub for the fuzz target (fuzz/)
@@ -48,6 +38,8 @@ pub fn decode(payload: &[u8]) -> Option<CacheEvent> {
         b'a' => EntryEventKind::Added,
         b'u' => EntryEventKind::Updated,
         b'r' => EntryEventKind::Removed,
+        b'x' => EntryEventKind::Expired,
+        b'v' => EntryEventKind::Evicted,
         _ => return None,
     };
     let (&carried, rest) = rest.split_first()?;
@@ -56,7 +48,7 @@ pub fn decode(payload: &[u8]) -> Option<CacheEvent> {
     let (cache, rest) = field(rest)?;
     let (key, rest) = field(rest)?;
     let value = match carried {
-        b'1' if kind != EntryEventKind::Removed => Some(rest.to_vec()),
+        b'1' if matches!(kind, EntryEventKind::Added | EntryEventKind::Updated) => Some(rest.to_vec()),
         b'0' if rest.is_empty() => None,
         _ => return None,
     };
@@ -116,9 +108,12 @@ mod tests {
             }
         );
         assert_eq!(decode(&message(b'r', b'0', "a", "c", b"k", b"")).map(|e| e.value), Some(None));
+        assert_eq!(decode(&message(b'x', b'0', "a", "c", b"k", b"")).map(|e| e.kind), Some(EntryEventKind::Expired));
+        assert_eq!(decode(&message(b'v', b'0', "a", "c", b"k", b"")).map(|e| e.kind), Some(EntryEventKind::Evicted));
         let refused = [
             message(b'x', b'1', "a", "c", b"k", b"v"),
             message(b'r', b'1', "a", "c", b"k", b"v"),
+            message(b'x', b'1', "a", "c", b"k", b"v"),
             message(b'a', b'0', "a", "c", b"k", b"trailing"),
             message(b'a', b'1', "\u{0}", "c", b"k", b"v")[..20].to_vec(),
             b"e1a1".to_vec(),

@@ -43,6 +43,20 @@ pub enum Error {
     #[error("could not encode a task message: {0}")]
     EncodeTask(#[source] postcard::Error),
 
+    /// A script's answer was not what this plugin's scripts give.
+    #[error("Redis ({urls}) answered a cache script with something this plugin cannot read ({detail}); is another program writing under this key_prefix?")]
+    BadReply { urls: String, detail: String },
+
+    /// Cluster mode: the cache's name keeps its bookkeeping keys off its hash's slot.
+    #[error(
+        "cache {cache} cannot keep {what} on Redis Cluster: its name has a '}}' outside a hash tag, so no other key can share its hash's slot; rename the cache so that it has no '}}' outside a {{tag}}"
+    )]
+    NoRoomForBooks { cache: String, what: &'static str },
+
+    /// The pub/sub connection is down, so this member cannot hear entry events yet.
+    #[error("the pub/sub connection to Redis ({urls}) is down: entry events reach this member's listeners once it is back (it reconnects by itself)")]
+    NoPubSub { urls: String },
+
     /// `cluster_strategy` was asked of a plugin that has not started.
     #[error("redis has not started")]
     NotStarted,

@@ -1,8 +1,9 @@
 //! The redis cluster strategy: every member talks to one shared Redis or
 //! Valkey (a single server, a Sentinel-watched master, or a Redis Cluster).
-//! Membership by expiring keys plus a join order, caches as Redis hashes,
-//! locks with owner tokens and fencing numbers, tasks and change notices
-//! over pub/sub. See docs/redis.md.
+//! Membership by expiring keys plus a join order, caches as Redis hashes
+//! (bounded ones kept by Lua scripts), locks with owner tokens and fencing
+//! numbers, tasks, change notices and entry events over pub/sub. See
+//! docs/redis.md.
 
 mod commands;
 pub mod config;
@@ -11,9 +12,11 @@ mod core;
 pub mod entry_events;
 pub mod error;
 mod keys;
+mod listening;
 mod locks;
 mod membership;
 mod pubsub;
+mod scripts;
 mod storage;
 mod strategy;
 mod tasks;

@@ -64,6 +64,11 @@ pub struct Record {
     version: String,
     /// Its `node.bind` address.
     address: String,
+    /// It announces its listeners (crate::listening), so a cache no one
+    /// listens to need not publish its changes. Absent (false) in the
+    /// record of an earlier version, which expects every change published.
+    #[serde(default)]
+    announces: bool,
 }
 
 /// What this member last read from Redis.
@@ -143,7 +148,7 @@ impl Membership {
     /// and `address`.
     pub(crate) fn new(version: String, address: String) -> Membership {
         Membership {
-            record: Record { instance: random_u64(), started_at_ms: now_ms(), version, address },
+            record: Record { instance: random_u64(), started_at_ms: now_ms(), version, address, announces: true },
             joined: tokio::sync::Mutex::new(Joined::default()),
             in_cluster: AtomicBool::new(false),
             view: Mutex::new(View::default()),
@@ -243,6 +248,10 @@ impl Core {
         drop(joined);
         self.storage.forget_registered();
         self.refresh_view().await?;
+        self.join_bounds().await;
+        // Before the host hears of the join: every change from now on
+        // reaches its listeners.
+        self.announce_wanted().await;
         tracing::info!(member = %self.member, "joined the cluster");
         Ok(())
     }
@@ -256,6 +265,7 @@ impl Core {
         drop(joined);
         self.release_all_locks().await;
         if was_in {
+            self.withdraw_all().await;
             let mut pipe = redis::pipe();
             pipe.cmd("DEL").arg(self.keys.member(&self.member)).ignore();
             pipe.cmd("ZREM").arg(self.keys.joins()).arg(&self.member).ignore();
@@ -388,6 +398,8 @@ impl Core {
                     self.membership.rejoins.fetch_add(1, Ordering::Relaxed);
                     drop(joined);
                     tracing::info!("Redis is back: rejoining the cluster");
+                    self.join_bounds().await;
+                    self.announce_wanted().await;
                     // Joined first: the host is not clustered until it
                     // comes, and drops a SeniorChanged that arrives before.
                     self.emit(StrategyEvent::Joined { member: self.member.clone() });
@@ -400,6 +412,7 @@ impl Core {
         }
         drop(joined);
         self.extend_locks().await;
+        self.beat_listeners().await;
         if let Err(e) = self.refresh_view().await {
             tracing::debug!("could not read the member list: {e}");
         }
@@ -582,6 +595,7 @@ impl Core {
             members.clear();
         }
         let senior = members.values().next().map(|(id, _)| id.clone());
+        self.set_publish_all(members.values().any(|(_, record)| !record.announces));
         let view = View { members, senior, settings: settings.clone() };
         let (previous, events) = {
             let mut announced = lock(&self.membership.announced);

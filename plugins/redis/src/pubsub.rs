@@ -1,7 +1,8 @@
-//! The pub/sub side: one subscriber connection for the events channel, the
-//! entries channel (entry events) and this member's task and reply
-//! channels, following the command connection after a failover; notices
-//! in, and notices out.
+//! The pub/sub side: one subscriber connection for the events channel,
+//! this member's task and reply channels, and the entries channel (entry
+//! events) while this member's host listens to some cache
+//! (crate::listening), following the command connection after a
+//! failover; notices in, and notices out.
 
 use std::sync::{Arc, Weak};
 
@@ -19,21 +20,21 @@ impl Core {
         loop {
             let Some(core) = weak.upgrade() else { return };
             let config = core.config.clone();
-            let channels = [
-                core.keys.events(),
-                core.keys.entries(),
-                core.keys.tasks(&core.member),
-                core.keys.replies(&core.member),
-            ];
+            let channels = [core.keys.events(), core.keys.tasks(&core.member), core.keys.replies(&core.member)];
             let epoch = core.link.epoch();
             drop(core);
             match conn::pubsub(&config).await {
-                Ok(mut pubsub) => {
+                Ok(pubsub) => {
+                    let (mut sink, mut messages) = pubsub.split();
                     let subscribed = async {
                         for channel in &channels {
-                            pubsub.subscribe(channel).await?;
+                            sink.subscribe(channel).await?;
                         }
-                        Ok::<(), redis::RedisError>(())
+                        // The entries channel too, while this member's host listens.
+                        match weak.upgrade() {
+                            Some(core) => core.pubsub_up(sink).await,
+                            None => Ok(()),
+                        }
                     };
                     if let Err(e) = subscribed.await {
                         tracing::warn!("could not subscribe to the cluster channels: {e}");
@@ -42,8 +43,8 @@ impl Core {
                         if let Some(core) = weak.upgrade() {
                             // Notices may have been missed: re-read now.
                             core.wake.notify_one();
+                            core.reload_all_bounds();
                         }
-                        let mut messages = pubsub.on_message();
                         let mut check = tokio::time::interval(config.heartbeat());
                         loop {
                             tokio::select! {
@@ -65,6 +66,9 @@ impl Core {
                             }
                         }
                     }
+                    if let Some(core) = weak.upgrade() {
+                        core.pubsub_down().await;
+                    }
                 }
                 Err(e) => {
                     let e = e.to_string();
@@ -84,6 +88,10 @@ impl Core {
             let text = String::from_utf8_lossy(payload);
             if text.starts_with("unlocked\n") {
                 self.locks.wake_waiters();
+            } else if let Some(cache) = text.strip_prefix("bounds\n") {
+                // A member changed a cache's bounds: read them again.
+                let (core, cache) = (self.clone(), cache.to_string());
+                tokio::spawn(async move { core.reload_bounds(&cache).await });
             } else {
                 self.wake.notify_one();
             }

@@ -1,116 +1,22 @@
 //! Caches in Redis: one hash per cache, each value prefixed with its
-//! version; the cache calls the host makes, and the merge on (re)join
-//! where the latest version wins.
+//! version; the cache calls the host makes, the merge on (re)join where
+//! the latest version wins, and bounded caches (bounds kept in Redis,
+//! expiry and eviction by the scripts in [`crate::scripts`], expired
+//! entries swept by the senior).
 
-use std::collections::HashSet;
-use std::sync::{LazyLock, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
-use clusterhost_plugin_api::cluster::{CacheSize, CasOutcome, Entry, Expected, Versioned};
+use clusterhost_plugin_api::cluster::{CacheBounds, CacheSize, CasOutcome, Entry, Expected, Versioned};
 use redis::Script;
 
+use crate::config::Mode;
 use crate::core::{lock, Core};
-use crate::entry_events::{LUA_PRELUDE, VALUE_MAX};
+use crate::entry_events::VALUE_MAX;
 use crate::error::{Error, UnversionedValue};
-
-/// A script that writes entries: [`LUA_PRELUDE`] (the event context in
-/// ARGV[1..4], `tell`) and then `body`, whose own arguments start at ARGV[5].
-fn writing_script(body: &str) -> Script {
-    Script::new(&format!("{LUA_PRELUDE}{body}"))
-}
-
-/// Latest version wins: sets each field whose stored version is older.
-static MERGE: LazyLock<Script> = LazyLock::new(|| {
-    writing_script(
-        r#"
-local n = 0
-for i = 5, #ARGV, 2 do
-  local cur = redis.call('HGET', KEYS[1], ARGV[i])
-  if (not cur) or tonumber(string.sub(cur, 1, 16), 16) < tonumber(string.sub(ARGV[i + 1], 1, 16), 16) then
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-    tell(cur and 'u' or 'a', ARGV[i], string.sub(ARGV[i + 1], 1, 16), string.sub(ARGV[i + 1], 17))
-    n = n + 1
-  end
-end
-return n
-"#,
-    )
-});
-
-/// Every write of one entry, atomic in Redis (one script on one key, so it
-/// works unchanged when a cache's entries spread over Redis Cluster slots):
-/// checks the condition on the stored entry, then sets the value with the
-/// version rule (the caller's cluster time, or the stored version + 1 when
-/// that is not greater) or deletes it, and publishes the change (entry
-/// events). Returns {applied, entry after} where the entry is the stored
-/// value (version prefix included) or false; a delete of an absent key is
-/// not applied.
-///
-/// KEYS[1] the cache's hash; ARGV after the event context: field, condition
-/// (`put`: none, `absent`, `value`, `version`), expected (value bytes, or
-/// the version in 16 hex digits), `set` or `del`, the caller's time in 16
-/// hex digits, the value.
-static WRITE_IF: LazyLock<Script> = LazyLock::new(|| {
-    writing_script(
-        r#"
-local cur = redis.call('HGET', KEYS[1], ARGV[5])
-local cond = ARGV[6]
-local ok
-if cond == 'put' then ok = true
-elseif cond == 'absent' then ok = not cur
-elseif not cur then ok = false
-elseif cond == 'value' then ok = string.sub(cur, 17) == ARGV[7]
-else ok = string.sub(cur, 1, 16) == ARGV[7] end
-if not ok then return {0, cur} end
-if ARGV[8] == 'del' then
-  if not cur then return {0, false} end
-  redis.call('HDEL', KEYS[1], ARGV[5])
-  tell('r', ARGV[5], string.sub(cur, 1, 16), nil)
-  return {1, false}
-end
-local version = ARGV[9]
-if cur and string.sub(cur, 1, 16) >= version then
-  version = string.format('%016x', tonumber(string.sub(cur, 1, 16), 16) + 1)
-end
-local stored = version .. ARGV[10]
-redis.call('HSET', KEYS[1], ARGV[5], stored)
-tell(cur and 'u' or 'a', ARGV[5], version, ARGV[10])
-return {1, stored}
-"#,
-    )
-});
-
-/// Sets many entries, each by the version rule from the caller's time
-/// (ARGV[5], 16 hex digits); then field, value pairs.
-static PUT_ALL: LazyLock<Script> = LazyLock::new(|| {
-    writing_script(
-        r#"
-for i = 6, #ARGV, 2 do
-  local cur = redis.call('HGET', KEYS[1], ARGV[i])
-  local version = ARGV[5]
-  if cur and string.sub(cur, 1, 16) >= version then
-    version = string.format('%016x', tonumber(string.sub(cur, 1, 16), 16) + 1)
-  end
-  redis.call('HSET', KEYS[1], ARGV[i], version .. ARGV[i + 1])
-  tell(cur and 'u' or 'a', ARGV[i], version, ARGV[i + 1])
-end
-return 0
-"#,
-    )
-});
-
-/// Removes every entry of the cache, publishing each removal.
-static CLEAR: LazyLock<Script> = LazyLock::new(|| {
-    writing_script(
-        r#"
-local all = redis.call('HGETALL', KEYS[1])
-for i = 1, #all, 2 do
-  tell('r', all[i], string.sub(all[i + 1], 1, 16), nil)
-end
-redis.call('DEL', KEYS[1])
-return #all / 2
-"#,
-    )
-});
+use crate::scripts::{CLEAR, CONFIGURE, GET, MERGE, PUT_ALL, SCAN, SWEEP, WRITE_IF};
 
 /// [`WRITE_IF`]'s condition and expected bytes for `expected`.
 fn condition(expected: &Expected) -> (&'static [u8], Vec<u8>) {
@@ -150,7 +56,19 @@ pub(crate) struct Storage {
     /// Redis may have lost the set meanwhile.
     registered: Mutex<HashSet<String>>,
     /// Entry event messages dropped as malformed or too long.
-    pub(crate) refused_events: std::sync::atomic::AtomicU64,
+    pub(crate) refused_events: AtomicU64,
+    /// The caches that keep books in Redis (a `meta` hash: bounds, or
+    /// entries with a time to live of their own), with their bounds, as
+    /// this member last read or set them: their reads are scripts; every
+    /// other cache's reads are plain commands. Read at join, and again for
+    /// one cache when a member announces a change of its bounds.
+    books: Mutex<HashMap<String, CacheBounds>>,
+    /// The bounds this member's host configured, applied in Redis at each
+    /// join (and at once while joined): the last configure wins.
+    configured: Mutex<HashMap<String, CacheBounds>>,
+    /// Entries this member's scripts evicted, and expired.
+    evictions: AtomicU64,
+    expiries: AtomicU64,
 }
 
 impl Storage {
@@ -158,32 +76,91 @@ impl Storage {
     pub(crate) fn forget_registered(&self) {
         lock(&self.registered).clear();
     }
+
+    /// Entries evicted and expired by this member's scripts so far.
+    pub(crate) fn removed_by_bounds(&self) -> (u64, u64) {
+        (self.evictions.load(Ordering::Relaxed), self.expiries.load(Ordering::Relaxed))
+    }
+
+    fn count(&self, evicted: u64, expired: u64) {
+        self.evictions.fetch_add(evicted, Ordering::Relaxed);
+        self.expiries.fetch_add(expired, Ordering::Relaxed);
+    }
+
+    /// Whether `cache` keeps books (its reads are scripts).
+    fn keeps_books(&self, cache: &str) -> bool {
+        lock(&self.books).contains_key(cache)
+    }
+}
+
+/// How often the senior sweeps the expired entries of every cache that keeps books.
+const SWEEP_EVERY: Duration = Duration::from_millis(100);
+
+/// Expired entries one sweep script removes at most (it runs again while there are more).
+const SWEEP_BATCH: usize = 500;
+
+/// Sweep scripts per cache per round at most, so one cache cannot hold the senior's sweep for long.
+const SWEEP_ROUNDS: usize = 20;
+
+/// A reply's trailing counters (evicted, expired), as the scripts give them.
+fn counters(values: &mut Vec<redis::Value>) -> (u64, u64) {
+    let expired = values.pop().and_then(|v| redis::from_redis_value(v).ok()).unwrap_or(0);
+    let evicted = values.pop().and_then(|v| redis::from_redis_value(v).ok()).unwrap_or(0);
+    (evicted, expired)
 }
 
 impl Core {
-    /// The event context every writing script starts with: the entries
-    /// channel, this member (the origin), the cache, the value limit.
-    fn event_args(&self, cache: &str) -> [Vec<u8>; 4] {
-        [
-            self.keys.entries().into_bytes(),
-            self.member.clone().into_bytes(),
-            cache.as_bytes().to_vec(),
-            VALUE_MAX.to_string().into_bytes(),
-        ]
+    /// The keys a cache script takes for `cache`, and whether it has none
+    /// beside its hash (cluster mode, a name with a `}` outside a hash
+    /// tag: every key is the hash then, and the cache can keep no books).
+    fn script_keys(&self, cache: &str) -> ([String; 6], bool) {
+        match self.keys.cache_keys(cache, self.config.mode == Mode::Cluster) {
+            Some(keys) => (keys, false),
+            None => (std::array::from_fn(|_| self.keys.cache(cache)), true),
+        }
     }
 
-    /// Runs a writing script on the cache's hash: the event context, then `args`.
-    async fn write_script<T: redis::FromRedisValue>(
+    /// Runs a cache script ([`crate::scripts`]): its keys, the event
+    /// context, then `args`.
+    async fn cache_script<T: redis::FromRedisValue>(
         &self,
         script: &Script,
         cache: &str,
         args: &[&[u8]],
         retry: bool,
     ) -> Result<T, Error> {
-        let context = self.event_args(cache);
+        let (keys, plain) = self.script_keys(cache);
+        let mut flags = String::new();
+        if self.publishes_all() {
+            flags.push('a');
+        }
+        if plain {
+            flags.push('n');
+        }
+        let context = [
+            self.keys.entries().into_bytes(),
+            self.member.clone().into_bytes(),
+            cache.as_bytes().to_vec(),
+            VALUE_MAX.to_string().into_bytes(),
+            flags.into_bytes(),
+        ];
         let mut all: Vec<&[u8]> = context.iter().map(Vec::as_slice).collect();
         all.extend_from_slice(args);
-        self.script(script, &[&self.keys.cache(cache)], &all, retry).await
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        self.script(script, &keys, &all, retry).await
+    }
+
+    /// A script answer that does not parse.
+    fn failed_reply(&self, e: impl std::fmt::Display) -> Error {
+        Error::BadReply { urls: self.config.urls.join(", "), detail: e.to_string() }
+    }
+
+    /// Refuses bookkeeping on a cache whose keys cannot share its hash's slot.
+    fn can_keep_books(&self, cache: &str, what: &'static str) -> Result<(), Error> {
+        if self.script_keys(cache).1 {
+            return Err(Error::NoRoomForBooks { cache: cache.to_string(), what });
+        }
+        Ok(())
     }
 
     /// Cache calls fail at once while this member is out of the cluster.
@@ -208,10 +185,27 @@ impl Core {
         added.map(|_| ())
     }
 
+    /// The live entries (version prefix included) under `fields` of a
+    /// cache that keeps books: one [`GET`] script, each read a use, an
+    /// expired entry removed and not answered.
+    async fn read_books(&self, cache: &str, fields: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, Error> {
+        let mut values: Vec<redis::Value> = self.cache_script(&GET, cache, fields, true).await?;
+        let (evicted, expired) = counters(&mut values);
+        self.storage.count(evicted, expired);
+        values.into_iter().map(|v| redis::from_redis_value(v).map_err(|e| self.failed_reply(e))).collect()
+    }
+
+    /// The stored value under `key` (version prefix included), live only.
+    async fn stored(&self, cache: &str, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        if self.storage.keeps_books(cache) {
+            return Ok(self.read_books(cache, &[key]).await?.pop().flatten());
+        }
+        self.query(redis::cmd("HGET").arg(self.keys.cache(cache)).arg(key)).await
+    }
+
     pub(crate) async fn cache_get(&self, cache: &str, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         self.fail_fast()?;
-        let stored: Option<Vec<u8>> = self.query(redis::cmd("HGET").arg(self.keys.cache(cache)).arg(key)).await?;
-        Ok(match stored {
+        Ok(match self.stored(cache, key).await? {
             Some(s) => Some(decode(s)?.1),
             None => None,
         })
@@ -220,12 +214,26 @@ impl Core {
     /// Sets one value, stamped by the version rule from `now` (the cluster
     /// time of the call): [`WRITE_IF`] without a condition.
     pub(crate) async fn cache_put(&self, cache: &str, key: Vec<u8>, value: &[u8], now: u64) -> Result<(), Error> {
-        self.write_if(cache, &key, b"put", &[], Some(value), now, true).await.map(|_| ())
+        self.write_if(cache, &key, b"put", &[], Some(value), now, 0, true).await.map(|_| ())
+    }
+
+    /// Sets one value that expires `ttl_ms` after the write, whatever the
+    /// cache's own time to live; the cache keeps books from then on.
+    pub(crate) async fn cache_put_ttl(
+        self: &Arc<Self>,
+        cache: &str,
+        key: Vec<u8>,
+        value: &[u8],
+        now: u64,
+        ttl_ms: u64,
+    ) -> Result<(), Error> {
+        self.can_keep_books(cache, "an entry with a time to live of its own")?;
+        self.write_if(cache, &key, b"put", &[], Some(value), now, ttl_ms.max(1), true).await.map(|_| ())
     }
 
     /// One [`WRITE_IF`] run: `value` to set (`None` deletes) if `condition`
-    /// holds. `retry` only for an unconditional put (running it twice
-    /// writes the same value).
+    /// holds, with a time to live of its own unless `ttl_ms` is 0. `retry`
+    /// only for an unconditional put (running it twice writes the same value).
     #[allow(clippy::too_many_arguments)]
     async fn write_if(
         &self,
@@ -235,6 +243,7 @@ impl Core {
         expected: &[u8],
         value: Option<&[u8]>,
         now: u64,
+        ttl_ms: u64,
         retry: bool,
     ) -> Result<CasOutcome, Error> {
         self.fail_fast()?;
@@ -242,9 +251,16 @@ impl Core {
             self.register_cache(cache).await?;
         }
         let now = format!("{now:016x}");
+        let ttl = ttl_ms.to_string();
         let op: &[u8] = if value.is_some() { b"set" } else { b"del" };
-        let args = [key, condition, expected, op, now.as_bytes(), value.unwrap_or_default()];
-        let (applied, stored): (i64, Option<Vec<u8>>) = self.write_script(&WRITE_IF, cache, &args, retry).await?;
+        let args = [key, condition, expected, op, now.as_bytes(), value.unwrap_or_default(), ttl.as_bytes()];
+        let (applied, stored, evicted, expired, adopted): (i64, Option<Vec<u8>>, u64, u64, i64) =
+            self.cache_script(&WRITE_IF, cache, &args, retry).await?;
+        self.storage.count(evicted, expired);
+        if adopted == 1 {
+            // Its first entry with a time to live of its own: the cache keeps books now.
+            self.now_keeps_books(cache, CacheBounds::NONE).await;
+        }
         let current = match stored {
             Some(stored) => {
                 let (version, value) = decode(stored)?;
@@ -258,8 +274,7 @@ impl Core {
     /// The value under `key` with its version.
     pub(crate) async fn cache_get_versioned(&self, cache: &str, key: &[u8]) -> Result<Option<Versioned>, Error> {
         self.fail_fast()?;
-        let stored: Option<Vec<u8>> = self.query(redis::cmd("HGET").arg(self.keys.cache(cache)).arg(key)).await?;
-        Ok(match stored {
+        Ok(match self.stored(cache, key).await? {
             Some(s) => {
                 let (version, value) = decode(s)?;
                 Some(Versioned { value, version })
@@ -276,7 +291,7 @@ impl Core {
         value: &[u8],
         now: u64,
     ) -> Result<CasOutcome, Error> {
-        self.write_if(cache, key, b"absent", &[], Some(value), now, false).await
+        self.write_if(cache, key, b"absent", &[], Some(value), now, 0, false).await
     }
 
     /// Sets `value` if the entry under `key` is `expected`.
@@ -289,7 +304,7 @@ impl Core {
         now: u64,
     ) -> Result<CasOutcome, Error> {
         let (condition, expected) = condition(expected);
-        self.write_if(cache, key, condition, &expected, Some(value), now, false).await
+        self.write_if(cache, key, condition, &expected, Some(value), now, 0, false).await
     }
 
     /// Removes `key` if its entry is `expected`.
@@ -300,33 +315,51 @@ impl Core {
         expected: &Expected,
     ) -> Result<CasOutcome, Error> {
         let (condition, expected) = condition(expected);
-        self.write_if(cache, key, condition, &expected, None, 0, false).await
+        self.write_if(cache, key, condition, &expected, None, 0, 0, false).await
     }
 
     /// Removes `key` ([`WRITE_IF`] unconditionally, so the removal is
     /// published); true if it was there.
     pub(crate) async fn cache_remove(&self, cache: &str, key: &[u8]) -> Result<bool, Error> {
-        Ok(self.write_if(cache, key, b"put", &[], None, 0, true).await?.applied)
+        Ok(self.write_if(cache, key, b"put", &[], None, 0, 0, true).await?.applied)
     }
 
     pub(crate) async fn cache_contains(&self, cache: &str, key: &[u8]) -> Result<bool, Error> {
         self.fail_fast()?;
+        if self.storage.keeps_books(cache) {
+            return Ok(self.stored(cache, key).await?.is_some());
+        }
         self.query(redis::cmd("HEXISTS").arg(self.keys.cache(cache)).arg(key)).await
+    }
+
+    /// A whole read of a cache that keeps books ([`SCAN`]): expired
+    /// entries are removed first.
+    async fn scan_books<T: redis::FromRedisValue>(&self, cache: &str, what: &str) -> Result<T, Error> {
+        let (answer, evicted, expired): (T, u64, u64) =
+            self.cache_script(&SCAN, cache, &[what.as_bytes()], true).await?;
+        self.storage.count(evicted, expired);
+        Ok(answer)
     }
 
     pub(crate) async fn cache_size(&self, cache: &str) -> Result<u64, Error> {
         self.fail_fast()?;
+        if self.storage.keeps_books(cache) {
+            return self.scan_books(cache, "len").await;
+        }
         self.query(redis::cmd("HLEN").arg(self.keys.cache(cache))).await
     }
 
     pub(crate) async fn cache_clear(&self, cache: &str) -> Result<(), Error> {
         self.fail_fast()?;
-        let _: i64 = self.write_script(&CLEAR, cache, &[], true).await?;
+        let _: i64 = self.cache_script(&CLEAR, cache, &[], true).await?;
         Ok(())
     }
 
     pub(crate) async fn cache_keys(&self, cache: &str) -> Result<Vec<Vec<u8>>, Error> {
         self.fail_fast()?;
+        if self.storage.keeps_books(cache) {
+            return self.scan_books(cache, "keys").await;
+        }
         self.query(redis::cmd("HKEYS").arg(self.keys.cache(cache))).await
     }
 
@@ -335,8 +368,12 @@ impl Core {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let stored: Vec<Option<Vec<u8>>> =
-            self.query(redis::cmd("HMGET").arg(self.keys.cache(cache)).arg(keys)).await?;
+        let stored: Vec<Option<Vec<u8>>> = if self.storage.keeps_books(cache) {
+            let fields: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+            self.read_books(cache, &fields).await?
+        } else {
+            self.query(redis::cmd("HMGET").arg(self.keys.cache(cache)).arg(keys)).await?
+        };
         let mut values = Vec::with_capacity(stored.len());
         for s in stored {
             values.push(match s {
@@ -359,20 +396,23 @@ impl Core {
         for chunk in entries.chunks(MERGE_BATCH) {
             let mut args: Vec<&[u8]> = vec![&now];
             args.extend(chunk.iter().flat_map(|e| [e.key.as_slice(), e.value.as_slice()]));
-            let _: i64 = self.write_script(&PUT_ALL, cache, &args, true).await?;
+            let (evicted, expired): (u64, u64) = self.cache_script(&PUT_ALL, cache, &args, true).await?;
+            self.storage.count(evicted, expired);
         }
         Ok(())
     }
 
     /// Merges entries with their own versions: each is set only where
     /// Redis holds an older version (the host merges a rejoined member's
-    /// standalone caches this way).
+    /// standalone caches this way). In a bounded cache a merged entry's
+    /// time to live counts from its version (its write).
     pub(crate) async fn cache_merge(&self, cache: &str, entries: &[Entry]) -> Result<(), Error> {
         self.fail_fast()?;
         for chunk in entries.chunks(MERGE_BATCH) {
             let args: Vec<Vec<u8>> = chunk.iter().flat_map(|e| [e.key.clone(), encode(e.version, &e.value)]).collect();
             let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-            let _: i64 = self.write_script(&MERGE, cache, &refs, true).await?;
+            let (evicted, expired): (u64, u64) = self.cache_script(&MERGE, cache, &refs, true).await?;
+            self.storage.count(evicted, expired);
         }
         self.register_cache(cache).await?;
         Ok(())
@@ -381,7 +421,11 @@ impl Core {
     /// Every entry with its version (the host copies them when this member
     /// leaves); read even while out of the cluster.
     pub(crate) async fn cache_entries(&self, cache: &str) -> Result<Vec<Entry>, Error> {
-        let stored: Vec<(Vec<u8>, Vec<u8>)> = self.query(redis::cmd("HGETALL").arg(self.keys.cache(cache))).await?;
+        let stored: Vec<(Vec<u8>, Vec<u8>)> = if self.storage.keeps_books(cache) {
+            self.scan_books(cache, "all").await?
+        } else {
+            self.query(redis::cmd("HGETALL").arg(self.keys.cache(cache))).await?
+        };
         let mut entries = Vec::with_capacity(stored.len());
         for (key, s) in stored {
             let (version, value) = decode(s)?;
@@ -400,6 +444,147 @@ impl Core {
         // What the shared server spends on the cache (every member sees the same).
         let bytes: Option<u64> = self.query(redis::cmd("MEMORY").arg("USAGE").arg(&hash)).await?;
         Ok(CacheSize { entries, bytes: bytes.unwrap_or(0) })
+    }
+
+    /// `cache_configure`: the host's bounds for `cache`, applied in Redis
+    /// now while joined, and at every join (the last configure wins: every
+    /// member's host sends the same bounds).
+    pub(crate) async fn cache_configure(self: &Arc<Self>, cache: &str, bounds: CacheBounds) -> Result<(), Error> {
+        if !bounds.is_none() {
+            self.can_keep_books(cache, "bounds")?;
+        }
+        lock(&self.storage.configured).insert(cache.to_string(), bounds);
+        if !self.in_cluster() {
+            return Ok(());
+        }
+        self.apply_bounds(cache, bounds).await
+    }
+
+    /// Applies `bounds` in Redis ([`CONFIGURE`]: tighter bounds shrink the
+    /// cache at once), names the cache in `{P}:bounded` (or takes it out),
+    /// and tells every member to re-read them.
+    async fn apply_bounds(&self, cache: &str, bounds: CacheBounds) -> Result<(), Error> {
+        let args = [bounds.max_entries, bounds.max_bytes, bounds.ttl_ms, bounds.max_idle_ms].map(|n| n.to_string());
+        let args: Vec<&[u8]> = args.iter().map(String::as_bytes).collect();
+        let (kept, evicted, expired): (i64, u64, u64) = self.cache_script(&CONFIGURE, cache, &args, false).await?;
+        self.storage.count(evicted, expired);
+        self.register_cache(cache).await?;
+        if kept == 1 {
+            self.now_keeps_books(cache, bounds).await;
+        } else {
+            lock(&self.storage.books).remove(cache);
+            let _: i64 = self.query(redis::cmd("SREM").arg(self.keys.bounded()).arg(cache)).await?;
+            self.publish_event(&format!("bounds\n{cache}")).await;
+        }
+        Ok(())
+    }
+
+    /// `cache` keeps books in Redis now (with `bounds`): named in
+    /// `{P}:bounded` for the senior's sweep, announced to every member.
+    async fn now_keeps_books(&self, cache: &str, bounds: CacheBounds) {
+        lock(&self.storage.books).insert(cache.to_string(), bounds);
+        if let Err(e) = self.query::<i64>(redis::cmd("SADD").arg(self.keys.bounded()).arg(cache)).await {
+            tracing::warn!(cache, "could not name the cache among the bounded ones in Redis (its expired entries are swept once it is): {e}");
+        }
+        self.publish_event(&format!("bounds\n{cache}")).await;
+    }
+
+    /// At each join: this host's bounds applied, then what every cache
+    /// that keeps books holds in Redis read back.
+    pub(crate) async fn join_bounds(&self) {
+        let configured: Vec<(String, CacheBounds)> =
+            lock(&self.storage.configured).iter().map(|(c, b)| (c.clone(), *b)).collect();
+        for (cache, bounds) in configured {
+            if let Err(e) = self.apply_bounds(&cache, bounds).await {
+                tracing::warn!(cache = %cache, "could not apply the cache's bounds ({bounds}) in Redis: {e}");
+            }
+        }
+        if let Err(e) = self.read_all_bounds().await {
+            tracing::warn!("could not read which caches are bounded (read again when pub/sub reconnects): {e}");
+        }
+    }
+
+    /// Reads which caches keep books, and their bounds, from Redis.
+    async fn read_all_bounds(&self) -> Result<(), Error> {
+        let names: Vec<String> = self.query(redis::cmd("SMEMBERS").arg(self.keys.bounded())).await?;
+        lock(&self.storage.books).retain(|cache, _| names.contains(cache));
+        for cache in names {
+            self.reload_bounds(&cache).await;
+        }
+        Ok(())
+    }
+
+    /// [`read_all_bounds`](Self::read_all_bounds) in the background (the
+    /// pub/sub connection is back: a notice may have been missed).
+    pub(crate) fn reload_all_bounds(self: &Arc<Self>) {
+        let core = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = core.read_all_bounds().await {
+                tracing::debug!("could not read which caches are bounded: {e}");
+            }
+        });
+    }
+
+    /// Re-reads the bounds of `cache` from Redis (a member changed them).
+    pub(crate) async fn reload_bounds(&self, cache: &str) {
+        let (keys, plain) = self.script_keys(cache);
+        if plain {
+            return;
+        }
+        let read: Result<Vec<Option<u64>>, Error> =
+            self.query(redis::cmd("HMGET").arg(&keys[2]).arg(&["entries", "bytes", "ttl", "idle"])).await;
+        match read {
+            Ok(fields) => {
+                let mut books = lock(&self.storage.books);
+                match fields[..] {
+                    [Some(max_entries), Some(max_bytes), Some(ttl_ms), Some(max_idle_ms)] => {
+                        books.insert(cache.to_string(), CacheBounds { max_entries, max_bytes, ttl_ms, max_idle_ms });
+                    }
+                    _ => {
+                        books.remove(cache);
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(cache, "could not read the cache's bounds: {e}"),
+        }
+    }
+
+    /// The senior removes every expired entry of each cache that keeps
+    /// books, every [`SWEEP_EVERY`], publishing an `Expired` for each, until
+    /// the core is dropped or `shutdown` aborts it. Idempotent: a new
+    /// senior simply carries on.
+    pub(crate) async fn sweep_loop(weak: Weak<Core>) {
+        let mut every = tokio::time::interval(SWEEP_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let Some(core) = weak.upgrade() else { return };
+            if core.in_cluster() && core.view().senior.as_deref() == Some(core.member.as_str()) {
+                core.sweep().await;
+            }
+        }
+    }
+
+    /// One sweep of every cache that keeps books.
+    async fn sweep(&self) {
+        let caches: Vec<String> = lock(&self.storage.books).keys().cloned().collect();
+        let batch = SWEEP_BATCH.to_string();
+        for cache in caches {
+            for _ in 0..SWEEP_ROUNDS {
+                match self.cache_script::<(i64, u64, u64)>(&SWEEP, &cache, &[batch.as_bytes()], true).await {
+                    Ok((more, evicted, expired)) => {
+                        self.storage.count(evicted, expired);
+                        if more == 0 {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(cache = %cache, "could not sweep the cache's expired entries: {e}");
+                        break;
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clusterhost_plugin_api::cluster::{
-    CacheSize, Capabilities, CasOutcome, Entry, Expected, Member, TaskReply, TaskTarget, Versioned,
+    CacheBounds, CacheSize, Capabilities, CasOutcome, Entry, Expected, Member, TaskReply, TaskTarget, Versioned,
 };
 use clusterhost_plugin_api::{PluginResult, Strategy};
 
@@ -60,7 +60,33 @@ impl Strategy for RedisStrategy {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::ATOMIC.with(Capabilities::ENTRY_EVENTS).with(Capabilities::FENCED_LOCKS)
+        Capabilities::ATOMIC
+            .with(Capabilities::ENTRY_EVENTS)
+            .with(Capabilities::FENCED_LOCKS)
+            .with(Capabilities::BOUNDED)
+    }
+
+    fn cache_configure(&self, cache: &str, bounds: CacheBounds) -> impl Future<Output = PluginResult<()>> + Send {
+        let (core, cache) = (self.0.clone(), cache.to_string());
+        async move { Ok(core.cache_configure(&cache, bounds).await?) }
+    }
+
+    fn cache_put_ttl(
+        &self,
+        cache: &str,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> impl Future<Output = PluginResult<()>> + Send {
+        let (core, cache) = (self.0.clone(), cache.to_string());
+        let now = core.cluster_time_ms();
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        async move { Ok(core.cache_put_ttl(&cache, key, &value, now, ttl_ms).await?) }
+    }
+
+    fn cache_listen(&self, cache: &str) -> impl Future<Output = PluginResult<()>> + Send {
+        let (core, cache) = (self.0.clone(), cache.to_string());
+        async move { Ok(core.cache_listen(&cache).await?) }
     }
 
     fn cache_get_versioned(
