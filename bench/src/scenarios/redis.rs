@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use clusterhost::cluster::{ClusterManager, ClusterState};
+use clusterhost::cluster::{ClusterManager, ClusterState, ListenOptions};
 use clusterhost_tests::cluster::{same_kind, Backend, RedisBackend, TestCluster};
 
 use super::cache_ops::{measure, BenchCache, Plan};
@@ -94,7 +94,8 @@ impl Scenario for Redis {
         "The redis strategy against one `redis-server` started for the run (no persistence). The standard cache \
          figures (as for gossip) with 1 member; then, alternating in each round against the same server: 16 \
          concurrent clients doing gets, then puts, of 64-byte values through the host's cache API and the plugin \
-         (one process, one multiplexed connection), and `redis-benchmark -c 16 -P 1 -d 64 -t set,get` (16 \
+         (one process, one multiplexed connection), then puts again while a clustered listener is registered on the \
+         cache (so each put also publishes its entry event; with none, nothing is published), and `redis-benchmark -c 16 -P 1 -d 64 -t set,get` (16 \
          connections); the ratio is per round. Membership: a 4th in-process member attached to 3 (its plugin \
          loaded, clustering started) until every member lists 4, and detached until every member lists 3."
     }
@@ -136,12 +137,18 @@ impl Scenario for Redis {
 
             let (mut get_rates, mut put_rates, mut bench_get, mut bench_set) = (vec![], vec![], vec![], vec![]);
             let (mut get_ratio, mut put_ratio) = (vec![], vec![]);
+            let (mut listened_rates, mut listened_ratio) = (vec![], vec![]);
             let (mut get_lat, mut put_lat, mut bench_p50, mut bench_p99) = (vec![], vec![], vec![], vec![]);
             for _ in 0..rounds {
                 let (get_rate, lat) = concurrent(&cache, false, round, plan.keys).await;
                 get_lat.extend(lat);
                 let (put_rate, lat) = concurrent(&cache, true, round, plan.keys).await;
                 put_lat.extend(lat);
+                // The same puts while a listener is registered: each is published too
+                // (redis-benchmark's run below gives the heartbeat time to withdraw it).
+                let listener = cache.raw().listen(ListenOptions::clustered().with_value(false)).await.expect("a listener");
+                let (listened_rate, _) = concurrent(&cache, true, round, plan.keys).await;
+                drop(listener);
                 // redis-benchmark on the same server, right after (blocking: it is a process).
                 let figures = tokio::task::spawn_blocking(move || redis_benchmark(port, requests)).await.expect("a run");
                 let get = figures.iter().find(|f| f.0 == "GET").expect("redis-benchmark reports GET");
@@ -152,6 +159,8 @@ impl Scenario for Redis {
                 bench_set.push(set.1);
                 get_ratio.push(get_rate / get.1);
                 put_ratio.push(put_rate / set.1);
+                listened_rates.push(listened_rate);
+                listened_ratio.push(listened_rate / set.1);
                 bench_p50.push(get.2 * 1000.0);
                 bench_p99.push(get.3 * 1000.0);
             }
@@ -162,6 +171,8 @@ impl Scenario for Redis {
             report.add("redis.bench_set_rate", "redis-benchmark SET/s, same server", Unit::OpsPerSec, &bench_set, note);
             report.add("redis.ratio", "redis: plugin gets/s ÷ redis-benchmark GET/s", Unit::Ratio, &get_ratio, "per round");
             report.add("redis.ratio_put", "redis: plugin puts/s ÷ redis-benchmark SET/s", Unit::Ratio, &put_ratio, "per round");
+            report.add("redis.plugin_put_rate_listened", "redis: puts/s through the plugin, the cache listened to", Unit::OpsPerSec, &listened_rates, "as puts/s, with a clustered listener registered: every put also publishes its entry event");
+            report.add("redis.ratio_put_listened", "redis: plugin puts/s (cache listened to) ÷ redis-benchmark SET/s", Unit::Ratio, &listened_ratio, "per round");
             report.add_latency("redis.plugin_get_latency", "redis: get latency through the plugin, 16 clients", Unit::Micros, &get_lat, "every op");
             report.add_latency("redis.plugin_put_latency", "redis: put latency through the plugin, 16 clients", Unit::Micros, &put_lat, "every op");
             report.add("redis.bench_get_p50", "redis-benchmark GET p50, same server", Unit::Micros, &bench_p50, "per run");

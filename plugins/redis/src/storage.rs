@@ -450,8 +450,12 @@ impl Core {
     /// now while joined, and at every join (the last configure wins: every
     /// member's host sends the same bounds).
     pub(crate) async fn cache_configure(self: &Arc<Self>, cache: &str, bounds: CacheBounds) -> Result<(), Error> {
-        if !bounds.is_none() {
-            self.can_keep_books(cache, "bounds")?;
+        if self.script_keys(cache).1 {
+            // No books possible: refused, unless there is nothing to keep.
+            return match bounds.is_none() {
+                true => Ok(()),
+                false => self.can_keep_books(cache, "bounds"),
+            };
         }
         lock(&self.storage.configured).insert(cache.to_string(), bounds);
         if !self.in_cluster() {

@@ -199,3 +199,25 @@ async fn expired_entries_are_swept_by_the_senior_and_by_the_next_one_when_it_lea
     assert_eq!(expired.origin, "b", "the new senior swept it");
     assert!(counters(cluster.node("b")).1 >= 1, "b counted its expiry");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_cluster_a_cache_whose_keys_cannot_share_its_slot_is_refused_bounds_and_still_tells_its_changes() {
+    let cluster = TestCluster::clustered(Backend::RedisCluster, &["a", "b"]).await;
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    let bounds = CacheBounds { max_entries: 2, ..CacheBounds::NONE };
+    let refused = a.bounded_cache::<String, u32>("odd}name", bounds).await.map(|_| ()).expect_err("refused");
+    let said = refused.to_string();
+    assert!(said.contains("cache odd}name cannot keep bounds on Redis Cluster"), "{said}");
+    let own_ttl = a.caches().cache::<String, u32>("odd}name").put_ttl(&"k".into(), &1, Duration::from_secs(5)).await;
+    assert!(own_ttl.expect_err("refused").to_string().contains("a time to live of its own"));
+    // Its changes are published whoever listens (no key to announce in).
+    let mut listener = b.caches().raw("odd}name").listen(ListenOptions::clustered()).await.unwrap();
+    a.caches().raw("odd}name").put(b"k".to_vec(), b"1".to_vec()).await.unwrap();
+    assert_eq!(next(&mut listener).await, "added k by a");
+    // A well-named cache next to it is bounded as usual.
+    let fine = a.bounded_cache::<String, u32>("fine", bounds).await.unwrap();
+    for i in 0..5 {
+        fine.put(&format!("k{i}"), &i).await.unwrap();
+    }
+    assert_eq!(fine.len().await.unwrap(), 2);
+}
