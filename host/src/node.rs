@@ -50,14 +50,15 @@ pub enum NodeError {
     Stopped(String),
 }
 
-/// Resolves at the first SIGINT (Ctrl-C) or SIGTERM.
+/// Resolves at the first SIGINT (Ctrl-C) or SIGTERM (for an application
+/// that runs a [`Node`] until told to stop).
 ///
 /// A thread waits on signal-hook rather than tokio's signal driver: tokio's
 /// `signal` feature would be compiled into every plugin too (features are
 /// unified across the workspace), and each copy of tokio keeps a socket pair
 /// in its statics; a plugin library is never unloaded, so each hot upgrade
 /// would leak two file descriptors.
-fn stop_signal() -> Result<impl std::future::Future<Output = ()>, NodeError> {
+pub fn stop_signal() -> Result<impl std::future::Future<Output = ()>, NodeError> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(NodeError::Signal)?;
     let (tx, rx) = tokio::sync::oneshot::channel();
