@@ -5,7 +5,8 @@
 //! the pages keep chatting (a message each way every 50 ms, scripted in the
 //! pages) while `clusterhost cluster upgrade --mode rolling` replaces the
 //! gossip strategy on all 3 nodes: every message sent arrives, once, in
-//! order; the longest delivery delay is printed. In CI (CI=true) a missing
+//! order; the longest delivery delay is printed. Last, bob's node is
+//! killed and ada's page shows bob offline (the time is printed). In CI (CI=true) a missing
 //! browser fails the test; elsewhere the test says why it did not run.
 
 use std::collections::HashMap;
@@ -147,6 +148,15 @@ async fn two_pages_on_two_nodes_chat_and_keep_chatting_through_a_rolling_upgrade
     for (version, _) in cluster.active_gossip() {
         assert_eq!(version, "0.2.0", "every node runs the new build");
     }
+    // bob's node dies: ada's page shows bob offline (the senior removes
+    // the dead node's routes once the failure detection removes it).
+    let mut cluster = cluster;
+    let killed = Instant::now();
+    cluster.nodes[1].kill();
+    wait_js(&a, "ada's page to show bob offline after bob's node died", "return !chat.online.has('bob')", DEADLINE)
+        .await;
+    let offline_after = killed.elapsed();
+    println!("bob's node SIGKILLed: bob offline on ada's page after {:.2} s", offline_after.as_secs_f64());
     println!(
         "chat through a rolling upgrade ({:.1} s): {sent_a} + {sent_b} messages, 0 lost, 0 duplicated; longest delivery delay {} ms (ada → bob) and {} ms (bob → ada)",
         took.as_secs_f64(),
