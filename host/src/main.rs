@@ -182,6 +182,8 @@ enum UpgradeMode {
     Rolling,
     SplitBrain,
     Offline,
+    /// Another strategy: each member in turn removes the one it runs and installs --plugin.
+    Switch,
 }
 
 #[derive(Subcommand)]
@@ -367,6 +369,7 @@ fn main() -> ExitCode {
                         UpgradeMode::Rolling => upgrade::Mode::Rolling,
                         UpgradeMode::SplitBrain => upgrade::Mode::SplitBrain,
                         UpgradeMode::Offline => upgrade::Mode::Offline,
+                        UpgradeMode::Switch => upgrade::Mode::Switch,
                     },
                     nodes,
                     tokens: Default::default(),

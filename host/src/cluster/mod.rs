@@ -38,7 +38,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use actor::{Actor, Command};
 pub use cache::{Cache, CacheFactory, CacheStats, RawCache};
-pub use clusterhost_plugin_api::cluster::{Member as ClusterMember, TaskOutcome as Outcome, TaskTarget as Target};
+pub use clusterhost_plugin_api::cluster::{
+    CacheBounds, Member as ClusterMember, TaskOutcome as Outcome, TaskTarget as Target,
+};
 pub use entry_events::{
     Delivery, EntryEvent, EntryEventCounts, EntryEventKind, EntryListener, ListenOptions, ListenScope, ListenerHandle,
     DEFAULT_QUEUE as ENTRY_LISTENER_QUEUE,
