@@ -162,6 +162,17 @@ fn counters(node: &clusterhost::cluster::ClusterManager) -> (u64, u64) {
     (find("cache_evictions"), find("cache_expiries"))
 }
 
+/// The next `expired` event of `listener` (others skipped), within 5 s.
+async fn next_expiry(listener: &mut EntryListener) -> clusterhost::cluster::EntryEvent {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), listener.recv()).await {
+            Ok(Some(Delivery::Event(e))) if e.kind == EntryEventKind::Expired => return e,
+            Ok(Some(_)) => {}
+            other => panic!("expected an expiry, got {other:?}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_entries_are_swept_by_the_senior_and_by_the_next_one_when_it_leaves() {
     let mut cluster = TestCluster::clustered(Backend::Redis, &["a", "b"]).await;
@@ -175,13 +186,7 @@ async fn expired_entries_are_swept_by_the_senior_and_by_the_next_one_when_it_lea
     timed.put(b"first".to_vec(), b"1".to_vec()).await.unwrap();
     // Nobody reads it: the senior (a) sweeps it and says so.
     assert_eq!(next(&mut listener).await, "added first by b");
-    let expired = loop {
-        match tokio::time::timeout(Duration::from_secs(5), listener.recv()).await {
-            Ok(Some(Delivery::Event(e))) if e.kind == EntryEventKind::Expired => break e,
-            Ok(Some(_)) => {}
-            other => panic!("expected the expiry, got {other:?}"),
-        }
-    };
+    let expired = next_expiry(&mut listener).await;
     assert_eq!(expired.origin, "a", "the senior swept it");
     assert_eq!(server(&cluster).cli(&["HLEN", "suite:cache:timed"]).trim(), "0");
 
@@ -189,13 +194,7 @@ async fn expired_entries_are_swept_by_the_senior_and_by_the_next_one_when_it_lea
     cluster.detach("a").await;
     wait_until("b to be the senior", Duration::from_secs(10), || async { cluster.node("b").is_senior() }).await;
     timed.put(b"second".to_vec(), b"2".to_vec()).await.unwrap();
-    let expired = loop {
-        match tokio::time::timeout(Duration::from_secs(5), listener.recv()).await {
-            Ok(Some(Delivery::Event(e))) if e.kind == EntryEventKind::Expired => break e,
-            Ok(Some(_)) => {}
-            other => panic!("expected the expiry, got {other:?}"),
-        }
-    };
+    let expired = next_expiry(&mut listener).await;
     assert_eq!(expired.origin, "b", "the new senior swept it");
     assert!(counters(cluster.node("b")).1 >= 1, "b counted its expiry");
 }
