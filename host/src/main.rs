@@ -416,8 +416,9 @@ fn main() -> ExitCode {
 /// A `--ttl`: a human duration (30s, 500ms, 2m, 1h) from 1 ms to 100 years.
 fn ttl(text: &str) -> Result<std::time::Duration, String> {
     let ttl = humantime::parse_duration(text).map_err(|e| format!("{e}; write it like 30s, 500ms, 2m or 1h"))?;
+    // The admin API's bound (100 years of 365 days, in ms).
     if ttl < std::time::Duration::from_millis(1) || ttl > std::time::Duration::from_secs(100 * 365 * 86_400) {
-        return Err("a time to live is from 1ms to 100 years".into());
+        return Err("a time to live is from 1ms to 36500 days (write 36500d at most)".into());
     }
     Ok(ttl)
 }

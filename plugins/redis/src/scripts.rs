@@ -278,14 +278,16 @@ return {evicted, expired}
 });
 
 /// Latest version wins: sets each field (ARGV from 6: field, stored value
-/// pairs) whose stored version is older; what arrived already past the
-/// cache's time to live goes at once. Answers {evicted, expired}.
+/// pairs) whose stored version is older; an entry already past the
+/// cache's time to live is not added. Answers {evicted, expired}.
 pub(crate) static MERGE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 for i = 6, #ARGV, 2 do
   local cur = redis.call('HGET', D, ARGV[i])
-  if (not cur) or ver(cur) < ver(ARGV[i + 1]) then
+  local b = bound()
+  local stale = b and b.ttl > 0 and ver(ARGV[i + 1]) + b.ttl <= now()
+  if (not stale) and ((not cur) or ver(cur) < ver(ARGV[i + 1])) then
     redis.call('HSET', D, ARGV[i], ARGV[i + 1])
     place(ARGV[i], cur, ARGV[i + 1], nil)
     tell(cur and 'u' or 'a', ARGV[i], string.sub(ARGV[i + 1], 1, 16), string.sub(ARGV[i + 1], 17))
@@ -299,14 +301,21 @@ return {evicted, expired}
     )
 });
 
-/// Removes every entry of the cache, publishing each removal (when someone listens).
+/// Removes every entry of the cache, publishing each removal (when
+/// someone listens; one already expired is reported expired). Answers
+/// {evicted, expired}.
 pub(crate) static CLEAR: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
-if listening() then
+if listening() or bound() then
   local all = redis.call('HGETALL', D)
   for i = 1, #all, 2 do
-    tell('r', all[i], string.sub(all[i + 1], 1, 16), nil)
+    if dead(all[i], all[i + 1]) then
+      tell('x', all[i], string.sub(all[i + 1], 1, 16), nil)
+      expired = expired + 1
+    else
+      tell('r', all[i], string.sub(all[i + 1], 1, 16), nil)
+    end
   end
 end
 redis.call('DEL', D)
@@ -314,7 +323,7 @@ if bound() then
   redis.call('DEL', U, B, O)
   redis.call('HSET', M, 'size', '0')
 end
-return 0
+return {evicted, expired}
 "#,
     )
 });

@@ -351,7 +351,8 @@ impl Core {
 
     pub(crate) async fn cache_clear(&self, cache: &str) -> Result<(), Error> {
         self.fail_fast()?;
-        let _: i64 = self.cache_script(&CLEAR, cache, &[], true).await?;
+        let (evicted, expired): (u64, u64) = self.cache_script(&CLEAR, cache, &[], true).await?;
+        self.storage.count(evicted, expired);
         Ok(())
     }
 
