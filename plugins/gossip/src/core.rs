@@ -66,6 +66,9 @@ pub struct Core {
     background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
+/// How often each member removes its expired entries.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Binds the member port: UDP (gossip) and TCP (data) on the same number,
 /// the first free one from `port` when auto-increment is on.
 fn bind_ports(
@@ -141,6 +144,9 @@ impl Core {
         .map_err(|e| format!("could not start gossip on {gossip_addr}: {e}"))?;
         let watcher = membership.watcher();
         let replica = Replica::new(&member);
+        // An expiry's or eviction's tombstone outlives a member gone silent
+        // for as long as it is remembered (and gossiped with).
+        replica.store.set_tombstone_grace(config.failure_detection.dead_grace_ms);
         let core = Arc::new(Core {
             member,
             wire,
@@ -164,7 +170,8 @@ impl Core {
         let handler: Arc<dyn Handler> = Arc::new(Requests(Arc::downgrade(&core)));
         let serve = tokio::spawn(net.serve(listener, handler));
         let view_loop = tokio::spawn(Core::view_loop(Arc::downgrade(&core), watcher));
-        locked(&core.background).extend([serve, view_loop]);
+        let sweep = tokio::spawn(Core::sweep_loop(Arc::downgrade(&core)));
+        locked(&core.background).extend([serve, view_loop, sweep]);
         if core.config.discovery.multicast.enabled {
             core.start_multicast(bind);
         }
@@ -241,6 +248,19 @@ impl Core {
         let interval = Duration::from_millis(self.config.discovery.dns_interval_ms);
         let task = tokio::spawn(crate::dns::run(name, interval, self.gossip_addr, found));
         locked(&self.background).push(task);
+    }
+
+    /// Removes the expired entries of every bounded cache every
+    /// [`SWEEP_INTERVAL`] (a read never answers one meanwhile), and
+    /// forgets the tombstones past their grace.
+    async fn sweep_loop(core: std::sync::Weak<Core>) {
+        let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            let Some(core) = core.upgrade() else { return };
+            core.replica.store.sweep(now_ms());
+        }
     }
 
     /// Connects the host (it asked for the strategy).

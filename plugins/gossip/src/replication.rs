@@ -11,7 +11,7 @@ use clusterhost_plugin_api::PluginResult;
 use crate::core::Core;
 use crate::net::NetError;
 use crate::store::{chunks, entry_size, member_hash, Hlc, Store, Version, WireEntry};
-use crate::wire::Msg;
+use crate::wire::{Msg, TIMED_WIRE};
 
 /// What sealing and framing add to a message's entries (nonce, tag,
 /// postcard's enum and length prefixes, the length prefix of the frame).
@@ -40,7 +40,15 @@ impl Replica {
 
     /// A write made here now (`value` None removes `key`).
     pub fn entry(&self, cache: &str, key: Vec<u8>, value: Option<Vec<u8>>) -> WireEntry {
-        WireEntry { cache: cache.to_string(), key, value, version: self.version() }
+        WireEntry { cache: cache.to_string(), key, value, version: self.version(), deadline: 0 }
+    }
+
+    /// A write of `value` made here now that expires `ttl_ms` after it
+    /// (its version's time), whatever the cache's time to live.
+    pub fn entry_ttl(&self, cache: &str, key: Vec<u8>, value: Vec<u8>, ttl_ms: u64) -> WireEntry {
+        let version = self.version();
+        let deadline = version.ms().saturating_add(ttl_ms.max(1));
+        WireEntry { cache: cache.to_string(), key, value: Some(value), version, deadline }
     }
 
     /// Standalone entries as writes of this member: each keeps its write
@@ -51,7 +59,7 @@ impl Replica {
             .into_iter()
             .map(|e| {
                 let version = if e.version == 0 { self.version() } else { Version::at_ms(e.version, self.member) };
-                WireEntry { cache: cache.to_string(), key: e.key, value: Some(e.value), version }
+                WireEntry { cache: cache.to_string(), key: e.key, value: Some(e.value), version, deadline: 0 }
             })
             .collect()
     }
@@ -66,6 +74,22 @@ impl Replica {
 }
 
 impl Core {
+    /// `entries` as member `id` reads them: with their deadlines from wire
+    /// 1.3 on, in the wire 1.2 frame (without) before.
+    fn replicate_msg(&self, id: &str, req: u64, entries: Vec<WireEntry>) -> Msg {
+        if self.view.wire_of(id).is_some_and(|wire| wire >= TIMED_WIRE) {
+            Msg::TimedReplicate { req, entries }
+        } else {
+            Msg::Replicate { req, entries }
+        }
+    }
+
+    /// One page of this member's entries for a member's state transfer.
+    pub(crate) fn state_page(&self, after: Option<(String, Vec<u8>)>, max_bytes: u64) -> (Vec<WireEntry>, bool) {
+        let max = usize::try_from(max_bytes).unwrap_or(usize::MAX).min(self.config.limits.state_page_bytes);
+        self.replica.store.page(after.as_ref(), max)
+    }
+
     /// Applies `entries` here and waits until every other live member has them.
     pub(crate) async fn replicate(&self, entries: Vec<WireEntry>) -> PluginResult<()> {
         let size: usize = entries.iter().map(|e| entry_size(&e.cache, &e.key, e.value.as_deref())).sum();
@@ -82,7 +106,7 @@ impl Core {
         for (id, addr) in targets {
             let net = self.net.clone();
             let req = net.next_req();
-            let msg = Msg::Replicate { req, entries: entries.clone() };
+            let msg = self.replicate_msg(&id, req, entries.clone());
             let timeout = self.config.operation_timeout();
             calls.spawn(async move { (id.clone(), net.request(&id, addr, msg, req, timeout).await) });
         }
@@ -126,7 +150,7 @@ impl Core {
         // In frames of at most a page each, one after the other.
         for entries in chunks(self.replica.store.snapshot(), self.config.limits.state_page_bytes) {
             let req = self.net.next_req();
-            let msg = Msg::Replicate { req, entries };
+            let msg = self.replicate_msg(member, req, entries);
             if let Err(e) = self.net.request(member, addr, msg, req, self.config.operation_timeout()).await {
                 tracing::warn!("could not send this member's entries to {member}: {e}");
                 return;
@@ -135,27 +159,29 @@ impl Core {
     }
 
     /// Fetches every entry member `id` holds; returns how many came. A
-    /// peer of wire 1.1 or later sends pages of at most `state_page_bytes`;
-    /// a 1.0 peer sends its whole state in one frame.
+    /// peer of wire 1.1 or later sends pages of at most `state_page_bytes`
+    /// (with deadlines from 1.3 on); a 1.0 peer sends its whole state in
+    /// one frame.
     pub(crate) async fn pull_state(&self, id: &str, addr: SocketAddr) -> Result<usize, NetError> {
-        let paged = self.view.wire_of(id).is_some_and(|wire| wire >= (1, 1));
+        let wire = self.view.wire_of(id);
+        let paged = wire.is_some_and(|wire| wire >= (1, 1));
+        let timed = wire.is_some_and(|wire| wire >= TIMED_WIRE);
         let timeout = self.config.operation_timeout();
         let mut received = 0;
         let mut after = None;
         loop {
             let req = self.net.next_req();
-            let msg = if paged {
-                Msg::StatePageRequest {
-                    req,
-                    after: after.take(),
-                    max_bytes: self.config.limits.state_page_bytes as u64,
-                }
+            let max_bytes = self.config.limits.state_page_bytes as u64;
+            let msg = if timed {
+                Msg::TimedStatePageRequest { req, after: after.take(), max_bytes }
+            } else if paged {
+                Msg::StatePageRequest { req, after: after.take(), max_bytes }
             } else {
                 Msg::StateRequest { req }
             };
             let (entries, more) = match self.net.request(id, addr, msg, req, timeout).await? {
                 Msg::State { entries, .. } => (entries, false),
-                Msg::StatePage { entries, more, .. } => (entries, more),
+                Msg::StatePage { entries, more, .. } | Msg::TimedStatePage { entries, more, .. } => (entries, more),
                 _ => return Ok(received),
             };
             after = entries.last().map(|e| (e.cache.clone(), e.key.clone()));
