@@ -8,6 +8,7 @@ pub mod cache_ops;
 mod drop_active;
 mod entry_events;
 mod events;
+mod expiry;
 mod failure;
 mod hot_upgrade;
 mod join;
@@ -76,6 +77,7 @@ pub fn registry() -> Vec<Box<dyn Scenario>> {
         Box::new(cache_ops::CacheOps),
         Box::new(atomic::Atomic),
         Box::new(entry_events::EntryEvents),
+        Box::new(expiry::Expiry),
         Box::new(join::Join),
         Box::new(failure::Failure),
         Box::new(events::Events),

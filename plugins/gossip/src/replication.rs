@@ -73,15 +73,31 @@ impl Replica {
     }
 }
 
+/// `entries` in the frame a member of `wire` reads: with their deadlines
+/// from wire 1.3 on, in the wire 1.2 frame (without them) before, or when
+/// its wire is not known.
+fn replicate_frame(wire: Option<(u16, u16)>, req: u64, entries: Vec<WireEntry>) -> Msg {
+    if wire.is_some_and(|wire| wire >= TIMED_WIRE) {
+        Msg::TimedReplicate { req, entries }
+    } else {
+        Msg::Replicate { req, entries }
+    }
+}
+
+/// The state request a member of `wire` answers: pages with deadlines
+/// from 1.3 on, pages from 1.1 on, the whole state in one frame from 1.0.
+fn state_request(wire: Option<(u16, u16)>, req: u64, after: Option<(String, Vec<u8>)>, max_bytes: u64) -> Msg {
+    match wire {
+        Some(wire) if wire >= TIMED_WIRE => Msg::TimedStatePageRequest { req, after, max_bytes },
+        Some(wire) if wire >= (1, 1) => Msg::StatePageRequest { req, after, max_bytes },
+        _ => Msg::StateRequest { req },
+    }
+}
+
 impl Core {
-    /// `entries` as member `id` reads them: with their deadlines from wire
-    /// 1.3 on, in the wire 1.2 frame (without) before.
+    /// `entries` as member `id` reads them ([`replicate_frame`]).
     fn replicate_msg(&self, id: &str, req: u64, entries: Vec<WireEntry>) -> Msg {
-        if self.view.wire_of(id).is_some_and(|wire| wire >= TIMED_WIRE) {
-            Msg::TimedReplicate { req, entries }
-        } else {
-            Msg::Replicate { req, entries }
-        }
+        replicate_frame(self.view.wire_of(id), req, entries)
     }
 
     /// One page of this member's entries for a member's state transfer.
@@ -164,21 +180,12 @@ impl Core {
     /// one frame.
     pub(crate) async fn pull_state(&self, id: &str, addr: SocketAddr) -> Result<usize, NetError> {
         let wire = self.view.wire_of(id);
-        let paged = wire.is_some_and(|wire| wire >= (1, 1));
-        let timed = wire.is_some_and(|wire| wire >= TIMED_WIRE);
         let timeout = self.config.operation_timeout();
         let mut received = 0;
         let mut after = None;
         loop {
             let req = self.net.next_req();
-            let max_bytes = self.config.limits.state_page_bytes as u64;
-            let msg = if timed {
-                Msg::TimedStatePageRequest { req, after: after.take(), max_bytes }
-            } else if paged {
-                Msg::StatePageRequest { req, after: after.take(), max_bytes }
-            } else {
-                Msg::StateRequest { req }
-            };
+            let msg = state_request(wire, req, after.take(), self.config.limits.state_page_bytes as u64);
             let (entries, more) = match self.net.request(id, addr, msg, req, timeout).await? {
                 Msg::State { entries, .. } => (entries, false),
                 Msg::StatePage { entries, more, .. } | Msg::TimedStatePage { entries, more, .. } => (entries, more),
@@ -191,5 +198,33 @@ impl Core {
                 return Ok(received);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_go_only_to_members_of_wire_1_3_or_later_as_state_pages_go_to_1_1() {
+        let entry = Replica::new("a").entry_ttl("c", b"k".to_vec(), b"v".to_vec(), 500);
+        assert!(entry.deadline > 0);
+        for (wire, timed) in
+            [(None, false), (Some((1, 0)), false), (Some((1, 2)), false), (Some((1, 3)), true), (Some((1, 9)), true)]
+        {
+            let frame = replicate_frame(wire, 1, vec![entry.clone()]);
+            assert_eq!(matches!(frame, Msg::TimedReplicate { .. }), timed, "{wire:?}: {frame:?}");
+            assert_eq!(matches!(frame, Msg::Replicate { .. }), !timed, "{wire:?}: {frame:?}");
+        }
+        let kinds: Vec<&str> = [None, Some((1, 0)), Some((1, 1)), Some((1, 2)), Some((1, 3))]
+            .into_iter()
+            .map(|wire| match state_request(wire, 1, None, 1024) {
+                Msg::StateRequest { .. } => "whole",
+                Msg::StatePageRequest { .. } => "pages",
+                Msg::TimedStatePageRequest { .. } => "timed pages",
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(kinds, ["whole", "whole", "pages", "pages", "timed pages"]);
     }
 }

@@ -573,11 +573,13 @@ impl Store {
     pub fn apply(&self, entry: WireEntry) -> bool {
         let WireEntry { cache: name, key, value, version, deadline } = entry;
         let mut caches = self.caches();
-        if !caches.contains_key(&name) {
-            caches.insert(name.clone(), Cache::default());
+        if let Some(cache) = caches.get_mut(&name) {
+            return cache.apply(key, value, version, deadline, &self.tell(&name));
         }
-        let cache = caches.get_mut(&name).expect("the cache was just made");
-        cache.apply(key, value, version, deadline, &self.tell(&name))
+        let mut cache = Cache::default();
+        let applied = cache.apply(key, value, version, deadline, &self.tell(&name));
+        caches.insert(name, cache);
+        applied
     }
 
     /// Applies many writes; returns how many were newer.
@@ -590,7 +592,13 @@ impl Store {
     pub fn configure(&self, name: &str, bounds: CacheBounds) {
         let mut caches = self.caches();
         let cache = caches.entry(name.to_string()).or_default();
-        cache.limits().bounds = bounds;
+        let limits = cache.limits();
+        limits.bounds = bounds;
+        if bounds.is_none() && limits.timed.is_empty() {
+            // Nothing left to keep: a plain cache again.
+            cache.limits = None;
+            return;
+        }
         let tell = self.tell(name);
         cache.sweep(now_ms(), &tell);
         cache.evict(&tell);
@@ -1016,6 +1024,13 @@ mod tests {
         store.apply(big);
         assert!(!store.contains("b", b"big"));
         assert_eq!(store.size("b"), CacheSize::default());
+        // No bounds any more: a plain cache again, nothing evicted.
+        store.configure("b", CacheBounds::NONE);
+        for i in 0..10 {
+            store.apply(write(&format!("p{i}"), 0, 2));
+        }
+        assert_eq!(store.size("b").entries, 10);
+        assert_eq!(store.bounds("b"), CacheBounds::NONE);
     }
 
     #[test]

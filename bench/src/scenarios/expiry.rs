@@ -1,0 +1,87 @@
+//! Expiry accuracy (issue 18): an entry written with a time to live on
+//! member A, timed until every member (gossip, 3 in-process members) has
+//! removed it and told its listener `expired`: how long past the deadline
+//! the last member did.
+
+use std::time::{Duration, Instant};
+
+use clusterhost::cluster::{Delivery, EntryEventKind, EntryListener, ListenOptions};
+use clusterhost_tests::cluster::{Backend, TestCluster};
+
+use super::{Ctx, Scenario};
+use crate::figure::Unit;
+use crate::report::Report;
+
+pub struct Expiry;
+
+/// The time to live of every entry written.
+const TTL: Duration = Duration::from_millis(200);
+
+/// Waits until `listener` has `expired` for `key`; when (panics after 10 s).
+async fn expired(listener: &mut EntryListener, key: &[u8]) -> Instant {
+    loop {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+            .await
+            .expect("the entry expired within 10 s")
+            .expect("the listener is open");
+        match delivery {
+            Delivery::Event(event) if event.key == key && event.kind == EntryEventKind::Expired => {
+                return Instant::now()
+            }
+            Delivery::Event(_) => {}
+            Delivery::Lagged { missed } => panic!("a listener dropped {missed} events"),
+        }
+    }
+}
+
+impl Scenario for Expiry {
+    fn name(&self) -> &'static str {
+        "expiry"
+    }
+
+    fn about(&self) -> &'static str {
+        "Expiry accuracy: a put with a 200 ms time to live on member A (gossip, 3 in-process members on loopback), \
+         one at a time, timed from just before the put until every member's listener has `expired` for it; the \
+         figure is how long after the deadline (the put's start + 200 ms) the last member removed it. Each member \
+         removes what is due every 100 ms."
+    }
+
+    fn run(&self, ctx: &Ctx, report: &mut Report) {
+        let puts = ctx.pick(200, 10);
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime");
+        runtime.block_on(async {
+            let names = ["a", "b", "c"];
+            let mut cluster = TestCluster::clustered(Backend::Gossip, &names).await;
+            let caches: Vec<_> = names.iter().map(|n| cluster.node(n).caches().raw("expiry-bench")).collect();
+            let mut listeners = Vec::new();
+            for cache in &caches {
+                listeners.push(cache.listen(ListenOptions::clustered()).await.expect("a clustered listener"));
+            }
+            let mut late = Vec::with_capacity(puts);
+            for i in 0..puts {
+                let key = format!("k{i}").into_bytes();
+                let started = Instant::now();
+                caches[0].put_ttl(key.clone(), b"v".to_vec(), TTL).await.expect("a put with a ttl on a");
+                let mut last = started;
+                for listener in &mut listeners {
+                    last = last.max(expired(listener, &key).await);
+                }
+                for cache in &caches {
+                    assert!(cache.get(&key).await.expect("a get").is_none(), "an expired entry is never answered");
+                }
+                late.push(last.saturating_duration_since(started + TTL).as_secs_f64() * 1e3);
+            }
+            report.add_latency(
+                "expiry.late.gossip3",
+                "time past the TTL until removed on every member, gossip, 3 members",
+                Unit::Millis,
+                &late,
+                &format!("{puts} puts with a 200 ms TTL one after another; deadline = put start + TTL"),
+            );
+            for name in names {
+                cluster.detach(name).await;
+            }
+        });
+    }
+}
