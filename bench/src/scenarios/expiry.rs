@@ -43,7 +43,7 @@ impl Scenario for Expiry {
         "Expiry accuracy: a put with a 200 ms time to live on member A (gossip, 3 in-process members on loopback), \
          one at a time, timed from just before the put until every member's listener has `expired` for it; the \
          figure is how long after the deadline (the put's start + 200 ms) the last member removed it. Each member \
-         removes what is due every 100 ms."
+         sweeps at the next deadline it holds (at most 100 ms apart, at least 5 ms)."
     }
 
     fn run(&self, ctx: &Ctx, report: &mut Report) {

@@ -66,8 +66,11 @@ pub struct Core {
     background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
-/// How often each member removes its expired entries.
+/// The longest a member waits before it looks for expired entries again.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+/// The shortest pause between two sweeps (many entries due one after the
+/// other are removed in batches, not one wake-up each).
+const SWEEP_PAUSE: Duration = Duration::from_millis(5);
 
 /// Binds the member port: UDP (gossip) and TCP (data) on the same number,
 /// the first free one from `port` when auto-increment is on.
@@ -250,16 +253,23 @@ impl Core {
         locked(&self.background).push(task);
     }
 
-    /// Removes the expired entries of every bounded cache every
-    /// [`SWEEP_INTERVAL`] (a read never answers one meanwhile), and
-    /// forgets the tombstones past their grace.
+    /// Removes the expired entries of every bounded cache when they are
+    /// due (a read never answers one meanwhile), and forgets the
+    /// tombstones past their grace: it wakes at the next deadline, at most
+    /// [`SWEEP_INTERVAL`] later (so a write with a shorter time to live
+    /// is found), at least [`SWEEP_PAUSE`] after the last sweep.
     async fn sweep_loop(core: std::sync::Weak<Core>) {
-        let mut tick = tokio::time::interval(SWEEP_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
-            tick.tick().await;
-            let Some(core) = core.upgrade() else { return };
-            core.replica.store.sweep(now_ms());
+            let wait = {
+                let Some(core) = core.upgrade() else { return };
+                let now = now_ms();
+                core.replica.store.sweep(now);
+                let due = core.replica.store.next_due().map_or(SWEEP_INTERVAL, |at| {
+                    Duration::from_millis(at.saturating_sub(now_ms())).min(SWEEP_INTERVAL)
+                });
+                due.max(SWEEP_PAUSE)
+            };
+            tokio::time::sleep(wait).await;
         }
     }
 

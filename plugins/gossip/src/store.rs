@@ -424,6 +424,18 @@ impl Cache {
         expired
     }
 
+    /// When its next entry is due (ms since the epoch): its oldest write
+    /// plus its time to live, or its soonest deadline.
+    fn next_due(&self) -> Option<u64> {
+        let limits = self.limits.as_ref()?;
+        let ttl = limits.bounds.ttl_ms;
+        // The oldest write that the cache's TTL governs (not its own deadline).
+        let governed = limits.by_version.iter().find(|(_, key)| self.slots.get(key).is_some_and(|s| s.deadline == 0));
+        let by_ttl = governed.filter(|_| ttl > 0).map(|(v, _)| v.ms().saturating_add(ttl));
+        let timed = limits.timed.first().map(|(at, _)| *at);
+        by_ttl.into_iter().chain(timed).min()
+    }
+
     /// How many values it holds, and their bytes.
     fn size(&self) -> CacheSize {
         if let Some(limits) = &self.limits {
@@ -618,6 +630,12 @@ impl Store {
             expired += cache.sweep(now, &self.tell(name));
         }
         expired
+    }
+
+    /// When the next entry of any cache is due (ms since the epoch), if any
+    /// is: when [`sweep`](Self::sweep) next has something to do.
+    pub fn next_due(&self) -> Option<u64> {
+        self.caches().values().filter_map(Cache::next_due).min()
     }
 
     /// Entries evicted by a size bound, and expired, since the member started.
@@ -946,9 +964,14 @@ mod tests {
         let mut long = write("long", 120_000, 1);
         long.deadline = now_ms() + 60_000;
         store.apply_all([short.clone(), long.clone()]);
+        assert_eq!(store.next_due(), Some(short.deadline), "the sweep knows when to run next");
         assert_eq!(store.sweep(short.deadline - 1), 0);
         assert_eq!(store.sweep(short.deadline), 1);
-        assert_eq!(keys_of(&store), ["long"], "its own deadline keeps it past the cache's TTL");
+        assert_eq!(store.next_due(), Some(long.deadline), "the entries with a deadline of their own");
+        let plain = write("plain", 1_000, 1);
+        store.apply(plain.clone());
+        assert_eq!(store.next_due(), Some(plain.version.ms() + 60_000), "the oldest write the cache's TTL governs");
+        assert_eq!(keys_of(&store), ["long", "plain"], "its own deadline keeps it past the cache's TTL");
         // A put_ttl entry in a cache without bounds expires too.
         let plain = Store::default();
         let mut copy = short.clone();
