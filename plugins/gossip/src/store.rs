@@ -880,8 +880,11 @@ mod tests {
         WireEntry { cache: "b".into(), key: key.into(), value: Some(b"v".to_vec()), version, deadline: 0 }
     }
 
-    /// A store whose changes of cache "b" are recorded as (kind, key).
-    fn recorded() -> (Store, std::sync::Arc<Mutex<Vec<(EntryEventKind, String)>>>) {
+    /// The changes a store was told, as (kind, key).
+    type Told = std::sync::Arc<Mutex<Vec<(EntryEventKind, String)>>>;
+
+    /// A store whose changes are recorded.
+    fn recorded() -> (Store, Told) {
         let told = std::sync::Arc::new(Mutex::new(Vec::new()));
         let sink = told.clone();
         let store = Store::default();
