@@ -22,6 +22,7 @@ pub mod status;
 pub mod text;
 pub mod upgrade;
 
+pub use node::{Node, NodeError, NodeOptions};
 pub use plugins::manager::{LoadError, LoadOutcome, ManagerConfig, PluginManager};
 pub use plugins::registry::{PluginRecord, PluginState};
 

@@ -207,6 +207,10 @@ enum CacheCommand {
         /// Only if KEY's entry carries version N (see `cache get --version`); exit 3 if not.
         #[arg(long, value_name = "N")]
         if_version: Option<u64>,
+        /// The entry expires this long after the write, whatever the cache's
+        /// own time to live (e.g. 30s, 500ms, 2m, 1h).
+        #[arg(long, value_name = "DURATION", value_parser = ttl, conflicts_with_all = ["if_absent", "if_version"])]
+        ttl: Option<std::time::Duration>,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -388,11 +392,12 @@ fn main() -> ExitCode {
         },
         Command::Cache { command } => match command {
             CacheCommand::Get { cache, key, version, admin } => cli::cache::get(&admin.target(), &cache, &key, version),
-            CacheCommand::Put { cache, key, value, if_absent, if_version, admin } => {
-                let condition = match (if_absent, if_version) {
-                    (true, _) => cli::cache::Condition::Absent,
-                    (false, Some(n)) => cli::cache::Condition::Version(n),
-                    (false, None) => cli::cache::Condition::None,
+            CacheCommand::Put { cache, key, value, if_absent, if_version, ttl, admin } => {
+                let condition = match (if_absent, if_version, ttl) {
+                    (true, _, _) => cli::cache::Condition::Absent,
+                    (false, Some(n), _) => cli::cache::Condition::Version(n),
+                    (false, None, Some(ttl)) => cli::cache::Condition::Ttl(ttl),
+                    (false, None, None) => cli::cache::Condition::None,
                 };
                 cli::cache::put(&admin.target(), &cache, &key, &value, condition)
             }
@@ -403,4 +408,13 @@ fn main() -> ExitCode {
             CacheCommand::Watch { cache, local, admin } => cli::cache::watch(&admin.target(), &cache, local),
         },
     }
+}
+
+/// A `--ttl`: a human duration (30s, 500ms, 2m, 1h) from 1 ms to 100 years.
+fn ttl(text: &str) -> Result<std::time::Duration, String> {
+    let ttl = humantime::parse_duration(text).map_err(|e| format!("{e}; write it like 30s, 500ms, 2m or 1h"))?;
+    if ttl < std::time::Duration::from_millis(1) || ttl > std::time::Duration::from_secs(100 * 365 * 86_400) {
+        return Err("a time to live is from 1ms to 100 years".into());
+    }
+    Ok(ttl)
 }

@@ -46,16 +46,19 @@ pub enum NodeError {
     Override(String),
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
+    #[error("the node's background work ended abnormally while stopping: {0}")]
+    Stopped(String),
 }
 
-/// Resolves at the first SIGINT (Ctrl-C) or SIGTERM.
+/// Resolves at the first SIGINT (Ctrl-C) or SIGTERM (for an application
+/// that runs a [`Node`] until told to stop).
 ///
 /// A thread waits on signal-hook rather than tokio's signal driver: tokio's
 /// `signal` feature would be compiled into every plugin too (features are
 /// unified across the workspace), and each copy of tokio keeps a socket pair
 /// in its statics; a plugin library is never unloaded, so each hot upgrade
 /// would leak two file descriptors.
-fn stop_signal() -> Result<impl std::future::Future<Output = ()>, NodeError> {
+pub fn stop_signal() -> Result<impl std::future::Future<Output = ()>, NodeError> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(NodeError::Signal)?;
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -83,114 +86,222 @@ fn stop_signal() -> Result<impl std::future::Future<Output = ()>, NodeError> {
 
 /// Runs a node until SIGTERM or Ctrl-C, then stops its plugins in reverse order.
 pub async fn run(options: NodeOptions) -> Result<(), NodeError> {
-    let home =
-        std::path::absolute(&options.home).map_err(|source| NodeError::Home { home: options.home.clone(), source })?;
-    let plugins = home::plugins_dir(&home);
-    std::fs::create_dir_all(&plugins).map_err(|source| NodeError::Home { home: home.clone(), source })?;
-    let properties_path = home::properties_file(&home);
-    let (properties, unknown) = Properties::load(&properties_path)?;
-    warn_unknown(&properties_path, &unknown);
-    let properties = with_overrides(properties, &options.overrides)?;
-    let values = NodeValues::default();
-    values.update(&properties);
-    let node_name = properties.node_name();
-    let (cluster, mut faults) =
-        ClusterManager::start(&node_name, cluster_config(&properties), properties.clustering_enabled, true);
-    let mut config = ManagerConfig::new(&home);
-    config.config_dir = properties.config_dir(&home);
-    config.lifecycle_budget = properties.max_execution;
-    config.allow_downgrade = properties.allow_downgrade;
-    config.signature = properties.signature_policy();
-    config.values = values.clone();
-    config.cluster = Some(cluster.clone());
-    let manager = PluginManager::new(config).map_err(|source| NodeError::Home { home: home.clone(), source })?;
     // Installed before the first plugin runs, so a stop request during the
     // initial scan still stops what has started.
     let mut stop_requested = Box::pin(stop_signal()?);
+    let Some(node) = Node::start_until(options, &mut stop_requested).await? else { return Ok(()) };
+    stop_requested.await;
+    node.shutdown().await
+}
 
-    tracing::info!(home = %home.display(), node = %node_name, version = env!("CARGO_PKG_VERSION"), "node starting");
-    if let Some(warning) = manager.signature_warning() {
-        tracing::warn!("{warning}");
-    }
-    let scan = tokio::select! {
-        scan = manager.load_dir(&plugins) => Some(scan),
-        _ = &mut stop_requested => None,
-    };
-    let Some(scan) = scan else {
-        // Dropping the scan future may leave a plugin half-loaded; what
-        // did start is stopped here.
-        return shut_down(&home, &manager, &cluster).await;
-    };
-    let results = scan.map_err(|source| NodeError::PluginsDir { dir: plugins.clone(), source })?;
-    let active = results
-        .iter()
-        .filter(|(_, r)| matches!(r, Ok(LoadOutcome::Activated { .. } | LoadOutcome::Replaced { .. })))
-        .count();
-    tracing::info!(plugins = results.len(), active, refused = results.len() - active, "initial plugin scan done");
-    // The admin API and console, until this function returns (dropping it stops it).
-    let admin = crate::admin::AdminContext {
-        home: home.clone(),
-        properties_file: properties_path.clone(),
-        cluster: cluster.clone(),
-        plugins: manager.clone(),
-        values: values.clone(),
-    };
-    let admin_server = match crate::admin::AdminServer::start(admin, &properties).await {
-        Ok(server) => server,
-        Err(e) => return shut_down(&home, &manager, &cluster).await.and(Err(e.into())),
-    };
-    // Subscribed before clustering may start: a state reached between the
-    // first publish and a later subscription would never reach the status
-    // file (a watch receiver starts with the current value as seen).
-    let mut cluster_changes = cluster.subscribe();
-    // Only now may clustering begin its startup delay.
-    cluster.release();
-    publish(&home, &manager, &cluster);
+/// A running node: everything `clusterhost run` starts for a home
+/// directory (the plugins/ watcher, the live properties file, the cluster
+/// manager with its startup delay, retries and budget, the admin API and
+/// console, run/node.json), started by one call and stopped by
+/// [`shutdown`](Node::shutdown). An application embeds clusterhost with it
+/// (docs/embedding.md): its caches, listeners, tasks and locks are the
+/// [`cluster`](Node::cluster)'s.
+pub struct Node {
+    cluster: ClusterManager,
+    plugins: PluginManager,
+    admin: AdminHandle,
+    /// Ends the background work (the watchers and reporters).
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The background work; ends with the node stopped.
+    serving: Option<tokio::task::JoinHandle<()>>,
+}
 
-    let mut reconciler = Reconciler::new(&plugins, SETTLE, is_watched_file);
-    for (file, _) in &results {
-        reconciler.mark_acted(file);
-        reconciler.mark_acted(&crate::plugins::signature::signature_path(file));
+/// What a [`Node`] keeps of its admin server while the background work owns it.
+struct AdminHandle {
+    addr: std::net::SocketAddr,
+    probe: crate::admin::ReadinessProbe,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("node", &self.cluster.node()).field("admin", &self.admin.addr).finish()
     }
-    let plugin_trigger = Trigger::new(&plugins, properties.watch, properties.poll_interval);
-    tracing::info!(
-        dir = %plugins.display(),
-        mode = if plugin_trigger.is_polling() { "poll" } else { "notify" },
-        "watching the plugins directory"
-    );
-    let watch_plugins = watch_plugins(manager.clone(), cluster.clone(), home.clone(), reconciler, plugin_trigger);
-    let watch_properties = watch_properties(
-        manager.clone(),
-        cluster.clone(),
-        values,
-        properties_path,
-        properties,
-        options.overrides.clone(),
-    );
-    let report_cluster = async {
-        loop {
-            tokio::select! {
-                changed = cluster_changes.changed() => {
-                    if changed.is_err() {
-                        std::future::pending::<()>().await;
-                    }
-                }
-                Some(fault) = faults.recv() => manager.fault(&fault.plugin, &fault.reason).await,
-            }
-            publish(&home, &manager, &cluster);
+}
+
+impl Node {
+    /// Starts a node over `options.home` (made if missing): reads
+    /// conf/clusterhost.properties, loads every plugin in plugins/, starts
+    /// the admin API, then lets clustering begin its startup delay and
+    /// watches plugins/ and the properties file. Resolves once the initial
+    /// plugin scan is done and the admin API listens.
+    pub async fn start(options: NodeOptions) -> Result<Node, NodeError> {
+        let never = std::future::pending::<()>();
+        tokio::pin!(never);
+        let node = Node::start_until(options, &mut never).await?;
+        Ok(node.expect("a start that is never asked to stop returns a node"))
+    }
+
+    /// [`start`](Node::start), stopped (and `None`) if `stop` resolves
+    /// during the initial plugin scan.
+    async fn start_until(
+        options: NodeOptions,
+        stop: &mut (impl std::future::Future<Output = ()> + Unpin),
+    ) -> Result<Option<Node>, NodeError> {
+        let home = std::path::absolute(&options.home)
+            .map_err(|source| NodeError::Home { home: options.home.clone(), source })?;
+        let plugins = home::plugins_dir(&home);
+        std::fs::create_dir_all(&plugins).map_err(|source| NodeError::Home { home: home.clone(), source })?;
+        let properties_path = home::properties_file(&home);
+        let (properties, unknown) = Properties::load(&properties_path)?;
+        warn_unknown(&properties_path, &unknown);
+        let properties = with_overrides(properties, &options.overrides)?;
+        let values = NodeValues::default();
+        values.update(&properties);
+        let node_name = properties.node_name();
+        let (cluster, mut faults) =
+            ClusterManager::start(&node_name, cluster_config(&properties), properties.clustering_enabled, true);
+        let mut config = ManagerConfig::new(&home);
+        config.config_dir = properties.config_dir(&home);
+        config.lifecycle_budget = properties.max_execution;
+        config.allow_downgrade = properties.allow_downgrade;
+        config.signature = properties.signature_policy();
+        config.values = values.clone();
+        config.cluster = Some(cluster.clone());
+        let manager = PluginManager::new(config).map_err(|source| NodeError::Home { home: home.clone(), source })?;
+
+        tracing::info!(home = %home.display(), node = %node_name, version = env!("CARGO_PKG_VERSION"), "node starting");
+        if let Some(warning) = manager.signature_warning() {
+            tracing::warn!("{warning}");
         }
-    };
+        let scan = tokio::select! {
+            scan = manager.load_dir(&plugins) => Some(scan),
+            _ = stop => None,
+        };
+        let Some(scan) = scan else {
+            // Dropping the scan future may leave a plugin half-loaded; what
+            // did start is stopped here.
+            shut_down(&home, &manager, &cluster).await?;
+            return Ok(None);
+        };
+        let results = scan.map_err(|source| NodeError::PluginsDir { dir: plugins.clone(), source })?;
+        let active = results
+            .iter()
+            .filter(|(_, r)| matches!(r, Ok(LoadOutcome::Activated { .. } | LoadOutcome::Replaced { .. })))
+            .count();
+        tracing::info!(plugins = results.len(), active, refused = results.len() - active, "initial plugin scan done");
+        // The admin API and console, until the node stops.
+        let admin = crate::admin::AdminContext {
+            home: home.clone(),
+            properties_file: properties_path.clone(),
+            cluster: cluster.clone(),
+            plugins: manager.clone(),
+            values: values.clone(),
+        };
+        let admin_server = match crate::admin::AdminServer::start(admin, &properties).await {
+            Ok(server) => server,
+            Err(e) => return shut_down(&home, &manager, &cluster).await.and(Err(e.into())),
+        };
+        let admin = AdminHandle { addr: admin_server.addr(), probe: admin_server.probe() };
+        // Subscribed before clustering may start: a state reached between the
+        // first publish and a later subscription would never reach the status
+        // file (a watch receiver starts with the current value as seen).
+        let mut cluster_changes = cluster.subscribe();
+        // Only now may clustering begin its startup delay.
+        cluster.release();
+        publish(&home, &manager, &cluster);
 
-    tokio::select! {
-        _ = watch_plugins => {}
-        _ = watch_properties => {}
-        _ = report_cluster => {}
-        _ = stop_requested => {}
+        let mut reconciler = Reconciler::new(&plugins, SETTLE, is_watched_file);
+        for (file, _) in &results {
+            reconciler.mark_acted(file);
+            reconciler.mark_acted(&crate::plugins::signature::signature_path(file));
+        }
+        let plugin_trigger = Trigger::new(&plugins, properties.watch, properties.poll_interval);
+        tracing::info!(
+            dir = %plugins.display(),
+            mode = if plugin_trigger.is_polling() { "poll" } else { "notify" },
+            "watching the plugins directory"
+        );
+        let watch_plugins = watch_plugins(manager.clone(), cluster.clone(), home.clone(), reconciler, plugin_trigger);
+        let watch_properties = watch_properties(
+            manager.clone(),
+            cluster.clone(),
+            values,
+            properties_path,
+            properties,
+            options.overrides.clone(),
+        );
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (bg_manager, bg_cluster) = (manager.clone(), cluster.clone());
+        let serving = tokio::spawn(async move {
+            let (manager, cluster) = (bg_manager, bg_cluster);
+            let report_cluster = async {
+                loop {
+                    tokio::select! {
+                        changed = cluster_changes.changed() => {
+                            if changed.is_err() {
+                                std::future::pending::<()>().await;
+                            }
+                        }
+                        Some(fault) = faults.recv() => manager.fault(&fault.plugin, &fault.reason).await,
+                    }
+                    publish(&home, &manager, &cluster);
+                }
+            };
+            tokio::select! {
+                _ = watch_plugins => {}
+                _ = watch_properties => {}
+                _ = report_cluster => {}
+                _ = stop_rx => {}
+            }
+            // No more requests: a write acknowledged after the strategy left would
+            // exist only here, and be lost with the process.
+            admin_server.stop().await;
+            if let Err(e) = shut_down(&home, &manager, &cluster).await {
+                tracing::error!("the node did not stop cleanly: {e}");
+            }
+        });
+        Ok(Some(Node { cluster, plugins: manager, admin, stop: Some(stop_tx), serving: Some(serving) }))
     }
-    // No more requests: a write acknowledged after the strategy left would
-    // exist only here, and be lost with the process.
-    admin_server.stop().await;
-    shut_down(&home, &manager, &cluster).await
+
+    /// The cluster manager: caches, entry listeners, tasks, locks, status.
+    pub fn cluster(&self) -> &ClusterManager {
+        &self.cluster
+    }
+
+    /// The plugin manager: the records of every plugin file, loads and unloads.
+    pub fn plugins(&self) -> &PluginManager {
+        &self.plugins
+    }
+
+    /// Where the admin API and console listen.
+    pub fn admin_addr(&self) -> std::net::SocketAddr {
+        self.admin.addr
+    }
+
+    /// Whether the node is ready for client traffic and why, as `/readyz`
+    /// answers it (docs/load-balancing.md).
+    pub fn readiness(&self) -> crate::admin::contract::Health {
+        self.admin.probe.readiness()
+    }
+
+    /// Stops the node: the admin API stops taking requests (those in flight
+    /// finish, for at most 5 s), the plugins stop in reverse order (a
+    /// strategy leaves the cluster, this node keeps its caches' entries),
+    /// the cluster manager stops, run/node.json is removed.
+    pub async fn shutdown(mut self) -> Result<(), NodeError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(serving) = self.serving.take() {
+            serving.await.map_err(|e| NodeError::Stopped(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Node {
+    /// A node dropped without [`shutdown`](Node::shutdown) is stopped all
+    /// the same, in the background (on the runtime it was started on).
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
 }
 
 fn with_overrides(mut properties: Properties, overrides: &[(String, String, String)]) -> Result<Properties, NodeError> {

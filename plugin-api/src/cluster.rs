@@ -271,11 +271,18 @@ impl std::fmt::Display for CacheBounds {
         if self.max_bytes > 0 {
             parts.push(format!("max {} bytes", self.max_bytes));
         }
+        let time = |ms: u64| {
+            if ms >= 1000 && ms.is_multiple_of(1000) {
+                format!("{} s", ms / 1000)
+            } else {
+                format!("{ms} ms")
+            }
+        };
         if self.ttl_ms > 0 {
-            parts.push(format!("ttl {} ms", self.ttl_ms));
+            parts.push(format!("ttl {}", time(self.ttl_ms)));
         }
         if self.max_idle_ms > 0 {
-            parts.push(format!("max idle {} ms", self.max_idle_ms));
+            parts.push(format!("max idle {}", time(self.max_idle_ms)));
         }
         f.write_str(&parts.join(", "))
     }

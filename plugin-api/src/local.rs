@@ -784,6 +784,121 @@ mod tests {
         );
     }
 
+    /// A cache whose every change is recorded as "kind key".
+    fn recorded(name: &str) -> (LocalCache, Arc<Mutex<Vec<String>>>) {
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let sink = told.clone();
+        let observer: Observer = Arc::new(move |c: LocalChange<'_>| {
+            sink.lock().unwrap().push(format!("{} {}", c.kind.name(), String::from_utf8_lossy(c.key)));
+        });
+        (LocalCache::observed(name, Some(observer)), told)
+    }
+
+    fn taken(told: &Arc<Mutex<Vec<String>>>) -> Vec<String> {
+        std::mem::take(&mut *told.lock().unwrap())
+    }
+
+    fn put(cache: &LocalCache, key: &str) {
+        cache.put(key.as_bytes().to_vec(), key.as_bytes().to_vec(), now_ms());
+    }
+
+    #[test]
+    fn a_cache_bounded_by_entries_evicts_the_least_recently_used_and_says_so() {
+        let (cache, told) = recorded("c");
+        cache.configure(CacheBounds { max_entries: 2, ..CacheBounds::NONE });
+        put(&cache, "a");
+        put(&cache, "b");
+        assert!(cache.get(b"a").is_some(), "a read makes a the most recently used");
+        put(&cache, "c");
+        assert_eq!(cache.len(), 2);
+        assert!(cache.contains(b"a") && cache.contains(b"c") && !cache.contains(b"b"));
+        assert_eq!(taken(&told), ["added a", "added b", "added c", "evicted b"]);
+        // A write also counts as a use; an update never evicts.
+        put(&cache, "a");
+        put(&cache, "d");
+        assert_eq!(taken(&told), ["updated a", "added d", "evicted c"]);
+        assert_eq!(cache.removed_by_bounds(), (2, 0));
+        // Conditional writes and merges keep the bound too.
+        assert!(cache.put_if_absent(b"e".to_vec(), b"e".to_vec(), now_ms()).applied);
+        cache.merge(vec![Entry { key: b"f".to_vec(), value: b"f".to_vec(), version: now_ms() }]);
+        assert_eq!(cache.len(), 2);
+        assert_eq!(taken(&told), ["added e", "evicted a", "added f", "evicted d"]);
+    }
+
+    #[test]
+    fn a_cache_bounded_by_bytes_evicts_until_it_fits_and_an_entry_too_big_alone_goes_at_once() {
+        let (cache, told) = recorded("c");
+        cache.configure(CacheBounds { max_bytes: 10, ..CacheBounds::NONE });
+        cache.put(b"a".to_vec(), vec![0; 4], now_ms());
+        cache.put(b"b".to_vec(), vec![0; 4], now_ms());
+        assert_eq!(cache.size(), CacheSize { entries: 2, bytes: 10 });
+        cache.put(b"c".to_vec(), vec![0; 1], now_ms());
+        assert_eq!(cache.size(), CacheSize { entries: 2, bytes: 7 });
+        cache.put(b"big".to_vec(), vec![0; 20], now_ms());
+        assert_eq!(cache.size(), CacheSize { entries: 0, bytes: 0 });
+        assert_eq!(
+            taken(&told),
+            ["added a", "added b", "added c", "evicted a", "added big", "evicted b", "evicted c", "evicted big"]
+        );
+    }
+
+    #[test]
+    fn tighter_bounds_shrink_the_cache_at_once_keeping_the_most_recently_used() {
+        let (cache, told) = recorded("c");
+        for key in ["a", "b", "c", "d", "e"] {
+            put(&cache, key);
+        }
+        taken(&told);
+        cache.configure(CacheBounds { max_entries: 2, ..CacheBounds::NONE });
+        assert_eq!(cache.keys(), [b"d".to_vec(), b"e".to_vec()]);
+        assert_eq!(taken(&told), ["evicted a", "evicted b", "evicted c"]);
+        cache.configure(CacheBounds::NONE);
+        for key in ["f", "g", "h"] {
+            put(&cache, key);
+        }
+        assert_eq!(cache.len(), 5, "unbounded again");
+    }
+
+    #[test]
+    fn an_entry_expires_its_ttl_after_its_write_and_is_never_answered_after() {
+        let (cache, told) = recorded("c");
+        cache.configure(CacheBounds { ttl_ms: 60_000, ..CacheBounds::NONE });
+        let start = now_ms();
+        put(&cache, "a");
+        cache.put_ttl(b"short".to_vec(), b"s".to_vec(), now_ms(), 1);
+        cache.put_ttl(b"long".to_vec(), b"l".to_vec(), now_ms(), 3_600_000);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        // The entry with 1 ms of its own is gone for every read, reported once.
+        assert_eq!(cache.get(b"short"), None);
+        assert!(!cache.contains(b"short") && !cache.remove(b"short"));
+        assert_eq!(taken(&told), ["added a", "added short", "added long", "expired short"]);
+        assert_eq!(cache.sweep(start + 59_000), 0, "a's 60 s are not over");
+        assert_eq!(cache.sweep(start + 60_000 + 1_000), 1, "a's are");
+        assert_eq!(taken(&told), ["expired a"]);
+        assert!(cache.contains(b"long"), "a ttl of its own outlives the cache's");
+        // A live edit of the cache's ttl applies from each entry's write.
+        put(&cache, "b");
+        cache.configure(CacheBounds { ttl_ms: 1, ..CacheBounds::NONE });
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert_eq!(cache.keys(), [b"long".to_vec()]);
+        assert_eq!(cache.removed_by_bounds(), (0, 3));
+        assert_eq!(taken(&told), ["added b", "expired b"]);
+    }
+
+    #[test]
+    fn an_entry_unused_for_max_idle_expires_while_a_used_one_stays() {
+        let (cache, told) = recorded("c");
+        cache.configure(CacheBounds { max_idle_ms: 10_000, ..CacheBounds::NONE });
+        let start = now_ms();
+        put(&cache, "a");
+        put(&cache, "b");
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        assert!(cache.get(b"b").is_some());
+        assert_eq!(cache.sweep(start + 10_015), 1);
+        assert_eq!(taken(&told), ["added a", "added b", "expired a"]);
+        assert!(cache.contains(b"b"));
+    }
+
     #[tokio::test]
     async fn a_lock_excludes_other_owners_until_released_or_its_member_leaves() {
         let locks = std::sync::Arc::new(LocalLocks::default());

@@ -5,6 +5,7 @@
 //! target directory the tests were built in.
 
 pub mod admin;
+pub mod browser;
 pub mod cluster;
 pub mod haproxy;
 pub mod netns;
@@ -117,6 +118,13 @@ pub fn plugin(lib_name: &str) -> PathBuf {
 /// The `clusterhost` binary.
 pub fn clusterhost_bin() -> PathBuf {
     artifacts().join("clusterhost")
+}
+
+/// The chat showcase's binary (examples/chat).
+pub fn chat_bin() -> PathBuf {
+    let path = artifacts().join("clusterhost-chat");
+    assert!(path.is_file(), "{} was not built (cargo build --workspace)", path.display());
+    path
 }
 
 /// Where the manifest section lies in an ELF image: (file offset, size).
@@ -242,6 +250,26 @@ impl NodeProcess {
     /// `["ip", "netns", "exec", "NS"]`: a wrapper that execs, so the child
     /// is the node itself and a kill reaches it).
     pub fn start_wrapped(wrapper: &[&str], home: &Path, args: &[&str], envs: &[(&str, &str)]) -> NodeProcess {
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut command = Command::new(program);
+                command.args(rest).arg(clusterhost_bin());
+                command
+            }
+            None => Command::new(clusterhost_bin()),
+        };
+        command.arg("run");
+        Self::launch(command, home, args, envs)
+    }
+
+    /// An application embedding a node ([`clusterhost::Node`]) started as
+    /// `PROGRAM --home HOME ARGS`, taking `run`'s node flags (a free
+    /// `--admin-port` unless `args` set one), e.g. the chat showcase.
+    pub fn start_program(program: &Path, home: &Path, args: &[&str]) -> NodeProcess {
+        Self::launch(Command::new(program), home, args, &[])
+    }
+
+    fn launch(mut command: Command, home: &Path, args: &[&str], envs: &[(&str, &str)]) -> NodeProcess {
         let given = args.iter().position(|a| *a == "--admin-port").and_then(|i| args.get(i + 1)).copied();
         let given = given.or_else(|| envs.iter().find(|(k, _)| *k == "CLUSTERHOST_ADMIN_PORT").map(|(_, v)| *v));
         let (admin_port, extra) = match given.and_then(|p| p.parse().ok()) {
@@ -251,16 +279,7 @@ impl NodeProcess {
                 (port, vec!["--admin-port".to_string(), port.to_string()])
             }
         };
-        let mut command = match wrapper.split_first() {
-            Some((program, rest)) => {
-                let mut command = Command::new(program);
-                command.args(rest).arg(clusterhost_bin());
-                command
-            }
-            None => Command::new(clusterhost_bin()),
-        };
         let mut child = command
-            .arg("run")
             .arg("--home")
             .arg(home)
             .args(args)

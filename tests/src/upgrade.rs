@@ -25,7 +25,21 @@ pub fn gossip_build(dst: &Path, version: &str, wire: &str) -> PathBuf {
     dst.to_owned()
 }
 
-/// Members of one gossip cluster, each a `clusterhost run` process.
+/// Starts a member: (home, node name, gossip port, admin port to reuse).
+pub type Launch = Box<dyn Fn(&Path, &str, u16, Option<u16>) -> NodeProcess>;
+
+/// A member as `clusterhost run --home HOME --node-name NAME --cluster-port PORT`.
+fn run_member(home: &Path, name: &str, port: u16, admin: Option<u16>) -> NodeProcess {
+    let (port, admin) = (port.to_string(), admin.map(|a| a.to_string()));
+    let mut args = vec!["--node-name", name, "--cluster-port", &port];
+    if let Some(admin) = &admin {
+        args.extend(["--admin-port", admin]);
+    }
+    NodeProcess::start_with(home, &args, &[])
+}
+
+/// Members of one gossip cluster, each a `clusterhost run` process (or
+/// another program embedding a node, [`GossipCluster::start_launched`]).
 pub struct GossipCluster {
     pub nodes: Vec<NodeProcess>,
     pub names: Vec<String>,
@@ -33,6 +47,8 @@ pub struct GossipCluster {
     pub ports: Vec<u16>,
     /// Temporary homes and builds; removed when dropped (after the processes).
     pub dir: tempfile::TempDir,
+    /// How a member is started (and started again).
+    launch: Launch,
 }
 
 impl GossipCluster {
@@ -52,6 +68,18 @@ impl GossipCluster {
         dir: tempfile::TempDir,
         properties: &str,
         prepare: impl Fn(&Path),
+    ) -> GossipCluster {
+        Self::start_launched(n, plugin_file, dir, properties, prepare, Box::new(run_member))
+    }
+
+    /// [`start_with`](Self::start_with), each member started by `launch`.
+    pub fn start_launched(
+        n: usize,
+        plugin_file: &Path,
+        dir: tempfile::TempDir,
+        properties: &str,
+        prepare: impl Fn(&Path),
+        launch: Launch,
     ) -> GossipCluster {
         let ports: Vec<u16> = (0..n).map(|_| free_member_port()).collect();
         let members = loopback_members(&ports);
@@ -77,15 +105,13 @@ impl GossipCluster {
             }
             std::fs::copy(plugin_file, &published).unwrap();
             prepare(&home);
-            let node =
-                NodeProcess::start_with(&home, &["--node-name", &name, "--cluster-port", &port.to_string()], &[]);
-            nodes.push(node);
+            nodes.push(launch(&home, &name, *port, None));
             names.push(name);
         }
         for node in &nodes {
             node.wait_for_admin(DEADLINE);
         }
-        let cluster = GossipCluster { nodes, names, ports, dir };
+        let cluster = GossipCluster { nodes, names, ports, dir, launch };
         wait_until(&format!("every member to see {n} members"), Duration::from_secs(60), || {
             cluster.nodes.iter().all(|node| members_seen(node) == n)
         });
@@ -95,13 +121,8 @@ impl GossipCluster {
     /// Starts member `i` again on its home, name and ports (after a kill
     /// or a stop); waits until its admin API answers.
     pub fn restart(&mut self, i: usize) {
-        let (name, port, admin) = (&self.names[i], self.ports[i].to_string(), self.nodes[i].admin_port.to_string());
         let home = self.nodes[i].home.clone();
-        let node = NodeProcess::start_with(
-            &home,
-            &["--node-name", name, "--cluster-port", &port, "--admin-port", &admin],
-            &[],
-        );
+        let node = (self.launch)(&home, &self.names[i], self.ports[i], Some(self.nodes[i].admin_port));
         node.wait_for_admin(DEADLINE);
         self.nodes[i] = node;
     }

@@ -138,7 +138,7 @@ fn conditional_cache_writes_apply_only_when_their_condition_holds() {
     for bad in ["?if-version=abc", "?when=now", "?if-absent=maybe"] {
         let (status, body) = write(&node, "PUT", &url(bad), Some(TOKEN), b"x");
         assert_eq!(status, 400, "{bad}: {body}");
-        assert!(error_of(&body).contains("?if-absent or ?if-version=N"), "{body}");
+        assert!(error_of(&body).contains("?if-absent, ?if-version=N or ?ttl-ms=N"), "{body}");
     }
     let (status, body) = write(&node, "DELETE", &url("?if-absent"), Some(TOKEN), b"");
     assert_eq!(status, 400, "a remove takes no if-absent: {body}");
@@ -394,4 +394,57 @@ fn off_loopback_every_request_needs_the_token_and_without_a_token_file_the_node_
     let disable = format!("{}/api/cluster/disable", node.admin_url());
     assert_eq!(call_with_headers("POST", &disable, &cookie, Some(b"")).0, 401);
     assert_eq!(call("GET", &url, Some(TOKEN), None).1["enabled"], true);
+}
+
+/// The entries `node` holds for `cache`, and its bounds as /api/node shows them.
+fn cache_row(node: &NodeProcess, cache: &str) -> (u64, Value) {
+    let body = get(node, "/api/node").1;
+    let row = body["caches"].as_array().and_then(|c| c.iter().find(|c| c["name"] == cache)).cloned();
+    row.map(|r| (r["entries"].as_u64().unwrap_or(0), r["bounds"].clone())).unwrap_or((0, Value::Null))
+}
+
+#[test]
+fn bounded_caches_from_the_properties_shrink_on_a_live_edit_and_ttl_writes_expire() {
+    let properties = |max: u32| {
+        format!("{QUICK}cluster.metrics.enabled = true\ncache.sessions.max.entries = {max}\ncache.sessions.ttl.ms = 3600000\n")
+    };
+    let home = home_with_strategy(&properties(2));
+    let node = start_clustered(home.path(), "n1");
+    for key in ["s1", "s2", "s3"] {
+        assert_eq!(write(&node, "PUT", &format!("/api/caches/sessions/{key}"), Some(TOKEN), b"v").0, 200);
+    }
+    wait_until("the cache bounded at 2 to hold 2", DEADLINE, || cache_row(&node, "sessions").0 == 2);
+    assert_eq!(get(&node, "/api/caches/sessions/s1").0, 404, "the oldest entry was evicted");
+    let (_, bounds) = cache_row(&node, "sessions");
+    assert_eq!((bounds["max_entries"].as_u64(), bounds["ttl_ms"].as_u64()), (Some(2), Some(3_600_000)), "{bounds}");
+    assert!(bounds["refused"].is_null(), "{bounds}");
+
+    // A write with a time to live of its own.
+    let (status, body) = write(&node, "PUT", "/api/caches/tokens/t1?ttl-ms=300", Some(TOKEN), b"x");
+    assert_eq!(status, 200, "{body}");
+    wait_until("the entry with a 300 ms TTL to expire", DEADLINE, || get(&node, "/api/caches/tokens/t1").0 == 404);
+    for bad in ["?ttl-ms=0", "?ttl-ms=soon", "?ttl-ms=99999999999999999"] {
+        let (status, body) = write(&node, "PUT", &format!("/api/caches/tokens/t2{bad}"), Some(TOKEN), b"x");
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(error_of(&body).contains("time to live"), "{body}");
+    }
+    assert_eq!(get(&node, "/api/caches/tokens/t2").0, 404, "refused writes stored nothing");
+
+    // A live edit of the bound shrinks the cache at once.
+    std::fs::write(home.path().join("conf/clusterhost.properties"), properties(1)).unwrap();
+    wait_until("the live edit to shrink the cache to 1", DEADLINE, || cache_row(&node, "sessions").0 == 1);
+    assert_eq!(get(&node, "/api/caches/sessions/s3").0, 200, "the most recently used entry stays");
+
+    let (status, text) = call_text("GET", &format!("{}/metrics", node.admin_url()), None, None);
+    assert_eq!(status, 200);
+    let counter = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("{name} in {text}"))
+    };
+    assert!(counter("clusterhost_cache_evictions_total") >= 2.0, "{text}");
+    assert!(counter("clusterhost_cache_expiries_total") >= 1.0, "{text}");
+    let (status, html) = call_text("GET", &format!("{}/node", node.admin_url()), None, None);
+    assert_eq!(status, 200);
+    assert!(html.contains("max 1 entries, ttl 3600 s"), "the console shows the bounds: {html}");
 }

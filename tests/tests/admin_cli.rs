@@ -146,6 +146,16 @@ fn cache_get_put_remove_from_the_cli() {
     assert!(ok(cli(&node, Some(&token), &["cache", "put", "sessions", "new", "v", "--if-absent"]))
         .contains("sessions/new set"));
     assert_eq!(ok(cli(&node, None, &["cache", "get", "sessions", "s 1"])), "cy\n");
+    // A put with a time to live of its own expires.
+    assert!(ok(cli(&node, Some(&token), &["cache", "put", "sessions", "brief", "v", "--ttl", "300ms"]))
+        .contains("sessions/brief set"));
+    clusterhost_tests::wait_until(
+        "the entry put with --ttl 300ms to expire",
+        std::time::Duration::from_secs(20),
+        || !cli(&node, None, &["cache", "get", "sessions", "brief"]).status.success(),
+    );
+    let out = cli(&node, Some(&token), &["cache", "put", "sessions", "brief", "v", "--ttl", "soon"]);
+    assert!(!out.status.success() && stderr(&out).contains("30s, 500ms, 2m or 1h"), "{}", stderr(&out));
     ok(cli(&node, Some(&token), &["cache", "remove", "sessions", "s 1"]));
     let out = cli(&node, None, &["cache", "get", "sessions", "s 1"]);
     assert!(!out.status.success());

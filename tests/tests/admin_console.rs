@@ -10,88 +10,13 @@
 //! (docs/screenshots/ holds the committed ones). In CI (CI=true) a missing
 //! browser fails the test; elsewhere the test says why it did not run.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use clusterhost_tests::admin::{call, DEADLINE, TOKEN};
+use clusterhost_tests::browser::{browser, driver, wait_for};
 use clusterhost_tests::cluster::{free_member_port, loopback_members, write_gossip_conf};
-use clusterhost_tests::{free_port, plugin, wait_until, NodeProcess};
-use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::json;
-
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-
-/// A chromedriver process; killed when dropped.
-struct Driver {
-    child: Child,
-    port: u16,
-    _profile: tempfile::TempDir,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts chromedriver, or says why the test cannot run (panics in CI).
-fn driver() -> Option<Driver> {
-    let missing: Vec<&str> =
-        [CHROMIUM, CHROMEDRIVER].into_iter().filter(|p| !std::path::Path::new(p).exists()).collect();
-    if !missing.is_empty() {
-        let reason = format!(
-            "{} not installed (Debian packages chromium and chromium-driver; .ci/run installs them)",
-            missing.join(" and ")
-        );
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "the console test must run in CI: {reason}");
-        eprintln!("SKIPPED the console browser test: {reason}");
-        return None;
-    }
-    let port = free_port();
-    let child = Command::new(CHROMEDRIVER)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromedriver starts");
-    let driver = Driver { child, port, _profile: tempfile::tempdir().unwrap() };
-    wait_until("chromedriver to listen", DEADLINE, || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
-    Some(driver)
-}
-
-async fn browser(driver: &Driver) -> Client {
-    let mut caps = serde_json::Map::new();
-    let profile = driver._profile.path().display().to_string();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": CHROMIUM,
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--window-size=1280,900", format!("--user-data-dir={profile}"),
-            ],
-        }),
-    );
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{}", driver.port))
-        .await
-        .expect("a browser session")
-}
-
-/// Waits for an element matching `css`.
-async fn wait_for(client: &Client, css: &str) -> fantoccini::elements::Element {
-    client
-        .wait()
-        .at_most(DEADLINE)
-        .every(Duration::from_millis(100))
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("no element {css} on the page: {e}"))
-}
+use clusterhost_tests::{plugin, wait_until, NodeProcess};
+use fantoccini::Client;
 
 async fn screenshot(client: &Client, name: &str) {
     if let Ok(dir) = std::env::var("CLUSTERHOST_SCREENSHOTS") {
@@ -136,7 +61,7 @@ fn members_seen(node: &NodeProcess) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_switches_clustering_off_and_on_cluster_wide() {
-    let Some(driver) = driver() else { return };
+    let Some(driver) = driver("the console browser test") else { return };
     let ports = [free_member_port(), free_member_port()];
     let home1 = gossip_home("cluster.startup.delay.seconds = 0\ncluster.metrics.enabled = true\n", &ports);
     std::fs::copy(plugin("hello"), home1.path().join("plugins/hello.so")).unwrap();

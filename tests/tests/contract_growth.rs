@@ -96,3 +96,50 @@ async fn a_strategy_built_before_entry_events_gets_local_listeners_from_the_host
     );
     assert!(local.try_recv().is_none(), "a remove of nothing is no event");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strategy_built_before_bounded_caches_is_refused_bounds_and_ttls_by_name_and_keeps_serving() {
+    let subject = Arc::new(Subject::Plugin(PluginSubject { file: old_api_plugin(), configure: Arc::new(|_| Ok(())) }));
+    let nodes = Nodes::alone(subject, "a").await.unwrap_or_else(|e| panic!("the old strategy did not join: {e:?}"));
+    let a = nodes.node("a");
+    assert!(!a.caches().strategy_capabilities().await.contains(Capabilities::BOUNDED));
+    let bounds = clusterhost_plugin_api::cluster::CacheBounds { max_entries: 2, ..Default::default() };
+    let Err(refused) = a.bounded_cache::<String, u32>("sessions", bounds).await else {
+        panic!("bounds on an old strategy")
+    };
+    assert_eq!(
+        refused,
+        ClusterError::Lacks {
+            plugin: "old-api 0.1.0".into(),
+            what: "bounded caches",
+            op: "cache bounds",
+            since: "0.1.3"
+        }
+    );
+    let message = refused.to_string();
+    assert!(message.starts_with("strategy old-api 0.1.0 has no bounded caches"), "{message}");
+    assert!(message.contains("plugin API 0.1.3 or later"), "{message}");
+    // The refusal shows in the cache's status.
+    let shown = a.caches().bounded();
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert!(shown[0].refused.as_deref().is_some_and(|r| r.contains("has no bounded caches")), "{shown:?}");
+
+    let cache = a.caches().cache::<String, u32>("sessions");
+    let ttl = std::time::Duration::from_secs(1);
+    let refused = cache.put_ttl(&"k".into(), &1, ttl).await.expect_err("no TTL on it");
+    assert_eq!(
+        refused,
+        ClusterError::Lacks {
+            plugin: "old-api 0.1.0".into(),
+            what: "bounded caches",
+            op: "cache put with a time to live",
+            since: "0.1.3"
+        }
+    );
+    assert_eq!(cache.get(&"k".into()).await.expect("get"), None, "the refused put wrote nothing");
+    // The old operations still work, unbounded.
+    for i in 0..5 {
+        cache.put(&format!("k{i}"), &i).await.expect("put");
+    }
+    assert_eq!(cache.len().await.expect("len"), 5);
+}

@@ -2,7 +2,8 @@
 //! 127.0.0.1 (issue 5's acceptance): a static member list forms one
 //! cluster; writes replicate and a late joiner gets every entry; a SIGKILLed
 //! member is dropped and a killed senior is replaced by exactly one; a
-//! member with the wrong key or another wire major never joins.
+//! member with the wrong key or another wire major never joins; in a
+//! cluster of ten a killed member is dropped everywhere and no other.
 //!
 //! Each node has its own home (conf/gossip.toml with the static list and
 //! multicast off, conf/cluster.key, plugins/gossip.so) and is read through
@@ -261,6 +262,50 @@ fn a_killed_member_is_dropped_and_a_killed_senior_is_replaced_by_exactly_one() {
     }
     // Locks held by a killed member: the admin API has no lock endpoint, so
     // this is covered in-process (tests/tests/cluster_core.rs against gossip).
+}
+
+/// Ten members: a SIGKILLed one is dropped by all nine survivors and no
+/// other member is removed anywhere (no false removal in a cluster of ten,
+/// where every member watches nine). Printed: the detection time on each
+/// survivor (docs/performance.md has the bench's figures).
+#[test]
+fn ten_members_drop_a_killed_one_everywhere_and_no_other() {
+    let cluster = unique_cluster("ten");
+    let key = random_key();
+    let ports = ports(10);
+    let members = loopback_members(&ports);
+    let names: Vec<String> = (0..10).map(|i| format!("ten-{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut nodes = start_all(&cluster, &key, &refs, &ports, &members);
+    let all: Vec<&Node> = nodes.iter().collect();
+    let senior = wait_for_view(&all, &refs);
+    let victim = nodes.iter().position(|n| n.name != senior).expect("a non-senior member");
+    let victim_name = nodes[victim].name.clone();
+    let marks: Vec<usize> = nodes.iter().map(|n| n.process.log_len()).collect();
+    let killed_at = Instant::now();
+    nodes[victim].process.kill();
+    let survivors: Vec<&Node> = nodes.iter().filter(|n| n.name != victim_name).collect();
+    let remaining: Vec<&str> = survivors.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(wait_for_view(&survivors, &remaining), senior, "the senior stays");
+    let mut detections = Vec::new();
+    for (i, node) in nodes.iter().enumerate().filter(|(i, _)| *i != victim) {
+        let parts = ["member left", &format!("member={victim_name}")];
+        node.process.wait_for_log(&parts, DEADLINE);
+        if let Some(at) = log_time(&node.process, marks[i], &parts) {
+            detections.push((at - killed_at).as_millis());
+        }
+        let others: Vec<String> = node.process.log()[marks[i]..]
+            .iter()
+            .filter(|l| l.contains("member left") && !l.contains(&format!("member={victim_name}")))
+            .cloned()
+            .collect();
+        assert!(others.is_empty(), "{} removed a living member: {others:?}", node.name);
+    }
+    detections.sort();
+    println!(
+        "figure: 10 members, SIGKILL of {victim_name} -> 'member left' on each of 9 survivors (ms): {detections:?}"
+    );
+    assert_process_death_seen(&nodes, &marks, &victim_name);
 }
 
 /// The killed member was removed by the process-death path (its closed

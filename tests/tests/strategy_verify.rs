@@ -65,7 +65,7 @@ fn the_in_memory_strategy_passes_every_rule() {
 }
 
 #[test]
-fn the_shared_dir_example_passes_every_rule_but_tasks_locks_atomic_operations_and_entry_events() {
+fn the_shared_dir_example_passes_every_rule_but_tasks_locks_atomic_operations_entry_events_and_bounds() {
     // (fenced-locks included: no locks, so no fencing numbers)
     let home = tempfile::tempdir().unwrap();
     let config = home.path().join("shared-dir.toml");
@@ -74,7 +74,8 @@ fn the_shared_dir_example_passes_every_rule_but_tasks_locks_atomic_operations_an
     let unsupported = ["alone-tasks", "alone-locks", "tasks-every-target", "locks", "fenced-locks"];
     let atomic = ["atomic-alone", "atomic-put-if-absent-race", "atomic-update-counter"];
     let events = ["entry-events-alone", "entry-events-across-members"];
-    assert_passes("shared-dir", run, &[&unsupported[..], &atomic[..], &events[..]].concat());
+    let bounded = ["bounded-alone", "bounded-across-members"];
+    assert_passes("shared-dir", run, &[&unsupported[..], &atomic[..], &events[..], &bounded[..]].concat());
 }
 
 #[test]

@@ -5,6 +5,10 @@
 //!   rename) with one cluster strategy (gossip by default: no external
 //!   server), and run a node whose home is the repository root, passing
 //!   ARGS to `clusterhost run`;
+//! - `chat`: the showcase (examples/chat, docs/showcase.md) on two nodes of
+//!   a gossip cluster on this machine, homes under ./run/chat-1 and
+//!   ./run/chat-2: open http://127.0.0.1:8081/?user=ada and
+//!   http://127.0.0.1:8082/?user=bob in two tabs;
 //! - `build`: the workspace build `node` starts with, alone (after a plain
 //!   `cargo build --workspace` it compiles nothing; CI checks that);
 //! - `test`: what CI runs: format check, clippy, the whole test suite, every
@@ -21,9 +25,10 @@ fn main() -> Result<()> {
     match args.next().as_deref() {
         Some("node") => node(args.collect()),
         Some("test") => test(),
+        Some("chat") => chat(),
         Some("build") => cargo(&["build", "--workspace"]),
         _ => bail!(
-            "usage: cargo xtask node [--strategy gossip|redis] [clusterhost run args...] | cargo xtask test | cargo xtask build"
+            "usage: cargo xtask node [--strategy gossip|redis] [clusterhost run args...] | cargo xtask chat | cargo xtask test | cargo xtask build"
         ),
     }
 }
@@ -152,6 +157,46 @@ fn node(mut run_args: Vec<String>) -> Result<()> {
     use std::os::unix::process::CommandExt;
     let error = Command::new(&bin).arg("run").arg("--home").arg(root()).args(run_args).exec();
     Err(error).with_context(|| format!("running {}", bin.display()))
+}
+
+/// The chat showcase on two gossip nodes of this machine until Ctrl-C.
+fn chat() -> Result<()> {
+    cargo(&["build", "--workspace"])?;
+    ensure_cluster_key()?;
+    let debug = target_dir().join("debug");
+    let members = "members = [\"127.0.0.1:5801\", \"127.0.0.1:5802\"]";
+    let mut children = Vec::new();
+    for (i, name) in ["chat-1", "chat-2"].into_iter().enumerate() {
+        let home = root().join("run").join(name);
+        std::fs::create_dir_all(home.join("plugins"))?;
+        std::fs::create_dir_all(home.join("conf"))?;
+        std::fs::copy(root().join("conf/cluster.key"), home.join("conf/cluster.key"))?;
+        std::fs::write(home.join("conf/clusterhost.properties"), "cluster.startup.delay.seconds = 0\n")?;
+        std::fs::write(
+            home.join("conf/gossip.toml"),
+            format!("[network]\nport_auto_increment = false\n\n[discovery]\n{members}\n"),
+        )?;
+        let tmp = home.join("plugins/.gossip.so.tmp");
+        std::fs::copy(debug.join("libgossip.so"), &tmp).context("copying the gossip build")?;
+        std::fs::rename(&tmp, home.join("plugins/gossip.so"))?;
+        let web = format!("127.0.0.1:{}", 8081 + i);
+        let child = Command::new(debug.join("clusterhost-chat"))
+            .args(["--home"])
+            .arg(&home)
+            .args(["--listen", &web, "--node-name", name])
+            .args(["--cluster-port", &(5801 + i).to_string(), "--admin-port", &(9191 + i).to_string()])
+            .spawn()
+            .context("starting clusterhost-chat")?;
+        eprintln!("{name}: chat on http://{web}/?user=NAME, admin console on http://127.0.0.1:{}/", 9191 + i);
+        children.push(child);
+    }
+    eprintln!(
+        "open http://127.0.0.1:8081/?user=ada and http://127.0.0.1:8082/?user=bob in two tabs; Ctrl-C stops both nodes"
+    );
+    for mut child in children {
+        child.wait()?;
+    }
+    Ok(())
 }
 
 /// Every fuzz target for a bounded time (`fuzz/run.sh`, 20 s each unless

@@ -228,15 +228,17 @@ pub(super) async fn node_page(
             if detail.caches.is_empty() {
                 body.push_str("<p>No caches yet.</p>");
             } else {
-                body.push_str("<table id=\"caches-table\"><tr><th>Cache</th><th>Mode</th><th>Entries</th><th>Bytes</th><th>Hits</th><th>Misses</th></tr>");
+                body.push_str("<table id=\"caches-table\"><tr><th>Cache</th><th>Mode</th><th>Entries</th><th>Bytes</th><th>Bounds</th><th>Hits</th><th>Misses</th><th>CAS conflicts</th></tr>");
                 for c in &detail.caches {
                     body.push_str(&format!(
-                        "<tr data-cache=\"{n}\"><td>{n}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                        "<tr data-cache=\"{n}\"><td>{n}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"bounds\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                         if c.clustered { "clustered" } else { "standalone" },
                         c.entries,
                         c.bytes,
+                        esc(&c.bounds.as_ref().map(|b| b.summary()).unwrap_or_else(|| "unbounded".into())),
                         c.hits,
                         c.misses,
+                        c.conflicts,
                         n = esc(&c.name),
                     ));
                 }

@@ -124,6 +124,21 @@ pub(super) async fn metrics(State(state): State<AdminState>) -> Response {
         "Atomic operations on this member whose condition did not hold (put-if-absent on a present key, replace-if or remove-if on another entry), by cache.",
         &per_cache(&|c| c.conflicts),
     );
+    let (evicted, expired) = ctx.cluster.removed_by_bounds();
+    family(
+        &mut out,
+        "clusterhost_cache_evictions_total",
+        "counter",
+        "Entries this member evicted by a cache's size bound (cache.NAME.max.entries / max.bytes), every cache.",
+        &one(evicted as f64),
+    );
+    family(
+        &mut out,
+        "clusterhost_cache_expiries_total",
+        "counter",
+        "Entries this member removed as expired (cache.NAME.ttl.ms / max.idle.ms, or a put's own TTL), every cache.",
+        &one(expired as f64),
+    );
     let (events, listener_panics) = ctx.cluster.entry_event_counts();
     let per_listened = |f: &dyn Fn(&crate::cluster::EntryEventCounts) -> u64| -> Vec<(String, f64)> {
         events.iter().map(|(name, c)| (format!("{{cache=\"{}\"}}", label(name)), f(c) as f64)).collect()

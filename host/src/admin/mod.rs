@@ -118,6 +118,18 @@ impl AdminState {
     }
 }
 
+/// The node's readiness, as `/readyz` tells a caller with read access
+/// (state and full reason); cheap to clone.
+#[derive(Clone)]
+pub struct ReadinessProbe(AdminState);
+
+impl ReadinessProbe {
+    /// The verdict now.
+    pub fn readiness(&self) -> contract::Health {
+        self.0.readiness().health
+    }
+}
+
 /// The running admin server; stops when dropped (the node drops it on shutdown).
 pub struct AdminServer {
     /// Tells the server to stop accepting and finish what is in flight.
@@ -129,6 +141,10 @@ pub struct AdminServer {
     /// Set to true when the server stops: event streams and the sampler end,
     /// so the graceful stop does not wait on a stream that never finishes.
     closing: tokio::sync::watch::Sender<bool>,
+    /// Where it listens.
+    addr: SocketAddr,
+    /// What its handlers share (for [`AdminServer::readiness`]).
+    state: AdminState,
 }
 
 impl AdminServer {
@@ -176,7 +192,7 @@ impl AdminServer {
                 endpoint_file.display()
             );
         }
-        let app = router(state);
+        let app = router(state.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let served = tokio::spawn(connections::serve(listener, app, connections, stopped));
         tracing::info!(
@@ -185,7 +201,17 @@ impl AdminServer {
             "admin API and console on http://{addr}/ (writes{} need the token)",
             if loopback { "" } else { " and reads" }
         );
-        Ok(AdminServer { stop: Some(stop), served: Some(served), endpoint_file, closing })
+        Ok(AdminServer { stop: Some(stop), served: Some(served), endpoint_file, closing, addr, state })
+    }
+
+    /// Where the admin API listens (its port is the one bound, also for `admin.port = 0`).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Tells the node's readiness, also once the server is moved away.
+    pub fn probe(&self) -> ReadinessProbe {
+        ReadinessProbe(self.state.clone())
     }
 
     /// Stops accepting requests and waits (at most 5 s) for those in flight,

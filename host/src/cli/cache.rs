@@ -19,6 +19,8 @@ pub enum Condition {
     Absent,
     /// `--if-version N`.
     Version(u64),
+    /// `--ttl DURATION`: not a condition, the entry's own time to live.
+    Ttl(std::time::Duration),
 }
 
 impl Condition {
@@ -27,6 +29,7 @@ impl Condition {
             Condition::None => String::new(),
             Condition::Absent => "?if-absent".into(),
             Condition::Version(n) => format!("?if-version={n}"),
+            Condition::Ttl(ttl) => format!("?ttl-ms={}", ttl.as_millis().max(1)),
         }
     }
 }
@@ -76,7 +79,7 @@ pub fn get(admin: &AdminTarget, cache: &str, key: &str, with_version: bool) -> E
     )
 }
 
-/// `cache put CACHE KEY VALUE [--if-absent | --if-version N]`.
+/// `cache put CACHE KEY VALUE [--if-absent | --if-version N | --ttl DURATION]`.
 pub fn put(admin: &AdminTarget, cache: &str, key: &str, value: &str, condition: Condition) -> ExitCode {
     let path = format!("{}{}", cache_path(cache, key), condition.query());
     conditional(

@@ -21,18 +21,25 @@ pub struct RunFlags {
     pub admin_bind: Option<String>,
 }
 
+impl RunFlags {
+    /// The flags given, as node option overrides (key, value, where from).
+    pub fn overrides(self) -> Vec<(String, String, String)> {
+        [
+            ("node.name", self.node_name, "--node-name / CLUSTERHOST_NODE_NAME"),
+            ("node.bind", self.bind, "--bind / CLUSTERHOST_BIND"),
+            ("cluster.port", self.cluster_port, "--cluster-port / CLUSTERHOST_CLUSTER_PORT"),
+            ("admin.port", self.admin_port, "--admin-port / CLUSTERHOST_ADMIN_PORT"),
+            ("admin.bind", self.admin_bind, "--admin-bind / CLUSTERHOST_ADMIN_BIND"),
+        ]
+        .into_iter()
+        .filter_map(|(key, value, source)| value.map(|v| (key.to_string(), v, source.to_string())))
+        .collect()
+    }
+}
+
 /// Runs a node with home `home` on a runtime of its own.
 pub fn run(home: PathBuf, flags: RunFlags) -> ExitCode {
-    let overrides = [
-        ("node.name", flags.node_name, "--node-name / CLUSTERHOST_NODE_NAME"),
-        ("node.bind", flags.bind, "--bind / CLUSTERHOST_BIND"),
-        ("cluster.port", flags.cluster_port, "--cluster-port / CLUSTERHOST_CLUSTER_PORT"),
-        ("admin.port", flags.admin_port, "--admin-port / CLUSTERHOST_ADMIN_PORT"),
-        ("admin.bind", flags.admin_bind, "--admin-bind / CLUSTERHOST_ADMIN_BIND"),
-    ]
-    .into_iter()
-    .filter_map(|(key, value, source)| value.map(|v| (key.to_string(), v, source.to_string())))
-    .collect();
+    let overrides = flags.overrides();
     let _guard = crate::logging::init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

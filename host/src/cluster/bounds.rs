@@ -151,6 +151,22 @@ pub struct BoundedCache {
     pub refused: Option<String>,
 }
 
+impl BoundedCache {
+    /// The bounds in a line ("max 100 entries, ttl 30 s"), with the refusal if any.
+    pub fn summary(&self) -> String {
+        let bounds = CacheBounds {
+            max_entries: self.max_entries,
+            max_bytes: self.max_bytes,
+            ttl_ms: self.ttl_ms,
+            max_idle_ms: self.max_idle_ms,
+        };
+        match &self.refused {
+            Some(reason) => format!("{bounds} (refused by the strategy: {reason})"),
+            None => bounds.to_string(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

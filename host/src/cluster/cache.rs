@@ -84,6 +84,9 @@ pub struct CacheStats {
     /// Atomic operations on this member that did not apply (CAS conflicts).
     #[serde(default)]
     pub conflicts: u64,
+    /// The cache's bounds, when it has any (and the strategy's refusal of them, if any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bounds: Option<super::bounds::BoundedCache>,
 }
 
 impl CacheFactory {
@@ -233,8 +236,11 @@ impl CacheFactory {
         let serving = self.inner.serving.read().await;
         let mut names: BTreeSet<String> = self.names().into_iter().collect();
         names.extend(serving.cache_names().await.unwrap_or_default());
+        let mut bounded = self.bounded();
+        names.extend(bounded.iter().map(|b| b.cache.clone()));
         let mut stats = Vec::new();
         for name in names {
+            let bounds = bounded.iter().position(|b| b.cache == name).map(|i| bounded.swap_remove(i));
             let core = self.core(&name);
             let size = serving.local_size(&core.cache).await.unwrap_or_default();
             stats.push(CacheStats {
@@ -245,6 +251,7 @@ impl CacheFactory {
                 hits: core.hits.load(Ordering::Relaxed),
                 misses: core.misses.load(Ordering::Relaxed),
                 conflicts: core.conflicts.load(Ordering::Relaxed),
+                bounds,
             });
         }
         stats

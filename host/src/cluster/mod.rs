@@ -38,7 +38,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use actor::{Actor, Command};
 pub use cache::{Cache, CacheFactory, CacheStats, RawCache};
-pub use clusterhost_plugin_api::cluster::{Member as ClusterMember, TaskOutcome as Outcome, TaskTarget as Target};
+pub use clusterhost_plugin_api::cluster::{
+    CacheBounds, Member as ClusterMember, TaskOutcome as Outcome, TaskTarget as Target,
+};
 pub use entry_events::{
     Delivery, EntryEvent, EntryEventCounts, EntryEventKind, EntryListener, ListenOptions, ListenScope, ListenerHandle,
     DEFAULT_QUEUE as ENTRY_LISTENER_QUEUE,
@@ -338,6 +340,16 @@ impl ClusterManager {
     /// Named counters of the attached strategy.
     pub fn strategy_stats(&self) -> Vec<(String, u64)> {
         lock(&self.shared.attached).as_ref().map(|s| s.stats()).unwrap_or_default()
+    }
+
+    /// Entries removed by bounds on this member, over every cache: (evicted,
+    /// expired), the standalone strategy's plus the strategy in service's
+    /// (its `cache_evictions` / `cache_expiries` counters).
+    pub fn removed_by_bounds(&self) -> (u64, u64) {
+        let mut stats = self.shared.standalone.stats();
+        stats.extend(self.strategy_stats());
+        let sum = |name: &str| stats.iter().filter(|(n, _)| n == name).map(|(_, v)| v).sum();
+        (sum("cache_evictions"), sum("cache_expiries"))
     }
 
     async fn send<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, ClusterError> {

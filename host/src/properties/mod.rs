@@ -449,6 +449,16 @@ impl Properties {
     }
 }
 
+/// The cache, key suffix and largest value of a bounds key
+/// (`cache.<name>.max.entries`, ... see [`crate::cluster::bounds::KEYS`]).
+fn bound_key(key: &str) -> Option<(&str, &'static str, u64)> {
+    let rest = key.strip_prefix("cache.")?;
+    crate::cluster::bounds::KEYS.iter().find_map(|(suffix, max)| {
+        let cache = rest.strip_suffix(suffix)?.strip_suffix('.')?;
+        Some((cache, *suffix, *max))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -506,6 +516,29 @@ mod tests {
         let (p, _) =
             Properties::parse(Path::new("p"), "\u{feff}cluster.config.file = caf\u{e9}.toml\n".as_bytes()).unwrap();
         assert_eq!(p.config_file.as_deref(), Some("caf\u{e9}.toml"));
+    }
+
+    #[test]
+    fn cache_bounds_are_read_per_cache_and_field_and_bad_ones_say_what_to_write() {
+        let text = "cache.sessions.max.entries = 100\ncache.sessions.ttl.ms = 30000\ncache.routes.max.idle.ms = 5000\ncache.a.b.max.bytes = 1024\n";
+        let (p, unknown) = parse(text).unwrap();
+        assert!(unknown.is_empty(), "{unknown:?}");
+        let sessions = p.bounds["sessions"];
+        assert_eq!((sessions.max_entries, sessions.ttl_ms, sessions.max_bytes), (Some(100), Some(30_000), None));
+        assert_eq!(p.bounds["routes"].max_idle_ms, Some(5000));
+        assert_eq!(p.bounds["a.b"].max_bytes, Some(1024), "a cache name may hold dots");
+        // Written back as read (the effective properties the API shows).
+        let values = p.effective();
+        assert_eq!(values.get("cache.sessions.ttl.ms").map(String::as_str), Some("30000"));
+        for (bad, says) in [
+            ("cache.sessions.max.entries = many\n", "expected a whole number from 0 (no bound)"),
+            ("cache.sessions.ttl.ms = -1\n", "expected a whole number"),
+            ("cache.*.max.entries = 5\n", "bounds are set per cache, not with *"),
+            ("cache..ttl.ms = 5\n", "expected a cache name"),
+        ] {
+            let err = parse(bad).unwrap_err().to_string();
+            assert!(err.contains(says) && err.contains("previous settings stay"), "{bad}: {err}");
+        }
     }
 
     #[test]
@@ -580,14 +613,4 @@ mod tests {
         assert!(parse("admin.header.timeout.seconds = 0\n").is_err());
         assert!(is_restart_key("admin.max.connections.per.address"));
     }
-}
-
-/// The cache, key suffix and largest value of a bounds key
-/// (`cache.<name>.max.entries`, ... see [`crate::cluster::bounds::KEYS`]).
-fn bound_key(key: &str) -> Option<(&str, &'static str, u64)> {
-    let rest = key.strip_prefix("cache.")?;
-    crate::cluster::bounds::KEYS.iter().find_map(|(suffix, max)| {
-        let cache = rest.strip_suffix(suffix)?.strip_suffix('.')?;
-        Some((cache, *suffix, *max))
-    })
 }

@@ -41,7 +41,12 @@ enum Condition {
     Absent,
     /// `?if-version=N`: only if the entry carries version N.
     Version(u64),
+    /// `?ttl-ms=N` (writes only): not a condition, the entry's own time to live.
+    Ttl(u64),
 }
+
+/// The longest time to live a write may ask (100 years, in ms).
+const MAX_TTL_MS: u64 = 100 * 365 * 86_400_000;
 
 /// The longest query string read (a condition is a few bytes).
 const MAX_QUERY: usize = 256;
@@ -50,7 +55,7 @@ fn condition(query: Option<&str>, absent_allowed: bool) -> Result<Condition, Api
     let Some(query) = query.filter(|q| !q.is_empty()) else { return Ok(Condition::None) };
     let refused = |why: &str| {
         ApiError::bad_request(format!(
-            "query {}: {why}; a cache write takes ?if-absent or ?if-version=N (a remove only ?if-version=N)",
+            "query {}: {why}; a cache write takes ?if-absent, ?if-version=N or ?ttl-ms=N (a remove only ?if-version=N)",
             crate::text::clip_debug(query)
         ))
     };
@@ -62,6 +67,10 @@ fn condition(query: Option<&str>, absent_allowed: bool) -> Result<Condition, Api
         ("if-version", n) => {
             n.parse().map(Condition::Version).map_err(|_| refused("the version is not a whole number"))
         }
+        ("ttl-ms", n) if absent_allowed => match n.parse::<u64>() {
+            Ok(ms) if (1..=MAX_TTL_MS).contains(&ms) => Ok(Condition::Ttl(ms)),
+            _ => Err(refused(&format!("the time to live is not a whole number of ms from 1 to {MAX_TTL_MS}"))),
+        },
         _ => Err(refused("unknown condition")),
     }
 }
@@ -121,6 +130,11 @@ pub(in crate::admin) async fn cache_put(
     let outcome = match condition {
         Condition::None => {
             raw.put(k, v).await.map_err(|e| cache_error("write", &cache, &key, e))?;
+            return Ok(answer(&CacheValue { cache, key, value, version: None }));
+        }
+        Condition::Ttl(ms) => {
+            let ttl = std::time::Duration::from_millis(ms);
+            raw.put_ttl(k, v, ttl).await.map_err(|e| cache_error("write", &cache, &key, e))?;
             return Ok(answer(&CacheValue { cache, key, value, version: None }));
         }
         Condition::Absent => raw.put_if_absent(k, v).await,
