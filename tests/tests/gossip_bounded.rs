@@ -142,3 +142,53 @@ async fn max_idle_is_refused_with_the_reason_and_what_to_use_instead() {
     }
     assert_eq!(raw.len().await.unwrap(), 8);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_announcing_wire_1_2_gets_every_write_without_its_deadline_in_the_frames_it_knows() {
+    use clusterhost::cluster::ClusterState;
+    use clusterhost::LoadOutcome;
+    use clusterhost_plugin_api::WireVersion;
+    use clusterhost_tests::cluster::wait_for;
+    use clusterhost_tests::{plugin, restamp};
+
+    let cluster = TestCluster::clustered(Backend::Gossip, &NAMES).await;
+    // a runs a build that announces wire 1.2 (a rolling upgrade from the
+    // build before bounded caches): the others send it the 1.2 frames.
+    let (manager, home) = cluster.plugin_manager("a");
+    let older = home.join("builds").join("gossip-wire-1.2.so");
+    restamp(&plugin("gossip"), &older, |m| {
+        m.version = "0.2.0".parse().unwrap();
+        m.wire_protocol = WireVersion { major: 1, minor: 2 };
+    });
+    let outcome = manager.load(&older).await.expect("a wire 1.2 build is admitted beside 1.3");
+    assert!(matches!(outcome, LoadOutcome::Replaced { .. }), "{outcome:?}");
+    wait_for("a to rejoin on wire 1.2", Duration::from_secs(30), || {
+        NAMES.iter().all(|n| cluster.node(n).state() == ClusterState::Clustered && cluster.node(n).members().len() == 3)
+    })
+    .await;
+    let raws: Vec<_> = NAMES.iter().map(|n| cluster.node(n).caches().raw("mixed")).collect();
+    let mut on_c = raws[2].listen(ListenOptions::clustered()).await.expect("a clustered listener on c");
+    let ttl = Duration::from_millis(300);
+    raws[1].put_ttl(b"k".to_vec(), b"v".to_vec(), ttl).await.expect("a put with a ttl on b");
+    raws[1].put(b"plain".to_vec(), b"p".to_vec()).await.expect("a plain put on b");
+    raws[0].put(b"from-a".to_vec(), b"q".to_vec()).await.expect("a plain put on a");
+    for raw in &raws {
+        assert_eq!(raw.get(b"k").await.unwrap().as_deref(), Some(&b"v"[..]), "every member has the write");
+        assert_eq!(raw.get(b"from-a").await.unwrap().as_deref(), Some(&b"q"[..]), "a's writes reach 1.3 members");
+    }
+    loop {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), on_c.recv())
+            .await
+            .expect("c expired it within 10 s")
+            .expect("the listener is open");
+        if matches!(&delivery, Delivery::Event(e) if e.kind == EntryEventKind::Expired && e.key == b"k") {
+            break;
+        }
+    }
+    // Past the deadline (c removed it): b and c never answer it; a got it
+    // without its deadline (a read there checks the deadline it has).
+    assert!(raws[1].get(b"k").await.unwrap().is_none());
+    assert!(raws[2].get(b"k").await.unwrap().is_none());
+    assert_eq!(raws[0].get(b"k").await.unwrap().as_deref(), Some(&b"v"[..]), "the 1.2 frame carried no deadline");
+    assert_eq!(raws[0].get(b"plain").await.unwrap().as_deref(), Some(&b"p"[..]));
+}
