@@ -4,8 +4,9 @@
 //!
 //! - `direct`: the in-memory strategy called as a Rust trait, in-process;
 //! - `boundary`: the same strategy behind the ABI (`ClusterHost::into_boundary`:
-//!   sabi trait object, `FfiFuture`, panic guard, runtime context), called
-//!   through the host's `StrategyRef`;
+//!   sabi trait object, panic guard, runtime context; the synchronous read
+//!   `cache_get_sync`, API 0.1.3, since the strategy answers from memory),
+//!   called through the host's `StrategyRef` as the host's cache does;
 //! - `standalone`: the host's `RawCache::get` with no strategy (its own map);
 //! - `clustered`: `RawCache::get` with the fixture strategy loaded from a
 //!   real `.so` by the plugin manager: the whole clustered path.
@@ -106,9 +107,14 @@ impl Paths {
         self.direct.cache_get(CACHE, &self.key).await.expect("a direct get").is_some()
     }
 
-    /// One get through the ABI boundary.
+    /// One get through the ABI boundary, as the host's cache makes it: the
+    /// synchronous read first (API 0.1.3), the future when it says so.
     pub async fn boundary(&self) -> bool {
-        self.boundary.get(&self.boundary_cache, &self.key).await.expect("a boundary get").is_some()
+        let value = match self.boundary.get_now(&self.boundary_cache, &self.key) {
+            Some(value) => value,
+            None => self.boundary.get(&self.boundary_cache, &self.key).await,
+        };
+        value.expect("a boundary get").is_some()
     }
 
     /// One get on the host's cache with no strategy.

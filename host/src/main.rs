@@ -182,6 +182,8 @@ enum UpgradeMode {
     Rolling,
     SplitBrain,
     Offline,
+    /// Another strategy: each member in turn removes the one it runs and installs --plugin.
+    Switch,
 }
 
 #[derive(Subcommand)]
@@ -367,6 +369,7 @@ fn main() -> ExitCode {
                         UpgradeMode::Rolling => upgrade::Mode::Rolling,
                         UpgradeMode::SplitBrain => upgrade::Mode::SplitBrain,
                         UpgradeMode::Offline => upgrade::Mode::Offline,
+                        UpgradeMode::Switch => upgrade::Mode::Switch,
                     },
                     nodes,
                     tokens: Default::default(),
@@ -413,8 +416,9 @@ fn main() -> ExitCode {
 /// A `--ttl`: a human duration (30s, 500ms, 2m, 1h) from 1 ms to 100 years.
 fn ttl(text: &str) -> Result<std::time::Duration, String> {
     let ttl = humantime::parse_duration(text).map_err(|e| format!("{e}; write it like 30s, 500ms, 2m or 1h"))?;
+    // The admin API's bound (100 years of 365 days, in ms).
     if ttl < std::time::Duration::from_millis(1) || ttl > std::time::Duration::from_secs(100 * 365 * 86_400) {
-        return Err("a time to live is from 1ms to 100 years".into());
+        return Err("a time to live is from 1ms to 36500 days (write 36500d at most)".into());
     }
     Ok(ttl)
 }

@@ -619,6 +619,14 @@ pub trait ClusterStrategy: Send + Sync {
         let _ = (cache, key, value, ttl_ms);
         predates_in("cache_put_ttl", "0.1.3")
     }
+    /// The value under `key` answered on the caller's thread, without a
+    /// future, when this member can tell from its own memory; `RNone`
+    /// sends the read to [`cache_get`](ClusterStrategy::cache_get) (also
+    /// what a strategy built before API 0.1.3 answers: the default).
+    fn cache_get_sync(&self, cache: RStr<'_>, key: RSlice<'_, u8>) -> ROption<RResult<ROption<RVec<u8>>, PluginError>> {
+        let _ = (cache, key);
+        ROption::RNone
+    }
 }
 
 /// The owned form of a strategy.

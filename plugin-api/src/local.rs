@@ -73,7 +73,8 @@ pub type Observer = Arc<dyn Fn(LocalChange<'_>) + Send + Sync>;
 /// its bounds need.
 #[derive(Default)]
 struct Entries {
-    map: LinkedHashMap<Vec<u8>, Slot>,
+    /// Keys come from clients: std's DoS-resistant hasher, not hashlink's default.
+    map: LinkedHashMap<Vec<u8>, Slot, std::hash::RandomState>,
     bounds: CacheBounds,
     /// Keys plus values of every entry.
     bytes: u64,
@@ -211,19 +212,36 @@ impl LocalCache {
     }
 
     /// Writes `key` with `version`, telling the observer (added or
-    /// updated), then evicts beyond the size bounds.
+    /// updated), then evicts beyond the size bounds. An expired entry that
+    /// was still there is reported expired first: the write adds a new one.
     fn land(&self, entries: &mut Entries, key: Vec<u8>, value: Vec<u8>, version: u64, ttl: Ttl, now: u64) {
+        if !entries.ordered() && !entries.expiring() && matches!(ttl, Ttl::Cache) {
+            // An ordinary cache: one lookup, the slot updated in place.
+            let bytes = (key.len() + value.len()) as u64;
+            if let Some(slot) = entries.map.get_mut(&key) {
+                let old = slot.bytes(&key);
+                slot.value = value;
+                slot.version = version;
+                entries.bytes = entries.bytes - old + bytes;
+                let slot = &entries.map[&key];
+                self.tell(EntryEventKind::Updated, &key, Some(&slot.value), version);
+            } else {
+                entries.bytes += bytes;
+                self.tell(EntryEventKind::Added, &key, Some(&value), version);
+                entries.map.insert(key, Slot { value, version, deadline: 0, used: 0 });
+            }
+            return;
+        }
+        let clock = now_ms();
+        if entries.expiring() && entries.map.get(&key).is_some_and(|old| old.expired(&entries.bounds, clock)) {
+            self.expire(entries, &key);
+        }
         let deadline = match ttl {
             Ttl::Cache => 0,
             Ttl::Own(ms) => now.saturating_add(ms.max(1)),
         };
-        let slot = Slot { value, version, deadline, used: now_ms() };
-        let old = entries.place(key, slot);
-        // An expired entry that was still there counts as gone, not updated.
-        let kind = match old {
-            Some(old) if !old.expired(&entries.bounds, now_ms()) => EntryEventKind::Updated,
-            _ => EntryEventKind::Added,
-        };
+        let slot = Slot { value, version, deadline, used: clock };
+        let kind = if entries.place(key, slot).is_some() { EntryEventKind::Updated } else { EntryEventKind::Added };
         if let Some((key, slot)) = entries.map.back() {
             self.tell(kind, key, Some(&slot.value), slot.version);
         }
@@ -341,9 +359,10 @@ impl LocalCache {
         self.len() == 0
     }
 
-    /// Removes every entry.
+    /// Removes every entry (those that had expired are reported expired).
     pub fn clear(&self) {
         let mut entries = self.lock();
+        self.sweep_locked(&mut entries, now_ms());
         let map = std::mem::take(&mut entries.map);
         entries.bytes = 0;
         entries.own_ttls = 0;
@@ -381,17 +400,18 @@ impl LocalCache {
     pub fn merge(&self, batch: Vec<Entry>) {
         let mut entries = self.lock();
         let now = now_ms();
+        let bounds = entries.bounds;
         for e in batch {
             let newer = match entries.map.get(&e.key) {
                 None => true,
                 Some(slot) => e.version > slot.version,
             };
-            if newer {
+            // What arrived already past the cache's time to live is not added.
+            let arrived = Slot { value: Vec::new(), version: e.version, deadline: 0, used: now };
+            if newer && !arrived.expired(&bounds, now) {
                 self.land(&mut entries, e.key, e.value, e.version, Ttl::Cache, now);
             }
         }
-        // What arrived already past the cache's time to live goes at once.
-        self.sweep_locked(&mut entries, now);
     }
 
     /// Every entry, with its version.
@@ -438,7 +458,7 @@ impl LocalCache {
 }
 
 /// Cache name → the cache. Names are few and chosen by the application, so
-/// a fast hasher is safe here (keys keep std's DoS-resistant one).
+/// a fast hasher is safe here (keys keep std's DoS-resistant one, [`Entries`]).
 type Caches = HashMap<String, Arc<LocalCache>, foldhash::fast::RandomState>;
 
 /// Named caches in memory. Every operation by name finds its cache first
@@ -889,12 +909,13 @@ mod tests {
     fn an_entry_unused_for_max_idle_expires_while_a_used_one_stays() {
         let (cache, told) = recorded("c");
         cache.configure(CacheBounds { max_idle_ms: 10_000, ..CacheBounds::NONE });
-        let start = now_ms();
         put(&cache, "a");
         put(&cache, "b");
+        // a and b were last used at or before `written`; b is used again 30 ms later.
+        let written = now_ms();
         std::thread::sleep(std::time::Duration::from_millis(30));
         assert!(cache.get(b"b").is_some());
-        assert_eq!(cache.sweep(start + 10_015), 1);
+        assert_eq!(cache.sweep(written + 10_001), 1);
         assert_eq!(taken(&told), ["added a", "added b", "expired a"]);
         assert!(cache.contains(b"b"));
     }

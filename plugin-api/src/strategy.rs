@@ -246,8 +246,8 @@ pub trait Strategy: Send + Sync + 'static {
     /// expire after `ttl_ms` from the write and after `max_idle_ms` without
     /// a read or write, reporting `Evicted` / `Expired` entry events. Tighter
     /// bounds shrink the cache at once. Refuse a bound this strategy cannot
-    /// keep with an error that names it. docs/strategy-authoring.md, rule
-    /// `bounded-caches`.
+    /// keep with an error that names it. docs/strategy-authoring.md, rules
+    /// `bounded-alone` and `bounded-across-members`.
     fn cache_configure(&self, cache: &str, bounds: CacheBounds) -> impl Future<Output = PluginResult<()>> + Send {
         let _ = (cache, bounds);
         async { Err(Unsupported::capability("bounded caches").into()) }
@@ -685,6 +685,14 @@ impl<S: Strategy> ClusterStrategy for StrategyAdapter<S> {
     fn lock_fence(&self, name: RStr<'_>, owner: RStr<'_>) -> Fut<u64> {
         let (name, owner) = (name.as_str().to_owned(), owner.as_str().to_owned());
         self.call(move |s| async move { s.lock_fence(&name, &owner).await }, |fence: Option<u64>| fence.unwrap_or(0))
+    }
+
+    fn cache_get_sync(&self, cache: RStr<'_>, key: RSlice<'_, u8>) -> ROption<RResult<ROption<RVec<u8>>, PluginError>> {
+        match self.sync(|s| s.cache_get_now(cache.as_str(), key.as_slice()), None) {
+            None => ROption::RNone,
+            Some(Ok(value)) => ROption::RSome(ROk(value.map(RVec::from).into())),
+            Some(Err(error)) => ROption::RSome(RErr(boundary_error(error))),
+        }
     }
 
     fn cache_configure(&self, cache: RStr<'_>, bounds: FfiCacheBounds) -> Fut<()> {

@@ -35,7 +35,21 @@ const RETRY_EVERY: Duration = Duration::from_millis(100);
 const MAX_USER: usize = 32;
 const MAX_TEXT: usize = 4096;
 /// The most messages that may wait for one recipient from one sender's session.
-const MAX_WAITING: usize = 10_000;
+const MAX_WAITING: usize = 1_000;
+/// The most recipients one session may have messages waiting for, and all
+/// sessions together on this node.
+const MAX_RECIPIENTS: usize = 64;
+const MAX_OUTBOXES: usize = 10_000;
+/// How long a message is retried before its sender is told it was not delivered.
+const DELIVERY_DEADLINE: Duration = Duration::from_secs(60);
+/// How long an empty outbox waits for more before it goes.
+const OUTBOX_IDLE: Duration = Duration::from_secs(30);
+/// The most sockets this node serves, and the most messages queued for one
+/// page; a page that does not read them is disconnected.
+const MAX_SOCKETS: usize = 10_000;
+const MAX_QUEUED: usize = 1_024;
+/// How long a page may take to take one message.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest WebSocket message read from a client.
 const MAX_FRAME: usize = 16 * 1024;
 
@@ -80,10 +94,16 @@ enum ToClient<'a> {
         sent_ms: u64,
         delivered_by: &'a str,
     },
-    /// The message numbered `seq` reached `to`'s node and socket.
+    /// The message numbered `seq` was accepted by the node that holds `to`'s socket.
     Delivered {
         to: &'a str,
         seq: u64,
+    },
+    /// The message numbered `seq` could not be delivered within the deadline.
+    Undelivered {
+        to: &'a str,
+        seq: u64,
+        error: String,
     },
     Error {
         error: String,
@@ -97,7 +117,15 @@ fn encode(message: &ToClient<'_>) -> String {
 /// One connected user on this node.
 struct Socket {
     connection: u64,
-    out: mpsc::UnboundedSender<String>,
+    out: mpsc::Sender<String>,
+}
+
+impl Socket {
+    /// Queues `text` for the page; false when the page does not keep up
+    /// (its queue is full: it is disconnected) or is gone.
+    fn send(&self, text: String) -> bool {
+        self.out.try_send(text).is_ok()
+    }
 }
 
 struct Inner {
@@ -208,7 +236,7 @@ impl Chat {
         };
         let text = encode(&ToClient::Presence { user: &user, online });
         for socket in locked(&self.0.sockets).values() {
-            let _ = socket.out.send(text.clone());
+            socket.send(text.clone());
         }
     }
 
@@ -246,7 +274,7 @@ impl Chat {
                 sent_ms: message.sent_ms,
                 delivered_by: &self.0.me,
             });
-            if socket.out.send(text).is_err() {
+            if !socket.send(text) {
                 return false;
             }
             *last = message.seq;
@@ -271,36 +299,72 @@ impl Chat {
 
     /// Queues `message` for delivery: messages of one session to one
     /// recipient go one at a time, each retried until delivered, so they
-    /// arrive in order, once each, and none is dropped while this node lives.
+    /// arrive in order, once each; one not delivered within
+    /// [`DELIVERY_DEADLINE`] is reported to its sender as undelivered.
     fn send(&self, message: Message) -> Result<(), String> {
         let key = (message.session.clone(), message.to.clone());
         let mut outboxes = locked(&self.0.outboxes);
-        let queue = outboxes.entry(key.clone()).or_insert_with(|| {
-            let (tx, mut rx) = mpsc::channel::<Message>(MAX_WAITING);
-            let chat = self.clone();
-            tokio::spawn(async move {
-                while let Some(message) = rx.recv().await {
-                    let started = Instant::now();
-                    while !chat.try_deliver(&message).await {
-                        tokio::time::sleep(RETRY_EVERY).await;
-                    }
-                    if started.elapsed() > Duration::from_secs(1) {
-                        tracing::info!(from = %message.from, to = %message.to, seq = message.seq, "delivered after {:?}", started.elapsed());
-                    }
-                    chat.tell(&message.from, &encode(&ToClient::Delivered { to: &message.to, seq: message.seq }));
-                }
-            });
-            tx
-        });
-        queue
+        if !outboxes.contains_key(&key) {
+            if outboxes.len() >= MAX_OUTBOXES {
+                return Err("this node has too many conversations waiting; try again later".into());
+            }
+            if outboxes.keys().filter(|(session, _)| *session == key.0).count() >= MAX_RECIPIENTS {
+                return Err(format!(
+                    "messages already wait for {MAX_RECIPIENTS} recipients; wait until they are delivered"
+                ));
+            }
+            let (tx, rx) = mpsc::channel::<Message>(MAX_WAITING);
+            tokio::spawn(self.clone().drain_outbox(key.clone(), rx));
+            outboxes.insert(key.clone(), tx);
+        }
+        outboxes[&key]
             .try_send(message)
             .map_err(|_| format!("more than {MAX_WAITING} messages wait for this recipient; slow down"))
+    }
+
+    /// Delivers one outbox's messages in order; goes once empty for a while.
+    async fn drain_outbox(self, key: (String, String), mut rx: mpsc::Receiver<Message>) {
+        loop {
+            let message = match tokio::time::timeout(OUTBOX_IDLE, rx.recv()).await {
+                Ok(Some(message)) => message,
+                Ok(None) => return,
+                Err(_) => {
+                    // Idle: gone, unless a message arrived meanwhile (both under the lock).
+                    let mut outboxes = locked(&self.0.outboxes);
+                    if rx.is_empty() {
+                        outboxes.remove(&key);
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let started = Instant::now();
+            let mut delivered = self.try_deliver(&message).await;
+            while !delivered && started.elapsed() < DELIVERY_DEADLINE {
+                tokio::time::sleep(RETRY_EVERY).await;
+                delivered = self.try_deliver(&message).await;
+            }
+            let (to, seq) = (&message.to, message.seq);
+            let note = if delivered {
+                if started.elapsed() > Duration::from_secs(1) {
+                    tracing::info!(from = %message.from, to = %to, seq, "delivered after {:?}", started.elapsed());
+                }
+                ToClient::Delivered { to, seq }
+            } else {
+                let error = format!(
+                    "not delivered to {to} within {} s: not online, or its node unreachable",
+                    DELIVERY_DEADLINE.as_secs()
+                );
+                ToClient::Undelivered { to, seq, error }
+            };
+            self.tell(&message.from, &encode(&note));
+        }
     }
 
     /// Sends `text` to `user`'s socket on this node, if any.
     fn tell(&self, user: &str, text: &str) {
         if let Some(socket) = locked(&self.0.sockets).get(user) {
-            let _ = socket.out.send(text.to_string());
+            socket.send(text.to_string());
         }
     }
 
@@ -309,33 +373,46 @@ impl Chat {
     async fn serve(self, user: String, socket: WebSocket) {
         let connection = self.0.next_connection.fetch_add(1, Ordering::Relaxed);
         let session = format!("{}/{connection}", self.0.me);
-        let (out, mut outgoing) = mpsc::unbounded_channel::<String>();
-        locked(&self.0.sockets).insert(user.clone(), Socket { connection, out: out.clone() });
+        let (out, mut outgoing) = mpsc::channel::<String>(MAX_QUEUED);
+        {
+            let mut sockets = locked(&self.0.sockets);
+            if sockets.len() >= MAX_SOCKETS && !sockets.contains_key(&user) {
+                tracing::warn!(user, "refused a socket: this node serves {MAX_SOCKETS} already");
+                return;
+            }
+            sockets.insert(user.clone(), Socket { connection, out: out.clone() });
+        }
         let (mut sink, mut stream) = socket.split();
+        // The page's messages go out from a task of their own, so a page
+        // that does not read stops only itself (its queue fills, it is
+        // disconnected), never this loop.
+        let writer = tokio::spawn(async move {
+            while let Some(text) = outgoing.recv().await {
+                match tokio::time::timeout(WRITE_TIMEOUT, sink.send(WsMessage::Text(text.into()))).await {
+                    Ok(Ok(())) => {}
+                    _ => break,
+                }
+            }
+            let _ = sink.close().await;
+        });
         if let Err(e) = self.0.routes.put(&user, &self.0.me).await {
-            let _ = sink.send(WsMessage::Text(encode(&ToClient::Error { error: e.to_string() }).into())).await;
+            let _ = out.try_send(encode(&ToClient::Error { error: e.to_string() }));
         }
         let online = self.0.routes.keys().await.unwrap_or_default();
-        let _ = out.send(encode(&ToClient::Welcome { user: &user, node: &self.0.me, online }));
+        let _ = out.try_send(encode(&ToClient::Welcome { user: &user, node: &self.0.me, online }));
         let mut closing = self.0.closing.subscribe();
-        let refresh = {
-            let chat = self.clone();
-            let user = user.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(REFRESH_EVERY).await;
-                    if let Err(e) = chat.0.routes.put(&user, &chat.0.me).await {
-                        tracing::warn!(user, "could not refresh the route: {e}");
-                    }
-                }
-            })
-        };
+        let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + REFRESH_EVERY, REFRESH_EVERY);
         let mut seq = 0;
         loop {
             tokio::select! {
-                Some(text) = outgoing.recv() => {
-                    if sink.send(WsMessage::Text(text.into())).await.is_err() {
-                        break;
+                _ = refresh.tick() => {
+                    // A newer connection of the same user elsewhere took the route: this one ends.
+                    match self.0.routes.get(&user).await {
+                        Ok(Some(node)) if node != self.0.me => break,
+                        _ => {}
+                    }
+                    if let Err(e) = self.0.routes.put(&user, &self.0.me).await {
+                        tracing::warn!(user, "could not refresh the route: {e}");
                     }
                 }
                 incoming = stream.next() => {
@@ -351,21 +428,31 @@ impl Chat {
                         Err(e) => Some(format!("not a chat message ({e}); send {{\"type\":\"send\",\"to\":USER,\"text\":TEXT}}")),
                     };
                     if let Some(error) = reply {
-                        let _ = out.send(encode(&ToClient::Error { error }));
+                        if out.try_send(encode(&ToClient::Error { error })).is_err() {
+                            break;
+                        }
                     }
                 }
                 _ = closing.changed() => break,
+                // The page stopped reading: its queue is full, or its writer ended.
+                _ = out.closed() => break,
+            }
+            if out.capacity() == 0 {
+                tracing::warn!(user, "disconnected a page that does not read its messages");
+                break;
             }
         }
-        refresh.abort();
         let mine = {
             let mut sockets = locked(&self.0.sockets);
             let mine = sockets.get(&user).is_some_and(|s| s.connection == connection);
             if mine {
                 sockets.remove(&user);
+                locked(&self.0.delivered).retain(|(_, to), _| *to != user);
             }
             mine
         };
+        drop(out);
+        writer.abort();
         // Only this connection's route: the user may have reconnected elsewhere.
         if mine {
             if let Err(e) = self.0.routes.remove_if_value(&user, &self.0.me).await {
@@ -384,7 +471,24 @@ async fn page() -> Html<&'static str> {
     Html(crate::page::PAGE)
 }
 
-async fn connect(State(chat): State<Chat>, Query(who): Query<Who>, upgrade: WebSocketUpgrade) -> Response {
+async fn connect(
+    State(chat): State<Chat>,
+    Query(who): Query<Who>,
+    headers: axum::http::HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    // A page from another site may not open a socket here in a visitor's name.
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(origin) = header("origin") {
+        let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+        if Some(origin_host) != header("host") {
+            return (
+                StatusCode::FORBIDDEN,
+                "a chat socket is opened only by the chat's own page (Origin and Host differ)",
+            )
+                .into_response();
+        }
+    }
     if !valid_user(&who.user) {
         let why = format!(
             "user {:?}: a user name is 1 to {MAX_USER} letters, digits, - or _",

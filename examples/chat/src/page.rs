@@ -26,7 +26,7 @@ body { font: 15px system-ui, sans-serif; margin: 2rem; max-width: 50rem; }
 <form id="compose"><input id="to" placeholder="to"> <input id="text" placeholder="message" size="40"> <button>Send</button></form>
 <script>
 "use strict";
-const chat = { user: null, node: null, online: new Set(), received: [], delivered: [], errors: [], socket: null, open: false };
+const chat = { user: null, node: null, online: new Set(), received: [], delivered: [], undelivered: [], errors: [], socket: null, open: false };
 window.chat = chat;
 const $ = (id) => document.getElementById(id);
 function showOnline() {
@@ -68,6 +68,9 @@ function connect(user) {
       line("msg", [["from", m.from + ":"], ["text", m.text]]);
     } else if (m.type === "delivered") {
       chat.delivered.push({ to: m.to, seq: m.seq });
+    } else if (m.type === "undelivered") {
+      chat.undelivered.push({ to: m.to, seq: m.seq });
+      line("error", [["text", m.error]]);
     } else if (m.type === "error") {
       chat.errors.push(m.error);
       line("error", [["text", m.error]]);

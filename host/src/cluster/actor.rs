@@ -206,6 +206,7 @@ impl Actor {
         *lock(&self.shared.attached) = attached.as_ref().map(|a| a.strategy.clone());
         if attached.is_none() {
             self.shared.entries.take_from(0);
+            self.shared.caches.clear_refusals();
         }
         self.attached = attached;
         if self.attached.is_none() {
@@ -244,13 +245,17 @@ impl Actor {
         }
         self.generation = generation;
         self.set_attached(Some(Attached { strategy: strategy.clone() }));
-        // Every bounded cache's bounds, before the strategy serves.
+        // Every bounded cache's bounds, before the strategy serves; the
+        // whole at most one budget (a strategy that hangs is refused the rest).
         let budget = self.config().max_execution;
-        for (cache, bounds) in self.shared.caches.all_bounds() {
-            let sent = self.shared.caches.send_bounds(&cache, bounds, Some(&strategy));
-            if tokio::time::timeout(budget, sent).await.is_err() {
-                tracing::warn!(cache = %cache, strategy = %strategy.label(), "the strategy did not apply the cache's bounds within {budget:?} (cluster.max.execution.seconds)");
+        let caches = self.shared.caches.clone();
+        let all = async {
+            for (cache, _) in caches.all_bounds() {
+                let _ = caches.send_bounds(&cache, Some(&strategy), budget).await;
             }
+        };
+        if tokio::time::timeout(budget, all).await.is_err() {
+            tracing::warn!(strategy = %strategy.label(), "the strategy did not apply every cache's bounds within {budget:?} (cluster.max.execution.seconds); the rest are applied on their next change");
         }
         // The cluster-wide switch, if the cluster has one, wins when newer
         // than ours; ours is republished when newer (e.g. kept across a hot

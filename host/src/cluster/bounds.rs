@@ -121,6 +121,11 @@ impl BoundsTable {
         };
     }
 
+    /// Forgets every refusal (the strategy that refused left service).
+    pub fn clear_refusals(&mut self) {
+        self.refused.clear();
+    }
+
     /// Every bounded cache, as status shows it.
     pub fn status(&self) -> Vec<BoundedCache> {
         self.all()

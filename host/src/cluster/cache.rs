@@ -38,6 +38,11 @@ struct FactoryInner {
     protection: super::protection::Guard,
     /// Every cache's bounds (properties over code) and refusals.
     bounds: Mutex<super::bounds::BoundsTable>,
+    /// Held while bounds are sent: one sender at a time, each sending what
+    /// is in force when it gets its turn.
+    sending: tokio::sync::Mutex<()>,
+    /// Set when the manager shuts down: the sweeper ends.
+    stopped: std::sync::atomic::AtomicBool,
     /// The entry listeners (the standalone caches tell them every change;
     /// for a strategy without entry events the handles here do).
     entries: Arc<EntryEvents>,
@@ -99,6 +104,8 @@ impl CacheFactory {
                 caches: Mutex::new(HashMap::new()),
                 protection: Default::default(),
                 bounds: Mutex::default(),
+                sending: tokio::sync::Mutex::new(()),
+                stopped: std::sync::atomic::AtomicBool::new(false),
                 entries,
             }),
         }
@@ -180,15 +187,24 @@ impl CacheFactory {
         lock(&self.inner.bounds).status()
     }
 
-    /// Applies `bounds` to `cache` on this node's standalone strategy and on
-    /// `plugin`, the strategy in service (if any); a refusal by the plugin
-    /// is kept for status, logged, and returned.
+    /// Forgets the refusals of a strategy that is no longer in service.
+    pub(crate) fn clear_refusals(&self) {
+        lock(&self.inner.bounds).clear_refusals();
+    }
+
+    /// Applies `cache`'s bounds in force (read now, so a later change is
+    /// never overwritten by an earlier one: one sender at a time) to this
+    /// node's standalone strategy and to `plugin`, the strategy in service
+    /// (if any), which gets at most `budget`; a refusal by the plugin is
+    /// kept for status, logged, and returned.
     pub(crate) async fn send_bounds(
         &self,
         cache: &str,
-        bounds: CacheBounds,
         plugin: Option<&StrategyRef>,
+        budget: std::time::Duration,
     ) -> Result<(), ClusterError> {
+        let _one_at_a_time = self.inner.sending.lock().await;
+        let bounds = self.bounds_of(cache);
         self.inner.standalone.configure(cache, bounds).await?;
         let Some(plugin) = plugin else { return Ok(()) };
         if bounds.is_none() && plugin.require_bounded("cache bounds").is_err() {
@@ -196,7 +212,15 @@ impl CacheFactory {
             lock(&self.inner.bounds).outcome(cache, None);
             return Ok(());
         }
-        let outcome = plugin.configure(cache, bounds).await;
+        let outcome = match tokio::time::timeout(budget, plugin.configure(cache, bounds)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(ClusterError::Strategy {
+                plugin: plugin.label(),
+                op: "cache bounds",
+                panicked: false,
+                message: format!("no answer within {budget:?} (cluster.max.execution.seconds)"),
+            }),
+        };
         if let Err(e) = &outcome {
             tracing::warn!(cache, strategy = %plugin.label(), "the strategy in service refused the cache's bounds ({bounds}): {e}; this node keeps them only while standalone");
         }
@@ -204,14 +228,27 @@ impl CacheFactory {
         outcome
     }
 
-    /// Whether this is the last handle to the factory (its sweeper's).
-    pub(crate) fn is_last(&self) -> bool {
-        Arc::strong_count(&self.inner) == 1
+    /// Runs the standalone caches' sweep every `every` until the manager
+    /// stops (or every handle to the factory is gone).
+    pub(crate) fn spawn_sweeper(&self, every: std::time::Duration) {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                ticks.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                if inner.stopped.load(Ordering::Relaxed) {
+                    return;
+                }
+                inner.standalone.sweep_standalone();
+            }
+        });
     }
 
-    /// Removes the standalone strategy's expired entries (a timer calls it).
-    pub(crate) fn sweep_standalone(&self) -> usize {
-        self.inner.standalone.sweep_standalone()
+    /// The manager stopped: the sweeper ends.
+    pub(crate) fn stop(&self) {
+        self.inner.stopped.store(true, Ordering::Relaxed);
     }
 
     /// Whether caches are clustered right now.
@@ -357,7 +394,7 @@ impl RawCache {
         self.protected(false)?;
         let serving = self.factory.serving.read().await;
         let value = match serving.get_now(&self.core.cache, key) {
-            Some(value) => value,
+            Some(value) => value?,
             None => serving.get(&self.core.cache, key).await?,
         };
         let hit = value.is_some() as u64;

@@ -177,21 +177,14 @@ impl ClusterManager {
         });
         let bounds = shared.caches.apply_bounds(lock(&shared.config).bounds.clone());
         let caches = shared.caches.clone();
+        let budget = lock(&shared.config).max_execution;
         shared.runtime.spawn(async move {
-            for (cache, bounds) in bounds {
-                let _ = caches.send_bounds(&cache, bounds, None).await;
-            }
-            // The standalone caches' expired entries go within this period.
-            let mut every = tokio::time::interval(SWEEP_EVERY);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            loop {
-                every.tick().await;
-                caches.sweep_standalone();
-                if caches.is_last() {
-                    return;
-                }
+            for (cache, _) in bounds {
+                let _ = caches.send_bounds(&cache, None, budget).await;
             }
         });
+        // The standalone caches' expired entries go within this period.
+        shared.caches.spawn_sweeper(SWEEP_EVERY);
         Actor::spawn(shared.clone(), faults, enabled, held, rx);
         (ClusterManager { shared, commands }, fault_rx)
     }
@@ -219,11 +212,12 @@ impl ClusterManager {
         if !changed.is_empty() {
             let manager = self.clone();
             self.shared.runtime.spawn(async move {
-                let plugin = lock(&manager.shared.attached).clone();
+                let budget = manager.config().max_execution;
                 for (cache, bounds) in changed {
                     tracing::info!(cache = %cache, "cache bounds now: {bounds}");
+                    let plugin = lock(&manager.shared.attached).clone();
                     // A refusal is logged and shown in status by send_bounds.
-                    let _ = manager.shared.caches.send_bounds(&cache, bounds, plugin.as_deref()).await;
+                    let _ = manager.shared.caches.send_bounds(&cache, plugin.as_deref(), budget).await;
                 }
             });
         }
@@ -241,9 +235,9 @@ impl ClusterManager {
         name: &str,
         bounds: clusterhost_plugin_api::cluster::CacheBounds,
     ) -> Result<Cache<K, V>, ClusterError> {
-        let bounds = self.shared.caches.code_bounds(name, bounds);
+        self.shared.caches.code_bounds(name, bounds);
         let plugin = lock(&self.shared.attached).clone();
-        self.shared.caches.send_bounds(name, bounds, plugin.as_deref()).await?;
+        self.shared.caches.send_bounds(name, plugin.as_deref(), self.config().max_execution).await?;
         Ok(self.shared.caches.cache(name))
     }
 
@@ -418,6 +412,7 @@ impl ClusterManager {
     /// Leaves the cluster (caches kept) and stops the event thread.
     pub async fn shutdown(&self) {
         let _ = self.send(|done| Command::Shutdown { done }).await;
+        self.shared.caches.stop();
     }
 
     // ---- strategies (called by the plugin manager) ----

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use abi_stable::std_types::{RSlice, RStr, RVec};
+use abi_stable::std_types::{ROption, RResult, RSlice, RStr, RVec};
 use clusterhost_plugin_api::cluster::{
     now_ms, CacheBounds, CacheSize, Capabilities, CasOutcome, Entry, Expected, Member, StrategyBox, TaskReply,
     TaskTarget, Versioned,
@@ -298,9 +298,16 @@ impl StrategyRef {
     /// waiting (the standalone strategy, through a resolved cache); `None`
     /// when the answer needs [`get`](Self::get). The hot read path asks
     /// this first, so an in-memory answer builds no async state.
-    pub fn get_now(&self, cache: &CacheRef, key: &[u8]) -> Option<Option<Vec<u8>>> {
+    pub fn get_now(&self, cache: &CacheRef, key: &[u8]) -> Option<Result<Option<Vec<u8>>, ClusterError>> {
         match (&self.inner, &cache.local) {
-            (Imp::Standalone(_), Some(local)) => Some(local.get(key)),
+            (Imp::Standalone(_), Some(local)) => Some(Ok(local.get(key))),
+            // API 0.1.3: answered on this thread, no future; an older
+            // plugin's vtable lacks the method and its default says "ask get".
+            (Imp::Plugin(p), _) => match p.cache_get_sync(RStr::from_str(cache.name()), RSlice::from_slice(key)) {
+                ROption::RNone => None,
+                ROption::RSome(RResult::ROk(value)) => Some(Ok(value.into_option().map(Into::into))),
+                ROption::RSome(RResult::RErr(e)) => Some(Err(self.error("cache get", e))),
+            },
             _ => None,
         }
     }

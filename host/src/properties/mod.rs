@@ -300,7 +300,7 @@ impl Properties {
                 })?;
                 let known = self.bounds.contains_key(cache);
                 if !known && self.bounds.len() >= MAX_PROTECTED_CACHES {
-                    return Err(format!("at most {MAX_PROTECTED_CACHES} caches can be bounded"));
+                    return Err(format!("at most {MAX_PROTECTED_CACHES} caches can be bounded; remove the cache.<name>.* lines of caches no longer in use, or bound them in code (ClusterManager::bounded_cache)"));
                 }
                 self.bounds.entry(cache.to_string()).or_default().set(suffix, value);
             }

@@ -38,11 +38,22 @@ pub(super) fn upload(
     drain: Duration,
     out: &mut dyn FnMut(&str),
 ) -> Result<UploadOutcome, String> {
-    match upload_once(member, file, drain) {
+    upload_as(member, &member.file, file, drain, out)
+}
+
+/// [`upload`] as plugins/`name`.
+pub(super) fn upload_as(
+    member: &Member,
+    name: &str,
+    file: &PluginFile,
+    drain: Duration,
+    out: &mut dyn FnMut(&str),
+) -> Result<UploadOutcome, String> {
+    match upload_once(member, name, file, drain) {
         Err((why, Some(Refusal { cause: RefusalCause::FailedInStart, kept_running: true }))) => {
             out(&format!("[retry] {}: the new version failed to start and the running one was kept ({why}); uploading again in 1 s", member.label()));
             std::thread::sleep(Duration::from_secs(1));
-            upload_once(member, file, drain).map_err(|(why, _)| why)
+            upload_once(member, name, file, drain).map_err(|(why, _)| why)
         }
         other => other.map_err(|(why, _)| why),
     }
@@ -51,10 +62,11 @@ pub(super) fn upload(
 /// One upload: its outcome, or why not (with the node's refusal, if it refused).
 fn upload_once(
     member: &Member,
+    name: &str,
     file: &PluginFile,
     drain: Duration,
 ) -> Result<UploadOutcome, (String, Option<Refusal>)> {
-    let mut path = format!("/api/plugins?name={}", segment(&member.file));
+    let mut path = format!("/api/plugins?name={}", segment(name));
     if !drain.is_zero() {
         path.push_str(&format!("&drain={}", drain.as_secs_f64()));
     }
@@ -293,4 +305,148 @@ pub(super) fn enable_all(
         crate::text::duration(passed)
     ));
     Ok(())
+}
+
+/// The file name a switch installs the new strategy under.
+pub(super) fn switch_file(new: &PluginFile) -> String {
+    format!("{}.so", new.manifest.id)
+}
+
+/// Waits until `member` runs `label` ("id version"; none: no strategy),
+/// is in `state`, and (clustered, when given) sees `size` members.
+fn strategy_gate(
+    timeout: Duration,
+    members: &[&Member],
+    label: Option<&str>,
+    state: &str,
+    size: Option<usize>,
+) -> Result<Duration, String> {
+    gate(
+        timeout,
+        members,
+        |_, _| {},
+        |m: &Member, _: &Seen| {
+            let status = m.client.cluster().map_err(api_error)?.status;
+            let (now, _) = crate::admin::contract::state_and_reason(&status.state);
+            if status.strategy.as_deref() != label {
+                return Err(format!(
+                    "it runs {}, expected {}",
+                    status.strategy.as_deref().unwrap_or("no strategy"),
+                    label.unwrap_or("no strategy")
+                ));
+            }
+            if now != state {
+                return Err(format!("it is {now}, expected {state}"));
+            }
+            match size {
+                Some(size) if state == "clustered" && status.members.len() != size => {
+                    Err(format!("it sees {} members, expected {size}", status.members.len()))
+                }
+                _ => Ok(()),
+            }?;
+            Ok(())
+        },
+    )
+}
+
+/// The switch flow: member by member, the running strategy removed (the
+/// member goes standalone with every entry it holds), then the new one
+/// installed (it joins the new cluster and merges those entries into it by
+/// version). A failure puts the previous strategy back on every member
+/// changed.
+pub(super) fn switch(run: &Run<'_>, out: &mut dyn FnMut(&str)) -> Result<(), UpgradeError> {
+    let (new, previous, total) = (run.new, run.previous, run.todo.len());
+    let (new_label, new_file) = (new.label(), switch_file(new));
+    let timeout = run.options.gate_timeout;
+    let mut changed: Vec<&Member> = Vec::new();
+    for (i, m) in run.todo.iter().enumerate() {
+        let step = format!("[switch] {}/{total} {}", i + 1, m.label());
+        let t = Instant::now();
+        out(&format!("{step}: remove plugins/{} ({}) ...", m.file, previous.label()));
+        let removed = m
+            .client
+            .delete(&format!("/api/plugins/{}", segment(&m.file)))
+            .map_err(api_error)
+            .and_then(|_| strategy_gate(timeout, &[m], None, "standalone", None));
+        if let Err(why) = removed {
+            out(&format!("{step}: {why}"));
+            let reason = format!("member {} did not go standalone without {}: {why}", m.label(), previous.label());
+            return Err(switch_back(run, &changed, Some(m), out, &reason));
+        }
+        changed.push(m);
+        out(&format!(
+            "{step}: standalone with its entries ({}); upload {new_label} as plugins/{new_file} ...",
+            crate::text::duration(t.elapsed())
+        ));
+        let joined = upload_as(m, &new_file, new, Duration::ZERO, out).and_then(|_| {
+            let switched: Vec<&Member> = changed.clone();
+            strategy_gate(timeout, &switched, Some(&new_label), "clustered", Some(i + 1))
+        });
+        if let Err(why) = joined {
+            out(&format!("{step}: {why}"));
+            let reason = format!("member {} did not join the {new_label} cluster: {why}", m.label());
+            return Err(switch_back(run, &changed, None, out, &reason));
+        }
+        out(&format!(
+            "{step}: gate passed: on {new_label} with {} member(s), its entries merged ({})",
+            i + 1,
+            crate::text::duration(t.elapsed())
+        ));
+    }
+    Ok(())
+}
+
+/// Puts the previous strategy back on every member changed (and on
+/// `half`, which lost it without getting the new one): the new file
+/// removed, the previous one uploaded under its old name, each gated back
+/// in the previous cluster.
+fn switch_back(
+    run: &Run<'_>,
+    changed: &[&Member],
+    half: Option<&Member>,
+    out: &mut dyn FnMut(&str),
+    reason: &str,
+) -> UpgradeError {
+    let members: Vec<&Member> = changed.iter().copied().chain(half).collect();
+    if members.is_empty() {
+        return UpgradeError::NothingChanged { reason: reason.to_string() };
+    }
+    let (previous, new_file) = (run.previous, switch_file(run.new));
+    let timeout = super::rollback::rollback_timeout(run.options);
+    let mut failed = Vec::new();
+    for m in members.iter().rev() {
+        out(&format!(
+            "[rollback] {}: remove plugins/{new_file}, upload {} back as plugins/{} ...",
+            m.label(),
+            previous.label(),
+            m.file
+        ));
+        let _ = m.client.delete(&format!("/api/plugins/{}", segment(&new_file)));
+        let result = upload_as(m, &m.file, previous, Duration::ZERO, out)
+            // Any size: the previous cluster grows back member by member.
+            .and_then(|_| strategy_gate(timeout, &[m], Some(&previous.label()), "clustered", None));
+        match result {
+            Ok(_) => out(&format!("[rollback] {}: back on {}", m.label(), previous.label())),
+            Err(why) => {
+                out(&format!("[rollback] {}: {why}", m.label()));
+                failed.push(m.label());
+            }
+        }
+    }
+    let names: Vec<String> = members.iter().map(|m| m.label()).collect();
+    if failed.is_empty() {
+        UpgradeError::RolledBack {
+            reason: reason.to_string(),
+            members: names.join(", "),
+            previous: previous.label(),
+            path: previous.path.clone(),
+        }
+    } else {
+        UpgradeError::RollbackIncomplete {
+            reason: reason.to_string(),
+            previous: previous.label(),
+            failed: failed.join(", "),
+            path: previous.path.clone(),
+        }
+    }
 }

@@ -8,6 +8,12 @@
 //! - **split-brain**: clustering disabled cluster-wide, the plugin
 //!   hot-replaced on every member while each runs standalone, clustering
 //!   enabled again, then the gate on every member.
+//! - **switch**: to another strategy (gossip → redis, redis → gossip):
+//!   member by member (the senior last), the strategy it runs (`--previous`)
+//!   is removed (it goes standalone, keeping every entry) and `--plugin` is
+//!   installed (it joins the new cluster, merging its entries by version),
+//!   each gated: standalone, then in the new cluster with every member
+//!   switched so far.
 //! - **offline**: needs the nodes stopped and started, which a client of
 //!   the admin API cannot do across machines: the command prints the runbook.
 //!
@@ -48,6 +54,8 @@ pub enum Mode {
     SplitBrain,
     /// Every node stopped, replaced and started: printed as a runbook.
     Offline,
+    /// Another strategy plugin: each member removes the one it runs, then installs the new one.
+    Switch,
 }
 
 impl Mode {
@@ -57,6 +65,7 @@ impl Mode {
             Mode::Rolling => "rolling",
             Mode::SplitBrain => "split-brain",
             Mode::Offline => "offline",
+            Mode::Switch => "switch",
         }
     }
 }
@@ -96,6 +105,10 @@ pub enum UpgradeError {
     Unsigned { name: String, url: String, what: &'static str, path: PathBuf },
     #[error("member {name} ({url}): could not read its plugins.signature to know whether it accepts an unsigned build ({source}); sign the build, or fix the member's admin API and run the upgrade again; no member was changed")]
     Policy { name: String, url: String, source: Box<ClientError> },
+    #[error("--mode switch moves the members to another strategy, but --plugin and --previous are both {id}; to replace {id} with another build use --mode rolling")]
+    SwitchToSame { id: String },
+    #[error("--mode switch needs --previous FILE: the strategy plugin the members run now (how each member's running strategy is found, and what a failure puts back)")]
+    SwitchNeedsPrevious,
     #[error("no members: pass every member's admin API URL with --nodes URL,URL,...")]
     NoMembers,
     #[error(
@@ -152,7 +165,11 @@ pub fn run(options: &UpgradeOptions, out: &mut dyn FnMut(&str)) -> Result<(), Up
     let previous = match &options.previous {
         Some(path) => {
             let previous = PluginFile::read(path, "the previous plugin file (--previous)")?;
-            if previous.manifest.id != new.manifest.id {
+            let switch = options.mode == Mode::Switch;
+            if switch && previous.manifest.id == new.manifest.id {
+                return Err(UpgradeError::SwitchToSame { id: new.manifest.id.clone() });
+            }
+            if !switch && previous.manifest.id != new.manifest.id {
                 return Err(UpgradeError::PreviousOfAnotherPlugin {
                     previous_path: path.clone(),
                     previous: previous.label(),
@@ -164,6 +181,9 @@ pub fn run(options: &UpgradeOptions, out: &mut dyn FnMut(&str)) -> Result<(), Up
         }
         None => None,
     };
+    if options.mode == Mode::Switch && previous.is_none() {
+        return Err(UpgradeError::SwitchNeedsPrevious);
+    }
     let (mut members, size) = survey::survey(options, &new, previous.as_ref())?;
     // Members already on the new file (an earlier run that stopped half-way).
     let (done, mut todo): (Vec<Member>, Vec<Member>) =
@@ -180,8 +200,16 @@ pub fn run(options: &UpgradeOptions, out: &mut dyn FnMut(&str)) -> Result<(), Up
     }
     // The senior goes last: the cluster keeps its senior as long as possible.
     todo.sort_by_key(|m| m.senior);
-    let from: Vec<String> =
-        todo.iter().map(|m| m.version.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    let running = match (&previous, options.mode) {
+        (Some(previous), Mode::Switch) => format!("{} ", previous.manifest.id),
+        _ => String::new(),
+    };
+    let from: Vec<String> = todo
+        .iter()
+        .map(|m| format!("{running}{}", m.version))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     out(&format!(
         "[{mode}] upgrade {} -> {} ({}, wire protocol {}) on {size} members{}",
         if from.is_empty() { "-".to_string() } else { from.join(", ") },
@@ -210,6 +238,7 @@ pub fn run(options: &UpgradeOptions, out: &mut dyn FnMut(&str)) -> Result<(), Up
     let result = match options.mode {
         Mode::Rolling => flows::rolling(&run, out),
         Mode::SplitBrain => flows::split_brain(&run, out),
+        Mode::Switch => flows::switch(&run, out),
         Mode::Offline => unreachable!("handled above"),
     };
     match &result {

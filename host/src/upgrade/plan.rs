@@ -65,6 +65,20 @@ pub(super) fn print_plan(
                 ));
             }
         }
+        Mode::Switch => {
+            let old = previous.map(|p| p.label()).unwrap_or_else(|| "the running strategy".into());
+            for (i, m) in todo.iter().enumerate() {
+                plan(format!(
+                    "{}: remove plugins/{} ({old}; gate: standalone, keeping its entries), upload {} as plugins/{}; gate: clustered on {} with {} member(s), its entries merged",
+                    m.label(),
+                    m.file,
+                    new.path.display(),
+                    super::flows::switch_file(new),
+                    new.label(),
+                    i + 1
+                ));
+            }
+        }
         Mode::Offline => {}
     }
     match previous {

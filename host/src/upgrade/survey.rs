@@ -103,11 +103,16 @@ pub(super) fn survey(
             url: url.clone(),
             source: Box::new(source),
         })?;
-        let record = plugins
-            .into_iter()
-            .find(|r| r.id.as_deref() == Some(new.manifest.id.as_str()) && r.state == PluginState::Active);
+        // The strategy the members run now: the new one's id, or for a
+        // switch the previous one's.
+        let running = match (options.mode, previous) {
+            (super::Mode::Switch, Some(previous)) => &previous.manifest.id,
+            _ => &new.manifest.id,
+        };
+        let record =
+            plugins.into_iter().find(|r| r.id.as_deref() == Some(running.as_str()) && r.state == PluginState::Active);
         let Some(record) = record else {
-            return Err(UpgradeError::NoActivePlugin { name, url: url.clone(), id: new.manifest.id.clone() });
+            return Err(UpgradeError::NoActivePlugin { name, url: url.clone(), id: running.clone() });
         };
         let file = record.file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         // The token this member gets must open its writes, or the flow would

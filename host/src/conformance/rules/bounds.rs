@@ -198,10 +198,10 @@ pub(super) async fn bounded_across_members(ctx: Ctx) -> Result<(), Failure> {
         &format!("{last}'s clustered listener"),
     )
     .await?;
+    let expired_after = written.elapsed();
     for (name, cache) in names.iter().zip(&caches) {
         ensure_eq!(cache.get(&"k".into()).await?, None, "{name}'s read of the expired entry");
     }
-    let expired_after = written.elapsed();
     ensure!(
         expired_after <= Duration::from_millis(500) + EXPIRY_SLACK,
         "an entry with a 500 ms TTL put on {first} was reported expired on {last} only {expired_after:?} after its write"
