@@ -337,7 +337,15 @@ impl Cache {
                 (value, deadline, expired) = (None, at.saturating_add(tell.grace_ms).max(1), true);
             }
         }
-        let held_value = held.map(|slot| &slot.value);
+        let mut held_value = held.map(|slot| &slot.value);
+        if let Some(slot) = held.filter(|s| s.value.is_some() && (s.deadline != 0 || ttl > 0)) {
+            if slot.expires_at(ttl) <= now_ms() {
+                // What it replaces had expired (not swept yet): told as such
+                // first, and this write adds the key again.
+                tell.change(EntryEventKind::Expired, &key, None, slot.version);
+                held_value = None;
+            }
+        }
         let kind = if expired {
             held_value.is_some_and(Option::is_some).then_some(EntryEventKind::Expired)
         } else {
@@ -1057,6 +1065,26 @@ mod tests {
         }
         assert_eq!(store.size("b").entries, 10);
         assert_eq!(store.bounds("b"), CacheBounds::NONE);
+    }
+
+    #[test]
+    fn a_write_over_an_expired_entry_not_swept_yet_tells_it_expired_then_added() {
+        use EntryEventKind::*;
+        let (store, told) = recorded();
+        store.configure("b", CacheBounds { ttl_ms: 10_000, ..CacheBounds::NONE });
+        let mut old = write("k", 0, 1);
+        old.deadline = old.version.ms() + 20;
+        store.apply(old.clone());
+        // Past its deadline, before any sweep:
+        while now_ms() <= old.deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let mut newer = write("k", 0, 2);
+        newer.version.hlc = old.version.hlc + (5 << 16);
+        store.apply(newer);
+        assert_eq!(locked(&told).clone(), [(Added, "k".into()), (Expired, "k".into()), (Added, "k".into())]);
+        assert_eq!(store.removed_by_bounds(), (0, 1));
+        assert!(store.contains("b", b"k"));
     }
 
     #[test]
