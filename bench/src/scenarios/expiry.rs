@@ -5,9 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use clusterhost::cluster::{Delivery, EntryEventKind, EntryListener, ListenOptions};
+use clusterhost::cluster::{EntryEventKind, EntryListener, ListenOptions};
 use clusterhost_tests::cluster::{Backend, TestCluster};
 
+use super::entry_events::next_event;
 use super::{Ctx, Scenario};
 use crate::figure::Unit;
 use crate::report::Report;
@@ -17,19 +18,12 @@ pub struct Expiry;
 /// The time to live of every entry written.
 const TTL: Duration = Duration::from_millis(200);
 
-/// Waits until `listener` has `expired` for `key`; when (panics after 10 s).
+/// Waits until `listener` has `expired` for `key`; when.
 async fn expired(listener: &mut EntryListener, key: &[u8]) -> Instant {
     loop {
-        let delivery = tokio::time::timeout(Duration::from_secs(10), listener.recv())
-            .await
-            .expect("the entry expired within 10 s")
-            .expect("the listener is open");
-        match delivery {
-            Delivery::Event(event) if event.key == key && event.kind == EntryEventKind::Expired => {
-                return Instant::now()
-            }
-            Delivery::Event(_) => {}
-            Delivery::Lagged { missed } => panic!("a listener dropped {missed} events"),
+        let event = next_event(listener, "a member's listener").await;
+        if event.key == key && event.kind == EntryEventKind::Expired {
+            return Instant::now();
         }
     }
 }
