@@ -12,6 +12,7 @@
 use std::sync::LazyLock;
 
 use clusterhost_fuzz::{GOSSIP_CLUSTER, GOSSIP_KEY};
+use clusterhost_plugin_api::cluster::CacheBounds;
 use gossip::crypto::Sealer;
 use gossip::store::{chunks, Hlc, Store, Version, WireEntry};
 use gossip::wire::Msg;
@@ -30,6 +31,7 @@ fn held() -> Store {
             key: key.to_vec(),
             value: Some(b"v".to_vec()),
             version: Version::at_ms(1_700_000_000_000, 7),
+            deadline: 0,
         });
     }
     store
@@ -41,6 +43,17 @@ fn apply(entries: Vec<WireEntry>) {
         hlc.observe(max);
     }
     store.apply_all(entries.clone());
+    // The same writes into bounded caches: the bounds hold whatever arrives.
+    let bounded = Store::default();
+    let bounds = CacheBounds { max_entries: 2, max_bytes: 4096, ttl_ms: 1000, max_idle_ms: 0 };
+    for cache in entries.iter().map(|e| e.cache.as_str()) {
+        bounded.configure(cache, bounds);
+    }
+    bounded.apply_all(entries.clone());
+    bounded.sweep(u64::MAX);
+    for cache in entries.iter().map(|e| e.cache.as_str()) {
+        assert!(bounded.size(cache).entries <= 2, "a bounded cache holds at most its bound");
+    }
     let _ = hlc.now();
     let _ = store.snapshot();
     let (page, _) = store.page(None, PAGE_CAP);
@@ -63,7 +76,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(msg) = postcard::from_bytes::<Msg>(&plain) else { return };
     let _ = msg.reply_to();
     match msg {
-        Msg::Replicate { entries, .. } | Msg::State { entries, .. } | Msg::StatePage { entries, .. } => apply(entries),
+        Msg::Replicate { entries, .. }
+        | Msg::State { entries, .. }
+        | Msg::StatePage { entries, .. }
+        | Msg::TimedReplicate { entries, .. }
+        | Msg::TimedStatePage { entries, .. } => apply(entries),
         Msg::StatePageRequest { after, max_bytes, .. } => {
             let max = usize::try_from(max_bytes).unwrap_or(usize::MAX).min(PAGE_CAP);
             let (page, more) = held().page(after.as_ref(), max);

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use clusterhost::cluster::{Delivery, ListenOptions, RawCache};
+use clusterhost::cluster::{Delivery, EntryEvent, EntryListener, ListenOptions, RawCache};
 use clusterhost_tests::cluster::{Backend, TestCluster};
 
 use super::{Ctx, Scenario};
@@ -23,20 +23,23 @@ async fn latencies(a: &RawCache, b: &RawCache, puts: usize) -> Vec<f64> {
         let key = format!("k{i}").into_bytes();
         let started = Instant::now();
         a.put(key.clone(), b"v".to_vec()).await.expect("a put on a");
-        loop {
-            let delivery = tokio::time::timeout(Duration::from_secs(10), listener.recv())
-                .await
-                .expect("the event reached b within 10 s")
-                .expect("the listener is open");
-            match delivery {
-                Delivery::Event(event) if event.key == key => break,
-                Delivery::Event(_) => {}
-                Delivery::Lagged { missed } => panic!("b's listener dropped {missed} events"),
-            }
-        }
+        while next_event(&mut listener, "b's listener").await.key != key {}
         out.push(started.elapsed().as_secs_f64() * 1e3);
     }
     out
+}
+
+/// The next event `listener` (`what`, for the panic) gets within 10 s;
+/// panics when it dropped events, closed or got none in time.
+pub(super) async fn next_event(listener: &mut EntryListener, what: &str) -> EntryEvent {
+    let delivery = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+        .await
+        .unwrap_or_else(|_| panic!("{what} got no event within 10 s"))
+        .unwrap_or_else(|| panic!("{what} was closed"));
+    match delivery {
+        Delivery::Event(event) => event,
+        Delivery::Lagged { missed } => panic!("{what} dropped {missed} events"),
+    }
 }
 
 async fn measure(report: &mut Report, backend: Backend, tag: &str, what: &str, puts: usize) {

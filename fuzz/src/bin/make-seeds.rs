@@ -46,6 +46,7 @@ fn entry(cache: &str, key: &[u8], value: Option<&[u8]>) -> WireEntry {
         key: key.to_vec(),
         value: value.map(<[u8]>::to_vec),
         version: Version::at_ms(1_700_000_000_000, 42),
+        deadline: 0,
     }
 }
 
@@ -62,6 +63,13 @@ fn messages() -> Vec<(&'static str, Msg)> {
             Msg::StatePageRequest { req: 9, after: Some(("a".into(), b"1".to_vec())), max_bytes: 65536 },
         ),
         ("state-page", Msg::StatePage { req: 9, entries: vec![entry("b", b"\x00", Some(b""))], more: true }),
+        (
+            "timed-replicate",
+            Msg::TimedReplicate {
+                req: 8,
+                entries: vec![WireEntry { deadline: 1_700_000_001_000, ..entry("c", b"t", Some(b"v")) }],
+            },
+        ),
         ("lock", Msg::Lock { req: 3, name: "l".into(), owner: "o".into(), member: "n1".into(), wait_ms: Some(100) }),
         (
             "task",

@@ -66,6 +66,12 @@ pub struct Core {
     background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
+/// The longest a member waits before it looks for expired entries again.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+/// The shortest pause between two sweeps (many entries due one after the
+/// other are removed in batches, not one wake-up each).
+const SWEEP_PAUSE: Duration = Duration::from_millis(5);
+
 /// Binds the member port: UDP (gossip) and TCP (data) on the same number,
 /// the first free one from `port` when auto-increment is on.
 fn bind_ports(
@@ -141,6 +147,9 @@ impl Core {
         .map_err(|e| format!("could not start gossip on {gossip_addr}: {e}"))?;
         let watcher = membership.watcher();
         let replica = Replica::new(&member);
+        // An expiry's or eviction's tombstone outlives a member gone silent
+        // for as long as it is remembered (and gossiped with).
+        replica.store.set_tombstone_grace(config.failure_detection.dead_grace_ms);
         let core = Arc::new(Core {
             member,
             wire,
@@ -164,7 +173,8 @@ impl Core {
         let handler: Arc<dyn Handler> = Arc::new(Requests(Arc::downgrade(&core)));
         let serve = tokio::spawn(net.serve(listener, handler));
         let view_loop = tokio::spawn(Core::view_loop(Arc::downgrade(&core), watcher));
-        locked(&core.background).extend([serve, view_loop]);
+        let sweep = tokio::spawn(Core::sweep_loop(Arc::downgrade(&core)));
+        locked(&core.background).extend([serve, view_loop, sweep]);
         if core.config.discovery.multicast.enabled {
             core.start_multicast(bind);
         }
@@ -241,6 +251,26 @@ impl Core {
         let interval = Duration::from_millis(self.config.discovery.dns_interval_ms);
         let task = tokio::spawn(crate::dns::run(name, interval, self.gossip_addr, found));
         locked(&self.background).push(task);
+    }
+
+    /// Removes the expired entries of every bounded cache when they are
+    /// due (a read never answers one meanwhile), and forgets the
+    /// tombstones past their grace: it wakes at the next deadline, at most
+    /// [`SWEEP_INTERVAL`] later (so a write with a shorter time to live
+    /// is found), at least [`SWEEP_PAUSE`] after the last sweep.
+    async fn sweep_loop(core: std::sync::Weak<Core>) {
+        loop {
+            let wait = {
+                let Some(core) = core.upgrade() else { return };
+                let now = now_ms();
+                core.replica.store.sweep(now);
+                let due = core.replica.store.next_due().map_or(SWEEP_INTERVAL, |at| {
+                    Duration::from_millis(at.saturating_sub(now_ms())).min(SWEEP_INTERVAL)
+                });
+                due.max(SWEEP_PAUSE)
+            };
+            tokio::time::sleep(wait).await;
+        }
     }
 
     /// Connects the host (it asked for the strategy).

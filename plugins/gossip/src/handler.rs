@@ -18,16 +18,19 @@ impl Handler for Requests {
         let Some(core) = self.0.upgrade() else { return Box::pin(ready(None)) };
         Box::pin(async move {
             match msg {
-                Msg::Replicate { req, entries } => {
+                Msg::Replicate { req, entries } | Msg::TimedReplicate { req, entries } => {
                     core.replica.receive(entries);
                     core.locks.wake_waiters();
                     Some(Msg::Ack { req })
                 }
                 Msg::StateRequest { req } => Some(Msg::State { req, entries: core.replica.store.snapshot() }),
                 Msg::StatePageRequest { req, after, max_bytes } => {
-                    let max = (max_bytes as usize).min(core.config.limits.state_page_bytes);
-                    let (entries, more) = core.replica.store.page(after.as_ref(), max);
+                    let (entries, more) = core.state_page(after, max_bytes);
                     Some(Msg::StatePage { req, entries, more })
+                }
+                Msg::TimedStatePageRequest { req, after, max_bytes } => {
+                    let (entries, more) = core.state_page(after, max_bytes);
+                    Some(Msg::TimedStatePage { req, entries, more })
                 }
                 Msg::Leaving { member, generation, epoch } => {
                     core.view.record_departure(member, generation, epoch);

@@ -114,6 +114,6 @@ declare_plugin! {
     host_req: "^0.1",
     provides: ["cluster-strategy"],
     conflicts: [],
-    wire_protocol: "1.2",
+    wire_protocol: "1.3",
     create: create,
 }

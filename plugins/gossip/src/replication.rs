@@ -11,7 +11,7 @@ use clusterhost_plugin_api::PluginResult;
 use crate::core::Core;
 use crate::net::NetError;
 use crate::store::{chunks, entry_size, member_hash, Hlc, Store, Version, WireEntry};
-use crate::wire::Msg;
+use crate::wire::{Msg, TIMED_WIRE};
 
 /// What sealing and framing add to a message's entries (nonce, tag,
 /// postcard's enum and length prefixes, the length prefix of the frame).
@@ -40,7 +40,15 @@ impl Replica {
 
     /// A write made here now (`value` None removes `key`).
     pub fn entry(&self, cache: &str, key: Vec<u8>, value: Option<Vec<u8>>) -> WireEntry {
-        WireEntry { cache: cache.to_string(), key, value, version: self.version() }
+        WireEntry { cache: cache.to_string(), key, value, version: self.version(), deadline: 0 }
+    }
+
+    /// A write of `value` made here now that expires `ttl_ms` after it
+    /// (its version's time), whatever the cache's time to live.
+    pub fn entry_ttl(&self, cache: &str, key: Vec<u8>, value: Vec<u8>, ttl_ms: u64) -> WireEntry {
+        let version = self.version();
+        let deadline = version.ms().saturating_add(ttl_ms.max(1));
+        WireEntry { cache: cache.to_string(), key, value: Some(value), version, deadline }
     }
 
     /// Standalone entries as writes of this member: each keeps its write
@@ -51,7 +59,7 @@ impl Replica {
             .into_iter()
             .map(|e| {
                 let version = if e.version == 0 { self.version() } else { Version::at_ms(e.version, self.member) };
-                WireEntry { cache: cache.to_string(), key: e.key, value: Some(e.value), version }
+                WireEntry { cache: cache.to_string(), key: e.key, value: Some(e.value), version, deadline: 0 }
             })
             .collect()
     }
@@ -65,7 +73,39 @@ impl Replica {
     }
 }
 
+/// `entries` in the frame a member of `wire` reads: with their deadlines
+/// from wire 1.3 on, in the wire 1.2 frame (without them) before, or when
+/// its wire is not known.
+fn replicate_frame(wire: Option<(u16, u16)>, req: u64, entries: Vec<WireEntry>) -> Msg {
+    if wire.is_some_and(|wire| wire >= TIMED_WIRE) {
+        Msg::TimedReplicate { req, entries }
+    } else {
+        Msg::Replicate { req, entries }
+    }
+}
+
+/// The state request a member of `wire` answers: pages with deadlines
+/// from 1.3 on, pages from 1.1 on, the whole state in one frame from 1.0.
+fn state_request(wire: Option<(u16, u16)>, req: u64, after: Option<(String, Vec<u8>)>, max_bytes: u64) -> Msg {
+    match wire {
+        Some(wire) if wire >= TIMED_WIRE => Msg::TimedStatePageRequest { req, after, max_bytes },
+        Some(wire) if wire >= (1, 1) => Msg::StatePageRequest { req, after, max_bytes },
+        _ => Msg::StateRequest { req },
+    }
+}
+
 impl Core {
+    /// `entries` as member `id` reads them ([`replicate_frame`]).
+    fn replicate_msg(&self, id: &str, req: u64, entries: Vec<WireEntry>) -> Msg {
+        replicate_frame(self.view.wire_of(id), req, entries)
+    }
+
+    /// One page of this member's entries for a member's state transfer.
+    pub(crate) fn state_page(&self, after: Option<(String, Vec<u8>)>, max_bytes: u64) -> (Vec<WireEntry>, bool) {
+        let max = usize::try_from(max_bytes).unwrap_or(usize::MAX).min(self.config.limits.state_page_bytes);
+        self.replica.store.page(after.as_ref(), max)
+    }
+
     /// Applies `entries` here and waits until every other live member has them.
     pub(crate) async fn replicate(&self, entries: Vec<WireEntry>) -> PluginResult<()> {
         let size: usize = entries.iter().map(|e| entry_size(&e.cache, &e.key, e.value.as_deref())).sum();
@@ -82,7 +122,7 @@ impl Core {
         for (id, addr) in targets {
             let net = self.net.clone();
             let req = net.next_req();
-            let msg = Msg::Replicate { req, entries: entries.clone() };
+            let msg = self.replicate_msg(&id, req, entries.clone());
             let timeout = self.config.operation_timeout();
             calls.spawn(async move { (id.clone(), net.request(&id, addr, msg, req, timeout).await) });
         }
@@ -126,7 +166,7 @@ impl Core {
         // In frames of at most a page each, one after the other.
         for entries in chunks(self.replica.store.snapshot(), self.config.limits.state_page_bytes) {
             let req = self.net.next_req();
-            let msg = Msg::Replicate { req, entries };
+            let msg = self.replicate_msg(member, req, entries);
             if let Err(e) = self.net.request(member, addr, msg, req, self.config.operation_timeout()).await {
                 tracing::warn!("could not send this member's entries to {member}: {e}");
                 return;
@@ -135,27 +175,20 @@ impl Core {
     }
 
     /// Fetches every entry member `id` holds; returns how many came. A
-    /// peer of wire 1.1 or later sends pages of at most `state_page_bytes`;
-    /// a 1.0 peer sends its whole state in one frame.
+    /// peer of wire 1.1 or later sends pages of at most `state_page_bytes`
+    /// (with deadlines from 1.3 on); a 1.0 peer sends its whole state in
+    /// one frame.
     pub(crate) async fn pull_state(&self, id: &str, addr: SocketAddr) -> Result<usize, NetError> {
-        let paged = self.view.wire_of(id).is_some_and(|wire| wire >= (1, 1));
+        let wire = self.view.wire_of(id);
         let timeout = self.config.operation_timeout();
         let mut received = 0;
         let mut after = None;
         loop {
             let req = self.net.next_req();
-            let msg = if paged {
-                Msg::StatePageRequest {
-                    req,
-                    after: after.take(),
-                    max_bytes: self.config.limits.state_page_bytes as u64,
-                }
-            } else {
-                Msg::StateRequest { req }
-            };
+            let msg = state_request(wire, req, after.take(), self.config.limits.state_page_bytes as u64);
             let (entries, more) = match self.net.request(id, addr, msg, req, timeout).await? {
                 Msg::State { entries, .. } => (entries, false),
-                Msg::StatePage { entries, more, .. } => (entries, more),
+                Msg::StatePage { entries, more, .. } | Msg::TimedStatePage { entries, more, .. } => (entries, more),
                 _ => return Ok(received),
             };
             after = entries.last().map(|e| (e.cache.clone(), e.key.clone()));
@@ -165,5 +198,33 @@ impl Core {
                 return Ok(received);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_go_only_to_members_of_wire_1_3_or_later_as_state_pages_go_to_1_1() {
+        let entry = Replica::new("a").entry_ttl("c", b"k".to_vec(), b"v".to_vec(), 500);
+        assert!(entry.deadline > 0);
+        for (wire, timed) in
+            [(None, false), (Some((1, 0)), false), (Some((1, 2)), false), (Some((1, 3)), true), (Some((1, 9)), true)]
+        {
+            let frame = replicate_frame(wire, 1, vec![entry.clone()]);
+            assert_eq!(matches!(frame, Msg::TimedReplicate { .. }), timed, "{wire:?}: {frame:?}");
+            assert_eq!(matches!(frame, Msg::Replicate { .. }), !timed, "{wire:?}: {frame:?}");
+        }
+        let kinds: Vec<&str> = [None, Some((1, 0)), Some((1, 1)), Some((1, 2)), Some((1, 3))]
+            .into_iter()
+            .map(|wire| match state_request(wire, 1, None, 1024) {
+                Msg::StateRequest { .. } => "whole",
+                Msg::StatePageRequest { .. } => "pages",
+                Msg::TimedStatePageRequest { .. } => "timed pages",
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(kinds, ["whole", "whole", "pages", "pages", "timed pages"]);
     }
 }

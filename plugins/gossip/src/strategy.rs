@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clusterhost_plugin_api::cluster::{
-    now_ms, CacheSize, Capabilities, CasOutcome, Entry, Expected, Member, TaskReply, TaskTarget, Versioned,
+    now_ms, CacheBounds, CacheSize, Capabilities, CasOutcome, Entry, Expected, Member, TaskReply, TaskTarget, Versioned,
 };
 use clusterhost_plugin_api::{PluginResult, Strategy};
 
@@ -76,7 +76,26 @@ impl Strategy for Gossip {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::ATOMIC.with(Capabilities::ENTRY_EVENTS).with(Capabilities::FENCED_LOCKS)
+        Capabilities::ATOMIC
+            .with(Capabilities::ENTRY_EVENTS)
+            .with(Capabilities::FENCED_LOCKS)
+            .with(Capabilities::BOUNDED)
+    }
+
+    fn cache_configure(&self, cache: &str, bounds: CacheBounds) -> impl Future<Output = PluginResult<()>> + Send {
+        ready(configure(&self.0, cache, bounds))
+    }
+
+    fn cache_put_ttl(
+        &self,
+        cache: &str,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> impl Future<Output = PluginResult<()>> + Send {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let (core, entry) = (self.0.clone(), self.0.replica.entry_ttl(cache, key, value, ttl_ms));
+        async move { core.replicate(vec![entry]).await }
     }
 
     fn cache_get_versioned(
@@ -233,6 +252,7 @@ impl Strategy for Gossip {
         let c = &self.0.net.counters;
         let view = self.0.view.current();
         let (outgoing, incoming) = self.0.net.connection_counts();
+        let (evicted, expired) = self.0.replica.store.removed_by_bounds();
         vec![
             ("members".into(), view.members.len() as u64),
             ("frames_sent".into(), c.frames_sent.load(Ordering::Relaxed)),
@@ -247,6 +267,43 @@ impl Strategy for Gossip {
             ("process_deaths_confirmed".into(), self.0.liveness.confirmed.load(Ordering::Relaxed)),
             ("silent_members_confirmed".into(), self.0.liveness.silent.load(Ordering::Relaxed)),
             ("silent_members_kept".into(), self.0.liveness.silent_kept.load(Ordering::Relaxed)),
+            ("cache_evictions".into(), evicted),
+            ("cache_expiries".into(), expired),
         ]
+    }
+}
+
+/// Applies `bounds` to `cache` on this member, or refuses them all: a max
+/// idle time needs every member's reads, which stay local.
+fn configure(core: &Core, cache: &str, bounds: CacheBounds) -> PluginResult<()> {
+    keepable(cache, bounds)?;
+    core.replica.store.configure(cache, bounds);
+    Ok(())
+}
+
+/// Whether this strategy can keep `bounds`: not a max idle time.
+fn keepable(cache: &str, bounds: CacheBounds) -> PluginResult<()> {
+    if bounds.max_idle_ms > 0 {
+        return Err(format!(
+            "the gossip strategy cannot keep a max idle time on cache {cache} (max idle {} ms): every member holds every entry and answers reads from its own copy, so no member knows when another last read an entry, and members would expire different entries; none of the cache's bounds ({bounds}) were applied on this member. Set cache.{cache}.max.idle.ms = 0 (or open the cache without max idle) and bound it with a time to live (cache.{cache}.ttl.ms) instead",
+            bounds.max_idle_ms
+        )
+        .into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_idle_is_refused_naming_the_bound_the_strategy_and_what_to_use_instead() {
+        let bounds = CacheBounds { max_entries: 10, max_idle_ms: 5000, ..CacheBounds::NONE };
+        let err = keepable("sessions", bounds).unwrap_err().to_string();
+        for part in ["gossip strategy", "max idle", "sessions", "5000 ms", "cache.sessions.ttl.ms", "none of"] {
+            assert!(err.contains(part), "{part:?} missing from: {err}");
+        }
+        assert!(keepable("sessions", CacheBounds { max_idle_ms: 0, ..bounds }).is_ok());
     }
 }

@@ -125,6 +125,7 @@ async fn a_members_frame_over_the_limit_closes_its_connection() {
         key: b"k".to_vec(),
         value: Some(vec![7; 100 << 10]),
         version: crate::store::Version { hlc: 1, member: 1 },
+        deadline: 0,
     };
     let big = Msg::Replicate { req: 2, entries: vec![entry] };
     let answer = client.request("server", addr, big, 2, Duration::from_secs(5)).await;
