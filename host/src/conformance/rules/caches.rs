@@ -16,10 +16,16 @@ pub(super) async fn join_and_leave_keep_entries(ctx: Ctx) -> Result<(), Failure>
     }
     // Written on both while standalone; b's write is the later one.
     users_a.put(&7, &"a-early".into()).await?;
-    // Versions are in ms: wait for the clock to move on.
-    let written = clusterhost_plugin_api::cluster::now_ms();
-    wait_for("the next millisecond", Duration::from_secs(1), || clusterhost_plugin_api::cluster::now_ms() > written)
-        .await?;
+    // Versions are in ms (or the previous version + 1 within one): wait
+    // for the clock to pass the version a's write got.
+    let written = match users_a.get_versioned(&7).await {
+        Ok(Some((_, version))) => version,
+        _ => clusterhost_plugin_api::cluster::now_ms(),
+    };
+    wait_for("the clock to pass a's write", Duration::from_secs(1), || {
+        clusterhost_plugin_api::cluster::now_ms() > written
+    })
+    .await?;
     users_b.put(&7, &"b-late".into()).await?;
 
     cluster.attach("a").await?;
