@@ -22,6 +22,10 @@ use redis::aio::PubSubSink;
 use crate::core::{lock, Core};
 use crate::error::Error;
 
+/// How long a join waits for the pub/sub connection before it announces
+/// this member's listened caches (the heartbeat does it later otherwise).
+const PUBSUB_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// This member's side of it. Part of [`Core`].
 #[derive(Default)]
 pub(crate) struct Listening {
@@ -141,7 +145,20 @@ impl Core {
         if wanted.is_empty() {
             return;
         }
-        if let Err(e) = self.subscribe_entries().await {
+        // A join can come before the pub/sub connection is up (it is made
+        // beside the join): wait for it a little, so the host hears of the
+        // join only once changes reach its listeners; past that, the
+        // heartbeat announces them once it is up.
+        let deadline = tokio::time::Instant::now() + PUBSUB_WAIT;
+        let subscribed = loop {
+            match self.subscribe_entries().await {
+                Err(Error::NoPubSub { .. }) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await
+                }
+                other => break other,
+            }
+        };
+        if let Err(e) = subscribed {
             tracing::warn!("listened caches wait for the pub/sub connection: {e}");
             return;
         }
