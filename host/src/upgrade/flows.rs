@@ -151,11 +151,10 @@ fn replace_each<'r>(flow: Flow, run: &Run<'r>, out: &mut dyn FnMut(&str)) -> Res
                 &[m],
                 |_, _| {},
                 |_, seen: &Seen| {
-                    let (state, _, _, running) = seen;
-                    if running.as_deref() != Some(version.as_str()) {
-                        Err(format!("it runs {}, expected {version}", running.as_deref().unwrap_or("no strategy")))
-                    } else if state != "standalone" {
-                        Err(format!("it is {state}, expected standalone"))
+                    if seen.version() != Some(version.as_str()) {
+                        Err(format!("it runs {}, expected {version}", seen.version().unwrap_or("no strategy")))
+                    } else if seen.state != "standalone" {
+                        Err(format!("it is {}, expected standalone", seen.state))
                     } else {
                         Ok(())
                     }
@@ -272,23 +271,27 @@ pub(super) fn enable_all(
         .map_err(|e| format!("could not enable clustering on {}: {}", first.label(), api_error(e)))?;
     let mut told = vec![first.url.clone()];
     let mut nudges = Vec::new();
-    let check = move |_: &Member, (state, _, seen, running): &Seen| {
-        if state != "clustered" {
-            return Err(format!("it is {state}"));
+    let check = move |_: &Member, seen: &Seen| {
+        if seen.state != "clustered" {
+            return Err(format!("it is {}", seen.state));
         }
-        if *seen != size {
-            return Err(format!("it sees {seen} members, expected {size}"));
+        if seen.members != size {
+            return Err(format!("it sees {} members, expected {size}", seen.members));
         }
         match &version {
-            Some(v) if running.as_deref() != Some(v.as_str()) => Err(format!("it runs {running:?}, expected {v}")),
+            Some(v) if seen.version() != Some(v.as_str()) => Err(format!("it runs {:?}, expected {v}", seen.version())),
             _ => Ok(()),
         }
     };
     let result = gate(
         timeout,
         all,
-        |m, (state, enabled, _, _)| {
-            if state == "standalone" && !enabled && !told.contains(&m.url) && t.elapsed() > Duration::from_secs(3) {
+        |m, seen| {
+            if seen.state == "standalone"
+                && !seen.enabled
+                && !told.contains(&m.url)
+                && t.elapsed() > Duration::from_secs(3)
+            {
                 let _ = m.client.post("/api/cluster/enable", b"");
                 told.push(m.url.clone());
                 nudges.push(m.label());
@@ -325,26 +328,21 @@ fn strategy_gate(
         timeout,
         members,
         |_, _| {},
-        |m: &Member, _: &Seen| {
-            let status = m.client.cluster().map_err(api_error)?.status;
-            let (now, _) = crate::admin::contract::state_and_reason(&status.state);
-            if status.strategy.as_deref() != label {
+        |_, seen: &Seen| {
+            if seen.strategy.as_deref() != label {
                 return Err(format!(
                     "it runs {}, expected {}",
-                    status.strategy.as_deref().unwrap_or("no strategy"),
+                    seen.strategy.as_deref().unwrap_or("no strategy"),
                     label.unwrap_or("no strategy")
                 ));
             }
-            if now != state {
-                return Err(format!("it is {now}, expected {state}"));
+            if seen.state != state {
+                return Err(format!("it is {}, expected {state}", seen.state));
             }
             match size {
-                Some(size) if state == "clustered" && status.members.len() != size => {
-                    Err(format!("it sees {} members, expected {size}", status.members.len()))
-                }
+                Some(size) if seen.members != size => Err(format!("it sees {} members, expected {size}", seen.members)),
                 _ => Ok(()),
-            }?;
-            Ok(())
+            }
         },
     )
 }
@@ -429,24 +427,9 @@ fn switch_back(
             Ok(_) => out(&format!("[rollback] {}: back on {}", m.label(), previous.label())),
             Err(why) => {
                 out(&format!("[rollback] {}: {why}", m.label()));
-                failed.push(m.label());
+                failed.push(format!("{}: {why}", m.label()));
             }
         }
     }
-    let names: Vec<String> = members.iter().map(|m| m.label()).collect();
-    if failed.is_empty() {
-        UpgradeError::RolledBack {
-            reason: reason.to_string(),
-            members: names.join(", "),
-            previous: previous.label(),
-            path: previous.path.clone(),
-        }
-    } else {
-        UpgradeError::RollbackIncomplete {
-            reason: reason.to_string(),
-            previous: previous.label(),
-            failed: failed.join(", "),
-            path: previous.path.clone(),
-        }
-    }
+    super::rollback::rollback_error(reason, &members, previous, &failed)
 }

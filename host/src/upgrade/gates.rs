@@ -8,16 +8,28 @@ use super::survey::Member;
 use crate::admin::client::ClientError;
 use crate::admin::contract::state_and_reason;
 
-/// What one member reports: (state, enabled, members seen, its strategy version).
-pub(super) type Seen = (String, bool, usize, Option<String>);
+/// What one member reports of itself.
+pub(super) struct Seen {
+    pub(super) state: String,
+    pub(super) enabled: bool,
+    /// The members it sees (0 unless clustered).
+    pub(super) members: usize,
+    /// Its strategy, "id version".
+    pub(super) strategy: Option<String>,
+}
+
+impl Seen {
+    /// Its strategy's version.
+    pub(super) fn version(&self) -> Option<&str> {
+        self.strategy.as_deref().and_then(|s| s.split(' ').nth(1))
+    }
+}
 
 fn observe(member: &Member) -> Result<Seen, String> {
-    let view = member.client.cluster().map_err(api_error)?;
-    let status = view.status;
+    let status = member.client.cluster().map_err(api_error)?.status;
     let state = state_and_reason(&status.state).0.to_string();
-    let seen = if state == "clustered" { status.members.len() } else { 0 };
-    let version = status.strategy.as_deref().and_then(|s| s.split(' ').nth(1)).map(str::to_string);
-    Ok((state, status.enabled, seen, version))
+    let members = if state == "clustered" { status.members.len() } else { 0 };
+    Ok(Seen { state, enabled: status.enabled, members, strategy: status.strategy })
 }
 
 /// Waits until `check` holds for every member of `members`; Err with the
@@ -77,35 +89,35 @@ pub(super) fn ready_gate(timeout: Duration, member: &Member) -> Result<Duration,
 
 /// The gate of a member in the cluster: clustered, `size` members, `version`.
 pub(super) fn clustered_check(size: usize, version: String) -> impl Fn(&Member, &Seen) -> Result<(), String> {
-    move |_, (state, _, seen, running)| {
-        if state != "clustered" {
-            return Err(format!("it is {state}"));
+    move |_, seen| {
+        if seen.state != "clustered" {
+            return Err(format!("it is {}", seen.state));
         }
-        if *seen != size {
-            return Err(format!("it sees {seen} members, expected {size}"));
+        if seen.members != size {
+            return Err(format!("it sees {} members, expected {size}", seen.members));
         }
-        if running.as_deref() != Some(version.as_str()) {
-            return Err(format!("it runs {}, expected {version}", running.as_deref().unwrap_or("no strategy")));
+        if seen.version() != Some(version.as_str()) {
+            return Err(format!("it runs {}, expected {version}", seen.version().unwrap_or("no strategy")));
         }
         Ok(())
     }
 }
 /// The gate of a member out of the cluster: standalone, clustering disabled.
-pub(super) fn standalone(_: &Member, (state, enabled, _, _): &Seen) -> Result<(), String> {
-    if state == "standalone" && !enabled {
+pub(super) fn standalone(_: &Member, seen: &Seen) -> Result<(), String> {
+    if seen.state == "standalone" && !seen.enabled {
         Ok(())
     } else {
-        Err(format!("it is {state}, clustering {}", if *enabled { "enabled" } else { "disabled" }))
+        Err(format!("it is {}, clustering {}", seen.state, if seen.enabled { "enabled" } else { "disabled" }))
     }
 }
 
 /// The gate of every member while one is upgraded: clustered, `size` members.
 pub(super) fn in_cluster(size: usize) -> impl Fn(&Member, &Seen) -> Result<(), String> {
-    move |_, (state, _, seen, _)| {
-        if state == "clustered" && *seen == size {
+    move |_, seen| {
+        if seen.state == "clustered" && seen.members == size {
             Ok(())
         } else {
-            Err(format!("it is {state} and sees {seen} members, expected {size}"))
+            Err(format!("it is {} and sees {} members, expected {size}", seen.state, seen.members))
         }
     }
 }

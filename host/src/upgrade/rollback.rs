@@ -124,7 +124,12 @@ pub(super) fn split_brain_rollback(
     rollback_error(reason, changed, previous, &failed)
 }
 
-fn rollback_error(reason: &str, changed: &[&Member], previous: &PluginFile, failed: &[String]) -> UpgradeError {
+pub(super) fn rollback_error(
+    reason: &str,
+    changed: &[&Member],
+    previous: &PluginFile,
+    failed: &[String],
+) -> UpgradeError {
     let names: Vec<String> = changed.iter().map(|m| m.name.clone()).collect();
     if failed.is_empty() {
         UpgradeError::RolledBack {
