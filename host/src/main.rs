@@ -22,21 +22,8 @@ enum Command {
         /// The node's home: holds conf/ and plugins/.
         #[arg(long, default_value = ".", env = "CLUSTERHOST_HOME")]
         home: PathBuf,
-        /// This node's name, its member id (`node.name`; default: the host name).
-        #[arg(long, env = "CLUSTERHOST_NODE_NAME")]
-        node_name: Option<String>,
-        /// Address cluster strategies bind to (`node.bind`; default 127.0.0.1).
-        #[arg(long, env = "CLUSTERHOST_BIND")]
-        bind: Option<String>,
-        /// The strategy's member port (`cluster.port`; default: the strategy's own, e.g. 5701).
-        #[arg(long, env = "CLUSTERHOST_CLUSTER_PORT")]
-        cluster_port: Option<String>,
-        /// The admin API port (`admin.port`; default 9090).
-        #[arg(long, env = "CLUSTERHOST_ADMIN_PORT")]
-        admin_port: Option<String>,
-        /// The admin API address (`admin.bind`; default 127.0.0.1; off loopback the token is needed for reads too).
-        #[arg(long, env = "CLUSTERHOST_ADMIN_BIND")]
-        admin_bind: Option<String>,
+        #[command(flatten)]
+        flags: cli::run::RunFlags,
     },
     /// Inspect, list, install and remove plugins.
     Plugins {
@@ -338,9 +325,7 @@ fn drain_seconds(text: &str) -> Result<std::time::Duration, String> {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Run { home, node_name, bind, cluster_port, admin_port, admin_bind } => {
-            cli::run::run(home, cli::run::RunFlags { node_name, bind, cluster_port, admin_port, admin_bind })
-        }
+        Command::Run { home, flags } => cli::run::run(home, flags),
         Command::Plugins { command } => match command {
             PluginsCommand::Inspect { file, json, trust } => cli::plugins::inspect(&file, json, &trust.source()),
             PluginsCommand::Keygen { out, unencrypted, password_file, force } => {

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
@@ -15,6 +15,8 @@ use axum::Router;
 use clusterhost::cluster::{
     Cache, CacheBounds, ClusterError, ClusterEvent, ClusterManager, Delivery, EntryEventKind, ListenOptions, Target,
 };
+use clusterhost_plugin_api::cluster::now_ms;
+use clusterhost_plugin_api::sync::lock as locked;
 use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -145,14 +147,6 @@ struct Inner {
 /// The chat server's state; cheap to clone.
 #[derive(Clone)]
 pub struct Chat(Arc<Inner>);
-
-fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
 
 fn valid_user(user: &str) -> bool {
     !user.is_empty()

@@ -30,18 +30,8 @@ struct Args {
     /// Where the chat page and its WebSocket listen.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// This node's name, its member id (`node.name`).
-    #[arg(long, env = "CLUSTERHOST_NODE_NAME")]
-    node_name: Option<String>,
-    /// Address cluster strategies bind to (`node.bind`).
-    #[arg(long, env = "CLUSTERHOST_BIND")]
-    bind: Option<String>,
-    /// The strategy's member port (`cluster.port`).
-    #[arg(long, env = "CLUSTERHOST_CLUSTER_PORT")]
-    cluster_port: Option<String>,
-    /// The admin API port (`admin.port`; default 9090).
-    #[arg(long, env = "CLUSTERHOST_ADMIN_PORT")]
-    admin_port: Option<String>,
+    #[command(flatten)]
+    node: clusterhost::cli::run::RunFlags,
 }
 
 fn main() -> ExitCode {
@@ -66,14 +56,7 @@ fn fail(message: &str) -> ExitCode {
 
 async fn serve(args: Args) -> Result<(), String> {
     let stop = clusterhost::node::stop_signal().map_err(|e| e.to_string())?;
-    let flags = clusterhost::cli::run::RunFlags {
-        node_name: args.node_name,
-        bind: args.bind,
-        cluster_port: args.cluster_port,
-        admin_port: args.admin_port,
-        admin_bind: None,
-    };
-    let options = clusterhost::NodeOptions { home: args.home, overrides: flags.overrides() };
+    let options = clusterhost::NodeOptions { home: args.home, overrides: args.node.overrides() };
     let node = clusterhost::Node::start(options).await.map_err(|e| e.to_string())?;
     let chat = match chat::Chat::start(node.cluster().clone()).await {
         Ok(chat) => chat,

@@ -6,18 +6,25 @@ use std::process::ExitCode;
 use super::fail;
 use crate::node;
 
-/// The `run` flags that override node-specific properties; `None` when not given.
-#[derive(Debug, Clone, Default)]
+/// The `run` flags that override node-specific properties; `None` when
+/// not given. Also the flags of an application that embeds a node (the
+/// chat showcase flattens them into its own).
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct RunFlags {
-    /// `--node-name` / `CLUSTERHOST_NODE_NAME` (`node.name`).
+    /// This node's name, its member id (`node.name`; default: the host name).
+    #[arg(long, env = "CLUSTERHOST_NODE_NAME")]
     pub node_name: Option<String>,
-    /// `--bind` / `CLUSTERHOST_BIND` (`node.bind`).
+    /// Address cluster strategies bind to (`node.bind`; default 127.0.0.1).
+    #[arg(long, env = "CLUSTERHOST_BIND")]
     pub bind: Option<String>,
-    /// `--cluster-port` / `CLUSTERHOST_CLUSTER_PORT` (`cluster.port`).
+    /// The strategy's member port (`cluster.port`; default: the strategy's own, e.g. 5701).
+    #[arg(long, env = "CLUSTERHOST_CLUSTER_PORT")]
     pub cluster_port: Option<String>,
-    /// `--admin-port` / `CLUSTERHOST_ADMIN_PORT` (`admin.port`).
+    /// The admin API port (`admin.port`; default 9090).
+    #[arg(long, env = "CLUSTERHOST_ADMIN_PORT")]
     pub admin_port: Option<String>,
-    /// `--admin-bind` / `CLUSTERHOST_ADMIN_BIND` (`admin.bind`).
+    /// The admin API address (`admin.bind`; default 127.0.0.1; off loopback the token is needed for reads too).
+    #[arg(long, env = "CLUSTERHOST_ADMIN_BIND")]
     pub admin_bind: Option<String>,
 }
 
