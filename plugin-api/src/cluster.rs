@@ -227,7 +227,7 @@ pub struct CacheEvent {
 /// member's host sends the same bounds, from its properties or from the
 /// code that opened the cache) and applied by the strategy: docs/cluster.md,
 /// "Bounded caches", states what each strategy does with them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct CacheBounds {
     /// At most this many entries; beyond it the least recently used entry
     /// is evicted (`Evicted` event).
@@ -880,6 +880,12 @@ impl From<FfiCacheSize> for CacheSize {
     fn from(s: FfiCacheSize) -> Self {
         CacheSize { entries: s.entries, bytes: s.bytes }
     }
+}
+
+/// `d` in whole milliseconds, saturating: a time to live as the contract
+/// carries it (`cache_put_ttl`).
+pub fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Milliseconds since the Unix epoch, from the system clock.

@@ -506,7 +506,7 @@ impl Strategy for MemoryStrategy {
         value: Vec<u8>,
         ttl: Duration,
     ) -> impl Future<Output = PluginResult<()>> + Send {
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let ttl_ms = millis(ttl);
         self.write(|c| c.put_ttl(cache, key, value, now_ms(), ttl_ms));
         ready(Ok(()))
     }

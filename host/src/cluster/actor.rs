@@ -245,30 +245,25 @@ impl Actor {
         }
         self.generation = generation;
         self.set_attached(Some(Attached { strategy: strategy.clone() }));
-        // Every bounded cache's bounds, before the strategy serves; the
-        // whole at most one budget (a strategy that hangs is refused the rest).
+        // Before the strategy serves: every bounded cache's bounds, and
+        // every listened cache (listeners stay across strategy
+        // replacements), so it reports their changes from the start. The
+        // whole at most one budget: a strategy that hangs is refused the rest.
         let budget = self.config().max_execution;
-        let caches = self.shared.caches.clone();
-        let all = async {
-            for (cache, _) in caches.all_bounds() {
+        let (caches, entries) = (self.shared.caches.clone(), self.shared.entries.clone());
+        let prepare = async {
+            for cache in caches.bounded_names() {
+                // A refusal is logged and shown in status by send_bounds.
                 let _ = caches.send_bounds(&cache, Some(&strategy), budget).await;
             }
-        };
-        if tokio::time::timeout(budget, all).await.is_err() {
-            tracing::warn!(strategy = %strategy.label(), "the strategy did not apply every cache's bounds within {budget:?} (cluster.max.execution.seconds); the rest are applied on their next change");
-        }
-        // Every listened cache, so the strategy reports their changes
-        // from the start (listeners stay across strategy replacements).
-        for cache in self.shared.entries.listened_caches() {
-            match tokio::time::timeout(budget, strategy.listen(&cache)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(cache = %cache, strategy = %strategy.label(), "the strategy could not start reporting the changes of a listened cache: {e}")
-                }
-                Err(_) => {
-                    tracing::warn!(cache = %cache, strategy = %strategy.label(), "the strategy did not start reporting the changes of a listened cache within {budget:?} (cluster.max.execution.seconds)")
+            for cache in entries.listened_caches() {
+                if let Err(e) = strategy.listen(&cache).await {
+                    tracing::warn!(cache = %cache, strategy = %strategy.label(), "the strategy could not start reporting the changes of a listened cache: {e}");
                 }
             }
+        };
+        if tokio::time::timeout(budget, prepare).await.is_err() {
+            tracing::warn!(strategy = %strategy.label(), "the strategy did not take every cache's bounds and listeners within {budget:?} (cluster.max.execution.seconds); the rest follow on their next change");
         }
         // The cluster-wide switch, if the cluster has one, wins when newer
         // than ours; ours is republished when newer (e.g. kept across a hot

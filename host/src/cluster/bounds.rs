@@ -131,14 +131,7 @@ impl BoundsTable {
         self.all()
             .into_iter()
             .filter(|(_, bounds)| !bounds.is_none())
-            .map(|(cache, bounds)| BoundedCache {
-                refused: self.refused.get(&cache).cloned(),
-                max_entries: bounds.max_entries,
-                max_bytes: bounds.max_bytes,
-                ttl_ms: bounds.ttl_ms,
-                max_idle_ms: bounds.max_idle_ms,
-                cache,
-            })
+            .map(|(cache, bounds)| BoundedCache { refused: self.refused.get(&cache).cloned(), bounds, cache })
             .collect()
     }
 }
@@ -147,10 +140,9 @@ impl BoundsTable {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BoundedCache {
     pub cache: String,
-    pub max_entries: u64,
-    pub max_bytes: u64,
-    pub ttl_ms: u64,
-    pub max_idle_ms: u64,
+    /// `max_entries`, `max_bytes`, `ttl_ms`, `max_idle_ms`, beside `cache` in JSON.
+    #[serde(flatten)]
+    pub bounds: CacheBounds,
     /// Why the strategy in service refused these bounds, if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
@@ -159,15 +151,9 @@ pub struct BoundedCache {
 impl BoundedCache {
     /// The bounds in a line ("max 100 entries, ttl 30 s"), with the refusal if any.
     pub fn summary(&self) -> String {
-        let bounds = CacheBounds {
-            max_entries: self.max_entries,
-            max_bytes: self.max_bytes,
-            ttl_ms: self.ttl_ms,
-            max_idle_ms: self.max_idle_ms,
-        };
         match &self.refused {
-            Some(reason) => format!("{bounds} (refused by the strategy: {reason})"),
-            None => bounds.to_string(),
+            Some(reason) => format!("{} (refused by the strategy: {reason})", self.bounds),
+            None => self.bounds.to_string(),
         }
     }
 }

@@ -167,14 +167,14 @@ impl CacheFactory {
         lock(&self.inner.bounds).configure(configured)
     }
 
-    /// Sets the bounds code asked for `cache`; those now in force.
-    pub(crate) fn code_bounds(&self, cache: &str, bounds: CacheBounds) -> CacheBounds {
-        lock(&self.inner.bounds).code(cache, bounds)
+    /// Sets the bounds code asked for `cache`.
+    pub(crate) fn code_bounds(&self, cache: &str, bounds: CacheBounds) {
+        lock(&self.inner.bounds).code(cache, bounds);
     }
 
-    /// Every cache with bounds configured, with them.
-    pub(crate) fn all_bounds(&self) -> Vec<(String, CacheBounds)> {
-        lock(&self.inner.bounds).all()
+    /// Every cache with bounds configured (in the properties or in code).
+    pub(crate) fn bounded_names(&self) -> Vec<String> {
+        lock(&self.inner.bounds).all().into_iter().map(|(name, _)| name).collect()
     }
 
     /// The bounds in force for `cache` (unbounded when none is configured).

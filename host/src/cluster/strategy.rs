@@ -349,7 +349,7 @@ impl StrategyRef {
     ) -> Result<(), ClusterError> {
         self.require_bounded("cache put with a time to live")?;
         let name = cache.name();
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let ttl_ms = clusterhost_plugin_api::cluster::millis(ttl).max(1);
         either!(
             self,
             "cache put with a time to live",

@@ -93,7 +93,7 @@ impl Strategy for Gossip {
         value: Vec<u8>,
         ttl: Duration,
     ) -> impl Future<Output = PluginResult<()>> + Send {
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let ttl_ms = clusterhost_plugin_api::cluster::millis(ttl);
         let (core, entry) = (self.0.clone(), self.0.replica.entry_ttl(cache, key, value, ttl_ms));
         async move { core.replicate(vec![entry]).await }
     }

@@ -58,11 +58,11 @@ pub(crate) struct Storage {
     /// Entry event messages dropped as malformed or too long.
     pub(crate) refused_events: AtomicU64,
     /// The caches that keep books in Redis (a `meta` hash: bounds, or
-    /// entries with a time to live of their own), with their bounds, as
-    /// this member last read or set them: their reads are scripts; every
+    /// entries with a time to live of their own), as this member last
+    /// read or set them: their reads are scripts; every
     /// other cache's reads are plain commands. Read at join, and again for
     /// one cache when a member announces a change of its bounds.
-    books: Mutex<HashMap<String, CacheBounds>>,
+    books: Mutex<HashSet<String>>,
     /// The bounds this member's host configured, applied in Redis at each
     /// join (and at once while joined): the last configure wins.
     configured: Mutex<HashMap<String, CacheBounds>>,
@@ -89,7 +89,7 @@ impl Storage {
 
     /// Whether `cache` keeps books (its reads are scripts).
     fn keeps_books(&self, cache: &str) -> bool {
-        lock(&self.books).contains_key(cache)
+        lock(&self.books).contains(cache)
     }
 }
 
@@ -259,7 +259,7 @@ impl Core {
         self.storage.count(evicted, expired);
         if adopted == 1 {
             // Its first entry with a time to live of its own: the cache keeps books now.
-            self.now_keeps_books(cache, CacheBounds::NONE).await;
+            self.now_keeps_books(cache).await;
         }
         let current = match stored {
             Some(stored) => {
@@ -475,7 +475,7 @@ impl Core {
         self.storage.count(evicted, expired);
         self.register_cache(cache).await?;
         if kept == 1 {
-            self.now_keeps_books(cache, bounds).await;
+            self.now_keeps_books(cache).await;
         } else {
             lock(&self.storage.books).remove(cache);
             let _: i64 = self.query(redis::cmd("SREM").arg(self.keys.bounded()).arg(cache)).await?;
@@ -484,10 +484,10 @@ impl Core {
         Ok(())
     }
 
-    /// `cache` keeps books in Redis now (with `bounds`): named in
+    /// `cache` keeps books in Redis now: named in
     /// `{P}:bounded` for the senior's sweep, announced to every member.
-    async fn now_keeps_books(&self, cache: &str, bounds: CacheBounds) {
-        lock(&self.storage.books).insert(cache.to_string(), bounds);
+    async fn now_keeps_books(&self, cache: &str) {
+        lock(&self.storage.books).insert(cache.to_string());
         if let Err(e) = self.query::<i64>(redis::cmd("SADD").arg(self.keys.bounded()).arg(cache)).await {
             tracing::warn!(cache, "could not name the cache among the bounded ones in Redis (its expired entries are swept once it is): {e}");
         }
@@ -512,7 +512,7 @@ impl Core {
     /// Reads which caches keep books, and their bounds, from Redis.
     async fn read_all_bounds(&self) -> Result<(), Error> {
         let names: Vec<String> = self.query(redis::cmd("SMEMBERS").arg(self.keys.bounded())).await?;
-        lock(&self.storage.books).retain(|cache, _| names.contains(cache));
+        lock(&self.storage.books).retain(|cache| names.contains(cache));
         for cache in names {
             self.reload_bounds(&cache).await;
         }
@@ -541,13 +541,10 @@ impl Core {
         match read {
             Ok(fields) => {
                 let mut books = lock(&self.storage.books);
-                match fields[..] {
-                    [Some(max_entries), Some(max_bytes), Some(ttl_ms), Some(max_idle_ms)] => {
-                        books.insert(cache.to_string(), CacheBounds { max_entries, max_bytes, ttl_ms, max_idle_ms });
-                    }
-                    _ => {
-                        books.remove(cache);
-                    }
+                if fields.iter().all(Option::is_some) {
+                    books.insert(cache.to_string());
+                } else {
+                    books.remove(cache);
                 }
             }
             Err(e) => tracing::debug!(cache, "could not read the cache's bounds: {e}"),
@@ -572,7 +569,7 @@ impl Core {
 
     /// One sweep of every cache that keeps books.
     async fn sweep(&self) {
-        let caches: Vec<String> = lock(&self.storage.books).keys().cloned().collect();
+        let caches: Vec<String> = lock(&self.storage.books).iter().cloned().collect();
         let batch = SWEEP_BATCH.to_string();
         for cache in caches {
             for _ in 0..SWEEP_ROUNDS {

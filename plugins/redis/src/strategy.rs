@@ -80,7 +80,7 @@ impl Strategy for RedisStrategy {
     ) -> impl Future<Output = PluginResult<()>> + Send {
         let (core, cache) = (self.0.clone(), cache.to_string());
         let now = core.cluster_time_ms();
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let ttl_ms = clusterhost_plugin_api::cluster::millis(ttl);
         async move { Ok(core.cache_put_ttl(&cache, key, &value, now, ttl_ms).await?) }
     }
 
