@@ -208,23 +208,7 @@ fn a_killed_member_is_dropped_and_a_killed_senior_is_replaced_by_exactly_one() {
     nodes[0].put("sessions", "before", "kill");
 
     // SIGKILL a member that is not the senior.
-    let victim = nodes.iter().position(|n| n.name != senior).expect("a non-senior member");
-    let victim_name = nodes[victim].name.clone();
-    let marks: Vec<usize> = nodes.iter().map(|n| n.process.log_len()).collect();
-    let killed_at = Instant::now();
-    nodes[victim].process.kill();
-    let survivors: Vec<&Node> = nodes.iter().filter(|n| n.name != victim_name).collect();
-    let remaining: Vec<&str> = survivors.iter().map(|n| n.name.as_str()).collect();
-    let still_senior = wait_for_view(&survivors, &remaining);
-    assert_eq!(still_senior, senior, "the senior stays when another member dies");
-    let mut detections = Vec::new();
-    for (i, node) in nodes.iter().enumerate().filter(|(i, _)| *i != victim) {
-        let line = node.process.wait_for_log(&["member left", &format!("member={victim_name}")], DEADLINE);
-        assert!(!line.is_empty());
-        if let Some(at) = log_time(&node.process, marks[i], &["member left", &format!("member={victim_name}")]) {
-            detections.push(at - killed_at);
-        }
-    }
+    let (victim_name, marks, detections) = kill_a_non_senior(&mut nodes, &senior);
     println!("figure: SIGKILL of {victim_name} -> 'member left' on each survivor: {detections:?}");
     assert_process_death_seen(&nodes, &marks, &victim_name);
 
@@ -279,6 +263,28 @@ fn ten_members_drop_a_killed_one_everywhere_and_no_other() {
     let mut nodes = start_all(&cluster, &key, &refs, &ports, &members);
     let all: Vec<&Node> = nodes.iter().collect();
     let senior = wait_for_view(&all, &refs);
+    let (victim_name, marks, detections) = kill_a_non_senior(&mut nodes, &senior);
+    for (node, mark) in nodes.iter().zip(&marks).filter(|(n, _)| n.name != victim_name) {
+        let others: Vec<String> = node.process.log()[*mark..]
+            .iter()
+            .filter(|l| l.contains("member left") && !l.contains(&format!("member={victim_name}")))
+            .cloned()
+            .collect();
+        assert!(others.is_empty(), "{} removed a living member: {others:?}", node.name);
+    }
+    let mut detections: Vec<u128> = detections.iter().map(Duration::as_millis).collect();
+    detections.sort();
+    println!(
+        "figure: 10 members, SIGKILL of {victim_name} -> 'member left' on each of 9 survivors (ms): {detections:?}"
+    );
+    assert_process_death_seen(&nodes, &marks, &victim_name);
+}
+
+/// SIGKILLs a member that is not `senior` and waits until every survivor
+/// sees the others, `senior` still the senior, and logged the victim's
+/// leave: (the victim, every node's log length before the kill, the time
+/// from the kill to each survivor's "member left").
+fn kill_a_non_senior(nodes: &mut [Node], senior: &str) -> (String, Vec<usize>, Vec<Duration>) {
     let victim = nodes.iter().position(|n| n.name != senior).expect("a non-senior member");
     let victim_name = nodes[victim].name.clone();
     let marks: Vec<usize> = nodes.iter().map(|n| n.process.log_len()).collect();
@@ -286,26 +292,17 @@ fn ten_members_drop_a_killed_one_everywhere_and_no_other() {
     nodes[victim].process.kill();
     let survivors: Vec<&Node> = nodes.iter().filter(|n| n.name != victim_name).collect();
     let remaining: Vec<&str> = survivors.iter().map(|n| n.name.as_str()).collect();
-    assert_eq!(wait_for_view(&survivors, &remaining), senior, "the senior stays");
+    assert_eq!(wait_for_view(&survivors, &remaining), senior, "the senior stays when another member dies");
+    let parts = ["member left", &format!("member={victim_name}")];
     let mut detections = Vec::new();
-    for (i, node) in nodes.iter().enumerate().filter(|(i, _)| *i != victim) {
-        let parts = ["member left", &format!("member={victim_name}")];
-        node.process.wait_for_log(&parts, DEADLINE);
-        if let Some(at) = log_time(&node.process, marks[i], &parts) {
-            detections.push((at - killed_at).as_millis());
+    for (node, mark) in nodes.iter().zip(&marks).filter(|(n, _)| n.name != victim_name) {
+        let line = node.process.wait_for_log(&parts, DEADLINE);
+        assert!(!line.is_empty());
+        if let Some(at) = log_time(&node.process, *mark, &parts) {
+            detections.push(at - killed_at);
         }
-        let others: Vec<String> = node.process.log()[marks[i]..]
-            .iter()
-            .filter(|l| l.contains("member left") && !l.contains(&format!("member={victim_name}")))
-            .cloned()
-            .collect();
-        assert!(others.is_empty(), "{} removed a living member: {others:?}", node.name);
     }
-    detections.sort();
-    println!(
-        "figure: 10 members, SIGKILL of {victim_name} -> 'member left' on each of 9 survivors (ms): {detections:?}"
-    );
-    assert_process_death_seen(&nodes, &marks, &victim_name);
+    (victim_name, marks, detections)
 }
 
 /// The killed member was removed by the process-death path (its closed
