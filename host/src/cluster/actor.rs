@@ -204,6 +204,7 @@ impl Actor {
 
     fn set_attached(&mut self, attached: Option<Attached>) {
         *lock(&self.shared.attached) = attached.as_ref().map(|a| a.strategy.clone());
+        self.shared.entries.attach(if attached.is_some() { self.generation } else { 0 });
         if attached.is_none() {
             self.shared.entries.take_from(0);
             self.shared.caches.clear_refusals();

@@ -75,7 +75,9 @@ impl ClusterCallbacks for Callbacks {
 
     fn cache_listened(&self, cache: RStr<'_>) -> bool {
         let Some(shared) = self.shared.upgrade() else { return false };
-        shared.entries.takes(self.generation) && shared.entries.listened(cache.as_str())
+        // The attached instance, serving or not yet: a replacement asked
+        // between its attach and its join keeps the caches it was told of.
+        shared.entries.attached(self.generation) && shared.entries.listened(cache.as_str())
     }
 
     fn run_task(&self, from: RStr<'_>, name: RStr<'_>, payload: RVec<u8>) -> FfiFuture<RResult<RVec<u8>, RString>> {

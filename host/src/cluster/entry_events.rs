@@ -132,6 +132,11 @@ pub(crate) struct EntryEvents {
     /// none): a replaced instance's late events, or events of a strategy
     /// that does not serve this node, are ignored.
     generation: AtomicU64,
+    /// The generation of the plugin strategy attached to this node (0:
+    /// none), serving or not: it is asked whether a cache is listened from
+    /// its attach on, before its events are taken (a replacement must not
+    /// hear "no" in between and drop the listened caches it was told of).
+    attached: AtomicU64,
     /// Set while the cache factory moves entries between the standalone
     /// strategy and the cluster (a join or leave): moves are not changes,
     /// neither the standalone caches' nor what the strategy reports of
@@ -151,6 +156,7 @@ impl EntryEvents {
             node: node.to_string(),
             caches: RwLock::default(),
             generation: AtomicU64::new(0),
+            attached: AtomicU64::new(0),
             moving: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             registered: AtomicUsize::new(0),
@@ -179,6 +185,16 @@ impl EntryEvents {
     /// Whether events from strategy instance `generation` are taken now.
     pub(crate) fn takes(&self, generation: u64) -> bool {
         generation != 0 && self.generation.load(Ordering::Acquire) == generation
+    }
+
+    /// The plugin strategy instance `generation` is attached to this node (0: none).
+    pub(crate) fn attach(&self, generation: u64) {
+        self.attached.store(generation, Ordering::Release);
+    }
+
+    /// Whether strategy instance `generation` is the one attached now.
+    pub(crate) fn attached(&self, generation: u64) -> bool {
+        generation != 0 && self.attached.load(Ordering::Acquire) == generation
     }
 
     /// Marks the standalone caches' changes as moves (not told) or changes again.

@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
-use clusterhost::cluster::{ClusterState, Delivery, EntryEventKind, EntryListener, ListenOptions};
+use clusterhost::cluster::{ClusterConfig, ClusterState, Delivery, EntryEventKind, EntryListener, ListenOptions};
 use clusterhost_plugin_api::cluster::CacheBounds;
-use clusterhost_tests::cluster::{wait_until, Backend, RedisBackend, TestCluster};
+use clusterhost_tests::cluster::{quick_config, wait_until, Backend, RedisBackend, TestCluster};
 use clusterhost_tests::redis::RedisServer;
 
 /// The server of a single-server cluster.
@@ -83,7 +83,17 @@ async fn changes_are_published_only_while_someone_listens_and_none_is_missed_onc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_stays_announced_across_a_replacement_of_its_members_strategy() {
-    let mut cluster = TestCluster::clustered(Backend::Redis, &["a", "b"]).await;
+    // A startup delay of 1 s: the new instance beats (every 250 ms) between
+    // its attach and its join, asking the host whether the cache is still
+    // listened; the host must say yes before it serves (it said no once,
+    // and the instance dropped the listener it had been told of).
+    let config = ClusterConfig { startup_delay: Duration::from_secs(1), ..quick_config() };
+    let mut cluster = TestCluster::standalone(Backend::Redis, &["a", "b"], config);
+    for name in ["a", "b"] {
+        cluster.attach(name).await;
+    }
+    cluster.wait_all(ClusterState::Clustered).await;
+    cluster.wait_members(2).await;
     let mut listener = cluster.node("b").caches().raw("c").listen(ListenOptions::clustered()).await.unwrap();
     let on_a = cluster.node("a").caches().raw("c");
     on_a.put(b"k1".to_vec(), b"1".to_vec()).await.unwrap();
