@@ -335,6 +335,16 @@ impl Nodes {
                 same_kind(&cluster.state(), &ClusterState::Clustered) && cluster.members().len() == i + 1
             })
             .await?;
+            // The members already there see it too before the next one
+            // comes: "already there" means in every earlier member's view,
+            // not only in the joiner's (gossip spreads a join in rounds).
+            for earlier in &names[..i] {
+                let cluster = nodes.node(earlier).clone();
+                wait_for(&format!("{earlier} to see {name} as member {}", i + 1), Duration::from_secs(30), || {
+                    cluster.members().len() == i + 1
+                })
+                .await?;
+            }
         }
         nodes.wait_members(names.len()).await?;
         Ok(nodes)
