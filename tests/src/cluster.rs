@@ -66,11 +66,23 @@ impl RedisBackend {
 
 /// Writes a redis member's conf/redis.toml: `mode`, `urls`, `prefix`.
 pub fn write_redis_conf(conf: &std::path::Path, mode: &str, urls: &[String], prefix: &str) {
+    write_spread_redis_conf(conf, mode, urls, prefix, 1)
+}
+
+/// As [`write_redis_conf`], with `partitions` per cache (spread caches).
+pub fn write_spread_redis_conf(conf: &std::path::Path, mode: &str, urls: &[String], prefix: &str, partitions: u32) {
     std::fs::create_dir_all(conf).expect("conf/ can be made");
     let urls: Vec<String> = urls.iter().map(|u| format!("{u:?}")).collect();
-    let text = format!("mode = {mode:?}\nurls = [{}]\nkey_prefix = {prefix:?}\n", urls.join(", "));
+    let text =
+        format!("mode = {mode:?}\nurls = [{}]\nkey_prefix = {prefix:?}\npartitions = {partitions}\n", urls.join(", "));
     std::fs::write(conf.join("redis.toml"), text).expect("redis.toml can be written");
 }
+
+/// The partitions per cache of the redis members [`check`] runs the
+/// conformance rules on: the rules hold for spread caches (the default
+/// of one hash per cache is checked by `clusterhost strategy verify` in
+/// tests/strategy_verify.rs and by every other redis test).
+pub const SUITE_PARTITIONS: u32 = 8;
 
 /// Writes a gossip member's configuration into `conf`: conf/gossip.toml
 /// with the static member list `members` ("host:port"), auto-increment off
@@ -104,6 +116,11 @@ pub fn free_member_port() -> u16 {
 /// 127.0.0.1 with the ports the suite picks; redis members use key prefix
 /// `suite` on a server of their own.
 pub fn subject(backend: Backend) -> (Arc<Subject>, Option<RedisBackend>) {
+    subject_with(backend, 1)
+}
+
+/// As [`subject`]; redis members have `partitions` per cache.
+pub fn subject_with(backend: Backend, partitions: u32) -> (Arc<Subject>, Option<RedisBackend>) {
     clusterhost::conformance::use_port_allocator(free_member_port);
     let redis = RedisBackend::start(backend);
     let subject = match backend {
@@ -121,7 +138,7 @@ pub fn subject(backend: Backend) -> (Arc<Subject>, Option<RedisBackend>) {
             Subject::Plugin(PluginSubject {
                 file: crate::plugin("redis_strategy"),
                 configure: Arc::new(move |setup: &MemberSetup<'_>| {
-                    write_redis_conf(setup.conf, mode, &urls, "suite");
+                    write_spread_redis_conf(setup.conf, mode, &urls, "suite", partitions);
                     Ok(())
                 }),
             })
@@ -131,12 +148,12 @@ pub fn subject(backend: Backend) -> (Arc<Subject>, Option<RedisBackend>) {
 }
 
 /// Runs the conformance rule `name` (a test's name, `_` for `-`) against
-/// `backend`; panics with the rule's reason unless it passes.
+/// `backend` (redis members with [`SUITE_PARTITIONS`]); panics with the rule's reason unless it passes.
 pub async fn check(backend: Backend, name: &str) {
     init_logging();
     let rule_name = name.replace('_', "-");
     let rule = clusterhost::conformance::rule(&rule_name).unwrap_or_else(|| panic!("no conformance rule {rule_name}"));
-    let (subject, _redis) = subject(backend);
+    let (subject, _redis) = subject_with(backend, SUITE_PARTITIONS);
     let report = rule.run(clusterhost::conformance::Ctx::new(subject, 3)).await;
     assert_eq!(report.verdict, Verdict::Passed, "rule {rule_name} on {backend:?}");
 }
@@ -180,6 +197,14 @@ impl TestCluster {
         TestCluster { backend, nodes: Nodes::standalone(subject, names, config), redis }
     }
 
+    /// As [`standalone`](Self::standalone); redis members spread each cache
+    /// over `partitions` (conf/redis.toml `partitions`).
+    pub fn standalone_spread(backend: Backend, names: &[&str], config: ClusterConfig, partitions: u32) -> TestCluster {
+        init_logging();
+        let (subject, redis) = subject_with(backend, partitions);
+        TestCluster { backend, nodes: Nodes::standalone(subject, names, config), redis }
+    }
+
     /// Gives node `name` its strategy (as a loaded plugin would get it).
     pub async fn attach(&mut self, name: &str) {
         self.nodes.attach(name).await.unwrap_or_else(|e| panic!("attaching {name}: {e:?}"))
@@ -194,7 +219,13 @@ impl TestCluster {
     /// Nodes `names` started and attached; waits until all are clustered
     /// and see each other.
     pub async fn clustered(backend: Backend, names: &[&str]) -> TestCluster {
-        let mut cluster = TestCluster::standalone(backend, names, quick_config());
+        TestCluster::clustered_spread(backend, names, 1).await
+    }
+
+    /// As [`clustered`](Self::clustered); redis members spread each cache
+    /// over `partitions`.
+    pub async fn clustered_spread(backend: Backend, names: &[&str], partitions: u32) -> TestCluster {
+        let mut cluster = TestCluster::standalone_spread(backend, names, quick_config(), partitions);
         for name in names {
             cluster.attach(name).await;
         }

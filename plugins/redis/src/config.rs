@@ -31,9 +31,18 @@ pub struct Config {
     /// Its contents, read at load.
     #[serde(skip)]
     pub tls_ca_pem: Option<Vec<u8>>,
+    /// Partitions per cache (1 to 1024; 1: a cache is one hash on one
+    /// slot). Above 1 a cache's entries spread over that many hashes,
+    /// each on its own slot, so on a Redis Cluster they spread evenly over
+    /// the masters (docs/redis.md "Spread caches"). Every member of a
+    /// cluster must have the same value: the first to join records it.
+    pub partitions: u32,
     pub membership: Membership,
     pub timeouts: Timeouts,
 }
+
+/// The most partitions a cache may have.
+pub const MAX_PARTITIONS: u32 = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -81,6 +90,7 @@ impl Default for Config {
             password: None,
             tls_ca_file: None,
             tls_ca_pem: None,
+            partitions: 1,
             membership: Membership::default(),
             timeouts: Timeouts::default(),
         }
@@ -165,6 +175,15 @@ impl Config {
             return Err(invalid(
                 "key_prefix",
                 "key_prefix must have 1 to 64 characters, without braces or spaces".into(),
+            ));
+        }
+        if !(1..=MAX_PARTITIONS).contains(&self.partitions) {
+            return Err(invalid(
+                "partitions",
+                format!(
+                    "partitions = {} is out of range: give 1 (one hash per cache) to {MAX_PARTITIONS}",
+                    self.partitions
+                ),
             ));
         }
         let m = &self.membership;
@@ -261,6 +280,9 @@ mod tests {
         assert!(err.contains(":1: mode = \"single\" takes one URL, 2 given"), "{err}");
         let err = parse("key_prefix = \"a{b}\"\n").unwrap_err().to_string();
         assert!(err.contains(":1: key_prefix must have"), "{err}");
+        let err = parse("partitions = 0\n").unwrap_err().to_string();
+        assert!(err.contains(":1: partitions = 0 is out of range: give 1"), "{err}");
+        assert_eq!(parse("partitions = 64\n").unwrap().partitions, 64);
         let err = parse("[timeouts]\nrespons_ms = 1\n").unwrap_err().to_string();
         assert!(err.starts_with("conf/redis.toml:2: unknown field `respons_ms`"), "{err}");
     }

@@ -7,7 +7,10 @@
 //!   (`{P}:seq`); the senior is the live member with the lowest number;
 //! - `{P}:settings`: hash of cluster-wide settings;
 //!   `{P}:caches`: set of cache names;
-//! - `P:cache:<name>`: one hash per cache (a cache lives on one slot),
+//! - `P:cache:<name>`: one hash per cache (a cache lives on one slot), or
+//!   with `partitions` above 1 one hash per partition,
+//!   `P:cache:<name>:<i>.<salt>` (crate::partitions), each with the keys
+//!   below on its own slot; `{P}:layout`: each spread cache's partitions,
 //!   each value prefixed by its version (16 hex digits, ms); beside it, on
 //!   its slot (`{T}` below is what Redis Cluster hashes of that key: the
 //!   whole key, or its own hash tag), `{T}:listeners` (the members that
@@ -54,17 +57,33 @@ impl Keys {
     /// Cluster slot (its name holds a `}` outside a hash tag); outside
     /// cluster mode slots do not matter and the keys are always there.
     pub(crate) fn cache_keys(&self, name: &str, cluster: bool) -> Option<[String; 6]> {
-        let data = self.cache(name);
-        let hashed = hashed(&data);
-        let base = if !hashed.contains('}') {
-            format!("{{{hashed}}}")
-        } else if cluster {
+        partition_keys(self.cache(name), cluster)
+    }
+    /// `{P}:layout`: how many partitions each spread cache has (`*`: the
+    /// cluster's `partitions`), written by the first member that writes it.
+    pub(crate) fn layout(&self) -> String {
+        format!("{{{}}}:layout", self.prefix)
+    }
+    /// The hash of partition `index` of the `count` of cache `name` (the
+    /// cache's own hash when it has one partition): its name carries a
+    /// salt that puts its slot in the `index`-th of `count` equal ranges
+    /// of Redis Cluster's 16384, so the partitions spread evenly over the
+    /// masters (each owns ranges of slots). `None` when the name holds a
+    /// brace (its hash tag would pin every partition to one slot).
+    pub(crate) fn partition(&self, name: &str, index: u32, count: u32) -> Option<String> {
+        if count <= 1 {
+            return Some(self.cache(name));
+        }
+        if name.contains(['{', '}']) || index >= count {
             return None;
-        } else {
-            data.clone()
-        };
-        let beside = |suffix: &str| format!("{base}:{suffix}");
-        Some([data, beside("listeners"), beside("meta"), beside("used"), beside("born"), beside("own")])
+        }
+        let (low, high) = (u32::from(SLOTS) * index / count, u32::from(SLOTS) * (index + 1) / count);
+        // Each try lands in the range with odds 1/count: 64 × count tries
+        // fail with odds about e^-64.
+        (0..64 * count).map(|salt| format!("{}:{index}.{salt}", self.cache(name))).find(|key| {
+            let slot = u32::from(slot(key));
+            (low..high).contains(&slot)
+        })
     }
     pub(crate) fn lock(&self, name: &str) -> String {
         format!("{}:lock:{{{name}}}", self.prefix)
@@ -84,6 +103,36 @@ impl Keys {
     pub(crate) fn replies(&self, id: &str) -> String {
         format!("{}:reply:{id}", self.prefix)
     }
+}
+
+/// Redis Cluster's slots.
+pub(crate) const SLOTS: u16 = 16384;
+
+/// The Redis Cluster slot of `key`: CRC16 (XMODEM) of what it hashes, as
+/// Redis computes it.
+pub(crate) fn slot(key: &str) -> u16 {
+    crc16::State::<crc16::XMODEM>::calculate(hashed(key).as_bytes()) % SLOTS
+}
+
+/// Which of `count` partitions holds the entry under `key`: CRC16 of the
+/// key's bytes, so every member (and version) puts it in the same one.
+pub(crate) fn partition_of(key: &[u8], count: u32) -> u32 {
+    u32::from(crc16::State::<crc16::XMODEM>::calculate(key)) % count.max(1)
+}
+
+/// Every key of the cache hash `data` (a cache's, or one partition's), in
+/// the order the cache scripts take them; `None` as in [`Keys::cache_keys`].
+pub(crate) fn partition_keys(data: String, cluster: bool) -> Option<[String; 6]> {
+    let hashed = hashed(&data);
+    let base = if !hashed.contains('}') {
+        format!("{{{hashed}}}")
+    } else if cluster {
+        return None;
+    } else {
+        data.clone()
+    };
+    let beside = |suffix: &str| format!("{base}:{suffix}");
+    Some([data, beside("listeners"), beside("meta"), beside("used"), beside("born"), beside("own")])
 }
 
 /// What Redis Cluster hashes of `key` to find its slot: the text between

@@ -15,6 +15,7 @@ mod keys;
 mod listening;
 mod locks;
 mod membership;
+mod partitions;
 mod pubsub;
 mod scripts;
 mod storage;

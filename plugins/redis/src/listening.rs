@@ -118,22 +118,38 @@ impl Core {
     }
 
     /// Puts this member's interest in `cache` into Redis (or refreshes it).
+    /// Each partition of a spread cache has its own `listeners` (its
+    /// scripts read it on its slot); announcing records the cache's layout.
     async fn announce(&self, cache: &str) -> Result<(), Error> {
-        let Some(keys) = self.keys.cache_keys(cache, self.config.mode == crate::config::Mode::Cluster) else {
-            // Its changes are always published (no key beside its hash).
-            return Ok(());
-        };
+        let layout = self.layout(cache, Some(self.sized_cache(cache))).await?;
         let ttl = self.config.membership.member_ttl_ms * 2;
-        let mut pipe = redis::pipe();
-        pipe.cmd("HSET").arg(&keys[1]).arg(&self.member).arg(1).ignore();
-        pipe.cmd("PEXPIRE").arg(&keys[1]).arg(ttl).ignore();
-        self.pipe::<()>(&pipe).await
+        self.each_part(&layout, |_, part| async move {
+            if part.plain {
+                // Its changes are always published (no key beside its hash).
+                return Ok(());
+            }
+            let mut pipe = redis::pipe();
+            pipe.cmd("HSET").arg(&part.keys[1]).arg(&self.member).arg(1).ignore();
+            pipe.cmd("PEXPIRE").arg(&part.keys[1]).arg(ttl).ignore();
+            self.pipe::<()>(&pipe).await
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Takes this member's interest in `cache` out of Redis.
     async fn withdraw(&self, cache: &str) {
-        let Some(keys) = self.keys.cache_keys(cache, self.config.mode == crate::config::Mode::Cluster) else { return };
-        if let Err(e) = self.query::<i64>(redis::cmd("HDEL").arg(&keys[1]).arg(&self.member)).await {
+        let withdrawn = async {
+            let layout = self.layout(cache, None).await?;
+            self.each_part(&layout, |_, part| async move {
+                match part.plain {
+                    true => Ok(0),
+                    false => self.query::<i64>(redis::cmd("HDEL").arg(&part.keys[1]).arg(&self.member)).await,
+                }
+            })
+            .await
+        };
+        if let Err(e) = withdrawn.await {
             tracing::debug!(cache, "could not withdraw this member's interest in the cache (it expires): {e}");
         }
     }

@@ -232,6 +232,8 @@ impl Core {
             *joined = Joined { wanted: true, in_cluster: false, lost: true, last_ok: None };
             return Err(e);
         }
+        // Every member spreads caches alike, or none joins (crate::partitions).
+        self.join_partitions().await?;
         let deadline = Instant::now() + self.config.member_ttl() + self.config.heartbeat();
         let sent = loop {
             let sent = Instant::now();
@@ -412,6 +414,7 @@ impl Core {
         }
         drop(joined);
         self.extend_locks().await;
+        self.check_layouts().await;
         self.beat_listeners().await;
         if let Err(e) = self.refresh_view().await {
             tracing::debug!("could not read the member list: {e}");

@@ -88,6 +88,9 @@ impl Core {
             let text = String::from_utf8_lossy(payload);
             if text.starts_with("unlocked\n") {
                 self.locks.wake_waiters();
+            } else if let Some(cache) = text.strip_prefix("layout\n") {
+                // A spread cache was gathered onto one partition.
+                self.forget_layout(cache);
             } else if let Some(cache) = text.strip_prefix("bounds\n") {
                 // A member changed a cache's bounds: read them again.
                 let (core, cache) = (self.clone(), cache.to_string());

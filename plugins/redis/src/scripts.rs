@@ -7,7 +7,8 @@
 //! ([`Keys::cache_keys`](crate::keys::Keys::cache_keys): data, listeners,
 //! meta, used, born, own), `ARGV[1..5]` the event context (channel, origin,
 //! cache name, the largest value carried, flags: `a` publish every change,
-//! `n` the cache has no keys beside its hash), and the script's own
+//! `n` the cache has no keys beside its hash, `q` publish nothing: a
+//! move between partitions, not a change), and the script's own
 //! arguments start at `ARGV[6]`. Scripts that may expire or evict answer
 //! how many they did as their last two values.
 //!
@@ -27,10 +28,11 @@ pub(crate) const LIB: &str = r#"
 local channel, origin, cache, vmax, flags = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local D, L, M, U, B, O = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local plain = string.find(flags, 'n', 1, true) ~= nil
+local quiet = string.find(flags, 'q', 1, true) ~= nil
 local listened
 local function listening()
   if listened == nil then
-    listened = plain or string.find(flags, 'a', 1, true) ~= nil or redis.call('EXISTS', L) == 1
+    listened = not quiet and (plain or string.find(flags, 'a', 1, true) ~= nil or redis.call('EXISTS', L) == 1)
   end
   return listened
 end

@@ -1,4 +1,5 @@
-//! Caches in Redis: one hash per cache, each value prefixed with its
+//! Caches in Redis: one hash per cache (or per partition of a spread
+//! cache, crate::partitions), each value prefixed with its
 //! version; the cache calls the host makes, the merge on (re)join where
 //! the latest version wins, and bounded caches (bounds kept in Redis,
 //! expiry and eviction by the scripts in [`crate::scripts`], expired
@@ -16,6 +17,7 @@ use crate::config::Mode;
 use crate::core::{lock, Core};
 use crate::entry_events::VALUE_MAX;
 use crate::error::{Error, UnversionedValue};
+use crate::partitions::{Layout, Part};
 use crate::scripts::{CLEAR, CONFIGURE, GET, MERGE, PUT_ALL, SCAN, SWEEP, WRITE_IF};
 
 /// [`WRITE_IF`]'s condition and expected bytes for `expected`.
@@ -27,7 +29,7 @@ fn condition(expected: &Expected) -> (&'static [u8], Vec<u8>) {
 }
 
 /// Entries per merge script: in batches, so one script never blocks Redis for long.
-const MERGE_BATCH: usize = 500;
+pub(crate) const MERGE_BATCH: usize = 500;
 
 /// A cache value as stored in Redis: the version in 16 hex digits, then the value.
 #[doc(hidden)] // pub for the fuzz targets (fuzz/)
@@ -66,6 +68,9 @@ pub(crate) struct Storage {
     /// The bounds this member's host configured, applied in Redis at each
     /// join (and at once while joined): the last configure wins.
     configured: Mutex<HashMap<String, CacheBounds>>,
+    /// Where each cache's entries are, as this member read or recorded it
+    /// (crate::partitions); cleared at each join.
+    pub(crate) layouts: Mutex<HashMap<String, Arc<Layout>>>,
     /// Entries this member's scripts evicted, and expired.
     evictions: AtomicU64,
     expiries: AtomicU64,
@@ -82,7 +87,7 @@ impl Storage {
         (self.evictions.load(Ordering::Relaxed), self.expiries.load(Ordering::Relaxed))
     }
 
-    fn count(&self, evicted: u64, expired: u64) {
+    pub(crate) fn count(&self, evicted: u64, expired: u64) {
         self.evictions.fetch_add(evicted, Ordering::Relaxed);
         self.expiries.fetch_add(expired, Ordering::Relaxed);
     }
@@ -110,27 +115,53 @@ fn counters(values: &mut Vec<redis::Value>) -> (u64, u64) {
 }
 
 impl Core {
-    /// The keys a cache script takes for `cache`, and whether it has none
-    /// beside its hash (cluster mode, a name with a `}` outside a hash
-    /// tag: every key is the hash then, and the cache can keep no books).
-    fn script_keys(&self, cache: &str) -> ([String; 6], bool) {
-        match self.keys.cache_keys(cache, self.config.mode == Mode::Cluster) {
-            Some(keys) => (keys, false),
-            None => (std::array::from_fn(|_| self.keys.cache(cache)), true),
-        }
+    /// Whether `cache` has no key beside its hash (cluster mode, a name
+    /// with a `}` outside a hash tag: every key is the hash then, and the
+    /// cache can keep no books).
+    fn plain(&self, cache: &str) -> bool {
+        self.keys.cache_keys(cache, self.config.mode == Mode::Cluster).is_none()
     }
 
-    /// Runs a cache script ([`crate::scripts`]): its keys, the event
-    /// context, then `args`.
-    async fn cache_script<T: redis::FromRedisValue>(
+    /// Whether this member's host bounds `cache` by entries or bytes (a
+    /// cache first written so stays on one partition).
+    pub(crate) fn sized_cache(&self, cache: &str) -> bool {
+        lock(&self.storage.configured).get(cache).is_some_and(|b| b.max_entries > 0 || b.max_bytes > 0)
+    }
+
+    /// `cache`'s layout for a write (recorded now if it was not).
+    async fn layout_to_write(&self, cache: &str) -> Result<Arc<Layout>, Error> {
+        self.layout(cache, Some(self.sized_cache(cache))).await
+    }
+
+    /// Runs a cache script ([`crate::scripts`]) on partition `part` of
+    /// `cache`: its keys, the event context, then `args`.
+    pub(crate) async fn cache_script<T: redis::FromRedisValue>(
         &self,
         script: &Script,
         cache: &str,
+        part: &Part,
         args: &[&[u8]],
         retry: bool,
     ) -> Result<T, Error> {
-        let (keys, plain) = self.script_keys(cache);
+        self.cache_script_told(script, cache, part, args, retry, true).await
+    }
+
+    /// As [`cache_script`](Self::cache_script); `told` false publishes no
+    /// entry event (entries moved between partitions did not change).
+    pub(crate) async fn cache_script_told<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        cache: &str,
+        part: &Part,
+        args: &[&[u8]],
+        retry: bool,
+        told: bool,
+    ) -> Result<T, Error> {
+        let (keys, plain) = (&part.keys, part.plain);
         let mut flags = String::new();
+        if !told {
+            flags.push('q');
+        }
         if self.publishes_all() {
             flags.push('a');
         }
@@ -157,7 +188,7 @@ impl Core {
 
     /// Refuses bookkeeping on a cache whose keys cannot share its hash's slot.
     fn can_keep_books(&self, cache: &str, what: &'static str) -> Result<(), Error> {
-        if self.script_keys(cache).1 {
+        if self.plain(cache) {
             return Err(Error::NoRoomForBooks { cache: cache.to_string(), what });
         }
         Ok(())
@@ -188,8 +219,8 @@ impl Core {
     /// The live entries (version prefix included) under `fields` of a
     /// cache that keeps books: one [`GET`] script, each read a use, an
     /// expired entry removed and not answered.
-    async fn read_books(&self, cache: &str, fields: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, Error> {
-        let mut values: Vec<redis::Value> = self.cache_script(&GET, cache, fields, true).await?;
+    async fn read_books(&self, cache: &str, part: &Part, fields: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, Error> {
+        let mut values: Vec<redis::Value> = self.cache_script(&GET, cache, part, fields, true).await?;
         let (evicted, expired) = counters(&mut values);
         self.storage.count(evicted, expired);
         values.into_iter().map(|v| redis::from_redis_value(v).map_err(|e| self.failed_reply(e))).collect()
@@ -197,10 +228,12 @@ impl Core {
 
     /// The stored value under `key` (version prefix included), live only.
     async fn stored(&self, cache: &str, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        let layout = self.layout(cache, None).await?;
+        let part = layout.of(key);
         if self.storage.keeps_books(cache) {
-            return Ok(self.read_books(cache, &[key]).await?.pop().flatten());
+            return Ok(self.read_books(cache, part, &[key]).await?.pop().flatten());
         }
-        self.query(redis::cmd("HGET").arg(self.keys.cache(cache)).arg(key)).await
+        self.query(redis::cmd("HGET").arg(part.data()).arg(key)).await
     }
 
     pub(crate) async fn cache_get(&self, cache: &str, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
@@ -247,15 +280,19 @@ impl Core {
         retry: bool,
     ) -> Result<CasOutcome, Error> {
         self.fail_fast()?;
-        if value.is_some() {
-            self.register_cache(cache).await?;
-        }
+        let layout = match value {
+            Some(_) => {
+                self.register_cache(cache).await?;
+                self.layout_to_write(cache).await?
+            }
+            None => self.layout(cache, None).await?,
+        };
         let now = format!("{now:016x}");
         let ttl = ttl_ms.to_string();
         let op: &[u8] = if value.is_some() { b"set" } else { b"del" };
         let args = [key, condition, expected, op, now.as_bytes(), value.unwrap_or_default(), ttl.as_bytes()];
         let (applied, stored, evicted, expired, adopted): (i64, Option<Vec<u8>>, u64, u64, i64) =
-            self.cache_script(&WRITE_IF, cache, &args, retry).await?;
+            self.cache_script(&WRITE_IF, cache, layout.of(key), &args, retry).await?;
         self.storage.count(evicted, expired);
         if adopted == 1 {
             // Its first entry with a time to live of its own: the cache keeps books now.
@@ -326,42 +363,62 @@ impl Core {
 
     pub(crate) async fn cache_contains(&self, cache: &str, key: &[u8]) -> Result<bool, Error> {
         self.fail_fast()?;
+        let layout = self.layout(cache, None).await?;
         if self.storage.keeps_books(cache) {
             return Ok(self.stored(cache, key).await?.is_some());
         }
-        self.query(redis::cmd("HEXISTS").arg(self.keys.cache(cache)).arg(key)).await
+        self.query(redis::cmd("HEXISTS").arg(layout.of(key).data()).arg(key)).await
     }
 
-    /// A whole read of a cache that keeps books ([`SCAN`]): expired
-    /// entries are removed first.
-    async fn scan_books<T: redis::FromRedisValue>(&self, cache: &str, what: &str) -> Result<T, Error> {
+    /// A whole read of one partition of a cache that keeps books
+    /// ([`SCAN`]): expired entries are removed first.
+    async fn scan_books<T: redis::FromRedisValue>(&self, cache: &str, part: &Part, what: &str) -> Result<T, Error> {
         let (answer, evicted, expired): (T, u64, u64) =
-            self.cache_script(&SCAN, cache, &[what.as_bytes()], true).await?;
+            self.cache_script(&SCAN, cache, part, &[what.as_bytes()], true).await?;
         self.storage.count(evicted, expired);
         Ok(answer)
     }
 
+    /// A whole read of `cache`, partition by partition: `books` ([`SCAN`]
+    /// with `what`) when it keeps books, `plain` (a command on the
+    /// partition's hash) otherwise.
+    async fn read_whole<T: redis::FromRedisValue>(
+        &self,
+        cache: &str,
+        what: &str,
+        plain: &str,
+    ) -> Result<Vec<T>, Error> {
+        let layout = self.layout(cache, None).await?;
+        let books = self.storage.keeps_books(cache);
+        self.each_part(&layout, |_, part| async move {
+            if books {
+                self.scan_books(cache, part, what).await
+            } else {
+                self.query(redis::cmd(plain).arg(part.data())).await
+            }
+        })
+        .await
+    }
+
     pub(crate) async fn cache_size(&self, cache: &str) -> Result<u64, Error> {
         self.fail_fast()?;
-        if self.storage.keeps_books(cache) {
-            return self.scan_books(cache, "len").await;
-        }
-        self.query(redis::cmd("HLEN").arg(self.keys.cache(cache))).await
+        Ok(self.read_whole::<u64>(cache, "len", "HLEN").await?.into_iter().sum())
     }
 
     pub(crate) async fn cache_clear(&self, cache: &str) -> Result<(), Error> {
         self.fail_fast()?;
-        let (evicted, expired): (u64, u64) = self.cache_script(&CLEAR, cache, &[], true).await?;
-        self.storage.count(evicted, expired);
+        let layout = self.layout(cache, None).await?;
+        let counts: Vec<(u64, u64)> =
+            self.each_part(&layout, |_, part| self.cache_script(&CLEAR, cache, part, &[], true)).await?;
+        for (evicted, expired) in counts {
+            self.storage.count(evicted, expired);
+        }
         Ok(())
     }
 
     pub(crate) async fn cache_keys(&self, cache: &str) -> Result<Vec<Vec<u8>>, Error> {
         self.fail_fast()?;
-        if self.storage.keeps_books(cache) {
-            return self.scan_books(cache, "keys").await;
-        }
-        self.query(redis::cmd("HKEYS").arg(self.keys.cache(cache))).await
+        Ok(self.read_whole::<Vec<Vec<u8>>>(cache, "keys", "HKEYS").await?.into_iter().flatten().collect())
     }
 
     pub(crate) async fn cache_get_all(&self, cache: &str, keys: Vec<Vec<u8>>) -> Result<Vec<Option<Vec<u8>>>, Error> {
@@ -369,18 +426,33 @@ impl Core {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let stored: Vec<Option<Vec<u8>>> = if self.storage.keeps_books(cache) {
-            let fields: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-            self.read_books(cache, &fields).await?
-        } else {
-            self.query(redis::cmd("HMGET").arg(self.keys.cache(cache)).arg(keys)).await?
-        };
-        let mut values = Vec::with_capacity(stored.len());
-        for s in stored {
-            values.push(match s {
-                Some(s) => Some(decode(s)?.1),
-                None => None,
-            });
+        let layout = self.layout(cache, None).await?;
+        let books = self.storage.keeps_books(cache);
+        // The keys of each partition, with their places in the answer.
+        let mut asked: Vec<Vec<usize>> = vec![Vec::new(); layout.parts.len()];
+        for (place, key) in keys.iter().enumerate() {
+            asked[layout.index_of(key)].push(place);
+        }
+        let (keys, asked) = (&keys, &asked);
+        let answers: Vec<Vec<Option<Vec<u8>>>> = self
+            .each_part(&layout, |i, part| async move {
+                let fields: Vec<&[u8]> = asked[i].iter().map(|&place| keys[place].as_slice()).collect();
+                if fields.is_empty() {
+                    Ok(Vec::new())
+                } else if books {
+                    self.read_books(cache, part, &fields).await
+                } else {
+                    self.query(redis::cmd("HMGET").arg(part.data()).arg(&fields)).await
+                }
+            })
+            .await?;
+        let mut values = vec![None; keys.len()];
+        for (places, stored) in asked.iter().zip(answers) {
+            for (&place, s) in places.iter().zip(stored) {
+                if let Some(s) = s {
+                    values[place] = Some(decode(s)?.1);
+                }
+            }
         }
         Ok(values)
     }
@@ -393,13 +465,19 @@ impl Core {
             return Ok(());
         }
         self.register_cache(cache).await?;
+        let layout = self.layout_to_write(cache).await?;
         let now = format!("{now:016x}").into_bytes();
-        for chunk in entries.chunks(MERGE_BATCH) {
-            let mut args: Vec<&[u8]> = vec![&now];
-            args.extend(chunk.iter().flat_map(|e| [e.key.as_slice(), e.value.as_slice()]));
-            let (evicted, expired): (u64, u64) = self.cache_script(&PUT_ALL, cache, &args, true).await?;
-            self.storage.count(evicted, expired);
-        }
+        let (now, grouped) = (&now, &by_partition(&layout, entries));
+        self.each_part(&layout, |i, part| async move {
+            for chunk in grouped[i].chunks(MERGE_BATCH) {
+                let mut args: Vec<&[u8]> = vec![now];
+                args.extend(chunk.iter().flat_map(|e| [e.key.as_slice(), e.value.as_slice()]));
+                let (evicted, expired): (u64, u64) = self.cache_script(&PUT_ALL, cache, part, &args, true).await?;
+                self.storage.count(evicted, expired);
+            }
+            Ok(())
+        })
+        .await?;
         Ok(())
     }
 
@@ -409,12 +487,22 @@ impl Core {
     /// time to live counts from its version (its write).
     pub(crate) async fn cache_merge(&self, cache: &str, entries: &[Entry]) -> Result<(), Error> {
         self.fail_fast()?;
-        for chunk in entries.chunks(MERGE_BATCH) {
-            let args: Vec<Vec<u8>> = chunk.iter().flat_map(|e| [e.key.clone(), encode(e.version, &e.value)]).collect();
-            let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-            let (evicted, expired): (u64, u64) = self.cache_script(&MERGE, cache, &refs, true).await?;
-            self.storage.count(evicted, expired);
-        }
+        let layout = match entries.is_empty() {
+            true => self.layout(cache, None).await?,
+            false => self.layout_to_write(cache).await?,
+        };
+        let grouped = &by_partition(&layout, entries);
+        self.each_part(&layout, |i, part| async move {
+            for chunk in grouped[i].chunks(MERGE_BATCH) {
+                let args: Vec<Vec<u8>> =
+                    chunk.iter().flat_map(|e| [e.key.clone(), encode(e.version, &e.value)]).collect();
+                let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+                let (evicted, expired): (u64, u64) = self.cache_script(&MERGE, cache, part, &refs, true).await?;
+                self.storage.count(evicted, expired);
+            }
+            Ok(())
+        })
+        .await?;
         self.register_cache(cache).await?;
         Ok(())
     }
@@ -422,13 +510,9 @@ impl Core {
     /// Every entry with its version (the host copies them when this member
     /// leaves); read even while out of the cluster.
     pub(crate) async fn cache_entries(&self, cache: &str) -> Result<Vec<Entry>, Error> {
-        let stored: Vec<(Vec<u8>, Vec<u8>)> = if self.storage.keeps_books(cache) {
-            self.scan_books(cache, "all").await?
-        } else {
-            self.query(redis::cmd("HGETALL").arg(self.keys.cache(cache))).await?
-        };
-        let mut entries = Vec::with_capacity(stored.len());
-        for (key, s) in stored {
+        let stored: Vec<Vec<(Vec<u8>, Vec<u8>)>> = self.read_whole(cache, "all", "HGETALL").await?;
+        let mut entries = Vec::with_capacity(stored.iter().map(Vec::len).sum());
+        for (key, s) in stored.into_iter().flatten() {
             let (version, value) = decode(s)?;
             entries.push(Entry { key, value, version });
         }
@@ -440,18 +524,24 @@ impl Core {
     }
 
     pub(crate) async fn cache_local_size(&self, cache: &str) -> Result<CacheSize, Error> {
-        let hash = self.keys.cache(cache);
-        let entries: u64 = self.query(redis::cmd("HLEN").arg(&hash)).await?;
-        // What the shared server spends on the cache (every member sees the same).
-        let bytes: Option<u64> = self.query(redis::cmd("MEMORY").arg("USAGE").arg(&hash)).await?;
-        Ok(CacheSize { entries, bytes: bytes.unwrap_or(0) })
+        let layout = self.layout(cache, None).await?;
+        let sizes = self
+            .each_part(&layout, |_, part| async move {
+                let entries: u64 = self.query(redis::cmd("HLEN").arg(part.data())).await?;
+                // What the shared server spends on the cache (every member sees the same).
+                let bytes: Option<u64> = self.query(redis::cmd("MEMORY").arg("USAGE").arg(part.data())).await?;
+                Ok((entries, bytes.unwrap_or(0)))
+            })
+            .await?;
+        let (entries, bytes) = sizes.into_iter().fold((0, 0), |(e, b), (pe, pb)| (e + pe, b + pb));
+        Ok(CacheSize { entries, bytes })
     }
 
     /// `cache_configure`: the host's bounds for `cache`, applied in Redis
     /// now while joined, and at every join (the last configure wins: every
     /// member's host sends the same bounds).
     pub(crate) async fn cache_configure(self: &Arc<Self>, cache: &str, bounds: CacheBounds) -> Result<(), Error> {
-        if self.script_keys(cache).1 {
+        if self.plain(cache) {
             // No books possible: refused, unless there is nothing to keep.
             return match bounds.is_none() {
                 true => Ok(()),
@@ -469,12 +559,24 @@ impl Core {
     /// cache at once), names the cache in `{P}:bounded` (or takes it out),
     /// and tells every member to re-read them.
     async fn apply_bounds(&self, cache: &str, bounds: CacheBounds) -> Result<(), Error> {
+        let sized = bounds.max_entries > 0 || bounds.max_bytes > 0;
+        let mut layout = self.layout(cache, Some(sized)).await?;
+        if sized && layout.spread() {
+            // One order of use over the whole cache: onto one partition first.
+            layout = self.gather(cache, layout).await?;
+        }
         let args = [bounds.max_entries, bounds.max_bytes, bounds.ttl_ms, bounds.max_idle_ms].map(|n| n.to_string());
-        let args: Vec<&[u8]> = args.iter().map(String::as_bytes).collect();
-        let (kept, evicted, expired): (i64, u64, u64) = self.cache_script(&CONFIGURE, cache, &args, false).await?;
-        self.storage.count(evicted, expired);
+        let args: &Vec<&[u8]> = &args.iter().map(String::as_bytes).collect();
+        let kept: Vec<i64> = self
+            .each_part(&layout, |_, part| async move {
+                let (kept, evicted, expired): (i64, u64, u64) =
+                    self.cache_script(&CONFIGURE, cache, part, args, false).await?;
+                self.storage.count(evicted, expired);
+                Ok(kept)
+            })
+            .await?;
         self.register_cache(cache).await?;
-        if kept == 1 {
+        if kept.contains(&1) {
             self.now_keeps_books(cache).await;
         } else {
             lock(&self.storage.books).remove(cache);
@@ -532,12 +634,17 @@ impl Core {
 
     /// Re-reads the bounds of `cache` from Redis (a member changed them).
     pub(crate) async fn reload_bounds(&self, cache: &str) {
-        let (keys, plain) = self.script_keys(cache);
-        if plain {
+        if self.plain(cache) {
             return;
         }
-        let read: Result<Vec<Option<u64>>, Error> =
-            self.query(redis::cmd("HMGET").arg(&keys[2]).arg(&["entries", "bytes", "ttl", "idle"])).await;
+        // Every partition has the same bounds: the first one's are read.
+        let read: Result<Vec<Option<u64>>, Error> = match self.layout(cache, None).await {
+            Ok(layout) => {
+                self.query(redis::cmd("HMGET").arg(&layout.parts[0].keys[2]).arg(&["entries", "bytes", "ttl", "idle"]))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         match read {
             Ok(fields) => {
                 let mut books = lock(&self.storage.books);
@@ -572,22 +679,45 @@ impl Core {
         let caches: Vec<String> = lock(&self.storage.books).iter().cloned().collect();
         let batch = SWEEP_BATCH.to_string();
         for cache in caches {
-            for _ in 0..SWEEP_ROUNDS {
-                match self.cache_script::<(i64, u64, u64)>(&SWEEP, &cache, &[batch.as_bytes()], true).await {
-                    Ok((more, evicted, expired)) => {
-                        self.storage.count(evicted, expired);
-                        if more == 0 {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::debug!(cache = %cache, "could not sweep the cache's expired entries: {e}");
+            let layout = match self.layout(&cache, None).await {
+                Ok(layout) => layout,
+                Err(e) => {
+                    tracing::debug!(cache = %cache, "could not sweep the cache's expired entries: {e}");
+                    continue;
+                }
+            };
+            for part in &layout.parts {
+                self.sweep_part(&cache, part, &batch).await;
+            }
+        }
+    }
+
+    /// Sweeps one partition of `cache`, a few batches at most.
+    async fn sweep_part(&self, cache: &str, part: &Part, batch: &str) {
+        for _ in 0..SWEEP_ROUNDS {
+            match self.cache_script::<(i64, u64, u64)>(&SWEEP, cache, part, &[batch.as_bytes()], true).await {
+                Ok((more, evicted, expired)) => {
+                    self.storage.count(evicted, expired);
+                    if more == 0 {
                         break;
                     }
+                }
+                Err(e) => {
+                    tracing::debug!(cache = %cache, "could not sweep the cache's expired entries: {e}");
+                    break;
                 }
             }
         }
     }
+}
+
+/// `entries` grouped by the partition of `layout` each falls in.
+fn by_partition<'a>(layout: &Layout, entries: &'a [Entry]) -> Vec<Vec<&'a Entry>> {
+    let mut grouped: Vec<Vec<&Entry>> = vec![Vec::new(); layout.parts.len()];
+    for entry in entries {
+        grouped[layout.index_of(&entry.key)].push(entry);
+    }
+    grouped
 }
 
 #[cfg(test)]
