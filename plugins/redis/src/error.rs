@@ -55,9 +55,9 @@ pub enum Error {
 
     /// This member's `partitions` differs from the one the cluster recorded.
     #[error(
-        "this member has partitions = {mine} in conf/redis.toml, the cluster under key prefix {prefix:?} uses {cluster} (recorded in {key} by its first member): give every member the same value; changing it needs the cluster stopped and its caches removed"
+        "this member has partitions = {mine} in conf/redis.toml, the cluster under key prefix {prefix:?} uses {cluster} (recorded in {key} by its first member): give every member the same value (to change the cluster's: stop every member and delete {key}; caches already spread keep their layout)"
     )]
-    PartitionsDiffer { mine: u32, cluster: u32, prefix: String, key: String },
+    PartitionsDiffer { mine: u32, cluster: String, prefix: String, key: String },
 
     /// The pub/sub connection is down, so this member cannot hear entry events yet.
     #[error("the pub/sub connection to Redis ({urls}) is down: entry events reach this member's listeners once it is back (it reconnects by itself)")]

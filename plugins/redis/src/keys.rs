@@ -64,6 +64,10 @@ impl Keys {
     pub(crate) fn layout(&self) -> String {
         format!("{{{}}}:layout", self.prefix)
     }
+    /// `{P}:gathering`: the spread caches being gathered onto one partition.
+    pub(crate) fn gathering(&self) -> String {
+        format!("{{{}}}:gathering", self.prefix)
+    }
     /// The hash of partition `index` of the `count` of cache `name` (the
     /// cache's own hash when it has one partition): its name carries a
     /// salt that puts its slot in the `index`-th of `count` equal ranges

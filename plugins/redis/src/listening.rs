@@ -120,21 +120,30 @@ impl Core {
     /// Puts this member's interest in `cache` into Redis (or refreshes it).
     /// Each partition of a spread cache has its own `listeners` (its
     /// scripts read it on its slot); announcing records the cache's layout.
+    /// While a cache is gathered onto one partition, its old partitions
+    /// too (a member still on the old layout may write there). Checked
+    /// once more after: a gather that began meanwhile may have carried
+    /// the listeners over before this announcement landed.
     async fn announce(&self, cache: &str) -> Result<(), Error> {
-        let layout = self.layout(cache, Some(self.sized_cache(cache))).await?;
         let ttl = self.config.membership.member_ttl_ms * 2;
-        self.each_part(&layout, |_, part| async move {
-            if part.plain {
-                // Its changes are always published (no key beside its hash).
+        for _ in 0..3 {
+            let layout = self.layout(cache, Some(self.sized_cache(cache))).await?;
+            let parts: Vec<&crate::partitions::Part> =
+                layout.parts.iter().chain(layout.from.iter().flatten()).filter(|p| !p.plain).collect();
+            // A plain partition's changes are always published (no key beside its hash).
+            let calls = parts.into_iter().map(|part| async move {
+                let mut pipe = redis::pipe();
+                pipe.cmd("HSET").arg(&part.keys[1]).arg(&self.member).arg(1).ignore();
+                pipe.cmd("PEXPIRE").arg(&part.keys[1]).arg(ttl).ignore();
+                self.pipe::<()>(&pipe).await
+            });
+            futures_util::future::try_join_all(calls).await?;
+            if self.layout_still(cache, &layout).await? {
                 return Ok(());
             }
-            let mut pipe = redis::pipe();
-            pipe.cmd("HSET").arg(&part.keys[1]).arg(&self.member).arg(1).ignore();
-            pipe.cmd("PEXPIRE").arg(&part.keys[1]).arg(ttl).ignore();
-            self.pipe::<()>(&pipe).await
-        })
-        .await
-        .map(|_| ())
+            self.forget_layout(cache);
+        }
+        Ok(())
     }
 
     /// Takes this member's interest in `cache` out of Redis.

@@ -388,6 +388,12 @@ impl Core {
                 Ok(Err(_)) | Err(_) => {}
             }
         } else if joined.wanted && joined.lost {
+            // As at a join: every member spreads caches alike (Redis may
+            // have lost the record), and the layouts are read again.
+            if let Err(e) = self.join_partitions().await {
+                tracing::warn!("cannot rejoin yet: {e}");
+                return;
+            }
             // Its key lives from the SET in the registration, not from its end.
             let sent = Instant::now();
             match self.register().await {
@@ -415,6 +421,7 @@ impl Core {
         drop(joined);
         self.extend_locks().await;
         self.check_layouts().await;
+        self.resume_gathers().await;
         self.beat_listeners().await;
         if let Err(e) = self.refresh_view().await {
             tracing::debug!("could not read the member list: {e}");

@@ -7,8 +7,8 @@
 //! ([`Keys::cache_keys`](crate::keys::Keys::cache_keys): data, listeners,
 //! meta, used, born, own), `ARGV[1..5]` the event context (channel, origin,
 //! cache name, the largest value carried, flags: `a` publish every change,
-//! `n` the cache has no keys beside its hash, `q` publish nothing: a
-//! move between partitions, not a change), and the script's own
+//! `n` the cache has no keys beside its hash, `q` no `added`, `updated`
+//! or `removed`: a move between partitions, not a change), and the script's own
 //! arguments start at `ARGV[6]`. Scripts that may expire or evict answer
 //! how many they did as their last two values.
 //!
@@ -32,12 +32,14 @@ local quiet = string.find(flags, 'q', 1, true) ~= nil
 local listened
 local function listening()
   if listened == nil then
-    listened = not quiet and (plain or string.find(flags, 'a', 1, true) ~= nil or redis.call('EXISTS', L) == 1)
+    listened = plain or string.find(flags, 'a', 1, true) ~= nil or redis.call('EXISTS', L) == 1
   end
   return listened
 end
 -- Publishes one change (entry_events.rs has the format), only while someone listens.
 local function tell(kind, field, version, value)
+  -- A move between partitions is not a change; an eviction or expiry during one is.
+  if quiet and kind ~= 'v' and kind ~= 'x' then return end
   if not listening() then return end
   local carried = value ~= nil and #value <= vmax
   redis.call('PUBLISH', channel, 'e1' .. kind .. (carried and '1' or '0') .. version
@@ -299,6 +301,26 @@ end
 while sweep(500) do end
 finish()
 return {evicted, expired}
+"#,
+    )
+});
+
+/// A gather's removal of entries it moved from a partition (ARGV[6..]:
+/// field, version pairs): each removed only if it still has the version
+/// moved. Answers how many went.
+pub(crate) static DROP_MOVED: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local n = 0
+for i = 6, #ARGV, 2 do
+  local cur = redis.call('HGET', D, ARGV[i])
+  if cur and string.sub(cur, 1, 16) == ARGV[i + 1] then
+    drop(ARGV[i], cur)
+    n = n + 1
+  end
+end
+finish()
+return n
 "#,
     )
 });

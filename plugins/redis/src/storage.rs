@@ -71,6 +71,8 @@ pub(crate) struct Storage {
     /// Where each cache's entries are, as this member read or recorded it
     /// (crate::partitions); cleared at each join.
     pub(crate) layouts: Mutex<HashMap<String, Arc<Layout>>>,
+    /// The caches this member is gathering onto one partition now.
+    pub(crate) gathering_now: Mutex<HashSet<String>>,
     /// Entries this member's scripts evicted, and expired.
     evictions: AtomicU64,
     expiries: AtomicU64,
@@ -229,7 +231,16 @@ impl Core {
     /// The stored value under `key` (version prefix included), live only.
     async fn stored(&self, cache: &str, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         let layout = self.layout(cache, None).await?;
-        let part = layout.of(key);
+        let found = self.stored_in(cache, layout.of(key), key).await?;
+        match (found, layout.before(key)) {
+            // Being gathered: an entry not moved yet is where it was.
+            (None, Some(before)) => self.stored_in(cache, before, key).await,
+            (found, _) => Ok(found),
+        }
+    }
+
+    /// The stored value under `key` in partition `part`, live only.
+    async fn stored_in(&self, cache: &str, part: &Part, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         if self.storage.keeps_books(cache) {
             return Ok(self.read_books(cache, part, &[key]).await?.pop().flatten());
         }
@@ -291,9 +302,17 @@ impl Core {
         let ttl = ttl_ms.to_string();
         let op: &[u8] = if value.is_some() { b"set" } else { b"del" };
         let args = [key, condition, expected, op, now.as_bytes(), value.unwrap_or_default(), ttl.as_bytes()];
-        let (applied, stored, evicted, expired, adopted): (i64, Option<Vec<u8>>, u64, u64, i64) =
+        let (mut applied, stored, evicted, expired, adopted): (i64, Option<Vec<u8>>, u64, u64, i64) =
             self.cache_script(&WRITE_IF, cache, layout.of(key), &args, retry).await?;
         self.storage.count(evicted, expired);
+        if let (None, Some(before)) = (value, layout.before(key)) {
+            // Being gathered: a removal removes the entry not moved yet too
+            // (else the move would bring it back).
+            let args = [key, condition, expected, op, now.as_bytes(), b"", b"0"];
+            let (there, _, _, _, _): (i64, Option<Vec<u8>>, u64, u64, i64) =
+                self.cache_script(&WRITE_IF, cache, before, &args, false).await?;
+            applied = applied.max(there);
+        }
         if adopted == 1 {
             // Its first entry with a time to live of its own: the cache keeps books now.
             self.now_keeps_books(cache).await;
@@ -552,18 +571,23 @@ impl Core {
         if !self.in_cluster() {
             return Ok(());
         }
-        self.apply_bounds(cache, bounds).await
+        self.apply_bounds(cache, bounds, true).await
     }
 
     /// Applies `bounds` in Redis ([`CONFIGURE`]: tighter bounds shrink the
     /// cache at once), names the cache in `{P}:bounded` (or takes it out),
     /// and tells every member to re-read them.
-    async fn apply_bounds(&self, cache: &str, bounds: CacheBounds) -> Result<(), Error> {
+    /// `inline`: a spread cache given a bound on entries or bytes is
+    /// gathered now (else the senior gathers it in the background).
+    async fn apply_bounds(&self, cache: &str, bounds: CacheBounds, inline: bool) -> Result<(), Error> {
         let sized = bounds.max_entries > 0 || bounds.max_bytes > 0;
         let mut layout = self.layout(cache, Some(sized)).await?;
         if sized && layout.spread() {
-            // One order of use over the whole cache: onto one partition first.
-            layout = self.gather(cache, layout).await?;
+            // One order of use over the whole cache: onto one partition.
+            layout = self.start_gather(cache).await?;
+        }
+        if inline && layout.from.is_some() {
+            self.finish_gather(cache).await?;
         }
         let args = [bounds.max_entries, bounds.max_bytes, bounds.ttl_ms, bounds.max_idle_ms].map(|n| n.to_string());
         let args: &Vec<&[u8]> = &args.iter().map(String::as_bytes).collect();
@@ -602,7 +626,7 @@ impl Core {
         let configured: Vec<(String, CacheBounds)> =
             lock(&self.storage.configured).iter().map(|(c, b)| (c.clone(), *b)).collect();
         for (cache, bounds) in configured {
-            if let Err(e) = self.apply_bounds(&cache, bounds).await {
+            if let Err(e) = self.apply_bounds(&cache, bounds, false).await {
                 tracing::warn!(cache = %cache, "could not apply the cache's bounds ({bounds}) in Redis: {e}");
             }
         }
@@ -637,18 +661,21 @@ impl Core {
         if self.plain(cache) {
             return;
         }
-        // Every partition has the same bounds: the first one's are read.
-        let read: Result<Vec<Option<u64>>, Error> = match self.layout(cache, None).await {
+        // Each partition keeps books of its own (bounds, or an entry with
+        // a time to live of its own there): the cache keeps books if any does.
+        let read: Result<Vec<Vec<Option<u64>>>, Error> = match self.layout(cache, None).await {
             Ok(layout) => {
-                self.query(redis::cmd("HMGET").arg(&layout.parts[0].keys[2]).arg(&["entries", "bytes", "ttl", "idle"]))
-                    .await
+                self.each_part(&layout, |_, part| async move {
+                    self.query(redis::cmd("HMGET").arg(&part.keys[2]).arg(&["entries", "bytes", "ttl", "idle"])).await
+                })
+                .await
             }
             Err(e) => Err(e),
         };
         match read {
-            Ok(fields) => {
+            Ok(parts) => {
                 let mut books = lock(&self.storage.books);
-                if fields.iter().all(Option::is_some) {
+                if parts.iter().any(|fields| fields.iter().all(Option::is_some)) {
                     books.insert(cache.to_string());
                 } else {
                     books.remove(cache);

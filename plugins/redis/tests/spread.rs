@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clusterhost::cluster::{ClusterState, Delivery, EntryEventKind, ListenOptions};
 use clusterhost_plugin_api::cluster::CacheBounds;
-use clusterhost_tests::cluster::{quick_config, wait_for, Backend, RedisBackend, TestCluster};
+use clusterhost_tests::cluster::{quick_config, wait_for, wait_until, Backend, RedisBackend, TestCluster};
 
 /// Entries under `pattern` on one Redis server: the fields of every hash it names there.
 fn entries_on(server: &clusterhost_tests::redis::RedisServer, pattern: &str) -> u64 {
@@ -106,6 +106,28 @@ async fn a_cache_bounded_by_entries_stays_on_one_slot_and_a_spread_one_is_gather
     }
     assert!(events.try_recv().is_none(), "no event for the moves");
 
+    let on_b = b.caches().cache::<String, u32>("wide");
+    let keys = on_b.keys().await.unwrap();
+    let values = on_b.get_all(&keys).await.unwrap();
+    for (key, value) in keys.iter().zip(&values) {
+        assert_eq!(Some(key.clone()), value.map(|v| format!("k{v}")), "each kept entry has its own value");
+    }
+
+    // A time to live of its own, on keys in every partition of a spread cache.
+    let own = a.caches().cache::<String, u32>("own");
+    own.put(&"plain".into(), &0).await.unwrap();
+    assert_eq!(redis.cli(&["HGET", "{suite}:layout", "own"]).trim(), "8");
+    let keys: Vec<String> = (0..16).map(|i| format!("t{i}")).collect();
+    for key in &keys {
+        own.put_ttl(key, &1, Duration::from_millis(300)).await.unwrap();
+    }
+    let on_b = b.caches().cache::<String, u32>("own");
+    wait_until("every entry with a time to live of its own to expire, on b", Duration::from_secs(10), || async {
+        on_b.get_all(&keys).await.unwrap().iter().all(Option::is_none)
+    })
+    .await;
+    assert_eq!(on_b.get(&"plain".into()).await.unwrap(), Some(0), "the entry without one stays");
+
     // A time to live applies to every partition of a spread cache.
     let timed = a.caches().cache::<String, u32>("timed");
     for i in 0..20 {
@@ -144,4 +166,48 @@ async fn a_member_whose_partitions_differ_from_the_clusters_is_refused_saying_bo
         "{said}"
     );
     assert_eq!(a.members().len(), 1, "b never joined");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puts_from_another_member_during_a_gather_are_all_kept() {
+    let cluster = TestCluster::clustered_spread(Backend::Redis, &["a", "b"], 8).await;
+    let (a, b) = (cluster.node("a").clone(), cluster.node("b").clone());
+    let on_a = a.caches().cache::<String, u32>("busy");
+    let before: Vec<(String, u32)> = (0..200).map(|i| (format!("old{i}"), i)).collect();
+    on_a.put_all(&before).await.unwrap();
+    for i in (0..200).step_by(10) {
+        on_a.remove(&format!("old{i}")).await.unwrap();
+    }
+    // b puts all along, on its own layout (spread, until it hears of the gather).
+    let writer = tokio::spawn(async move {
+        let on_b = b.caches().cache::<String, u32>("busy");
+        let mut written = 0u32;
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_millis(2500) {
+            on_b.put(&format!("new{written}"), &written).await.unwrap();
+            written += 1;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        written
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Bounded by entries (far above what it holds): gathered onto one hash.
+    let bounds = CacheBounds { max_entries: 100_000, ..CacheBounds::NONE };
+    a.bounded_cache::<String, u32>("busy", bounds).await.unwrap();
+    let written = writer.await.unwrap();
+    wait_until("the gather to end", Duration::from_secs(20), || async {
+        let Some(RedisBackend::Single(redis)) = &cluster.redis else { return false };
+        redis.cli(&["HLEN", "{suite}:gathering"]).trim() == "0"
+    })
+    .await;
+    let expected = 180 + u64::from(written);
+    for node in [&a, cluster.node("b")] {
+        let cache = node.caches().cache::<String, u32>("busy");
+        assert_eq!(cache.len().await.unwrap(), expected, "every put kept ({written} during the gather)");
+        for i in (0..written).step_by(37) {
+            assert_eq!(cache.get(&format!("new{i}")).await.unwrap(), Some(i));
+        }
+        assert_eq!(cache.get(&"old10".into()).await.unwrap(), None, "a removal before the gather stays removed");
+        assert_eq!(cache.get(&"old11".into()).await.unwrap(), Some(11));
+    }
 }
