@@ -149,7 +149,8 @@ impl Core {
     }
 
     /// As [`cache_script`](Self::cache_script); `told` false publishes no
-    /// entry event (entries moved between partitions did not change).
+    /// `added`, `updated` or `removed` (entries moved between partitions
+    /// did not change; an eviction or expiry the script makes is told).
     pub(crate) async fn cache_script_told<T: redis::FromRedisValue>(
         &self,
         script: &Script,
