@@ -2,11 +2,11 @@
 # Builds every cargo-fuzz target and runs each for a bounded time; fails if
 # any finds a crash. See docs/fuzzing.md.
 #
-#   bash fuzz/run.sh                     # every target, 20 s each
+#   bash fuzz/run.sh                     # every target, 10 s each
 #   FUZZ_SECONDS=300 bash fuzz/run.sh    # longer
 #   bash fuzz/run.sh manifest properties # some targets
 #
-# FUZZ_SECONDS (20)   run time per target (libFuzzer -max_total_time)
+# FUZZ_SECONDS (10)   run time per target (libFuzzer -max_total_time)
 # FUZZ_RSS_MB (2048)  memory limit per target (-rss_limit_mb)
 # FUZZ_TIMEOUT (25)   seconds one input may take before it counts as a hang (-timeout)
 # FUZZ_JOBS_DIR       where the working corpora and logs go (a fresh temp dir)
@@ -19,7 +19,7 @@ set -uo pipefail
 
 cd "$(dirname "$0")/.."
 root=$(pwd)
-seconds=${FUZZ_SECONDS:-20}
+seconds=${FUZZ_SECONDS:-10}
 rss_mb=${FUZZ_RSS_MB:-2048}
 timeout=${FUZZ_TIMEOUT:-25}
 toolchain=${FUZZ_TOOLCHAIN:-nightly}

@@ -12,7 +12,7 @@
 //! - `build`: the workspace build `node` starts with, alone (after a plain
 //!   `cargo build --workspace` it compiles nothing; CI checks that);
 //! - `test`: what CI runs: format check, clippy, the whole test suite, every
-//!   fuzz target for 20 s (`fuzz/run.sh`, nightly Rust), and the benchmark
+//!   fuzz target for 10 s (`fuzz/run.sh`, nightly Rust), and the benchmark
 //!   runner in quick mode (`cargo run -p bench -- quick`).
 
 use std::path::{Path, PathBuf};
@@ -199,7 +199,7 @@ fn chat() -> Result<()> {
     Ok(())
 }
 
-/// Every fuzz target for a bounded time (`fuzz/run.sh`, 20 s each unless
+/// Every fuzz target for a bounded time (`fuzz/run.sh`, 10 s each unless
 /// FUZZ_SECONDS says otherwise), with nightly Rust; its own target
 /// directory beside the workspace's, kept between runs.
 fn fuzz() -> Result<()> {
