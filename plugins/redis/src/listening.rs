@@ -127,7 +127,7 @@ impl Core {
     async fn announce(&self, cache: &str) -> Result<(), Error> {
         let ttl = self.config.membership.member_ttl_ms * 2;
         for _ in 0..3 {
-            let layout = self.layout(cache, Some(self.sized_cache(cache))).await?;
+            let layout = self.layout_to_write(cache).await?;
             let parts: Vec<&crate::partitions::Part> =
                 layout.parts.iter().chain(layout.from.iter().flatten()).filter(|p| !p.plain).collect();
             // A plain partition's changes are always published (no key beside its hash).

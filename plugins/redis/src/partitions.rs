@@ -65,7 +65,7 @@ pub(crate) struct Layout {
 impl Layout {
     /// The partition holding the entry under `key`.
     pub(crate) fn of(&self, key: &[u8]) -> &Part {
-        &self.parts[partition_of(key, self.parts.len() as u32) as usize]
+        &self.parts[self.index_of(key)]
     }
 
     /// The index of the partition holding `key`.

@@ -126,12 +126,12 @@ impl Core {
 
     /// Whether this member's host bounds `cache` by entries or bytes (a
     /// cache first written so stays on one partition).
-    pub(crate) fn sized_cache(&self, cache: &str) -> bool {
-        lock(&self.storage.configured).get(cache).is_some_and(|b| b.max_entries > 0 || b.max_bytes > 0)
+    fn sized_cache(&self, cache: &str) -> bool {
+        lock(&self.storage.configured).get(cache).is_some_and(CacheBounds::is_sized)
     }
 
     /// `cache`'s layout for a write (recorded now if it was not).
-    async fn layout_to_write(&self, cache: &str) -> Result<Arc<Layout>, Error> {
+    pub(crate) async fn layout_to_write(&self, cache: &str) -> Result<Arc<Layout>, Error> {
         self.layout(cache, Some(self.sized_cache(cache))).await
     }
 
@@ -581,7 +581,7 @@ impl Core {
     /// `inline`: a spread cache given a bound on entries or bytes is
     /// gathered now (else the senior gathers it in the background).
     async fn apply_bounds(&self, cache: &str, bounds: CacheBounds, inline: bool) -> Result<(), Error> {
-        let sized = bounds.max_entries > 0 || bounds.max_bytes > 0;
+        let sized = bounds.is_sized();
         let mut layout = self.layout(cache, Some(sized)).await?;
         if sized && layout.spread() {
             // One order of use over the whole cache: onto one partition.
