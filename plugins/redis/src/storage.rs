@@ -384,7 +384,8 @@ impl Core {
     pub(crate) async fn cache_contains(&self, cache: &str, key: &[u8]) -> Result<bool, Error> {
         self.fail_fast()?;
         let layout = self.layout(cache, None).await?;
-        if self.storage.keeps_books(cache) {
+        // Being gathered, the entry may not have moved yet: stored looks there too.
+        if self.storage.keeps_books(cache) || layout.from.is_some() {
             return Ok(self.stored(cache, key).await?.is_some());
         }
         self.query(redis::cmd("HEXISTS").arg(layout.of(key).data()).arg(key)).await
