@@ -71,10 +71,25 @@ pub fn write_redis_conf(conf: &std::path::Path, mode: &str, urls: &[String], pre
 
 /// As [`write_redis_conf`], with `partitions` per cache (spread caches).
 pub fn write_spread_redis_conf(conf: &std::path::Path, mode: &str, urls: &[String], prefix: &str, partitions: u32) {
+    write_redis_conf_with(conf, mode, urls, prefix, partitions, "")
+}
+
+/// As [`write_spread_redis_conf`], with `extra` TOML at the end (tables
+/// such as `[near_cache]`).
+pub fn write_redis_conf_with(
+    conf: &std::path::Path,
+    mode: &str,
+    urls: &[String],
+    prefix: &str,
+    partitions: u32,
+    extra: &str,
+) {
     std::fs::create_dir_all(conf).expect("conf/ can be made");
     let urls: Vec<String> = urls.iter().map(|u| format!("{u:?}")).collect();
-    let text =
-        format!("mode = {mode:?}\nurls = [{}]\nkey_prefix = {prefix:?}\npartitions = {partitions}\n", urls.join(", "));
+    let text = format!(
+        "mode = {mode:?}\nurls = [{}]\nkey_prefix = {prefix:?}\npartitions = {partitions}\n{extra}",
+        urls.join(", ")
+    );
     std::fs::write(conf.join("redis.toml"), text).expect("redis.toml can be written");
 }
 
@@ -121,6 +136,12 @@ pub fn subject(backend: Backend) -> (Arc<Subject>, Option<RedisBackend>) {
 
 /// As [`subject`]; redis members have `partitions` per cache.
 pub fn subject_with(backend: Backend, partitions: u32) -> (Arc<Subject>, Option<RedisBackend>) {
+    subject_configured(backend, partitions, "")
+}
+
+/// As [`subject_with`]; redis members' conf/redis.toml ends with `extra`.
+pub fn subject_configured(backend: Backend, partitions: u32, extra: &str) -> (Arc<Subject>, Option<RedisBackend>) {
+    let extra = extra.to_string();
     clusterhost::conformance::use_port_allocator(free_member_port);
     let redis = RedisBackend::start(backend);
     let subject = match backend {
@@ -138,7 +159,7 @@ pub fn subject_with(backend: Backend, partitions: u32) -> (Arc<Subject>, Option<
             Subject::Plugin(PluginSubject {
                 file: crate::plugin("redis_strategy"),
                 configure: Arc::new(move |setup: &MemberSetup<'_>| {
-                    write_spread_redis_conf(setup.conf, mode, &urls, "suite", partitions);
+                    write_redis_conf_with(setup.conf, mode, &urls, "suite", partitions, &extra);
                     Ok(())
                 }),
             })
@@ -150,12 +171,18 @@ pub fn subject_with(backend: Backend, partitions: u32) -> (Arc<Subject>, Option<
 /// Runs the conformance rule `name` (a test's name, `_` for `-`) against
 /// `backend` (redis members with [`SUITE_PARTITIONS`]); panics with the rule's reason unless it passes.
 pub async fn check(backend: Backend, name: &str) {
+    check_configured(backend, name, SUITE_PARTITIONS, "").await
+}
+
+/// As [`check`], redis members with `partitions` per cache and `extra` at
+/// the end of their conf/redis.toml.
+pub async fn check_configured(backend: Backend, name: &str, partitions: u32, extra: &str) {
     init_logging();
     let rule_name = name.replace('_', "-");
     let rule = clusterhost::conformance::rule(&rule_name).unwrap_or_else(|| panic!("no conformance rule {rule_name}"));
-    let (subject, _redis) = subject_with(backend, SUITE_PARTITIONS);
+    let (subject, _redis) = subject_configured(backend, partitions, extra);
     let report = rule.run(clusterhost::conformance::Ctx::new(subject, 3)).await;
-    assert_eq!(report.verdict, Verdict::Passed, "rule {rule_name} on {backend:?}");
+    assert_eq!(report.verdict, Verdict::Passed, "rule {rule_name} on {backend:?} with {extra:?}: {report:?}");
 }
 
 fn init_logging() {
@@ -200,8 +227,20 @@ impl TestCluster {
     /// As [`standalone`](Self::standalone); redis members spread each cache
     /// over `partitions` (conf/redis.toml `partitions`).
     pub fn standalone_spread(backend: Backend, names: &[&str], config: ClusterConfig, partitions: u32) -> TestCluster {
+        TestCluster::standalone_configured(backend, names, config, partitions, "")
+    }
+
+    /// As [`standalone_spread`](Self::standalone_spread); redis members'
+    /// conf/redis.toml ends with `extra`.
+    pub fn standalone_configured(
+        backend: Backend,
+        names: &[&str],
+        config: ClusterConfig,
+        partitions: u32,
+        extra: &str,
+    ) -> TestCluster {
         init_logging();
-        let (subject, redis) = subject_with(backend, partitions);
+        let (subject, redis) = subject_configured(backend, partitions, extra);
         TestCluster { backend, nodes: Nodes::standalone(subject, names, config), redis }
     }
 
@@ -225,7 +264,13 @@ impl TestCluster {
     /// As [`clustered`](Self::clustered); redis members spread each cache
     /// over `partitions`.
     pub async fn clustered_spread(backend: Backend, names: &[&str], partitions: u32) -> TestCluster {
-        let mut cluster = TestCluster::standalone_spread(backend, names, quick_config(), partitions);
+        TestCluster::clustered_configured(backend, names, partitions, "").await
+    }
+
+    /// As [`clustered_spread`](Self::clustered_spread); redis members'
+    /// conf/redis.toml ends with `extra`.
+    pub async fn clustered_configured(backend: Backend, names: &[&str], partitions: u32, extra: &str) -> TestCluster {
+        let mut cluster = TestCluster::standalone_configured(backend, names, quick_config(), partitions, extra);
         for name in names {
             cluster.attach(name).await;
         }

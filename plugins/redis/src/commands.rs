@@ -41,6 +41,11 @@ impl Link {
         self.commands.load(Ordering::Relaxed)
     }
 
+    /// Counts a request sent over another connection (the near cache's).
+    pub(crate) fn count_command(&self) {
+        self.commands.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Requests failed so far.
     pub(crate) fn errors(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
@@ -151,6 +156,8 @@ impl Core {
         if lock(&self.link.conn).take().is_some() {
             tracing::warn!("reconnecting to Redis: {why}");
             self.link.epoch.fetch_add(1, Ordering::SeqCst);
+            // In sentinel mode the tracking connection may be on the old master too.
+            self.near.drop_all("the command connection to Redis is reset", true);
             self.wake.notify_one();
         }
     }

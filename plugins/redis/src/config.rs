@@ -39,7 +39,33 @@ pub struct Config {
     pub partitions: u32,
     pub membership: Membership,
     pub timeouts: Timeouts,
+    pub near_cache: NearCache,
 }
+
+/// `[near_cache]`: caches this member keeps a local copy of, kept correct
+/// by Redis's client tracking (docs/redis.md "Near cache").
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NearCache {
+    /// The caches whose entries this member copies as it reads them
+    /// (`"*"`: every cache; none: off).
+    pub caches: Vec<String>,
+    /// Copies kept at most (all caches together), least recently used dropped first.
+    pub max_entries: usize,
+    /// Bytes of copies kept at most (keys, values and 64 bytes each).
+    pub max_bytes: u64,
+}
+
+impl Default for NearCache {
+    fn default() -> Self {
+        NearCache { caches: Vec::new(), max_entries: 100_000, max_bytes: 64 << 20 }
+    }
+}
+
+/// The most caches `[near_cache]` may name, and its largest bounds.
+pub const NEAR_MAX_CACHES: usize = 1_000;
+pub const NEAR_MAX_ENTRIES: usize = 100_000_000;
+pub const NEAR_MAX_BYTES: u64 = 64 << 30;
 
 /// The most partitions a cache may have.
 pub const MAX_PARTITIONS: u32 = 1024;
@@ -93,6 +119,7 @@ impl Default for Config {
             partitions: 1,
             membership: Membership::default(),
             timeouts: Timeouts::default(),
+            near_cache: NearCache::default(),
         }
     }
 }
@@ -184,6 +211,28 @@ impl Config {
                     "partitions = {} is out of range: give 1 (one hash per cache) to {MAX_PARTITIONS}",
                     self.partitions
                 ),
+            ));
+        }
+        let near = &self.near_cache;
+        if near.caches.len() > NEAR_MAX_CACHES || near.caches.iter().any(|c| c.is_empty() || c.len() > 1024) {
+            return Err(invalid(
+                "caches",
+                format!(
+                    "near_cache.caches names {} caches: give at most {NEAR_MAX_CACHES} names of 1 to 1024 bytes each",
+                    near.caches.len()
+                ),
+            ));
+        }
+        if !(1..=NEAR_MAX_ENTRIES).contains(&near.max_entries) {
+            return Err(invalid(
+                "max_entries",
+                format!("near_cache.max_entries = {} is out of range: give 1 to {NEAR_MAX_ENTRIES}", near.max_entries),
+            ));
+        }
+        if !(4096..=NEAR_MAX_BYTES).contains(&near.max_bytes) {
+            return Err(invalid(
+                "max_bytes",
+                format!("near_cache.max_bytes = {} is out of range: give 4096 to {NEAR_MAX_BYTES}", near.max_bytes),
             ));
         }
         let m = &self.membership;
@@ -283,6 +332,12 @@ mod tests {
         let err = parse("partitions = 0\n").unwrap_err().to_string();
         assert!(err.contains(":1: partitions = 0 is out of range: give 1"), "{err}");
         assert_eq!(parse("partitions = 64\n").unwrap().partitions, 64);
+        let err = parse("[near_cache]\ncaches = [\"\"]\n").unwrap_err().to_string();
+        assert!(err.contains(":2: near_cache.caches names 1 caches: give at most"), "{err}");
+        let err = parse("[near_cache]\nmax_entries = 0\n").unwrap_err().to_string();
+        assert!(err.contains(":2: near_cache.max_entries = 0 is out of range"), "{err}");
+        let near = parse("[near_cache]\ncaches = [\"routes\"]\n").unwrap().near_cache;
+        assert_eq!((near.caches, near.max_entries), (vec!["routes".to_string()], 100_000));
         let err = parse("[timeouts]\nrespons_ms = 1\n").unwrap_err().to_string();
         assert!(err.starts_with("conf/redis.toml:2: unknown field `respons_ms`"), "{err}");
     }

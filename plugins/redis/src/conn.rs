@@ -1,7 +1,7 @@
 //! Connections to the shared Redis: one multiplexed, self-reconnecting
 //! command connection (a `ConnectionManager` for a single server or a
-//! Sentinel-resolved master, a cluster connection for Redis Cluster) and a
-//! pub/sub connection.
+//! Sentinel-resolved master, a cluster connection for Redis Cluster), a
+//! pub/sub connection, and the near cache's tracking connections.
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
@@ -48,7 +48,7 @@ impl ConnectionLike for Conn {
 }
 
 /// A client for `url` with the configured credentials.
-fn client(config: &Config, url: &str) -> redis::RedisResult<Client> {
+pub(crate) fn client(config: &Config, url: &str) -> redis::RedisResult<Client> {
     let info = url.into_connection_info()?;
     let settings = with_credentials(config, info.redis_settings().clone());
     let info = info.set_redis_settings(settings);
@@ -75,7 +75,7 @@ fn certificates(pem: &[u8]) -> redis::TlsCertificates {
 
 /// The server that takes commands and pub/sub (single and sentinel modes),
 /// or the node pub/sub uses (cluster mode: a publish reaches every node).
-async fn server_client(config: &Config) -> Result<Client, Error> {
+pub(crate) async fn server_client(config: &Config) -> Result<Client, Error> {
     match config.mode {
         Mode::Single | Mode::Cluster => {
             let mut last = Error::NoUrls;
@@ -171,6 +171,42 @@ pub async fn pubsub(config: &Config) -> Result<redis::aio::PubSub, Error> {
         .await
         .map_err(|_| Error::PubSubTimedOut(config.connect_timeout()))?
         .map_err(Error::Connect)
+}
+
+/// A RESP3 connection to the server `client` names with client tracking
+/// on (crate::near), named `name` in `CLIENT LIST`; its pushes (the
+/// invalidations, and its closing) go to `push`, in its read task.
+pub(crate) async fn tracking(
+    config: &Config,
+    client: &Client,
+    name: &str,
+    push: impl redis::aio::AsyncPushSender,
+) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    let info = client.get_connection_info().clone();
+    let settings = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
+    // The address keeps its TLS parameters.
+    let client = Client::open(info.set_redis_settings(settings))?;
+    let settings = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout()))
+        .set_response_timeout(Some(config.response_timeout()))
+        .set_push_sender(push);
+    let connect = client.get_multiplexed_async_connection_with_config(&settings);
+    let mut conn = tokio::time::timeout(config.connect_timeout() * 2, connect)
+        .await
+        .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
+    redis::cmd("CLIENT").arg("TRACKING").arg("ON").query_async::<()>(&mut conn).await?;
+    redis::cmd("CLIENT").arg("SETNAME").arg(name).query_async::<()>(&mut conn).await?;
+    Ok(conn)
+}
+
+/// The URL of Redis Cluster node `host:port`, with the scheme (and the
+/// `#insecure` mark) of the configured URLs.
+pub(crate) fn node_url(config: &Config, host: &str, port: u16) -> String {
+    let first = config.urls.first().map(String::as_str).unwrap_or_default();
+    let scheme = if first.starts_with("rediss://") { "rediss" } else { "redis" };
+    let insecure = if first.ends_with("#insecure") { "/#insecure" } else { "" };
+    let host = if host.contains(':') { format!("[{host}]") } else { host.to_string() };
+    format!("{scheme}://{host}:{port}{insecure}")
 }
 
 pub fn mode_name(mode: Mode) -> &'static str {

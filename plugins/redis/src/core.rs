@@ -14,6 +14,7 @@ use crate::keys::Keys;
 use crate::listening::Listening;
 use crate::locks::Locks;
 use crate::membership::Membership;
+use crate::near::Near;
 use crate::storage::Storage;
 use crate::tasks::Tasks;
 
@@ -49,6 +50,8 @@ pub struct Core {
     pub(crate) storage: Storage,
     /// Which caches this member's host listens to (entry events).
     pub(crate) listening: Listening,
+    /// The local copies of near-cached caches (`[near_cache]`).
+    pub(crate) near: Arc<Near>,
     /// The heartbeat and pub/sub loops, aborted when the plugin stops.
     background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -60,7 +63,6 @@ impl Core {
         Arc::new(Core {
             member,
             keys: Keys::new(&config.key_prefix),
-            config,
             host: Mutex::new(None),
             membership: Membership::new(version, address),
             wake: Notify::new(),
@@ -69,7 +71,9 @@ impl Core {
             tasks: Tasks::new(),
             storage: Storage::default(),
             listening: Listening::default(),
+            near: Arc::new(Near::new(&config.near_cache)),
             background: Mutex::new(Vec::new()),
+            config,
         })
     }
 
@@ -79,8 +83,12 @@ impl Core {
         let heartbeat = tokio::spawn(Core::heartbeat_loop(weak.clone()));
         let fence = tokio::spawn(Core::fence_loop(weak.clone()));
         let pubsub = tokio::spawn(Core::pubsub_loop(weak.clone()));
-        let sweep = tokio::spawn(Core::sweep_loop(weak));
-        lock(&self.background).extend([heartbeat, fence, pubsub, sweep]);
+        let sweep = tokio::spawn(Core::sweep_loop(weak.clone()));
+        let mut background = lock(&self.background);
+        background.extend([heartbeat, fence, pubsub, sweep]);
+        if self.near.enabled() {
+            background.push(tokio::spawn(Core::near_loop(weak)));
+        }
     }
 
     /// Hands the strategy to a host (at start, or a new host after an upgrade).
@@ -111,6 +119,7 @@ impl Core {
         // The connection's own background tasks end with it, before the
         // plugin's runtime goes.
         self.link.close();
+        self.near.close();
         let tasks: Vec<_> = lock(&self.background).drain(..).collect();
         for task in &tasks {
             task.abort();
@@ -123,7 +132,7 @@ impl Core {
     /// The counters the host shows for this strategy.
     pub fn stats(&self) -> Vec<(String, u64)> {
         let (evictions, expiries) = self.storage.removed_by_bounds();
-        vec![
+        let mut stats = vec![
             ("redis_commands".into(), self.link.commands()),
             ("redis_errors".into(), self.link.errors()),
             ("redis_lost".into(), self.membership.redis_lost()),
@@ -136,6 +145,10 @@ impl Core {
             // By this member's scripts (reads, writes, configures and, on the senior, the sweep).
             ("cache_evictions".into(), evictions),
             ("cache_expiries".into(), expiries),
-        ]
+        ];
+        if self.near.enabled() {
+            stats.extend(self.near.stats());
+        }
+        stats
     }
 }

@@ -15,6 +15,7 @@ mod keys;
 mod listening;
 mod locks;
 mod membership;
+mod near;
 mod partitions;
 mod pubsub;
 mod scripts;

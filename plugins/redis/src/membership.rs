@@ -249,6 +249,7 @@ impl Core {
         self.membership.in_cluster.store(true, Ordering::SeqCst);
         drop(joined);
         self.storage.forget_registered();
+        self.near.drop_all("this member joined", false);
         self.refresh_view().await?;
         self.join_bounds().await;
         // Before the host hears of the join: every change from now on
@@ -403,6 +404,7 @@ impl Core {
                     joined.last_ok = Some(sent);
                     self.membership.in_cluster.store(true, Ordering::SeqCst);
                     self.storage.forget_registered();
+                    self.near.drop_all("this member rejoined", false);
                     self.membership.rejoins.fetch_add(1, Ordering::Relaxed);
                     drop(joined);
                     tracing::info!("Redis is back: rejoining the cluster");

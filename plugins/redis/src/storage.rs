@@ -181,7 +181,17 @@ impl Core {
         let mut all: Vec<&[u8]> = context.iter().map(Vec::as_slice).collect();
         all.extend_from_slice(args);
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        self.script(script, &keys, &all, retry).await
+        // This member reads its own writes at once: copies of the hash go
+        // before the write (a read begun earlier does not land) and after it.
+        let near = self.near.covers(cache);
+        if near {
+            self.near.invalidate(part.data().as_bytes());
+        }
+        let answer = self.script(script, &keys, &all, retry).await;
+        if near {
+            self.near.invalidate(part.data().as_bytes());
+        }
+        answer
     }
 
     /// A script answer that does not parse.
@@ -244,6 +254,11 @@ impl Core {
     async fn stored_in(&self, cache: &str, part: &Part, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         if self.storage.keeps_books(cache) {
             return Ok(self.read_books(cache, part, &[key]).await?.pop().flatten());
+        }
+        if self.near.covers(cache) {
+            if let Some(found) = self.near_read(part.data(), key).await {
+                return Ok(found);
+            }
         }
         self.query(redis::cmd("HGET").arg(part.data()).arg(key)).await
     }
@@ -384,8 +399,9 @@ impl Core {
     pub(crate) async fn cache_contains(&self, cache: &str, key: &[u8]) -> Result<bool, Error> {
         self.fail_fast()?;
         let layout = self.layout(cache, None).await?;
-        // Being gathered, the entry may not have moved yet: stored looks there too.
-        if self.storage.keeps_books(cache) || layout.from.is_some() {
+        // Being gathered, the entry may not have moved yet: stored looks
+        // there too (and it answers from the near cache).
+        if self.storage.keeps_books(cache) || layout.from.is_some() || self.near.covers(cache) {
             return Ok(self.stored(cache, key).await?.is_some());
         }
         self.query(redis::cmd("HEXISTS").arg(layout.of(key).data()).arg(key)).await
