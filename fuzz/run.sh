@@ -9,6 +9,8 @@
 # FUZZ_SECONDS (10)   run time per target (libFuzzer -max_total_time)
 # FUZZ_RSS_MB (2048)  memory limit per target (-rss_limit_mb)
 # FUZZ_TIMEOUT (25)   seconds one input may take before it counts as a hang (-timeout)
+# FUZZ_SANITIZER (none) cargo fuzz --sanitizer: none (the targets are safe Rust;
+#                     half the cold build time), or address, memory, thread, leak
 # FUZZ_JOBS_DIR       where the working corpora and logs go (a fresh temp dir)
 # CARGO_TARGET_DIR    honoured as by cargo (default: fuzz/target)
 #
@@ -23,6 +25,7 @@ seconds=${FUZZ_SECONDS:-10}
 rss_mb=${FUZZ_RSS_MB:-2048}
 timeout=${FUZZ_TIMEOUT:-25}
 toolchain=${FUZZ_TOOLCHAIN:-nightly}
+sanitizer=${FUZZ_SANITIZER:-none}
 
 if ! cargo "+$toolchain" --version >/dev/null 2>&1; then
     echo "fuzz: the $toolchain toolchain is not installed (rustup toolchain install $toolchain)" >&2
@@ -45,13 +48,16 @@ else
     done
 fi
 
-# One build for every target (they share their dependencies); debug
-# assertions and overflow checks on, so an overflow is a crash too.
-echo "fuzz: building ${targets[*]}"
-(cd fuzz && cargo "+$toolchain" fuzz build -O -a) || {
-    echo "fuzz: the build failed" >&2
-    exit 2
-}
+# The targets one by one (they share their dependencies, built once; the
+# seed-making bins are not fuzz targets); debug assertions and overflow
+# checks on, so an overflow is a crash too.
+echo "fuzz: building ${targets[*]} (sanitizer: $sanitizer)"
+for target in "${targets[@]}"; do
+    (cd fuzz && cargo "+$toolchain" fuzz build -O -a -s "$sanitizer" "$target") || {
+        echo "fuzz: the build of $target failed" >&2
+        exit 2
+    }
+done
 
 work=${FUZZ_JOBS_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/clusterhost-fuzz.XXXXXX")}
 mkdir -p "$work"
@@ -63,7 +69,7 @@ for target in "${targets[@]}"; do
     log="$work/$target.log"
     mkdir -p "$corpus" "fuzz/corpus/$target" "fuzz/artifacts/$target"
     start=$(date +%s)
-    (cd fuzz && cargo "+$toolchain" fuzz run -O -a "$target" "$corpus" "$root/fuzz/corpus/$target" -- \
+    (cd fuzz && cargo "+$toolchain" fuzz run -O -a -s "$sanitizer" "$target" "$corpus" "$root/fuzz/corpus/$target" -- \
         -max_total_time="$seconds" -rss_limit_mb="$rss_mb" -timeout="$timeout" -print_final_stats=1 \
         -artifact_prefix="$root/fuzz/artifacts/$target/") >"$log" 2>&1
     status=$?
@@ -85,6 +91,6 @@ done
 echo "fuzz: summary"
 printf '  %s\n' "${summary[@]}"
 if [ "$failed" -ne 0 ]; then
-    echo "fuzz: a target found a crash; reproduce with: cd fuzz && cargo +nightly fuzz run -O -a TARGET INPUT" >&2
+    echo "fuzz: a target found a crash; reproduce with: cd fuzz && cargo +nightly fuzz run -O -a -s $sanitizer TARGET INPUT" >&2
     exit 1
 fi

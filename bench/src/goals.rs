@@ -242,4 +242,11 @@ pub const GOALS: &[Goal] = &[
         stat: Stat::P99,
         bound: Bound::Below(1000.0),
     },
+    Goal {
+        issue: 19,
+        text: "near-cache get, hit ≤ 1 µs (redis, like a replicated gossip read)",
+        figure: "near.hit",
+        stat: Stat::Median,
+        bound: Bound::Below(1.0),
+    },
 ];

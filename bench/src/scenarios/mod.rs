@@ -16,6 +16,7 @@ mod load_balancer;
 pub mod partition;
 mod plugin_load;
 mod redis;
+mod redis_near;
 mod redis_scaling;
 mod scaling;
 mod signature_check;
@@ -88,6 +89,7 @@ pub fn registry() -> Vec<Box<dyn Scenario>> {
         Box::new(scaling::Scaling),
         Box::new(redis::Redis),
         Box::new(redis_scaling::RedisScaling),
+        Box::new(redis_near::RedisNear),
     ]
 }
 

@@ -599,7 +599,12 @@ mod tests {
             read(&n, "h", &[i], &[0; 100]);
         }
         let state = lock(&n.state);
-        assert!(state.bytes <= 1000 && state.entries.len() < 20, "{} bytes, {} entries", state.bytes, state.entries.len());
+        assert!(
+            state.bytes <= 1000 && state.entries.len() < 20,
+            "{} bytes, {} entries",
+            state.bytes,
+            state.entries.len()
+        );
         drop(state);
         read(&n, "h", b"huge", &[0; 400]);
         assert_eq!(copy(&n, "h", b"huge"), None, "a value over a quarter of the room is not kept");
@@ -610,7 +615,10 @@ mod tests {
         let n = near(100, 1 << 20);
         read(&n, "h1", b"a", b"1");
         read(&n, "h2", b"a", b"1");
-        n.pushed(7, PushInfo { kind: PushKind::Invalidate, data: vec![Value::Array(vec![Value::BulkString(b"h1".to_vec())])] });
+        n.pushed(
+            7,
+            PushInfo { kind: PushKind::Invalidate, data: vec![Value::Array(vec![Value::BulkString(b"h1".to_vec())])] },
+        );
         assert_eq!((copy(&n, "h1", b"a"), copy(&n, "h2", b"a").is_some()), (None, true));
         n.pushed(7, PushInfo { kind: PushKind::Invalidate, data: vec![Value::Nil] });
         assert_eq!(lock(&n.state).entries.len(), 0);

@@ -45,10 +45,8 @@ async fn read_update_rounds(cluster: &TestCluster, rounds: u32, keys: u32) {
         assert_eq!(on_b.get(&key).await.unwrap(), seen);
         let invalidations = stat(b, "near_cache_invalidations");
         on_a.put(&key, &round).await.unwrap();
-        wait_for("B's invalidation", Duration::from_secs(10), || {
-            stat(b, "near_cache_invalidations") > invalidations
-        })
-        .await;
+        wait_for("B's invalidation", Duration::from_secs(10), || stat(b, "near_cache_invalidations") > invalidations)
+            .await;
         assert_eq!(on_b.get(&key).await.unwrap(), Some(round), "round {round}: B stale after its invalidation");
         assert_eq!(on_b.get(&key).await.unwrap(), Some(round), "round {round}: B's copy");
         // B's own write: read back at once, on B and (after its invalidation) on A.
