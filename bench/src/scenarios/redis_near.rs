@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use clusterhost_tests::cluster::{Backend, TestCluster};
+use clusterhost_tests::cluster::{wait_for, Backend, TestCluster};
 
 use super::cache_ops::BenchCache;
 use super::{Ctx, Scenario};
@@ -52,11 +52,10 @@ impl Scenario for RedisNear {
         runtime.block_on(async {
             let mut cluster = TestCluster::clustered_configured(Backend::Redis, &["a", "b"], 1, NEAR).await;
             let (a, b) = (cluster.node("a"), cluster.node("b"));
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !b.strategy_stats().contains(&("near_cache_connected".into(), 1)) {
-                assert!(Instant::now() < deadline, "b's near cache never connected");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            wait_for("b's near cache connected", Duration::from_secs(10), || {
+                b.strategy_stats().contains(&("near_cache_connected".into(), 1))
+            })
+            .await;
             let value = vec![7u8; 64];
             let (near_a, near_b): (BenchCache, BenchCache) = (a.caches().cache("near"), b.caches().cache("near"));
             let (plain_a, plain_b): (BenchCache, BenchCache) = (a.caches().cache("plain"), b.caches().cache("plain"));

@@ -11,8 +11,9 @@
 //! any later reply on it is handled. A read whose answer comes back
 //! after an invalidation of its hash (or after everything was dropped)
 //! is answered but not kept: a stale answer never lands. This member's
-//! own writes drop the copies of the hash they write before and after
-//! the write, so it reads its own writes at once.
+//! own writes drop the copies of the hash they write once the write is
+//! answered (a read begun before does not land), so it reads its own
+//! writes at once.
 //!
 //! When a tracking connection closes (or Redis flushes), every copy is
 //! dropped and reads go to Redis until a new tracking connection is up.
@@ -25,7 +26,7 @@
 //! delivery, and keeps the copies itself with that race closed.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -83,6 +84,14 @@ struct State {
 }
 
 impl State {
+    /// Drops every copy; a read begun before does not land.
+    fn empty(&mut self) {
+        self.epoch += 1;
+        self.entries.clear();
+        self.hashes.clear();
+        self.bytes = 0;
+    }
+
     /// A read of hash `data` begins now.
     fn ticket(&mut self, data: &str) -> Ticket {
         let invalidated = self.hashes.entry(data.as_bytes().to_vec()).or_default().invalidated;
@@ -121,8 +130,6 @@ pub(crate) struct Near {
     max_entries: usize,
     max_bytes: usize,
     state: Mutex<State>,
-    /// A connect is under way.
-    connecting: AtomicBool,
     next_route: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -165,7 +172,6 @@ impl Near {
                 bytes: 0,
                 hashes: HashMap::new(),
             }),
-            connecting: AtomicBool::new(false),
             next_route: AtomicU64::new(1),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -257,10 +263,7 @@ impl Near {
     pub(crate) fn drop_all(&self, why: &str, disconnected: bool) {
         let mut state = lock(&self.state);
         let copies = state.entries.len();
-        state.epoch += 1;
-        state.entries.clear();
-        state.hashes.clear();
-        state.bytes = 0;
+        state.empty();
         if disconnected {
             state.route = None;
             state.route_id = 0;
@@ -295,16 +298,12 @@ impl Near {
         }
     }
 
-    /// Starts a connect if none is under way, there is no connection and
-    /// the last failure is long enough ago; the new route's id.
+    /// The id of a new route to connect, when there is no connection and
+    /// the last failure is long enough ago (only the near-cache loop
+    /// connects, one connect at a time).
     pub(crate) fn begin_connect(&self) -> Option<u64> {
-        {
-            let state = lock(&self.state);
-            if state.route.is_some() || state.retry_at.is_some_and(|at| Instant::now() < at) {
-                return None;
-            }
-        }
-        if self.connecting.swap(true, Ordering::SeqCst) {
+        let state = lock(&self.state);
+        if state.route.is_some() || state.retry_at.is_some_and(|at| Instant::now() < at) {
             return None;
         }
         Some(self.next_route.fetch_add(1, Ordering::Relaxed))
@@ -316,10 +315,7 @@ impl Near {
         match route {
             Ok(route) => {
                 // Copies from before were not tracked by this connection.
-                state.epoch += 1;
-                state.entries.clear();
-                state.hashes.clear();
-                state.bytes = 0;
+                state.empty();
                 state.route = Some(Arc::new(route));
                 state.route_id = id;
                 state.retry_at = None;
@@ -332,8 +328,6 @@ impl Near {
                 );
             }
         }
-        drop(state);
-        self.connecting.store(false, Ordering::SeqCst);
     }
 
     /// A push handler for tracking connection `route` that holds the near cache weakly.
@@ -350,11 +344,9 @@ impl Near {
     /// Drops the connections for good (the plugin stops).
     pub(crate) fn close(&self) {
         let mut state = lock(&self.state);
+        state.empty();
         state.route = None;
         state.route_id = 0;
-        state.entries.clear();
-        state.hashes.clear();
-        state.bytes = 0;
         state.retry_at = Some(Instant::now() + Duration::from_secs(3600));
     }
 

@@ -181,14 +181,11 @@ impl Core {
         let mut all: Vec<&[u8]> = context.iter().map(Vec::as_slice).collect();
         all.extend_from_slice(args);
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        // This member reads its own writes at once: copies of the hash go
-        // before the write (a read begun earlier does not land) and after it.
-        let near = self.near.covers(cache);
-        if near {
-            self.near.invalidate(part.data().as_bytes());
-        }
         let answer = self.script(script, &keys, &all, retry).await;
-        if near {
+        // This member reads its own writes at once: its copies of the hash
+        // go once the write is answered, and a read begun before (which
+        // may have read the old value) does not land.
+        if self.near.covers(cache) {
             self.near.invalidate(part.data().as_bytes());
         }
         answer
