@@ -14,6 +14,8 @@ pub enum Unit {
     Bytes,
     OpsPerSec,
     Ratio,
+    /// A fraction (0.05), printed as a percentage (5.0 %).
+    Percent,
     Count,
 }
 
@@ -33,6 +35,7 @@ impl Unit {
             Unit::OpsPerSec if value >= 1e3 => format!("{:.1} k/s", value / 1e3),
             Unit::OpsPerSec => format!("{value:.0} /s"),
             Unit::Ratio => format!("{value:.2}×"),
+            Unit::Percent => format!("{:.1} %", value * 100.0),
             Unit::Count => format!("{value:.0}"),
         }
     }

@@ -174,38 +174,70 @@ impl Report {
         md
     }
 
-    /// The `scaling` figures side by side, one row per cluster size (medians).
+    /// The `scaling` and `redis-scaling` figures side by side, one row per
+    /// cluster size (medians).
     fn growth(&self, md: &mut String) {
-        let mut sizes: Vec<u32> =
-            self.figures.iter().filter_map(|f| f.id.strip_prefix("scaling.rate.")?.parse().ok()).collect();
-        if sizes.is_empty() {
+        let sizes = |prefix: &str| {
+            let mut sizes: Vec<u32> =
+                self.figures.iter().filter_map(|f| f.id.strip_prefix(prefix)?.parse().ok()).collect();
+            sizes.sort();
+            sizes.dedup();
+            sizes
+        };
+        let (gossip, redis) = (sizes("scaling.rate."), sizes("redis_scaling.single.puts."));
+        if gossip.is_empty() && redis.is_empty() {
             return;
         }
-        sizes.sort();
         let median = |id: String| {
             self.figure(&id)
                 .and_then(|f| f.spread.map(|s| f.unit.format(s.median)))
                 .unwrap_or_else(|| "not measured".into())
         };
         let _ = writeln!(md, "## How cost grows\n");
-        let _ = writeln!(
-            md,
-            "Medians from the `scaling` scenario (16 writers on one member, every put acknowledged by all).\n"
-        );
-        let _ = writeln!(
-            md,
-            "| members | puts/s | data-plane bytes per put | bytes on the wire per put |\n|---|---|---|---|"
-        );
-        for n in sizes {
+        if !gossip.is_empty() {
             let _ = writeln!(
                 md,
-                "| {n} | {} | {} | {} |",
-                median(format!("scaling.rate.{n}")),
-                median(format!("scaling.data_plane.{n}")),
-                median(format!("scaling.wire.{n}"))
+                "gossip, from the `scaling` scenario (16 writers on one member, every put acknowledged by all).\n"
             );
+            let _ = writeln!(
+                md,
+                "| members | puts/s | data-plane bytes per put | bytes on the wire per put |\n|---|---|---|---|"
+            );
+            for n in gossip {
+                let _ = writeln!(
+                    md,
+                    "| {n} | {} | {} | {} |",
+                    median(format!("scaling.rate.{n}")),
+                    median(format!("scaling.data_plane.{n}")),
+                    median(format!("scaling.wire.{n}"))
+                );
+            }
+            let _ = writeln!(md);
         }
-        let _ = writeln!(md);
+        if !redis.is_empty() {
+            let _ = writeln!(
+                md,
+                "redis, from the `redis-scaling` scenario (16 writers spread over the members; every member in \
+                 this one bench process, sharing its 2 cores with the redis-servers: what grows with the member \
+                 count here is the members' own client-side work on the same cores, not Redis's).\n"
+            );
+            let _ = writeln!(
+                md,
+                "| members | puts/s, one redis-server | puts/s, 3-master Redis Cluster | gets/s, one redis-server | \
+                 gets/s, Redis Cluster |\n|---|---|---|---|---|"
+            );
+            for n in redis {
+                let _ = writeln!(
+                    md,
+                    "| {n} | {} | {} | {} | {} |",
+                    median(format!("redis_scaling.single.puts.{n}")),
+                    median(format!("redis_scaling.cluster.puts.{n}")),
+                    median(format!("redis_scaling.single.gets.{n}")),
+                    median(format!("redis_scaling.cluster.gets.{n}"))
+                );
+            }
+            let _ = writeln!(md);
+        }
     }
 
     /// (measured value, verdict) of one goal.
@@ -218,10 +250,13 @@ impl Report {
                 Some(s) => {
                     let value = goal.stat.pick(s);
                     let verdict = match goal.verdict(value) {
-                        Verdict::Met => "met",
-                        Verdict::NotMet => "**not met**",
+                        Verdict::Met => "met".to_string(),
+                        Verdict::NotMet => match crate::goals::limit(goal.figure) {
+                            Some(why) => format!("**not met**: {why}"),
+                            None => "**not met** (what limits it was not analysed)".to_string(),
+                        },
                     };
-                    (format!("{} {} (n={})", goal.stat.name(), f.unit.format(value), s.n), verdict.into())
+                    (format!("{} {} (n={})", goal.stat.name(), f.unit.format(value), s.n), verdict)
                 }
             },
         }

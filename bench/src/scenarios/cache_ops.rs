@@ -9,7 +9,7 @@ use clusterhost::cluster::{Cache, ClusterManager};
 use clusterhost_tests::cluster::{quick_config, Backend, TestCluster};
 
 use super::{Ctx, Scenario};
-use crate::figure::Unit;
+use crate::figure::{Spread, Unit};
 use crate::report::Report;
 
 pub struct CacheOps;
@@ -34,7 +34,8 @@ pub type BenchCache = Cache<u64, Vec<u8>>;
 /// Sequential gets then puts on `cache`, then puts from `plan.writers`
 /// concurrent tasks; figures `ops.{get,put}.{tag}` (latency, µs),
 /// `ops.{get,put}_rate.{tag}` and `ops.put{writers}_rate.{tag}` (ops/s per round).
-pub async fn measure(report: &mut Report, tag: &str, what: &str, cache: &BenchCache, plan: Plan) {
+/// Returns the put latencies (µs).
+pub async fn measure(report: &mut Report, tag: &str, what: &str, cache: &BenchCache, plan: Plan) -> Vec<f64> {
     let value = vec![7u8; 64];
     for key in 0..plan.keys {
         cache.put(&key, &value).await.expect("a put");
@@ -82,6 +83,7 @@ pub async fn measure(report: &mut Report, tag: &str, what: &str, cache: &BenchCa
         &latencies,
         "one client",
     );
+    let put_latencies = latencies;
     report.add(
         &format!("ops.put_rate.{tag}"),
         &format!("puts/s, {what}"),
@@ -99,6 +101,42 @@ pub async fn measure(report: &mut Report, tag: &str, what: &str, cache: &BenchCa
         &rates,
         "per round",
     );
+    put_latencies
+}
+
+/// `trips` round trips of one byte each way over a loopback TCP connection
+/// (`TCP_NODELAY` on both ends, an echo thread), after 200 untimed; each in µs.
+pub fn loopback_rtt(trips: usize) -> Vec<f64> {
+    use std::io::{Read, Write};
+    use std::net::{Ipv4Addr, TcpListener, TcpStream};
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("a loopback listener");
+    let address = listener.local_addr().expect("the listener's address");
+    let echo = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("the client connects");
+        stream.set_nodelay(true).expect("TCP_NODELAY");
+        let mut byte = [0u8; 1];
+        while stream.read_exact(&mut byte).is_ok() {
+            if stream.write_all(&byte).is_err() {
+                break;
+            }
+        }
+    });
+    let mut client = TcpStream::connect(address).expect("the loopback connection");
+    client.set_nodelay(true).expect("TCP_NODELAY");
+    let mut byte = [1u8; 1];
+    let mut trip = |client: &mut TcpStream| {
+        let started = Instant::now();
+        client.write_all(&byte).expect("a byte is sent");
+        client.read_exact(&mut byte).expect("the byte comes back");
+        started.elapsed()
+    };
+    for _ in 0..200 {
+        trip(&mut client);
+    }
+    let samples = (0..trips).map(|_| trip(&mut client).as_nanos() as f64 / 1e3).collect();
+    drop(client);
+    echo.join().expect("the echo thread");
+    samples
 }
 
 /// Puts from `writers` concurrent tasks for `rounds` rounds of `round`; ops/s per round.
@@ -146,7 +184,9 @@ impl Scenario for CacheOps {
          strategy: the host's own map), gossip with 1 member, and gossip with 3 in-process members (each loads its \
          own copy of gossip.so; a put returns once every member has it). Latencies are single operations from \
          one client (timer overhead ~0.05 µs included); rates are per round. Then a put on member a followed by a \
-         get of the same key on member b."
+         get of the same key on member b. Beside the 3-member figures, with those members running: the loopback TCP \
+         round trip (std sockets, `TCP_NODELAY`, one byte each way, an echo thread; single round trips), and each \
+         3-member put's latency divided by the median round trip."
     }
 
     fn run(&self, ctx: &Ctx, report: &mut Report) {
@@ -173,6 +213,7 @@ impl Scenario for CacheOps {
             },
         );
         let write_reads = ctx.pick(2000, 50);
+        let trips = ctx.pick(2000, 200);
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime");
         runtime.block_on(async {
@@ -186,7 +227,25 @@ impl Scenario for CacheOps {
 
             let mut three = TestCluster::clustered(Backend::Gossip, &["a", "b", "c"]).await;
             let a: BenchCache = three.node("a").caches().cache("bench");
-            measure(report, "gossip3", "gossip, 3 members", &a, plan).await;
+            let rtt = tokio::task::spawn_blocking(move || loopback_rtt(trips)).await.expect("the round trips");
+            report.add_latency(
+                "ops.loopback_rtt",
+                "loopback TCP round trip, 1 byte each way",
+                Unit::Micros,
+                &rtt,
+                "TCP_NODELAY, std sockets, an echo thread",
+            );
+            let puts = measure(report, "gossip3", "gossip, 3 members", &a, plan).await;
+            if let Some(rtt) = Spread::of(&rtt) {
+                let ratios: Vec<f64> = puts.iter().map(|p| p / rtt.median).collect();
+                report.add(
+                    "ops.put_over_rtt",
+                    "put latency, 3 members ÷ median loopback round trip",
+                    Unit::Ratio,
+                    &ratios,
+                    &format!("each put ÷ {}", Unit::Micros.format(rtt.median)),
+                );
+            }
             let b: BenchCache = three.node("b").caches().cache("bench");
             let value = vec![9u8; 64];
             let mut latencies = Vec::with_capacity(write_reads);

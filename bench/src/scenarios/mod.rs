@@ -21,6 +21,7 @@ mod redis_scaling;
 mod scaling;
 mod signature_check;
 mod soak;
+mod switch;
 mod upgrade_load;
 mod upgrade_soak;
 
@@ -90,6 +91,7 @@ pub fn registry() -> Vec<Box<dyn Scenario>> {
         Box::new(redis::Redis),
         Box::new(redis_scaling::RedisScaling),
         Box::new(redis_near::RedisNear),
+        Box::new(switch::Switch),
     ]
 }
 

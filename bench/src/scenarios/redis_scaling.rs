@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use clusterhost_tests::cluster::{Backend, TestCluster};
+use clusterhost_tests::cluster::{Backend, RedisBackend, TestCluster};
 
 use super::cache_ops::BenchCache;
 use super::{Ctx, Scenario};
@@ -78,6 +78,7 @@ impl Scenario for RedisScaling {
             // Quick mode (CI): one redis-server only, to keep the harness cheap.
             let backends = &backends[..ctx.pick(2, 1)];
             for &(backend, tag, label, partitions) in backends {
+                let mut per_size: Vec<(usize, Vec<f64>)> = Vec::new();
                 for &members in sizes {
                     let names: Vec<String> = (1..=members).map(|i| format!("s{i}")).collect();
                     let names: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -91,6 +92,7 @@ impl Scenario for RedisScaling {
                         puts.push(spread_load(&caches, true, round).await);
                         gets.push(spread_load(&caches, false, round).await);
                     }
+                    per_size.push((members, puts.clone()));
                     let note = format!("{members} member(s), {label}; per round of {round:?}");
                     report.add(
                         &format!("redis_scaling.{tag}.puts.{members}"),
@@ -110,7 +112,57 @@ impl Scenario for RedisScaling {
                         cluster.detach(name).await;
                     }
                 }
+                // The goal's ratio: round i at the largest size over round i at 3 members.
+                let at = |n: usize| per_size.iter().find(|(m, _)| *m == n).map(|(_, puts)| puts.clone());
+                let largest = sizes.iter().copied().max().unwrap_or(3);
+                if let (Some(three), Some(most), true) = (at(3), at(largest), largest > 3) {
+                    let ratios: Vec<f64> = most.iter().zip(&three).map(|(m, t)| m / t).collect();
+                    report.add(
+                        &format!("redis_scaling.{tag}.puts_ratio"),
+                        &format!("redis puts/s at {largest} members ÷ at 3, {label}"),
+                        Unit::Ratio,
+                        &ratios,
+                        "round i at each size, paired",
+                    );
+                }
+            }
+            if ctx.mode == super::Mode::Full {
+                spread_shares(report).await;
             }
         });
     }
+}
+
+/// Entries of cache `big` on one Redis server: the fields of every partition hash there.
+fn entries_on(server: &clusterhost_tests::redis::RedisServer) -> f64 {
+    let keys = server.cli(&["--scan", "--pattern", "suite:cache:big:*"]);
+    keys.lines()
+        .filter(|k| !k.trim().is_empty())
+        .map(|k| server.cli(&["HLEN", k.trim()]).trim().parse::<f64>().expect("HLEN answers a number"))
+        .sum()
+}
+
+/// 30 000 entries of one cache (64 partitions) on a 3-master Redis Cluster:
+/// each master's share against an even one (issue 19's ±15 %).
+async fn spread_shares(report: &mut Report) {
+    const ENTRIES: u32 = 30_000;
+    let mut cluster = TestCluster::clustered_spread(Backend::RedisCluster, &["a"], PARTITIONS).await;
+    let big = cluster.node("a").caches().cache::<String, u32>("big");
+    for chunk in 0..ENTRIES / 1000 {
+        let entries: Vec<(String, u32)> = (0..1000).map(|i| (format!("user-{}", chunk * 1000 + i), i)).collect();
+        big.put_all(&entries).await.expect("a put_all");
+    }
+    let Some(RedisBackend::Cluster(redis)) = &cluster.redis else { panic!("a Redis Cluster") };
+    let shares: Vec<f64> = redis.nodes.iter().map(entries_on).collect();
+    assert_eq!(shares.iter().sum::<f64>(), f64::from(ENTRIES), "every entry is in a partition hash: {shares:?}");
+    let even = f64::from(ENTRIES) / shares.len() as f64;
+    let deviation: Vec<f64> = shares.iter().map(|s| (s - even).abs() / even).collect();
+    report.add(
+        "redis_scaling.spread_deviation",
+        "30 000 entries of one cache on a 3-master Redis Cluster: a master's share off an even one",
+        Unit::Percent,
+        &deviation,
+        &format!("per master; entries per master {shares:?}, 64 partitions"),
+    );
+    cluster.detach("a").await;
 }

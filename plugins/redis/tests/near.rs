@@ -169,6 +169,15 @@ async fn on_a_redis_cluster_copies_of_spread_caches_are_read_and_invalidated_on_
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_sentinel_copies_are_read_and_invalidated_on_the_master_sentinel_names() {
+    let cluster = TestCluster::clustered_configured(Backend::RedisSentinel, &["a", "b"], 1, NEAR_ROUTES).await;
+    read_update_rounds(&cluster, 60, 7).await;
+    let Some(RedisBackend::Sentinel(redis)) = &cluster.redis else { panic!("Redis under Sentinel") };
+    let list = redis.master.cli(&["CLIENT", "LIST"]);
+    assert!(list.contains("name=clusterhost-near-b "), "b's tracking connection on the master:\n{list}");
+}
+
 /// The strategy contract's cache rules with every cache near-cached (one redis-server).
 mod contract_with_every_cache_near {
     use super::*;
