@@ -190,16 +190,22 @@ impl Near {
         self.every || self.caches.contains(cache)
     }
 
+    /// The copy of `field` of hash `data`, if this member holds one (a
+    /// hit, counted); `None` counts nothing.
+    pub(crate) fn hit(&self, data: &str, field: &[u8]) -> Option<Option<Vec<u8>>> {
+        let value = lock(&self.state).entries.get(&entry_key(data.as_bytes(), field))?.clone();
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        Some(value)
+    }
+
     /// The copy of `field` of hash `data`, or how to read it.
     pub(crate) fn look(&self, data: &str, field: &[u8]) -> Look {
-        let key = entry_key(data.as_bytes(), field);
-        let mut state = lock(&self.state);
-        if let Some(value) = state.entries.get(&key) {
-            let value = value.clone();
-            drop(state);
-            self.hits.fetch_add(1, Ordering::Relaxed);
+        if let Some(value) = self.hit(data, field) {
             return Look::Hit(value);
         }
+        // A copy landing between the two locks is only missed; the ticket
+        // below is what keeps a stale answer from landing.
+        let mut state = lock(&self.state);
         self.misses.fetch_add(1, Ordering::Relaxed);
         let Some(conn) = state.route.as_ref().and_then(|route| route.conn_for(data)) else {
             return Look::Bypass;

@@ -260,6 +260,26 @@ impl Core {
         self.query(redis::cmd("HGET").arg(part.data()).arg(key)).await
     }
 
+    /// A get answered on the caller's thread, without a future (the
+    /// host's synchronous read): this member's near-cache copy of `key`,
+    /// when it holds one and the cache's layout is known and settled.
+    /// `None` sends the read to [`cache_get`](Self::cache_get), which
+    /// answers everything else (and counts the miss).
+    pub(crate) fn cache_get_now(&self, cache: &str, key: &[u8]) -> Option<Result<Option<Vec<u8>>, Error>> {
+        if !self.in_cluster() || self.storage.keeps_books(cache) || !self.near.covers(cache) {
+            return None;
+        }
+        let layout = lock(&self.storage.layouts).get(cache).cloned()?;
+        if layout.before(key).is_some() {
+            // Being gathered: an entry not moved yet is looked for where it was.
+            return None;
+        }
+        Some(match self.near.hit(layout.of(key).data(), key)? {
+            Some(stored) => decode(stored).map(|(_, value)| Some(value)).map_err(Error::from),
+            None => Ok(None),
+        })
+    }
+
     pub(crate) async fn cache_get(&self, cache: &str, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         self.fail_fast()?;
         Ok(match self.stored(cache, key).await? {

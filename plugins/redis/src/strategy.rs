@@ -47,6 +47,10 @@ impl Strategy for RedisStrategy {
         self.0.cluster_time_ms()
     }
 
+    fn cache_get_now(&self, cache: &str, key: &[u8]) -> Option<PluginResult<Option<Vec<u8>>>> {
+        Some(self.0.cache_get_now(cache, key)?.map_err(Into::into))
+    }
+
     fn cache_get(&self, cache: &str, key: &[u8]) -> impl Future<Output = PluginResult<Option<Vec<u8>>>> + Send {
         let (core, cache, key) = (self.0.clone(), cache.to_string(), key.to_vec());
         async move { Ok(core.cache_get(&cache, &key).await?) }
