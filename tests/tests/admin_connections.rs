@@ -96,7 +96,17 @@ fn slow_header_clients_are_closed_at_the_deadline_and_refused_over_the_limits() 
             stream
         })
         .collect();
-    let held = held_from_attacker(&node);
+    // A connection over a limit is accepted and closed at once, so for an
+    // instant it shows beside the ones held: the count is the lowest of a
+    // few looks 5 ms apart (one held too many would show in every look).
+    let held = (0..10)
+        .map(|_| {
+            let held = held_from_attacker(&node);
+            std::thread::sleep(Duration::from_millis(5));
+            held
+        })
+        .min()
+        .unwrap_or(0);
     assert!(
         held <= 32,
         "the node holds {held} connections from {ATTACKER}, over admin.max.connections.per.address = 32"
