@@ -367,8 +367,9 @@ pub const LIMITS: &[(&str, &str)] = &[
     ),
     (
         "boundary.added",
-        "every get crosses the boundary as an FFI-safe boxed future that the host polls; the synchronous fast path \
-         for reads a strategy can answer from memory is not in the contract yet",
+        "what this measures is the synchronous read (API 0.1.3), no future: what it adds is the adapter's \
+         guards around every call (the stop guard's counter, entering the plugin's tokio runtime, catch_unwind) and \
+         the FFI types' conversions; not profiled per part",
     ),
     (
         "ops.put_over_rtt",
@@ -382,8 +383,9 @@ pub const LIMITS: &[(&str, &str)] = &[
     ),
     (
         "redis.ratio_put",
-        "each put is a Lua script (WRITE_IF: version stamp, bounds bookkeeping, entry-event publish) where \
-         redis-benchmark's SET is one plain command",
+        "each put is one Lua script (WRITE_IF: the current value read, the version stamp, bounds bookkeeping, \
+         the listeners check before any entry-event publish, the value read back) where redis-benchmark's SET is \
+         one plain command",
     ),
     (
         "redis_scaling.single.puts_ratio",
@@ -401,9 +403,9 @@ pub const LIMITS: &[(&str, &str)] = &[
          full run before this machine, on another 2-core VM, measured 4.97 ms",
     ),
     (
-        "signature.check_share",
-        "the check hashes every byte of the 5.5 MB file (BLAKE2b, then Ed25519), work of the same order as the \
-         copy and the mapping that make up the load it is measured against",
+        "signature.share",
+        "the check (BLAKE2b over every byte of the 5.5 MB file, then Ed25519) runs beside the private copy on a \
+         thread of its own; on 2 cores it competes with the copy and the mapping for them; not profiled further",
     ),
     (
         "drop.over_load",

@@ -153,6 +153,42 @@ impl GossipCluster {
             .collect()
     }
 
+    /// Every member's strategy in service: (id, version), from its
+    /// `/api/cluster` label ("" for none).
+    pub fn strategies(&self) -> Vec<(String, String)> {
+        self.nodes
+            .iter()
+            .map(|node| {
+                let (_, body) = call("GET", &format!("{}/api/cluster", node.admin_url()), None, None);
+                let label = body["strategy"].as_str().unwrap_or("");
+                let (id, version) = label.split_once(' ').unwrap_or((label, ""));
+                (id.to_string(), version.to_string())
+            })
+            .collect()
+    }
+
+    /// `clusterhost cluster upgrade --mode switch --plugin TO --previous
+    /// FROM` over every member, with the members' token.
+    pub fn switch_to(&self, to: &Path, from: &Path) -> CliRun {
+        let (to, from) = (to.display().to_string(), from.display().to_string());
+        let token = self.token_file().display().to_string();
+        let nodes = self.urls();
+        cli(&[
+            "cluster",
+            "upgrade",
+            "--mode",
+            "switch",
+            "--plugin",
+            &to,
+            "--previous",
+            &from,
+            "--nodes",
+            &nodes,
+            "--token-file",
+            &token,
+        ])
+    }
+
     /// Each member's active gossip record: (version, sha256).
     pub fn active_gossip(&self) -> Vec<(String, String)> {
         self.nodes

@@ -13,22 +13,8 @@ use std::time::{Duration, Instant};
 use clusterhost_tests::admin::{call, TOKEN};
 use clusterhost_tests::cluster::write_redis_conf;
 use clusterhost_tests::redis::RedisServer;
-use clusterhost_tests::upgrade::{cli, gossip_build, wait_readable, ClientLoad, GossipCluster};
+use clusterhost_tests::upgrade::{gossip_build, wait_readable, ClientLoad, GossipCluster};
 use clusterhost_tests::{manifest_of, plugin};
-
-/// Every member's active strategy plugin: (id, version).
-fn strategies(cluster: &GossipCluster) -> Vec<(String, String)> {
-    cluster
-        .nodes
-        .iter()
-        .map(|node| {
-            let (_, body) = call("GET", &format!("{}/api/cluster", node.admin_url()), None, None);
-            let label = body["strategy"].as_str().unwrap_or("").to_string();
-            let (id, version) = label.split_once(' ').unwrap_or((&label, ""));
-            (id.to_string(), version.to_string())
-        })
-        .collect()
-}
 
 /// Runs one switch under client load on `cache`; the acknowledged writes.
 fn switch(cluster: &GossipCluster, to: &std::path::Path, from: &std::path::Path, cache: &str) -> Vec<(String, String)> {
@@ -36,29 +22,15 @@ fn switch(cluster: &GossipCluster, to: &std::path::Path, from: &std::path::Path,
     let load = ClientLoad::start(&urls, cache, Duration::from_millis(20), 5000);
     load.wait_served(60, Duration::from_secs(30));
     let started = Instant::now();
-    let token = cluster.token_file().display().to_string();
-    let (to, from) = (to.display().to_string(), from.display().to_string());
-    let run = cli(&[
-        "cluster",
-        "upgrade",
-        "--mode",
-        "switch",
-        "--plugin",
-        &to,
-        "--previous",
-        &from,
-        "--nodes",
-        &cluster.urls(),
-        "--token-file",
-        &token,
-    ]);
+    let run = cluster.switch_to(to, from);
     assert!(run.success, "the switch failed:\n{}\n{}", run.stdout, run.stderr);
     let took = started.elapsed();
     // A moment on the new strategy, then the load stops.
     load.wait_served(30, Duration::from_secs(30));
     let report = load.finish();
     println!(
-        "figure: switch to {to} in {:.1} s under load: {} requests served, {} failed, longest stall {:?}",
+        "figure: switch to {} in {:.1} s under load: {} requests served, {} failed, longest stall {:?}",
+        to.display(),
         took.as_secs_f64(),
         report.served,
         report.failed,
@@ -90,7 +62,7 @@ fn three_members_switch_from_gossip_to_redis_and_back_under_load_keeping_every_e
     }
 
     let to_redis = switch(&cluster, &redis_build, &gossip, "to-redis");
-    for (id, _) in strategies(&cluster) {
+    for (id, _) in cluster.strategies() {
         assert_eq!(id, "redis", "every member runs redis after the switch");
     }
     let missing = wait_readable(&cluster, "kept", &before);
@@ -99,7 +71,7 @@ fn three_members_switch_from_gossip_to_redis_and_back_under_load_keeping_every_e
     assert!(missing.is_empty(), "writes acknowledged during the switch are missing: {missing:?}");
 
     let to_gossip = switch(&cluster, &gossip, &redis_build, "to-gossip");
-    for (id, version) in strategies(&cluster) {
+    for (id, version) in cluster.strategies() {
         assert_eq!((id.as_str(), version.as_str()), ("gossip", "0.1.0"), "every member runs gossip again");
     }
     for (cache, entries) in [("kept", &before), ("to-redis", &to_redis), ("to-gossip", &to_gossip)] {

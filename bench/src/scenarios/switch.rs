@@ -6,13 +6,14 @@
 //! each switch: entries that cannot be read back (the scenario fails if
 //! any is lost).
 
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clusterhost_tests::admin::{agent, call, TOKEN};
 use clusterhost_tests::cluster::write_redis_conf;
 use clusterhost_tests::redis::RedisServer;
-use clusterhost_tests::upgrade::{cli, wait_readable, ClientLoad, GossipCluster};
+use clusterhost_tests::upgrade::{wait_readable, ClientLoad, GossipCluster};
 use clusterhost_tests::{plugin, wait_until, NodeProcess};
 
 use super::{Ctx, Scenario};
@@ -97,19 +98,6 @@ fn entries_held(node: &NodeProcess, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Every member's active strategy id.
-fn strategy_ids(cluster: &GossipCluster) -> Vec<String> {
-    cluster
-        .nodes
-        .iter()
-        .map(|node| {
-            let (_, body) = call("GET", &format!("{}/api/cluster", node.admin_url()), None, None);
-            let label = body["strategy"].as_str().unwrap_or("").to_string();
-            label.split(' ').next().unwrap_or("").to_string()
-        })
-        .collect()
-}
-
 /// What one switch measured.
 struct Outcome {
     took: Duration,
@@ -124,32 +112,18 @@ struct Outcome {
 /// entries on member `check` (every entry of a member, through its admin
 /// API) and every member's entry count, and the loop's acknowledged
 /// writes on every member.
-fn switch(cluster: &GossipCluster, to: &str, from: &str, id: &str, live: &str, n: u64, check: usize) -> Outcome {
+fn switch(cluster: &GossipCluster, to: &Path, from: &Path, id: &str, live: &str, n: u64, check: usize) -> Outcome {
     let urls: Vec<String> = cluster.nodes.iter().map(NodeProcess::admin_url).collect();
     let load = ClientLoad::start(&urls, live, PAUSE, u64::MAX);
     load.wait_served(60, Duration::from_secs(30));
-    let token = cluster.token_file().display().to_string();
     let started = Instant::now();
-    let run = cli(&[
-        "cluster",
-        "upgrade",
-        "--mode",
-        "switch",
-        "--plugin",
-        to,
-        "--previous",
-        from,
-        "--nodes",
-        &cluster.urls(),
-        "--token-file",
-        &token,
-    ]);
+    let run = cluster.switch_to(to, from);
     let took = started.elapsed();
     assert!(run.success, "the switch to {id} failed:\n{}\n{}", run.stdout, run.stderr);
     load.wait_served(60, Duration::from_secs(30));
     let seen = load.finish();
-    let ids = strategy_ids(cluster);
-    assert!(ids.iter().all(|s| s == id), "every member runs {id} after the switch: {ids:?}");
+    let running = cluster.strategies();
+    assert!(running.iter().all(|(s, _)| s == id), "every member runs {id} after the switch: {running:?}");
     wait_until(&format!("every member to hold the {n} bulk entries on {id}"), Duration::from_secs(60), || {
         cluster.nodes.iter().all(|node| entries_held(node, BULK) >= n)
     });
@@ -210,7 +184,6 @@ impl Scenario for Switch {
             &format!("{entries} puts, {} HTTP clients in all", THREADS_PER_MEMBER * 3),
         );
 
-        let (gossip, redis_build) = (gossip.display().to_string(), redis_build.display().to_string());
         let (mut to_redis, mut to_gossip) = (Vec::new(), Vec::new());
         for round in 0..rounds {
             to_redis.push(switch(
