@@ -188,56 +188,54 @@ impl Report {
         if gossip.is_empty() && redis.is_empty() {
             return;
         }
-        let median = |id: String| {
-            self.figure(&id)
-                .and_then(|f| f.spread.map(|s| f.unit.format(s.median)))
-                .unwrap_or_else(|| "not measured".into())
-        };
         let _ = writeln!(md, "## How cost grows\n");
-        if !gossip.is_empty() {
-            let _ = writeln!(
-                md,
-                "gossip, from the `scaling` scenario (16 writers on one member, every put acknowledged by all).\n"
-            );
-            let _ = writeln!(
-                md,
-                "| members | puts/s | data-plane bytes per put | bytes on the wire per put |\n|---|---|---|---|"
-            );
-            for n in gossip {
-                let _ = writeln!(
-                    md,
-                    "| {n} | {} | {} | {} |",
-                    median(format!("scaling.rate.{n}")),
-                    median(format!("scaling.data_plane.{n}")),
-                    median(format!("scaling.wire.{n}"))
-                );
-            }
-            let _ = writeln!(md);
+        self.size_table(
+            md,
+            "gossip, from the `scaling` scenario (16 writers on one member, every put acknowledged by all).",
+            &gossip,
+            &[
+                ("puts/s", "scaling.rate."),
+                ("data-plane bytes per put", "scaling.data_plane."),
+                ("bytes on the wire per put", "scaling.wire."),
+            ],
+        );
+        self.size_table(
+            md,
+            "redis, from the `redis-scaling` scenario (16 writers spread over the members; every member in this one \
+             bench process, sharing its 2 cores with the redis-servers: what grows with the member count here is \
+             the members' own client-side work on the same cores, not Redis's).",
+            &redis,
+            &[
+                ("puts/s, one redis-server", "redis_scaling.single.puts."),
+                ("puts/s, 3-master Redis Cluster", "redis_scaling.cluster.puts."),
+                ("gets/s, one redis-server", "redis_scaling.single.gets."),
+                ("gets/s, Redis Cluster", "redis_scaling.cluster.gets."),
+            ],
+        );
+    }
+
+    /// One table of [`growth`](Self::growth) under `intro` (none without
+    /// `sizes`): a row per member count, a column per (heading, figure id
+    /// prefix), each cell the median of figure `PREFIX{members}`.
+    fn size_table(&self, md: &mut String, intro: &str, sizes: &[u32], columns: &[(&str, &str)]) {
+        if sizes.is_empty() {
+            return;
         }
-        if !redis.is_empty() {
-            let _ = writeln!(
-                md,
-                "redis, from the `redis-scaling` scenario (16 writers spread over the members; every member in \
-                 this one bench process, sharing its 2 cores with the redis-servers: what grows with the member \
-                 count here is the members' own client-side work on the same cores, not Redis's).\n"
-            );
-            let _ = writeln!(
-                md,
-                "| members | puts/s, one redis-server | puts/s, 3-master Redis Cluster | gets/s, one redis-server | \
-                 gets/s, Redis Cluster |\n|---|---|---|---|---|"
-            );
-            for n in redis {
-                let _ = writeln!(
-                    md,
-                    "| {n} | {} | {} | {} | {} |",
-                    median(format!("redis_scaling.single.puts.{n}")),
-                    median(format!("redis_scaling.cluster.puts.{n}")),
-                    median(format!("redis_scaling.single.gets.{n}")),
-                    median(format!("redis_scaling.cluster.gets.{n}"))
-                );
-            }
-            let _ = writeln!(md);
+        let headings: Vec<&str> = columns.iter().map(|(heading, _)| *heading).collect();
+        let _ = writeln!(md, "{intro}\n");
+        let _ = writeln!(md, "| members | {} |\n|---|{}", headings.join(" | "), "---|".repeat(columns.len()));
+        for n in sizes {
+            let cells: Vec<String> = columns
+                .iter()
+                .map(|(_, prefix)| {
+                    self.figure(&format!("{prefix}{n}"))
+                        .and_then(|f| f.spread.map(|s| f.unit.format(s.median)))
+                        .unwrap_or_else(|| "not measured".into())
+                })
+                .collect();
+            let _ = writeln!(md, "| {n} | {} |", cells.join(" | "));
         }
+        let _ = writeln!(md);
     }
 
     /// (measured value, verdict) of one goal.

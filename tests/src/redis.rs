@@ -105,6 +105,16 @@ impl RedisServer {
     pub fn cli(&self, args: &[&str]) -> String {
         cli(self.port, args)
     }
+
+    /// The fields of every hash whose key matches `pattern` on this server
+    /// (e.g. the entries of a spread cache's partitions: `P:cache:NAME:*`).
+    pub fn hash_fields(&self, pattern: &str) -> u64 {
+        let keys = self.cli(&["--scan", "--pattern", pattern]);
+        keys.lines()
+            .filter(|k| !k.trim().is_empty())
+            .map(|k| self.cli(&["HLEN", k.trim()]).trim().parse::<u64>().expect("HLEN answers a number"))
+            .sum()
+    }
 }
 
 impl Drop for RedisServer {

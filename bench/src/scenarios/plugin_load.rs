@@ -17,12 +17,17 @@ use crate::report::Report;
 
 pub struct PluginLoad;
 
-/// One `load(file)` → Active in a new manager over `home` (a new private
-/// copy mapped, as a hot upgrade would), then the manager stopped; how long
-/// the load took.
-pub(super) fn load_once(runtime: &Runtime, home: &Path, file: &Path) -> Duration {
+/// A manager config over `home`, its private copies there.
+fn config_over(home: &Path) -> ManagerConfig {
     let mut config = ManagerConfig::new(home);
     config.private_dir = Some(home.to_owned());
+    config
+}
+
+/// One `load(file)` → Active in a new manager made from `config` (a new
+/// private copy mapped, as a hot upgrade would), then the manager stopped;
+/// how long the load took.
+fn timed_load(runtime: &Runtime, config: ManagerConfig, file: &Path) -> Duration {
     let manager = PluginManager::new(config).expect("a manager");
     let started = Instant::now();
     let outcome = runtime.block_on(manager.load(file)).expect("the plugin loads");
@@ -32,25 +37,22 @@ pub(super) fn load_once(runtime: &Runtime, home: &Path, file: &Path) -> Duration
     took
 }
 
+/// [`timed_load`] of `file` in a new manager over `home`.
+pub(super) fn load_once(runtime: &Runtime, home: &Path, file: &Path) -> Duration {
+    timed_load(runtime, config_over(home), file)
+}
+
 /// As [`load_once`] for the gossip strategy in `file` (under `home`/plugins/),
 /// with a cluster manager, so Active includes the strategy handed to it; the
 /// join would start after the default startup delay, long after the manager
 /// is stopped.
 fn load_gossip_once(runtime: &Runtime, home: &Path, file: &Path) -> Duration {
-    let mut config = ManagerConfig::new(home);
-    config.private_dir = Some(home.to_owned());
+    let mut config = config_over(home);
     config.values = NodeValues::member("bench", clusterhost_tests::cluster::free_member_port());
     let cluster = runtime.block_on(async { ClusterManager::start("bench", ClusterConfig::default(), true, false).0 });
     config.cluster = Some(cluster.clone());
-    let manager = PluginManager::new(config).expect("a manager");
-    let started = Instant::now();
-    let outcome = runtime.block_on(manager.load(file)).expect("the gossip plugin loads");
-    let took = started.elapsed();
-    assert!(matches!(outcome, LoadOutcome::Activated { .. }), "{outcome:?}");
-    runtime.block_on(async {
-        manager.stop_all().await;
-        cluster.shutdown().await;
-    });
+    let took = timed_load(runtime, config, file);
+    runtime.block_on(cluster.shutdown());
     // Let the stopped version's threads exit before the next load.
     std::thread::sleep(Duration::from_millis(50));
     took

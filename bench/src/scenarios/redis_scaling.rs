@@ -92,7 +92,6 @@ impl Scenario for RedisScaling {
                         puts.push(spread_load(&caches, true, round).await);
                         gets.push(spread_load(&caches, false, round).await);
                     }
-                    per_size.push((members, puts.clone()));
                     let note = format!("{members} member(s), {label}; per round of {round:?}");
                     report.add(
                         &format!("redis_scaling.{tag}.puts.{members}"),
@@ -108,15 +107,16 @@ impl Scenario for RedisScaling {
                         &gets,
                         &note,
                     );
+                    per_size.push((members, puts));
                     for name in &names {
                         cluster.detach(name).await;
                     }
                 }
                 // The goal's ratio: round i at the largest size over round i at 3 members.
-                let at = |n: usize| per_size.iter().find(|(m, _)| *m == n).map(|(_, puts)| puts.clone());
+                let at = |n: usize| per_size.iter().find(|(m, _)| *m == n).map(|(_, puts)| puts);
                 let largest = sizes.iter().copied().max().unwrap_or(3);
                 if let (Some(three), Some(most), true) = (at(3), at(largest), largest > 3) {
-                    let ratios: Vec<f64> = most.iter().zip(&three).map(|(m, t)| m / t).collect();
+                    let ratios: Vec<f64> = most.iter().zip(three).map(|(m, t)| m / t).collect();
                     report.add(
                         &format!("redis_scaling.{tag}.puts_ratio"),
                         &format!("redis puts/s at {largest} members ÷ at 3, {label}"),
@@ -133,15 +133,6 @@ impl Scenario for RedisScaling {
     }
 }
 
-/// Entries of cache `big` on one Redis server: the fields of every partition hash there.
-fn entries_on(server: &clusterhost_tests::redis::RedisServer) -> f64 {
-    let keys = server.cli(&["--scan", "--pattern", "suite:cache:big:*"]);
-    keys.lines()
-        .filter(|k| !k.trim().is_empty())
-        .map(|k| server.cli(&["HLEN", k.trim()]).trim().parse::<f64>().expect("HLEN answers a number"))
-        .sum()
-}
-
 /// 30 000 entries of one cache (64 partitions) on a 3-master Redis Cluster:
 /// each master's share against an even one (issue 19's ±15 %).
 async fn spread_shares(report: &mut Report) {
@@ -153,7 +144,7 @@ async fn spread_shares(report: &mut Report) {
         big.put_all(&entries).await.expect("a put_all");
     }
     let Some(RedisBackend::Cluster(redis)) = &cluster.redis else { panic!("a Redis Cluster") };
-    let shares: Vec<f64> = redis.nodes.iter().map(entries_on).collect();
+    let shares: Vec<f64> = redis.nodes.iter().map(|n| n.hash_fields("suite:cache:big:*") as f64).collect();
     assert_eq!(shares.iter().sum::<f64>(), f64::from(ENTRIES), "every entry is in a partition hash: {shares:?}");
     let even = f64::from(ENTRIES) / shares.len() as f64;
     let deviation: Vec<f64> = shares.iter().map(|s| (s - even).abs() / even).collect();

@@ -125,8 +125,8 @@ impl Core {
     /// recorded has never been written spread, so its one hash is read
     /// (and nothing is remembered).
     pub(crate) async fn layout(&self, cache: &str, write: Option<bool>) -> Result<Arc<Layout>, Error> {
-        if let Some(known) = lock(&self.storage.layouts).get(cache) {
-            return Ok(known.clone());
+        if let Some(known) = self.known_layout(cache) {
+            return Ok(known);
         }
         let (count, gathering) = if self.config.partitions <= 1 || cache.contains(['{', '}']) {
             (1, false)
@@ -152,6 +152,11 @@ impl Core {
         let layout = Arc::new(self.make_layout(cache, count, gathering));
         lock(&self.storage.layouts).insert(cache.to_string(), layout.clone());
         Ok(layout)
+    }
+
+    /// `cache`'s layout as this member last read it, if it has.
+    pub(crate) fn known_layout(&self, cache: &str) -> Option<Arc<Layout>> {
+        lock(&self.storage.layouts).get(cache).cloned()
     }
 
     /// At each join and rejoin: the cluster's `partitions` recorded (by

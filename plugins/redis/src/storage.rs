@@ -269,7 +269,7 @@ impl Core {
         if !self.in_cluster() || self.storage.keeps_books(cache) || !self.near.covers(cache) {
             return None;
         }
-        let layout = lock(&self.storage.layouts).get(cache).cloned()?;
+        let layout = self.known_layout(cache)?;
         if layout.before(key).is_some() {
             // Being gathered: an entry not moved yet is looked for where it was.
             return None;

@@ -12,15 +12,6 @@ use clusterhost::cluster::{ClusterState, Delivery, EntryEventKind, ListenOptions
 use clusterhost_plugin_api::cluster::CacheBounds;
 use clusterhost_tests::cluster::{quick_config, wait_for, wait_until, Backend, RedisBackend, TestCluster};
 
-/// Entries under `pattern` on one Redis server: the fields of every hash it names there.
-fn entries_on(server: &clusterhost_tests::redis::RedisServer, pattern: &str) -> u64 {
-    let keys = server.cli(&["--scan", "--pattern", pattern]);
-    keys.lines()
-        .filter(|k| !k.trim().is_empty())
-        .map(|k| server.cli(&["HLEN", k.trim()]).trim().parse::<u64>().expect("HLEN answers a number"))
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_thousand_entries_of_one_cache_share_out_evenly_over_three_masters() {
     let cluster = TestCluster::clustered_spread(Backend::RedisCluster, &["a", "b"], 64).await;
@@ -35,7 +26,7 @@ async fn thirty_thousand_entries_of_one_cache_share_out_evenly_over_three_master
     assert_eq!(on_b.len().await.unwrap(), 30_000, "b counts every partition");
 
     // Within ±15 % of an even share (10 000) on each master.
-    let shares: Vec<u64> = redis.nodes.iter().map(|n| entries_on(n, "suite:cache:big:*")).collect();
+    let shares: Vec<u64> = redis.nodes.iter().map(|n| n.hash_fields("suite:cache:big:*")).collect();
     assert_eq!(shares.iter().sum::<u64>(), 30_000, "every entry is in a partition hash: {shares:?}");
     for (node, share) in redis.nodes.iter().zip(&shares) {
         assert!((8_500..=11_500).contains(share), "master :{} holds {share} of 30000 entries ({shares:?})", node.port);
@@ -61,7 +52,7 @@ async fn thirty_thousand_entries_of_one_cache_share_out_evenly_over_three_master
     // Clear empties every partition on every master.
     on_b.clear().await.unwrap();
     assert_eq!(on_a.len().await.unwrap(), 0);
-    let left: u64 = redis.nodes.iter().map(|n| entries_on(n, "suite:cache:big:*")).sum();
+    let left: u64 = redis.nodes.iter().map(|n| n.hash_fields("suite:cache:big:*")).sum();
     assert_eq!(left, 0, "no entry left on any master");
 }
 
