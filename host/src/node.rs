@@ -147,6 +147,14 @@ impl Node {
         let plugins = home::plugins_dir(&home);
         std::fs::create_dir_all(&plugins).map_err(|source| NodeError::Home { home: home.clone(), source })?;
         let properties_path = home::properties_file(&home);
+        // The file's stamp is taken before it is read: an edit made from
+        // here on is seen by the reload watch (one made while the node
+        // starts up would otherwise be taken as the state already read).
+        let properties_dir = properties_path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let _ = std::fs::create_dir_all(&properties_dir);
+        let mut properties_reconciler =
+            Reconciler::new(&properties_dir, Duration::from_millis(100), home::is_properties_file);
+        properties_reconciler.mark_acted(&properties_path);
         let (properties, unknown) = Properties::load(&properties_path)?;
         warn_unknown(&properties_path, &unknown);
         let properties = with_overrides(properties, &options.overrides)?;
@@ -217,11 +225,12 @@ impl Node {
             "watching the plugins directory"
         );
         let watch_plugins = watch_plugins(manager.clone(), cluster.clone(), home.clone(), reconciler, plugin_trigger);
+        let properties_trigger = Trigger::new(&properties_dir, properties.watch, properties.poll_interval);
         let watch_properties = watch_properties(
+            PropertiesWatch { reconciler: properties_reconciler, trigger: properties_trigger, file: properties_path },
             manager.clone(),
             cluster.clone(),
             values,
-            properties_path,
             properties,
             options.overrides.clone(),
         );
@@ -386,20 +395,23 @@ async fn watch_plugins(
     }
 }
 
+/// The properties file's watch, set up before the file is first read.
+struct PropertiesWatch {
+    reconciler: Reconciler,
+    trigger: Trigger,
+    file: PathBuf,
+}
+
 /// Reloads the properties file when it changes; a bad edit changes nothing.
 async fn watch_properties(
+    watch: PropertiesWatch,
     manager: PluginManager,
     cluster: ClusterManager,
     values: NodeValues,
-    file: PathBuf,
     mut current: Properties,
     overrides: Vec<(String, String, String)>,
 ) {
-    let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
-    let _ = std::fs::create_dir_all(&dir);
-    let mut reconciler = Reconciler::new(&dir, Duration::from_millis(100), home::is_properties_file);
-    reconciler.mark_acted(&file);
-    let mut trigger = Trigger::new(&dir, current.watch, current.poll_interval);
+    let PropertiesWatch { mut reconciler, mut trigger, file } = watch;
     loop {
         trigger
             .next(Some(if reconciler.has_pending() { Duration::from_millis(50) } else { Duration::from_secs(1) }))
