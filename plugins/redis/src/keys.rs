@@ -20,6 +20,9 @@
 //!   time to live) and `{T}:own` (deadlines of entries with a time to live
 //!   of their own); `{P}:bounded`: set of the caches that have a `meta`;
 //! - `P:lock:{<name>}` and `P:fence:{<name>}`: a lock and its fencing counter;
+//!   `{P}:held:<id>`: the names of the locks member `id` holds (single and
+//!   Sentinel modes, where a member found dead on its connections has its
+//!   locks released at once instead of when their leases expire);
 //! - channels `P:events`, `P:entries` (entry events), `P:task:<id>`, `P:reply:<id>`.
 
 /// The names of this cluster's keys and channels, all under `key_prefix`.
@@ -88,6 +91,9 @@ impl Keys {
             let slot = u32::from(slot(key));
             (low..high).contains(&slot)
         })
+    }
+    pub(crate) fn held(&self, id: &str) -> String {
+        format!("{{{}}}:held:{id}", self.prefix)
     }
     pub(crate) fn lock(&self, name: &str) -> String {
         format!("{}:lock:{{{name}}}", self.prefix)

@@ -109,7 +109,55 @@ impl Core {
             return Ok(false);
         }
         lock(&self.locks.held).insert(name.to_string(), (owner.to_string(), format!("{holder}\n{got}")));
+        if self.keeps_held_registry() {
+            let mut pipe = redis::pipe();
+            pipe.cmd("SADD").arg(self.keys.held(&self.member)).arg(name).ignore();
+            pipe.cmd("PEXPIRE").arg(self.keys.held(&self.member)).arg(self.held_registry_ttl_ms()).ignore();
+            if let Err(e) = self.pipe::<()>(&pipe).await {
+                tracing::debug!("could not note lock {name} as held (if this member dies, its lease frees it): {e}");
+            }
+        }
         Ok(true)
+    }
+
+    /// Whether this member notes its locks in `{P}:held:<id>`: only where a
+    /// dead member can be found on its connections before its key expires
+    /// (crate::membership's presence check: single and Sentinel modes).
+    fn keeps_held_registry(&self) -> bool {
+        self.config.membership.presence && self.config.mode != crate::config::Mode::Cluster
+    }
+
+    /// The registry outlives a lease, so it is there while any of them is.
+    fn held_registry_ttl_ms(&self) -> u64 {
+        self.config.membership.member_ttl_ms.saturating_mul(2)
+    }
+
+    /// Releases the locks member `id` held, now that it was found dead
+    /// (crate::membership): each only while `id` still holds it, each with
+    /// its release notice so waiters try again at once. A lock it took just
+    /// before it died and had not noted yet is freed by its lease.
+    pub(crate) async fn release_locks_of_dead(&self, id: &str) {
+        let registry = self.keys.held(id);
+        let names: Vec<String> = match self.query(redis::cmd("SMEMBERS").arg(&registry)).await {
+            Ok(names) => names,
+            Err(e) => {
+                tracing::debug!("could not read the locks {id} held (their leases free them): {e}");
+                return;
+            }
+        };
+        let prefix = format!("{id}\n");
+        for name in names {
+            let key = self.keys.lock(&name);
+            match self.script::<i64>(&RELEASE, &[&key], &[prefix.as_bytes()], true).await {
+                Ok(1) => {
+                    tracing::info!(member = %id, lock = %name, "lock {name} of the dead member {id} released");
+                    self.publish_event(&format!("unlocked\n{name}")).await;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!("could not release lock {name} of {id} (its lease frees it): {e}"),
+            }
+        }
+        let _ = self.query::<()>(redis::cmd("DEL").arg(&registry)).await;
     }
 
     pub(crate) async fn acquire(&self, name: &str, owner: &str, deadline: Option<Instant>) -> Result<bool, Error> {
@@ -137,6 +185,9 @@ impl Core {
         let prefix = format!("{}\n{owner}\n", self.member);
         let released: i64 = self.script(&RELEASE, &[&key], &[prefix.as_bytes()], true).await?;
         lock(&self.locks.held).remove(name);
+        if self.keeps_held_registry() {
+            let _ = self.query::<()>(redis::cmd("SREM").arg(self.keys.held(&self.member)).arg(name)).await;
+        }
         if released == 1 {
             self.publish_event(&format!("unlocked\n{name}")).await;
         }
@@ -158,6 +209,10 @@ impl Core {
         let held: Vec<(String, String)> =
             lock(&self.locks.held).iter().map(|(n, (_, v))| (n.clone(), v.clone())).collect();
         let lease = self.config.membership.member_ttl_ms.to_string();
+        if !held.is_empty() && self.keeps_held_registry() {
+            let registry = self.keys.held(&self.member);
+            let _ = self.query::<()>(redis::cmd("PEXPIRE").arg(registry).arg(self.held_registry_ttl_ms())).await;
+        }
         for (name, value) in held {
             let key = self.keys.lock(&name);
             match self.script::<i64>(&EXTEND, &[&key], &[value.as_bytes(), lease.as_bytes()], true).await {

@@ -540,6 +540,7 @@ impl Core {
                     tracing::info!(member = %id, "member {id} is gone: Redis holds none of its connections and its key missed two refreshes; removed without waiting for its key to expire");
                     self.membership.deaths.fetch_add(1, Ordering::Relaxed);
                     self.publish_event(&format!("left\n{id}")).await;
+                    self.release_locks_of_dead(&id).await;
                     removed = true;
                 }
                 Ok(_) => {}

@@ -35,7 +35,7 @@ pub(super) static ALL: &[Rule] = &[
     rule!("cache-across-members", false, "a write, remove or clear on one member is what every member reads", caches::cache_across_members),
     rule!("join-and-leave-keep-entries", false, "join merges by version; a member that leaves keeps what it held", caches::join_and_leave_keep_entries),
     rule!("tasks-every-target", false, "a task reaches every target, one answer per member even when one hangs", coordination::tasks_every_target),
-    rule!("locks", false, "a lock excludes across members and is released when its holder leaves or dies", coordination::locks),
+    rule!("locks", false, "a lock excludes across members and is released when its holder leaves, or dies (with its removal from the view)", coordination::locks),
     rule!("fenced-locks", false, "every grant of a lock carries a fencing number above the grants before, also after the senior dies; a living holder keeps its lock", coordination::fenced_locks),
     rule!("settings-everywhere", false, "a cluster-wide setting reaches every member", coordination::settings_everywhere),
     rule!("clustering-switch", false, "disabling and enabling on one member changes every member, keeping entries", coordination::clustering_switch),
