@@ -362,7 +362,7 @@ pub const LIMITS: &[(&str, &str)] = &[
     ),
     (
         "load.active.gossip",
-        "as for hello, plus mapping a 5 MB image and starting the strategy's runtime threads; not broken down per \
+        "as for hello, plus mapping its larger image (3.8 MB) and starting the strategy's runtime threads; not broken down per \
          step yet",
     ),
     (
