@@ -244,14 +244,7 @@ fn ten_members_drop_a_killed_one_everywhere_and_no_other_and_replace_a_killed_se
     let all: Vec<&Node> = nodes.iter().collect();
     let senior = wait_for_view(&all, &refs);
     let (victim_name, marks, detections) = kill_a_non_senior(&mut nodes, &senior);
-    for (node, mark) in nodes.iter().zip(&marks).filter(|(n, _)| n.name != victim_name) {
-        let others: Vec<String> = node.process.log()[*mark..]
-            .iter()
-            .filter(|l| l.contains("member left") && !l.contains(&format!("member={victim_name}")))
-            .cloned()
-            .collect();
-        assert!(others.is_empty(), "{} removed a living member: {others:?}", node.name);
-    }
+    assert_no_other_removed(&nodes, &marks, &victim_name, &[]);
     let mut detections: Vec<u128> = detections.iter().map(Duration::as_millis).collect();
     detections.sort();
     println!(
@@ -263,10 +256,17 @@ fn ten_members_drop_a_killed_one_everywhere_and_no_other_and_replace_a_killed_se
     // living member removed anywhere.
     let marks: Vec<usize> = nodes.iter().map(|n| n.process.log_len()).collect();
     kill_the_senior(&mut nodes, &senior, &[victim_name.as_str()]);
-    for (node, mark) in nodes.iter().zip(&marks).filter(|(n, _)| n.name != victim_name && n.name != senior) {
+    assert_no_other_removed(&nodes, &marks, &senior, &[victim_name.as_str()]);
+}
+
+/// Since `marks`, no living node (neither `victim` nor one of `dead`)
+/// logged `member left` for any member but `victim`.
+fn assert_no_other_removed(nodes: &[Node], marks: &[usize], victim: &str, dead: &[&str]) {
+    let living = nodes.iter().zip(marks).filter(|(n, _)| n.name != victim && !dead.contains(&n.name.as_str()));
+    for (node, mark) in living {
         let others: Vec<String> = node.process.log()[*mark..]
             .iter()
-            .filter(|l| l.contains("member left") && !l.contains(&format!("member={senior}")))
+            .filter(|l| l.contains("member left") && !l.contains(&format!("member={victim}")))
             .cloned()
             .collect();
         assert!(others.is_empty(), "{} removed a living member: {others:?}", node.name);

@@ -110,9 +110,10 @@ impl Core {
         }
         lock(&self.locks.held).insert(name.to_string(), (owner.to_string(), format!("{holder}\n{got}")));
         if self.keeps_held_registry() {
+            let registry = self.keys.held(&self.member);
             let mut pipe = redis::pipe();
-            pipe.cmd("SADD").arg(self.keys.held(&self.member)).arg(name).ignore();
-            pipe.cmd("PEXPIRE").arg(self.keys.held(&self.member)).arg(self.held_registry_ttl_ms()).ignore();
+            pipe.cmd("SADD").arg(&registry).arg(name).ignore();
+            pipe.cmd("PEXPIRE").arg(&registry).arg(self.held_registry_ttl_ms()).ignore();
             if let Err(e) = self.pipe::<()>(&pipe).await {
                 tracing::debug!("could not note lock {name} as held (if this member dies, its lease frees it): {e}");
             }
