@@ -141,6 +141,8 @@ impl Capabilities {
     /// [`CacheBounds`] and `cache_put_ttl` writes an entry with a time to
     /// live of its own.
     pub const BOUNDED: Capabilities = Capabilities(capability::BOUNDED);
+    /// Entry times (API 0.1.4): `cache_expiries` tells when entries expire.
+    pub const ENTRY_TIMES: Capabilities = Capabilities(capability::ENTRY_TIMES);
 
     /// Whether every capability of `other` is in `self`.
     pub fn contains(self, other: Capabilities) -> bool {
@@ -324,6 +326,8 @@ pub mod capability {
     /// Bounded caches ([`ClusterStrategy::cache_configure`](super::ClusterStrategy::cache_configure)
     /// and [`ClusterStrategy::cache_put_ttl`](super::ClusterStrategy::cache_put_ttl), API 0.1.3).
     pub const BOUNDED: u64 = 8;
+    /// When entries expire ([`ClusterStrategy::cache_expiries`](super::ClusterStrategy::cache_expiries), API 0.1.4).
+    pub const ENTRY_TIMES: u64 = 16;
 }
 
 /// Kinds of [`FfiCacheEvent::kind`] (API 0.1.2).
@@ -637,6 +641,25 @@ pub trait ClusterStrategy: Send + Sync {
     fn cache_listen(&self, cache: RStr<'_>) -> Fut<()> {
         let _ = cache;
         async_ffi::FutureExt::into_ffi(async { RResult::ROk(()) })
+    }
+
+    // ---- Appended in API 0.1.4 (same rule as above). ----
+
+    /// When each of `keys` of `cache` expires as this member sees it, in
+    /// ms since the epoch, in the order asked: the sooner of its time to
+    /// live (its own, else the cache's) and its max idle time from its
+    /// last use; 0 when it never expires or holds nothing. Reported with
+    /// [`capability::ENTRY_TIMES`].
+    fn cache_expiries(&self, cache: RStr<'_>, keys: RVec<RVec<u8>>) -> Fut<RVec<u64>> {
+        let _ = (cache, keys);
+        predates_in("cache_expiries", "0.1.4")
+    }
+    /// This member's counts for `cache` by name (`evictions`, `expiries`:
+    /// entries it removed by the cache's bounds since it started); names
+    /// it does not know are left out (the default, before API 0.1.4: none).
+    fn cache_counts(&self, cache: RStr<'_>) -> RVec<Tuple2<RString, u64>> {
+        let _ = cache;
+        RVec::new()
     }
 }
 

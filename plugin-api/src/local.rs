@@ -39,15 +39,26 @@ impl Slot {
         (key.len() + self.value.len()) as u64
     }
 
+    /// When it expires under `bounds` (ms since the epoch), unless read
+    /// or written again first: the sooner of its time to live (its own,
+    /// else the cache's, from the write) and its max idle time from its
+    /// last use; `None` when it never does.
+    fn expires_at(&self, bounds: &CacheBounds) -> Option<u64> {
+        let lifetime = match (self.deadline, bounds.ttl_ms) {
+            (0, 0) => None,
+            (0, ttl) => Some(self.version.saturating_add(ttl)),
+            (own, _) => Some(own),
+        };
+        let idle = (bounds.max_idle_ms > 0).then(|| self.used.saturating_add(bounds.max_idle_ms));
+        match (lifetime, idle) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Whether it has expired at `now` under `bounds`.
     fn expired(&self, bounds: &CacheBounds, now: u64) -> bool {
-        let deadline = match (self.deadline, bounds.ttl_ms) {
-            (0, 0) => u64::MAX,
-            (0, ttl) => self.version.saturating_add(ttl),
-            (own, _) => own,
-        };
-        let idle = bounds.max_idle_ms > 0 && self.used.saturating_add(bounds.max_idle_ms) <= now;
-        deadline <= now || idle
+        self.expires_at(bounds).is_some_and(|at| at <= now)
     }
 }
 
@@ -455,6 +466,21 @@ impl LocalCache {
     pub fn removed_by_bounds(&self) -> (u64, u64) {
         (self.evicted.load(Ordering::Relaxed), self.expired.load(Ordering::Relaxed))
     }
+
+    /// When each of `keys` expires (ms since the epoch; `None`: never, or
+    /// nothing there, or already expired), in the order asked. A look,
+    /// not a use: it neither refreshes an idle time nor changes the order
+    /// of eviction.
+    pub fn expiries(&self, keys: &[Vec<u8>]) -> Vec<Option<u64>> {
+        let entries = self.lock();
+        let now = now_ms();
+        keys.iter()
+            .map(|key| {
+                let slot = entries.map.get(key.as_slice())?;
+                slot.expires_at(&entries.bounds).filter(|&at| at > now)
+            })
+            .collect()
+    }
 }
 
 /// Cache name → the cache. Names are few and chosen by the application, so
@@ -606,6 +632,16 @@ impl LocalCaches {
     pub fn sweep(&self, now: u64) -> usize {
         let caches: Vec<Arc<LocalCache>> = self.lock().values().cloned().collect();
         caches.iter().map(|cache| cache.sweep(now)).sum()
+    }
+
+    /// See [`LocalCache::expiries`] (all `None` when the cache does not exist).
+    pub fn expiries(&self, name: &str, keys: &[Vec<u8>]) -> Vec<Option<u64>> {
+        self.read(name, |c| c.expiries(keys)).unwrap_or_else(|| vec![None; keys.len()])
+    }
+
+    /// Entries of cache `name` evicted and expired since it was made.
+    pub fn removed_by_bounds_of(&self, name: &str) -> (u64, u64) {
+        self.read(name, |c| c.removed_by_bounds()).unwrap_or_default()
     }
 
     /// Entries evicted and expired, over every cache.

@@ -492,6 +492,20 @@ impl Strategy for MemoryStrategy {
             .with(Capabilities::ENTRY_EVENTS)
             .with(Capabilities::FENCED_LOCKS)
             .with(Capabilities::BOUNDED)
+            .with(Capabilities::ENTRY_TIMES)
+    }
+
+    fn cache_expiries(
+        &self,
+        cache: &str,
+        keys: Vec<Vec<u8>>,
+    ) -> impl Future<Output = PluginResult<Vec<Option<u64>>>> + Send {
+        ready(Ok(self.caches().expiries(cache, &keys)))
+    }
+
+    fn cache_counts(&self, cache: &str) -> Vec<(String, u64)> {
+        let (evicted, expired) = self.caches().removed_by_bounds_of(cache);
+        vec![("evictions".into(), evicted), ("expiries".into(), expired)]
     }
 
     fn cache_configure(&self, cache: &str, bounds: CacheBounds) -> impl Future<Output = PluginResult<()>> + Send {

@@ -279,6 +279,30 @@ pub trait Strategy: Send + Sync + 'static {
         let _ = cache;
         async { Ok(()) }
     }
+
+    /// When each of `keys` of `cache` expires as this member sees it (API
+    /// 0.1.4; report [`Capabilities::ENTRY_TIMES`] with it), in ms since
+    /// the epoch, in the order asked: the sooner of its time to live (its
+    /// own, else the cache's, from the write) and its max idle time (from
+    /// its last read or write); `None` when it never expires or holds
+    /// nothing. Rule `entry-times` in docs/strategy-authoring.md.
+    fn cache_expiries(
+        &self,
+        cache: &str,
+        keys: Vec<Vec<u8>>,
+    ) -> impl Future<Output = PluginResult<Vec<Option<u64>>>> + Send {
+        let _ = (cache, keys);
+        async { Err(Unsupported::capability("entry times").into()) }
+    }
+
+    /// This member's counts for `cache` (API 0.1.4): `evictions` and
+    /// `expiries`, the entries it removed by the cache's bounds since it
+    /// started (the console and the admin API show them per cache). Leave
+    /// out what the strategy does not count; the default counts nothing.
+    fn cache_counts(&self, cache: &str) -> Vec<(String, u64)> {
+        let _ = cache;
+        Vec::new()
+    }
 }
 
 /// The host's side, as a strategy sees it: events out, tasks in.
@@ -723,6 +747,22 @@ impl<S: Strategy> ClusterStrategy for StrategyAdapter<S> {
     fn cache_listen(&self, cache: RStr<'_>) -> Fut<()> {
         let cache = cache.as_str().to_owned();
         self.call(move |s| async move { s.cache_listen(&cache).await }, unchanged)
+    }
+
+    fn cache_expiries(&self, cache: RStr<'_>, keys: RVec<RVec<u8>>) -> Fut<RVec<u64>> {
+        let cache = cache.as_str().to_owned();
+        let keys: Vec<Vec<u8>> = keys.into_iter().map(RVec::into_vec).collect();
+        self.call(
+            move |s| async move { s.cache_expiries(&cache, keys).await },
+            |at: Vec<Option<u64>>| at.into_iter().map(|at| at.unwrap_or(0)).collect(),
+        )
+    }
+
+    fn cache_counts(&self, cache: RStr<'_>) -> RVec<Tuple2<RString, u64>> {
+        self.sync(|s| s.cache_counts(cache.as_str()), Vec::new())
+            .into_iter()
+            .map(|(k, v)| Tuple2(k.into(), v))
+            .collect()
     }
 }
 

@@ -447,4 +447,50 @@ fn bounded_caches_from_the_properties_shrink_on_a_live_edit_and_ttl_writes_expir
     let (status, html) = call_text("GET", &format!("{}/node", node.admin_url()), None, None);
     assert_eq!(status, 200);
     assert!(html.contains("max 1 entries, ttl 3600 s"), "the console shows the bounds: {html}");
+
+    // Per cache: what this member evicted and expired.
+    let row = |cache: &str| {
+        let body = get(&node, "/api/node").1;
+        body["caches"].as_array().and_then(|c| c.iter().find(|c| c["name"] == cache)).cloned().unwrap_or_default()
+    };
+    assert!(row("sessions")["evictions"].as_u64().is_some_and(|n| n >= 2), "{}", row("sessions"));
+    assert!(row("tokens")["expiries"].as_u64().is_some_and(|n| n >= 1), "{}", row("tokens"));
+    assert!(html.contains("class=\"evictions\">"), "the console shows evictions per cache: {html}");
+    assert!(html.contains("href=\"/cache?name=sessions\""), "the console links each cache's entries: {html}");
+
+    // The entries with the time each has left: the cache's TTL, a put's own, none.
+    assert_eq!(write(&node, "PUT", "/api/caches/tokens/t3?ttl-ms=600000", Some(TOKEN), b"x").0, 200);
+    assert_eq!(write(&node, "PUT", "/api/caches/tokens/plain", Some(TOKEN), b"y").0, 200);
+    let (status, body) = get(&node, "/api/caches/sessions");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((body["total"].as_u64(), body["values"].as_bool()), (Some(1), Some(false)), "{body}");
+    let entry = &body["entries"][0];
+    assert_eq!(entry["key"], "s3", "{body}");
+    let left = entry["time_left_ms"].as_u64().expect("a time left");
+    assert!((3_500_000..=3_600_000).contains(&left), "the cache's 3600 s TTL leaves {left} ms: {body}");
+    assert!(entry["value"].is_null(), "no values unless asked: {body}");
+    let (status, body) = get(&node, "/api/caches/tokens?values&limit=10");
+    assert_eq!(status, 200, "{body}");
+    let entries = body["entries"].as_array().expect("entries");
+    let keys: Vec<&str> = entries.iter().map(|e| e["key"].as_str().unwrap_or_default()).collect();
+    assert_eq!(keys, ["plain", "t3"], "{body}");
+    assert!(entries[0]["time_left_ms"].is_null() && entries[0]["value"] == "y", "{body}");
+    let left = entries[1]["time_left_ms"].as_u64().expect("a time left");
+    assert!((500_000..=600_000).contains(&left), "a put's own 600 s TTL leaves {left} ms: {body}");
+    assert_eq!((entries[1]["value"].as_str(), entries[1]["bytes"].as_u64()), (Some("x"), Some(5)), "{body}");
+    let (_, body) = get(&node, "/api/caches/tokens?limit=1");
+    assert_eq!((body["total"].as_u64(), body["entries"].as_array().map(Vec::len)), (Some(2), Some(1)), "{body}");
+    for bad in ["?limit=0", "?limit=many", "?limit=1001", "?sort=key"] {
+        let (status, body) = get(&node, &format!("/api/caches/tokens{bad}"));
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(error_of(&body).contains("?limit=N (1 to 1000) and ?values"), "{body}");
+    }
+    let (status, html) = call_text("GET", &format!("{}/cache?name=tokens", node.admin_url()), None, None);
+    assert_eq!(status, 200);
+    assert!(html.contains("data-key=\"t3\"") && html.contains("class=\"time-left\">9 min"), "t3's time left: {html}");
+    assert!(html.contains("class=\"expires\">never"), "plain never expires: {html}");
+    assert!(html.contains("data-watch=\"/api/caches/tokens\""), "the page refreshes from the listing: {html}");
+    let (status, html) = call_text("GET", &format!("{}/cache?name=tokens&values", node.admin_url()), None, None);
+    assert_eq!(status, 200);
+    assert!(html.contains("<td>y</td>") && html.contains("data-watch=\"\""), "values shown, no refresh: {html}");
 }

@@ -69,6 +69,7 @@ every_strategy!(
         atomic_update_counter,
         entry_events_across_members,
         bounded_across_members,
+        entry_times,
     ],
 );
 

@@ -228,14 +228,22 @@ pub(super) async fn node_page(
             if detail.caches.is_empty() {
                 body.push_str("<p>No caches yet.</p>");
             } else {
-                body.push_str("<table id=\"caches-table\"><tr><th>Cache</th><th>Mode</th><th>Entries</th><th>Bytes</th><th>Bounds</th><th>Hits</th><th>Misses</th><th>CAS conflicts</th></tr>");
+                body.push_str("<table id=\"caches-table\"><tr><th>Cache</th><th>Mode</th><th>Entries</th><th>Bytes</th><th>Bounds</th><th>Evictions</th><th>Expiries</th><th>Hits</th><th>Misses</th><th>CAS conflicts</th></tr>");
+                // The entry browser shows this node's view: linked from its own page.
+                let local = member.as_deref().is_none_or(|m| m == state.ctx().cluster.node());
                 for c in &detail.caches {
+                    let name = match local {
+                        true => format!("<a href=\"/cache?name={}\">{}</a>", segment(&c.name), esc(&c.name)),
+                        false => esc(&c.name),
+                    };
                     body.push_str(&format!(
-                        "<tr data-cache=\"{n}\"><td>{n}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"bounds\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                        "<tr data-cache=\"{n}\"><td>{name}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"bounds\">{}</td><td class=\"evictions\">{}</td><td class=\"expiries\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                         if c.clustered { "clustered" } else { "standalone" },
                         c.entries,
                         c.bytes,
                         esc(&c.bounds.as_ref().map(|b| b.summary()).unwrap_or_else(|| "unbounded".into())),
+                        count_or_dash(c.evictions),
+                        count_or_dash(c.expiries),
                         c.hits,
                         c.misses,
                         c.conflicts,
@@ -249,6 +257,107 @@ pub(super) async fn node_page(
         }
     }
     body.push_str("</section>");
+    page(&title, "/node", &watch, viewer, &body)
+}
+
+/// A count, or "-" when the strategy does not keep it.
+fn count_or_dash(count: Option<u64>) -> String {
+    count.map_or_else(|| "-".to_string(), |n| n.to_string())
+}
+
+/// `GET /cache?name=C[&values][&limit=N]`: one cache's first keys on this
+/// node, each with when it expires and the time left; its values only
+/// when asked (a read of each: a use, so the page then stops refreshing
+/// itself, which would keep every entry from going idle).
+pub(super) async fn cache_page(
+    State(state): State<AdminState>,
+    Extension(viewer): Extension<Viewer>,
+    Query(mut query): Query<HashMap<String, String>>,
+) -> Html<String> {
+    let name = query.remove("name");
+    // The rest as the listing reads it (`limit`, `values`; others refused).
+    let mut rest: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    rest.sort();
+    let Some(name) = name.filter(|n| !n.is_empty()) else {
+        let body = "<p class=\"warn\">No cache named: open a cache from its node's page (/node).</p>";
+        return page("Cache", "/node", "", viewer, body);
+    };
+    let title = format!("Cache {name}");
+    let listing = match super::api::listing_options(Some(&rest.join("&"))) {
+        Ok((limit, values)) => super::api::list_entries(&state, &name, limit, values).await.map(|l| (l, limit)),
+        Err(e) => Err(e),
+    };
+    let mut body = String::from("<section id=\"cache\" data-live>");
+    let stats = state.ctx().cluster.caches().stats().await.into_iter().find(|c| c.name == name);
+    if let Some(c) = &stats {
+        body.push_str(&format!(
+            "<p id=\"cache-summary\">On this node: {} entries, {} bytes; {}; {} evicted, {} expired.</p>",
+            c.entries,
+            c.bytes,
+            esc(&c.bounds.as_ref().map(|b| b.summary()).unwrap_or_else(|| "unbounded".into())),
+            count_or_dash(c.evictions),
+            count_or_dash(c.expiries),
+        ));
+    }
+    let mut live = true;
+    match listing {
+        Err(e) => body.push_str(&format!("<p class=\"warn\">{}</p>", esc(e.message()))),
+        Ok((listing, limit)) => {
+            live = !listing.values;
+            let link = format!("/cache?name={}&limit={limit}", segment(&name));
+            body.push_str(&format!(
+                "<p id=\"cache-shown\">The first {} of {} keys, in order. {}</p>",
+                listing.entries.len(),
+                listing.total,
+                match listing.values {
+                    true => format!(
+                        "Values were read (each a use: a hit, and its max idle time starts again); this page no longer refreshes itself. <a href=\"{}\">Times only</a>.",
+                        esc(&link)
+                    ),
+                    false => format!(
+                        "<a href=\"{}\">Show values</a> (reads each entry: a hit, and its max idle time starts again).",
+                        esc(&format!("{link}&values"))
+                    ),
+                }
+            ));
+            if let Some(why) = &listing.times_unknown {
+                body.push_str(&format!("<p class=\"warn\" id=\"times-unknown\">No expiry times: {}</p>", esc(why)));
+            }
+            body.push_str("<table id=\"entries-table\"><tr><th>Key</th><th>Expires</th><th>Time left</th>");
+            if listing.values {
+                body.push_str("<th>Bytes</th><th>Value</th>");
+            }
+            body.push_str("</tr>");
+            for e in &listing.entries {
+                let (expires, left) = match (e.expires_at_ms, e.time_left_ms) {
+                    (Some(at), Some(left)) => (crate::text::local_time(at), crate::text::duration_ms(left)),
+                    _ if listing.times_unknown.is_some() => ("unknown".to_string(), "-".to_string()),
+                    _ => ("never".to_string(), "-".to_string()),
+                };
+                body.push_str(&format!(
+                    "<tr data-key=\"{k}\"><td>{k}{}</td><td class=\"expires\">{}</td><td class=\"time-left\">{}</td>",
+                    if e.binary { " <span class=\"muted\">(bytes)</span>" } else { "" },
+                    esc(&expires),
+                    esc(&left),
+                    k = esc(&e.key),
+                ));
+                if listing.values {
+                    body.push_str(&format!(
+                        "<td>{}</td><td>{}</td>",
+                        e.bytes.map_or_else(|| "-".to_string(), |b| b.to_string()),
+                        esc(e.value.as_deref().unwrap_or("-")),
+                    ));
+                }
+                body.push_str("</tr>");
+            }
+            body.push_str("</table>");
+        }
+    }
+    body.push_str("</section>");
+    let watch = match live {
+        true => format!("/api/caches/{}", segment(&name)),
+        false => String::new(),
+    };
     page(&title, "/node", &watch, viewer, &body)
 }
 

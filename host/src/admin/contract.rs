@@ -251,6 +251,50 @@ pub struct CacheValue {
     pub version: Option<u64>,
 }
 
+/// `GET /api/caches/C`: the first keys of a cache (text keys in order,
+/// then the others by their bytes), with when each expires as this
+/// member sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheEntries {
+    /// The cache name.
+    pub cache: String,
+    /// How many keys it holds (the whole cluster's, while clustered).
+    pub total: u64,
+    /// The first `?limit=N` keys (100 unless asked).
+    pub entries: Vec<CacheEntryView>,
+    /// Whether the values were read (`?values`): a read is a use, which
+    /// counts as a hit and restarts an entry's max idle time.
+    pub values: bool,
+    /// Why the entries carry no expiry times, when they do not (the
+    /// strategy does not tell them, e.g. one built before API 0.1.4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub times_unknown: Option<String>,
+}
+
+/// One entry of [`CacheEntries`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheEntryView {
+    /// The key as text, or `0x` and its bytes in hex when it is not a
+    /// text key (an application's typed key).
+    pub key: String,
+    /// Whether `key` is the hex of a key that is not text.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub binary: bool,
+    /// When it expires (ms since the epoch); absent: never, or unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<u64>,
+    /// How long until then, as of the answer (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_left_ms: Option<u64>,
+    /// With `?values`: the value as text (cut to 256 characters), absent
+    /// for a value that is not text or an entry gone meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// With `?values`: bytes of key and value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+}
+
 /// `DELETE /api/caches/C/K`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheRemoved {

@@ -261,6 +261,7 @@ fn router(state: AdminState) -> Router {
         // GET .../events is the cache's event stream; a key named `events`
         // is still written and removed there (read it as JSON: GET
         // /api/caches/C/events with Accept: application/json).
+        .route("/api/caches/{cache}", get(api::cache_list))
         .route(
             "/api/caches/{cache}/events",
             get(api::cache_events).put(api::events_key_put).delete(api::events_key_remove),
@@ -269,6 +270,7 @@ fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route("/", get(console::cluster_page))
         .route("/node", get(console::node_page))
+        .route("/cache", get(console::cache_page))
         .route("/plugins", get(console::plugins_page))
         .route("/properties", get(console::properties_page))
         .route("/login", get(console::login_form).post(console::login))

@@ -92,6 +92,13 @@ pub struct CacheStats {
     /// The cache's bounds, when it has any (and the strategy's refusal of them, if any).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bounds: Option<super::bounds::BoundedCache>,
+    /// Entries this member evicted by the cache's size bound since it
+    /// started (`None`: its strategy does not count them, before API 0.1.4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evictions: Option<u64>,
+    /// Entries this member removed as expired since it started (as above).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiries: Option<u64>,
 }
 
 impl CacheFactory {
@@ -280,6 +287,7 @@ impl CacheFactory {
             let bounds = bounded.iter().position(|b| b.cache == name).map(|i| bounded.swap_remove(i));
             let core = self.core(&name);
             let size = serving.local_size(&core.cache).await.unwrap_or_default();
+            let (evictions, expiries) = serving.removed_by_bounds_of(&name);
             stats.push(CacheStats {
                 name,
                 clustered: !serving.is_standalone(),
@@ -289,6 +297,8 @@ impl CacheFactory {
                 misses: core.misses.load(Ordering::Relaxed),
                 conflicts: core.conflicts.load(Ordering::Relaxed),
                 bounds,
+                evictions,
+                expiries,
             });
         }
         stats
@@ -547,6 +557,15 @@ impl RawCache {
         self.factory.serving.read().await.keys(&self.core.cache).await
     }
 
+    /// When each of `keys` expires as this member sees it (ms since the
+    /// epoch; `None`: never, or nothing there), in order: a look, not a
+    /// read (no hit or miss counted, no idle time refreshed). Refused
+    /// ([`ClusterError::Lacks`]) by a strategy without entry times (API 0.1.4).
+    pub async fn expiries(&self, keys: Vec<Vec<u8>>) -> Result<Vec<Option<u64>>, ClusterError> {
+        self.protected(false)?;
+        self.factory.serving.read().await.expiries(&self.core.cache, keys).await
+    }
+
     /// The values under `keys`, in order.
     pub async fn get_all(&self, keys: Vec<Vec<u8>>) -> Result<Vec<Option<Vec<u8>>>, ClusterError> {
         self.protected(false)?;
@@ -751,6 +770,14 @@ impl<K: Serialize, V: Serialize + DeserializeOwned> Cache<K, V> {
     {
         let name = self.raw.name();
         self.raw.keys().await?.iter().map(|k| decode(name, k)).collect()
+    }
+
+    /// When each of `keys` expires, in order ([`RawCache::expiries`]).
+    pub async fn expiries(&self, keys: &[K]) -> Result<Vec<Option<std::time::SystemTime>>, ClusterError> {
+        let name = self.raw.name();
+        let keys = keys.iter().map(|k| encode(name, k)).collect::<Result<Vec<_>, _>>()?;
+        let at = self.raw.expiries(keys).await?;
+        Ok(at.into_iter().map(|at| at.map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))).collect())
     }
 
     pub async fn get_all(&self, keys: &[K]) -> Result<Vec<Option<V>>, ClusterError> {

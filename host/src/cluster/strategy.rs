@@ -380,6 +380,34 @@ impl StrategyRef {
         }
     }
 
+    /// When each of `keys` expires as this member sees it (ms since the
+    /// epoch; `None`: never, or nothing there), a look that is not a use
+    /// (refused for a strategy without entry times, API 0.1.4).
+    pub async fn expiries(&self, cache: &CacheRef, keys: Vec<Vec<u8>>) -> Result<Vec<Option<u64>>, ClusterError> {
+        self.require(Capabilities::ENTRY_TIMES, "entry times", "cache entry times", "0.1.4")?;
+        let name = cache.name();
+        either!(
+            self,
+            "cache entry times",
+            cache,
+            |p| p.cache_expiries(RStr::from_str(name), keys.iter().map(|k| RVec::from(k.as_slice())).collect())
+                => |at: RVec<u64>| at.into_iter().map(|at| (at != 0).then_some(at)).collect(),
+            |b| b.cache_expiries(name, keys),
+            |l| l.expiries(&keys)
+        )
+    }
+
+    /// This member's (evictions, expiries) of `cache` since it started,
+    /// each `None` when the strategy does not count it (before API 0.1.4).
+    pub fn removed_by_bounds_of(&self, cache: &str) -> (Option<u64>, Option<u64>) {
+        let counts: Vec<(String, u64)> = match &self.inner {
+            Imp::Plugin(p) => p.cache_counts(RStr::from_str(cache)).into_iter().map(|t| (t.0.into(), t.1)).collect(),
+            Imp::Standalone(b) => b.cache_counts(cache),
+        };
+        let find = |name: &str| counts.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+        (find("evictions"), find("expiries"))
+    }
+
     /// Refuses a bound or a time to live unless the strategy reports
     /// `BOUNDED` (API 0.1.3).
     pub fn require_bounded(&self, op: &'static str) -> Result<(), ClusterError> {

@@ -319,6 +319,7 @@ const FROZEN: &[(&str, &TypeLayout)] = &[
     ("0.1.0", <plugin_api_0_1_0::abi::PluginModRef as abi_stable::StableAbi>::LAYOUT),
     ("0.1.1", <plugin_api_0_1_1::abi::PluginModRef as abi_stable::StableAbi>::LAYOUT),
     ("0.1.2", <plugin_api_0_1_2::abi::PluginModRef as abi_stable::StableAbi>::LAYOUT),
+    ("0.1.3", <plugin_api_0_1_3::abi::PluginModRef as abi_stable::StableAbi>::LAYOUT),
 ];
 
 fn first_lines(text: &str, n: usize) -> String {

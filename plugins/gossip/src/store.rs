@@ -231,10 +231,10 @@ struct Tell<'a> {
 impl Tell<'_> {
     fn change(&self, kind: EntryEventKind, key: &[u8], value: Option<&[u8]>, version: Version) {
         match kind {
-            EntryEventKind::Expired => self.counters.expired.fetch_add(1, Ordering::Relaxed),
-            EntryEventKind::Evicted => self.counters.evicted.fetch_add(1, Ordering::Relaxed),
-            _ => 0,
-        };
+            EntryEventKind::Expired => self.counters.count(self.cache, 0, 1),
+            EntryEventKind::Evicted => self.counters.count(self.cache, 1, 0),
+            _ => {}
+        }
         if let (Some(observer), false) = (self.observer, self.cache.starts_with("__")) {
             observer(StoreChange { cache: self.cache, kind, key, value, version });
         }
@@ -510,11 +510,28 @@ fn change_kind(before: Option<&Option<Vec<u8>>>, after: Option<&[u8]>) -> Option
     }
 }
 
-/// Entries the bounds removed, over every cache, since the member started.
+/// Entries the bounds removed, over every cache and by cache, since the
+/// member started.
 #[derive(Default)]
 struct Counters {
     evicted: AtomicU64,
     expired: AtomicU64,
+    /// Cache name → (evicted, expired); touched only when one happens.
+    by_cache: Mutex<HashMap<String, (u64, u64)>>,
+}
+
+impl Counters {
+    fn count(&self, cache: &str, evicted: u64, expired: u64) {
+        self.evicted.fetch_add(evicted, Ordering::Relaxed);
+        self.expired.fetch_add(expired, Ordering::Relaxed);
+        let mut by_cache = locked(&self.by_cache);
+        match by_cache.get_mut(cache) {
+            Some(counts) => *counts = (counts.0 + evicted, counts.1 + expired),
+            None => {
+                by_cache.insert(cache.to_string(), (evicted, expired));
+            }
+        }
+    }
 }
 
 /// How long the tombstone an expiry or an eviction leaves is kept, unless
@@ -649,6 +666,26 @@ impl Store {
     /// Entries evicted by a size bound, and expired, since the member started.
     pub fn removed_by_bounds(&self) -> (u64, u64) {
         (self.counters.evicted.load(Ordering::Relaxed), self.counters.expired.load(Ordering::Relaxed))
+    }
+
+    /// Entries of `cache` evicted by a size bound, and expired, since the member started.
+    pub fn removed_by_bounds_of(&self, cache: &str) -> (u64, u64) {
+        locked(&self.counters.by_cache).get(cache).copied().unwrap_or_default()
+    }
+
+    /// When each of `keys` of `cache` expires (ms since the epoch; `None`:
+    /// never, nothing live there, or already due), in the order asked.
+    pub fn expiries(&self, cache: &str, keys: &[Vec<u8>]) -> Vec<Option<u64>> {
+        let caches = self.caches();
+        let Some(held) = caches.get(cache) else { return vec![None; keys.len()] };
+        let ttl = held.ttl_ms();
+        keys.iter()
+            .map(|key| {
+                let slot = held.live(key)?;
+                let at = slot.expires_at(ttl);
+                (at != u64::MAX).then_some(at)
+            })
+            .collect()
     }
 
     /// Runs `f` on cache `name` once what is due in it has expired.

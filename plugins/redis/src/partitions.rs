@@ -290,7 +290,7 @@ impl Core {
                 let args: Vec<&[u8]> = stored.iter().flat_map(|(k, v)| [k.as_slice(), v.as_slice()]).collect();
                 let (evicted, expired): (u64, u64) =
                     self.cache_script_told(&crate::scripts::MERGE, cache, target, &args, true, false).await?;
-                self.storage.count(evicted, expired);
+                self.storage.count(cache, evicted, expired);
                 // Removed from the partition unless written again since.
                 let args: Vec<&[u8]> =
                     stored.iter().flat_map(|(k, v)| [k.as_slice(), v.get(..16).unwrap_or_default()]).collect();

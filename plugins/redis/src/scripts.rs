@@ -368,6 +368,48 @@ return out
     )
 });
 
+/// When each field in ARGV from 6 expires, as a look (no use, nothing
+/// removed): `-1` for an absent or already expired entry, `0` for one
+/// that never expires, else the deadline in ms since the epoch (the
+/// sooner of its time to live, its own or the cache's, and its max idle
+/// time from its last use). Answers the numbers as strings.
+pub(crate) static EXPIRIES: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local out = {}
+for i = 6, #ARGV do
+  local field = ARGV[i]
+  local cur = redis.call('HGET', D, field)
+  local b = bound()
+  local at = false
+  if cur and b then
+    local own = redis.call('ZSCORE', O, field)
+    if own then
+      at = tonumber(own)
+    elseif b.ttl > 0 then
+      at = ver(cur) + b.ttl
+    end
+    if b.idle > 0 then
+      local used = redis.call('ZSCORE', U, field)
+      if used then
+        local idle = math.floor(tonumber(used) / 1000) + b.idle
+        if not at or idle < at then at = idle end
+      end
+    end
+  end
+  if not cur or (at and at <= now()) then
+    out[#out + 1] = '-1'
+  elseif at then
+    out[#out + 1] = num(at)
+  else
+    out[#out + 1] = '0'
+  end
+end
+return out
+"#,
+    )
+});
+
 /// A whole read of a bounded cache: removes every expired entry first,
 /// then answers ARGV[6] (`len`: HLEN, `keys`: HKEYS, `all`: HGETALL) and
 /// {evicted, expired}.

@@ -18,7 +18,7 @@ use crate::core::{lock, Core};
 use crate::entry_events::VALUE_MAX;
 use crate::error::{Error, UnversionedValue};
 use crate::partitions::{Layout, Part};
-use crate::scripts::{CLEAR, CONFIGURE, GET, MERGE, PUT_ALL, SCAN, SWEEP, WRITE_IF};
+use crate::scripts::{CLEAR, CONFIGURE, EXPIRIES, GET, MERGE, PUT_ALL, SCAN, SWEEP, WRITE_IF};
 
 /// [`WRITE_IF`]'s condition and expected bytes for `expected`.
 fn condition(expected: &Expected) -> (&'static [u8], Vec<u8>) {
@@ -76,6 +76,9 @@ pub(crate) struct Storage {
     /// Entries this member's scripts evicted, and expired.
     evictions: AtomicU64,
     expiries: AtomicU64,
+    /// The same by cache: name → (evicted, expired), touched only when
+    /// a script removed something.
+    removed_by_cache: Mutex<HashMap<String, (u64, u64)>>,
 }
 
 impl Storage {
@@ -89,9 +92,25 @@ impl Storage {
         (self.evictions.load(Ordering::Relaxed), self.expiries.load(Ordering::Relaxed))
     }
 
-    pub(crate) fn count(&self, evicted: u64, expired: u64) {
+    /// Entries of `cache` evicted and expired by this member's scripts so far.
+    pub(crate) fn removed_by_bounds_of(&self, cache: &str) -> (u64, u64) {
+        lock(&self.removed_by_cache).get(cache).copied().unwrap_or_default()
+    }
+
+    /// Counts what a script on `cache` evicted and expired.
+    pub(crate) fn count(&self, cache: &str, evicted: u64, expired: u64) {
+        if evicted == 0 && expired == 0 {
+            return;
+        }
         self.evictions.fetch_add(evicted, Ordering::Relaxed);
         self.expiries.fetch_add(expired, Ordering::Relaxed);
+        let mut by_cache = lock(&self.removed_by_cache);
+        match by_cache.get_mut(cache) {
+            Some(counts) => *counts = (counts.0 + evicted, counts.1 + expired),
+            None => {
+                by_cache.insert(cache.to_string(), (evicted, expired));
+            }
+        }
     }
 
     /// Whether `cache` keeps books (its reads are scripts).
@@ -232,7 +251,7 @@ impl Core {
     async fn read_books(&self, cache: &str, part: &Part, fields: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, Error> {
         let mut values: Vec<redis::Value> = self.cache_script(&GET, cache, part, fields, true).await?;
         let (evicted, expired) = counters(&mut values);
-        self.storage.count(evicted, expired);
+        self.storage.count(cache, evicted, expired);
         values.into_iter().map(|v| redis::from_redis_value(v).map_err(|e| self.failed_reply(e))).collect()
     }
 
@@ -278,6 +297,70 @@ impl Core {
             Some(stored) => decode(stored).map(|(_, value)| Some(value)).map_err(Error::from),
             None => Ok(None),
         })
+    }
+
+    /// When each of `keys` expires ([`EXPIRIES`], a look: no use, nothing
+    /// removed): one script per partition the keys are in, and for a key
+    /// absent there while the cache is being gathered, one where it was.
+    pub(crate) async fn cache_expiries(&self, cache: &str, keys: &[Vec<u8>]) -> Result<Vec<Option<u64>>, Error> {
+        self.fail_fast()?;
+        let mut out = vec![None; keys.len()];
+        if self.plain(cache) || keys.is_empty() {
+            // No books beside the hash: nothing there expires.
+            return Ok(out);
+        }
+        let layout = self.layout(cache, None).await?;
+        let mut absent = Vec::new();
+        for (part, asked) in
+            self.expiries_in(cache, &layout, keys, (0..keys.len()).collect(), |l, k| Some(l.of(k))).await?
+        {
+            match part {
+                Some(at) => out[asked] = at,
+                None => absent.push(asked),
+            }
+        }
+        if layout.from.is_some() && !absent.is_empty() {
+            for (found, asked) in self.expiries_in(cache, &layout, keys, absent, |l, k| l.before(k)).await? {
+                out[asked] = found.flatten();
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`EXPIRIES`] of the keys at `asked` in the partitions `part_of`
+    /// names, grouped by partition: (None: absent; Some(at)), index asked.
+    async fn expiries_in<'l>(
+        &self,
+        cache: &str,
+        layout: &'l Layout,
+        keys: &[Vec<u8>],
+        asked: Vec<usize>,
+        part_of: impl Fn(&'l Layout, &[u8]) -> Option<&'l Part>,
+    ) -> Result<Vec<(Option<Option<u64>>, usize)>, Error> {
+        let mut groups: HashMap<&str, (&Part, Vec<usize>)> = HashMap::new();
+        for i in asked {
+            if let Some(part) = part_of(layout, &keys[i]) {
+                groups.entry(part.data()).or_insert_with(|| (part, Vec::new())).1.push(i);
+            }
+        }
+        let mut found = Vec::new();
+        for (part, indexes) in groups.into_values() {
+            let fields: Vec<&[u8]> = indexes.iter().map(|&i| keys[i].as_slice()).collect();
+            let answers: Vec<String> = self.cache_script(&EXPIRIES, cache, part, &fields, true).await?;
+            if answers.len() != indexes.len() {
+                return Err(self.failed_reply(format!("{} answers to {} keys", answers.len(), indexes.len())));
+            }
+            for (answer, i) in answers.into_iter().zip(indexes) {
+                let at = match answer.parse::<i64>() {
+                    Ok(-1) => None,
+                    Ok(0) => Some(None),
+                    Ok(at) if at > 0 => Some(Some(at as u64)),
+                    _ => return Err(self.failed_reply(format!("expiry {answer:?} is not a time"))),
+                };
+                found.push((at, i));
+            }
+        }
+        Ok(found)
     }
 
     pub(crate) async fn cache_get(&self, cache: &str, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
@@ -337,7 +420,7 @@ impl Core {
         let args = [key, condition, expected, op, now.as_bytes(), value.unwrap_or_default(), ttl.as_bytes()];
         let (mut applied, stored, evicted, expired, adopted): (i64, Option<Vec<u8>>, u64, u64, i64) =
             self.cache_script(&WRITE_IF, cache, layout.of(key), &args, retry).await?;
-        self.storage.count(evicted, expired);
+        self.storage.count(cache, evicted, expired);
         if let (None, Some(before)) = (value, layout.before(key)) {
             // Being gathered: a removal removes the entry not moved yet too
             // (else the move would bring it back).
@@ -429,7 +512,7 @@ impl Core {
     async fn scan_books<T: redis::FromRedisValue>(&self, cache: &str, part: &Part, what: &str) -> Result<T, Error> {
         let (answer, evicted, expired): (T, u64, u64) =
             self.cache_script(&SCAN, cache, part, &[what.as_bytes()], true).await?;
-        self.storage.count(evicted, expired);
+        self.storage.count(cache, evicted, expired);
         Ok(answer)
     }
 
@@ -465,7 +548,7 @@ impl Core {
         let counts: Vec<(u64, u64)> =
             self.each_part(&layout, |_, part| self.cache_script(&CLEAR, cache, part, &[], true)).await?;
         for (evicted, expired) in counts {
-            self.storage.count(evicted, expired);
+            self.storage.count(cache, evicted, expired);
         }
         Ok(())
     }
@@ -527,7 +610,7 @@ impl Core {
                 let mut args: Vec<&[u8]> = vec![now];
                 args.extend(chunk.iter().flat_map(|e| [e.key.as_slice(), e.value.as_slice()]));
                 let (evicted, expired): (u64, u64) = self.cache_script(&PUT_ALL, cache, part, &args, true).await?;
-                self.storage.count(evicted, expired);
+                self.storage.count(cache, evicted, expired);
             }
             Ok(())
         })
@@ -552,7 +635,7 @@ impl Core {
                     chunk.iter().flat_map(|e| [e.key.clone(), encode(e.version, &e.value)]).collect();
                 let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
                 let (evicted, expired): (u64, u64) = self.cache_script(&MERGE, cache, part, &refs, true).await?;
-                self.storage.count(evicted, expired);
+                self.storage.count(cache, evicted, expired);
             }
             Ok(())
         })
@@ -630,7 +713,7 @@ impl Core {
             .each_part(&layout, |_, part| async move {
                 let (kept, evicted, expired): (i64, u64, u64) =
                     self.cache_script(&CONFIGURE, cache, part, args, false).await?;
-                self.storage.count(evicted, expired);
+                self.storage.count(cache, evicted, expired);
                 Ok(kept)
             })
             .await?;
@@ -759,7 +842,7 @@ impl Core {
         for _ in 0..SWEEP_ROUNDS {
             match self.cache_script::<(i64, u64, u64)>(&SWEEP, cache, part, &[batch.as_bytes()], true).await {
                 Ok((more, evicted, expired)) => {
-                    self.storage.count(evicted, expired);
+                    self.storage.count(cache, evicted, expired);
                     if more == 0 {
                         break;
                     }

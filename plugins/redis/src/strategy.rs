@@ -68,6 +68,21 @@ impl Strategy for RedisStrategy {
             .with(Capabilities::ENTRY_EVENTS)
             .with(Capabilities::FENCED_LOCKS)
             .with(Capabilities::BOUNDED)
+            .with(Capabilities::ENTRY_TIMES)
+    }
+
+    fn cache_expiries(
+        &self,
+        cache: &str,
+        keys: Vec<Vec<u8>>,
+    ) -> impl Future<Output = PluginResult<Vec<Option<u64>>>> + Send {
+        let (core, cache) = (self.0.clone(), cache.to_string());
+        async move { Ok(core.cache_expiries(&cache, &keys).await?) }
+    }
+
+    fn cache_counts(&self, cache: &str) -> Vec<(String, u64)> {
+        let (evicted, expired) = self.0.storage.removed_by_bounds_of(cache);
+        vec![("evictions".into(), evicted), ("expiries".into(), expired)]
     }
 
     fn cache_configure(&self, cache: &str, bounds: CacheBounds) -> impl Future<Output = PluginResult<()>> + Send {

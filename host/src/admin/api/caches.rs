@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use clusterhost_plugin_api::cluster::{Capabilities, CasOutcome, Expected};
 
 use super::{answer, ApiError, ApiResult};
-use crate::admin::contract::{CacheRemoved, CacheValue};
+use crate::admin::contract::{CacheEntries, CacheEntryView, CacheRemoved, CacheValue};
 use crate::admin::limits::CappedBody;
 use crate::admin::AdminState;
 
@@ -146,6 +146,126 @@ pub(in crate::admin) async fn cache_put(
     }
     let version = outcome.current.map(|c| c.version);
     Ok(answer(&CacheValue { cache, key, value, version }))
+}
+
+// ---- GET /api/caches/C: the first keys, with their expiry times ----
+
+/// Keys a listing shows unless `?limit=N` asks otherwise.
+pub const DEFAULT_LISTED: usize = 100;
+/// The most keys one listing shows.
+pub const MAX_LISTED: usize = 1000;
+/// Characters of a text value a listing shows.
+const VALUE_SHOWN: usize = 256;
+
+/// What a listing asks: `?limit=N`, `?values`.
+pub(in crate::admin) fn listing_options(query: Option<&str>) -> Result<(usize, bool), ApiError> {
+    let query = query.unwrap_or_default();
+    let refused = |why: &str| {
+        ApiError::bad_request(format!(
+            "query {}: {why}; a cache listing takes ?limit=N (1 to {MAX_LISTED}) and ?values",
+            crate::text::clip_debug(query)
+        ))
+    };
+    if query.len() > MAX_QUERY {
+        return Err(refused("too long"));
+    }
+    let (mut limit, mut values) = (DEFAULT_LISTED, false);
+    for part in query.split('&').filter(|p| !p.is_empty()) {
+        match part.split_once('=').unwrap_or((part, "")) {
+            ("limit", n) => match n.parse::<usize>() {
+                Ok(n) if (1..=MAX_LISTED).contains(&n) => limit = n,
+                _ => return Err(refused("the limit is not a whole number from 1 to 1000")),
+            },
+            ("values", "" | "true") => values = true,
+            ("values", "false") => values = false,
+            _ => return Err(refused("unknown option")),
+        }
+    }
+    Ok((limit, values))
+}
+
+/// A key or value as text when it is a string as the typed caches store
+/// it (postcard), else `None`.
+fn as_text(bytes: &[u8]) -> Option<String> {
+    postcard::from_bytes::<String>(bytes).ok()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(2 + 2 * bytes.len());
+    out.push_str("0x");
+    for b in bytes {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// The first `limit` keys of `cache` (text keys in order, then the
+/// others by their bytes), with when each
+/// expires; their values too when `values` (a read of each).
+pub(in crate::admin) async fn list_entries(
+    state: &AdminState,
+    cache: &str,
+    limit: usize,
+    values: bool,
+) -> Result<CacheEntries, ApiError> {
+    let raw = state.ctx().cluster.caches().raw(cache);
+    let failed = |e: crate::cluster::ClusterError| {
+        let status = match e {
+            crate::cluster::ClusterError::Protected { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_GATEWAY,
+        };
+        ApiError::new(
+            status,
+            format!("could not list cache {}: {}", crate::text::clip_debug(cache), crate::text::clip(&e.to_string())),
+        )
+    };
+    let keys = raw.keys().await.map_err(failed)?;
+    let total = keys.len() as u64;
+    // Text keys in their text's order, then the others in their bytes' order.
+    let mut shown: Vec<(Option<String>, Vec<u8>)> = keys.into_iter().map(|k| (as_text(&k), k)).collect();
+    shown.sort_unstable_by(|a, b| (a.0.is_none(), &a.0, &a.1).cmp(&(b.0.is_none(), &b.0, &b.1)));
+    shown.truncate(limit);
+    let (texts, keys): (Vec<Option<String>>, Vec<Vec<u8>>) = shown.into_iter().unzip();
+    let (expiries, times_unknown) = match raw.expiries(keys.clone()).await {
+        Ok(at) => (at, None),
+        Err(e @ crate::cluster::ClusterError::Lacks { .. }) => (vec![None; keys.len()], Some(e.to_string())),
+        Err(e) => return Err(failed(e)),
+    };
+    let read = match values {
+        true => raw.get_all(keys.clone()).await.map_err(failed)?,
+        false => vec![None; keys.len()],
+    };
+    let now = clusterhost_plugin_api::cluster::now_ms();
+    let entries = keys
+        .iter()
+        .zip(texts)
+        .zip(expiries)
+        .zip(read)
+        .map(|(((key, text), at), value)| {
+            let (shown, binary) = match text {
+                Some(text) => (text, false),
+                None => (hex(key), true),
+            };
+            CacheEntryView {
+                key: shown,
+                binary,
+                expires_at_ms: at,
+                time_left_ms: at.map(|at| at.saturating_sub(now)),
+                bytes: value.as_ref().map(|v| (key.len() + v.len()) as u64),
+                value: value.as_deref().and_then(as_text).map(|v| crate::text::clip_at(&v, VALUE_SHOWN)),
+            }
+        })
+        .collect();
+    Ok(CacheEntries { cache: cache.to_string(), total, entries, values, times_unknown })
+}
+
+pub(in crate::admin) async fn cache_list(
+    State(state): State<AdminState>,
+    Path(cache): Path<String>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<serde_json::Value> {
+    let (limit, values) = listing_options(query.as_deref())?;
+    Ok(answer(&list_entries(&state, &cache, limit, values).await?))
 }
 
 /// A string as the typed `Cache<String, String>` stores it (postcard), so

@@ -15,7 +15,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub(super) use caches::{
-    cache_events, cache_get, cache_put, cache_remove, events_key_put, events_key_remove, MAX_ENTRY_STREAMS,
+    cache_events, cache_get, cache_list, cache_put, cache_remove, events_key_put, events_key_remove, list_entries,
+    listing_options, MAX_ENTRY_STREAMS,
 };
 pub(super) use cluster::{cluster, cluster_view, disable, enable, node, node_detail};
 pub(super) use plugins::{install_plugin, plugins, remove_plugin};

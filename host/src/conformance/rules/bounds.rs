@@ -231,3 +231,76 @@ pub(super) async fn bounded_across_members(ctx: Ctx) -> Result<(), Failure> {
     }
     Ok(())
 }
+
+/// How far an expiry time may sit from the one the rule computes: the
+/// members' clocks and the time a write takes.
+const TIME_SLACK_MS: u64 = 2_000;
+
+/// Whether `at` is `expected` within [`TIME_SLACK_MS`].
+fn near(at: Option<u64>, expected: u64) -> bool {
+    at.is_some_and(|at| at.abs_diff(expected) <= TIME_SLACK_MS)
+}
+
+/// Rule `entry-times` (capability `ENTRY_TIMES`, API 0.1.4): every member
+/// tells when an entry expires (the cache's TTL from the write, or a
+/// put's own), none for an entry without a TTL or an absent key, without
+/// the look counting as a use; and counts, per cache, the entries it
+/// evicted and expired.
+pub(super) async fn entry_times(ctx: Ctx) -> Result<(), Failure> {
+    let names = ctx.names();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let nodes = Nodes::clustered(ctx.subject.clone(), &refs).await?;
+    let a = nodes.node(&names[0]);
+    require_bounded(a).await?;
+    if !a.caches().strategy_capabilities().await.contains(Capabilities::ENTRY_TIMES) {
+        let strategy = a.status().strategy.unwrap_or_else(|| "standalone".into());
+        return Err(Failure::Unsupported(format!("strategy {strategy} reports no entry times")));
+    }
+    let key = |k: &str| postcard::to_allocvec(&k.to_string()).expect("a string encodes");
+
+    // The cache's TTL (60 s from the write), a put's own (30 s), none.
+    let mut timed = Vec::new();
+    for name in &names {
+        let bounds = CacheBounds { ttl_ms: 60_000, ..CacheBounds::NONE };
+        timed.push(nodes.node(name).bounded_cache::<String, u32>("times-ttl", bounds).await?);
+    }
+    let written = clusterhost_plugin_api::cluster::now_ms();
+    timed[0].put(&"k".into(), &1).await?;
+    let plain = a.caches().cache::<String, u32>("times-own");
+    plain.put_ttl(&"own".into(), &2, Duration::from_secs(30)).await?;
+    plain.put(&"stays".into(), &3).await?;
+    for name in &names {
+        let node = nodes.node(name);
+        let (ttl, own) = (node.caches().raw("times-ttl"), node.caches().raw("times-own"));
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let t = ttl.expiries(vec![key("k"), key("absent")]).await?;
+            let o = own.expiries(vec![key("own"), key("stays")]).await?;
+            if near(t[0], written + 60_000) && t[1].is_none() && near(o[0], written + 30_000) && o[1].is_none() {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "{name} answered {t:?} for [an entry of a cache with a 60 s TTL, an absent key] and {o:?} for [an entry put with a 30 s TTL, one without]; expected about [{}, none] and [{}, none] (ms since the epoch, within {TIME_SLACK_MS} ms)",
+                written + 60_000,
+                written + 30_000
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // Counts by cache: evictions on the member that wrote past the bound.
+    let sized =
+        a.bounded_cache::<String, u32>("times-sized", CacheBounds { max_entries: 2, ..CacheBounds::NONE }).await?;
+    for i in 0..5 {
+        sized.put(&format!("k{i}"), &i).await?;
+    }
+    wait_until("the writer to count 3 evictions of the cache bounded at 2", SETTLE, || async {
+        let stats = a.caches().stats().await;
+        stats.iter().find(|s| s.name == "times-sized").and_then(|s| s.evictions).is_some_and(|n| n >= 3)
+    })
+    .await?;
+    let other = a.caches().stats().await.into_iter().find(|s| s.name == "times-ttl").and_then(|s| s.evictions);
+    ensure_eq!(other, Some(0), "evictions counted for an unbounded-by-size cache beside it");
+    Ok(())
+}
