@@ -34,6 +34,7 @@ impl Unit {
             Unit::OpsPerSec if value >= 1e6 => format!("{:.2} M/s", value / 1e6),
             Unit::OpsPerSec if value >= 1e3 => format!("{:.1} k/s", value / 1e3),
             Unit::OpsPerSec => format!("{value:.0} /s"),
+            Unit::Ratio if value.abs() < 0.1 => format!("{value:.3}×"),
             Unit::Ratio => format!("{value:.2}×"),
             Unit::Percent => format!("{:.1} %", value * 100.0),
             Unit::Count => format!("{value:.0}"),

@@ -3,6 +3,7 @@
 //! report they write (docs/performance.md), and the measured paths shared
 //! with the criterion micro-benchmarks in `benches/`.
 
+pub mod compare;
 pub mod figure;
 pub mod goals;
 pub mod paths;

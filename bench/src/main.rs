@@ -5,7 +5,10 @@
 //!   the target directory, never docs/;
 //! - `SCENARIO...` (`--quick` for few samples): just those; report under
 //!   the target directory;
-//! - `list`: the scenarios and what each measures.
+//! - `list`: the scenarios and what each measures;
+//! - `compare BASE SCENARIO... [--rounds K] [--same-profile]`: those
+//!   scenarios at commit BASE and at this tree, side by side (see
+//!   `bench::compare`).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -22,19 +25,54 @@ fn main() -> Result<()> {
     }
     let mut out: Option<PathBuf> = None;
     let mut quick_flag = false;
+    let mut same_profile = false;
+    let mut rounds = 1;
     let mut names: Vec<String> = Vec::new();
     let mut rest = args.into_iter();
     while let Some(arg) = rest.next() {
         match arg.as_str() {
             "--out" => out = Some(rest.next().context("--out needs a path")?.into()),
             "--quick" => quick_flag = true,
+            "--same-profile" => same_profile = true,
+            "--rounds" => {
+                let k = rest.next().context("--rounds needs a number")?;
+                rounds = k
+                    .parse()
+                    .ok()
+                    .filter(|k| (1..=20).contains(k))
+                    .with_context(|| format!("--rounds {k:?}: give a number of rounds from 1 to 20"))?;
+            }
             _ => names.push(arg),
         }
     }
     let scenarios = registry();
+    if names.first().map(String::as_str) == Some("compare") {
+        let Some(base) = names.get(1).cloned() else {
+            bail!("usage: bench compare BASE SCENARIO... [--rounds K] [--same-profile] [--quick] [--out FILE]")
+        };
+        let chosen = names[2..].to_vec();
+        if chosen.is_empty() {
+            bail!("bench compare {base}: name the scenarios to compare (`bench list` shows them)");
+        }
+        for name in &chosen {
+            if !scenarios.iter().any(|s| s.name() == name) {
+                bail!("no scenario named {name:?}; `bench list` shows them");
+            }
+        }
+        let request = bench::compare::Request {
+            base,
+            scenarios: chosen,
+            rounds,
+            quick: quick_flag,
+            same_profile,
+            out: out.unwrap_or_else(|| scratch_report("compare.md")),
+        };
+        return bench::compare::run(&request);
+    }
     let (mode, selected, default_out) = match names.first().map(String::as_str) {
         None | Some("help" | "-h" | "--help") => {
             println!("usage: bench all | quick | list | SCENARIO... [--quick] [--out FILE]");
+            println!("       bench compare BASE SCENARIO... [--rounds K] [--same-profile] [--quick] [--out FILE]");
             return Ok(());
         }
         Some("list") => {

@@ -37,12 +37,6 @@ impl Scenario for Failure {
     }
 
     fn run(&self, ctx: &Ctx, report: &mut Report) {
-        report.not_measured(
-            "peer.memberlist_ratio",
-            "hashicorp memberlist beside gossip (detection, join, idle bytes/s)",
-            Unit::Ratio,
-            "not measured: the memberlist peer program is not built (issue 22 item 7)",
-        );
         let runs = ctx.pick(6, 1);
         let gossip = plugin("gossip");
         let (mut detections, mut failovers) = (Vec::new(), Vec::new());
@@ -171,7 +165,7 @@ fn redis_kill() -> Vec<Duration> {
 }
 
 /// Kills member `index`; returns how long after the kill each survivor logged it left.
-fn kill(cluster: &mut GossipCluster, alive: &mut Vec<usize>, index: usize) -> Vec<Duration> {
+pub(super) fn kill(cluster: &mut GossipCluster, alive: &mut Vec<usize>, index: usize) -> Vec<Duration> {
     let name = cluster.names[index].clone();
     alive.retain(|i| *i != index);
     let marks: Vec<usize> = alive.iter().map(|i| cluster.nodes[*i].log_len()).collect();
@@ -186,7 +180,7 @@ fn kill(cluster: &mut GossipCluster, alive: &mut Vec<usize>, index: usize) -> Ve
 }
 
 /// The senior every member in `alive` names (waits until they agree).
-fn senior_of(cluster: &GossipCluster, alive: &[usize]) -> String {
+pub(super) fn senior_of(cluster: &GossipCluster, alive: &[usize]) -> String {
     let mut senior = String::new();
     wait_until("the living members to agree on one senior", Duration::from_secs(30), || {
         let views: Vec<serde_json::Value> = alive

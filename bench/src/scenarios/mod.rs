@@ -14,6 +14,7 @@ mod hot_upgrade;
 mod join;
 mod load_balancer;
 pub mod partition;
+mod peer;
 mod plugin_load;
 mod redis;
 mod redis_near;
@@ -83,6 +84,7 @@ pub fn registry() -> Vec<Box<dyn Scenario>> {
         Box::new(expiry::Expiry),
         Box::new(join::Join),
         Box::new(failure::Failure),
+        Box::new(peer::Peer),
         Box::new(events::Events),
         Box::new(load_balancer::LoadBalancer),
         Box::new(partition::Partition),
