@@ -10,7 +10,6 @@
 //! `--same-profile` builds BASE with this tree's release profile (LTO and
 //! codegen units), so the comparison is of the code alone.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -112,13 +111,30 @@ pub fn run(request: &Request) -> Result<()> {
     );
     let _ = writeln!(md, "| scenario | figure | before | after | after ÷ before |");
     let _ = writeln!(md, "|---|---|---|---|---|");
-    let keys: Vec<&(String, String)> = after.first().map(|f| f.keys().collect()).unwrap_or_default();
+    // Every figure either side measured, in report order (scenario, then
+    // label): one measured on one side only (new, or labelled otherwise
+    // there) shows "—" on the other.
+    let mut keys: Vec<(String, String)> = Vec::new();
+    for figures in after.iter().chain(&before) {
+        for (key, _) in figures {
+            if !keys.contains(key) {
+                keys.push(key.clone());
+            }
+        }
+    }
+    keys.sort_by_key(|(scenario, _)| request.scenarios.iter().position(|s| s == scenario));
     let mut shown = 0;
-    for key in keys {
-        let (Some(b), Some(a)) = (median_of(&before, key), median_of(&after, key)) else { continue };
-        let ratio = if b.0 != 0.0 { format!("{:.2}", a.0 / b.0) } else { "—".into() };
-        let _ = writeln!(md, "| `{}` | {} | {} | {} | {ratio} |", key.0, key.1, b.1, a.1);
-        shown += 1;
+    for key in &keys {
+        let (b, a) = (median_of(&before, key), median_of(&after, key));
+        let ratio = match (&b, &a) {
+            (Some(b), Some(a)) if b.0 != 0.0 => {
+                shown += 1;
+                format!("{:.2}", a.0 / b.0)
+            }
+            _ => "—".into(),
+        };
+        let printed = |side: &Option<(f64, String)>| side.as_ref().map_or("—".to_string(), |s| s.1.clone());
+        let _ = writeln!(md, "| `{}` | {} | {} | {} | {ratio} |", key.0, key.1, printed(&b), printed(&a));
     }
     if shown == 0 {
         bail!("no figure was measured on both sides (see the reports in {})", scratch.display());
@@ -149,7 +165,7 @@ fn git(dir: &Path, args: &[&str]) -> Result<String> {
 
 /// A report's figures: (scenario, label) → (median in the printed unit's
 /// base, as printed).
-type Figures = BTreeMap<(String, String), (f64, String)>;
+type Figures = Vec<((String, String), (f64, String))>;
 
 /// The figures of a report written by this runner (its markdown tables).
 fn figures(report: &str) -> Figures {
@@ -167,7 +183,7 @@ fn figures(report: &str) -> Figures {
         }
         let Some(median) = cells[2].strip_prefix("**").and_then(|m| m.strip_suffix("**")) else { continue };
         if let Some(value) = value_of(median) {
-            out.insert((scenario.clone(), cells[1].to_string()), (value, median.to_string()));
+            out.push(((scenario.clone(), cells[1].to_string()), (value, median.to_string())));
         }
     }
     out
@@ -198,7 +214,8 @@ fn value_of(printed: &str) -> Option<f64> {
 /// The median over the rounds of figure `key`, with the printed median
 /// of the round closest to it.
 fn median_of(rounds: &[Figures], key: &(String, String)) -> Option<(f64, String)> {
-    let mut values: Vec<&(f64, String)> = rounds.iter().filter_map(|f| f.get(key)).collect();
+    let mut values: Vec<&(f64, String)> =
+        rounds.iter().filter_map(|f| f.iter().find(|(k, _)| k == key).map(|(_, v)| v)).collect();
     if values.is_empty() {
         return None;
     }
@@ -221,7 +238,8 @@ mod tests {
                       | put latency, gossip, 3 members | **156 µs** | a | b | | 3 | c |\n";
         let f = figures(report);
         assert_eq!(f.len(), 4, "{f:?}");
-        let get = |s: &str, l: &str| f[&(s.to_string(), l.to_string())].0;
+        let get = |s: &str, l: &str| f.iter().find(|(k, _)| k.0 == s && k.1 == l).expect("the figure").1 .0;
+        assert_eq!(f[0].0 .1, "get, direct Rust trait", "in the report's order");
         assert_eq!(get("boundary", "get, direct Rust trait"), 83.8);
         assert_eq!(get("boundary", "ratio ABI / direct"), 1.36);
         assert_eq!(get("cache-ops", "gets/s, standalone"), 3.73e6);

@@ -396,6 +396,34 @@ pub const GOALS: &[Goal] = &[
 /// that its limit was not analysed).
 pub const LIMITS: &[(&str, &str)] = &[
     (
+        "peer.join_ratio.3",
+        "gossip's join is a whole `clusterhost run` node: process start, the plugin's private copy, signature check \
+         and load, the strategy's start, then the join, seen through each admin API polled every 20 ms; \
+         memberlist's is a bare Go process that joins at once. Not broken down per step",
+    ),
+    (
+        "peer.idle_ratio.3",
+        "gossip runs a chitchat round every 250 ms (gossip.toml's gossip_interval_ms) whose digest names every \
+         member's state, and keeps data-plane connections open; memberlist with DefaultLANConfig probes one \
+         member per second and gossips only news. A SIGKILL is seen sooner by gossip because the killed \
+         member's connections close and its port refuses (process-death evidence), not because of that \
+         traffic; the bytes per chitchat round are not broken down yet",
+    ),
+    (
+        "peer.join_ratio.10",
+        "gossip's join is a whole `clusterhost run` node: process start, the plugin's private copy, signature check \
+         and load, the strategy's start, then the join, seen through each admin API polled every 20 ms; \
+         memberlist's is a bare Go process that joins at once. Not broken down per step",
+    ),
+    (
+        "peer.idle_ratio.10",
+        "gossip runs a chitchat round every 250 ms (gossip.toml's gossip_interval_ms) whose digest names every \
+         member's state, and keeps data-plane connections open; memberlist with DefaultLANConfig probes one \
+         member per second and gossips only news. A SIGKILL is seen sooner by gossip because the killed \
+         member's connections close and its port refuses (process-death evidence), not because of that \
+         traffic; the bytes per chitchat round are not broken down yet",
+    ),
+    (
         "load.active",
         "the load copies the file to the node's private directory, hashes it, reads its manifest and maps it \
          (dlopen and relocation); not broken down per step yet",
