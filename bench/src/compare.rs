@@ -63,7 +63,7 @@ pub fn run(request: &Request) -> Result<()> {
     ensure!(status.success(), "building the bench runner of {sha} failed ({status})");
     let base_exe = target.join("release/bench");
     let this_exe = std::env::current_exe().context("the runner's own path")?;
-    let scratch = clusterhost_tests::profile_dir().join("bench-report/compare");
+    let scratch = clusterhost_tests::profile_dir().join("bench-report/compare").join(&sha[..12]);
     std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
 
     let mut before: Vec<Figures> = Vec::new();
@@ -95,7 +95,7 @@ pub fn run(request: &Request) -> Result<()> {
         "Written by `cargo run -p bench --release -- compare {} {}{}{}`. Before is commit `{}`, after is `{}`; \
          both ran on this machine, {} round(s), each round before then after, each side a fresh process. A cell \
          is that side's median over the rounds' medians (each round's median is in the reports under \
-         target/release/bench-report/compare). {}\n",
+         target/release/bench-report/compare/{}). {}\n",
         request.base,
         request.scenarios.join(" "),
         if request.same_profile { " --same-profile" } else { "" },
@@ -103,6 +103,7 @@ pub fn run(request: &Request) -> Result<()> {
         &sha[..12],
         short(&here, dirty),
         request.rounds,
+        &sha[..12],
         if request.same_profile {
             "Both were built with this tree's release profile (fat LTO, one codegen unit)."
         } else {
