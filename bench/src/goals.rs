@@ -180,6 +180,14 @@ pub const GOALS: &[Goal] = &[
         bound: Bound::Below(0.2),
     },
     Goal {
+        issue: 21,
+        text: "signature check < 20% of the gossip plugin's load → Active (the check's own time ÷ the signed load; the \
+               row above credits the overlap with the copy, whose spread is wide)",
+        figure: "signature.check_share",
+        stat: Stat::Median,
+        bound: Bound::Below(0.2),
+    },
+    Goal {
         issue: 17,
         text: "gossip, SIGKILL → removed on all survivors, 3 members: median ≤ 0.5 s",
         figure: "failure.detect_all.3",
@@ -395,6 +403,12 @@ pub const GOALS: &[Goal] = &[
 /// "not met" verdict (a goal not met whose figure has no line here says
 /// that its limit was not analysed).
 pub const LIMITS: &[(&str, &str)] = &[
+    (
+        "signature.check_share",
+        "minisign's prehashed signatures need BLAKE2b over the whole file (3.7 MB for gossip, about 1 GB/s on one core \
+         here, blake2b_simd) and two Ed25519 verifications; the check already runs beside the copy on a thread of its \
+         own, so what is left is the hash's time against a load of about 10 ms",
+    ),
     (
         "peer.join_ratio.",
         "gossip's join is a whole `clusterhost run` node: process start, the plugin's private copy, signature check \
