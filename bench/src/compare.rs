@@ -41,7 +41,7 @@ pub fn run(request: &Request) -> Result<()> {
     let sha = git(&root, &["rev-parse", "--verify", &format!("{}^{{commit}}", request.base)])
         .with_context(|| format!("{:?} is not a commit of this repository", request.base))?;
     let here = git(&root, &["rev-parse", "HEAD"]).unwrap_or_default();
-    let dirty = !git(&root, &["status", "--porcelain"]).unwrap_or_default().is_empty();
+    let dirty = !git(&root, &["status", "--porcelain", "--untracked-files=no"]).unwrap_or_default().is_empty();
     let dir = clusterhost_tests::profile_dir().join("compare").join(&sha[..12]);
     let src = dir.join("src");
     if !src.join("Cargo.toml").is_file() {
