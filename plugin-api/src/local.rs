@@ -80,17 +80,122 @@ pub struct LocalChange<'a> {
 /// made): it must be quick and must not call back into the cache.
 pub type Observer = Arc<dyn Fn(LocalChange<'_>) + Send + Sync>;
 
-/// One cache's entries, in order of use (least recent first), with what
-/// its bounds need.
+/// Keys come from clients: std's DoS-resistant hasher, not hashlink's default.
+type Plain = HashMap<Vec<u8>, Slot, std::hash::RandomState>;
+type Ordered = LinkedHashMap<Vec<u8>, Slot, std::hash::RandomState>;
+
+/// A cache's slots: a plain map while no bound needs the order of use (a
+/// lookup reaches the slot in place), a linked one, least recently used
+/// first, while a size or idle bound does ([`Entries::ordered`]).
+enum Map {
+    Plain(Plain),
+    Ordered(Ordered),
+}
+
+impl Default for Map {
+    fn default() -> Self {
+        Map::Plain(Plain::default())
+    }
+}
+
+impl Map {
+    #[inline]
+    fn get(&self, key: &[u8]) -> Option<&Slot> {
+        match self {
+            Map::Plain(m) => m.get(key),
+            Map::Ordered(m) => m.get(key),
+        }
+    }
+
+    #[inline]
+    fn get_mut(&mut self, key: &[u8]) -> Option<&mut Slot> {
+        match self {
+            Map::Plain(m) => m.get_mut(key),
+            Map::Ordered(m) => m.get_mut(key),
+        }
+    }
+
+    #[inline]
+    fn contains_key(&self, key: &[u8]) -> bool {
+        self.get(key).is_some()
+    }
+
+    #[inline]
+    fn remove(&mut self, key: &[u8]) -> Option<Slot> {
+        match self {
+            Map::Plain(m) => m.remove(key),
+            Map::Ordered(m) => m.remove(key),
+        }
+    }
+
+    /// Puts `slot` under `key`, at the back (most recently used) when ordered.
+    #[inline]
+    fn insert(&mut self, key: Vec<u8>, slot: Slot) {
+        match self {
+            Map::Plain(m) => {
+                m.insert(key, slot);
+            }
+            Map::Ordered(m) => {
+                m.insert(key, slot);
+            }
+        }
+    }
+
+    #[inline]
+    fn len(&self) -> usize {
+        match self {
+            Map::Plain(m) => m.len(),
+            Map::Ordered(m) => m.len(),
+        }
+    }
+
+    #[inline]
+    fn iter(&self) -> Box<dyn Iterator<Item = (&Vec<u8>, &Slot)> + '_> {
+        match self {
+            Map::Plain(m) => Box::new(m.iter()),
+            Map::Ordered(m) => Box::new(m.iter()),
+        }
+    }
+
+    /// The least recently used key (any key, unordered).
+    #[inline]
+    fn front(&self) -> Option<&Vec<u8>> {
+        match self {
+            Map::Plain(m) => m.keys().next(),
+            Map::Ordered(m) => m.front().map(|(key, _)| key),
+        }
+    }
+
+    /// Marks `key` as the most recently used (nothing, unordered).
+    #[inline]
+    fn to_back(&mut self, key: &[u8]) {
+        if let Map::Ordered(m) = self {
+            m.to_back(key);
+        }
+    }
+
+    #[inline]
+    fn drain(&mut self) -> Vec<(Vec<u8>, Slot)> {
+        match std::mem::take(self) {
+            Map::Plain(m) => m.into_iter().collect(),
+            Map::Ordered(m) => m.into_iter().collect(),
+        }
+    }
+}
+
+/// One cache's entries, in order of use (least recent first) while a bound
+/// needs it, with what its bounds need.
 #[derive(Default)]
 struct Entries {
-    /// Keys come from clients: std's DoS-resistant hasher, not hashlink's default.
-    map: LinkedHashMap<Vec<u8>, Slot, std::hash::RandomState>,
+    map: Map,
     bounds: CacheBounds,
     /// Keys plus values of every entry.
     bytes: u64,
     /// How many entries carry a time to live of their own.
     own_ttls: usize,
+    /// Writes so far, while the map is plain: each slot's `used` is then
+    /// the number of its last write, its place in the order of writes.
+    writes: u64,
 }
 
 impl Entries {
@@ -124,6 +229,38 @@ impl Entries {
         self.map.insert(key, slot);
         old
     }
+
+    /// The number of a write to a plain map (its slot's `used`).
+    fn write_number(&mut self) -> u64 {
+        self.writes += 1;
+        self.writes
+    }
+
+    /// Applies `bounds` at `now`, keeping the order of use exactly while
+    /// they need it. Entries of a plain map are put in the order of their
+    /// last writes, and their idle time starts now; entries leaving an
+    /// ordered map keep their order as write numbers.
+    fn set_bounds(&mut self, bounds: CacheBounds, now: u64) {
+        self.bounds = bounds;
+        match (self.ordered(), &self.map) {
+            (true, Map::Plain(_)) => {
+                let mut slots = self.map.drain();
+                slots.sort_by_key(|(_, slot)| slot.used);
+                for (_, slot) in &mut slots {
+                    slot.used = now;
+                }
+                self.map = Map::Ordered(slots.into_iter().collect());
+            }
+            (false, Map::Ordered(_)) => {
+                let mut slots = self.map.drain();
+                for (_, slot) in &mut slots {
+                    slot.used = self.write_number();
+                }
+                self.map = Map::Plain(slots.into_iter().collect());
+            }
+            _ => {}
+        }
+    }
 }
 
 /// One cache in memory: its entries behind one mutex, never held across an
@@ -148,6 +285,15 @@ enum Ttl {
     Cache,
     /// Expires this many ms after the write.
     Own(u64),
+}
+
+/// How a write's version is chosen.
+#[derive(Clone, Copy)]
+enum Stamp {
+    /// [`next_version`] after the entry there, at the write's cluster time.
+    Next,
+    /// This one (a conditional write's, or a merged entry's).
+    Is(u64),
 }
 
 impl LocalCache {
@@ -200,7 +346,7 @@ impl LocalCache {
         while (max_entries > 0 && entries.map.len() as u64 > max_entries)
             || (max_bytes > 0 && entries.bytes > max_bytes)
         {
-            let Some(key) = entries.map.front().map(|(key, _)| key.clone()) else { break };
+            let Some(key) = entries.map.front().cloned() else { break };
             if let Some(slot) = entries.take(&key) {
                 self.evicted.fetch_add(1, Ordering::Relaxed);
                 self.tell(EntryEventKind::Evicted, &key, None, slot.version);
@@ -222,27 +368,45 @@ impl LocalCache {
         gone.len()
     }
 
-    /// Writes `key` with `version`, telling the observer (added or
-    /// updated), then evicts beyond the size bounds. An expired entry that
-    /// was still there is reported expired first: the write adds a new one.
-    fn land(&self, entries: &mut Entries, key: Vec<u8>, value: Vec<u8>, version: u64, ttl: Ttl, now: u64) {
+    /// Writes `key` with the version `stamp` gives, telling the observer
+    /// (added or updated), then evicts beyond the size bounds; the version.
+    /// An expired entry that was still there is reported expired first:
+    /// the write adds a new one.
+    fn land(&self, entries: &mut Entries, key: Vec<u8>, value: Vec<u8>, stamp: Stamp, ttl: Ttl, now: u64) -> u64 {
+        let version_after = |previous: Option<u64>| match stamp {
+            Stamp::Next => next_version(previous, now),
+            Stamp::Is(version) => version,
+        };
         if !entries.ordered() && !entries.expiring() && matches!(ttl, Ttl::Cache) {
-            // An ordinary cache: one lookup, the slot updated in place.
-            let bytes = (key.len() + value.len()) as u64;
-            if let Some(slot) = entries.map.get_mut(&key) {
-                let old = slot.bytes(&key);
-                slot.value = value;
-                slot.version = version;
-                entries.bytes = entries.bytes - old + bytes;
-                let slot = &entries.map[&key];
-                self.tell(EntryEventKind::Updated, &key, Some(&slot.value), version);
-            } else {
-                entries.bytes += bytes;
-                self.tell(EntryEventKind::Added, &key, Some(&value), version);
-                entries.map.insert(key, Slot { value, version, deadline: 0, used: 0 });
+            if let Map::Plain(map) = &mut entries.map {
+                // An ordinary cache: one lookup, the slot updated in place.
+                let bytes = (key.len() + value.len()) as u64;
+                return match map.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(mut there) => {
+                        let version = version_after(Some(there.get().version));
+                        entries.bytes = entries.bytes - there.get().bytes(there.key()) + bytes;
+                        entries.writes += 1;
+                        let used = entries.writes;
+                        let slot = there.get_mut();
+                        slot.value = value;
+                        slot.version = version;
+                        slot.used = used;
+                        self.tell(EntryEventKind::Updated, there.key(), Some(&there.get().value), version);
+                        version
+                    }
+                    std::collections::hash_map::Entry::Vacant(free) => {
+                        let version = version_after(None);
+                        entries.bytes += bytes;
+                        self.tell(EntryEventKind::Added, free.key(), Some(&value), version);
+                        entries.writes += 1;
+                        let used = entries.writes;
+                        free.insert(Slot { value, version, deadline: 0, used });
+                        version
+                    }
+                };
             }
-            return;
         }
+        let version = version_after(entries.map.get(&key).map(|slot| slot.version));
         let clock = now_ms();
         if entries.expiring() && entries.map.get(&key).is_some_and(|old| old.expired(&entries.bounds, clock)) {
             self.expire(entries, &key);
@@ -251,22 +415,11 @@ impl LocalCache {
             Ttl::Cache => 0,
             Ttl::Own(ms) => now.saturating_add(ms.max(1)),
         };
-        let slot = Slot { value, version, deadline, used: clock };
-        let kind = if entries.place(key, slot).is_some() { EntryEventKind::Updated } else { EntryEventKind::Added };
-        if let Some((key, slot)) = entries.map.back() {
-            self.tell(kind, key, Some(&slot.value), slot.version);
-        }
+        let kind = if entries.map.contains_key(&key) { EntryEventKind::Updated } else { EntryEventKind::Added };
+        self.tell(kind, &key, Some(&value), version);
+        let used = if entries.ordered() { clock } else { entries.write_number() };
+        entries.place(key, Slot { value, version, deadline, used });
         self.evict(entries);
-    }
-
-    /// Writes `key` at cluster time `now` with the version [`next_version`] gives.
-    fn stamp(&self, entries: &mut Entries, key: Vec<u8>, value: Vec<u8>, now: u64, ttl: Ttl) -> u64 {
-        let previous = entries.map.get(&key).map(|slot| slot.version);
-        let version = match previous {
-            Some(previous) => next_version(Some(previous), now),
-            None => now,
-        };
-        self.land(entries, key, value, version, ttl, now);
         version
     }
 
@@ -278,13 +431,13 @@ impl LocalCache {
 
     /// Writes `key` at cluster time `now` (its version: [`next_version`]).
     pub fn put(&self, key: Vec<u8>, value: Vec<u8>, now: u64) {
-        self.stamp(&mut self.lock(), key, value, now, Ttl::Cache);
+        self.land(&mut self.lock(), key, value, Stamp::Next, Ttl::Cache, now);
     }
 
     /// Writes `key` at cluster time `now`, expiring `ttl_ms` later whatever
     /// the cache's own time to live.
     pub fn put_ttl(&self, key: Vec<u8>, value: Vec<u8>, now: u64, ttl_ms: u64) {
-        self.stamp(&mut self.lock(), key, value, now, Ttl::Own(ttl_ms));
+        self.land(&mut self.lock(), key, value, Stamp::Next, Ttl::Own(ttl_ms), now);
     }
 
     /// The value under `key` with its version.
@@ -327,7 +480,7 @@ impl LocalCache {
         let current = match value {
             Some(value) => {
                 let version = next_version(current.map(|c| c.version), now);
-                self.land(&mut entries, key.clone(), value.clone(), version, Ttl::Cache, now);
+                self.land(&mut entries, key.clone(), value.clone(), Stamp::Is(version), Ttl::Cache, now);
                 // Evicted at once only when it alone exceeds a bound.
                 entries.map.contains_key(&key).then_some(Versioned { value, version })
             }
@@ -374,7 +527,7 @@ impl LocalCache {
     pub fn clear(&self) {
         let mut entries = self.lock();
         self.sweep_locked(&mut entries, now_ms());
-        let map = std::mem::take(&mut entries.map);
+        let map = entries.map.drain();
         entries.bytes = 0;
         entries.own_ttls = 0;
         if self.observer.is_some() {
@@ -388,7 +541,7 @@ impl LocalCache {
     pub fn keys(&self) -> Vec<Vec<u8>> {
         let mut entries = self.lock();
         self.sweep_locked(&mut entries, now_ms());
-        entries.map.keys().cloned().collect()
+        entries.map.iter().map(|(key, _)| key.clone()).collect()
     }
 
     /// The values under `keys`, in order.
@@ -402,7 +555,8 @@ impl LocalCache {
     pub fn put_all(&self, batch: Vec<Entry>, now: u64) {
         let mut entries = self.lock();
         for e in batch {
-            self.stamp(&mut entries, e.key, e.value, if e.version == 0 { now } else { e.version }, Ttl::Cache);
+            let at = if e.version == 0 { now } else { e.version };
+            self.land(&mut entries, e.key, e.value, Stamp::Next, Ttl::Cache, at);
         }
     }
 
@@ -420,7 +574,7 @@ impl LocalCache {
             // What arrived already past the cache's time to live is not added.
             let arrived = Slot { value: Vec::new(), version: e.version, deadline: 0, used: now };
             if newer && !arrived.expired(&bounds, now) {
-                self.land(&mut entries, e.key, e.value, e.version, Ttl::Cache, now);
+                self.land(&mut entries, e.key, e.value, Stamp::Is(e.version), Ttl::Cache, now);
             }
         }
     }
@@ -447,7 +601,7 @@ impl LocalCache {
     /// they no longer allow.
     pub fn configure(&self, bounds: CacheBounds) {
         let mut entries = self.lock();
-        entries.bounds = bounds;
+        entries.set_bounds(bounds, now_ms());
         self.sweep_locked(&mut entries, now_ms());
         self.evict(&mut entries);
     }
@@ -954,6 +1108,31 @@ mod tests {
         assert_eq!(cache.sweep(written + 10_001), 1);
         assert_eq!(taken(&told), ["added a", "added b", "expired a"]);
         assert!(cache.contains(b"b"));
+    }
+
+    #[test]
+    fn bounds_set_on_a_filled_cache_keep_its_write_order_and_start_idle_times_then() {
+        let (cache, told) = recorded("c");
+        for key in ["a", "b", "c"] {
+            put(&cache, key);
+        }
+        // Rewritten last, so most recently used: c's first write does not count.
+        put(&cache, "a");
+        taken(&told);
+        let set = now_ms();
+        cache.configure(CacheBounds { max_entries: 2, max_idle_ms: 10_000, ..CacheBounds::NONE });
+        assert_eq!(cache.keys(), [b"c".to_vec(), b"a".to_vec()], "b, the oldest write, evicted");
+        assert_eq!(taken(&told), ["evicted b"]);
+        assert_eq!(cache.sweep(set + 5_000), 0, "idle times count from the bound, not from the writes");
+        assert_eq!(cache.sweep(now_ms() + 10_001), 2);
+        // Unbounded again, then bounded: the order survives the plain map.
+        put(&cache, "x");
+        put(&cache, "y");
+        cache.configure(CacheBounds::NONE);
+        put(&cache, "z");
+        put(&cache, "x");
+        cache.configure(CacheBounds { max_entries: 1, ..CacheBounds::NONE });
+        assert_eq!(cache.keys(), [b"x".to_vec()]);
     }
 
     #[tokio::test]

@@ -3,7 +3,7 @@
 //! (one slot: they run as they are on Redis Cluster), so a key's check,
 //! write, bookkeeping and entry event are one step.
 //!
-//! Every script starts with [`LIB`]: `KEYS` are the cache's keys
+//! Every script starts with [`TELL`] and [`LIB`] ([`PUT`] with [`TELL`] only): `KEYS` are the cache's keys
 //! ([`Keys::cache_keys`](crate::keys::Keys::cache_keys): data, listeners,
 //! meta, used, born, own), `ARGV[1..5]` the event context (channel, origin,
 //! cache name, the largest value carried, flags: `a` publish every change,
@@ -23,8 +23,9 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// The shared part of every cache script.
-pub(crate) const LIB: &str = r#"
+/// The start of every cache script: its context, and how it publishes a
+/// change (entry_events.rs has the format).
+pub(crate) const TELL: &str = r#"
 local channel, origin, cache, vmax, flags = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local D, L, M, U, B, O = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local plain = string.find(flags, 'n', 1, true) ~= nil
@@ -46,6 +47,10 @@ local function tell(kind, field, version, value)
     .. string.format('%08x', #origin) .. origin .. string.format('%08x', #cache) .. cache
     .. string.format('%08x', #field) .. field .. (carried and value or ''))
 end
+"#;
+
+/// The rest of every cache script but [`PUT`]: the books.
+pub(crate) const LIB: &str = r#"
 local function num(n) return string.format('%d', n) end
 local function ver(stored) return tonumber(string.sub(stored, 1, 16), 16) end
 local function size(field, stored) return #field + #stored - 16 end
@@ -198,10 +203,36 @@ local function adopt()
 end
 "#;
 
-/// A script: [`LIB`], then `body`.
+/// A script: [`TELL`], [`LIB`], then `body`.
 fn script(body: &str) -> Script {
-    Script::new(&format!("{LIB}{body}"))
+    Script::new(&format!("{TELL}{LIB}{body}"))
 }
+
+/// The common write on its own: an unconditional put, without a time to
+/// live of its own, on a cache that keeps no books (no `meta` hash). It
+/// checks that, reads the entry there for the version rule, sets the value
+/// and publishes the change while someone listens: three or four commands
+/// where [`WRITE_IF`] runs five and defines every function of [`LIB`].
+/// Answers 1, or false without writing anything when the cache keeps
+/// books (the caller runs [`WRITE_IF`] then).
+///
+/// ARGV from 6: field, the caller's time in 16 hex digits, the value.
+pub(crate) static PUT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{TELL}{}",
+        r#"
+if not plain and redis.call('EXISTS', M) == 1 then return false end
+local field, version, value = ARGV[6], ARGV[7], ARGV[8]
+local cur = redis.call('HGET', D, field)
+if cur and string.sub(cur, 1, 16) >= version then
+  version = string.format('%016x', tonumber(string.sub(cur, 1, 16), 16) + 1)
+end
+redis.call('HSET', D, field, version .. value)
+tell(cur and 'u' or 'a', field, version, value)
+return 1
+"#
+    ))
+});
 
 /// Every write of one entry: checks the condition on the live entry (an
 /// expired one is removed first, and is absent), then sets the value by

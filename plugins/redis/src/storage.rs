@@ -18,7 +18,7 @@ use crate::core::{lock, Core};
 use crate::entry_events::VALUE_MAX;
 use crate::error::{Error, UnversionedValue};
 use crate::partitions::{Layout, Part};
-use crate::scripts::{CLEAR, CONFIGURE, EXPIRIES, GET, MERGE, PUT_ALL, SCAN, SWEEP, WRITE_IF};
+use crate::scripts::{CLEAR, CONFIGURE, EXPIRIES, GET, MERGE, PUT, PUT_ALL, SCAN, SWEEP, WRITE_IF};
 
 /// [`WRITE_IF`]'s condition and expected bytes for `expected`.
 fn condition(expected: &Expected) -> (&'static [u8], Vec<u8>) {
@@ -373,7 +373,20 @@ impl Core {
 
     /// Sets one value, stamped by the version rule from `now` (the cluster
     /// time of the call): [`WRITE_IF`] without a condition.
+    /// On a cache that keeps no books that is [`PUT`], else (or when
+    /// [`PUT`] finds books another member started) [`WRITE_IF`].
     pub(crate) async fn cache_put(&self, cache: &str, key: Vec<u8>, value: &[u8], now: u64) -> Result<(), Error> {
+        if !self.storage.keeps_books(cache) {
+            self.fail_fast()?;
+            self.register_cache(cache).await?;
+            let layout = self.layout_to_write(cache).await?;
+            let now = format!("{now:016x}");
+            let args: [&[u8]; 3] = [&key, now.as_bytes(), value];
+            let done: Option<i64> = self.cache_script(&PUT, cache, layout.of(&key), &args, true).await?;
+            if done.is_some() {
+                return Ok(());
+            }
+        }
         self.write_if(cache, &key, b"put", &[], Some(value), now, 0, true).await.map(|_| ())
     }
 
