@@ -168,7 +168,7 @@ impl Map {
 
     /// Marks `key` as the most recently used (nothing, unordered).
     #[inline]
-    fn to_back(&mut self, key: &[u8]) {
+    fn mark_used(&mut self, key: &[u8]) {
         if let Map::Ordered(m) = self {
             m.to_back(key);
         }
@@ -324,7 +324,7 @@ impl LocalCache {
                 return None;
             }
             if entries.ordered() {
-                entries.map.to_back(key);
+                entries.map.mark_used(key);
                 let slot = entries.map.get_mut(key)?;
                 slot.used = now;
                 return Some(slot);

@@ -111,6 +111,39 @@ async fn a_listener_stays_announced_across_a_replacement_of_its_members_strategy
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_put_on_a_cache_another_member_just_bounded_keeps_the_books() {
+    let cluster = TestCluster::clustered(Backend::Redis, &["a"]).await;
+    let redis = server(&cluster);
+    let on_a = cluster.node("a").caches().raw("late");
+    // No books: a plain put is the lean PUT script, which writes no index.
+    on_a.put(b"x".to_vec(), b"1".to_vec()).await.unwrap();
+    assert_eq!(redis.cli(&["EXISTS", "{suite:cache:late}:used"]).trim(), "0");
+    // Books started in Redis by another member whose announcement has
+    // not reached a: a's next put finds them and keeps them.
+    redis.cli(&[
+        "HSET",
+        "{suite:cache:late}:meta",
+        "entries",
+        "0",
+        "bytes",
+        "0",
+        "ttl",
+        "0",
+        "idle",
+        "0",
+        "size",
+        "3",
+        "last",
+        "0",
+    ]);
+    on_a.put(b"y".to_vec(), b"2".to_vec()).await.unwrap();
+    assert_ne!(redis.cli(&["ZSCORE", "{suite:cache:late}:used", "y"]).trim(), "", "y's use is in the books");
+    assert_eq!(redis.cli(&["HGET", "{suite:cache:late}:meta", "size"]).trim(), "5", "and its size");
+    assert_eq!(on_a.get(b"y").await.unwrap(), Some(b"2".to_vec()));
+    assert_eq!(on_a.get(b"x").await.unwrap(), Some(b"1".to_vec()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_keep_the_order_of_use_idle_entries_expire_and_bytes_are_bounded() {
     let cluster = TestCluster::clustered(Backend::Redis, &["a", "b"]).await;
     let (a, b) = (cluster.node("a"), cluster.node("b"));
