@@ -103,7 +103,14 @@ async fn a_valid_plugin_becomes_active_and_its_constructor_runs() {
     // The positive control for every "never ran" assertion below.
     assert!(bench.marker("valid").exists());
     let record = bench.manager.record(&path).unwrap();
-    assert_eq!(record.sha256.as_ref().map(String::len), Some(64));
+    // The hash made beside the copy's write is the file's, as sha256sum says.
+    let sum = std::process::Command::new("sha256sum").arg(&path).output().expect("sha256sum runs");
+    let sum = String::from_utf8_lossy(&sum.stdout);
+    assert_eq!(record.sha256.as_deref(), sum.split_whitespace().next(), "{sum}");
+    // Each step of the load was timed, in order.
+    let report = bench.manager.last_load(&path).expect("the load's report");
+    let steps: Vec<&str> = report.steps.iter().map(|(step, _)| step.name()).collect();
+    assert_eq!(steps, ["copy", "admit", "map", "create", "start", "attach"]);
     // The library was mapped from a private copy, never from plugins/.
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
     assert!(!maps.contains(&path.display().to_string()), "the published file is mapped");
@@ -193,6 +200,10 @@ async fn a_malformed_manifest_is_refused_and_never_run() {
     assert!(matches!(error, LoadError::Inspect(InspectError::Malformed { .. })), "{error}");
     assert!(error.to_string().contains("manifest is malformed"), "{error}");
     bench.assert_refused_unrun(&path, "malformed", &error);
+    // Its report times the steps it made: the copy, no mapping.
+    let report = bench.manager.last_load(&path).expect("the load's report");
+    let steps: Vec<&str> = report.steps.iter().map(|(step, _)| step.name()).collect();
+    assert_eq!(steps, ["copy"]);
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use clusterhost::cluster::{ClusterConfig, ClusterManager};
+use clusterhost::plugins::manager::LoadStep;
 use clusterhost::properties::NodeValues;
 use clusterhost::{LoadOutcome, ManagerConfig, PluginManager};
 use clusterhost_tests::plugin;
@@ -24,29 +25,53 @@ fn config_over(home: &Path) -> ManagerConfig {
     config
 }
 
+/// The steps of one load, as its report timed them.
+type Steps = Vec<(LoadStep, Duration)>;
+
 /// One `load(file)` → Active in a new manager made from `config` (a new
 /// private copy mapped, as a hot upgrade would), then the manager stopped;
-/// how long the load took.
-fn timed_load(runtime: &Runtime, config: ManagerConfig, file: &Path) -> Duration {
+/// how long the load took, and each of its steps.
+fn timed_load(runtime: &Runtime, config: ManagerConfig, file: &Path) -> (Duration, Steps) {
     let manager = PluginManager::new(config).expect("a manager");
     let started = Instant::now();
     let outcome = runtime.block_on(manager.load(file)).expect("the plugin loads");
     let took = started.elapsed();
     assert!(matches!(outcome, LoadOutcome::Activated { .. }), "{outcome:?}");
+    let steps = manager.last_load(file).expect("the load's report").steps;
     runtime.block_on(manager.stop_all());
-    took
+    (took, steps)
 }
 
 /// [`timed_load`] of `file` in a new manager over `home`.
 pub(super) fn load_once(runtime: &Runtime, home: &Path, file: &Path) -> Duration {
-    timed_load(runtime, config_over(home), file)
+    timed_load(runtime, config_over(home), file).0
+}
+
+/// One figure per step of `loads` (each load's steps), named `id.STEP`.
+fn add_steps(report: &mut Report, id: &str, loads: &[Steps], note: &str) {
+    for step in [LoadStep::Copy, LoadStep::Admit, LoadStep::Map, LoadStep::Create, LoadStep::Start, LoadStep::Attach] {
+        let took: Vec<Duration> =
+            loads.iter().filter_map(|steps| steps.iter().find(|(s, _)| *s == step).map(|(_, d)| *d)).collect();
+        if took.is_empty() {
+            continue;
+        }
+        let label = match step {
+            LoadStep::Copy => "  of which the private copy (read, hashed, written)",
+            LoadStep::Admit => "  of which the manifest read from it, trust and admission",
+            LoadStep::Map => "  of which dlopen and the layout check",
+            LoadStep::Create => "  of which the plugin's create",
+            LoadStep::Start => "  of which the plugin's start",
+            _ => "  of which the strategy handed to the cluster manager",
+        };
+        report.add_durations(&format!("{id}.{}", step.name()), label, Unit::Millis, &took, note);
+    }
 }
 
 /// As [`load_once`] for the gossip strategy in `file` (under `home`/plugins/),
 /// with a cluster manager, so Active includes the strategy handed to it; the
 /// join would start after the default startup delay, long after the manager
 /// is stopped.
-fn load_gossip_once(runtime: &Runtime, home: &Path, file: &Path) -> Duration {
+fn load_gossip_once(runtime: &Runtime, home: &Path, file: &Path) -> (Duration, Steps) {
     let mut config = config_over(home);
     config.values = NodeValues::member("bench", clusterhost_tests::cluster::free_member_port());
     let cluster = runtime.block_on(async { ClusterManager::start("bench", ClusterConfig::default(), true, false).0 });
@@ -75,16 +100,19 @@ impl Scenario for PluginLoad {
         let file = plugin("hello");
         let kib = std::fs::metadata(&file).map(|m| m.len() / 1024).unwrap_or(0);
         let runtime = Runtime::new().expect("a tokio runtime");
-        let (mut reads, mut actives) = (Vec::new(), Vec::new());
+        let (mut reads, mut actives, mut steps) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..loads {
             let started = Instant::now();
             clusterhost::plugins::manifest::read_manifest(&file).expect("the manifest reads");
             reads.push(started.elapsed());
-            actives.push(load_once(&runtime, ctx.work, &file));
+            let (took, took_steps) = timed_load(&runtime, config_over(ctx.work), &file);
+            actives.push(took);
+            steps.push(took_steps);
         }
         let note = format!("`hello`, {kib} KiB");
         report.add_durations("load.manifest", "manifest read (before dlopen)", Unit::Millis, &reads, &note);
         report.add_durations("load.active", "load(path) → Active", Unit::Millis, &actives, &note);
+        add_steps(report, "load.active", &steps, &note);
 
         let home = ctx.work.join("gossip-home");
         let gossip = home.join("plugins/gossip.so");
@@ -97,13 +125,10 @@ impl Scenario for PluginLoad {
         let kib = std::fs::metadata(&gossip).map(|m| m.len() / 1024).unwrap_or(0);
         // One untimed load first: the file's pages come into the page cache.
         load_gossip_once(&runtime, &home, &gossip);
-        let actives: Vec<Duration> = (0..loads).map(|_| load_gossip_once(&runtime, &home, &gossip)).collect();
-        report.add_durations(
-            "load.active.gossip",
-            "load(path) → Active, gossip",
-            Unit::Millis,
-            &actives,
-            &format!("`gossip`, {kib} KiB, a cluster manager (strategy handed over, no join)"),
-        );
+        let (actives, steps): (Vec<Duration>, Vec<Steps>) =
+            (0..loads).map(|_| load_gossip_once(&runtime, &home, &gossip)).unzip();
+        let note = format!("`gossip`, {kib} KiB, a cluster manager (strategy handed over, no join)");
+        report.add_durations("load.active.gossip", "load(path) → Active, gossip", Unit::Millis, &actives, &note);
+        add_steps(report, "load.active.gossip", &steps, &note);
     }
 }

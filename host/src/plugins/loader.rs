@@ -133,24 +133,27 @@ impl PrivateStore {
         let mut input = std::fs::File::open(source)?;
         let mut bytes = Vec::new();
         input.read_to_end(&mut bytes)?;
-        let (written, checked) = std::thread::scope(|scope| {
+        // Three passes over the bytes side by side: the check, the
+        // SHA-256 and the write (each reads every byte; two cores or more
+        // run them at once).
+        let (written, sha256, checked) = std::thread::scope(|scope| {
             let checking = scope.spawn(|| check(&bytes));
+            let hashing = scope.spawn(|| super::digest::sha256_hex(&bytes));
             let written = (|| {
-                let sha256 = super::digest::sha256_hex(&bytes);
                 let (target, mut out) = self.create(name)?;
                 std::io::Write::write_all(&mut out, &bytes)?;
                 start_writeback(&out);
                 // Closed: no writer of the copy is left.
                 drop(out);
-                Ok::<_, std::io::Error>((target, sha256))
+                Ok::<_, std::io::Error>(target)
             })();
-            (written, checking.join())
+            (written, hashing.join(), checking.join())
         });
-        let checked = match checked {
-            Ok(checked) => checked,
-            Err(panic) => std::panic::resume_unwind(panic),
+        let (sha256, checked) = match (sha256, checked) {
+            (Ok(sha256), Ok(checked)) => (sha256, checked),
+            (Err(panic), _) | (_, Err(panic)) => std::panic::resume_unwind(panic),
         };
-        let (path, sha256) = written?;
+        let path = written?;
         Ok((PrivateCopy { path, sha256, bytes }, checked))
     }
 

@@ -98,6 +98,73 @@ pub struct LoadReport {
     pub at_ms: u64,
     /// What it ended in.
     pub end: LoadEnd,
+    /// How long each step took, in order, up to where the load ended (see [`LoadStep`]).
+    pub steps: Vec<(LoadStep, std::time::Duration)>,
+}
+
+/// A step of a load, timed in [`LoadReport::steps`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadStep {
+    /// The private copy read, hashed and written, its signature's bytes
+    /// checked beside.
+    Copy,
+    /// The manifest read from the copy, the signature's verdict, and the
+    /// admission (versions, conflicts, the rolling wire check).
+    Admit,
+    /// dlopen of the copy and the root module's layout check.
+    Map,
+    /// The plugin's `create` (its runtime started, its state built).
+    Create,
+    /// The plugin's `start`.
+    Start,
+    /// A strategy handed to the cluster manager (nothing for other plugins).
+    Attach,
+    /// A running version replaced by this one (stop, swap, start, attach).
+    Replace,
+}
+
+impl LoadStep {
+    /// Its name in logs and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            LoadStep::Copy => "copy",
+            LoadStep::Admit => "admit",
+            LoadStep::Map => "map",
+            LoadStep::Create => "create",
+            LoadStep::Start => "start",
+            LoadStep::Attach => "attach",
+            LoadStep::Replace => "replace",
+        }
+    }
+}
+
+/// Times the steps of one load.
+pub(crate) struct Laps {
+    last: std::time::Instant,
+    pub(crate) steps: Vec<(LoadStep, std::time::Duration)>,
+}
+
+impl Laps {
+    pub(crate) fn start() -> Self {
+        Laps { last: std::time::Instant::now(), steps: Vec::new() }
+    }
+
+    /// Ends `step` now.
+    pub(crate) fn lap(&mut self, step: LoadStep) {
+        let now = std::time::Instant::now();
+        self.steps.push((step, now - self.last));
+        self.last = now;
+    }
+
+    /// "copy 5.10 ms, map 1.20 ms, …".
+    pub(crate) fn describe(&self) -> String {
+        let steps: Vec<String> = self
+            .steps
+            .iter()
+            .map(|(step, took)| format!("{} {:.2} ms", step.name(), took.as_secs_f64() * 1e3))
+            .collect();
+        steps.join(", ")
+    }
 }
 
 /// The end of one load.

@@ -17,7 +17,8 @@ use semver::Version;
 
 use crate::plugins::loader::{self, HostContext, LifecycleCall, LifecycleError, PrivateStore};
 use crate::plugins::manifest::{self, InspectError};
-pub use crate::plugins::outcome::{LoadEnd, LoadError, LoadOutcome, LoadReport, RefusalCause};
+use crate::plugins::outcome::Laps;
+pub use crate::plugins::outcome::{LoadEnd, LoadError, LoadOutcome, LoadReport, LoadStep, RefusalCause};
 use crate::plugins::registry::{
     admit, check_rolling_wire, now_ms, Admission, HostVersions, PluginRecord, PluginState, Registry,
 };
@@ -313,7 +314,13 @@ impl PluginManager {
     pub async fn load(&self, file: &Path) -> Result<LoadOutcome, LoadError> {
         let mut active = self.shared.ops.lock().await;
         let before = self.record(file);
-        let result = self.load_locked(&mut active, file).await;
+        let started = std::time::Instant::now();
+        let mut laps = Laps::start();
+        let result = self.load_locked(&mut active, file, &mut laps).await;
+        if let Ok(LoadOutcome::Activated { id, version } | LoadOutcome::Replaced { id, to: version, .. }) = &result {
+            let took = started.elapsed().as_secs_f64() * 1e3;
+            tracing::info!(plugin = %id, file = %file.display(), "{id} {version} in service {took:.2} ms after its load began ({})", laps.describe());
+        }
         // What this load read, before a refusal's record names what runs.
         let sha256 = self.record(file).and_then(|r| r.sha256);
         let mut kept_running = false;
@@ -342,7 +349,7 @@ impl PluginManager {
             Ok(outcome) => LoadEnd::Done(outcome.clone()),
             Err(error) => LoadEnd::Refused { cause: error.cause(), kept_running },
         };
-        let report = LoadReport { sha256, at_ms: now_ms(), end };
+        let report = LoadReport { sha256, at_ms: now_ms(), end, steps: laps.steps };
         clusterhost_plugin_api::sync::lock(&self.shared.reports).insert(file.to_owned(), report);
         self.shared.changes.send_modify(|n| *n += 1);
         result
@@ -377,7 +384,12 @@ impl PluginManager {
         self.shared.events.record(what);
     }
 
-    async fn load_locked(&self, active: &mut Vec<Active>, file: &Path) -> Result<LoadOutcome, LoadError> {
+    async fn load_locked(
+        &self,
+        active: &mut Vec<Active>,
+        file: &Path,
+        laps: &mut Laps,
+    ) -> Result<LoadOutcome, LoadError> {
         let config = &self.shared.config;
         let previous = self.record(file);
         let mut record = PluginRecord::discovered(file);
@@ -407,6 +419,7 @@ impl PluginManager {
                 (copy.path, copy.sha256, manifest, verified)
             }
         };
+        laps.lap(LoadStep::Copy);
         record.sha256 = Some(sha256.clone());
         self.put_record(record.clone());
         // A copy refused before dlopen was never mapped: remove it.
@@ -466,6 +479,7 @@ impl PluginManager {
         });
         self.set_state(file, PluginState::Validated, None);
 
+        laps.lap(LoadStep::Admit);
         let id = manifest.id.clone();
         let module = loader::open(&id, &copy);
         // Mapped now (or refused): the mapping keeps the pages it needs, and
@@ -474,17 +488,23 @@ impl PluginManager {
         // library on disk until the node stops.
         let _ = std::fs::remove_file(&copy);
         let module = module?;
+        laps.lap(LoadStep::Map);
         let instance = loader::create(&id, module, self.services(&id), self.budget()).await?;
+        laps.lap(LoadStep::Create);
         self.set_state(file, PluginState::Loaded, None);
 
         match admission {
             Admission::Replace { from } => {
                 let new = Active { manifest, file: file.to_owned(), instance, module, copy };
-                self.replace(active, new, from).await
+                let replaced = self.replace(active, new, from).await;
+                laps.lap(LoadStep::Replace);
+                replaced
             }
             _ => {
                 loader::call(&id, &instance, LifecycleCall::Start, self.budget()).await?;
+                laps.lap(LoadStep::Start);
                 self.attach_strategy(&manifest, &instance).await?;
+                laps.lap(LoadStep::Attach);
                 active.push(Active { manifest: manifest.clone(), file: file.to_owned(), instance, module, copy });
                 self.set_state(file, PluginState::Active, None);
                 Ok(LoadOutcome::Activated { id, version: manifest.version })
