@@ -378,44 +378,48 @@ impl LocalCache {
             Stamp::Is(version) => version,
         };
         if !entries.ordered() && !entries.expiring() && matches!(ttl, Ttl::Cache) {
-            if let Map::Plain(map) = &mut entries.map {
+            if let Entries { map: Map::Plain(map), bytes, writes, .. } = entries {
                 // An ordinary cache: one lookup, the slot updated in place.
-                let bytes = (key.len() + value.len()) as u64;
+                *writes += 1;
+                let (added, used) = ((key.len() + value.len()) as u64, *writes);
                 return match map.entry(key) {
                     std::collections::hash_map::Entry::Occupied(mut there) => {
                         let version = version_after(Some(there.get().version));
-                        entries.bytes = entries.bytes - there.get().bytes(there.key()) + bytes;
-                        entries.writes += 1;
-                        let used = entries.writes;
+                        *bytes = *bytes - there.get().bytes(there.key()) + added;
                         let slot = there.get_mut();
-                        slot.value = value;
-                        slot.version = version;
-                        slot.used = used;
+                        (slot.value, slot.version, slot.used) = (value, version, used);
                         self.tell(EntryEventKind::Updated, there.key(), Some(&there.get().value), version);
                         version
                     }
                     std::collections::hash_map::Entry::Vacant(free) => {
                         let version = version_after(None);
-                        entries.bytes += bytes;
+                        *bytes += added;
                         self.tell(EntryEventKind::Added, free.key(), Some(&value), version);
-                        entries.writes += 1;
-                        let used = entries.writes;
                         free.insert(Slot { value, version, deadline: 0, used });
                         version
                     }
                 };
             }
         }
-        let version = version_after(entries.map.get(&key).map(|slot| slot.version));
         let clock = now_ms();
-        if entries.expiring() && entries.map.get(&key).is_some_and(|old| old.expired(&entries.bounds, clock)) {
-            self.expire(entries, &key);
-        }
+        // One lookup: the version there, and whether it has expired.
+        let there = entries
+            .map
+            .get(&key)
+            .map(|old| (old.version, entries.expiring() && old.expired(&entries.bounds, clock)));
+        let version = version_after(there.map(|(previous, _)| previous));
+        let kind = match there {
+            Some((_, true)) => {
+                self.expire(entries, &key);
+                EntryEventKind::Added
+            }
+            Some((_, false)) => EntryEventKind::Updated,
+            None => EntryEventKind::Added,
+        };
         let deadline = match ttl {
             Ttl::Cache => 0,
             Ttl::Own(ms) => now.saturating_add(ms.max(1)),
         };
-        let kind = if entries.map.contains_key(&key) { EntryEventKind::Updated } else { EntryEventKind::Added };
         self.tell(kind, &key, Some(&value), version);
         let used = if entries.ordered() { clock } else { entries.write_number() };
         entries.place(key, Slot { value, version, deadline, used });
