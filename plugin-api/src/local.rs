@@ -403,10 +403,8 @@ impl LocalCache {
         }
         let clock = now_ms();
         // One lookup: the version there, and whether it has expired.
-        let there = entries
-            .map
-            .get(&key)
-            .map(|old| (old.version, entries.expiring() && old.expired(&entries.bounds, clock)));
+        let there =
+            entries.map.get(&key).map(|old| (old.version, entries.expiring() && old.expired(&entries.bounds, clock)));
         let version = version_after(there.map(|(previous, _)| previous));
         let kind = match there {
             Some((_, true)) => {
