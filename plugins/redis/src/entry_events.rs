@@ -1,6 +1,6 @@
 //! Entry events over Redis: every script that writes an entry also
 //! PUBLISHes the change on the cluster's entries channel (`P:entries`), in
-//! the same script (`tell` in [`scripts::TELL`](crate::scripts::TELL)), so a
+//! the same script (`tell` in [`scripts::BASE`](crate::scripts::BASE)), so a
 //! key's changes are published in the order Redis applied them, but only
 //! while some member listens to the cache (`listening`: crate::listening);
 //! a member subscribes while its host listens to any cache and tells its host. A plain

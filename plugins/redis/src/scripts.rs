@@ -3,7 +3,7 @@
 //! (one slot: they run as they are on Redis Cluster), so a key's check,
 //! write, bookkeeping and entry event are one step.
 //!
-//! Every script starts with [`TELL`] and [`LIB`] ([`PUT`] with [`TELL`] only): `KEYS` are the cache's keys
+//! Every script starts with [`BASE`] and [`LIB`] ([`PUT`] with [`BASE`] only): `KEYS` are the cache's keys
 //! ([`Keys::cache_keys`](crate::keys::Keys::cache_keys): data, listeners,
 //! meta, used, born, own), `ARGV[1..5]` the event context (channel, origin,
 //! cache name, the largest value carried, flags: `a` publish every change,
@@ -23,9 +23,9 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// The start of every cache script: its context, and how it publishes a
-/// change (entry_events.rs has the format).
-pub(crate) const TELL: &str = r#"
+/// The start of every cache script: its context, the version rule, and
+/// how it publishes a change (entry_events.rs has the format).
+pub(crate) const BASE: &str = r#"
 local channel, origin, cache, vmax, flags = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local D, L, M, U, B, O = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local plain = string.find(flags, 'n', 1, true) ~= nil
@@ -46,6 +46,14 @@ local function tell(kind, field, version, value)
   redis.call('PUBLISH', channel, 'e1' .. kind .. (carried and '1' or '0') .. version
     .. string.format('%08x', #origin) .. origin .. string.format('%08x', #cache) .. cache
     .. string.format('%08x', #field) .. field .. (carried and value or ''))
+end
+-- The version of a write at `at` (16 hex digits) over the stored `cur`:
+-- `at`, or the stored version + 1 when `at` is not greater.
+local function stamp(cur, at)
+  if cur and string.sub(cur, 1, 16) >= at then
+    return string.format('%016x', tonumber(string.sub(cur, 1, 16), 16) + 1)
+  end
+  return at
 end
 "#;
 
@@ -203,30 +211,28 @@ local function adopt()
 end
 "#;
 
-/// A script: [`TELL`], [`LIB`], then `body`.
+/// A script: [`BASE`], [`LIB`], then `body`.
 fn script(body: &str) -> Script {
-    Script::new(&format!("{TELL}{LIB}{body}"))
+    Script::new(&format!("{BASE}{LIB}{body}"))
 }
 
 /// The common write on its own: an unconditional put, without a time to
 /// live of its own, on a cache that keeps no books (no `meta` hash). It
 /// checks that, reads the entry there for the version rule, sets the value
 /// and publishes the change while someone listens: three or four commands
-/// where [`WRITE_IF`] runs five and defines every function of [`LIB`].
+/// where [`WRITE_IF`] runs five and defines every function of [`LIB`] too.
 /// Answers 1, or false without writing anything when the cache keeps
 /// books (the caller runs [`WRITE_IF`] then).
 ///
 /// ARGV from 6: field, the caller's time in 16 hex digits, the value.
 pub(crate) static PUT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{TELL}{}",
+        "{BASE}{}",
         r#"
 if not plain and redis.call('EXISTS', M) == 1 then return false end
-local field, version, value = ARGV[6], ARGV[7], ARGV[8]
+local field, value = ARGV[6], ARGV[8]
 local cur = redis.call('HGET', D, field)
-if cur and string.sub(cur, 1, 16) >= version then
-  version = string.format('%016x', tonumber(string.sub(cur, 1, 16), 16) + 1)
-end
+local version = stamp(cur, ARGV[7])
 redis.call('HSET', D, field, version .. value)
 tell(cur and 'u' or 'a', field, version, value)
 return 1
@@ -273,10 +279,7 @@ if ARGV[9] == 'del' then
   finish()
   return {1, false, evicted, expired, adopted}
 end
-local version = ARGV[10]
-if cur and string.sub(cur, 1, 16) >= version then
-  version = string.format('%016x', tonumber(string.sub(cur, 1, 16), 16) + 1)
-end
+local version = stamp(cur, ARGV[10])
 local stored = version .. ARGV[11]
 redis.call('HSET', D, field, stored)
 place(field, cur, stored, ttl > 0 and now() + ttl or nil)
@@ -296,10 +299,7 @@ pub(crate) static PUT_ALL: LazyLock<Script> = LazyLock::new(|| {
         r#"
 for i = 7, #ARGV, 2 do
   local cur = live(ARGV[i])
-  local version = ARGV[6]
-  if cur and string.sub(cur, 1, 16) >= version then
-    version = string.format('%016x', tonumber(string.sub(cur, 1, 16), 16) + 1)
-  end
+  local version = stamp(cur, ARGV[6])
   local stored = version .. ARGV[i + 1]
   redis.call('HSET', D, ARGV[i], stored)
   place(ARGV[i], cur, stored, nil)

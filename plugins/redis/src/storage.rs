@@ -154,6 +154,13 @@ impl Core {
         self.layout(cache, Some(self.sized_cache(cache))).await
     }
 
+    /// [`layout_to_write`](Self::layout_to_write) for a write that sets
+    /// entries: the cache is named in `{P}:caches` first.
+    async fn layout_to_set(&self, cache: &str) -> Result<Arc<Layout>, Error> {
+        self.register_cache(cache).await?;
+        self.layout_to_write(cache).await
+    }
+
     /// Runs a cache script ([`crate::scripts`]) on partition `part` of
     /// `cache`: its keys, the event context, then `args`.
     pub(crate) async fn cache_script<T: redis::FromRedisValue>(
@@ -372,14 +379,13 @@ impl Core {
     }
 
     /// Sets one value, stamped by the version rule from `now` (the cluster
-    /// time of the call): [`WRITE_IF`] without a condition.
-    /// On a cache that keeps no books that is [`PUT`], else (or when
-    /// [`PUT`] finds books another member started) [`WRITE_IF`].
+    /// time of the call): [`PUT`] on a cache that keeps no books, else (or
+    /// when [`PUT`] finds books another member started) [`WRITE_IF`]
+    /// without a condition.
     pub(crate) async fn cache_put(&self, cache: &str, key: Vec<u8>, value: &[u8], now: u64) -> Result<(), Error> {
         if !self.storage.keeps_books(cache) {
             self.fail_fast()?;
-            self.register_cache(cache).await?;
-            let layout = self.layout_to_write(cache).await?;
+            let layout = self.layout_to_set(cache).await?;
             let now = format!("{now:016x}");
             let args: [&[u8]; 3] = [&key, now.as_bytes(), value];
             let done: Option<i64> = self.cache_script(&PUT, cache, layout.of(&key), &args, true).await?;
@@ -421,10 +427,7 @@ impl Core {
     ) -> Result<CasOutcome, Error> {
         self.fail_fast()?;
         let layout = match value {
-            Some(_) => {
-                self.register_cache(cache).await?;
-                self.layout_to_write(cache).await?
-            }
+            Some(_) => self.layout_to_set(cache).await?,
             None => self.layout(cache, None).await?,
         };
         let now = format!("{now:016x}");
@@ -614,8 +617,7 @@ impl Core {
         if entries.is_empty() {
             return Ok(());
         }
-        self.register_cache(cache).await?;
-        let layout = self.layout_to_write(cache).await?;
+        let layout = self.layout_to_set(cache).await?;
         let now = format!("{now:016x}").into_bytes();
         let (now, grouped) = (&now, &by_partition(&layout, entries));
         self.each_part(&layout, |i, part| async move {
