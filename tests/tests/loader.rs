@@ -62,6 +62,12 @@ impl Bench {
         self.manager.load(path).await
     }
 
+    /// The steps the last load of `path` timed, by name.
+    fn steps(&self, path: &Path) -> Vec<&'static str> {
+        let report = self.manager.last_load(path).expect("the load's report");
+        report.steps.iter().map(|(step, _)| step.name()).collect()
+    }
+
     fn state(&self, path: &Path) -> (PluginState, String) {
         let record = self.manager.record(path).expect("the file has a record");
         (record.state, record.reason.unwrap_or_default())
@@ -108,9 +114,7 @@ async fn a_valid_plugin_becomes_active_and_its_constructor_runs() {
     let sum = String::from_utf8_lossy(&sum.stdout);
     assert_eq!(record.sha256.as_deref(), sum.split_whitespace().next(), "{sum}");
     // Each step of the load was timed, in order.
-    let report = bench.manager.last_load(&path).expect("the load's report");
-    let steps: Vec<&str> = report.steps.iter().map(|(step, _)| step.name()).collect();
-    assert_eq!(steps, ["copy", "admit", "map", "create", "start", "attach"]);
+    assert_eq!(bench.steps(&path), ["copy", "admit", "map", "create", "start", "attach"]);
     // The library was mapped from a private copy, never from plugins/.
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
     assert!(!maps.contains(&path.display().to_string()), "the published file is mapped");
@@ -201,9 +205,7 @@ async fn a_malformed_manifest_is_refused_and_never_run() {
     assert!(error.to_string().contains("manifest is malformed"), "{error}");
     bench.assert_refused_unrun(&path, "malformed", &error);
     // Its report times the steps it made: the copy, no mapping.
-    let report = bench.manager.last_load(&path).expect("the load's report");
-    let steps: Vec<&str> = report.steps.iter().map(|(step, _)| step.name()).collect();
-    assert_eq!(steps, ["copy"]);
+    assert_eq!(bench.steps(&path), ["copy"]);
 }
 
 #[tokio::test]

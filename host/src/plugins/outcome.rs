@@ -140,13 +140,20 @@ impl LoadStep {
 
 /// Times the steps of one load.
 pub(crate) struct Laps {
+    started: std::time::Instant,
     last: std::time::Instant,
     pub(crate) steps: Vec<(LoadStep, std::time::Duration)>,
 }
 
 impl Laps {
     pub(crate) fn start() -> Self {
-        Laps { last: std::time::Instant::now(), steps: Vec::new() }
+        let now = std::time::Instant::now();
+        Laps { started: now, last: now, steps: Vec::new() }
+    }
+
+    /// Since the load began.
+    pub(crate) fn total(&self) -> std::time::Duration {
+        self.started.elapsed()
     }
 
     /// Ends `step` now.

@@ -314,11 +314,10 @@ impl PluginManager {
     pub async fn load(&self, file: &Path) -> Result<LoadOutcome, LoadError> {
         let mut active = self.shared.ops.lock().await;
         let before = self.record(file);
-        let started = std::time::Instant::now();
         let mut laps = Laps::start();
         let result = self.load_locked(&mut active, file, &mut laps).await;
         if let Ok(LoadOutcome::Activated { id, version } | LoadOutcome::Replaced { id, to: version, .. }) = &result {
-            let took = started.elapsed().as_secs_f64() * 1e3;
+            let took = laps.total().as_secs_f64() * 1e3;
             tracing::info!(plugin = %id, file = %file.display(), "{id} {version} in service {took:.2} ms after its load began ({})", laps.describe());
         }
         // What this load read, before a refusal's record names what runs.
