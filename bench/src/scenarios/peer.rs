@@ -67,7 +67,7 @@ impl Scenario for Peer {
             let (mut ml_join, mut ml_detect, mut g_join, mut g_detect) = (vec![], vec![], vec![], vec![]);
             for _ in 0..runs {
                 // Alternately, so drift of the machine's load touches both alike.
-                let (join, detect) = memberlist_kill(&exe, n, None);
+                let (join, detect) = memberlist_kill(&exe, n);
                 ml_join.push(join);
                 ml_detect.push(detect);
                 let dir = tempfile::tempdir_in(ctx.work).expect("a scratch directory");
@@ -117,7 +117,7 @@ impl Scenario for Peer {
         for &(n, _) in sizes {
             if let Some(why) = &why_not {
                 let why = format!("not measured: {why}");
-                report.not_measured(&format!("peer.idle_ratio.{n}"), &idle_label(n), Unit::Ratio, &why);
+                report.not_measured(&format!("peer.idle_ratio.{n}"), &ratio_label("idle", n), Unit::Ratio, &why);
                 continue;
             }
             let ml = memberlist_idle(&exe, n, window);
@@ -137,7 +137,13 @@ impl Scenario for Peer {
                 &[g],
                 &note,
             );
-            report.add(&format!("peer.idle_ratio.{n}"), &idle_label(n), Unit::Ratio, &[g / ml], "gossip ÷ memberlist");
+            report.add(
+                &format!("peer.idle_ratio.{n}"),
+                &ratio_label("idle", n),
+                Unit::Ratio,
+                &[g / ml],
+                "gossip ÷ memberlist",
+            );
         }
     }
 }
@@ -146,15 +152,21 @@ impl Scenario for Peer {
 fn ratio_rows() -> Vec<(String, String)> {
     let mut rows = Vec::new();
     for n in [3, 10] {
-        rows.push((format!("peer.join_ratio.{n}"), format!("join time, gossip ÷ memberlist, {n} members")));
-        rows.push((format!("peer.detect_ratio.{n}"), format!("failure detection, gossip ÷ memberlist, {n} members")));
-        rows.push((format!("peer.idle_ratio.{n}"), idle_label(n)));
+        for what in ["join", "detect", "idle"] {
+            rows.push((format!("peer.{what}_ratio.{n}"), ratio_label(what, n)));
+        }
     }
     rows
 }
 
-fn idle_label(n: usize) -> String {
-    format!("idle bytes/s per member, gossip ÷ memberlist, {n} members")
+/// The label of ratio row `peer.{what}_ratio.{n}`.
+fn ratio_label(what: &str, n: usize) -> String {
+    let figure = match what {
+        "join" => "join time",
+        "detect" => "failure detection",
+        _ => "idle bytes/s per member",
+    };
+    format!("{figure}, gossip ÷ memberlist, {n} members")
 }
 
 /// Gossip's median ÷ memberlist's, as one figure.
@@ -164,13 +176,9 @@ fn ratio(report: &mut Report, what: &str, n: usize, gossip: &[Duration], memberl
         s.sort_by(f64::total_cmp);
         s[s.len() / 2]
     };
-    let label = match what {
-        "join" => format!("join time, gossip ÷ memberlist, {n} members"),
-        _ => format!("failure detection, gossip ÷ memberlist, {n} members"),
-    };
     report.add(
         &format!("peer.{what}_ratio.{n}"),
-        &label,
+        &ratio_label(what, n),
         Unit::Ratio,
         &[median(gossip) / median(memberlist)],
         "median ÷ median",
@@ -317,8 +325,8 @@ fn memberlist_cluster(exe: &Path, n: usize, ns: Option<&str>) -> (Vec<Member>, D
 
 /// Join time, and the time from SIGKILL of the last member to the last
 /// survivor's `left` line for it.
-fn memberlist_kill(exe: &Path, n: usize, ns: Option<&str>) -> (Duration, Duration) {
-    let (mut members, joined) = memberlist_cluster(exe, n, ns);
+fn memberlist_kill(exe: &Path, n: usize) -> (Duration, Duration) {
+    let (mut members, joined) = memberlist_cluster(exe, n, None);
     let mut victim = members.pop().expect("members");
     let killed = Instant::now();
     let _ = victim.child.kill();
@@ -338,16 +346,21 @@ fn tx_bytes(ns: &str) -> f64 {
 /// Settling time after a cluster formed, before the idle window starts.
 const SETTLE: Duration = Duration::from_secs(3);
 
+/// Bytes/s `ns`'s loopback sends over `window`, after [`SETTLE`].
+fn idle_rate(ns: &str, window: Duration) -> f64 {
+    std::thread::sleep(SETTLE);
+    let before = tx_bytes(ns);
+    let started = Instant::now();
+    std::thread::sleep(window);
+    (tx_bytes(ns) - before) / started.elapsed().as_secs_f64()
+}
+
 /// memberlist's idle bytes/s per member of `n`, in a namespace of its own.
 fn memberlist_idle(exe: &Path, n: usize, window: Duration) -> f64 {
     let lab = Lab::isolated(PREFIX, &format!("ml{n}"));
     let ns = lab.members[0].clone();
     let (members, _) = memberlist_cluster(exe, n, Some(&ns));
-    std::thread::sleep(SETTLE);
-    let before = tx_bytes(&ns);
-    let started = Instant::now();
-    std::thread::sleep(window);
-    let rate = (tx_bytes(&ns) - before) / started.elapsed().as_secs_f64();
+    let rate = idle_rate(&ns, window);
     drop(members);
     rate / n as f64
 }
@@ -360,11 +373,7 @@ fn gossip_idle(gossip: &Path, n: usize, window: Duration, work: &Path) -> f64 {
     in_netns(&ns, || {
         let dir = tempfile::tempdir_in(work).expect("a scratch directory");
         let cluster = GossipCluster::start(n, gossip, dir);
-        std::thread::sleep(SETTLE);
-        let before = tx_bytes(&ns);
-        let started = Instant::now();
-        std::thread::sleep(window);
-        let rate = (tx_bytes(&ns) - before) / started.elapsed().as_secs_f64();
+        let rate = idle_rate(&ns, window);
         drop(cluster);
         rate / n as f64
     })
