@@ -211,7 +211,21 @@ pub(in crate::admin) async fn install_plugin(
     let ours = |sha: &Option<String>| sha.as_deref().is_none_or(|s| s == sha256);
     let report =
         wait_for(&state, || manager.last_load(&target).filter(|r| r.at_ms >= since_ms && ours(&r.sha256))).await;
-    let record = record_for(&state, name);
+    // The record once no load of the file is under way: another load of it
+    // (the watcher's, set off by the rename) may have begun since the
+    // report, and resets the record until it ends.
+    let settled = |r: &PluginRecord| {
+        !matches!(
+            r.state,
+            PluginState::Discovered | PluginState::Validated | PluginState::Loaded | PluginState::Stopping
+        )
+    };
+    let record = match report {
+        Some(_) => {
+            wait_for(&state, || record_for(&state, name).filter(settled)).await.or_else(|| record_for(&state, name))
+        }
+        None => record_for(&state, name),
+    };
     let (Some(report), Some(record)) = (report, record.clone()) else {
         let note = format!("{name} was written; the node has not reported on it yet: GET /api/plugins shows its state");
         let uploaded = Uploaded { note: Some(note), outcome: UploadOutcome::Written, plugin: record };
