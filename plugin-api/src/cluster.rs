@@ -911,6 +911,15 @@ pub fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Whether a deadline `at` (ms since the epoch) has passed at `now`: once
+/// `now` is past it, never in its own millisecond. Clock readings drop
+/// the fraction of a millisecond, so an entry written with a time to live
+/// `t` lives at least `t` (Redis's rule for its keys, `now > when`). The
+/// rule every strategy follows for expiry.
+pub fn is_past(at: u64, now: u64) -> bool {
+    at < now
+}
+
 /// Milliseconds since the Unix epoch, from the system clock.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)

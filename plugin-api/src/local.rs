@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use hashlink::LinkedHashMap;
 
 use crate::cluster::{
-    next_version, now_ms, CacheBounds, CacheSize, CasOutcome, Entry, EntryEventKind, Expected, Versioned,
+    is_past, next_version, now_ms, CacheBounds, CacheSize, CasOutcome, Entry, EntryEventKind, Expected, Versioned,
 };
 
 /// What a local cache holds for one key.
@@ -58,7 +58,7 @@ impl Slot {
 
     /// Whether it has expired at `now` under `bounds`.
     fn expired(&self, bounds: &CacheBounds, now: u64) -> bool {
-        self.expires_at(bounds).is_some_and(|at| at <= now)
+        self.expires_at(bounds).is_some_and(|at| is_past(at, now))
     }
 }
 
@@ -633,7 +633,7 @@ impl LocalCache {
         keys.iter()
             .map(|key| {
                 let slot = entries.map.get(key.as_slice())?;
-                slot.expires_at(&entries.bounds).filter(|&at| at > now)
+                slot.expires_at(&entries.bounds).filter(|&at| !is_past(at, now))
             })
             .collect()
     }

@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use clusterhost_plugin_api::cluster::{now_ms, CacheBounds, CacheSize, Entry, EntryEventKind};
+use clusterhost_plugin_api::cluster::{is_past, now_ms, CacheBounds, CacheSize, Entry, EntryEventKind};
 use serde::{Deserialize, Serialize};
 
 use crate::locked;
@@ -265,7 +265,7 @@ impl Cache {
         slot.value.as_ref()?;
         if let Some(limits) = &self.limits {
             let ttl = limits.bounds.ttl_ms;
-            if (slot.deadline != 0 || ttl > 0) && slot.expires_at(ttl) <= now_ms() {
+            if (slot.deadline != 0 || ttl > 0) && is_past(slot.expires_at(ttl), now_ms()) {
                 // Never answered; the sweep removes it (and tells).
                 return None;
             }
@@ -331,7 +331,7 @@ impl Cache {
         let ttl = self.ttl_ms();
         if value.is_some() && (deadline != 0 || ttl > 0) {
             let at = expires_at(version, deadline, ttl);
-            if at <= now_ms() {
+            if is_past(at, now_ms()) {
                 // Arrived expired (a late copy, a state transfer, a merge):
                 // not resurrected; its tombstone keeps older copies out.
                 (value, deadline, expired) = (None, at.saturating_add(tell.grace_ms).max(1), true);
@@ -339,7 +339,7 @@ impl Cache {
         }
         let mut held_value = held.map(|slot| &slot.value);
         if let Some(slot) = held.filter(|s| s.value.is_some() && (s.deadline != 0 || ttl > 0)) {
-            if slot.expires_at(ttl) <= now_ms() {
+            if is_past(slot.expires_at(ttl), now_ms()) {
                 // What it replaces had expired (not swept yet): told as such
                 // first, and this write adds the key again.
                 tell.change(EntryEventKind::Expired, &key, None, slot.version);
@@ -368,7 +368,7 @@ impl Cache {
         match (&held.value, value) {
             (Some(_), None) => {
                 let now = now_ms();
-                let kind = if held.expires_at(self.ttl_ms()) <= now {
+                let kind = if is_past(held.expires_at(self.ttl_ms()), now) {
                     EntryEventKind::Expired
                 } else {
                     EntryEventKind::Evicted
@@ -406,7 +406,7 @@ impl Cache {
         let mut due: Vec<Vec<u8>> = Vec::new();
         if ttl > 0 {
             for (version, key) in &limits.by_version {
-                if version.ms().saturating_add(ttl) > now {
+                if !is_past(version.ms().saturating_add(ttl), now) {
                     break;
                 }
                 // An entry with a deadline of its own is due by that one.
@@ -415,7 +415,7 @@ impl Cache {
                 }
             }
         }
-        due.extend(limits.timed.iter().take_while(|(at, _)| *at <= now).map(|(_, key)| key.clone()));
+        due.extend(limits.timed.iter().take_while(|(at, _)| is_past(*at, now)).map(|(_, key)| key.clone()));
         let mut expired = 0;
         for key in due {
             let Some(slot) = self.slots.get(&key) else { continue };
@@ -424,7 +424,7 @@ impl Cache {
                 continue;
             }
             let at = slot.expires_at(ttl);
-            if at <= now {
+            if is_past(at, now) {
                 self.bury(&key, EntryEventKind::Expired, at.saturating_add(tell.grace_ms), tell);
                 expired += 1;
             }
@@ -432,8 +432,9 @@ impl Cache {
         expired
     }
 
-    /// When its next entry is due (ms since the epoch): its oldest write
-    /// plus its time to live, or its soonest deadline.
+    /// When its next entry is due (ms since the epoch): the first
+    /// millisecond past ([`is_past`]) its oldest write plus its time to
+    /// live, or past its soonest deadline.
     fn next_due(&self) -> Option<u64> {
         let limits = self.limits.as_ref()?;
         let ttl = limits.bounds.ttl_ms;
@@ -441,7 +442,7 @@ impl Cache {
         let governed = limits.by_version.iter().find(|(_, key)| self.slots.get(key).is_some_and(|s| s.deadline == 0));
         let by_ttl = governed.filter(|_| ttl > 0).map(|(v, _)| v.ms().saturating_add(ttl));
         let timed = limits.timed.first().map(|(at, _)| *at);
-        by_ttl.into_iter().chain(timed).min()
+        by_ttl.into_iter().chain(timed).min().map(|at| at.saturating_add(1))
     }
 
     /// How many values it holds, and their bytes.
@@ -963,8 +964,8 @@ mod tests {
         let deadline = old.version.ms() + 10_000;
         for store in [&one, &two] {
             assert_eq!(keys_of(store), ["fresh", "old"]);
-            assert_eq!(store.sweep(deadline - 1), 0, "not due before its deadline");
-            assert_eq!(store.sweep(deadline), 1, "due at its deadline, on each member alike");
+            assert_eq!(store.sweep(deadline), 0, "not due in its deadline's own millisecond");
+            assert_eq!(store.sweep(deadline + 1), 1, "due once past its deadline, on each member alike");
             assert_eq!(keys_of(store), ["fresh"]);
             assert_eq!(store.removed_by_bounds(), (0, 1));
         }
@@ -1012,13 +1013,13 @@ mod tests {
         let mut long = write("long", 120_000, 1);
         long.deadline = now_ms() + 60_000;
         store.apply_all([short.clone(), long.clone()]);
-        assert_eq!(store.next_due(), Some(short.deadline), "the sweep knows when to run next");
-        assert_eq!(store.sweep(short.deadline - 1), 0);
-        assert_eq!(store.sweep(short.deadline), 1);
-        assert_eq!(store.next_due(), Some(long.deadline), "the entries with a deadline of their own");
+        assert_eq!(store.next_due(), Some(short.deadline + 1), "the sweep knows when to run next");
+        assert_eq!(store.sweep(short.deadline), 0, "never in its deadline's own millisecond");
+        assert_eq!(store.sweep(short.deadline + 1), 1);
+        assert_eq!(store.next_due(), Some(long.deadline + 1), "the entries with a deadline of their own");
         let plain = write("plain", 1_000, 1);
         store.apply(plain.clone());
-        assert_eq!(store.next_due(), Some(plain.version.ms() + 60_000), "the oldest write the cache's TTL governs");
+        assert_eq!(store.next_due(), Some(plain.version.ms() + 60_001), "the oldest write the cache's TTL governs");
         assert_eq!(keys_of(&store), ["long", "plain"], "its own deadline keeps it past the cache's TTL");
         // A put_ttl entry in a cache without bounds expires too.
         let plain = Store::default();
@@ -1026,7 +1027,7 @@ mod tests {
         copy.deadline = 0;
         plain.apply(copy);
         assert!(plain.apply(short.clone()), "the copy with a deadline gives it to the one without");
-        assert_eq!(plain.sweep(short.deadline), 1);
+        assert_eq!(plain.sweep(short.deadline + 1), 1);
         assert!(!plain.contains("b", b"short"));
         // Its tombstone is forgotten after the grace.
         plain.set_tombstone_grace(1_000);

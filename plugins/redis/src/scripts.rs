@@ -94,19 +94,20 @@ local function finish()
   if last ~= nil then redis.call('HSET', M, 'last', num(last)) end
 end
 local evicted, expired = 0, 0
--- Whether the entry has expired now.
+-- Whether the entry has expired now: past its deadline, never in the
+-- deadline's own millisecond (the rule of is_past, cluster.rs).
 local function dead(field, stored)
   local b = bound()
   if not b then return false end
   local own = redis.call('ZSCORE', O, field)
   if own then
-    if tonumber(own) <= now() then return true end
-  elseif b.ttl > 0 and ver(stored) + b.ttl <= now() then
+    if tonumber(own) < now() then return true end
+  elseif b.ttl > 0 and ver(stored) + b.ttl < now() then
     return true
   end
   if b.idle > 0 then
     local used = redis.call('ZSCORE', U, field)
-    if used and math.floor(tonumber(used) / 1000) + b.idle <= now() then return true end
+    if used and math.floor(tonumber(used) / 1000) + b.idle < now() then return true end
   end
   return false
 end
@@ -321,7 +322,7 @@ pub(crate) static MERGE: LazyLock<Script> = LazyLock::new(|| {
 for i = 6, #ARGV, 2 do
   local cur = redis.call('HGET', D, ARGV[i])
   local b = bound()
-  local stale = b and b.ttl > 0 and ver(ARGV[i + 1]) + b.ttl <= now()
+  local stale = b and b.ttl > 0 and ver(ARGV[i + 1]) + b.ttl < now()
   if (not stale) and ((not cur) or ver(cur) < ver(ARGV[i + 1])) then
     redis.call('HSET', D, ARGV[i], ARGV[i + 1])
     place(ARGV[i], cur, ARGV[i + 1], nil)
@@ -428,7 +429,7 @@ for i = 6, #ARGV do
       end
     end
   end
-  if not cur or (at and at <= now()) then
+  if not cur or (at and at < now()) then
     out[#out + 1] = '-1'
   elseif at then
     out[#out + 1] = num(at)
