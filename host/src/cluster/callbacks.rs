@@ -20,6 +20,7 @@ impl ClusterManager {
     pub fn callbacks(&self) -> (ClusterCallbacksBox, u64) {
         let generation = self.shared.next_generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let callbacks = Callbacks {
+            listeners: self.shared.entries.registered(),
             shared: std::sync::Arc::downgrade(&self.shared),
             commands: self.commands.downgrade(),
             generation,
@@ -37,6 +38,10 @@ struct Callbacks {
     commands: mpsc::WeakUnboundedSender<Command>,
     /// Which attach this instance belongs to: events of a replaced one are dropped.
     generation: u64,
+    /// How many entry listeners the node has ([`EntryEvents::registered`](super::entry_events::EntryEvents::registered)):
+    /// with none, a strategy's "is this cache listened?" on each write it
+    /// applies is answered by one load.
+    listeners: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl ClusterCallbacks for Callbacks {
@@ -54,6 +59,9 @@ impl ClusterCallbacks for Callbacks {
     }
 
     fn cache_event(&self, event: FfiCacheEvent) {
+        if self.listeners.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            return;
+        }
         let Some(shared) = self.shared.upgrade() else { return };
         let entries = &shared.entries;
         // Only the strategy that serves (or is joining) this node; nothing
@@ -74,6 +82,9 @@ impl ClusterCallbacks for Callbacks {
     }
 
     fn cache_listened(&self, cache: RStr<'_>) -> bool {
+        if self.listeners.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            return false;
+        }
         let Some(shared) = self.shared.upgrade() else { return false };
         // The attached instance, serving or not yet: a replacement asked
         // between its attach and its join keeps the caches it was told of.

@@ -144,8 +144,10 @@ pub(crate) struct EntryEvents {
     moving: AtomicBool,
     next_id: AtomicU64,
     /// Listeners registered now, on every cache: with none (the common
-    /// case) a change costs one load here, not a lookup of its cache.
-    registered: AtomicUsize,
+    /// case) a change costs one load here, not a lookup of its cache. Shared
+    /// with each strategy's callbacks ([`Self::registered`]), which read it
+    /// before they reach the node.
+    registered: Arc<AtomicUsize>,
     /// Listener callbacks that panicked ([`RawCache::listen_with`](super::RawCache::listen_with)).
     panics: AtomicU64,
 }
@@ -159,7 +161,7 @@ impl EntryEvents {
             attached: AtomicU64::new(0),
             moving: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
-            registered: AtomicUsize::new(0),
+            registered: Arc::new(AtomicUsize::new(0)),
             panics: AtomicU64::new(0),
         })
     }
@@ -205,6 +207,13 @@ impl EntryEvents {
     /// Whether the standalone caches' changes are moves right now.
     pub(crate) fn moving(&self) -> bool {
         self.moving.load(Ordering::Acquire)
+    }
+
+    /// The count of listeners registered now, for a strategy's callbacks:
+    /// zero says no cache is listened without a lookup or a reference to
+    /// the node (a strategy asks on every write it applies).
+    pub(crate) fn registered(&self) -> Arc<AtomicUsize> {
+        self.registered.clone()
     }
 
     /// Whether any listener is registered at all.

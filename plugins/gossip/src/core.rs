@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use clusterhost_plugin_api::cluster::{now_ms, StrategyEvent};
 use clusterhost_plugin_api::ClusterHost;
 
@@ -38,8 +39,11 @@ pub struct Core {
     /// This member's copy of the caches (replication.rs).
     pub(crate) replica: Replica,
     /// The host's side of the boundary, once `cluster_strategy` handed it
-    /// over: events go there, and tasks run there.
-    host: Mutex<Option<ClusterHost>>,
+    /// over: events go there, and tasks run there. Shared with the entry
+    /// event observer, which reads it on every write under the store's
+    /// lock: an `ArcSwapOption` load takes no lock and touches no shared
+    /// counter.
+    pub(crate) host: Arc<ArcSwapOption<ClusterHost>>,
     /// The chitchat side; `None` once stopped. An async mutex: its calls
     /// await chitchat.
     membership: tokio::sync::Mutex<Option<Membership>>,
@@ -157,7 +161,7 @@ impl Core {
             sealer,
             net: net.clone(),
             replica,
-            host: Mutex::new(None),
+            host: Arc::new(ArcSwapOption::empty()),
             membership: tokio::sync::Mutex::new(Some(membership)),
             joining: JoinState::default(),
             view: ViewState::default(),
@@ -275,7 +279,7 @@ impl Core {
 
     /// Connects the host (it asked for the strategy).
     pub fn set_host(&self, host: ClusterHost) {
-        *locked(&self.host) = Some(host);
+        self.host.store(Some(Arc::new(host)));
     }
 
     /// Tells the host `event`, if it is connected.
@@ -288,7 +292,7 @@ impl Core {
 
     /// The host, if it is connected.
     pub(crate) fn host(&self) -> Option<ClusterHost> {
-        locked(&self.host).clone()
+        self.host.load().as_deref().cloned()
     }
 
     /// Stops everything (the plugin stops).

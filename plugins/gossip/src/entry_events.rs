@@ -41,14 +41,18 @@ impl Origins {
 /// the write's hybrid clock value, the one `cache_get_versioned` answers.
 pub(crate) fn observe(core: &Arc<Core>) {
     let weak = Arc::downgrade(core);
+    let hosts = core.host.clone();
     core.replica.store.observe(Box::new(move |change: StoreChange<'_>| {
-        // The caller holds the core (it is applying a write to its store).
-        let Some(core) = weak.upgrade() else { return };
-        let Some(host) = core.host() else { return };
-        // Nothing is built for a cache no one on this node listens to.
+        // Every write comes here, under the store's lock: while no one on
+        // this node listens to the cache, nothing is built and no shared
+        // counter is touched (no lock, no reference taken).
+        let host = hosts.load();
+        let Some(host) = host.as_deref() else { return };
         if !host.cache_listened(change.cache) {
             return;
         }
+        // The caller holds the core (it is applying a write to its store).
+        let Some(core) = weak.upgrade() else { return };
         host.emit_cache_event(CacheEvent {
             kind: change.kind,
             cache: change.cache.to_string(),
