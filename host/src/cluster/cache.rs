@@ -403,9 +403,13 @@ impl RawCache {
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ClusterError> {
         self.protected(false)?;
         let serving = self.factory.serving.read().await;
-        let value = match serving.get_now(&self.core.cache, key) {
-            Some(value) => value?,
-            None => serving.get(&self.core.cache, key).await?,
+        let value = if let Some(local) = serving.local_of(&self.core.cache) {
+            local.get(key)
+        } else {
+            match serving.get_now(&self.core.cache, key) {
+                Some(value) => value?,
+                None => serving.get(&self.core.cache, key).await?,
+            }
         };
         let hit = value.is_some() as u64;
         self.core.count(hit, 1 - hit);

@@ -294,6 +294,17 @@ impl StrategyRef {
         }
     }
 
+    /// The standalone strategy's own copy of `cache` (a resolved cache),
+    /// read in place: no future and no error to build, so the standalone
+    /// read path hands the caller a reference in a register.
+    #[inline]
+    pub fn local_of<'a>(&self, cache: &'a CacheRef) -> Option<&'a LocalCache> {
+        match (&self.inner, &cache.local) {
+            (Imp::Standalone(_), Some(local)) => Some(local),
+            _ => None,
+        }
+    }
+
     /// The value under `key` if the strategy has it at hand without
     /// waiting (the standalone strategy, through a resolved cache); `None`
     /// when the answer needs [`get`](Self::get). The hot read path asks
