@@ -218,14 +218,27 @@ fn fuzz() -> Result<()> {
 }
 
 fn test() -> Result<()> {
-    cargo(&["fmt", "--all", "--", "--check"])?;
-    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
-    cargo(&["test", "--workspace"])?;
-    fuzz()?;
-    // The benchmark runner in quick mode, so the harness cannot rot; CI
-    // checks it runs, not how fast (docs/performance.md holds a full run).
-    // A debug build: the tests above built most of it already, while a
-    // release build of the workspace would add minutes to every CI run.
-    cargo(&["run", "-p", "bench", "--", "quick"])?;
-    Ok(())
+    // Each step's wall time, printed at the end (and on a failure), so a
+    // run that grows says where: CI must stay under 30 minutes.
+    let mut took: Vec<(&str, std::time::Duration)> = Vec::new();
+    let result = (|| {
+        let mut step = |name: &'static str, run: &dyn Fn() -> Result<()>| {
+            let started = std::time::Instant::now();
+            let outcome = run();
+            took.push((name, started.elapsed()));
+            outcome
+        };
+        step("fmt", &|| cargo(&["fmt", "--all", "--", "--check"]))?;
+        step("clippy", &|| cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+        step("test", &|| cargo(&["test", "--workspace"]))?;
+        step("fuzz", &fuzz)?;
+        // The benchmark runner in quick mode, so the harness cannot rot; CI
+        // checks it runs, not how fast (docs/performance.md holds a full run).
+        // A debug build: the tests above built most of it already, while a
+        // release build of the workspace would add minutes to every CI run.
+        step("bench quick", &|| cargo(&["run", "-p", "bench", "--", "quick"]))
+    })();
+    let steps: Vec<String> = took.iter().map(|(name, d)| format!("{name} {:.0} s", d.as_secs_f64())).collect();
+    eprintln!("xtask test: {}", steps.join(", "));
+    result
 }
