@@ -494,6 +494,12 @@ impl RawCache {
     pub async fn put(&self, key: Vec<u8>, value: Vec<u8>) -> Result<(), ClusterError> {
         self.protected(true)?;
         let serving = self.factory.serving.read().await;
+        if let Some(local) = serving.local_of(&self.core.cache) {
+            // The standalone strategy tells its own changes (it has entry
+            // events): written in place, no future.
+            local.put(key, value, now_ms());
+            return Ok(());
+        }
         if !self.emulates(&serving) {
             return serving.put(&self.core.cache, key, value).await;
         }

@@ -45,7 +45,7 @@ pub(super) static ALL: &[Rule] = &[
     rule!("atomic-update-counter", false, "16 concurrent update increments of one counter from 3 members end at 16", atomic::atomic_update_counter),
     rule!("entry-events-alone", true, "every change reaches this member's listeners in order, this member the origin; values only when asked", entries::entry_events_alone),
     rule!("entry-events-across-members", false, "a put or remove on one member reaches the clustered listeners of another with that member as origin, a key's changes in order; never a local listener elsewhere", entries::entry_events_across_members),
-    rule!("bounded-alone", true, "a size bound evicts the oldest writes first, a TTL (the cache's or a put's own) removes an entry and reports expired, a live edit shrinks at once", bounds::bounded_alone),
+    rule!("bounded-alone", true, "a size bound evicts the oldest writes first, a TTL (the cache's or a put's own) removes an entry, never before it, and reports expired, a live edit shrinks at once", bounds::bounded_alone),
     rule!("bounded-across-members", false, "a bound holds on every member after concurrent writes, a TTL entry is gone everywhere within TTL + 1 s and another member's listener is told, a live edit shrinks every member", bounds::bounded_across_members),
     rule!("entry-times", false, "every member tells when an entry expires (the cache's TTL from the write, a put's own), none without a TTL or for an absent key, and counts each cache's evictions", bounds::entry_times),
 ];
