@@ -2,6 +2,7 @@
 //! chromium and chromium-driver; .ci/run installs them), for the tests of
 //! the web console and of the chat showcase.
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -14,7 +15,10 @@ use crate::{free_port, wait_until};
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
-/// A chromedriver process; killed when dropped.
+/// A chromedriver process in a process group of its own, with the
+/// Chromium it starts; the whole group is killed when dropped (killing
+/// chromedriver alone left its browser running, orphaned, after a test
+/// that did not close its session).
 pub struct Driver {
     child: Child,
     port: u16,
@@ -23,6 +27,11 @@ pub struct Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        if let Ok(group) = i32::try_from(self.child.id()) {
+            // SAFETY: kill(2) with a negative pid signals that process
+            // group: chromedriver's own (process_group(0) at spawn).
+            unsafe { libc::kill(-group, libc::SIGKILL) };
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -44,6 +53,7 @@ pub fn driver(what: &str) -> Option<Driver> {
     let port = free_port();
     let child = Command::new(CHROMEDRIVER)
         .arg(format!("--port={port}"))
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
