@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clusterhost_plugin_api::cluster::Entry;
 use clusterhost_plugin_api::PluginResult;
@@ -16,6 +17,10 @@ use crate::wire::{Msg, TIMED_WIRE};
 /// What sealing and framing add to a message's entries (nonce, tag,
 /// postcard's enum and length prefixes, the length prefix of the frame).
 const FRAME_OVERHEAD: usize = 256;
+
+/// How long a write whose acknowledgement failed waits for the member's
+/// `Leaving` notice before it reports the failure (see `left_meanwhile`).
+const LEAVE_NOTICE_WAIT: Duration = Duration::from_millis(100);
 
 /// This member's copy of every cache and the clock that versions its writes.
 pub(crate) struct Replica {
@@ -131,9 +136,10 @@ impl Core {
             let Ok((id, result)) = done else { continue };
             if let Err(e) = result {
                 // A member that left meanwhile does not hold the write up.
-                if self.addr_of(&id).is_some() {
-                    failures.push(e.to_string());
+                if self.left_meanwhile(&id).await {
+                    continue;
                 }
+                failures.push(e.to_string());
             }
         }
         if failures.is_empty() {
@@ -141,6 +147,24 @@ impl Core {
         } else {
             Err(format!("the write is applied here but not acknowledged by every member: {}", failures.join("; "))
                 .into())
+        }
+    }
+
+    /// Whether member `id`, whose acknowledgement did not come, left
+    /// meanwhile. A member that leaves sends its `Leaving` notice on its
+    /// own connection and then closes the others, so the close of a write's
+    /// connection can be seen here a moment before the notice is read: a
+    /// bounded wait ([`LEAVE_NOTICE_WAIT`]) for it, only on this failure path.
+    async fn left_meanwhile(&self, id: &str) -> bool {
+        let deadline = tokio::time::Instant::now() + LEAVE_NOTICE_WAIT.min(self.config.operation_timeout());
+        loop {
+            if !self.still_member(id) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 

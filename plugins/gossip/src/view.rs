@@ -331,4 +331,15 @@ impl Core {
     pub(crate) fn addr_of(&self, member: &str) -> Option<SocketAddr> {
         locked(&self.view.current).members.get(member).and_then(|p| p.data_addr)
     }
+
+    /// Whether member `member` is in the view and has not said it leaves:
+    /// its `Leaving` notice counts from the moment it arrived, before the
+    /// view loop has recomputed the view without it.
+    pub(crate) fn still_member(&self, member: &str) -> bool {
+        let join = match locked(&self.view.current).members.get(member) {
+            Some(p) if p.data_addr.is_some() => (p.id.clone(), p.generation, p.epoch),
+            _ => return false,
+        };
+        !locked(&self.view.departed).contains(&join)
+    }
 }
